@@ -1,0 +1,57 @@
+# ferryman — see README.md. Every target sets itself up (idempotent).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+DEMO_DIR ?= .cache/demo
+
+.PHONY: setup lock lint typecheck test test-unit test-integration test-cluster demo bench bench-quick \
+        loadtest soak cluster-up cluster-down crd chart-docs clean
+
+setup:
+	@bash scripts/setup.sh
+
+lock:
+	uv pip compile requirements/requirements.in -p 3.11 -o requirements/lock.txt
+
+lint: setup
+	$(VENV)/bin/ruff check platform runtimes operators tests loadtests scripts
+
+typecheck: setup
+	$(VENV)/bin/mypy platform/ferryman runtimes/ferryman_runtimes operators/ferryman_operator
+
+test: setup lint typecheck
+	$(PYTEST) tests/unit tests/integration tests/cluster -q
+
+test-unit: setup
+	$(PYTEST) tests/unit -q
+
+test-integration: setup
+	$(PYTEST) tests/integration -q
+
+test-cluster: setup
+	$(PYTEST) tests/cluster -q
+
+demo: setup
+	$(VENV)/bin/ferryman demo --dir $(DEMO_DIR)
+
+bench: setup
+	$(PY) -m loadtests.bench --out docs/benchmarks.md
+
+bench-quick: setup
+	$(PY) -m loadtests.bench --quick --out docs/benchmarks.md
+
+loadtest: setup
+	$(PY) -m loadtests.run_local
+
+soak: setup
+	$(PY) -m loadtests.soak --minutes 10 --out docs/soak.md
+
+cluster-up: setup
+	bash scripts/cluster/up.sh
+
+cluster-down:
+	bash scripts/cluster/down.sh
+
+clean:
+	rm -rf .cache build *.egg-info .pytest_cache .mypy_cache .ruff_cache

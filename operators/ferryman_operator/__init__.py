@@ -1,0 +1,1 @@
+"""ferryman operator: the ModelDeployment CRD, reconcilers and backends (kopf)."""

@@ -1,0 +1,112 @@
+"""The `ferryman` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from ferryman.errors import FerrymanError
+
+console = Console(stderr=True)
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ferryman.cli.runtimes import launcher
+
+    launcher("native")(args.target, host=args.host, port=args.port, workers=args.workers,
+                       max_body_bytes=args.max_body_bytes)
+    return 0
+
+
+def _examples_export(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from ferryman.examples import export
+
+    with console.status("training and exporting sample models"):
+        result = export(args.directory)
+    table = Table(title=f"sample models in {result.directory}")
+    table.add_column("version")
+    table.add_column("file")
+    table.add_column("test accuracy", justify="right")
+    for v, p in result.versions.items():
+        table.add_row(v, str(p), f"{result.accuracy[v]:.3f}")
+    console.print(table)
+    console.print(f"spec: [bold]{result.spec}[/]")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from ferryman.spec import load_deployment
+
+    md = load_deployment(args.spec)
+    console.print(f"[green]valid[/] ModelDeployment {md.name!r}: {len(md.spec.versions)} version(s), "
+                  f"runtime {md.spec.runtime.value}, strategy {md.spec.traffic.strategy.value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ferryman", description="ONNX model serving with progressive delivery")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve a spec (every version) or a single .onnx file with the native runtime")
+    p.add_argument("target", help="ModelDeployment YAML or .onnx file")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--max-body-bytes", type=int, default=None)
+    p.set_defaults(func=_serve)
+
+    ex = sub.add_parser("examples", help="sample models").add_subparsers(dest="examples_command", required=True)
+    p = ex.add_parser("export", help="train and export the sample models and a ready deployment.yaml")
+    p.add_argument("directory", type=Path)
+    p.set_defaults(func=_examples_export)
+
+    p = sub.add_parser("validate", help="validate a ModelDeployment spec file")
+    p.add_argument("spec", type=Path)
+    p.set_defaults(func=_validate)
+
+    for register in EXTENSIONS:
+        register(sub)
+    return parser
+
+
+# Later command groups (up/status/promote..., loadtest, crd) append a `register(subparsers)` here.
+EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _load_extensions()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except FerrymanError as err:
+        console.print(f"[red]error:[/] {err}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load_extensions() -> None:
+    import importlib
+
+    for module in ("ferryman.cli.local", "ferryman.cli.loadtest", "ferryman.cli.crd"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

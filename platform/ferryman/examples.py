@@ -1,0 +1,109 @@
+"""Sample models from scikit-learn's bundled breast-cancer dataset (no network), exported with skl2onnx.
+
+``export(DIR)`` writes two versions of a gradient-boosted classifier, each version's reference data for
+drift monitoring, a held-out traffic set for load generation, and ``DIR/deployment.yaml`` serving them
+(v1 stable, v2 as canary).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ferryman.store import sha256_of
+
+MODEL_NAME = "breast-cancer"
+INPUT_NAME = "input"
+N_FEATURES = 30
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    directory: Path
+    spec: Path
+    versions: dict[str, Path]
+    accuracy: dict[str, float]
+
+
+def _dataset() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x.astype(np.float32), y.astype(np.int64), test_size=0.3, random_state=7, stratify=y
+    )
+    return x_train, x_test, y_train, y_test
+
+
+def to_onnx(estimator: object, n_features: int = N_FEATURES) -> bytes:
+    from skl2onnx import to_onnx as _to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    onx = _to_onnx(
+        estimator,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+        options={id(estimator): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    return onx.SerializeToString()
+
+
+def export(directory: str | Path, *, strategy: str = "canary", interval_seconds: float = 5.0,
+           min_requests: int = 50) -> ExportResult:
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    x_train, x_test, y_train, y_test = _dataset()
+    configs = {
+        "v1": GradientBoostingClassifier(n_estimators=60, max_depth=3, learning_rate=0.1, random_state=1),
+        "v2": GradientBoostingClassifier(n_estimators=100, max_depth=3, learning_rate=0.08, subsample=0.9,
+                                         random_state=2),
+    }
+    paths: dict[str, Path] = {}
+    accuracy: dict[str, float] = {}
+    for version, est in configs.items():
+        est.fit(x_train, y_train)
+        accuracy[version] = float((est.predict(x_test) == y_test).mean())
+        vdir = out / "models" / version
+        vdir.mkdir(parents=True, exist_ok=True)
+        path = vdir / "model.onnx"
+        path.write_bytes(to_onnx(est))
+        np.save(vdir / "reference.npy", x_train)
+        paths[version] = path
+    np.save(out / "traffic.npy", x_test)
+    np.save(out / "traffic_labels.npy", y_test)
+    spec = {
+        "apiVersion": "serving.ferryman.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": MODEL_NAME},
+        "spec": {
+            "runtime": "native",
+            "versions": [
+                {
+                    "name": v,
+                    "uri": f"models/{v}/model.onnx",
+                    "sha256": sha256_of(p),
+                    "referenceData": f"models/{v}/reference.npy",
+                }
+                for v, p in paths.items()
+            ],
+            "budget": {"p99Ms": 100, "maxErrorRate": 0.01},
+            "traffic": {
+                "strategy": strategy,
+                "stable": "v1",
+                "candidate": "v2",
+                "canary": {"steps": [5, 25, 50, 100], "intervalSeconds": interval_seconds,
+                           "failureThreshold": 2, "minRequests": min_requests},
+                "abTest": {"weights": {"v1": 50, "v2": 50}, "sticky": {"source": "header", "name": "x-user-id"}},
+            },
+            "drift": {"enabled": True, "windowSize": 500, "everyRows": 250, "threshold": 0.5},
+        },
+    }
+    spec_path = out / "deployment.yaml"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return ExportResult(directory=out, spec=spec_path, versions=paths, accuracy=accuracy)

@@ -1,0 +1,276 @@
+"""Open Inference Protocol (KServe v2) codec: JSON tensors and the binary tensor data extension.
+
+Decoding turns a request body into an :class:`InferRequest` with numpy arrays; encoding turns an
+:class:`InferResponse` into a body plus the headers the binary extension needs. Every malformed input is
+an :class:`InvalidInput` whose message says what is wrong and where (``inputs[1].shape: ...``).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ferryman.errors import InvalidInput
+from ferryman.protocol.datatypes import V2_TO_NUMPY, v2_datatype_of
+from ferryman.protocol.tensor import InferRequest, InferResponse, RequestedOutput, Tensor
+
+HEADER_LENGTH = "inference-header-content-length"
+_ALLOWED_KINDS = {
+    "BOOL": "b",
+    "FP16": "biuf",
+    "FP32": "biuf",
+    "FP64": "biuf",
+}
+_INT_KINDS = "biu"
+_ORJSON_NATIVE = {np.dtype(t) for t in ("float32", "float64", "int8", "int16", "int32", "int64",
+                                         "uint8", "uint16", "uint32", "uint64", "bool")}
+
+
+def _loads(body: bytes | str, *, what: str = "request body") -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise InvalidInput(f"{what}: malformed JSON: {err}") from err
+
+
+def _shape(value: Any, where: str) -> list[int]:
+    if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
+        raise InvalidInput(f"{where}.shape: must be a list of non-negative integers")
+    return value
+
+
+def _element_count(shape: list[int]) -> int:
+    return math.prod(shape)
+
+
+def _json_array(data: Any, *, datatype: str, shape: list[int], where: str) -> np.ndarray:
+    if not isinstance(data, list):
+        raise InvalidInput(f"{where}.data: must be a list")
+    if datatype == "BYTES":
+        try:
+            arr = np.array(data, dtype=np.object_)
+        except ValueError as err:
+            raise InvalidInput(f"{where}.data: ragged nested list") from err
+        if not all(isinstance(x, str) for x in arr.flat):
+            raise InvalidInput(f"{where}.data: BYTES data must be strings")
+    else:
+        try:
+            arr = np.asarray(data)
+        except ValueError as err:
+            raise InvalidInput(f"{where}.data: ragged nested list") from err
+        allowed = _ALLOWED_KINDS.get(datatype, _INT_KINDS)
+        if arr.size and arr.dtype.kind not in allowed:
+            raise InvalidInput(f"{where}.data: values do not fit datatype {datatype}")
+    if arr.ndim > 1 and list(arr.shape) != shape:
+        raise InvalidInput(f"{where}.data: nested data has shape {list(arr.shape)} but shape is {shape}")
+    if arr.size != _element_count(shape):
+        raise InvalidInput(f"{where}.data: {arr.size} elements do not match shape {shape}")
+    if datatype != "BYTES":
+        try:
+            with np.errstate(all="raise"):
+                arr = arr.astype(V2_TO_NUMPY[datatype], copy=False)
+        except (OverflowError, FloatingPointError, ValueError) as err:
+            raise InvalidInput(f"{where}.data: values out of range for {datatype}") from err
+    return arr.reshape(shape)
+
+
+def _binary_array(chunk: bytes, *, datatype: str, shape: list[int], where: str) -> np.ndarray:
+    count = _element_count(shape)
+    if datatype == "BYTES":
+        items: list[bytes] = []
+        pos = 0
+        while pos < len(chunk):
+            if pos + 4 > len(chunk):
+                raise InvalidInput(f"{where}: truncated BYTES element length")
+            (n,) = struct.unpack_from("<I", chunk, pos)
+            pos += 4
+            if pos + n > len(chunk):
+                raise InvalidInput(f"{where}: truncated BYTES element")
+            items.append(chunk[pos : pos + n])
+            pos += n
+        if len(items) != count:
+            raise InvalidInput(f"{where}: {len(items)} BYTES elements do not match shape {shape}")
+        return np.array(items, dtype=np.object_).reshape(shape)
+    dtype = V2_TO_NUMPY[datatype].newbyteorder("<")
+    if len(chunk) != count * dtype.itemsize:
+        raise InvalidInput(
+            f"{where}: binary_data_size {len(chunk)} does not match shape {shape} of {datatype} "
+            f"({count * dtype.itemsize} bytes)"
+        )
+    return np.frombuffer(chunk, dtype=dtype).reshape(shape)
+
+
+def decode_request(body: bytes, *, header_length: int | None = None, max_elements: int | None = None) -> InferRequest:
+    """Decode a v2 infer request. ``header_length`` is the Inference-Header-Content-Length value, if any."""
+    if header_length is None:
+        header, binary = body, b""
+    else:
+        if header_length < 0 or header_length > len(body):
+            raise InvalidInput(f"{HEADER_LENGTH}: {header_length} exceeds the body length {len(body)}")
+        header, binary = body[:header_length], body[header_length:]
+    doc = _loads(header)
+    if not isinstance(doc, dict):
+        raise InvalidInput("request body: must be a JSON object")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("inputs: must be a non-empty list")
+    inputs: list[Tensor] = []
+    offset = 0
+    seen: set[str] = set()
+    for i, item in enumerate(raw_inputs):
+        where = f"inputs[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidInput(f"{where}: must be an object")
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidInput(f"{where}.name: must be a non-empty string")
+        if name in seen:
+            raise InvalidInput(f"{where}.name: duplicate input {name!r}")
+        seen.add(name)
+        where = f"inputs[{i}] ({name})"
+        datatype = item.get("datatype")
+        if datatype not in V2_TO_NUMPY:
+            raise InvalidInput(f"{where}.datatype: unknown datatype {datatype!r}")
+        shape = _shape(item.get("shape"), where)
+        if max_elements is not None and _element_count(shape) > max_elements:
+            raise InvalidInput(f"{where}.shape: {_element_count(shape)} elements exceed the limit of {max_elements}")
+        params = item.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidInput(f"{where}.parameters: must be an object")
+        size = params.get("binary_data_size")
+        if size is not None:
+            if type(size) is not int or size < 0:
+                raise InvalidInput(f"{where}.parameters.binary_data_size: must be a non-negative integer")
+            if offset + size > len(binary):
+                raise InvalidInput(f"{where}.parameters.binary_data_size: exceeds the binary data in the body")
+            arr = _binary_array(binary[offset : offset + size], datatype=datatype, shape=shape, where=where)
+            offset += size
+        else:
+            if "data" not in item:
+                raise InvalidInput(f"{where}.data: missing (and no binary_data_size)")
+            arr = _json_array(item["data"], datatype=datatype, shape=shape, where=where)
+        inputs.append(Tensor(name=name, datatype=datatype, shape=shape, data=arr))
+    if offset != len(binary):
+        raise InvalidInput(f"binary data: {len(binary) - offset} trailing bytes not claimed by any input")
+    req_params = doc.get("parameters") or {}
+    if not isinstance(req_params, dict):
+        raise InvalidInput("parameters: must be an object")
+    binary_output = bool(req_params.get("binary_data_output", False))
+    outputs = None
+    raw_outputs = doc.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise InvalidInput("outputs: must be a list")
+        outputs = []
+        for j, o in enumerate(raw_outputs):
+            if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+                raise InvalidInput(f"outputs[{j}].name: must be a string")
+            oparams = o.get("parameters") or {}
+            if not isinstance(oparams, dict):
+                raise InvalidInput(f"outputs[{j}].parameters: must be an object")
+            outputs.append(RequestedOutput(name=o["name"], binary=bool(oparams.get("binary_data", binary_output))))
+    rid = doc.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise InvalidInput("id: must be a string")
+    return InferRequest(inputs=inputs, id=rid, outputs=outputs, binary_output=binary_output, parameters=req_params)
+
+
+def _bytes_payload(arr: np.ndarray) -> bytes:
+    parts = []
+    for x in arr.ravel():
+        b = x if isinstance(x, bytes) else str(x).encode()
+        parts.append(struct.pack("<I", len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def _json_data(arr: np.ndarray) -> Any:
+    if arr.dtype in _ORJSON_NATIVE:
+        return np.ascontiguousarray(arr).ravel()
+    if arr.dtype.kind in ("O", "S", "U"):
+        return [x.decode(errors="replace") if isinstance(x, bytes) else str(x) for x in arr.ravel()]
+    return arr.ravel().tolist()
+
+
+def encode_response(response: InferResponse, *, binary_names: set[str] | None = None) -> tuple[bytes, int | None]:
+    """Return (body, header_length). header_length is None when nothing is binary (plain JSON body)."""
+    outputs = []
+    chunks: list[bytes] = []
+    for t in response.outputs:
+        arr = t.data
+        out: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(arr.shape)}
+        if binary_names and t.name in binary_names:
+            raw = _bytes_payload(arr) if t.datatype == "BYTES" else np.ascontiguousarray(arr).astype(
+                arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            out["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            out["data"] = _json_data(arr)
+        outputs.append(out)
+    doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
+    if response.id is not None:
+        doc["id"] = response.id
+    if response.parameters:
+        doc["parameters"] = response.parameters
+    doc["outputs"] = outputs
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)
+
+
+def decode_response(body: bytes, *, header_length: int | None = None) -> dict[str, Any]:
+    """Decode a v2 response (JSON or binary) into a dict whose outputs carry numpy arrays in ``data``.
+
+    Used by the gateway's shadow comparison, the load tests and the test suite.
+    """
+    header = body if header_length is None else body[:header_length]
+    binary = b"" if header_length is None else body[header_length:]
+    doc = _loads(header, what="response body")
+    offset = 0
+    for out in doc.get("outputs", []):
+        size = (out.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            out["data"] = np.array(out["data"], dtype=V2_TO_NUMPY[out["datatype"]]).reshape(out["shape"])
+        else:
+            out["data"] = _binary_array(binary[offset : offset + size], datatype=out["datatype"],
+                                        shape=out["shape"], where=out["name"])
+            offset += size
+    return doc
+
+
+def tensor_from_array(name: str, arr: np.ndarray) -> Tensor:
+    return Tensor(name=name, datatype=v2_datatype_of(arr), shape=list(arr.shape), data=arr)
+
+
+def encode_request(inputs: dict[str, np.ndarray], *, binary: bool = False, binary_output: bool = False,
+                   request_id: str | None = None, outputs: list[str] | None = None) -> tuple[bytes, int | None]:
+    """Client-side helper: build a v2 request body (used by the gateway, load tests and tests)."""
+    items = []
+    chunks: list[bytes] = []
+    for name, arr in inputs.items():
+        dt = v2_datatype_of(arr)
+        item: dict[str, Any] = {"name": name, "datatype": dt, "shape": list(arr.shape)}
+        if binary:
+            raw = _bytes_payload(arr) if dt == "BYTES" else np.ascontiguousarray(arr).astype(
+                arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            item["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            item["data"] = _json_data(arr)
+        items.append(item)
+    doc: dict[str, Any] = {"inputs": items}
+    if request_id is not None:
+        doc["id"] = request_id
+    if binary_output:
+        doc["parameters"] = {"binary_data_output": True}
+    if outputs is not None:
+        doc["outputs"] = [{"name": o, "parameters": {"binary_data": binary_output}} for o in outputs]
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)

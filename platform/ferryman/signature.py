@@ -1,0 +1,95 @@
+"""Model signatures read from the ONNX graph, and validation of request tensors against them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ferryman.errors import InvalidInput
+from ferryman.protocol.datatypes import ONNX_TO_V2, V2_TO_NUMPY, can_cast
+from ferryman.protocol.tensor import Tensor
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int | None, ...]  # None marks a dynamic dimension
+
+    def to_v2(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": [-1 if d is None else d for d in self.shape]}
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def input(self, name: str) -> TensorSpec:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+def _dim(d: Any) -> int | None:
+    return d if isinstance(d, int) and d >= 0 else None
+
+
+def from_ort_session(session: Any) -> Signature:
+    """Build the signature from an onnxruntime.InferenceSession (its graph inputs and outputs)."""
+
+    def specs(nodes: Any) -> tuple[TensorSpec, ...]:
+        return tuple(
+            TensorSpec(name=n.name, datatype=ONNX_TO_V2.get(n.type, n.type), shape=tuple(_dim(d) for d in n.shape))
+            for n in nodes
+        )
+
+    return Signature(inputs=specs(session.get_inputs()), outputs=specs(session.get_outputs()))
+
+
+def validate_inputs(signature: Signature, tensors: list[Tensor]) -> dict[str, np.ndarray]:
+    """Check names, datatypes (cast policy), ranks and fixed dims; return the feed for ONNX Runtime."""
+    feed: dict[str, np.ndarray] = {}
+    expected = signature.inputs
+    if len(tensors) == len(expected) == 1 and tensors[0].name == expected[0].name:
+        pairs = [(expected[0], tensors[0])]
+    else:
+        by_name = {t.name: t for t in tensors}
+        extra = [n for n in by_name if n not in {s.name for s in expected}]
+        if extra:
+            raise InvalidInput(f"unexpected input(s) {', '.join(map(repr, extra))}; model expects {signature.input_names}")
+        missing = [s.name for s in expected if s.name not in by_name]
+        if missing:
+            raise InvalidInput(f"missing input(s) {', '.join(map(repr, missing))}; model expects {signature.input_names}")
+        pairs = [(s, by_name[s.name]) for s in expected]
+    for spec, t in pairs:
+        if t.datatype != spec.datatype and not can_cast(t.datatype, spec.datatype):
+            raise InvalidInput(f"input {spec.name!r}: datatype {t.datatype} cannot be cast to the model's {spec.datatype}")
+        arr = t.data
+        if arr.ndim != len(spec.shape):
+            raise InvalidInput(
+                f"input {spec.name!r}: rank {arr.ndim} (shape {list(arr.shape)}) but the model expects rank "
+                f"{len(spec.shape)} {[-1 if d is None else d for d in spec.shape]}"
+            )
+        for axis, (got, want) in enumerate(zip(arr.shape, spec.shape, strict=True)):
+            if want is not None and got != want:
+                raise InvalidInput(
+                    f"input {spec.name!r}: dimension {axis} is {got} but the model requires {want} "
+                    f"(expected shape {[-1 if d is None else d for d in spec.shape]})"
+                )
+        want_dtype = V2_TO_NUMPY[spec.datatype]
+        if arr.dtype != want_dtype:
+            arr = arr.astype(want_dtype)
+        feed[spec.name] = arr
+    return feed

@@ -1,0 +1,91 @@
+"""Tiny ASGI HTTP helpers: a request view over the scope, bounded body reading, response senders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ferryman.errors import InvalidInput, PayloadTooLarge
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class Request:
+    __slots__ = ("_headers", "method", "path", "query", "scope")
+
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.scope = scope
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query: bytes = scope.get("query_string", b"")
+        self._headers: dict[bytes, bytes] | None = None
+
+    @property
+    def headers(self) -> dict[bytes, bytes]:
+        if self._headers is None:
+            self._headers = {k.lower(): v for k, v in self.scope["headers"]}
+        return self._headers
+
+    def header(self, name: bytes) -> str | None:
+        for k, v in self.scope["headers"]:
+            if k == name or k.lower() == name:
+                return v.decode("latin-1")
+        return None
+
+    def cookie(self, name: str) -> str | None:
+        raw = self.header(b"cookie")
+        if not raw:
+            return None
+        for part in raw.split(";"):
+            k, _, v = part.strip().partition("=")
+            if k == name:
+                return v
+        return None
+
+    def query_param(self, name: str) -> str | None:
+        from urllib.parse import parse_qs
+
+        values = parse_qs(self.query.decode("latin-1")).get(name)
+        return values[0] if values else None
+
+
+async def read_body(request: Request, receive: Any, *, limit: int) -> bytes:
+    declared = request.header(b"content-length")
+    if declared is not None:
+        try:
+            n = int(declared)
+        except ValueError as err:
+            raise InvalidInput("content-length: must be an integer") from err
+        if n > limit:
+            raise PayloadTooLarge(f"request body of {n} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidInput("client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_bytes(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send: Any, status: int, obj: Any, *, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+    await send_bytes(send, status, body, [*_JSON_HEADERS, *(headers or [])])
+
+
+async def send_text(send: Any, status: int, text: bytes, *, content_type: bytes) -> None:
+    await send_bytes(send, status, text, [(b"content-type", content_type)])

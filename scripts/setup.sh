@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Creates .venv at the repository root from the checked-in lock (idempotent, quick when up to date).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stamp=.venv/.ferryman-setup
+want=$(cat requirements/lock.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/ferryman ]; then
+  exit 0
+fi
+PY=${PYTHON:-python3}
+if ! command -v uv >/dev/null 2>&1; then
+  echo "installing uv (the installer for the lock file)"
+  "$PY" -m pip install --quiet --disable-pip-version-check uv
+fi
+UV=$(command -v uv || echo "$PY -m uv")
+[ -x .venv/bin/python ] || $UV venv --quiet .venv --python "$PY"
+echo "installing locked dependencies into .venv"
+$UV pip install --quiet --python .venv/bin/python -r requirements/lock.txt
+$UV pip install --quiet --python .venv/bin/python --no-deps -e .
+bash scripts/system-deps.sh
+echo "$want" > "$stamp"

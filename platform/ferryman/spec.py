@@ -7,6 +7,7 @@ everywhere, so a typo in a YAML file is an error that names its path, never a si
 
 from __future__ import annotations
 
+import itertools
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -88,7 +89,7 @@ class CanaryPolicy(_Model):
     def _steps_increase_to_100(cls, steps: list[int]) -> list[int]:
         if any(not 0 < s <= 100 for s in steps):
             raise ValueError("every step must be a percentage in 1..100")
-        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(steps)):
             raise ValueError("steps must strictly increase")
         if steps[-1] != 100:
             raise ValueError("the last step must be 100 (full promotion)")
@@ -189,7 +190,7 @@ class ModelDeploymentSpec(_Model):
         names = [v.name for v in self.versions]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"duplicate version names: {', '.join(dupes)}")
+            raise ValueError(f"versions: duplicate version names: {', '.join(dupes)}")
         known = set(names)
         t = self.traffic
         if t.stable is None:
@@ -201,12 +202,12 @@ class ModelDeploymentSpec(_Model):
             if arm not in known:
                 raise ValueError(f"traffic.abTest.weights: unknown version {arm!r} (known: {', '.join(names)})")
         if t.candidate is not None and t.candidate == t.stable:
-            raise ValueError("traffic.candidate must differ from traffic.stable")
+            raise ValueError(f"traffic.candidate: must differ from traffic.stable ({t.stable!r})")
         needs_candidate = {Strategy.canary, Strategy.blue_green, Strategy.shadow}
         if t.strategy in needs_candidate and t.candidate is None:
-            raise ValueError(f"traffic.candidate is required for strategy {t.strategy.value!r}")
+            raise ValueError(f"traffic.candidate: required for strategy {t.strategy.value!r}")
         if t.strategy == Strategy.ab_test and not t.ab_test.weights:
-            raise ValueError("traffic.abTest.weights is required for strategy 'abTest'")
+            raise ValueError("traffic.abTest.weights: required for strategy 'abTest'")
         return self
 
     def version(self, name: str) -> ModelVersion:
@@ -241,8 +242,8 @@ class ModelDeploymentStatus(_Model):
 
 
 class ModelDeployment(_Model):
-    api_version: Literal["serving.ferryman.dev/v1alpha1"] = API_VERSION
-    kind: Literal["ModelDeployment"] = KIND
+    api_version: Literal["serving.ferryman.dev/v1alpha1"] = "serving.ferryman.dev/v1alpha1"
+    kind: Literal["ModelDeployment"] = "ModelDeployment"
     metadata: Metadata
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus | None = None
@@ -253,6 +254,9 @@ class ModelDeployment(_Model):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+_SUBPATH = re.compile(r"^(?P<path>[A-Za-z]\w*(?:\.[A-Za-z]\w*|\[\d+\])*): (?P<msg>.*)$", re.DOTALL)
 
 
 def format_validation_error(err: ValidationError) -> str:
@@ -266,6 +270,11 @@ def format_validation_error(err: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         msg = re.sub(r"^Value error, ", "", msg)
+        # Cross-field checks (model validators) prefix their message with the path below their model.
+        sub = _SUBPATH.match(msg)
+        if sub:
+            path = f"{path}.{sub['path']}" if path else sub["path"]
+            msg = sub["msg"]
         lines.append(f"{path or '<root>'}: {msg}")
     return "\n".join(lines)
 

@@ -12,13 +12,13 @@ import time
 from typing import Any
 
 import orjson
-
 from ferryman.dataplane import DataPlane
 from ferryman.engine import OnnxModel
 from ferryman.errors import FerrymanError, InvalidInput, ModelNotFound, NotReady, Overloaded, PayloadTooLarge
 from ferryman.protocol import v1, v2
 from ferryman.protocol.tensor import InferRequest, InferResponse
 from ferryman.telemetry import NullObserver, RequestObserver, RequestRecord
+
 from ferryman_runtimes.asgi.http import Request, read_body, send_bytes, send_json
 
 log = logging.getLogger("ferryman.server")
@@ -39,7 +39,7 @@ class Selection:
 
 class InferenceApp:
     def __init__(self, dataplane: DataPlane, *, observer: RequestObserver | None = None,
-                 extra_routes: dict[str, Any] | None = None) -> None:
+                 extra_routes: dict[tuple[str, str], Any] | None = None) -> None:
         self.dataplane = dataplane
         self.repository = dataplane.repository
         self.limits = dataplane.limits

@@ -9,6 +9,7 @@ from typing import Any
 
 from ferryman.dataplane import DataPlane, repository_for, repository_for_file
 from ferryman.spec import Limits, load_deployment
+
 from ferryman_runtimes.asgi.app import InferenceApp
 
 log = logging.getLogger("ferryman.serve")

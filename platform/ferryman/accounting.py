@@ -1,0 +1,110 @@
+"""Exact per-version and per-route request accounting (counts, errors, every latency) for the analysis.
+
+An observer on the data plane appends each finished request; :meth:`Accounting.window` reads the requests
+since a mark (the start of the current rollout step) without disturbing the running totals. Latencies are
+kept exactly (float64 per request) in bounded segments; p99 is computed from the real values, not buckets.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from array import array
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ferryman.analysis import VersionStats
+from ferryman.protocol.tensor import InferRequest, InferResponse
+from ferryman.telemetry import RequestRecord
+
+MAX_SAMPLES = 2_000_000  # per (version, route); beyond this the oldest half is dropped (exact within the tail)
+
+
+@dataclass
+class _Series:
+    count: int = 0
+    errors: int = 0
+    latencies: array = field(default_factory=lambda: array("d"))
+    times: array = field(default_factory=lambda: array("d"))
+    failed: array = field(default_factory=lambda: array("b"))  # 1 where the request was a 5xx
+    dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTotals:
+    version: str
+    route: str
+    requests: int
+    errors: int
+    p50_seconds: float | None
+    p95_seconds: float | None
+    p99_seconds: float | None
+
+
+class Accounting:
+    """Thread-safe; ``finished`` is on the hot path and only appends."""
+
+    def __init__(self) -> None:
+        self._now = time.monotonic
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, str], _Series] = {}
+
+    # RequestObserver -----------------------------------------------------------------------------
+    def started(self, model: str) -> None:
+        return None
+
+    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
+        if not record.version or (record.code < 500 and record.code >= 400):
+            return  # client mistakes before or after routing are the caller's, not the version's
+        key = (record.version, record.route)
+        with self._lock:
+            s = self._series.get(key)
+            if s is None:
+                s = self._series[key] = _Series()
+            s.count += 1
+            failed = record.code >= 500
+            s.errors += failed
+            s.latencies.append(record.seconds)
+            s.times.append(self._now())
+            s.failed.append(failed)
+            if len(s.latencies) > MAX_SAMPLES:
+                half = len(s.latencies) // 2
+                del s.latencies[:half]
+                del s.times[:half]
+                del s.failed[:half]
+                s.dropped += half
+
+    # reading -------------------------------------------------------------------------------------
+    def now(self) -> float:
+        return self._now()
+
+    def window(self, version: str, *, since: float, routes: set[str] | None = None) -> VersionStats:
+        """Stats for ``version`` over requests finished at or after ``since`` (monotonic seconds)."""
+        lat_parts = []
+        errors = 0
+        with self._lock:
+            for (v, route), s in self._series.items():
+                if v != version or (routes is not None and route not in routes):
+                    continue
+                times = np.frombuffer(s.times, dtype=np.float64) if len(s.times) else np.empty(0)
+                start = int(np.searchsorted(times, since, side="left"))
+                lat_parts.append(np.array(s.latencies[start:], dtype=np.float64))
+                errors += sum(s.failed[start:])
+        lat = np.concatenate(lat_parts) if lat_parts else np.empty(0)
+        if lat.size == 0:
+            return VersionStats(version=version, requests=0, errors=0, p99_seconds=None)
+        p50, p95, p99 = np.quantile(lat, [0.5, 0.95, 0.99], method="higher")
+        return VersionStats(version=version, requests=int(lat.size), errors=errors, p99_seconds=float(p99),
+                            p50_seconds=float(p50), p95_seconds=float(p95))
+
+    def totals(self) -> list[RouteTotals]:
+        out = []
+        with self._lock:
+            items = [(k, s.count, s.errors, np.array(s.latencies, dtype=np.float64)) for k, s in self._series.items()]
+        for (version, route), count, errors, lat in sorted(items):
+            q = np.quantile(lat, [0.5, 0.95, 0.99], method="higher") if lat.size else [None, None, None]
+            out.append(RouteTotals(version, route, count, errors,
+                                   *(None if x is None else float(x) for x in q)))
+        return out
+

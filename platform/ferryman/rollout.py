@@ -1,0 +1,279 @@
+"""The rollout state machine: pure functions from (state, inputs, now) to (state, decision).
+
+Strategies: canary (weighted steps with analysis), blue-green (analysis of the preview, then an atomic
+switch), A/B (runs until stopped, reports per arm), shadow (mirror to the candidate, analysis reported),
+static. Every transition records a :class:`Decision` with a reason in the bounded history. The same
+functions run in `ferryman up` (local driver) and in the Kubernetes operator (status-backed driver).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from ferryman.analysis import Analysis, Outcome, VersionStats, analyze
+from ferryman.errors import Conflict
+from ferryman.routing import RouteTable, initial_table
+from ferryman.spec import ModelDeployment, Strategy
+
+HISTORY_LIMIT = 50
+
+
+class Phase(StrEnum):
+    stable = "Stable"  # nothing rolling out
+    progressing = "Progressing"  # canary stepping / blue-green preview under analysis
+    running = "Running"  # A/B test or shadow: runs until stopped
+    paused = "Paused"
+    promoted = "Promoted"
+    rolled_back = "RolledBack"
+
+
+class Action(StrEnum):
+    start = "start"
+    wait = "wait"
+    hold = "hold"
+    advance = "advance"
+    promote = "promote"
+    rollback = "rollback"
+    pause = "pause"
+    resume = "resume"
+    report = "report"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    reason: str
+    at: float
+    weights: dict[str, int]
+    actor: str = "controller"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["action"] = self.action.value
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutState:
+    strategy: Strategy
+    phase: Phase
+    stable: str
+    candidate: str | None
+    weights: dict[str, int]
+    step_index: int = -1
+    failures: int = 0
+    step_started_at: float = 0.0
+    analyzed_at: float = 0.0  # the window grows from step_started_at; analyses run once per interval
+    previous_stable: str | None = None
+    resume_phase: Phase | None = None
+    last_analysis: Analysis | None = None
+    history: tuple[Decision, ...] = field(default_factory=tuple)
+    spec_hash: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.phase in (Phase.progressing, Phase.running)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy.value,
+            "phase": self.phase.value,
+            "stable": self.stable,
+            "candidate": self.candidate,
+            "weights": dict(self.weights),
+            "stepIndex": self.step_index,
+            "failures": self.failures,
+            "stepStartedAt": self.step_started_at,
+            "analyzedAt": self.analyzed_at,
+            "previousStable": self.previous_stable,
+            "resumePhase": self.resume_phase.value if self.resume_phase else None,
+            "lastAnalysis": self.last_analysis.to_dict() if self.last_analysis else None,
+            "history": [d.to_dict() for d in self.history],
+            "specHash": self.spec_hash,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RolloutState:
+        return cls(
+            strategy=Strategy(d["strategy"]),
+            phase=Phase(d["phase"]),
+            stable=d["stable"],
+            candidate=d.get("candidate"),
+            weights={k: int(v) for k, v in d["weights"].items()},
+            step_index=int(d.get("stepIndex", -1)),
+            failures=int(d.get("failures", 0)),
+            step_started_at=float(d.get("stepStartedAt", 0.0)),
+            analyzed_at=float(d.get("analyzedAt", 0.0)),
+            previous_stable=d.get("previousStable"),
+            resume_phase=Phase(d["resumePhase"]) if d.get("resumePhase") else None,
+            last_analysis=Analysis.from_dict(d["lastAnalysis"]) if d.get("lastAnalysis") else None,
+            history=tuple(Decision(action=Action(h["action"]), reason=h["reason"], at=h["at"],
+                                   weights=h["weights"], actor=h.get("actor", "controller"))
+                          for h in d.get("history", [])),
+            spec_hash=d.get("specHash", ""),
+        )
+
+
+def spec_hash(md: ModelDeployment) -> str:
+    """Identity of what is being rolled out: the versions and the traffic section of the spec."""
+    spec = md.spec
+    doc = {"versions": [v.model_dump(mode="json") for v in spec.versions],
+           "traffic": spec.traffic.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _record(state: RolloutState, decision: Decision, **changes: Any) -> tuple[RolloutState, Decision]:
+    history = (*state.history, decision)[-HISTORY_LIMIT:]
+    return replace(state, history=history, **changes), decision
+
+
+def start(md: ModelDeployment, *, now: float, previous: RolloutState | None = None) -> tuple[RolloutState, Decision]:
+    """Begin the rollout a spec describes. ``previous`` carries the stable version of an earlier rollout."""
+    t = md.spec.traffic
+    stable = t.stable or md.spec.versions[0].name
+    known = {v.name for v in md.spec.versions}
+    if previous is not None and previous.stable in known and previous.stable != t.candidate:
+        stable = previous.stable  # a promoted candidate stays stable when the spec is edited
+    candidate = t.candidate if t.candidate != stable else None
+    base = RolloutState(strategy=t.strategy, phase=Phase.stable, stable=stable, candidate=candidate,
+                        weights={stable: 100}, step_started_at=now, spec_hash=spec_hash(md),
+                        history=previous.history if previous else ())
+    strategy = t.strategy
+    if strategy == Strategy.canary and candidate:
+        first = t.canary.steps[0]
+        weights = _split(stable, candidate, first)
+        reason = f"canary of {candidate} started at {first}% (steps {t.canary.steps})"
+        return _record(base, Decision(Action.start, reason, now, weights), phase=Phase.progressing,
+                       weights=weights, step_index=0)
+    if strategy == Strategy.blue_green and candidate:
+        reason = f"blue-green: {candidate} deployed as preview (reachable by pin), {stable} active"
+        return _record(base, Decision(Action.start, reason, now, base.weights), phase=Phase.progressing)
+    if strategy == Strategy.ab_test:
+        weights = dict(t.ab_test.weights)
+        reason = f"A/B test started with weights {weights}, sticky by {t.ab_test.sticky.source.value} {t.ab_test.sticky.name!r}"
+        return _record(base, Decision(Action.start, reason, now, weights), phase=Phase.running, weights=weights)
+    if strategy == Strategy.shadow and candidate:
+        reason = f"shadowing {candidate}: mirrored traffic only, {stable} answers every caller"
+        return _record(base, Decision(Action.start, reason, now, base.weights), phase=Phase.running)
+    return _record(base, Decision(Action.start, f"serving {stable}", now, base.weights))
+
+
+def _split(stable: str, candidate: str, percent: int) -> dict[str, int]:
+    if percent >= 100:
+        return {candidate: 100}
+    return {stable: 100 - percent, candidate: percent}
+
+
+StatsFn = Callable[[str], VersionStats]
+
+
+def tick(state: RolloutState, md: ModelDeployment, *, stats: StatsFn, now: float) -> tuple[RolloutState, Decision | None]:
+    """Run one analysis if an interval has elapsed. ``stats(version)`` reads the window since the step began."""
+    if state.phase != Phase.progressing or state.candidate is None:
+        return state, None
+    candidate_name: str = state.candidate
+    spec = md.spec
+    if state.strategy == Strategy.canary:
+        interval, threshold, min_req = (spec.traffic.canary.interval_seconds, spec.traffic.canary.failure_threshold,
+                                        spec.traffic.canary.min_requests)
+    else:
+        bg = spec.traffic.blue_green
+        interval, threshold, min_req = bg.analysis_interval_seconds, bg.failure_threshold, bg.min_requests
+    if now - max(state.step_started_at, state.analyzed_at) < interval:
+        return state, None
+    drift_threshold = spec.drift.threshold if spec.drift.enabled else None
+    result = analyze(stats(candidate_name), budget=spec.budget, min_requests=min_req, drift_threshold=drift_threshold)
+    state = replace(state, last_analysis=result, analyzed_at=now)
+    if result.outcome == Outcome.insufficient:
+        return _record(state, Decision(Action.hold, result.reason, now, state.weights))
+    if result.outcome == Outcome.failed:
+        failures = state.failures + 1
+        if failures >= threshold:
+            return rollback(replace(state, failures=failures), now=now,
+                            reason=f"analysis failed {failures}x (threshold {threshold}): {result.reason}")
+        reason = f"analysis failed ({failures}/{threshold}): {result.reason}"
+        return _record(state, Decision(Action.hold, reason, now, state.weights), failures=failures,
+                       step_started_at=now)
+    # passed
+    if state.strategy == Strategy.blue_green:
+        if not spec.traffic.blue_green.auto_promote:
+            return _record(state, Decision(Action.hold, f"preview passed, awaiting manual promotion: {result.reason}",
+                                           now, state.weights), failures=0, step_started_at=now)
+        return promote(replace(state, failures=0), now=now, reason=f"preview passed: {result.reason}")
+    steps = spec.traffic.canary.steps
+    if state.step_index + 1 >= len(steps):
+        return promote(replace(state, failures=0), now=now, reason=f"final step passed: {result.reason}")
+    nxt = state.step_index + 1
+    weights = _split(state.stable, candidate_name, steps[nxt])
+    return _record(state, Decision(Action.advance, f"step {nxt + 1}/{len(steps)} -> {steps[nxt]}%: {result.reason}",
+                                   now, weights), weights=weights, step_index=nxt, failures=0, step_started_at=now)
+
+
+def promote(state: RolloutState, *, now: float, reason: str = "manual promotion", actor: str = "controller",
+            version: str | None = None) -> tuple[RolloutState, Decision]:
+    """Make the candidate (or ``version``, e.g. the winning A/B arm) take all traffic."""
+    winner = version or state.candidate
+    if winner is None:
+        raise Conflict("nothing to promote: no candidate")
+    if winner not in state.weights and winner != state.candidate:
+        raise Conflict(f"cannot promote {winner!r}: not part of this rollout")
+    weights = {winner: 100}
+    return _record(state, Decision(Action.promote, reason, now, weights, actor), phase=Phase.promoted,
+                   weights=weights, previous_stable=state.stable if winner != state.stable else state.previous_stable,
+                   stable=winner, candidate=None, failures=0, step_started_at=now, resume_phase=None)
+
+
+def rollback(state: RolloutState, *, now: float, reason: str = "manual rollback",
+             actor: str = "controller") -> tuple[RolloutState, Decision]:
+    """Return all traffic to stable. After a promotion, returns to the previous stable (instant undo)."""
+    target: str
+    abandoned: str | None
+    if state.candidate is None and state.phase == Phase.promoted and state.previous_stable:
+        target, abandoned = state.previous_stable, state.stable
+    elif state.candidate is not None or state.phase == Phase.running:
+        target, abandoned = state.stable, state.candidate
+    else:
+        raise Conflict(f"nothing to roll back (phase {state.phase.value})")
+    weights = {target: 100}
+    return _record(state, Decision(Action.rollback, reason, now, weights, actor), phase=Phase.rolled_back,
+                   weights=weights, stable=target, candidate=abandoned, previous_stable=None,
+                   step_started_at=now, resume_phase=None)
+
+
+def pause(state: RolloutState, *, now: float, actor: str = "controller", reason: str = "paused") -> tuple[RolloutState, Decision]:
+    if not state.active:
+        raise Conflict(f"cannot pause: rollout is {state.phase.value}")
+    return _record(state, Decision(Action.pause, reason, now, state.weights, actor), phase=Phase.paused,
+                   resume_phase=state.phase)
+
+
+def resume(state: RolloutState, *, now: float, actor: str = "controller", reason: str = "resumed") -> tuple[RolloutState, Decision]:
+    if state.phase != Phase.paused or state.resume_phase is None:
+        raise Conflict(f"cannot resume: rollout is {state.phase.value}")
+    return _record(state, Decision(Action.resume, reason, now, state.weights, actor), phase=state.resume_phase,
+                   resume_phase=None, step_started_at=now)
+
+
+def reconcile_spec(state: RolloutState | None, md: ModelDeployment, *, now: float) -> tuple[RolloutState, Decision | None]:
+    """Resume a saved rollout of the same spec; start a new one when the spec changed (or none was saved)."""
+    if state is not None and state.spec_hash == spec_hash(md):
+        known = {v.name for v in md.spec.versions}
+        if state.stable in known and (state.candidate is None or state.candidate in known):
+            return state, None
+    return start(md, now=now, previous=state)
+
+
+def table_for(md: ModelDeployment, state: RolloutState) -> RouteTable:
+    """The route table that realises a rollout state (weights, sticky arms, shadow while active)."""
+    base = initial_table(md, weights=state.weights)
+    strategy = state.strategy
+    running = state.phase in (Phase.running, Phase.progressing, Phase.paused)
+    sticky = base.sticky if strategy == Strategy.ab_test and running else None
+    shadow, percent = (base.shadow, base.shadow_percent) if running and state.candidate else (None, 0.0)
+    return replace(base, stable=state.stable, candidate=state.candidate if running else None, sticky=sticky,
+                   shadow=shadow, shadow_percent=percent)

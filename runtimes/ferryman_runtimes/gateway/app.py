@@ -1,0 +1,143 @@
+"""The gateway: the routing policy applied in front of in-process ONNX Runtime sessions.
+
+Each request is routed by :func:`ferryman.routing.decide` against the current :class:`RouteTable`;
+a new table (a rollout step, a switch, a rollback) is swapped in with one reference assignment, so a
+request sees either the old split or the new one, never a mix, and no request fails during a switch.
+Shadow copies run after the caller has its response, on the event loop's idle time, and their failures
+are recorded but never reach the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+from ferryman.dataplane import DataPlane
+from ferryman.errors import FerrymanError
+from ferryman.protocol.tensor import InferRequest, InferResponse
+from ferryman.routing import ROUTE_SHADOW, RouteTable, RoutingInputs, decide
+from ferryman.spec import StickySource
+from ferryman.telemetry import RequestObserver, RequestRecord
+
+from ferryman_runtimes.asgi.app import InferenceApp, Selection
+from ferryman_runtimes.asgi.http import Request
+
+log = logging.getLogger("ferryman.gateway")
+
+PREDICTIONS_KEPT = 100_000  # request id -> (version, route, predicted class) for A/B feedback
+
+
+class GatewayApp(InferenceApp):
+    def __init__(self, dataplane: DataPlane, table: RouteTable, *, observer: RequestObserver | None = None,
+                 extra_routes: dict[tuple[str, str], Any] | None = None, track_predictions: bool = True) -> None:
+        super().__init__(dataplane, observer=observer, extra_routes=extra_routes)
+        self.table = table
+        self._random = random.random
+        self.track_predictions = track_predictions
+        self.predictions: OrderedDict[str, tuple[str, str, int | None]] = OrderedDict()
+        self.shadow_tasks: set[asyncio.Task[None]] = set()
+        self.shadow_errors = 0
+        self.shadow_requests = 0
+
+    def set_table(self, table: RouteTable) -> None:
+        self.table = table  # atomic: one reference assignment
+
+    # -- routing ------------------------------------------------------------------------------------
+    def select(self, model_name: str, version: str | None, request: Request, infer: InferRequest) -> Selection:
+        table = self.table
+        if model_name != table.model:
+            return super().select(model_name, version, request, infer)
+        headers = _routing_headers(request, table)
+        cookies: dict[str, str] = {}
+        fields: dict[str, object] = {}
+        sticky = table.sticky
+        if sticky is not None:
+            if sticky.source == StickySource.cookie:
+                value = request.cookie(sticky.name)
+                if value is not None:
+                    cookies[sticky.name] = value
+            elif sticky.source == StickySource.field:
+                fields = _sticky_fields(infer, sticky.name)
+                if sticky.name not in self.repository.get(model_name).signature.input_names:
+                    # the key travelled as an extra input: strip it before the model sees the request
+                    infer.inputs = [t for t in infer.inputs if t.name != sticky.name]
+        decision = decide(table, RoutingInputs(path_version=version, headers=headers, cookies=cookies, fields=fields),
+                          draw=self._random(), shadow_draw=self._random() if table.shadow else 1.0)
+        model = self.repository.get(model_name, decision.version)
+        shadow = self.repository.get(model_name, decision.shadow) if decision.shadow else None
+        if infer.id is None and self.track_predictions:
+            infer.id = uuid.uuid4().hex
+        return Selection(model, decision.route, shadow)
+
+    async def after_response(self, selection: Selection, request: Request, infer: InferRequest,
+                             response: InferResponse | None) -> None:
+        if self.track_predictions and response is not None and infer.id is not None:
+            self._remember(infer.id, selection, response)
+        if selection.shadow is not None:
+            task = asyncio.get_running_loop().create_task(self._shadow(selection, infer))
+            self.shadow_tasks.add(task)
+            task.add_done_callback(self.shadow_tasks.discard)
+
+    async def _shadow(self, selection: Selection, infer: InferRequest) -> None:
+        await asyncio.sleep(0)  # let the caller's response flush first
+        model = selection.shadow
+        assert model is not None
+        record = RequestRecord(model=model.name, version=model.version, route=ROUTE_SHADOW,
+                               protocol="shadow", code=200, seconds=0.0)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        self.shadow_requests += 1
+        response = None
+        try:
+            response = self.dataplane.infer(model, infer)
+        except FerrymanError as err:
+            record.code = err.status
+            self.shadow_errors += 1
+        except Exception:  # a broken candidate must never hurt the caller
+            record.code = 500
+            self.shadow_errors += 1
+            log.exception("shadow inference on %s failed", model.version)
+        record.seconds = record.compute_seconds = loop.time() - t0
+        self.observer.finished(record, infer, response)
+
+    def _remember(self, request_id: str, selection: Selection, response: InferResponse) -> None:
+        predicted = _predicted_class(response)
+        self.predictions[request_id] = (selection.model.version, selection.route, predicted)
+        if len(self.predictions) > PREDICTIONS_KEPT:
+            self.predictions.popitem(last=False)
+
+    async def shutdown(self) -> None:
+        if self.shadow_tasks:
+            await asyncio.wait(list(self.shadow_tasks), timeout=5)
+
+
+def _routing_headers(request: Request, table: RouteTable) -> dict[str, str]:
+    wanted = {table.pin_header.encode()}
+    if table.sticky is not None and table.sticky.source == StickySource.header:
+        wanted.add(table.sticky.name.lower().encode())
+    out = {}
+    for k, v in request.scope["headers"]:
+        k = k.lower()
+        if k in wanted:
+            out[k.decode()] = v.decode("latin-1")
+    return out
+
+
+def _sticky_fields(infer: InferRequest, name: str) -> dict[str, object]:
+    for t in infer.inputs:
+        if t.name == name and t.data.size:
+            value = t.data.flat[0]
+            return {name: value.decode() if isinstance(value, bytes) else value.item() if hasattr(value, "item") else value}
+    params = infer.parameters.get(name)
+    return {name: params} if params is not None else {}
+
+
+def _predicted_class(response: InferResponse) -> int | None:
+    for t in response.outputs:
+        if t.datatype.startswith("INT") and t.data.size == 1:
+            return int(t.data.flat[0])
+    return None

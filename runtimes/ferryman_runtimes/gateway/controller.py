@@ -1,0 +1,202 @@
+"""The local rollout driver: runs the core state machine against the gateway's exact accounting.
+
+Effects only: read stats, call the pure transition, swap the gateway's route table, persist the state
+atomically, publish metrics. A restart resumes from the saved state; editing the spec starts a new rollout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ferryman import rollout
+from ferryman.accounting import Accounting
+from ferryman.analysis import VersionStats, wilson_interval
+from ferryman.dataplane import load_versions
+from ferryman.errors import FerrymanError, InvalidInput
+from ferryman.rollout import Decision, RolloutState
+from ferryman.spec import ModelDeployment, load_deployment
+from ferryman.statefile import read_json, write_json
+
+from ferryman_runtimes.gateway.app import GatewayApp
+
+log = logging.getLogger("ferryman.rollout")
+
+DriftShare = Callable[[str], float | None]
+
+
+@dataclass
+class Feedback:
+    correct: int = 0
+    total: int = 0
+
+
+class RolloutController:
+    def __init__(self, *, md: ModelDeployment, spec_path: Path | None, gateway: GatewayApp, accounting: Accounting,
+                 state_path: Path, drift_share: DriftShare | None = None,
+                 on_change: Callable[[RolloutState], None] | None = None, tick_seconds: float = 0.25) -> None:
+        self.md = md
+        self.spec_path = spec_path
+        self.gateway = gateway
+        self.accounting = accounting
+        self.state_path = state_path
+        self.drift_share = drift_share
+        self.on_change = on_change
+        self.tick_seconds = tick_seconds
+        self.feedback: dict[str, Feedback] = {}
+        self._spec_mtime = spec_path.stat().st_mtime_ns if spec_path else 0
+        saved = read_json(state_path)
+        previous = None
+        if saved:
+            try:
+                previous = RolloutState.from_dict(saved["state"])
+                for arm, f in saved.get("feedback", {}).items():
+                    self.feedback[arm] = Feedback(**f)
+            except (KeyError, ValueError, TypeError) as err:
+                log.error("ignoring unreadable rollout state in %s: %s", state_path, err)
+        self.state, decision = rollout.reconcile_spec(previous, md, now=time.time())
+        if decision is None:
+            log.info("resumed rollout from %s: phase %s, weights %s", state_path, self.state.phase.value,
+                     self.state.weights)
+        self._applied(decision)
+
+    # -- effects ------------------------------------------------------------------------------------
+    def _applied(self, decision: Decision | None) -> None:
+        self.gateway.set_table(rollout.table_for(self.md, self.state))
+        self.persist()
+        if decision is not None:
+            log.info("rollout %s: %s -> weights %s (%s)", self.md.name, decision.action.value, decision.weights,
+                     decision.reason)
+        if self.on_change is not None:
+            self.on_change(self.state)
+
+    def persist(self) -> None:
+        write_json(self.state_path, {"state": self.state.to_dict(),
+                                     "feedback": {k: vars(v) for k, v in self.feedback.items()}})
+
+    def stats(self, version: str) -> VersionStats:
+        elapsed = time.time() - self.state.step_started_at
+        since = self.accounting.now() - max(elapsed, 0.0)
+        s = self.accounting.window(version, since=since)
+        if self.drift_share is not None:
+            share = self.drift_share(version)
+            if share is not None:
+                s = VersionStats(**{**_fields(s), "drift_share": share})
+        return s
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def step(self) -> Decision | None:
+        self.state, decision = rollout.tick(self.state, self.md, stats=self.stats, now=time.time())
+        if decision is not None:
+            self._applied(decision)
+        return decision
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.check_spec()
+                self.step()
+            except Exception:  # the driver must outlive any single bad tick
+                log.exception("rollout tick failed")
+            await asyncio.sleep(self.tick_seconds)
+
+    def check_spec(self) -> bool:
+        """Reload the spec file when it changed: new versions load fully before anything switches."""
+        if self.spec_path is None:
+            return False
+        try:
+            mtime = self.spec_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return False
+        if mtime == self._spec_mtime:
+            return False
+        self._spec_mtime = mtime
+        return self.reload(load_deployment(self.spec_path)) is not None
+
+    def reload(self, md: ModelDeployment) -> Decision | None:
+        if md.name != self.md.name:
+            raise InvalidInput(f"spec renames the model from {self.md.name!r} to {md.name!r}; start a new ferryman up")
+        repo = self.gateway.repository
+        have = repo.models.get(md.name, {})
+        changed = [v.name for v in md.spec.versions
+                   if v.name not in have or _uri_changed(self.md, v.name, v.uri, v.sha256)]
+        try:
+            fresh = load_versions(md, versions=changed)  # all or nothing: on failure the old set keeps serving
+        except FerrymanError as err:
+            log.error("spec reload rejected, still serving the previous versions: %s", err)
+            return None
+        for model in fresh:
+            repo.add(model)
+        self.md = md
+        self.state, decision = rollout.reconcile_spec(self.state, md, now=time.time())
+        self._applied(decision)
+        return decision
+
+    # -- control actions (admin API) ------------------------------------------------------------------
+    def act(self, action: str, *, actor: str, reason: str, version: str | None = None) -> Decision:
+        now = time.time()
+        if action == "promote":
+            self.state, decision = rollout.promote(self.state, now=now, reason=reason, actor=actor, version=version)
+        elif action == "rollback":
+            self.state, decision = rollout.rollback(self.state, now=now, reason=reason, actor=actor)
+        elif action == "pause":
+            self.state, decision = rollout.pause(self.state, now=now, reason=reason, actor=actor)
+        elif action == "resume":
+            self.state, decision = rollout.resume(self.state, now=now, reason=reason, actor=actor)
+        else:
+            raise InvalidInput(f"unknown action {action!r}")
+        self._applied(decision)
+        return decision
+
+    def record_feedback(self, request_id: str, label: int) -> dict[str, Any]:
+        seen = self.gateway.predictions.get(request_id)
+        if seen is None:
+            raise InvalidInput(f"unknown or expired request id {request_id!r}")
+        version, _route, predicted = seen
+        if predicted is None:
+            raise InvalidInput(f"request {request_id!r} has no class prediction to score")
+        f = self.feedback.setdefault(version, Feedback())
+        f.total += 1
+        f.correct += int(predicted == label)
+        del self.gateway.predictions[request_id]
+        self.persist()
+        return {"version": version, "correct": predicted == label}
+
+    # -- reporting ------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        s = self.state
+        arms = []
+        for t in self.accounting.totals():
+            f = self.feedback.get(t.version)
+            row: dict[str, Any] = {"version": t.version, "route": t.route, "requests": t.requests, "errors": t.errors,
+                                   "errorRate": t.errors / t.requests if t.requests else 0.0,
+                                   "p50Ms": _ms(t.p50_seconds), "p95Ms": _ms(t.p95_seconds),
+                                   "p99Ms": _ms(t.p99_seconds)}
+            if f is not None and f.total:
+                lo, hi = wilson_interval(f.correct, f.total)
+                row["accuracy"] = {"correct": f.correct, "total": f.total, "value": f.correct / f.total,
+                                   "ci95": [lo, hi]}
+            arms.append(row)
+        return {"model": self.md.name, "rollout": s.to_dict(), "traffic": arms,
+                "shadow": {"requests": self.gateway.shadow_requests, "errors": self.gateway.shadow_errors}}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _fields(s: VersionStats) -> dict[str, Any]:
+    return {f: getattr(s, f) for f in s.__dataclass_fields__}
+
+
+def _uri_changed(md: ModelDeployment, version: str, uri: str, sha: str | None) -> bool:
+    try:
+        old = md.spec.version(version)
+    except KeyError:
+        return True
+    return old.uri != uri or old.sha256 != sha

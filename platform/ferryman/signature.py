@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ferryman.errors import InvalidInput
-from ferryman.protocol.datatypes import ONNX_TO_V2, V2_TO_NUMPY, can_cast
+from ferryman.protocol.datatypes import NUMPY_TO_V2, ONNX_TO_V2, V2_TO_NUMPY, can_cast
 from ferryman.protocol.tensor import Tensor
 
 
@@ -90,6 +90,19 @@ def validate_inputs(signature: Signature, tensors: list[Tensor]) -> dict[str, np
                 )
         want_dtype = V2_TO_NUMPY[spec.datatype]
         if arr.dtype != want_dtype:
-            arr = arr.astype(want_dtype)
+            arr = _cast(arr, want_dtype, where=f"input {spec.name!r}")
         feed[spec.name] = arr
     return feed
+
+
+def _cast(arr: np.ndarray, dtype: np.dtype, *, where: str) -> np.ndarray:
+    """Cast to the model's dtype, refusing values the target cannot represent (no silent inf or wrap-around)."""
+    if dtype.kind in "iu" and arr.dtype.kind in "iu" and arr.size:
+        info = np.iinfo(dtype)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise InvalidInput(f"{where}: values out of range for the model's {NUMPY_TO_V2[dtype]}")
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            return arr.astype(dtype)
+    except FloatingPointError as err:
+        raise InvalidInput(f"{where}: values out of range for the model's {NUMPY_TO_V2[dtype]}") from err

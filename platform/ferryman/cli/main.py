@@ -52,6 +52,12 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from ferryman.demo import run
+
+    return run(args.dir, timeout=args.timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferryman", description="ONNX model serving with progressive delivery")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -74,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", type=Path)
     p.set_defaults(func=_validate)
 
+    p = sub.add_parser("demo", help="the main job end to end: export, serve, canary under load, report")
+    p.add_argument("--dir", type=Path, default=Path(".cache/demo"))
+    p.add_argument("--timeout", type=float, default=180.0)
+    p.set_defaults(func=_demo)
+
     for register in EXTENSIONS:
         register(sub)
     return parser
@@ -88,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except FerrymanError as err:

@@ -70,9 +70,14 @@ def _json_array(data: Any, *, datatype: str, shape: list[int], where: str) -> np
     if arr.size != _element_count(shape):
         raise InvalidInput(f"{where}.data: {arr.size} elements do not match shape {shape}")
     if datatype != "BYTES":
+        target = V2_TO_NUMPY[datatype]
+        if target.kind in _INT_KINDS[1:] and arr.size and arr.dtype.kind in _INT_KINDS[1:]:
+            info = np.iinfo(target)  # integer casts wrap around silently; refuse instead
+            if arr.min() < info.min or arr.max() > info.max:
+                raise InvalidInput(f"{where}.data: values out of range for {datatype}")
         try:
             with np.errstate(all="raise"):
-                arr = arr.astype(V2_TO_NUMPY[datatype], copy=False)
+                arr = arr.astype(target, copy=False)
         except (OverflowError, FloatingPointError, ValueError) as err:
             raise InvalidInput(f"{where}.data: values out of range for {datatype}") from err
     return arr.reshape(shape)

@@ -143,6 +143,8 @@ class InferenceApp:
         if rest != ["infer"]:
             raise ModelNotFound(f"no route for POST {request.path}")
         self._admit(name)
+        if version is not None:
+            self.repository.get(name, version)  # an unknown pinned version is a 404, whatever the body
         header_length = request.header(b"inference-header-content-length")
         protocol = "v2" if header_length is None else "v2-binary"
 

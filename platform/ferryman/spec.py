@@ -117,7 +117,7 @@ class StickyKey(_Model):
 
 
 class ABTestPolicy(_Model):
-    weights: dict[str, Annotated[int, Field(ge=0, le=100)]] = Field(default_factory=dict)
+    weights: Annotated[dict[str, Annotated[int, Field(ge=0, le=100)]], Field(max_length=10)] = Field(default_factory=dict)
     sticky: StickyKey = Field(default_factory=StickyKey)
 
     @field_validator("weights")

@@ -65,7 +65,8 @@ class DataPlane:
             if unknown:
                 raise InvalidInput(f"outputs: unknown output(s) {unknown}; model outputs are {model.output_names}")
         results = model.run(feed, names)
-        outputs = [Tensor(name=n, datatype=_datatype(model, n), shape=list(a.shape), data=a) for n, a in results.items()]
+        types = model.output_types
+        outputs = [Tensor(n, types[n], list(a.shape), a) for n, a in results.items()]
         return InferResponse(model_name=model.name, model_version=model.version, outputs=outputs, id=request.id)
 
     # -- metadata -----------------------------------------------------------------------------------
@@ -82,13 +83,6 @@ class DataPlane:
             "outputs": [t.to_v2() for t in model.signature.outputs],
             "parameters": {"version": model.version, "opset": model.opset},
         }
-
-
-def _datatype(model: OnnxModel, output: str) -> str:
-    for t in model.signature.outputs:
-        if t.name == output:
-            return t.datatype
-    return "FP32"
 
 
 def load_versions(md: ModelDeployment, *, versions: Iterable[str] | None = None, cache_dir: Path | None = None,

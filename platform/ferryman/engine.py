@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -48,6 +49,8 @@ class OnnxModel:
     signature: Signature
     opset: int
     output_names: list[str] = field(default_factory=list)
+    output_types: dict[str, str] = field(default_factory=dict)
+    _run: Any = None  # the session's native run (skips the Python wrapper's per-call checks)
 
     @classmethod
     def load(cls, path: str | Path, *, name: str, version: str, threads: int = 1) -> OnnxModel:
@@ -67,12 +70,13 @@ class OnnxModel:
             raise ModelStoreError(f"{p}: ONNX Runtime cannot load the model: {err}") from err
         sig = from_ort_session(session)
         return cls(name=name, version=version, path=p, session=session, signature=sig, opset=opset,
-                   output_names=sig.output_names)
+                   output_names=sig.output_names, output_types={t.name: t.datatype for t in sig.outputs},
+                   _run=session._sess.run)
 
     def run(self, feed: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         names = outputs or self.output_names
         try:
-            results = self.session.run(names, feed)
+            results = self._run(names, feed, None)
         except (ort.capi.onnxruntime_pybind11_state.InvalidArgument,
                 ort.capi.onnxruntime_pybind11_state.InvalidGraph) as err:
             raise InvalidInput(f"model rejected the input: {str(err).splitlines()[0][:300]}") from err

@@ -89,7 +89,9 @@ def validate_inputs(signature: Signature, tensors: list[Tensor]) -> dict[str, np
                     f"(expected shape {[-1 if d is None else d for d in spec.shape]})"
                 )
         want_dtype = V2_TO_NUMPY[spec.datatype]
-        if arr.dtype != want_dtype:
+        if spec.datatype == "BYTES":
+            arr = _strings(arr, where=f"input {spec.name!r}")
+        elif arr.dtype != want_dtype:
             arr = _cast(arr, want_dtype, where=f"input {spec.name!r}")
         feed[spec.name] = arr
     return feed
@@ -106,3 +108,16 @@ def _cast(arr: np.ndarray, dtype: np.dtype, *, where: str) -> np.ndarray:
             return arr.astype(dtype)
     except FloatingPointError as err:
         raise InvalidInput(f"{where}: values out of range for the model's {NUMPY_TO_V2[dtype]}") from err
+
+
+def _strings(arr: np.ndarray, *, where: str) -> np.ndarray:
+    """ONNX Runtime string tensors take ``str``; binary-encoded BYTES arrive as ``bytes`` (UTF-8 expected)."""
+    if not any(isinstance(x, bytes) for x in arr.flat):
+        return arr
+    out = np.empty(arr.shape, dtype=np.object_)
+    try:
+        for i, x in enumerate(arr.flat):
+            out.flat[i] = x.decode("utf-8") if isinstance(x, bytes) else x
+    except UnicodeDecodeError as err:
+        raise InvalidInput(f"{where}: BYTES element is not valid UTF-8 text (position {err.start})") from err
+    return out

@@ -1,0 +1,13 @@
+"""Reusable test helpers (import them as ``tests.helpers.<module>``).
+
+* ``tests.helpers.ports`` — ``free_port()`` for subprocess servers, ``bound_socket()`` for in-process ones.
+* ``tests.helpers.servers`` — ``serve_cli(target, args=...)`` runs ``ferryman serve`` in a subprocess and
+  waits for ``/v2/health/ready``; ``serve_app(asgi_app)`` runs any ASGI app under uvicorn in a thread;
+  ``run_ferryman(args)`` runs a CLI command to completion; ``wait_http(url)`` polls a URL.
+* ``tests.helpers.models`` — tiny ONNX models built with ``onnx.helper`` (fixed dims, two inputs,
+  strings, arbitrary opset) and ``reference_outputs(path, feed)`` (plain onnxruntime, the ground truth).
+
+Shared fixtures live in ``tests/conftest.py``: ``sample_models`` (session-scoped
+``ferryman.examples.export`` result), ``sample_spec``, ``traffic`` (held-out rows), ``native_server``
+(session-scoped ``ferryman serve deployment.yaml``) and ``tiny_models``.
+"""

@@ -37,9 +37,30 @@ def _loads(body: bytes | str, *, what: str = "request body") -> Any:
         raise InvalidInput(f"{what}: malformed JSON: {err}") from err
 
 
-def _shape(value: Any, where: str) -> list[int]:
-    if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
+class _Where:
+    """An error location rendered only when an error is raised (f-strings on the hot path cost)."""
+
+    __slots__ = ("i", "name")
+
+    def __init__(self, i: int, name: str) -> None:
+        self.i = i
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"inputs[{self.i}] ({self.name})"
+
+    __format__ = lambda self, spec: str(self)  # noqa: E731
+
+
+_EMPTY: dict[str, Any] = {}
+
+
+def _shape(value: Any, where: object) -> list[int]:
+    if type(value) is not list:
         raise InvalidInput(f"{where}.shape: must be a list of non-negative integers")
+    for d in value:
+        if type(d) is not int or d < 0:
+            raise InvalidInput(f"{where}.shape: must be a list of non-negative integers")
     return value
 
 
@@ -47,7 +68,7 @@ def _element_count(shape: list[int]) -> int:
     return math.prod(shape)
 
 
-def _json_array(data: Any, *, datatype: str, shape: list[int], where: str) -> np.ndarray:
+def _json_array(data: Any, *, datatype: str, shape: list[int], where: object) -> np.ndarray:
     if not isinstance(data, list):
         raise InvalidInput(f"{where}.data: must be a list")
     if datatype == "BYTES":
@@ -75,15 +96,21 @@ def _json_array(data: Any, *, datatype: str, shape: list[int], where: str) -> np
             info = np.iinfo(target)  # integer casts wrap around silently; refuse instead
             if arr.min() < info.min or arr.max() > info.max:
                 raise InvalidInput(f"{where}.data: values out of range for {datatype}")
-        try:
-            with np.errstate(all="raise"):
-                arr = arr.astype(target, copy=False)
-        except (OverflowError, FloatingPointError, ValueError) as err:
-            raise InvalidInput(f"{where}.data: values out of range for {datatype}") from err
+        if target.kind == "f":
+            # JSON has no inf/nan, so an infinite result can only be an overflow of the cast
+            arr = arr.astype(target, copy=False)
+            if arr.dtype.itemsize < 8 and np.isinf(arr).any():
+                raise InvalidInput(f"{where}.data: values out of range for {datatype}")
+        else:
+            try:
+                with np.errstate(all="raise"):
+                    arr = arr.astype(target, copy=False)
+            except (OverflowError, FloatingPointError, ValueError) as err:
+                raise InvalidInput(f"{where}.data: values out of range for {datatype}") from err
     return arr.reshape(shape)
 
 
-def _binary_array(chunk: bytes, *, datatype: str, shape: list[int], where: str) -> np.ndarray:
+def _binary_array(chunk: bytes, *, datatype: str, shape: list[int], where: object) -> np.ndarray:
     count = _element_count(shape)
     if datatype == "BYTES":
         items: list[bytes] = []
@@ -127,24 +154,25 @@ def decode_request(body: bytes, *, header_length: int | None = None, max_element
     offset = 0
     seen: set[str] = set()
     for i, item in enumerate(raw_inputs):
-        where = f"inputs[{i}]"
-        if not isinstance(item, dict):
-            raise InvalidInput(f"{where}: must be an object")
+        if type(item) is not dict:
+            raise InvalidInput(f"inputs[{i}]: must be an object")
         name = item.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvalidInput(f"{where}.name: must be a non-empty string")
+        if type(name) is not str or not name:
+            raise InvalidInput(f"inputs[{i}].name: must be a non-empty string")
         if name in seen:
-            raise InvalidInput(f"{where}.name: duplicate input {name!r}")
+            raise InvalidInput(f"inputs[{i}].name: duplicate input {name!r}")
         seen.add(name)
-        where = f"inputs[{i}] ({name})"
+        where = _Where(i, name)
         datatype = item.get("datatype")
         if datatype not in V2_TO_NUMPY:
             raise InvalidInput(f"{where}.datatype: unknown datatype {datatype!r}")
         shape = _shape(item.get("shape"), where)
-        if max_elements is not None and _element_count(shape) > max_elements:
-            raise InvalidInput(f"{where}.shape: {_element_count(shape)} elements exceed the limit of {max_elements}")
-        params = item.get("parameters") or {}
-        if not isinstance(params, dict):
+        if max_elements is not None and math.prod(shape) > max_elements:
+            raise InvalidInput(f"{where}.shape: {math.prod(shape)} elements exceed the limit of {max_elements}")
+        params = item.get("parameters")
+        if params is None:
+            params = _EMPTY
+        elif type(params) is not dict:
             raise InvalidInput(f"{where}.parameters: must be an object")
         size = params.get("binary_data_size")
         if size is not None:

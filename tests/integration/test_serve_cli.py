@@ -13,9 +13,9 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+
 from ferryman.protocol import v2
 from ferryman.spec import load_deployment
-
 from tests.helpers.models import reference_outputs
 from tests.helpers.ports import free_port
 from tests.helpers.servers import run_ferryman, serve_cli

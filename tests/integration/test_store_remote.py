@@ -19,10 +19,10 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+
 from ferryman.errors import ModelStoreError
 from ferryman.protocol import v2
 from ferryman.store import fetch
-
 from tests.helpers.models import reference_outputs
 from tests.helpers.ports import free_port
 from tests.helpers.servers import serve_cli

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from ferryman.engine import MIN_OPSET, OnnxModel, check_onnx_file, max_supported_opset
 from ferryman.errors import InvalidInput, ModelStoreError
-
 from tests.helpers.models import model_with_opset, reference_outputs
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+
 from ferryman.errors import InvalidInput
 from ferryman.protocol.datatypes import can_cast, v2_datatype_of
 from ferryman.protocol.tensor import Tensor

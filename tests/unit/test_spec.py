@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from ferryman.errors import SpecError
 from ferryman.spec import ModelDeployment, Strategy, load_deployment, parse_deployment
 

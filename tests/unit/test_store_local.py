@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from ferryman.dataplane import load_versions, repository_for, repository_for_file
 from ferryman.errors import ModelNotFound, ModelStoreError, VersionNotFound
 from ferryman.spec import parse_deployment

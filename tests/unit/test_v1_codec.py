@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+
 from ferryman.errors import InvalidInput
 from ferryman.protocol import v1
 from ferryman.protocol.tensor import InferResponse, Tensor

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+
 from ferryman.errors import InvalidInput
 from ferryman.protocol import v2
 from ferryman.protocol.tensor import InferResponse, Tensor

@@ -6,7 +6,7 @@ PYTEST := $(PY) -m pytest
 DEMO_DIR ?= .cache/demo
 
 .PHONY: setup lock lint typecheck test test-unit test-integration test-cluster demo bench bench-quick \
-        loadtest soak cluster-up cluster-down crd chart-docs clean
+        loadtest soak cluster-up cluster-down crd chart-docs chart-check clean
 
 setup:
 	@bash scripts/setup.sh
@@ -52,6 +52,12 @@ cluster-up: setup
 
 cluster-down:
 	bash scripts/cluster/down.sh
+
+chart-docs: setup
+	bash scripts/chart-sync.sh
+
+chart-check: setup
+	bash scripts/chart-sync.sh --check
 
 clean:
 	rm -rf .cache build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,8 @@
 
 An observer on the data plane appends each finished request; :meth:`Accounting.window` reads the requests
 since a mark (the start of the current rollout step) without disturbing the running totals. Latencies are
-kept exactly (float64 per request) in bounded segments; p99 is computed from the real values, not buckets.
+kept exactly (float64 per request) in bounded segments; p99 is computed from the real values, not buckets,
+with the nearest-rank definition: the smallest latency that at least 99 % of the requests did not exceed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import threading
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 
@@ -18,6 +21,7 @@ from ferryman.analysis import VersionStats
 from ferryman.protocol.tensor import InferRequest, InferResponse
 from ferryman.telemetry import RequestRecord
 
+QUANTILE_METHOD: Final = "inverted_cdf"  # nearest rank: an observed value, never interpolated
 MAX_SAMPLES = 2_000_000  # per (version, route); beyond this the oldest half is dropped (exact within the tail)
 
 
@@ -45,8 +49,8 @@ class RouteTotals:
 class Accounting:
     """Thread-safe; ``finished`` is on the hot path and only appends."""
 
-    def __init__(self) -> None:
-        self._now = time.monotonic
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._now = clock  # monotonic seconds; windows are marked in this clock
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str], _Series] = {}
 
@@ -87,14 +91,13 @@ class Accounting:
             for (v, route), s in self._series.items():
                 if v != version or (routes is not None and route not in routes):
                     continue
-                times = np.frombuffer(s.times, dtype=np.float64) if len(s.times) else np.empty(0)
-                start = int(np.searchsorted(times, since, side="left"))
+                start = _first_at_or_after(s.times, since)
                 lat_parts.append(np.array(s.latencies[start:], dtype=np.float64))
                 errors += sum(s.failed[start:])
         lat = np.concatenate(lat_parts) if lat_parts else np.empty(0)
         if lat.size == 0:
             return VersionStats(version=version, requests=0, errors=0, p99_seconds=None)
-        p50, p95, p99 = np.quantile(lat, [0.5, 0.95, 0.99], method="higher")
+        p50, p95, p99 = np.quantile(lat, [0.5, 0.95, 0.99], method=QUANTILE_METHOD)
         return VersionStats(version=version, requests=int(lat.size), errors=errors, p99_seconds=float(p99),
                             p50_seconds=float(p50), p95_seconds=float(p95))
 
@@ -103,8 +106,20 @@ class Accounting:
         with self._lock:
             items = [(k, s.count, s.errors, np.array(s.latencies, dtype=np.float64)) for k, s in self._series.items()]
         for (version, route), count, errors, lat in sorted(items):
-            q = np.quantile(lat, [0.5, 0.95, 0.99], method="higher") if lat.size else [None, None, None]
+            q = np.quantile(lat, [0.5, 0.95, 0.99], method=QUANTILE_METHOD) if lat.size else [None, None, None]
             out.append(RouteTotals(version, route, count, errors,
                                    *(None if x is None else float(x) for x in q)))
         return out
 
+
+
+def _first_at_or_after(times: array, since: float) -> int:
+    """Index of the first time >= ``since``. The zero-copy view is released before returning: while a view
+    exists, ``array.append`` raises BufferError, so a view outliving the lock would break a concurrent writer."""
+    if not times:
+        return 0
+    view = np.frombuffer(times, dtype=np.float64)
+    try:
+        return int(np.searchsorted(view, since, side="left"))
+    finally:
+        del view

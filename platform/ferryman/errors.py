@@ -50,6 +50,12 @@ class Overloaded(FerrymanError):
     retry_after_seconds = 1
 
 
+class RequestTimeout(FerrymanError):
+    """The client did not send the whole request within the request timeout."""
+
+    status = 408
+
+
 class Unauthorized(FerrymanError):
     status = 401
 

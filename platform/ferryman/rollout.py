@@ -188,9 +188,15 @@ def tick(state: RolloutState, md: ModelDeployment, *, stats: StatsFn, now: float
         return state, None
     drift_threshold = spec.drift.threshold if spec.drift.enabled else None
     result = analyze(stats(candidate_name), budget=spec.budget, min_requests=min_req, drift_threshold=drift_threshold)
+    waiting = state.last_analysis is not None and state.last_analysis.outcome == Outcome.insufficient
     state = replace(state, last_analysis=result, analyzed_at=now)
     if result.outcome == Outcome.insufficient:
-        return _record(state, Decision(Action.hold, result.reason, now, state.weights))
+        hold = Decision(Action.hold, result.reason, now, state.weights)
+        if waiting and state.history and state.history[-1].action == Action.hold:
+            # a run of "not enough data yet" is one history entry (the latest), not one per interval:
+            # an idle rollout must not push its start and its real decisions out of the bounded history
+            return replace(state, history=(*state.history[:-1], hold)), hold
+        return _record(state, hold)
     if result.outcome == Outcome.failed:
         failures = state.failures + 1
         if failures >= threshold:
@@ -235,9 +241,9 @@ def rollback(state: RolloutState, *, now: float, reason: str = "manual rollback"
     abandoned: str | None
     if state.candidate is None and state.phase == Phase.promoted and state.previous_stable:
         target, abandoned = state.previous_stable, state.stable
-    elif state.candidate is not None or state.phase == Phase.running:
+    elif state.phase in (Phase.progressing, Phase.running, Phase.paused):
         target, abandoned = state.stable, state.candidate
-    else:
+    else:  # Stable, RolledBack, or a promotion with nothing before it
         raise Conflict(f"nothing to roll back (phase {state.phase.value})")
     weights = {target: 100}
     return _record(state, Decision(Action.rollback, reason, now, weights, actor), phase=Phase.rolled_back,

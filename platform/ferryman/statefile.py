@@ -40,12 +40,12 @@ def write_json(path: Path, data: Any, *, mode: int = 0o600) -> None:
 def read_json(path: Path) -> Any | None:
     """The parsed content, or None when the file is missing or corrupt (a corrupt file is set aside)."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return json.loads(raw)
+    except ValueError:  # JSONDecodeError, or UnicodeDecodeError for binary garbage
         n = 0
         while (aside := path.with_name(f"{path.name}.corrupt-{n}")).exists():
             n += 1

@@ -4,6 +4,8 @@
 * ``tests.helpers.servers`` — ``serve_cli(target, args=...)`` runs ``ferryman serve`` in a subprocess and
   waits for ``/v2/health/ready``; ``serve_app(asgi_app)`` runs any ASGI app under uvicorn in a thread;
   ``run_ferryman(args)`` runs a CLI command to completion; ``wait_http(url)`` polls a URL.
+* ``tests.helpers.prometheus`` — ``prometheus(targets)`` runs a real Prometheus on loopback scraping every
+  second (query/wait_for/label_values helpers); ``parse_exposition(text)`` reads a ``/metrics`` body.
 * ``tests.helpers.models`` — tiny ONNX models built with ``onnx.helper`` (fixed dims, two inputs,
   strings, arbitrary opset) and ``reference_outputs(path, feed)`` (plain onnxruntime, the ground truth).
 

@@ -18,7 +18,7 @@ def _up(args: argparse.Namespace) -> int:
     from ferryman.cli.runtimes import launcher
 
     launcher("gateway")(str(args.spec), host=args.host, port=args.port, admin_host=args.admin_host,
-                        admin_port=args.admin_port, state_dir=str(args.state_dir))
+                        admin_port=args.admin_port, state_dir=str(args.state_dir), **cli.security_options(args))
     return 0
 
 
@@ -42,7 +42,10 @@ def admin_call(state_dir: Path, method: str, path: str, body: dict[str, Any] | N
                                       "x-ferryman-actor": os.environ.get("USER", "cli")})
     except httpx.HTTPError as err:
         raise FerrymanError(f"cannot reach the admin API at {url}: {type(err).__name__}") from err
-    doc: dict[str, Any] = resp.json()
+    try:
+        doc: dict[str, Any] = resp.json()
+    except ValueError:  # not JSON (a proxy, or a crash page): report the status and the start of the body
+        doc = {"error": resp.text[:200]}
     if resp.status_code >= 400:
         raise FerrymanError(f"{path.lstrip('/')} refused ({resp.status_code}): {doc.get('error')}")
     return doc
@@ -126,6 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--admin-host", default="127.0.0.1", help="admin API address (loopback unless you say so)")
     p.add_argument("--admin-port", type=int, default=None, help="default: --port + 1")
+    cli.add_security_flags(p)
     state(p)
     p.set_defaults(func=_up)
 

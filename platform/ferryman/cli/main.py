@@ -21,8 +21,22 @@ def _serve(args: argparse.Namespace) -> int:
     from ferryman.cli.runtimes import launcher
 
     launcher("native")(args.target, host=args.host, port=args.port, workers=args.workers,
-                       max_body_bytes=args.max_body_bytes)
+                       max_body_bytes=args.max_body_bytes, **security_options(args))
     return 0
+
+
+def add_security_flags(p: argparse.ArgumentParser) -> None:
+    """--api-keys, --tls-cert, --tls-key (shared by `serve` and `up`)."""
+    p.add_argument("--api-keys", default=None, metavar="PATH",
+                   help="require an API key on prediction endpoints: a file with one key per line, or a "
+                        "directory with one file per key (a mounted Secret); re-read when it changes")
+    p.add_argument("--tls-cert", default=None, metavar="FILE", help="serve HTTPS with this certificate (PEM, "
+                   "chain allowed); re-read when it changes")
+    p.add_argument("--tls-key", default=None, metavar="FILE", help="the certificate's private key (PEM)")
+
+
+def security_options(args: argparse.Namespace) -> dict[str, str | None]:
+    return {"api_keys": args.api_keys, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
 
 
 def _examples_export(args: argparse.Namespace) -> int:
@@ -69,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--max-body-bytes", type=int, default=None)
+    add_security_flags(p)
     p.set_defaults(func=_serve)
 
     ex = sub.add_parser("examples", help="sample models").add_subparsers(dest="examples_command", required=True)
@@ -113,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load_extensions() -> None:
     import importlib
 
-    for module in ("ferryman.cli.local", "ferryman.cli.loadtest", "ferryman.cli.crd"):
+    for module in ("ferryman.cli.local", "ferryman.cli.loadtest", "ferryman.cli.crd",
+                   "ferryman.cli.observability"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:

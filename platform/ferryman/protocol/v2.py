@@ -85,7 +85,10 @@ def _json_array(data: Any, *, datatype: str, shape: list[int], where: object) ->
             raise InvalidInput(f"{where}.data: ragged nested list") from err
         allowed = _ALLOWED_KINDS.get(datatype, _INT_KINDS)
         if arr.size and arr.dtype.kind not in allowed:
-            raise InvalidInput(f"{where}.data: values do not fit datatype {datatype}")
+            if allowed != _INT_KINDS or arr.dtype.kind not in "fO":
+                raise InvalidInput(f"{where}.data: values do not fit datatype {datatype}")
+            # numpy turns [0, 2**64 - 1] into float64 (no common integer type): keep exact integers exact
+            arr = _exact_integers(data, V2_TO_NUMPY[datatype], datatype=datatype, where=where)
     if arr.ndim > 1 and list(arr.shape) != shape:
         raise InvalidInput(f"{where}.data: nested data has shape {list(arr.shape)} but shape is {shape}")
     if arr.size != _element_count(shape):
@@ -108,6 +111,16 @@ def _json_array(data: Any, *, datatype: str, shape: list[int], where: object) ->
             except (OverflowError, FloatingPointError, ValueError) as err:
                 raise InvalidInput(f"{where}.data: values out of range for {datatype}") from err
     return arr.reshape(shape)
+
+
+def _exact_integers(data: list[Any], dtype: np.dtype, *, datatype: str, where: object) -> np.ndarray:
+    """Integers numpy could not give one integer type: accept them only if all are ints that fit ``dtype``."""
+    if not all(type(x) is int for x in np.array(data, dtype=np.object_).flat):
+        raise InvalidInput(f"{where}.data: values do not fit datatype {datatype}")
+    try:
+        return np.array(data, dtype=dtype)
+    except OverflowError as err:
+        raise InvalidInput(f"{where}.data: values out of range for {datatype}") from err
 
 
 def _binary_array(chunk: bytes, *, datatype: str, shape: list[int], where: object) -> np.ndarray:
@@ -164,7 +177,7 @@ def decode_request(body: bytes, *, header_length: int | None = None, max_element
         seen.add(name)
         where = _Where(i, name)
         datatype = item.get("datatype")
-        if datatype not in V2_TO_NUMPY:
+        if type(datatype) is not str or datatype not in V2_TO_NUMPY:  # a list or an object is unhashable
             raise InvalidInput(f"{where}.datatype: unknown datatype {datatype!r}")
         shape = _shape(item.get("shape"), where)
         if max_elements is not None and math.prod(shape) > max_elements:

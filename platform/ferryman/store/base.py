@@ -49,9 +49,16 @@ def default_cache_dir() -> Path:
 
 
 def redact(uri: str) -> str:
-    """Hide credentials embedded in a URI (``https://user:secret@host/...``)."""
-    if "://" in uri and "@" in uri.split("://", 1)[1].split("/", 1)[0]:
+    """Hide credentials embedded in a URI: user info (``https://user:secret@host/...``) and every query value
+    (pre-signed S3/GCS URLs and SAS tokens carry their signature there: ``?X-Amz-Signature=***``)."""
+    if "://" not in uri:
+        return uri
+    if "@" in uri.split("://", 1)[1].split("/", 1)[0]:
         scheme, rest = uri.split("://", 1)
-        host = rest.split("@", 1)[1]
-        return f"{scheme}://***@{host}"
+        uri = f"{scheme}://***@{rest.split('@', 1)[1]}"
+    if "?" in uri:
+        base, _, query = uri.partition("?")
+        query = query.split("#", 1)[0]
+        uri = base + "?" + "&".join(f"{part.split('=', 1)[0]}=***" if "=" in part else "***"
+                                    for part in query.split("&") if part)
     return uri

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ferryman.errors import ModelStoreError
-from ferryman.store.base import cache_path
+from ferryman.store.base import cache_path, redact
 from ferryman.store.progress import download_progress
 
 
@@ -27,7 +27,7 @@ class S3Fetcher:
         rest = uri[len("s3://"):]
         bucket, _, key = rest.partition("/")
         if not bucket or not key:
-            raise ModelStoreError(f"{uri}: expected s3://bucket/key")
+            raise ModelStoreError(f"{redact(uri)}: expected s3://bucket/key")
         dest = cache_path(cache_dir, uri)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
@@ -40,9 +40,9 @@ class S3Fetcher:
             os.replace(tmp, dest)
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "error")
-            raise ModelStoreError(f"{uri}: S3 {code}") from err
+            raise ModelStoreError(f"{redact(uri)}: S3 {code}") from err
         except BotoCoreError as err:
-            raise ModelStoreError(f"{uri}: S3 failure: {err}") from err
+            raise ModelStoreError(f"{redact(uri)}: S3 failure: {type(err).__name__}") from err
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -7,18 +7,28 @@ Subclasses (the gateway) override :meth:`InferenceApp.select` to choose the vers
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 import orjson
+
+from ferryman import openapi
 from ferryman.dataplane import DataPlane
 from ferryman.engine import OnnxModel
-from ferryman.errors import FerrymanError, InvalidInput, ModelNotFound, NotReady, Overloaded, PayloadTooLarge
+from ferryman.errors import (
+    FerrymanError,
+    InvalidInput,
+    ModelNotFound,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 from ferryman.protocol import v1, v2
 from ferryman.protocol.tensor import InferRequest, InferResponse
 from ferryman.telemetry import NullObserver, RequestObserver, RequestRecord
-
 from ferryman_runtimes.asgi.http import Request, read_body, send_bytes, send_json
 
 log = logging.getLogger("ferryman.server")
@@ -38,6 +48,9 @@ class Selection:
 
 
 class InferenceApp:
+    openapi_kind = "runtime"
+    api_keys_required = False  # set by the API-key middleware (ferryman_runtimes.asgi.security) it is wrapped in
+
     def __init__(self, dataplane: DataPlane, *, observer: RequestObserver | None = None,
                  extra_routes: dict[tuple[str, str], Any] | None = None) -> None:
         self.dataplane = dataplane
@@ -98,8 +111,28 @@ class InferenceApp:
             await self.send_error(send, err)
 
     async def send_error(self, send: Any, err: FerrymanError) -> None:
-        headers = [(b"retry-after", str(err.retry_after_seconds).encode())] if isinstance(err, Overloaded) else None
+        headers = None
+        if isinstance(err, Overloaded):
+            headers = [(b"retry-after", str(err.retry_after_seconds).encode())]
+        elif isinstance(err, RequestTimeout):
+            headers = [(b"connection", b"close")]  # the rest of a trickled body is not worth waiting for
         await send_json(send, err.status, {"error": str(err)}, headers=headers)
+
+    # -- OpenAPI ------------------------------------------------------------------------------------
+    def openapi_route_headers(self) -> list[str]:
+        """Request headers that steer routing (the gateway's version pin and sticky key)."""
+        return []
+
+    def openapi_document(self) -> dict[str, Any]:
+        models = {}
+        for name, versions in self.repository.models.items():
+            model = self.repository.get(name)
+            models[name] = openapi.ModelDoc(versions=sorted(versions),
+                                            inputs=[t.to_v2() for t in model.signature.inputs],
+                                            outputs=[t.to_v2() for t in model.signature.outputs])
+        return openapi.document(kind=self.openapi_kind, models=models, api_keys=self.api_keys_required,
+                                route_headers=self.openapi_route_headers(),
+                                metrics=("GET", "/metrics") in self.extra_routes)
 
     # -- GET endpoints ------------------------------------------------------------------------------
     async def get(self, request: Request, parts: list[str], send: Any) -> None:
@@ -113,6 +146,8 @@ class InferenceApp:
             return await send_json(send, 200, self.dataplane.server_metadata())
         if path == "/v1/models":
             return await send_json(send, 200, {"models": self.repository.names()})
+        if path == "/openapi.json":
+            return await send_json(send, 200, self.openapi_document())
         handler = self.extra_routes.get((request.method, path)) or self.extra_routes.get(("GET", path))
         if handler is not None:
             return await handler(request, None, send)
@@ -195,7 +230,7 @@ class InferenceApp:
         response: InferResponse | None = None
         selection: Selection | None = None
         try:
-            body = await read_body(request, receive, limit=self.limits.max_body_bytes)
+            body = await self._read_body(request, receive, started=t0)
             infer = decode(body)
             selection = self.select(name, version, request, infer)
             record.version, record.route = selection.model.version, selection.route
@@ -207,7 +242,7 @@ class InferenceApp:
             await send_bytes(send, 200, payload, headers)
         except FerrymanError as err:
             record.code = err.status
-            if isinstance(err, PayloadTooLarge | InvalidInput):
+            if isinstance(err, PayloadTooLarge | InvalidInput | RequestTimeout):
                 log.debug("rejected %s %s: %s", request.method, request.path, err)
             elif err.status >= 500:
                 log.warning("failed %s %s: %s", request.method, request.path, err)
@@ -222,6 +257,16 @@ class InferenceApp:
             self.observer.finished(record, infer, response)
         if selection is not None and infer is not None:
             await self.after_response(selection, request, infer, response)
+
+    async def _read_body(self, request: Request, receive: Any, *, started: float) -> bytes:
+        """The body, within what is left of the request timeout (a trickled body is a 408, not a held slot)."""
+        budget = self.limits.request_timeout_seconds
+        remaining = budget - (time.perf_counter() - started)
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                return await read_body(request, receive, limit=self.limits.max_body_bytes)
+        except TimeoutError as err:
+            raise RequestTimeout(f"request body not received within {budget:g}s") from err
 
 
 def _model_path(parts: list[str]) -> tuple[str, str | None, list[str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+
 from ferryman.errors import InvalidInput, PayloadTooLarge
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]

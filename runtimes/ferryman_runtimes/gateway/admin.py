@@ -11,8 +11,8 @@ import logging
 from typing import Any
 
 import orjson
-from ferryman.errors import FerrymanError, InvalidInput, Unauthorized
 
+from ferryman.errors import FerrymanError, InvalidInput, Unauthorized
 from ferryman_runtimes.asgi.http import Request, read_body, send_json
 from ferryman_runtimes.gateway.controller import RolloutController
 
@@ -70,11 +70,7 @@ class AdminApp:
             audit.info("admin action=%s actor=%s reason=%r weights=%s", action, actor, reason, decision.weights)
             return await send_json(send, 200, {"decision": decision.to_dict(), "status": c.status()})
         if path == "/reload":
-            if c.spec_path is None:
-                raise InvalidInput("this gateway was not started from a spec file")
-            from ferryman.spec import load_deployment
-
-            reloaded = c.reload(load_deployment(c.spec_path))
+            reloaded = c.reload_spec()
             audit.info("admin action=reload actor=%s", actor)
             return await send_json(send, 200, {"decision": reloaded.to_dict() if reloaded else None,
                                                "status": c.status()})

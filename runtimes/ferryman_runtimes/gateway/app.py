@@ -3,8 +3,10 @@
 Each request is routed by :func:`ferryman.routing.decide` against the current :class:`RouteTable`;
 a new table (a rollout step, a switch, a rollback) is swapped in with one reference assignment, so a
 request sees either the old split or the new one, never a mix, and no request fails during a switch.
-Shadow copies run after the caller has its response, on the event loop's idle time, and their failures
-are recorded but never reach the caller.
+Shadow copies run after the caller has its response, on a worker thread beside the event loop (ONNX
+Runtime releases the GIL, so a slow candidate never stalls other callers), at most
+``SHADOW_MAX_IN_FLIGHT`` at a time (beyond that copies are dropped and counted, never queued without
+bound); their failures are recorded but never reach the caller.
 """
 
 from __future__ import annotations
@@ -12,26 +14,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ferryman.dataplane import DataPlane
+from ferryman.engine import OnnxModel
 from ferryman.errors import FerrymanError
 from ferryman.protocol.tensor import InferRequest, InferResponse
 from ferryman.routing import ROUTE_SHADOW, RouteTable, RoutingInputs, decide
 from ferryman.spec import StickySource
 from ferryman.telemetry import RequestObserver, RequestRecord
-
 from ferryman_runtimes.asgi.app import InferenceApp, Selection
 from ferryman_runtimes.asgi.http import Request
 
 log = logging.getLogger("ferryman.gateway")
 
 PREDICTIONS_KEPT = 100_000  # request id -> (version, route, predicted class) for A/B feedback
+SHADOW_MAX_IN_FLIGHT = 64
 
 
 class GatewayApp(InferenceApp):
+    openapi_kind = "gateway"
+
     def __init__(self, dataplane: DataPlane, table: RouteTable, *, observer: RequestObserver | None = None,
                  extra_routes: dict[tuple[str, str], Any] | None = None, track_predictions: bool = True) -> None:
         super().__init__(dataplane, observer=observer, extra_routes=extra_routes)
@@ -42,9 +49,18 @@ class GatewayApp(InferenceApp):
         self.shadow_tasks: set[asyncio.Task[None]] = set()
         self.shadow_errors = 0
         self.shadow_requests = 0
+        self.shadow_dropped = 0
+        self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferryman-shadow")
 
     def set_table(self, table: RouteTable) -> None:
         self.table = table  # atomic: one reference assignment
+
+    def openapi_route_headers(self) -> list[str]:
+        table = self.table
+        headers = [table.pin_header]
+        if table.sticky is not None and table.sticky.source == StickySource.header:
+            headers.append(table.sticky.name)
+        return headers
 
     # -- routing ------------------------------------------------------------------------------------
     def select(self, model_name: str, version: str | None, request: Request, infer: InferRequest) -> Selection:
@@ -78,22 +94,23 @@ class GatewayApp(InferenceApp):
         if self.track_predictions and response is not None and infer.id is not None:
             self._remember(infer.id, selection, response)
         if selection.shadow is not None:
+            if len(self.shadow_tasks) >= SHADOW_MAX_IN_FLIGHT:
+                self.shadow_dropped += 1
+                return
             task = asyncio.get_running_loop().create_task(self._shadow(selection, infer))
             self.shadow_tasks.add(task)
             task.add_done_callback(self.shadow_tasks.discard)
 
     async def _shadow(self, selection: Selection, infer: InferRequest) -> None:
-        await asyncio.sleep(0)  # let the caller's response flush first
         model = selection.shadow
         assert model is not None
         record = RequestRecord(model=model.name, version=model.version, route=ROUTE_SHADOW,
                                protocol="shadow", code=200, seconds=0.0)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
         self.shadow_requests += 1
         response = None
         try:
-            response = self.dataplane.infer(model, infer)
+            response = await asyncio.get_running_loop().run_in_executor(
+                self._shadow_pool, self._shadow_infer, model, infer, record)
         except FerrymanError as err:
             record.code = err.status
             self.shadow_errors += 1
@@ -101,8 +118,14 @@ class GatewayApp(InferenceApp):
             record.code = 500
             self.shadow_errors += 1
             log.exception("shadow inference on %s failed", model.version)
-        record.seconds = record.compute_seconds = loop.time() - t0
-        self.observer.finished(record, infer, response)
+        self.observer.finished(record, infer, response)  # on the loop thread, like every other record
+
+    def _shadow_infer(self, model: OnnxModel, infer: InferRequest, record: RequestRecord) -> InferResponse:
+        t0 = time.perf_counter()
+        try:
+            return self.dataplane.infer(model, infer)
+        finally:
+            record.seconds = record.compute_seconds = time.perf_counter() - t0
 
     def _remember(self, request_id: str, selection: Selection, response: InferResponse) -> None:
         predicted = _predicted_class(response)
@@ -113,6 +136,7 @@ class GatewayApp(InferenceApp):
     async def shutdown(self) -> None:
         if self.shadow_tasks:
             await asyncio.wait(list(self.shadow_tasks), timeout=5)
+        self._shadow_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _routing_headers(request: Request, table: RouteTable) -> dict[str, str]:

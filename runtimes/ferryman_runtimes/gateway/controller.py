@@ -7,6 +7,7 @@ atomically, publish metrics. A restart resumes from the saved state; editing the
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +23,6 @@ from ferryman.errors import FerrymanError, InvalidInput
 from ferryman.rollout import Decision, RolloutState
 from ferryman.spec import ModelDeployment, load_deployment
 from ferryman.statefile import read_json, write_json
-
 from ferryman_runtimes.gateway.app import GatewayApp
 
 log = logging.getLogger("ferryman.rollout")
@@ -39,7 +39,8 @@ class Feedback:
 class RolloutController:
     def __init__(self, *, md: ModelDeployment, spec_path: Path | None, gateway: GatewayApp, accounting: Accounting,
                  state_path: Path, drift_share: DriftShare | None = None,
-                 on_change: Callable[[RolloutState], None] | None = None, tick_seconds: float = 0.25) -> None:
+                 on_change: Callable[[RolloutState], None] | None = None,
+                 on_reload: Callable[[ModelDeployment], None] | None = None, tick_seconds: float = 0.25) -> None:
         self.md = md
         self.spec_path = spec_path
         self.gateway = gateway
@@ -47,9 +48,10 @@ class RolloutController:
         self.state_path = state_path
         self.drift_share = drift_share
         self.on_change = on_change
+        self.on_reload = on_reload  # e.g. observability: monitor the versions an edited spec added
         self.tick_seconds = tick_seconds
         self.feedback: dict[str, Feedback] = {}
-        self._spec_mtime = spec_path.stat().st_mtime_ns if spec_path else 0
+        self._spec_seen = _digest(spec_path) if spec_path else None
         saved = read_json(state_path)
         previous = None
         if saved:
@@ -106,33 +108,46 @@ class RolloutController:
             await asyncio.sleep(self.tick_seconds)
 
     def check_spec(self) -> bool:
-        """Reload the spec file when it changed: new versions load fully before anything switches."""
+        """Reload the spec file when its content changed: new versions load fully before anything switches.
+
+        Content, not mtime: an editor that truncates then writes can do both within one timestamp tick,
+        and a reload attempted on the empty file in between must not hide the final content.
+        """
         if self.spec_path is None:
             return False
+        seen = _digest(self.spec_path)
+        if seen is None or seen == self._spec_seen:
+            return False
         try:
-            mtime = self.spec_path.stat().st_mtime_ns
-        except FileNotFoundError:
+            return self.reload_spec() is not None
+        except FerrymanError as err:
+            log.error("spec reload rejected, still serving the previous spec: %s", err)
             return False
-        if mtime == self._spec_mtime:
-            return False
-        self._spec_mtime = mtime
-        return self.reload(load_deployment(self.spec_path)) is not None
+
+    def reload_spec(self) -> Decision | None:
+        """Re-read the spec file now (the watch above, or admin /reload); raises when it cannot be adopted."""
+        if self.spec_path is None:
+            raise InvalidInput("this gateway was not started from a spec file")
+        self._spec_seen = _digest(self.spec_path)
+        return self.reload(load_deployment(self.spec_path))
 
     def reload(self, md: ModelDeployment) -> Decision | None:
+        """Adopt an edited spec. Raises (and changes nothing) when a new version cannot be loaded."""
         if md.name != self.md.name:
             raise InvalidInput(f"spec renames the model from {self.md.name!r} to {md.name!r}; start a new ferryman up")
         repo = self.gateway.repository
         have = repo.models.get(md.name, {})
         changed = [v.name for v in md.spec.versions
                    if v.name not in have or _uri_changed(self.md, v.name, v.uri, v.sha256)]
-        try:
-            fresh = load_versions(md, versions=changed)  # all or nothing: on failure the old set keeps serving
-        except FerrymanError as err:
-            log.error("spec reload rejected, still serving the previous versions: %s", err)
-            return None
+        fresh = load_versions(md, versions=changed)  # all or nothing: on failure the old set keeps serving
         for model in fresh:
             repo.add(model)
         self.md = md
+        if self.on_reload is not None:
+            try:
+                self.on_reload(md)
+            except Exception:  # monitoring must never block adopting a spec
+                log.exception("on_reload hook failed")
         self.state, decision = rollout.reconcile_spec(self.state, md, now=time.time())
         self._applied(decision)
         return decision
@@ -183,7 +198,15 @@ class RolloutController:
                                    "ci95": [lo, hi]}
             arms.append(row)
         return {"model": self.md.name, "rollout": s.to_dict(), "traffic": arms,
-                "shadow": {"requests": self.gateway.shadow_requests, "errors": self.gateway.shadow_errors}}
+                "shadow": {"requests": self.gateway.shadow_requests, "errors": self.gateway.shadow_errors,
+                           "dropped": self.gateway.shadow_dropped}}
+
+
+def _digest(path: Path) -> bytes | None:
+    try:
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+    except OSError:
+        return None
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -19,7 +19,8 @@ from ferryman.rollout import RolloutState, table_for
 from ferryman.spec import ModelDeployment, load_deployment
 from ferryman.statefile import read_json, write_json
 from ferryman.telemetry import CompositeObserver, RequestObserver
-
+from ferryman_runtimes.asgi.security import ApiKeys, protect
+from ferryman_runtimes.asgi.tls import tls_options
 from ferryman_runtimes.gateway.admin import AdminApp
 from ferryman_runtimes.gateway.app import GatewayApp
 from ferryman_runtimes.gateway.controller import RolloutController
@@ -94,7 +95,7 @@ def _observability(md: ModelDeployment, repo: Any, extras: dict[str, Any]) -> li
 
 
 async def serve(platform: Platform, *, host: str, port: int, admin_host: str, admin_port: int,
-                state_dir: Path) -> None:
+                state_dir: Path, api_keys: str | None = None, tls: dict[str, Any] | None = None) -> None:
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -104,13 +105,15 @@ async def serve(platform: Platform, *, host: str, port: int, admin_host: str, ad
 
     opts = uvicorn_options(host=host, port=port)
     opts.pop("workers")
-    main = _Server(uvicorn.Config(platform.gateway, **opts))
+    opts.update(tls or {})
+    main = _Server(uvicorn.Config(protect(platform.gateway, api_keys=api_keys), **opts))
     admin_opts = uvicorn_options(host=admin_host, port=admin_port)
     admin_opts.pop("workers")
     admin_opts["lifespan"] = "off"
     admin = _Server(uvicorn.Config(platform.admin, **admin_opts))
     write_json(state_dir / ADMIN_FILE, {"url": f"http://{admin_host}:{admin_port}", "model": platform.md.name,
-                                        "gateway": f"http://{host}:{port}", "pid": os.getpid()})
+                                        "gateway": f"{'https' if tls else 'http'}://{host}:{port}",
+                                        "pid": os.getpid()})
     driver = asyncio.create_task(platform.controller.run())
     background = [asyncio.create_task(t) for t in platform.extras.get("tasks", [])]
     loop = asyncio.get_running_loop()
@@ -135,13 +138,17 @@ def _stop(*servers: Any) -> None:
 
 
 def run(spec: str, *, host: str = "127.0.0.1", port: int = 8080, admin_host: str = "127.0.0.1",
-        admin_port: int | None = None, state_dir: str = ".ferryman") -> None:
+        admin_port: int | None = None, state_dir: str = ".ferryman", api_keys: str | None = None,
+        tls_cert: str | None = None, tls_key: str | None = None) -> None:
     state = Path(state_dir)
+    tls = tls_options(cert=tls_cert, key=tls_key)  # checked before any model loads: fail fast
+    if api_keys is not None:
+        ApiKeys(api_keys)
     platform = build_platform(Path(spec), state_dir=state, progress=True)
-    log.info("ferryman up: %s on http://%s:%d (admin http://%s:%d)", platform.md.name, host, port, admin_host,
-             admin_port or port + 1)
+    log.info("ferryman up: %s on %s://%s:%d (admin http://%s:%d)%s", platform.md.name, "https" if tls else "http",
+             host, port, admin_host, admin_port or port + 1, " with API keys" if api_keys else "")
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(platform, host=host, port=port, admin_host=admin_host, admin_port=admin_port or port + 1,
-                         state_dir=state))
+                         state_dir=state, api_keys=api_keys, tls=tls))

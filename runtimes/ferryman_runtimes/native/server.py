@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ferryman import metrics
 from ferryman.dataplane import DataPlane, repository_for, repository_for_file
+from ferryman.observability import instrument
 from ferryman.spec import Limits, load_deployment
-
 from ferryman_runtimes.asgi.app import InferenceApp
+from ferryman_runtimes.asgi.limits import PROTOCOL
+from ferryman_runtimes.asgi.security import ApiKeys, protect
+from ferryman_runtimes.asgi.tls import tls_options
 
 log = logging.getLogger("ferryman.serve")
 
 ENV_TARGET = "FERRYMAN_SERVE_TARGET"
 ENV_MAX_BODY = "FERRYMAN_MAX_BODY_BYTES"
+ENV_API_KEYS = "FERRYMAN_API_KEYS"
 
 
-def build_app(target: str | Path, *, max_body_bytes: int | None = None, progress: bool = False) -> InferenceApp:
-    """Load everything first: the server never starts half-ready (a load error raises here)."""
+def build_app(target: str | Path, *, max_body_bytes: int | None = None, progress: bool = False,
+              telemetry: bool = True) -> InferenceApp:
+    """Load everything first: the server never starts half-ready (a load error raises here).
+
+    ``telemetry`` adds the Prometheus observer, ``GET /metrics`` and (for a spec with reference data)
+    drift monitoring with ``GET /drift``; the multi-worker parent validates with it off.
+    """
     path = Path(target)
+    md = None
     if path.suffix == ".onnx":
         repo = repository_for_file(path)
         limits = Limits()
@@ -30,13 +42,37 @@ def build_app(target: str | Path, *, max_body_bytes: int | None = None, progress
         limits = md.spec.limits.model_copy()
     if max_body_bytes is not None:
         limits.max_body_bytes = max_body_bytes
-    return InferenceApp(DataPlane(repo, limits=limits))
+    if not telemetry:
+        return InferenceApp(DataPlane(repo, limits=limits))
+    inst = instrument(md, repo)
+    if md is not None:
+        inst.metrics.set_traffic_weights(md.name, {v: 100 if v == repo.default_version[md.name] else 0
+                                                   for v in repo.models[md.name]})
+    app = NativeApp(DataPlane(repo, limits=limits), observer=inst.observer, extra_routes=inst.routes)
+    app.closers.append(inst.close)
+    return app
 
 
-def app_from_env() -> InferenceApp:
+class NativeApp(InferenceApp):
+    """The inference app plus shutdown hooks (uvicorn re-raises SIGTERM after shutdown: no atexit)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.closers: list[Callable[[], None]] = []
+
+    async def shutdown(self) -> None:
+        for close in self.closers:
+            try:
+                close()
+            except Exception:
+                log.exception("shutdown hook failed")
+
+
+def app_from_env() -> Any:
     """uvicorn factory for multi-worker mode: each worker process loads its own sessions."""
     body = os.environ.get(ENV_MAX_BODY)
-    return build_app(os.environ[ENV_TARGET], max_body_bytes=int(body) if body else None)
+    app = build_app(os.environ[ENV_TARGET], max_body_bytes=int(body) if body else None)
+    return protect(app, api_keys=os.environ.get(ENV_API_KEYS) or None)
 
 
 def uvicorn_options(*, host: str, port: int, workers: int = 1) -> dict[str, Any]:
@@ -45,7 +81,7 @@ def uvicorn_options(*, host: str, port: int, workers: int = 1) -> dict[str, Any]
         "port": port,
         "workers": workers,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": PROTOCOL,  # httptools plus header size and header-time limits
         "lifespan": "on",
         "access_log": False,
         "log_level": "warning",
@@ -55,17 +91,31 @@ def uvicorn_options(*, host: str, port: int, workers: int = 1) -> dict[str, Any]
 
 
 def run(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
-        max_body_bytes: int | None = None) -> None:
+        max_body_bytes: int | None = None, api_keys: str | None = None, tls_cert: str | None = None,
+        tls_key: str | None = None) -> None:
     import uvicorn
 
     opts = uvicorn_options(host=host, port=port, workers=workers)
+    opts.update(tls_options(cert=tls_cert, key=tls_key))
+    if api_keys is not None:
+        api_keys = str(Path(api_keys).resolve())
+        ApiKeys(api_keys)  # fail fast, with a clear error, on a missing key source
     if workers > 1:
         # Validate in this process first so a broken model fails fast with a clear error.
-        build_app(target, max_body_bytes=max_body_bytes, progress=True)
+        build_app(target, max_body_bytes=max_body_bytes, progress=True, telemetry=False)
         os.environ[ENV_TARGET] = str(target)
         if max_body_bytes is not None:
             os.environ[ENV_MAX_BODY] = str(max_body_bytes)
-        uvicorn.run("ferryman_runtimes.native.server:app_from_env", factory=True, **opts)
+        if api_keys is not None:
+            os.environ[ENV_API_KEYS] = api_keys
+        # Workers share one metrics directory so any of them answers /metrics for all.
+        owned = metrics.multiprocess_dir() is None
+        directory = metrics.prepare_multiprocess()
+        try:
+            uvicorn.run("ferryman_runtimes.native.server:app_from_env", factory=True, **opts)
+        finally:
+            if owned:
+                metrics.cleanup_multiprocess(directory)
     else:
         app = build_app(target, max_body_bytes=max_body_bytes, progress=True)
-        uvicorn.run(app, **opts)
+        uvicorn.run(protect(app, api_keys=api_keys), **opts)

@@ -1,0 +1,103 @@
+"""The kserve backend: one InferenceService per version (ferryman's ClusterServingRuntime) behind the gateway.
+
+Objects for ModelDeployment ``m`` with versions v1, v2 in namespace ``ns``:
+
+* InferenceService ``m-v1``, ``m-v2`` (RawDeployment mode, ``runtime: <FERRYMAN_KSERVE_RUNTIME>``,
+  ``modelFormat: onnx``, protocol v2, ``storageUri`` = the version's URI, replicas and resources from the
+  spec). KServe's storage initializer fetches the model into ``/mnt/models``.
+* ConfigMap ``m-routes``, Deployment ``m-gateway``, Service ``m``: the ferryman gateway, forwarding to
+  each version's predictor Service ``http://m-<version>-predictor.ns.svc.cluster.local``.
+
+KServe's own canary (``canaryTrafficPercent``) needs Knative; the gateway gives every strategy (canary,
+blue-green, sticky A/B, shadow) on plain Deployments instead. A version is ready when its
+InferenceService reports the ``Ready`` condition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ferryman.spec import ModelDeployment
+from ferryman_operator import names
+from ferryman_operator.backends import workloads as w
+from ferryman_operator.backends.base import Context, Observed, Readiness, Ref, condition, deployment_ready
+from ferryman_operator.kube.client import CONFIG_MAP, DEPLOYMENT, INFERENCE_SERVICE, SERVICE, Kind
+from ferryman_operator.settings import Settings
+
+STORAGE_SCHEMES = ("s3://", "gs://", "http://", "https://", "pvc://", "oci://", "hdfs://", "webhdfs://", "hf://")
+DEPLOYMENT_MODE = "RawDeployment"
+
+
+def inference_service(ctx: Context, version: str) -> dict[str, Any]:
+    md = ctx.md
+    v = md.spec.version(version)
+    model: dict[str, Any] = {
+        "modelFormat": {"name": "onnx"},
+        "runtime": ctx.settings.kserve_runtime,
+        "protocolVersion": "v2",
+        "storageUri": v.uri,
+        "resources": w.resources(v.resources),
+        "securityContext": w.CONTAINER_SECURITY,
+        "env": [{"name": "FERRYMAN_THREADS", "value": str(md.spec.threads)}],
+    }
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": w.metadata(ctx, names.version_object(md.name, version), component=names.COMPONENT_MODEL,
+                               version=version,
+                               annotations={"serving.kserve.io/deploymentMode": DEPLOYMENT_MODE,
+                                            **w.scrape_annotations()}),
+        "spec": {
+            "predictor": {
+                "minReplicas": v.replicas,
+                "maxReplicas": max(v.replicas, 1),
+                "securityContext": w.POD_SECURITY,
+                "model": model,
+            },
+        },
+    }
+
+
+def predictor_url(md: ModelDeployment, namespace: str, version: str) -> str:
+    return f"http://{names.version_object(md.name, version)}-predictor.{namespace}.svc.cluster.local"
+
+
+class KServeBackend:
+    name = "kserve"
+    kinds: tuple[Kind, ...] = (INFERENCE_SERVICE, DEPLOYMENT, SERVICE, CONFIG_MAP)
+
+    def validate(self, md: ModelDeployment, settings: Settings) -> list[str]:
+        problems = []
+        for v in md.spec.versions:
+            if not v.uri.startswith(STORAGE_SCHEMES):
+                problems.append(f"version {v.name}: uri {v.uri!r} cannot be a KServe storageUri "
+                                f"(use one of {', '.join(s[:-3] for s in STORAGE_SCHEMES)})")
+        return problems
+
+    def desired(self, ctx: Context) -> list[dict[str, Any]]:
+        md = ctx.md
+        objects = [inference_service(ctx, v.name) for v in md.spec.versions]
+        backends = {v.name: predictor_url(md, ctx.namespace, v.name) for v in md.spec.versions}
+        objects.extend(w.gateway_objects(ctx, backends=backends))
+        return objects
+
+    def watched(self, md: ModelDeployment) -> list[Ref]:
+        refs: list[Ref] = [(INFERENCE_SERVICE, names.version_object(md.name, v.name)) for v in md.spec.versions]
+        refs.append((DEPLOYMENT, names.gateway_deployment(md.name)))
+        return refs
+
+    def readiness(self, md: ModelDeployment, observed: Observed) -> Readiness:
+        versions = {}
+        for v in md.spec.versions:
+            obj = observed.get(("InferenceService", names.version_object(md.name, v.name)))
+            if obj is None:
+                versions[v.name] = (False, f"version {v.name}: InferenceService not found")
+                continue
+            status, message = condition(obj, "Ready")
+            detail = f" ({message})" if message else ""
+            versions[v.name] = (status == "True", f"version {v.name}: InferenceService Ready={status}{detail}")
+        gateway = deployment_ready(observed.get(("Deployment", names.gateway_deployment(md.name))), what="gateway")
+        return Readiness(versions=versions, frontend=gateway)
+
+    def endpoint(self, md: ModelDeployment, namespace: str) -> str:
+        return w.service_url(namespace, names.gateway_service(md.name))

@@ -1,0 +1,348 @@
+"""The drift monitor: per version, a sampled window of live rows, Evidently runs off the request path.
+
+Request path (``observe``/``observe_request``): a sampling coin flip, then a slice copy into the
+version's numpy ring buffer under its lock. Nothing else: no pandas, no Evidently, no metrics.
+
+Worker thread: woken every ``every_rows`` new rows (and, if ``interval_seconds`` is set, on that
+schedule whenever new rows arrived), it snapshots the window and hands a :class:`DriftJob` to a runner
+(by default a dedicated child process, see ``runners.py``). Runs of one version are at least
+``min_interval_seconds`` apart whatever the traffic, so drift costs at most one run's CPU per interval
+(at 1,000 req/s, "every 250 rows" alone would mean four runs a second). The result becomes Prometheus gauges and
+the latest :class:`DriftReport`, which the rollout analysis reads through :meth:`DriftMonitor.drift_share`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ferryman.drift.engine import ENGINES, DriftJob
+from ferryman.drift.report import DriftReport
+from ferryman.drift.runners import RUNNERS, Runner, make_runner
+from ferryman.drift.window import RingWindow
+
+if TYPE_CHECKING:
+    from ferryman.metrics import FerrymanMetrics
+    from ferryman.protocol.tensor import InferRequest, InferResponse
+    from ferryman.spec import Drift
+
+log = logging.getLogger("ferryman.drift")
+
+PREDICTION_OPS = ("label", "argmax", "value")
+
+
+@dataclass(frozen=True, slots=True)
+class DriftConfig:
+    window_size: int = 500
+    every_rows: int = 250
+    threshold: float = 0.5  # drift share at or above which the version counts as drifted
+    sample_percent: float = 100.0
+    interval_seconds: float | None = None  # also run on this schedule when new rows arrived
+    min_interval_seconds: float = 5.0  # never run one version more often than this
+    min_rows: int = 30  # never judge a window holding fewer live rows
+    engine: str = "stattest"
+    isolation: str = "process"
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"drift engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.isolation not in RUNNERS:
+            raise ValueError(f"drift isolation must be one of {RUNNERS}, got {self.isolation!r}")
+        if self.window_size < 1 or self.every_rows < 1:
+            raise ValueError("window_size and every_rows must be positive")
+        if self.min_interval_seconds < 0:
+            raise ValueError("min_interval_seconds must not be negative")
+
+    @classmethod
+    def from_spec(cls, drift: Drift, **overrides: object) -> DriftConfig:
+        base = cls(window_size=drift.window_size, every_rows=drift.every_rows, threshold=drift.threshold,
+                   sample_percent=drift.sample_percent)
+        return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+class _Version:
+    __slots__ = ("feature_names", "input_name", "last_start", "lock", "pending", "prediction_kind",
+                 "prediction_op", "prediction_output", "reference", "reference_predictions", "report", "runs",
+                 "version", "window")
+
+    def __init__(self, version: str, *, reference: np.ndarray, feature_names: list[str], window_size: int,
+                 reference_predictions: np.ndarray | None, prediction_kind: str | None, input_name: str | None,
+                 prediction_output: str | None, prediction_op: str | None) -> None:
+        self.version = version
+        self.reference = reference
+        self.feature_names = feature_names
+        self.reference_predictions = reference_predictions
+        self.prediction_kind = prediction_kind
+        self.input_name = input_name
+        self.prediction_output = prediction_output
+        self.prediction_op = prediction_op
+        self.window = RingWindow(window_size, reference.shape[1])
+        self.lock = threading.Lock()
+        self.pending = False
+        self.report: DriftReport | None = None
+        self.runs = 0
+        self.last_start = -float("inf")  # monotonic time the last run began
+
+
+class DriftMonitor:
+    """Drift monitoring for the versions of one model. Thread-safe; ``start()`` launches the worker."""
+
+    def __init__(self, model: str, *, config: DriftConfig | None = None, metrics: FerrymanMetrics | None = None,
+                 runner: Runner | None = None) -> None:
+        self.model = model
+        self.config = config or DriftConfig()
+        self._metrics = metrics
+        self._runner = runner
+        self._versions: dict[str, _Version] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._done = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._last_tick = time.monotonic()
+
+    # -- setup --------------------------------------------------------------------------------------
+    def add_version(self, version: str, *, reference: np.ndarray, feature_names: Sequence[str] | None = None,
+                    reference_predictions: np.ndarray | None = None, prediction_kind: str | None = None,
+                    input_name: str | None = None, prediction_output: str | None = None,
+                    prediction_op: str | None = None) -> None:
+        """Register a version with its reference rows (n, features) and optional reference predictions.
+
+        ``input_name``/``prediction_output``/``prediction_op`` tell :meth:`observe_request` which request
+        input holds the features and how to read one prediction per row from which output
+        (``label``: an integer class output, ``argmax``: class of a probability matrix, ``value``).
+        """
+        ref = np.asarray(reference, dtype=np.float64)
+        if ref.ndim != 2 or ref.shape[0] < 2 or ref.shape[1] < 1:
+            raise ValueError(f"version {version!r}: reference data must be a 2-D array with rows, got {ref.shape}")
+        names = list(feature_names) if feature_names is not None else [f"f{i}" for i in range(ref.shape[1])]
+        if len(names) != ref.shape[1]:
+            raise ValueError(f"version {version!r}: {len(names)} feature names for {ref.shape[1]} columns")
+        if prediction_op is not None and prediction_op not in PREDICTION_OPS:
+            raise ValueError(f"prediction_op must be one of {PREDICTION_OPS}")
+        ref_pred = None if reference_predictions is None else np.asarray(reference_predictions, np.float64).ravel()
+        self._versions[version] = _Version(
+            version, reference=ref, feature_names=names, window_size=self.config.window_size,
+            reference_predictions=ref_pred, prediction_kind=prediction_kind if ref_pred is not None else None,
+            input_name=input_name, prediction_output=prediction_output, prediction_op=prediction_op)
+        if self._metrics is not None:
+            self._metrics.drift_threshold.labels(self.model).set(self.config.threshold)
+
+    @property
+    def versions(self) -> list[str]:
+        return sorted(self._versions)
+
+    def __contains__(self, version: object) -> bool:
+        return version in self._versions
+
+    # -- request path -------------------------------------------------------------------------------
+    def observe(self, version: str, rows: np.ndarray, predictions: np.ndarray | None = None) -> None:
+        """Sample live rows (n, features) of ``version`` into its window. Cheap; never raises on bad shapes."""
+        state = self._versions.get(version)
+        if state is None:
+            return
+        pct = self.config.sample_percent
+        if pct < 100.0 and random.random() * 100.0 >= pct:
+            return
+        if rows.ndim != 2 or rows.shape[1] != state.window.width:
+            return
+        if predictions is not None and predictions.shape[0] != rows.shape[0]:
+            predictions = None
+        with state.lock:
+            state.window.push(rows, predictions)
+            due = state.window.since_run >= self.config.every_rows and not state.pending
+            if due:
+                state.pending = True
+        if due:
+            self._wake.set()
+
+    def observe_request(self, version: str, request: InferRequest, response: InferResponse | None) -> None:
+        state = self._versions.get(version)
+        if state is None or not request.inputs:
+            return
+        tensor = request.inputs[0]
+        if state.input_name is not None and tensor.name != state.input_name:
+            tensor = next((t for t in request.inputs if t.name == state.input_name), None)  # type: ignore[assignment]
+            if tensor is None:
+                return
+        data = tensor.data
+        width = state.window.width
+        if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiub" or data.size % width:
+            return
+        rows = data.reshape(-1, width)
+        predictions = None
+        if response is not None and state.prediction_output is not None:
+            predictions = _read_predictions(response, state.prediction_output, state.prediction_op, rows.shape[0])
+        self.observe(version, rows, predictions)
+
+    # -- worker -------------------------------------------------------------------------------------
+    def start(self) -> DriftMonitor:
+        if self._thread is not None:
+            return self
+        if self._runner is None:
+            self._runner = make_runner(self.config.isolation, engine=self.config.engine)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=f"ferryman-drift-{self.model}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._runner is not None:
+            self._runner.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        interval = self.config.interval_seconds
+        timeout: float | None = interval
+        while not self._stop.is_set():
+            self._wake.wait(timeout=timeout)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            now = time.monotonic()
+            scheduled = interval is not None and now - self._last_tick >= interval
+            if scheduled:
+                self._last_tick = now
+            timeout = interval
+            for state in list(self._versions.values()):
+                with state.lock:
+                    due = state.pending or (scheduled and state.window.since_run > 0)
+                    if scheduled and due:
+                        state.pending = True  # remembered if it must wait for the minimum interval
+                if not due:
+                    continue
+                wait = state.last_start + self.config.min_interval_seconds - time.monotonic()
+                if wait > 0:  # too soon after the last run: come back when it is allowed
+                    timeout = wait if timeout is None else min(timeout, wait)
+                    continue
+                self._run(state)
+
+    def run_now(self, version: str) -> DriftReport:
+        """Run drift detection for ``version`` synchronously in this thread (CLI and tests)."""
+        state = self._versions[version]
+        if self._runner is None:
+            self._runner = make_runner(self.config.isolation, engine=self.config.engine)
+        self._run(state)
+        return self.report(version)
+
+    def _run(self, state: _Version) -> None:
+        state.last_start = time.monotonic()
+        with state.lock:
+            current, predictions = state.window.snapshot()
+            state.window.since_run = 0
+            state.pending = False
+            seen = state.window.total
+        if current.shape[0] < min(self.config.min_rows, self.config.window_size):
+            return
+        cur_pred = predictions[np.isfinite(predictions)] if state.reference_predictions is not None else None
+        job = DriftJob(engine=self.config.engine, reference=state.reference, current=current,
+                       feature_names=state.feature_names, drift_share=self.config.threshold,
+                       reference_predictions=state.reference_predictions,
+                       current_predictions=cur_pred if cur_pred is not None and cur_pred.size else None,
+                       prediction_kind=state.prediction_kind)
+        assert self._runner is not None
+        try:
+            result = self._runner.run(job)
+        except Exception as err:
+            log.warning("drift run for %s/%s failed: %s", self.model, state.version, err)
+            if self._metrics is not None:
+                self._metrics.record_drift_error(self.model, state.version)
+            previous = state.report
+            report = DriftReport(
+                model=self.model, version=state.version, share=previous.share if previous else None,
+                drifted=previous.drifted if previous else None, threshold=self.config.threshold,
+                features=previous.features if previous else (), prediction=previous.prediction if previous else None,
+                window_rows=current.shape[0], reference_rows=state.reference.shape[0], rows_seen=seen,
+                last_run=previous.last_run if previous else None, run_seconds=None, engine=self.config.engine,
+                error=str(err))
+            self._publish(state, report)
+            return
+        elapsed = result.seconds
+        now = time.time()
+        report = DriftReport(
+            model=self.model, version=state.version, share=result.share,
+            drifted=result.share >= self.config.threshold, threshold=self.config.threshold,
+            features=result.features, prediction=result.prediction, window_rows=current.shape[0],
+            reference_rows=state.reference.shape[0], rows_seen=seen, last_run=now, run_seconds=elapsed,
+            engine=self.config.engine)
+        if self._metrics is not None:
+            pred = result.prediction
+            self._metrics.record_drift(
+                self.model, state.version, scores={f.name: f.score for f in result.features},
+                drifted={f.name: f.drifted for f in result.features}, share=result.share,
+                detected=bool(report.drifted), window_rows=current.shape[0], threshold=self.config.threshold,
+                prediction_score=pred.score if pred else None, prediction_drifted=pred.drifted if pred else None,
+                run_seconds=elapsed, at=now)
+        self._publish(state, report)
+
+    def _publish(self, state: _Version, report: DriftReport) -> None:
+        with self._done:
+            state.report = report
+            state.runs += 1
+            self._done.notify_all()
+
+    # -- reading (the rollout analysis, status, tests) ----------------------------------------------
+    def drift_share(self, version: str) -> float | None:
+        """The latest drift share of ``version``; None before its first completed run."""
+        state = self._versions.get(version)
+        return None if state is None or state.report is None else state.report.share
+
+    def is_drifted(self, version: str) -> bool | None:
+        state = self._versions.get(version)
+        return None if state is None or state.report is None else state.report.drifted
+
+    def runs(self, version: str) -> int:
+        """Completed runs of ``version`` so far."""
+        return self._versions[version].runs
+
+    def rows_seen(self, version: str) -> int:
+        """Live rows sampled for ``version`` so far (reports carry the count at their run)."""
+        state = self._versions[version]
+        with state.lock:
+            return state.window.total
+
+    def report(self, version: str) -> DriftReport:
+        state = self._versions[version]
+        if state.report is not None:
+            return state.report
+        with state.lock:
+            size, seen = state.window.size, state.window.total
+        return DriftReport(model=self.model, version=version, share=None, drifted=None,
+                           threshold=self.config.threshold, features=(), prediction=None, window_rows=size,
+                           reference_rows=state.reference.shape[0], rows_seen=seen, last_run=None,
+                           run_seconds=None, engine=self.config.engine)
+
+    def reports(self) -> dict[str, DriftReport]:
+        return {v: self.report(v) for v in self.versions}
+
+    def wait_for_run(self, version: str, *, after: int, timeout: float) -> DriftReport | None:
+        """Block until ``version`` has completed more than ``after`` runs; None on timeout."""
+        state = self._versions[version]
+        with self._done:
+            if not self._done.wait_for(lambda: state.runs > after, timeout=timeout):
+                return None
+        return state.report
+
+
+def _read_predictions(response: InferResponse, output: str, op: str | None, rows: int) -> np.ndarray | None:
+    tensor = next((t for t in response.outputs if t.name == output), None)
+    if tensor is None:
+        return None
+    data = tensor.data
+    if op == "argmax" and data.ndim == 2:
+        values = data.argmax(axis=1)
+    else:
+        values = data.reshape(-1) if data.ndim <= 1 or data.shape[-1] == 1 else None
+    if values is None or values.shape[0] != rows:
+        return None
+    return values.astype(np.float64, copy=False)

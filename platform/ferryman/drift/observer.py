@@ -1,0 +1,41 @@
+"""Feeds the drift monitor from the data plane (a RequestObserver) and serves ``GET /drift``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ferryman.drift.monitor import DriftMonitor
+from ferryman.protocol.tensor import InferRequest, InferResponse
+from ferryman.telemetry import RequestRecord
+
+
+class DriftObserver:
+    """Copies the inputs (and predictions) of successful requests into the monitor's windows."""
+
+    def __init__(self, monitor: DriftMonitor, *, include_shadow: bool = True) -> None:
+        self.monitor = monitor
+        self.include_shadow = include_shadow
+
+    def started(self, model: str) -> None:
+        return None
+
+    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
+        if record.code != 200 or request is None or record.model != self.monitor.model:
+            return
+        if record.route == "shadow" and not self.include_shadow:
+            return
+        self.monitor.observe_request(record.version, request, response)
+
+
+def drift_routes(*monitors: DriftMonitor) -> dict[tuple[str, str], Any]:
+    """``GET /drift``: every monitored version's latest report as JSON."""
+
+    async def handler(request: Any, receive: Any, send: Any) -> None:
+        body = orjson.dumps({m.model: {v: r.to_dict() for v, r in m.reports().items()} for m in monitors})
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return {("GET", "/drift"): handler}

@@ -1,0 +1,554 @@
+"""Every Prometheus metric ferryman exports, declared once, plus the request observer and `/metrics`.
+
+Public API (module-level functions act on the process-wide default :class:`FerrymanMetrics`; tests build
+their own instance on a private ``CollectorRegistry`` and call the same methods on it):
+
+    PrometheusObserver(metrics=None)                       # RequestObserver for InferenceApp(observer=...)
+    routes() -> {("GET", "/metrics"): metrics_endpoint}    # InferenceApp(extra_routes=routes())
+    await metrics_endpoint(request, receive, send)         # raw ASGI handler for GET /metrics
+    exposition() -> (body: bytes, content_type: str)       # the scrape body, single- or multi-process
+
+    set_traffic_weights(model, {"v1": 95, "v2": 5}, *, shadow={"v2": 10})   # percent, 0..100
+    set_rollout_state(model, *, phase="Progressing", step=1, steps=4)       # step = index into canary steps
+    record_analysis(model, version, outcome, *, p99_seconds=None, error_ratio=None)
+        outcome: "advance" | "hold" | "promote" | "rollback" (synonyms such as "rolled_back" are folded)
+    set_model_ready(model, version, ready)                 # drives the "model not ready" alert
+    set_budget(model, *, p99_seconds, max_error_ratio)     # the SLO line on the dashboards
+    record_drift(...)                                      # called by ferryman.drift, not by hand
+
+    prepare_multiprocess(directory=None) -> Path           # call in the parent BEFORE spawning workers
+    cleanup_multiprocess(directory)                        # in the parent after the workers exited
+
+Multi-process (``ferryman serve --workers N``): prometheus_client's multiprocess mode. Each worker writes
+its samples to mmap files in ``PROMETHEUS_MULTIPROC_DIR`` and any worker answering ``/metrics`` merges all
+of them, so a scrape counts every request exactly once whichever worker serves it. Live-mode gauges of
+workers that have exited are reaped at scrape time (``mark_process_dead``); counters and histograms of an
+exited worker are kept, so no sample is lost. Without the env var everything lives in process memory.
+
+Label sets are bounded: model and version come from the loaded repository (unknown models are rejected
+before any metric is touched), route/protocol/code/outcome/phase are small enums, features are capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import values as _values
+
+from ferryman.protocol.tensor import InferRequest, InferResponse
+from ferryman.telemetry import RequestRecord
+
+prometheus_client.disable_created_metrics()  # *_created series are noise for us (and double the count)
+
+ENV_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
+# The classic text format every Prometheus 2.x parses (prometheus_client 0.26 defaults to 1.0.0).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Dense below the 100 ms budget, with a bucket boundary exactly at 0.1 s (the SLO threshold).
+REQUEST_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03,
+    0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.125, 0.15, 0.2, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+COMPUTE_BUCKETS: tuple[float, ...] = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25,
+    0.5, 1.0, 2.5,
+)
+BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
+CONFIDENCE_BUCKETS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+VALUE_BUCKETS: tuple[float, ...] = (-1000, -100, -10, -1, -0.1, 0, 0.1, 1, 10, 100, 1000)
+DRIFT_RUN_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+ANALYSIS_OUTCOMES = ("advance", "hold", "promote", "rollback")
+# ferryman.rollout.Phase values, normalized (RolledBack -> rolled_back); other phases are accepted too.
+ROLLOUT_PHASES = ("stable", "progressing", "running", "paused", "promoted", "rolled_back")
+_OUTCOME_SYNONYMS = {
+    "advanced": "advance", "step": "advance", "held": "hold", "wait": "hold", "promoted": "promote",
+    "roll_back": "rollback", "rolled_back": "rollback", "rolledback": "rollback", "abort": "rollback",
+}
+MAX_CLASSES = 32  # distinct predicted classes per version; more are counted as class="other"
+MAX_FEATURES = 128  # per-feature drift series per version; the drift share still covers every feature
+MAX_SERIES = 4096  # distinct (model, version, route, protocol) keys bound by one observer
+
+
+def _snake(name: str) -> str:
+    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name.strip())
+    return re.sub(r"[^a-z0-9]+", "_", s.lower()).strip("_") or "unknown"
+
+
+def normalize_outcome(outcome: str) -> str:
+    o = _snake(outcome)
+    o = _OUTCOME_SYNONYMS.get(o, o)
+    return o if o in ANALYSIS_OUTCOMES else "other"
+
+
+def normalize_phase(phase: str) -> str:
+    return _snake(phase)
+
+
+class FerrymanMetrics:
+    """The metric families, created together on one registry (the default one unless given)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        reg = registry if registry is not None else prometheus_client.REGISTRY
+        self.registry = reg
+        self._lock = threading.Lock()
+        self._phases: dict[str, set[str]] = {}
+        self._weighted: dict[str, set[str]] = {}
+        # -- data plane --------------------------------------------------------------------------
+        self.request_duration = Histogram(
+            "ferryman_request_duration_seconds", "End-to-end request duration (body read to response sent).",
+            ("model", "version", "route"), buckets=REQUEST_BUCKETS, registry=reg)
+        self.requests = Counter("ferryman_requests", "Inference requests by protocol and HTTP status code.",
+                                ("model", "version", "route", "protocol", "code"), registry=reg)
+        self.in_flight = Gauge("ferryman_requests_in_flight", "Inference requests being served.",
+                               ("model",), multiprocess_mode="livesum", registry=reg)
+        self.compute_duration = Histogram(
+            "ferryman_model_compute_duration_seconds", "Model compute (ONNX Runtime run) duration.",
+            ("model", "version"), buckets=COMPUTE_BUCKETS, registry=reg)
+        self.batch_rows = Histogram("ferryman_batch_rows", "Rows per model call (batch size).",
+                                    ("model", "version"), buckets=BATCH_BUCKETS, registry=reg)
+        self.predictions = Counter("ferryman_predictions", "Predicted rows per class (classifiers).",
+                                   ("model", "version", "class"), registry=reg)
+        self.prediction_confidence = Histogram(
+            "ferryman_prediction_confidence", "Top-class probability per predicted row (classifiers).",
+            ("model", "version"), buckets=CONFIDENCE_BUCKETS, registry=reg)
+        self.prediction_value = Histogram(
+            "ferryman_prediction_value", "Predicted value per row (regressors).",
+            ("model", "version"), buckets=VALUE_BUCKETS, registry=reg)
+        self.model_ready = Gauge("ferryman_model_ready", "1 when the version is loaded and serving.",
+                                 ("model", "version"), multiprocess_mode="livemin", registry=reg)
+        self.budget_p99 = Gauge("ferryman_budget_p99_seconds", "Latency budget (p99) from the spec.",
+                                ("model",), multiprocess_mode="mostrecent", registry=reg)
+        self.budget_errors = Gauge("ferryman_budget_error_ratio", "Maximum error ratio from the spec.",
+                                   ("model",), multiprocess_mode="mostrecent", registry=reg)
+        # -- traffic and rollout -----------------------------------------------------------------
+        self.traffic_weight = Gauge("ferryman_traffic_weight_ratio", "Share of traffic routed to a version.",
+                                    ("model", "version"), multiprocess_mode="mostrecent", registry=reg)
+        self.shadow_ratio = Gauge("ferryman_traffic_shadow_ratio", "Share of traffic mirrored to a version.",
+                                  ("model", "version"), multiprocess_mode="mostrecent", registry=reg)
+        self.rollout_phase = Gauge("ferryman_rollout_phase", "1 for the rollout's current phase, else 0.",
+                                   ("model", "phase"), multiprocess_mode="mostrecent", registry=reg)
+        self.rollout_step = Gauge("ferryman_rollout_step", "Index of the current canary step (0-based).",
+                                  ("model",), multiprocess_mode="mostrecent", registry=reg)
+        self.rollout_steps = Gauge("ferryman_rollout_steps", "Number of canary steps in the rollout.",
+                                   ("model",), multiprocess_mode="mostrecent", registry=reg)
+        self.analysis = Counter("ferryman_rollout_analysis", "Rollout analysis outcomes.",
+                                ("model", "version", "outcome"), registry=reg)
+        self.analysis_p99 = Gauge("ferryman_rollout_analysis_p99_seconds", "p99 seen by the last analysis.",
+                                  ("model", "version"), multiprocess_mode="mostrecent", registry=reg)
+        self.analysis_errors = Gauge("ferryman_rollout_analysis_error_ratio", "Error ratio seen by the last analysis.",
+                                     ("model", "version"), multiprocess_mode="mostrecent", registry=reg)
+        self.analysis_time = Gauge("ferryman_rollout_last_analysis_timestamp_seconds", "Time of the last analysis.",
+                                   ("model",), multiprocess_mode="mostrecent", registry=reg)
+        # -- drift -------------------------------------------------------------------------------
+        dv = ("model", "version")
+        self.drift_score = Gauge("ferryman_drift_score",
+                                 "Evidently drift score per feature (p-value for K-S/chi2/Z, distance otherwise).",
+                                 ("model", "version", "feature"), multiprocess_mode="mostrecent", registry=reg)
+        self.drift_feature_drifted = Gauge("ferryman_drift_feature_drifted", "1 when the feature drifted.",
+                                           ("model", "version", "feature"), multiprocess_mode="mostrecent",
+                                           registry=reg)
+        self.drift_share = Gauge("ferryman_drift_share", "Share of features that drifted (Evidently).",
+                                 dv, multiprocess_mode="mostrecent", registry=reg)
+        self.drift_detected = Gauge("ferryman_drift_detected", "1 when the drift share reaches the threshold.",
+                                    dv, multiprocess_mode="mostrecent", registry=reg)
+        self.drift_threshold = Gauge("ferryman_drift_share_threshold", "Drift share that counts as drifted.",
+                                     ("model",), multiprocess_mode="mostrecent", registry=reg)
+        self.drift_window = Gauge("ferryman_drift_window_rows", "Live rows in the drift window.",
+                                  dv, multiprocess_mode="mostrecent", registry=reg)
+        self.drift_last_run = Gauge("ferryman_drift_last_run_timestamp_seconds", "Time of the last drift run.",
+                                    dv, multiprocess_mode="mostrecent", registry=reg)
+        self.drift_runs = Counter("ferryman_drift_runs", "Drift computations by result (ok, error).",
+                                  (*dv, "result"), registry=reg)
+        self.drift_run_duration = Histogram("ferryman_drift_run_duration_seconds",
+                                            "Wall time of one drift computation (off the request path).",
+                                            ("model",), buckets=DRIFT_RUN_BUCKETS, registry=reg)
+        self.prediction_drift_score = Gauge("ferryman_prediction_drift_score",
+                                            "Evidently drift score of the predictions vs reference predictions.",
+                                            dv, multiprocess_mode="mostrecent", registry=reg)
+        self.prediction_drift_detected = Gauge("ferryman_prediction_drift_detected",
+                                               "1 when the prediction distribution drifted.",
+                                               dv, multiprocess_mode="mostrecent", registry=reg)
+
+    # -- traffic and rollout (called by the gateway and the rollout driver) -------------------------
+    def set_traffic_weights(self, model: str, weights: Mapping[str, float], *,
+                            shadow: Mapping[str, float] | None = None) -> None:
+        """Weights in percent (0..100) per version; versions that left the split drop to 0."""
+        with self._lock:
+            known = self._weighted.setdefault(model, set())
+            for v in known - set(weights):
+                self.traffic_weight.labels(model, v).set(0.0)
+                self.shadow_ratio.labels(model, v).set(0.0)
+            for v, w in weights.items():
+                self.traffic_weight.labels(model, v).set(float(w) / 100.0)
+                self.shadow_ratio.labels(model, v).set(float((shadow or {}).get(v, 0.0)) / 100.0)
+            known.update(weights)
+
+    def set_rollout_state(self, model: str, *, phase: str, step: int | None = None,
+                          steps: int | None = None) -> None:
+        """The current phase gets 1, every other known phase 0 (so the series exist from the start)."""
+        p = normalize_phase(phase)
+        with self._lock:
+            seen = self._phases.setdefault(model, set(ROLLOUT_PHASES))
+            seen.add(p)
+            for other in seen:
+                self.rollout_phase.labels(model, other).set(1.0 if other == p else 0.0)
+            if step is not None:
+                self.rollout_step.labels(model).set(step)
+            if steps is not None:
+                self.rollout_steps.labels(model).set(steps)
+
+    def init_analysis(self, model: str, version: str) -> None:
+        """Create the outcome series at 0, so `increase()` sees the first decision of a new rollout."""
+        for outcome in ANALYSIS_OUTCOMES:
+            self.analysis.labels(model, version, outcome)
+
+    def record_analysis(self, model: str, version: str, outcome: str, *, p99_seconds: float | None = None,
+                        error_ratio: float | None = None) -> None:
+        self.init_analysis(model, version)
+        self.analysis.labels(model, version, normalize_outcome(outcome)).inc()
+        if p99_seconds is not None:
+            self.analysis_p99.labels(model, version).set(p99_seconds)
+        if error_ratio is not None:
+            self.analysis_errors.labels(model, version).set(error_ratio)
+        self.analysis_time.labels(model).set(time.time())
+
+    def set_model_ready(self, model: str, version: str, ready: bool) -> None:
+        self.model_ready.labels(model, version).set(1.0 if ready else 0.0)
+
+    def set_budget(self, model: str, *, p99_seconds: float, max_error_ratio: float) -> None:
+        self.budget_p99.labels(model).set(p99_seconds)
+        self.budget_errors.labels(model).set(max_error_ratio)
+
+    # -- drift (called by ferryman.drift) -----------------------------------------------------------
+    def record_drift(self, model: str, version: str, *, scores: Mapping[str, float], drifted: Mapping[str, bool],
+                     share: float, detected: bool, window_rows: int, threshold: float,
+                     prediction_score: float | None = None, prediction_drifted: bool | None = None,
+                     run_seconds: float | None = None, at: float | None = None) -> None:
+        for i, (feature, score) in enumerate(scores.items()):
+            if i >= MAX_FEATURES:
+                break
+            self.drift_score.labels(model, version, feature).set(score)
+            self.drift_feature_drifted.labels(model, version, feature).set(1.0 if drifted.get(feature) else 0.0)
+        self.drift_share.labels(model, version).set(share)
+        self.drift_detected.labels(model, version).set(1.0 if detected else 0.0)
+        self.drift_threshold.labels(model).set(threshold)
+        self.drift_window.labels(model, version).set(window_rows)
+        self.drift_last_run.labels(model, version).set(at if at is not None else time.time())
+        if prediction_score is not None:
+            self.prediction_drift_score.labels(model, version).set(prediction_score)
+            self.prediction_drift_detected.labels(model, version).set(1.0 if prediction_drifted else 0.0)
+        self.drift_runs.labels(model, version, "ok").inc()
+        if run_seconds is not None:
+            self.drift_run_duration.labels(model).observe(run_seconds)
+
+    def record_drift_error(self, model: str, version: str) -> None:
+        self.drift_runs.labels(model, version, "error").inc()
+
+
+# -- the process-wide default instance --------------------------------------------------------------
+_default: FerrymanMetrics | None = None
+_default_lock = threading.Lock()
+
+
+def default() -> FerrymanMetrics:
+    """The metrics on the default registry, created on first use (after any multiprocess setup)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = FerrymanMetrics()
+    return _default
+
+
+def set_traffic_weights(model: str, weights: Mapping[str, float], *, shadow: Mapping[str, float] | None = None) -> None:
+    default().set_traffic_weights(model, weights, shadow=shadow)
+
+
+def set_rollout_state(model: str, *, phase: str, step: int | None = None, steps: int | None = None) -> None:
+    default().set_rollout_state(model, phase=phase, step=step, steps=steps)
+
+
+def record_analysis(model: str, version: str, outcome: str, *, p99_seconds: float | None = None,
+                    error_ratio: float | None = None) -> None:
+    default().record_analysis(model, version, outcome, p99_seconds=p99_seconds, error_ratio=error_ratio)
+
+
+def set_model_ready(model: str, version: str, ready: bool) -> None:
+    default().set_model_ready(model, version, ready)
+
+
+def set_budget(model: str, *, p99_seconds: float, max_error_ratio: float) -> None:
+    default().set_budget(model, p99_seconds=p99_seconds, max_error_ratio=max_error_ratio)
+
+
+# -- the request observer (hot path) ----------------------------------------------------------------
+class _FastHistogram:
+    """One histogram child's hot path: a C bisect and two value increments (what ``observe`` does, minus
+    its per-call checks and Python bucket loop). Built on prometheus_client internals, checked at bind."""
+
+    __slots__ = ("bounds", "buckets", "child", "sum")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds: list[float] = list(child._upper_bounds)
+        self.buckets = [b.inc for b in child._buckets]
+        self.sum = child._sum.inc
+        if len(self.buckets) != len(self.bounds) or self.bounds[-1] != float("inf"):
+            raise RuntimeError("unexpected prometheus_client histogram internals")
+
+    def observe(self, value: float) -> None:
+        self.sum(value)
+        self.buckets[bisect_left(self.bounds, value)](1)
+
+
+def _fast_inc(child: Any) -> Any:
+    """The bound increment of a counter/gauge child's value (skips the public wrapper's checks)."""
+    return child._value.inc
+
+
+class _Series:
+    """Label children pre-bound for one (model, version, route, protocol)."""
+
+    __slots__ = ("codes", "compute", "duration", "key", "metrics", "rows")
+
+    def __init__(self, metrics: FerrymanMetrics, key: tuple[str, str, str, str]) -> None:
+        self.key = key
+        self.metrics = metrics
+        self.duration = _FastHistogram(metrics.request_duration.labels(key[0], key[1], key[2]))
+        self.compute: _FastHistogram | None = None  # bound on the first request that reached the model
+        self.rows: _FastHistogram | None = None
+        self.codes: dict[int, Any] = {}
+
+    def computed(self, rows: int, seconds: float) -> None:
+        if self.rows is None or self.compute is None:
+            model, version = self.key[0], self.key[1]
+            self.compute = _FastHistogram(self.metrics.compute_duration.labels(model, version))
+            self.rows = _FastHistogram(self.metrics.batch_rows.labels(model, version))
+        self.rows.observe(rows)
+        self.compute.observe(seconds)
+
+    def code(self, code: int) -> Any:
+        inc = self.codes.get(code)
+        if inc is None:
+            inc = self.codes[code] = _fast_inc(self.metrics.requests.labels(*self.key, str(code)))
+        return inc
+
+
+class _PredictionPlan:
+    """Which response outputs feed the prediction distribution for one (model, version, outputs)."""
+
+    __slots__ = ("classes", "confidence", "confidence_output", "label_output", "metrics", "model", "value",
+                 "value_output", "version")
+
+    def __init__(self, metrics: FerrymanMetrics, model: str, version: str, response: InferResponse) -> None:
+        self.metrics, self.model, self.version = metrics, model, version
+        self.label_output: int | None = None
+        self.confidence_output: int | None = None
+        self.value_output: int | None = None
+        for i, t in enumerate(response.outputs):
+            kind = t.data.dtype.kind
+            if kind in "iub" and self.label_output is None and t.data.ndim <= 2:
+                self.label_output = i
+            elif kind == "f" and t.data.ndim == 2 and t.data.shape[1] > 1 and self.confidence_output is None:
+                self.confidence_output = i
+            elif kind == "f" and (t.data.ndim == 1 or (t.data.ndim == 2 and t.data.shape[1] == 1)) \
+                    and self.value_output is None:
+                self.value_output = i
+        if self.label_output is not None:
+            self.value_output = None  # a classifier: its float outputs are scores, not values
+        self.classes: dict[Any, Any] = {}
+        self.confidence = (_FastHistogram(metrics.prediction_confidence.labels(model, version))
+                           if self.confidence_output is not None else None)
+        self.value = (_FastHistogram(metrics.prediction_value.labels(model, version))
+                      if self.value_output is not None else None)
+
+    def observe(self, response: InferResponse) -> None:
+        outputs = response.outputs
+        if self.label_output is not None:
+            labels = outputs[self.label_output].data
+            if labels.size == 1:
+                self._class(labels.item())(1)
+            elif labels.size:
+                uniq, counts = np.unique(labels, return_counts=True)
+                for u, c in zip(uniq.tolist(), counts.tolist(), strict=True):
+                    self._class(u)(c)
+        if self.confidence is not None and self.confidence_output is not None:
+            probs = outputs[self.confidence_output].data
+            if probs.ndim == 2 and probs.shape[0] == 1:
+                top = max(probs[0].tolist())  # cheaper than numpy's reduction for one small row
+                if top == top:  # not NaN
+                    self.confidence.observe(top)
+            elif probs.ndim == 2 and probs.shape[0]:
+                observe_many(self.confidence.child, probs.max(axis=1))
+        if self.value is not None and self.value_output is not None:
+            observe_many(self.value.child, outputs[self.value_output].data.reshape(-1))
+
+    def _class(self, value: Any) -> Any:
+        inc = self.classes.get(value)
+        if inc is None:
+            label = str(value) if len(self.classes) < MAX_CLASSES else "other"
+            inc = self.classes[value] = _fast_inc(self.metrics.predictions.labels(self.model, self.version, label))
+        return inc
+
+
+def observe_many(child: Any, values: np.ndarray) -> None:
+    """Observe many values into a histogram child in O(buckets) metric updates (not one per value)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return
+    if finite.size == 1:
+        child.observe(float(finite[0]))
+        return
+    bounds = np.asarray(child._upper_bounds, dtype=np.float64)
+    idx = np.searchsorted(bounds, finite.astype(np.float64), side="left")
+    counts = np.bincount(idx, minlength=len(bounds))
+    child._sum.inc(float(finite.sum()))
+    for i in np.flatnonzero(counts).tolist():
+        child._buckets[i].inc(int(counts[i]))
+
+
+class PrometheusObserver:
+    """Feeds the request metrics on every request: label children are bound once per key tuple and
+    updated through their value objects directly (~12 lock-protected float additions per request)."""
+
+    def __init__(self, metrics: FerrymanMetrics | None = None) -> None:
+        self.metrics = metrics if metrics is not None else default()
+        self._series: dict[tuple[str, str, str, str], _Series] = {}
+        self._in_flight: dict[str, Any] = {}
+        self._plans: dict[tuple[str, str, tuple[str, ...]], _PredictionPlan] = {}
+
+    def started(self, model: str) -> None:
+        inc = self._in_flight.get(model)
+        if inc is None:
+            inc = self._in_flight[model] = _fast_inc(self.metrics.in_flight.labels(model))
+        inc(1)
+
+    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
+        in_flight = self._in_flight.get(record.model)
+        if in_flight is not None:
+            in_flight(-1)
+        key = (record.model, record.version, record.route, record.protocol)
+        series = self._series.get(key)
+        if series is None:
+            series = self._bind(key)
+        series.duration.observe(record.seconds)
+        series.code(record.code)(1)
+        if record.rows:
+            series.computed(record.rows, record.compute_seconds)
+        if response is not None and record.code < 400 and response.outputs:
+            pkey = (record.model, record.version, tuple([t.name for t in response.outputs]))
+            plan = self._plans.get(pkey)
+            if plan is None:
+                if len(self._plans) >= MAX_SERIES:
+                    return
+                plan = self._plans[pkey] = _PredictionPlan(self.metrics, record.model, record.version, response)
+            plan.observe(response)
+
+    def _bind(self, key: tuple[str, str, str, str]) -> _Series:
+        if len(self._series) >= MAX_SERIES:
+            key = ("_overflow_", "", "", "")
+            if key in self._series:
+                return self._series[key]
+        series = self._series[key] = _Series(self.metrics, key)
+        return series
+
+
+# -- exposition -------------------------------------------------------------------------------------
+def multiprocess_dir() -> str | None:
+    return os.environ.get(ENV_MULTIPROC) or None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
+
+
+def reap_dead_workers(directory: str) -> list[int]:
+    """``mark_process_dead`` for every worker whose live-gauge files remain but whose process is gone."""
+    from prometheus_client import multiprocess
+
+    dead = set()
+    for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
+        m = _LIVE_FILE.match(os.path.basename(path))
+        if m and not _pid_alive(int(m.group(1))):
+            dead.add(int(m.group(1)))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, directory)
+    return sorted(dead)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition: this process's registry, or every worker's samples in multiprocess mode."""
+    directory = multiprocess_dir()
+    if directory is None:
+        default()
+        return prometheus_client.generate_latest(prometheus_client.REGISTRY), CONTENT_TYPE
+    from prometheus_client import multiprocess
+
+    reap_dead_workers(directory)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    return prometheus_client.generate_latest(registry), CONTENT_TYPE
+
+
+async def metrics_endpoint(request: Any, receive: Any, send: Any) -> None:
+    """Raw ASGI handler for ``GET /metrics`` (no framework; usable as an InferenceApp extra route).
+
+    Rendering a scrape costs milliseconds of pure Python; it runs in a worker thread so the event loop
+    keeps serving requests in between (at worst one GIL switch interval of delay, instead of the whole render).
+    """
+    body, content_type = await asyncio.get_running_loop().run_in_executor(None, exposition)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def routes() -> dict[tuple[str, str], Any]:
+    return {("GET", "/metrics"): metrics_endpoint}
+
+
+# -- multi-process setup ----------------------------------------------------------------------------
+def prepare_multiprocess(directory: str | Path | None = None) -> Path:
+    """Point prometheus_client at a clean shared directory; call before spawning server workers.
+
+    Uses ``directory``, else an existing ``PROMETHEUS_MULTIPROC_DIR``, else a new temporary directory.
+    Stale ``*.db`` files from a previous run are removed (they would otherwise be counted again).
+    """
+    if _default is not None and not getattr(_values.ValueClass, "_multiprocess", False):
+        raise RuntimeError("prepare_multiprocess() must run before ferryman metrics are created in this process")
+    chosen = Path(directory or multiprocess_dir() or tempfile.mkdtemp(prefix="ferryman-metrics-"))
+    chosen.mkdir(parents=True, exist_ok=True)
+    for stale in chosen.glob("*.db"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    os.environ[ENV_MULTIPROC] = str(chosen)
+    _values.ValueClass = _values.get_value_class()
+    return chosen
+
+
+def cleanup_multiprocess(directory: str | Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,113 @@
+"""Wire metrics and drift monitoring into a server (the native runtime, the gateway, later Ray/KServe).
+
+    inst = instrument(md, repository)             # md is None for a bare .onnx file
+    InferenceApp(..., observer=inst.observer, extra_routes=inst.routes)
+    inst.drift                                    # the DriftMonitor, or None (drift off / no reference data)
+    inst.close()                                  # at shutdown: stops the drift worker and its process
+
+    publish_rollout(md, state, tracker)           # the rollout driver's on_change: weights, phase, decisions
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ferryman import metrics
+from ferryman.telemetry import CompositeObserver, RequestObserver
+
+if TYPE_CHECKING:
+    from ferryman.dataplane import ModelRepository
+    from ferryman.drift import DriftConfig, DriftMonitor
+    from ferryman.rollout import RolloutState
+    from ferryman.spec import ModelDeployment
+
+log = logging.getLogger("ferryman.observability")
+
+ROLLOUT_ANALYSIS_ACTIONS = ("hold", "advance", "promote", "rollback")
+
+
+@dataclass
+class Instrumentation:
+    observers: list[RequestObserver]
+    routes: dict[tuple[str, str], Any]
+    drift: DriftMonitor | None = None
+    metrics: metrics.FerrymanMetrics = field(default_factory=metrics.default)
+
+    @property
+    def observer(self) -> RequestObserver:
+        return self.observers[0] if len(self.observers) == 1 else CompositeObserver(*self.observers)
+
+    def close(self) -> None:
+        if self.drift is not None:
+            self.drift.stop()
+
+
+def instrument(md: ModelDeployment | None, repository: ModelRepository, *, drift: bool = True,
+               drift_config: DriftConfig | None = None, registry_metrics: metrics.FerrymanMetrics | None = None
+               ) -> Instrumentation:
+    """Prometheus observer + ``/metrics``; with a spec, budget/readiness gauges and the drift monitor."""
+    m = registry_metrics or metrics.default()
+    inst = Instrumentation(observers=[metrics.PrometheusObserver(m)], routes=dict(metrics.routes()), metrics=m)
+    for name, versions in repository.models.items():
+        for version in versions:
+            m.set_model_ready(name, version, repository.ready)
+    if md is None:
+        return inst
+    budget = md.spec.budget
+    m.set_budget(md.name, p99_seconds=budget.p99_ms / 1000.0, max_error_ratio=budget.max_error_rate)
+    if drift and md.spec.drift.enabled:
+        from ferryman.drift import DriftObserver, drift_routes, monitor_for_deployment
+
+        monitor = monitor_for_deployment(md, repository, metrics=m, config=drift_config)
+        if monitor is not None:
+            monitor.start()
+            inst.drift = monitor
+            inst.observers.append(DriftObserver(monitor))
+            inst.routes.update(drift_routes(monitor))
+    return inst
+
+
+class DecisionTracker:
+    """Counts each rollout decision once, even though on_change sees the whole (persisted) history."""
+
+    def __init__(self) -> None:
+        self.last_at: float | None = None
+
+
+def publish_rollout(md: ModelDeployment, state: RolloutState, tracker: DecisionTracker, *,
+                    registry_metrics: metrics.FerrymanMetrics | None = None) -> None:
+    """Mirror a rollout state into the gauges and count the controller's new analysis decisions."""
+    from ferryman.rollout import table_for
+
+    m = registry_metrics or metrics.default()
+    table = table_for(md, state)
+    shadow = {table.shadow: table.shadow_percent} if table.shadow else None
+    m.set_traffic_weights(md.name, state.weights, shadow=shadow)
+    steps = len(md.spec.traffic.canary.steps) if state.strategy.value == "canary" else 0
+    m.set_rollout_state(md.name, phase=state.phase.value, step=state.step_index, steps=steps)
+    if state.candidate:
+        m.init_analysis(md.name, state.candidate)
+    history = state.history
+    if tracker.last_at is None:  # first call (start or resume): history before now is not news
+        tracker.last_at = history[-1].at if history else 0.0
+        fresh = []
+    else:
+        fresh = [d for d in history if d.at > tracker.last_at]
+        if history:
+            tracker.last_at = max(tracker.last_at, history[-1].at)
+    analysis = state.last_analysis
+    for decision in fresh:
+        action = decision.action.value
+        if action not in ROLLOUT_ANALYSIS_ACTIONS or decision.actor != "controller":
+            continue
+        version = analysis.version if analysis is not None else (state.candidate or state.stable)
+        p99 = err = None
+        if analysis is not None:
+            for check in analysis.checks:
+                if check.name == "p99_latency_ms" and check.value is not None:
+                    p99 = check.value / 1000.0
+                elif check.name == "error_rate":
+                    err = check.value
+        m.record_analysis(md.name, version, action, p99_seconds=p99, error_ratio=err)

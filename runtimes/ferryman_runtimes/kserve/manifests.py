@@ -1,0 +1,165 @@
+"""KServe manifests from typed KServe SDK objects: the ``ferryman-onnx`` ClusterServingRuntime and the
+InferenceServices that use it (one per ModelDeployment version; the operator routes between them).
+
+Objects are built with the SDK's ``V1alpha1ClusterServingRuntime`` / ``V1beta1InferenceService`` models and
+rendered to plain dicts (camelCase, no nulls) with the Kubernetes client's serializer, so what the operator
+applies and what the Helm chart ships are exactly what KServe's API expects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ferryman import __version__
+from ferryman.spec import API_GROUP, ModelDeployment
+
+RUNTIME_NAME = "ferryman-onnx"
+DEFAULT_IMAGE = f"ghcr.io/ferryman-dev/ferryman:{__version__}"  # images/runtime.Dockerfile
+HTTP_PORT = 8080
+MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts the model
+COMMAND = ["python", "-m", "ferryman_runtimes.kserve"]
+RUNTIME_FILE = Path(__file__).with_name("clusterservingruntime.yaml")
+PROMETHEUS_ANNOTATIONS = {"prometheus.kserve.io/port": str(HTTP_PORT), "prometheus.kserve.io/path": "/metrics"}
+
+
+def _serialize(obj: Any) -> dict[str, Any]:
+    # KServe's serializer (the Kubernetes client's newer one renders KServe models with snake_case keys)
+    from kserve.api_client import ApiClient
+
+    out: dict[str, Any] = ApiClient().sanitize_for_serialization(obj)
+    return out
+
+
+def _security_context() -> Any:
+    from kubernetes.client import V1Capabilities, V1SeccompProfile, V1SecurityContext
+
+    # Pod Security Standards "restricted": no escalation, no capabilities, non-root, runtime seccomp.
+    return V1SecurityContext(allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
+                             run_as_user=1000, read_only_root_filesystem=True,
+                             capabilities=V1Capabilities(drop=["ALL"]),
+                             seccomp_profile=V1SeccompProfile(type="RuntimeDefault"))
+
+
+def _probe(path: str, *, period: int, failures: int) -> Any:
+    from kubernetes.client import V1HTTPGetAction, V1Probe
+
+    return V1Probe(http_get=V1HTTPGetAction(path=path, port=HTTP_PORT), period_seconds=period,
+                   timeout_seconds=2, failure_threshold=failures, initial_delay_seconds=1)
+
+
+def cluster_serving_runtime(*, image: str = DEFAULT_IMAGE, cpu: str = "1", memory: str = "512Mi",
+                            cpu_limit: str = "1", memory_limit: str = "1Gi") -> dict[str, Any]:
+    """The ``ferryman-onnx`` ClusterServingRuntime: ``modelFormat: onnx``, protocols v1 and v2, port 8080."""
+    from kserve.models import (
+        V1alpha1ClusterServingRuntime,
+        V1alpha1ServingRuntimeSpec,
+        V1alpha1SupportedModelFormat,
+    )
+    from kubernetes.client import (
+        V1Container,
+        V1ContainerPort,
+        V1EmptyDirVolumeSource,
+        V1ObjectMeta,
+        V1ResourceRequirements,
+        V1Volume,
+        V1VolumeMount,
+    )
+
+    container = V1Container(
+        name="kserve-container",
+        image=image,
+        command=COMMAND,
+        # KServe substitutes {{.Name}} (the InferenceService name); an InferenceService may append args
+        # (later ones win), e.g. the ModelDeployment's model name and version.
+        args=["--model_name={{.Name}}", f"--model_dir={MODEL_DIR}", f"--http_port={HTTP_PORT}"],
+        ports=[V1ContainerPort(container_port=HTTP_PORT, protocol="TCP")],
+        readiness_probe=_probe("/v2/health/ready", period=5, failures=3),
+        liveness_probe=_probe("/v2/health/live", period=10, failures=3),
+        resources=V1ResourceRequirements(requests={"cpu": cpu, "memory": memory},
+                                         limits={"cpu": cpu_limit, "memory": memory_limit}),
+        security_context=_security_context(),
+        # the root filesystem is read-only; /tmp is where `--workers N` keeps its shared metrics files
+        volume_mounts=[V1VolumeMount(name="tmp", mount_path="/tmp")],
+    )
+    runtime = V1alpha1ClusterServingRuntime(
+        api_version="serving.kserve.io/v1alpha1",
+        kind="ClusterServingRuntime",
+        metadata=V1ObjectMeta(name=RUNTIME_NAME, labels={"app.kubernetes.io/name": "ferryman",
+                                                         "app.kubernetes.io/component": "serving-runtime"}),
+        spec=V1alpha1ServingRuntimeSpec(
+            supported_model_formats=[V1alpha1SupportedModelFormat(name="onnx", version="1", auto_select=True,
+                                                                  priority=2)],
+            protocol_versions=["v1", "v2"],
+            annotations=dict(PROMETHEUS_ANNOTATIONS),
+            containers=[container],
+            volumes=[V1Volume(name="tmp", empty_dir=V1EmptyDirVolumeSource(size_limit="64Mi"))],
+        ),
+    )
+    return _serialize(runtime)
+
+
+def cluster_serving_runtime_yaml(*, image: str = DEFAULT_IMAGE) -> str:
+    header = ("# Generated by ferryman_runtimes.kserve.manifests.write_cluster_serving_runtime(); do not edit.\n"
+              "# Regenerate: python -c 'from ferryman_runtimes.kserve.manifests import "
+              "write_cluster_serving_runtime as w; w()'\n")
+    return header + yaml.safe_dump(cluster_serving_runtime(image=image), sort_keys=False)
+
+
+def write_cluster_serving_runtime(path: Path = RUNTIME_FILE) -> Path:
+    path.write_text(cluster_serving_runtime_yaml())
+    return path
+
+
+def inference_service_name(md: ModelDeployment, version: str) -> str:
+    name = f"{md.name}-{version}".replace(".", "-")
+    if len(name) > 63:
+        raise ValueError(f"InferenceService name {name!r} is longer than 63 characters")
+    return name
+
+
+def inference_service(md: ModelDeployment, version: str, *, protocol: str = "v2", raw_deployment: bool = True,
+                      runtime: str = RUNTIME_NAME) -> dict[str, Any]:
+    """The InferenceService serving one version of a ModelDeployment on the ``ferryman-onnx`` runtime.
+
+    The model is served under the ModelDeployment's name (``/v2/models/{md.name}/infer``) and reports the
+    version in ``model_version``; ``storageUri`` is the version's URI (``s3://``, ``gs://``, ``https://``,
+    ``pvc://``), downloaded by KServe's storage initializer to ``/mnt/models``.
+    """
+    from kserve.models import (
+        V1beta1InferenceService,
+        V1beta1InferenceServiceSpec,
+        V1beta1ModelFormat,
+        V1beta1ModelSpec,
+        V1beta1PredictorSpec,
+    )
+    from kubernetes.client import V1ObjectMeta, V1ResourceRequirements
+
+    if protocol not in ("v1", "v2"):
+        raise ValueError(f"protocol must be 'v1' or 'v2', not {protocol!r}")
+    v = md.spec.version(version)
+    labels = {"app.kubernetes.io/managed-by": "ferryman", "app.kubernetes.io/name": md.name,
+              f"{API_GROUP}/deployment": md.name, f"{API_GROUP}/version": v.name}
+    annotations = dict(PROMETHEUS_ANNOTATIONS)
+    if raw_deployment:  # ferryman does the routing: plain Deployments and Services, no Knative
+        annotations["serving.kserve.io/deploymentMode"] = "RawDeployment"
+    resources = {"cpu": v.resources.cpu, "memory": v.resources.memory}
+    model = V1beta1ModelSpec(
+        model_format=V1beta1ModelFormat(name="onnx"),
+        runtime=runtime,
+        protocol_version=protocol,
+        storage_uri=v.uri,
+        args=[f"--model_name={md.name}", f"--model_version={v.name}", f"--threads={md.spec.threads}"],
+        resources=V1ResourceRequirements(requests=resources, limits=dict(resources)),
+    )
+    isvc = V1beta1InferenceService(
+        api_version="serving.kserve.io/v1beta1",
+        kind="InferenceService",
+        metadata=V1ObjectMeta(name=inference_service_name(md, v.name), namespace=md.metadata.namespace,
+                              labels=labels, annotations=annotations),
+        spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(
+            min_replicas=v.replicas, max_replicas=max(v.replicas, 1), model=model)),
+    )
+    return _serialize(isvc)

@@ -1,0 +1,117 @@
+"""ferryman's native server behind KServe's serving-runtime contract (no KServe import on this path).
+
+KServe starts the runtime container with ``--model_name``, ``--model_dir`` (where the storage initializer
+put the model: ``/mnt/models``) and ``--http_port`` (8080), and probes the v2 health endpoints. The model
+file is found in the directory (``model.onnx``, else the only ``*.onnx``, at the top or one level down as
+in ``1/model.onnx``), loaded before the port opens, and served by the raw ASGI
+:class:`~ferryman_runtimes.asgi.app.InferenceApp`: KServe v1 and Open Inference Protocol v2 (JSON and
+binary), ``GET /v1/models/{m}`` readiness, ``GET /`` liveness like KServe's own server, ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ferryman import metrics
+from ferryman.dataplane import DataPlane, ModelRepository
+from ferryman.engine import OnnxModel
+from ferryman.errors import ModelStoreError
+from ferryman.spec import Limits
+from ferryman_runtimes.asgi.app import InferenceApp
+from ferryman_runtimes.asgi.http import send_json
+
+DEFAULT_MODEL_DIR = "/mnt/models"
+DEFAULT_HTTP_PORT = 8080
+MODEL_FILE = "model.onnx"
+ENV_PREFIX = "FERRYMAN_KSERVE_"  # how multi-worker mode hands the options to each worker process
+
+
+@dataclass(frozen=True)
+class Options:
+    model_name: str
+    model_dir: str = DEFAULT_MODEL_DIR
+    model_version: str = "1"
+    http_port: int = DEFAULT_HTTP_PORT
+    host: str = "0.0.0.0"
+    workers: int = 1
+    threads: int = 1
+    max_body_bytes: int | None = None
+
+    def to_env(self) -> dict[str, str]:
+        return {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in self.__dict__.items() if v is not None}
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Options:
+        e = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            return e.get(f"{ENV_PREFIX}{name.upper()}")
+
+        body = get("max_body_bytes")
+        return cls(model_name=str(get("model_name")), model_dir=get("model_dir") or DEFAULT_MODEL_DIR,
+                   model_version=get("model_version") or "1", threads=int(get("threads") or 1),
+                   max_body_bytes=int(body) if body else None)
+
+
+def find_model_file(model_dir: str | Path) -> Path:
+    """The ONNX file the storage initializer placed in ``model_dir`` (or ``model_dir`` itself if a file)."""
+    root = Path(model_dir)
+    if root.is_file():
+        return root
+    if not root.is_dir():
+        raise ModelStoreError(f"model directory {root} does not exist (is the storage initializer configured?)")
+    for candidates in (
+        [root / MODEL_FILE] if (root / MODEL_FILE).is_file() else [],
+        sorted(root.glob("*.onnx")),
+        sorted(p for p in root.glob("*/" + MODEL_FILE)),
+        sorted(root.glob("*/*.onnx")),
+    ):
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(candidates) > 1:
+            names = ", ".join(str(p.relative_to(root)) for p in candidates)
+            raise ModelStoreError(f"{root}: several ONNX files ({names}); keep one, or name it {MODEL_FILE}")
+    listing = ", ".join(sorted(p.name for p in root.iterdir())[:20]) or "empty"
+    raise ModelStoreError(f"{root}: no .onnx model file found (contents: {listing})")
+
+
+async def _alive(request: Any, receive: Any, send: Any) -> None:
+    await send_json(send, 200, {"status": "alive"})
+
+
+def build_app(options: Options) -> InferenceApp:
+    """Load the model (a load error raises here, before the port opens) and build the ASGI app."""
+    path = find_model_file(options.model_dir)
+    model = OnnxModel.load(path, name=options.model_name, version=options.model_version, threads=options.threads)
+    repo = ModelRepository()
+    repo.add(model, default=True)
+    repo.ready = True
+    limits = Limits()
+    if options.max_body_bytes is not None:
+        limits.max_body_bytes = options.max_body_bytes
+    metrics.set_model_ready(model.name, model.version, True)
+    routes = {**metrics.routes(), ("GET", "/"): _alive}
+    return InferenceApp(DataPlane(repo, limits=limits), observer=metrics.PrometheusObserver(), extra_routes=routes)
+
+
+def app_from_env() -> InferenceApp:
+    """uvicorn factory for ``--workers N``: each worker process loads its own session."""
+    return build_app(Options.from_env())
+
+
+def run(options: Options) -> None:
+    import uvicorn
+
+    from ferryman_runtimes.native.server import uvicorn_options
+
+    opts = uvicorn_options(host=options.host, port=options.http_port, workers=options.workers)
+    if options.workers > 1:
+        metrics.prepare_multiprocess()  # one /metrics for all workers (before any metric exists)
+        build_app(options)  # fail fast, in this process, on a missing or broken model
+        os.environ.update(options.to_env())
+        uvicorn.run("ferryman_runtimes.kserve.server:app_from_env", factory=True, **opts)
+    else:
+        uvicorn.run(build_app(options), **opts)

@@ -1,0 +1,133 @@
+"""The ray and kserve backends on the real control plane: the RayService and InferenceServices the
+operator writes are accepted by the upstream CRD schemas (KubeRay v1.7, KServe) installed by up.sh.
+
+KubeRay and KServe controllers do not run here, so the tests play their part the way they would: they
+write the ``Ready`` condition into the objects' status, and the ModelDeployment follows. Switching the
+runtime prunes the previous backend's objects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ferryman.serve_config import IMPORT_PATH, INGRESS, version_deployment
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.operator_harness import (
+    condition_is,
+    get_md,
+    install_crd,
+    model_files,
+    operator_kubeconfig,
+    routes_of,
+    sample_manifest,
+    start_operator,
+    wait_for,
+)
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def crd(control_plane: ControlPlane) -> ControlPlane:
+    install_crd(control_plane)
+    return control_plane
+
+
+@pytest.fixture(scope="module")
+def model_url(sample_models: Any) -> Iterator[str]:
+    with model_files(Path(sample_models.directory)) as url:
+        yield url
+
+
+def ready_condition(message: str) -> dict[str, str]:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"type": "Ready", "status": "True", "reason": "Ready", "message": message, "lastTransitionTime": now}
+
+
+def mark_ready(cp: ControlPlane, namespace: str, kind: str, name: str, status: dict[str, Any]) -> None:
+    cp.kubectl("-n", namespace, "patch", kind, name, "--subresource=status", "--type=merge",
+               "-p", json.dumps({"status": status}))
+
+
+def test_ray_backend_writes_a_valid_rayservice(crd: ControlPlane, namespace: str, tmp_path: Path,
+                                               sample_spec: Path, model_url: str) -> None:
+    name = "bc-ray"
+    with start_operator(crd, namespace, kubeconfig=operator_kubeconfig(crd, namespace, tmp_path), identity="op-a"):
+        doc = sample_manifest(sample_spec, name=name, base_url=model_url, runtime="ray",
+                              traffic={"strategy": "abTest", "abTest": {"weights": {"v1": 70, "v2": 30}}})
+        crd.apply(doc, "-n", namespace)
+        md = wait_for(lambda: condition_is(crd, namespace, name, "Ready", "False", "NotReady"), timeout=60,
+                      what="RayService written, not ready yet")
+        assert "RayService Ready=Unknown" in {c["type"]: c for c in md["status"]["conditions"]}["Ready"]["message"]
+        rs = crd.get_json("-n", namespace, "rayservice", name)  # stored: the upstream schema accepted it
+        assert rs["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
+        assert rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] == 2
+        config = yaml.safe_load(rs["spec"]["serveConfigV2"])
+        (app,) = config["applications"]
+        assert app["import_path"] == IMPORT_PATH
+        assert app["args"]["deployment"]["metadata"]["name"] == name
+        deployments = {d["name"]: d for d in app["deployments"]}
+        assert set(deployments) == {INGRESS, version_deployment("v1"), version_deployment("v2")}
+        assert deployments[INGRESS]["user_config"] == {"strategy": "abTest", "phase": "Running", "stable": "v1",
+                                                       "candidate": None, "weights": {"v1": 70, "v2": 30}}
+
+        mark_ready(crd, namespace, "rayservice", name,
+                   {"conditions": [ready_condition("serve applications running")], "serviceStatus": "Running"})
+        md = wait_for(lambda: condition_is(crd, namespace, name, "Ready", "True"), timeout=60, what="Ready")
+        assert md["status"]["phase"] == "Running"  # an A/B test runs until stopped
+        assert md["status"]["endpoint"] == f"http://{name}-serve-svc.{namespace}.svc.cluster.local:8000"
+        assert md["status"]["trafficSplit"] == "v1 70%, v2 30%"
+
+
+def test_kserve_backend_inferenceservices_then_runtime_switch(crd: ControlPlane, namespace: str, tmp_path: Path,
+                                                              sample_spec: Path, model_url: str) -> None:
+    name = "bc-kserve"
+    with start_operator(crd, namespace, kubeconfig=operator_kubeconfig(crd, namespace, tmp_path), identity="op-a"):
+        doc = sample_manifest(sample_spec, name=name, base_url=model_url, runtime="kserve",
+                              traffic={"strategy": "shadow", "stable": "v1", "candidate": "v2"})
+        crd.apply(doc, "-n", namespace)
+        md = wait_for(lambda: condition_is(crd, namespace, name, "Ready", "False", "NotReady"), timeout=60,
+                      what="InferenceServices written, not ready yet")
+        for v in ("v1", "v2"):
+            isvc = crd.get_json("-n", namespace, "inferenceservice", f"{name}-{v}")
+            model = isvc["spec"]["predictor"]["model"]
+            assert model["runtime"] == "ferryman-onnx" and model["modelFormat"] == {"name": "onnx"}
+            assert model["storageUri"] == f"{model_url}/models/{v}/model.onnx"
+            assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+            assert isvc["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
+        routes = routes_of(crd, namespace, name)
+        assert routes["shadow"] == {"version": "v2", "percent": 100.0}
+        assert routes["backends"]["v2"] == f"http://{name}-v2-predictor.{namespace}.svc.cluster.local"
+
+        for v in ("v1", "v2"):
+            mark_ready(crd, namespace, "inferenceservice", f"{name}-{v}",
+                       {"conditions": [ready_condition("predictor ready")]})
+        md = wait_for(lambda: condition_is(crd, namespace, name, "Ready", "True"), timeout=60, what="Ready")
+        assert md["status"]["trafficSplit"] == "v1 100%"  # the shadow gets copies, callers only v1
+
+        # switch the runtime: the native objects appear, the InferenceServices are pruned
+        doc["spec"]["runtime"] = "native"
+        crd.apply(doc, "-n", namespace)
+        wait_for(lambda: not crd.get_json("-n", namespace, "inferenceservices")["items"], timeout=60,
+                 what="InferenceServices pruned")
+        wait_for(lambda: condition_is(crd, namespace, name, "Ready", "True"), timeout=60, what="Ready on native")
+        names = {d["metadata"]["name"] for d in crd.get_json("-n", namespace, "deployments")["items"]}
+        assert names == {f"{name}-v1", f"{name}-v2", f"{name}-gateway"}
+
+        # a URI KServe's storage initializer cannot fetch is refused with the reason, nothing is touched
+        bad = sample_manifest(sample_spec, name="bc-file", base_url=model_url, runtime="kserve")
+        bad["spec"]["versions"][0]["uri"] = "file:///models/v1/model.onnx"
+        crd.apply(bad, "-n", namespace)
+        md = wait_for(lambda: condition_is(crd, namespace, "bc-file", "Degraded", "True", "UnsupportedSpec"),
+                      timeout=60, what="Degraded/UnsupportedSpec")
+        message = {c["type"]: c for c in md["status"]["conditions"]}["Degraded"]["message"]
+        assert "version v1: uri 'file:///models/v1/model.onnx' cannot be a KServe storageUri" in message
+        assert crd.kubectl("-n", namespace, "get", "inferenceservice", "bc-file-v2", check=False).returncode != 0
+        assert get_md(crd, namespace, "bc-file")["status"]["phase"] == "Degraded"

@@ -1,0 +1,199 @@
+"""The container images without a Docker engine: their structure, and the exact commands they run.
+
+Each Dockerfile is parsed; the runtime image's ENTRYPOINT + CMD is run here (``python`` = this venv's,
+``/mnt/models`` laid out as the storage initializer does, the port made free) and its HEALTHCHECK command
+is run against it, up and down. The operator image's HEALTHCHECK is run the same way, and its ENTRYPOINT
+with ``--help`` (a real run needs the control plane: the operator's cluster tests).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers.ports import free_port
+from tests.helpers.servers import wait_http
+
+IMAGES = Path(__file__).resolve().parents[2] / "images"
+
+
+@dataclass
+class Stage:
+    name: str
+    base: str
+    user: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    healthcheck: list[str] = field(default_factory=list)
+    copies_from: list[str] = field(default_factory=list)
+
+
+def parse_dockerfile(path: Path) -> dict[str, Stage]:
+    text = re.sub(r"\\\n", " ", path.read_text())
+    args: dict[str, str] = {}
+    stages: dict[str, Stage] = {}
+    stage: Stage | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        instr, _, rest = line.partition(" ")
+        instr, rest = instr.upper(), rest.strip()
+        if instr == "ARG" and stage is None:
+            k, _, v = rest.partition("=")
+            args[k] = v
+        elif instr == "FROM":
+            m = re.match(r"(\S+)\s+AS\s+(\S+)", rest, re.IGNORECASE)
+            assert m, f"every stage is named: {line}"
+            base = re.sub(r"\$\{(\w+)\}", lambda g: args[g.group(1)], m.group(1))
+            stage = stages[m.group(2)] = Stage(name=m.group(2), base=base)
+        elif stage is None:
+            continue
+        elif instr == "USER":
+            stage.user = rest
+        elif instr == "ENV":
+            for k, v in re.findall(r"(\w+)=(\S+)", rest):
+                stage.env[k] = v
+        elif instr in ("ENTRYPOINT", "CMD"):
+            setattr(stage, instr.lower(), json.loads(rest))
+        elif instr == "HEALTHCHECK":
+            stage.healthcheck = json.loads(rest[rest.index("CMD") + 3:].strip())
+        elif instr == "COPY" and "--from=" in rest:
+            stage.copies_from.append(re.search(r"--from=(\S+)", rest).group(1))  # type: ignore[union-attr]
+    return stages
+
+
+def localise(argv: list[str]) -> list[str]:
+    """The image's command on this machine: its ``python`` is this venv's interpreter."""
+    return [sys.executable if a == "python" else a for a in argv]
+
+
+@pytest.fixture(scope="module")
+def runtime_image() -> dict[str, Stage]:
+    return parse_dockerfile(IMAGES / "runtime.Dockerfile")
+
+
+@pytest.fixture(scope="module")
+def operator_image() -> dict[str, Stage]:
+    return parse_dockerfile(IMAGES / "operator.Dockerfile")
+
+
+@pytest.mark.parametrize("dockerfile", ["runtime.Dockerfile", "operator.Dockerfile"])
+def test_images_are_multi_stage_non_root_pinned_and_health_checked(dockerfile: str) -> None:
+    stages = parse_dockerfile(IMAGES / dockerfile)
+    final = [s for s in stages.values() if s.name != "build"]
+    assert "build" in stages and final
+    for s in stages.values():
+        assert re.search(r":\d+\.\d+\.\d+", s.base), f"{s.name}: base image not pinned to a version: {s.base}"
+        assert "latest" not in s.base
+    for s in final:
+        assert "build" in s.copies_from, f"{s.name} does not take its artefacts from the build stage"
+        assert s.user is not None and s.user.split(":")[0] not in ("0", "root"), f"{s.name} runs as root"
+        assert s.healthcheck, f"{s.name} has no HEALTHCHECK"
+        assert "FERRYMAN_HEALTHCHECK_URL" in s.env
+
+
+def test_runtime_image_runs_the_cluster_serving_runtime_command(runtime_image: dict[str, Stage]) -> None:
+    from ferryman_runtimes.kserve.manifests import cluster_serving_runtime
+
+    [container] = cluster_serving_runtime()["spec"]["containers"]
+    runtime = list(runtime_image)[-1]
+    assert runtime == "runtime"  # the default target
+    assert runtime_image[runtime].entrypoint == container["command"]
+
+
+def run_healthcheck(stage: Stage, url: str) -> int:
+    env = {**os.environ, **{k: v for k, v in stage.env.items() if not k.startswith("PATH")},
+           "FERRYMAN_HEALTHCHECK_URL": url}
+    return subprocess.run(localise(stage.healthcheck), env=env, capture_output=True, timeout=30,
+                          check=False).returncode
+
+
+@pytest.fixture(scope="module")
+def runtime_container(runtime_image: dict[str, Stage], sample_models, tmp_path_factory: pytest.TempPathFactory
+                      ) -> Iterator[str]:
+    stage = runtime_image["runtime"]
+    models = tmp_path_factory.mktemp("mnt") / "models"
+    models.mkdir()
+    (models / "model.onnx").write_bytes(Path(sample_models.versions["v1"]).read_bytes())
+    port = free_port()
+    argv = [*stage.entrypoint, *stage.cmd]
+    argv = [str(models) if a == "/mnt/models" else str(port) if a == "8080" else a for a in argv]
+    process = subprocess.Popen([*localise(argv), "--host", "127.0.0.1"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/v2/health/ready", timeout=60, alive=lambda: process.poll() is None)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_runtime_image_default_command_serves_the_model(runtime_container: str) -> None:
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 30], "data": [0.5] * 30}]}
+    resp = httpx.post(f"{runtime_container}/v2/models/model/infer", json=body, timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["model_name"] == "model"
+
+
+def test_runtime_image_healthcheck_passes_when_ready_and_fails_when_down(runtime_image: dict[str, Stage],
+                                                                        runtime_container: str) -> None:
+    stage = runtime_image["runtime"]
+    assert stage.env["FERRYMAN_HEALTHCHECK_URL"] == "http://127.0.0.1:8080/v2/health/ready"
+    assert run_healthcheck(stage, f"{runtime_container}/v2/health/ready") == 0
+    assert run_healthcheck(stage, f"http://127.0.0.1:{free_port()}/v2/health/ready") != 0
+    assert run_healthcheck(stage, f"{runtime_container}/no-such-endpoint") != 0  # a 404 is unhealthy
+
+
+def test_ray_image_healthcheck_targets_the_serve_proxy(runtime_image: dict[str, Stage]) -> None:
+    stage = runtime_image["ray"]
+    assert stage.base.startswith("rayproject/ray:2.60.0-")
+    assert stage.env["FERRYMAN_HEALTHCHECK_URL"] == "http://127.0.0.1:8000/-/healthz"
+    assert run_healthcheck(stage, f"http://127.0.0.1:{free_port()}/-/healthz") != 0
+
+
+class _Healthz(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+def test_operator_image_healthcheck(operator_image: dict[str, Stage]) -> None:
+    stage = operator_image["operator"]
+    assert stage.env["FERRYMAN_HEALTH_ADDRESS"] == "0.0.0.0:8081"  # where kopf serves /healthz
+    assert stage.env["FERRYMAN_HEALTHCHECK_URL"] == "http://127.0.0.1:8081/healthz"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Healthz)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert run_healthcheck(stage, f"http://127.0.0.1:{server.server_port}/healthz") == 0
+        assert run_healthcheck(stage, f"http://127.0.0.1:{free_port()}/healthz") != 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_operator_image_entrypoint_is_the_operator(operator_image: dict[str, Stage]) -> None:
+    """The entrypoint imports and parses its flags; running it for real needs a cluster (tests/cluster)."""
+    stage = operator_image["operator"]
+    assert stage.entrypoint == ["python", "-m", "ferryman_operator"]
+    done = subprocess.run([*localise(stage.entrypoint), "--help"], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ferryman_operator" in done.stdout and "--kubeconfig" in done.stdout

@@ -1,0 +1,210 @@
+"""The ``ferryman-onnx`` KServe runtime for real: the exact container command of the ClusterServingRuntime.
+
+The command and arguments are taken from the generated ClusterServingRuntime and the InferenceService
+(``{{.Name}}`` substituted, the predictor's args appended, as KServe does), with only the model directory
+and port pointed at this machine: a directory laid out like the storage initializer's ``/mnt/models``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+import yaml
+
+from ferryman.protocol import v2
+from ferryman.spec import parse_deployment
+from ferryman_runtimes.kserve import manifests
+from tests.helpers.models import reference_outputs
+from tests.helpers.ports import free_port
+from tests.helpers.servers import ServerFailed, wait_http
+
+MODEL = "breast-cancer"
+HL = "inference-header-content-length"
+
+
+@dataclass
+class Runtime:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def container_command(sample_models, version: str, *, model_dir: Path, port: int) -> list[str]:
+    """The runtime container's argv for the InferenceService of ``version``, localised (dir and port)."""
+    doc = yaml.safe_load(Path(sample_models.spec).read_text())
+    md = parse_deployment(doc)
+    isvc = manifests.inference_service(md, version)
+    [c] = manifests.cluster_serving_runtime()["spec"]["containers"]
+    assert c["command"][:2] == ["python", "-m"]
+    args = [a.replace("{{.Name}}", isvc["metadata"]["name"]) for a in c["args"]]
+    args = [f"--model_dir={model_dir}" if a.startswith("--model_dir=") else
+            f"--http_port={port}" if a.startswith("--http_port=") else a for a in args]
+    return [sys.executable, *c["command"][1:], *args, *isvc["spec"]["predictor"]["model"]["args"],
+            "--host", "127.0.0.1"]
+
+
+@pytest.fixture(scope="module")
+def mnt_models(sample_models, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the storage initializer leaves for ``storageUri: s3://.../v2/model.onnx``."""
+    d = tmp_path_factory.mktemp("mnt") / "models"
+    d.mkdir()
+    (d / "model.onnx").write_bytes(Path(sample_models.versions["v2"]).read_bytes())
+    return d
+
+
+def start(argv: list[str], port: int, *, timeout: float = 60.0) -> Runtime:
+    fd, name = tempfile.mkstemp(prefix="ferryman-kserve-", suffix=".log")
+    with os.fdopen(fd, "wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    rt = Runtime(url=f"http://127.0.0.1:{port}", process=process, log=Path(name))
+    try:
+        wait_http(rt.url + "/v2/health/ready", timeout=timeout, alive=lambda: process.poll() is None)
+    except ServerFailed as err:
+        stop(rt)
+        raise ServerFailed(f"{err}\n{rt.output()}") from err
+    return rt
+
+
+def stop(rt: Runtime) -> None:
+    if rt.process.poll() is None:
+        rt.process.send_signal(signal.SIGTERM)
+        try:
+            rt.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            rt.process.kill()
+            rt.process.wait(timeout=5)
+    rt.log.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def runtime(sample_models, mnt_models: Path) -> Iterator[Runtime]:
+    port = free_port()
+    rt = start(container_command(sample_models, "v2", model_dir=mnt_models, port=port), port)
+    yield rt
+    stop(rt)
+
+
+@pytest.fixture(scope="module")
+def client(runtime: Runtime) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=runtime.url, timeout=30) as c:
+        yield c
+
+
+def expected(sample_models, x: np.ndarray) -> dict[str, np.ndarray]:
+    return reference_outputs(Path(sample_models.versions["v2"]), {"input": x})
+
+
+def test_kserve_health_and_readiness(client: httpx.Client) -> None:
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    assert client.get("/").json() == {"status": "alive"}
+    assert client.get(f"/v1/models/{MODEL}").json() == {"name": MODEL, "ready": True, "model_version": "v2"}
+    assert client.get(f"/v2/models/{MODEL}/ready").status_code == 200
+    assert client.get("/v1/models/breast-cancer-v2").status_code == 404  # served under the spec's name
+    meta = client.get(f"/v2/models/{MODEL}").json()
+    assert meta["platform"] == "onnxruntime_onnx"
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 30]}]
+
+
+def test_v2_json_equals_onnx_runtime(client: httpx.Client, sample_models, traffic: np.ndarray) -> None:
+    rows = traffic[:9]
+    body, _ = v2.encode_request({"input": rows})
+    resp = client.post(f"/v2/models/{MODEL}/infer", content=body)
+    assert resp.status_code == 200, resp.text
+    doc = v2.decode_response(resp.content)
+    assert (doc["model_name"], doc["model_version"]) == (MODEL, "v2")
+    want = expected(sample_models, rows)
+    outs = {o["name"]: o["data"] for o in doc["outputs"]}
+    np.testing.assert_array_equal(outs["label"], want["label"])
+    np.testing.assert_allclose(outs["probabilities"], want["probabilities"], rtol=1e-6)
+
+
+def test_v2_binary_equals_onnx_runtime(client: httpx.Client, sample_models, traffic: np.ndarray) -> None:
+    rows = traffic[9:40]
+    body, hl = v2.encode_request({"input": rows}, binary=True, binary_output=True)
+    resp = client.post(f"/v2/models/{MODEL}/infer", content=body,
+                       headers={HL: str(hl), "content-type": "application/octet-stream"})
+    assert resp.status_code == 200, resp.text
+    doc = v2.decode_response(resp.content, header_length=int(resp.headers[HL]))
+    want = expected(sample_models, rows)
+    outs = {o["name"]: o["data"] for o in doc["outputs"]}
+    np.testing.assert_array_equal(outs["label"], want["label"])
+    np.testing.assert_array_equal(outs["probabilities"], want["probabilities"])
+
+
+def test_v1_predict_equals_onnx_runtime(client: httpx.Client, sample_models, traffic: np.ndarray) -> None:
+    rows = traffic[40:46]
+    resp = client.post(f"/v1/models/{MODEL}:predict", content=orjson.dumps({"instances": rows.tolist()}))
+    assert resp.status_code == 200, resp.text
+    predictions = resp.json()["predictions"]
+    labels = [p["label"] if isinstance(p, dict) else p for p in predictions]
+    assert labels == expected(sample_models, rows)["label"].tolist()
+
+
+@pytest.mark.parametrize(("path", "body", "status"), [
+    (f"/v2/models/{MODEL}/infer", b"[1, 2", 400),
+    (f"/v2/models/{MODEL}/infer", orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32",
+                                                            "shape": [1, 2], "data": [1, 2]}]}), 400),
+    (f"/v2/models/{MODEL}/infer", orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32",
+                                                            "shape": [1, 30], "data": ["x"] * 30}]}), 400),
+    (f"/v1/models/{MODEL}:predict", orjson.dumps({"instances": "nope"}), 400),
+    ("/v2/models/other/infer", orjson.dumps({"inputs": []}), 404),
+])
+def test_bad_input_is_a_4xx_with_an_error(client: httpx.Client, path: str, body: bytes, status: int) -> None:
+    resp = client.post(path, content=body)
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error"]
+
+
+def test_metrics_count_the_requests(client: httpx.Client, traffic: np.ndarray) -> None:
+    body, _ = v2.encode_request({"input": traffic[:1]})
+    for _ in range(5):
+        client.post(f"/v2/models/{MODEL}/infer", content=body)
+    text = client.get("/metrics").text
+    line = next(x for x in text.splitlines()
+                if x.startswith("ferryman_requests_total{") and 'code="200"' in x and 'protocol="v2"' in x)
+    assert float(line.rsplit(" ", 1)[1]) >= 5
+    assert 'ferryman_model_ready{model="breast-cancer",version="v2"} 1.0' in text
+
+
+@pytest.mark.slow  # two more server processes to start
+def test_two_workers_answer_with_one_metrics_view(sample_models, mnt_models: Path, traffic: np.ndarray) -> None:
+    port = free_port()
+    rt = start([*container_command(sample_models, "v2", model_dir=mnt_models, port=port), "--workers", "2"], port)
+    try:
+        body, _ = v2.encode_request({"input": traffic[:3]})
+        with httpx.Client(base_url=rt.url, timeout=30) as c:
+            for _ in range(30):
+                with httpx.Client(base_url=rt.url, timeout=30) as fresh:  # new connections spread over workers
+                    assert fresh.post(f"/v2/models/{MODEL}/infer", content=body).status_code == 200
+            text = c.get("/metrics").text
+        total = sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines()
+                    if x.startswith("ferryman_requests_total{") and 'code="200"' in x)
+        assert total == 30
+    finally:
+        stop(rt)
+
+
+def test_a_missing_model_fails_fast_with_a_clear_message(sample_models, tmp_path: Path) -> None:
+    empty = tmp_path / "models"
+    empty.mkdir()
+    argv = container_command(sample_models, "v1", model_dir=empty, port=free_port())
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    assert "no .onnx model file" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,280 @@
+"""ferryman.metrics: names, buckets, the request observer, rollout/drift setters, exposition, multiprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, multiprocess
+
+from ferryman import metrics
+from ferryman.metrics import REQUEST_BUCKETS, FerrymanMetrics, PrometheusObserver, observe_many
+from ferryman.protocol.tensor import InferResponse, Tensor
+from ferryman.telemetry import RequestRecord
+
+
+@pytest.fixture
+def reg() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def m(reg: CollectorRegistry) -> FerrymanMetrics:
+    return FerrymanMetrics(reg)
+
+
+def value(reg: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return reg.get_sample_value(name, labels)
+
+
+def record(code: int = 200, *, version: str = "v1", route: str = "stable", protocol: str = "v2",
+           seconds: float = 0.004, rows: int = 1) -> RequestRecord:
+    return RequestRecord(model="m", version=version, route=route, protocol=protocol, code=code, seconds=seconds,
+                         compute_seconds=seconds / 4 if rows else 0.0, rows=rows)
+
+
+def classifier_response(labels: list[int], probabilities: list[list[float]]) -> InferResponse:
+    lab = np.asarray(labels, dtype=np.int64)
+    prob = np.asarray(probabilities, dtype=np.float32)
+    return InferResponse(model_name="m", model_version="v1", outputs=[
+        Tensor(name="label", datatype="INT64", shape=list(lab.shape), data=lab),
+        Tensor(name="probabilities", datatype="FP32", shape=list(prob.shape), data=prob)])
+
+
+def test_request_buckets_are_dense_below_the_budget_with_a_bound_at_exactly_100ms() -> None:
+    assert 0.1 in REQUEST_BUCKETS
+    assert list(REQUEST_BUCKETS) == sorted(REQUEST_BUCKETS)
+    below = [b for b in REQUEST_BUCKETS if b < 0.1]
+    assert len(below) >= 15
+    assert max(b2 - b1 for b1, b2 in itertools.pairwise(below)) <= 0.0101  # 10 ms steps at most
+
+
+def test_every_family_is_prefixed_and_in_base_units(m: FerrymanMetrics, reg: CollectorRegistry) -> None:
+    names = [f.name for f in reg.collect()]
+    assert names and all(n.startswith("ferryman_") for n in names)
+    assert "ferryman_request_duration_seconds" in names
+    assert "ferryman_model_compute_duration_seconds" in names
+    assert "ferryman_requests" in names  # exposed as ferryman_requests_total
+    assert not any(n.endswith(("_ms", "_milliseconds", "_percent")) for n in names)
+    allowed = {"model", "version", "route", "protocol", "code", "class", "feature", "phase", "outcome", "result",
+               "le"}
+    for family in reg.collect():
+        for sample in family.samples:
+            assert set(sample.labels) <= allowed, (family.name, sample.labels)
+
+
+def test_observer_counts_codes_latency_compute_and_batch_rows(m: FerrymanMetrics, reg: CollectorRegistry) -> None:
+    obs = PrometheusObserver(m)
+    for _ in range(3):
+        obs.started("m")
+        obs.finished(record(seconds=0.004, rows=2), None, None)
+    obs.started("m")
+    obs.finished(record(500, seconds=0.25, rows=1), None, None)
+    obs.started("m")
+    obs.finished(record(400, version="", route="", seconds=0.001, rows=0), None, None)
+
+    assert value(reg, "ferryman_requests_total", model="m", version="v1", route="stable", protocol="v2",
+                 code="200") == 3
+    assert value(reg, "ferryman_requests_total", model="m", version="v1", route="stable", protocol="v2",
+                 code="500") == 1
+    assert value(reg, "ferryman_requests_total", model="m", version="", route="", protocol="v2", code="400") == 1
+    labels = {"model": "m", "version": "v1", "route": "stable"}
+    assert value(reg, "ferryman_request_duration_seconds_count", **labels) == 4
+    assert value(reg, "ferryman_request_duration_seconds_bucket", **labels, le="0.1") == 3
+    assert value(reg, "ferryman_request_duration_seconds_bucket", **labels, le="0.25") == 4
+    assert value(reg, "ferryman_request_duration_seconds_sum", **labels) == pytest.approx(3 * 0.004 + 0.25)
+    assert value(reg, "ferryman_model_compute_duration_seconds_count", model="m", version="v1") == 4
+    assert value(reg, "ferryman_batch_rows_sum", model="m", version="v1") == 7
+    assert value(reg, "ferryman_requests_in_flight", model="m") == 0
+    # a request that never reached a model creates no compute series
+    assert value(reg, "ferryman_model_compute_duration_seconds_count", model="m", version="") is None
+
+
+def test_in_flight_counts_requests_between_started_and_finished(m: FerrymanMetrics, reg: CollectorRegistry) -> None:
+    obs = PrometheusObserver(m)
+    obs.started("m")
+    obs.started("m")
+    assert value(reg, "ferryman_requests_in_flight", model="m") == 2
+    obs.finished(record(), None, None)
+    assert value(reg, "ferryman_requests_in_flight", model="m") == 1
+
+
+def test_prediction_distribution_for_a_classifier(m: FerrymanMetrics, reg: CollectorRegistry) -> None:
+    obs = PrometheusObserver(m)
+    obs.finished(record(rows=3), None, classifier_response([1, 0, 1], [[0.1, 0.9], [0.7, 0.3], [0.45, 0.55]]))
+    obs.finished(record(rows=1), None, classifier_response([1], [[0.02, 0.98]]))
+    assert value(reg, "ferryman_predictions_total", model="m", version="v1", **{"class": "1"}) == 3
+    assert value(reg, "ferryman_predictions_total", model="m", version="v1", **{"class": "0"}) == 1
+    assert value(reg, "ferryman_prediction_confidence_count", model="m", version="v1") == 4
+    assert value(reg, "ferryman_prediction_confidence_sum", model="m", version="v1") == pytest.approx(0.9 + 0.7 + 0.55 + 0.98)
+    assert value(reg, "ferryman_prediction_confidence_bucket", model="m", version="v1", le="0.6") == 1
+    assert value(reg, "ferryman_prediction_confidence_bucket", model="m", version="v1", le="0.9") == 3
+    # a classifier's scores are not regression values
+    assert value(reg, "ferryman_prediction_value_count", model="m", version="v1") is None
+    # failed requests are not predictions
+    obs.finished(record(500), None, classifier_response([0], [[0.9, 0.1]]))
+    assert value(reg, "ferryman_predictions_total", model="m", version="v1", **{"class": "0"}) == 1
+
+
+def test_prediction_values_for_a_regressor(m: FerrymanMetrics, reg: CollectorRegistry) -> None:
+    out = np.asarray([[0.5], [3.0], [-20.0]], dtype=np.float32)
+    response = InferResponse(model_name="m", model_version="v1",
+                             outputs=[Tensor(name="y", datatype="FP32", shape=[3, 1], data=out)])
+    PrometheusObserver(m).finished(record(rows=3), None, response)
+    assert value(reg, "ferryman_prediction_value_count", model="m", version="v1") == 3
+    assert value(reg, "ferryman_prediction_value_bucket", model="m", version="v1", le="1.0") == 2
+    assert value(reg, "ferryman_prediction_value_bucket", model="m", version="v1", le="-10.0") == 1
+
+
+def test_class_labels_are_bounded(m: FerrymanMetrics, reg: CollectorRegistry) -> None:
+    obs = PrometheusObserver(m)
+    n = metrics.MAX_CLASSES + 10
+    obs.finished(record(rows=n), None, classifier_response(list(range(n)), [[1.0, 0.0]] * n))
+    classes = {s.labels["class"] for f in reg.collect() if f.name == "ferryman_predictions" for s in f.samples}
+    assert len(classes) == metrics.MAX_CLASSES + 1 and "other" in classes
+    assert value(reg, "ferryman_predictions_total", model="m", version="v1", **{"class": "other"}) == 10
+
+
+def test_observe_many_equals_observing_one_by_one(reg: CollectorRegistry) -> None:
+    bulk = Histogram("bulk", "", buckets=metrics.CONFIDENCE_BUCKETS, registry=reg)
+    loop = Histogram("loop", "", buckets=metrics.CONFIDENCE_BUCKETS, registry=reg)
+    values = np.random.default_rng(1).uniform(0, 1, size=1000)
+    values[[3, 7]] = [0.5, 1.0]  # exactly on bounds: le is inclusive
+    values[11] = np.nan  # ignored
+    observe_many(bulk, values)
+    for v in values[np.isfinite(values)]:
+        loop.observe(float(v))
+    for bound in [*map(str, metrics.CONFIDENCE_BUCKETS), "+Inf"]:
+        assert reg.get_sample_value("bulk_bucket", {"le": bound}) == reg.get_sample_value("loop_bucket", {"le": bound})
+    assert reg.get_sample_value("bulk_sum") == pytest.approx(reg.get_sample_value("loop_sum"))
+
+
+def test_traffic_weights_rollout_state_and_analysis(m: FerrymanMetrics, reg: CollectorRegistry) -> None:
+    m.set_traffic_weights("m", {"v1": 95, "v2": 5}, shadow={"v2": 10})
+    assert value(reg, "ferryman_traffic_weight_ratio", model="m", version="v1") == pytest.approx(0.95)
+    assert value(reg, "ferryman_traffic_shadow_ratio", model="m", version="v2") == pytest.approx(0.10)
+    m.set_traffic_weights("m", {"v2": 100})
+    assert value(reg, "ferryman_traffic_weight_ratio", model="m", version="v1") == 0  # left the split
+    assert value(reg, "ferryman_traffic_weight_ratio", model="m", version="v2") == 1
+
+    m.set_rollout_state("m", phase="Progressing", step=1, steps=4)
+    m.set_rollout_state("m", phase="RolledBack", step=1, steps=4)
+    phases = {s.labels["phase"]: s.value for f in reg.collect() if f.name == "ferryman_rollout_phase"
+              for s in f.samples}
+    assert phases["rolled_back"] == 1
+    assert sum(phases.values()) == 1 and set(metrics.ROLLOUT_PHASES) <= set(phases)
+    assert value(reg, "ferryman_rollout_step", model="m") == 1
+
+    m.init_analysis("m", "v2")
+    assert value(reg, "ferryman_rollout_analysis_total", model="m", version="v2", outcome="rollback") == 0
+    m.record_analysis("m", "v2", "advance", p99_seconds=0.012, error_ratio=0.0)
+    m.record_analysis("m", "v2", "rolled_back")
+    m.record_analysis("m", "v2", "something new")
+    assert value(reg, "ferryman_rollout_analysis_total", model="m", version="v2", outcome="advance") == 1
+    assert value(reg, "ferryman_rollout_analysis_total", model="m", version="v2", outcome="rollback") == 1
+    assert value(reg, "ferryman_rollout_analysis_total", model="m", version="v2", outcome="other") == 1
+    assert value(reg, "ferryman_rollout_analysis_p99_seconds", model="m", version="v2") == pytest.approx(0.012)
+
+
+def test_drift_results_become_gauges_with_bounded_features(m: FerrymanMetrics, reg: CollectorRegistry) -> None:
+    n = metrics.MAX_FEATURES + 5
+    scores = {f"f{i}": 0.5 for i in range(n)}
+    scores["f0"] = 1e-9
+    m.record_drift("m", "v2", scores=scores, drifted={"f0": True}, share=1 / n, detected=False, window_rows=500,
+                   threshold=0.5, prediction_score=0.2, prediction_drifted=False, run_seconds=0.05, at=123.0)
+    assert value(reg, "ferryman_drift_score", model="m", version="v2", feature="f0") == pytest.approx(1e-9)
+    assert value(reg, "ferryman_drift_feature_drifted", model="m", version="v2", feature="f0") == 1
+    assert value(reg, "ferryman_drift_share", model="m", version="v2") == pytest.approx(1 / n)
+    assert value(reg, "ferryman_drift_detected", model="m", version="v2") == 0
+    assert value(reg, "ferryman_drift_last_run_timestamp_seconds", model="m", version="v2") == 123.0
+    assert value(reg, "ferryman_drift_runs_total", model="m", version="v2", result="ok") == 1
+    features = {s.labels["feature"] for f in reg.collect() if f.name == "ferryman_drift_score" for s in f.samples}
+    assert len(features) == metrics.MAX_FEATURES
+
+
+def test_metrics_endpoint_serves_the_text_format() -> None:
+    metrics.set_budget("endpoint-test", p99_seconds=0.1, max_error_ratio=0.01)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(metrics.metrics_endpoint(None, None, send))
+    assert sent[0]["status"] == 200
+    headers = dict(sent[0]["headers"])
+    assert headers[b"content-type"].startswith(b"text/plain; version=0.0.4")
+    body = sent[1]["body"].decode()
+    assert int(headers[b"content-length"]) == len(sent[1]["body"])
+    assert 'ferryman_budget_p99_seconds{model="endpoint-test"} 0.1' in body
+
+
+WORKER = textwrap.dedent("""
+    import os, sys
+    from ferryman import metrics
+    from ferryman.telemetry import RequestRecord
+    obs = metrics.PrometheusObserver()
+    metrics.set_model_ready("m", "v1", True)
+    for i in range(int(sys.argv[1])):
+        obs.started("m")
+        obs.finished(RequestRecord(model="m", version="v1", route="direct", protocol="v2", code=200,
+                                   seconds=0.002, compute_seconds=0.001, rows=1), None, None)
+    obs.started("m")  # dies with one request in flight
+    os._exit(0)
+""")
+
+
+def test_multiprocess_mode_sums_exited_workers_and_reaps_their_live_gauges(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for n in (7, 5):
+        subprocess.run([sys.executable, "-c", WORKER, str(n)], env=env, check=True, timeout=60)
+    reg = CollectorRegistry()
+    multiprocess.MultiProcessCollector(reg, path=str(tmp_path))
+    labels = {"model": "m", "version": "v1", "route": "direct", "protocol": "v2"}
+    assert reg.get_sample_value("ferryman_requests_total", {**labels, "code": "200"}) == 12
+    assert reg.get_sample_value("ferryman_request_duration_seconds_count",
+                                {"model": "m", "version": "v1", "route": "direct"}) == 12
+    assert reg.get_sample_value("ferryman_requests_in_flight", {"model": "m"}) == 2  # stale, from dead workers
+
+    reaped = metrics.reap_dead_workers(str(tmp_path))
+    assert len(reaped) == 2
+    reg = CollectorRegistry()
+    multiprocess.MultiProcessCollector(reg, path=str(tmp_path))
+    assert reg.get_sample_value("ferryman_requests_total", {**labels, "code": "200"}) == 12  # nothing lost
+    assert reg.get_sample_value("ferryman_requests_in_flight", {"model": "m"}) is None
+    assert reg.get_sample_value("ferryman_model_ready", {"model": "m", "version": "v1"}) is None
+
+
+def test_prepare_multiprocess_wipes_stale_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stale = tmp_path / "counter_123.db"
+    stale.write_bytes(b"old run")
+    (tmp_path / "keep.txt").write_text("not ours")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    from prometheus_client import values
+
+    before = values.ValueClass
+    monkeypatch.setattr(metrics, "_default", None)  # as in a fresh server parent: no metrics created yet
+    try:
+        assert metrics.prepare_multiprocess(tmp_path) == tmp_path
+        assert not stale.exists() and (tmp_path / "keep.txt").exists()
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+        assert getattr(values.ValueClass, "_multiprocess", False)
+    finally:
+        values.ValueClass = before
+
+
+def test_prepare_multiprocess_refuses_once_metrics_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    metrics.default()
+    (tmp_path / "counter_1.db").write_bytes(b"x")
+    with pytest.raises(RuntimeError, match="before ferryman metrics are created"):
+        metrics.prepare_multiprocess(tmp_path)
+    assert (tmp_path / "counter_1.db").exists()  # nothing touched
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ

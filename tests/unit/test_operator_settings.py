@@ -1,0 +1,45 @@
+"""Operator settings from FERRYMAN_* variables and flags (what the Helm chart sets)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ferryman_operator.settings import ENV, build_parser, from_env
+
+
+def test_defaults() -> None:
+    s = from_env({})
+    assert s.clusterwide and s.namespaces == ()
+    assert s.prometheus_url == "" and s.prometheus_namespace_label == "namespace"
+    assert s.resync_seconds == 10.0 and s.reapply_seconds == 300.0
+    assert s.leader_election and s.lease_name == "ferryman-operator" and s.lease_seconds == 15.0
+    assert s.health_address == "0.0.0.0:8081" and s.preflight and s.kserve_runtime == "ferryman-onnx"
+    assert s.identity  # hostname-pid
+
+
+def test_values_and_flags() -> None:
+    env = {"FERRYMAN_NAMESPACES": "a, b,,", "FERRYMAN_PROMETHEUS_URL": "http://prom:9090/",
+           "FERRYMAN_RESYNC_SECONDS": "0.5", "FERRYMAN_LEADER_ELECTION": "false", "FERRYMAN_PREFLIGHT": "0",
+           "FERRYMAN_LEASE_NAMESPACE": "ops", "FERRYMAN_IDENTITY": "pod-1", "FERRYMAN_LOG_LEVEL": "debug"}
+    s = from_env(env)
+    assert s.namespaces == ("a", "b") and not s.clusterwide
+    assert s.prometheus_url == "http://prom:9090" and s.resync_seconds == 0.5
+    assert not s.leader_election and not s.preflight and s.lease_namespace == "ops"
+    assert s.identity == "pod-1" and s.log_level == "DEBUG"
+    assert from_env(env, namespaces=["c"]).namespaces == ("c",)
+    args = build_parser().parse_args(["--kubeconfig", "k", "-n", "x", "-n", "y"])
+    assert args.kubeconfig == "k" and args.namespaces == ["x", "y"]
+
+
+@pytest.mark.parametrize(("name", "value"), [("FERRYMAN_RESYNC_SECONDS", "0"), ("FERRYMAN_PREFLIGHT", "maybe"),
+                                             ("FERRYMAN_LEASE_SECONDS", "soon")])
+def test_invalid_values_stop_with_the_setting_named(name: str, value: str) -> None:
+    with pytest.raises(SystemExit) as err:
+        from_env({name: value})
+    assert "invalid setting" in str(err.value)
+
+
+def test_help_lists_every_variable() -> None:
+    text = build_parser().format_help()
+    for name in ENV:
+        assert name in text

@@ -1,0 +1,58 @@
+"""The keyed work queue: one reconcile per key at a time, duplicate requests coalesce, a request during a
+reconcile runs once more afterwards, a failing reconcile does not stop the workers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+
+from ferryman_operator.workqueue import WorkQueue
+
+
+def test_coalesces_serialises_and_survives_failures() -> None:
+    async def scenario() -> tuple[list[tuple[str, Hashable]], int]:
+        log: list[tuple[str, Hashable]] = []
+        release = asyncio.Event()
+        running: set[Hashable] = set()
+        overlap = 0
+
+        async def handler(key: Hashable) -> None:
+            nonlocal overlap
+            if key in running:
+                overlap += 1
+            running.add(key)
+            log.append(("start", key))
+            if key == "slow" and not release.is_set():
+                await release.wait()
+            running.discard(key)
+            log.append(("end", key))
+            if key == "boom":
+                raise RuntimeError("reconcile failed")
+
+        queue = WorkQueue(handler, workers=2)
+        queue.start()
+        queue.add("slow")
+        queue.add("slow")  # coalesced with the queued one
+        await asyncio.sleep(0.05)
+        queue.add("slow")  # arrives while "slow" runs: one more run afterwards
+        queue.add("slow")
+        queue.add("boom")
+        await asyncio.sleep(0.05)
+        release.set()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if queue.busy == 0 and log.count(("end", "slow")) == 2:
+                break
+        queue.add("after")
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if ("end", "after") in log:
+                break
+        await queue.stop()
+        return log, overlap
+
+    log, overlap = asyncio.run(scenario())
+    assert overlap == 0
+    assert log.count(("start", "slow")) == 2
+    assert log.count(("start", "boom")) == 1
+    assert ("end", "after") in log  # the workers outlived the failure

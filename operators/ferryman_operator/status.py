@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ferryman.rollout import Phase, RolloutState
+from ferryman.rollout import Phase, RolloutState, spec_hash
 from ferryman.spec import ModelDeployment, Strategy
 from ferryman_operator.backends.base import Readiness
 from ferryman_operator.reconcile import Problem, rollout_identity, routed_versions
@@ -82,8 +82,11 @@ def build(*, previous: Mapping[str, Any] | None, md: ModelDeployment, state: Rol
         "endpoint": endpoint,
         "conditions": conditions,
         "rollout": state.to_dict(),
-        "rolloutIdentity": rollout_identity(md),
     }
+    # the identity of the spec the rollout state belongs to (a new rollout may still wait for its versions)
+    identity = rollout_identity(md) if state.spec_hash == spec_hash(md) else prev.get("rolloutIdentity")
+    if identity:
+        status["rolloutIdentity"] = identity
     if state.candidate is not None:
         status["candidate"] = state.candidate
     if prev.get("lastAction"):

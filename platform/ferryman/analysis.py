@@ -29,6 +29,7 @@ class VersionStats:
     p50_seconds: float | None = None
     p95_seconds: float | None = None
     drift_share: float | None = None
+    drift_pending: bool = False  # drift is monitored for this version but not measured yet
     source: str = "gateway"
     note: str = ""  # why data is missing, when it is
 
@@ -81,6 +82,9 @@ def analyze(stats: VersionStats, *, budget: Budget, min_requests: int,
                         stats.p99_seconds <= budget_s))
     checks.append(Check("error_rate", round(stats.error_rate, 6), budget.max_error_rate,
                         stats.error_rate <= budget.max_error_rate))
+    if drift_threshold is not None and stats.drift_pending and stats.drift_share is None:
+        return Analysis(stats.version, Outcome.insufficient, "waiting for the first drift measurement",
+                        tuple(checks), stats.requests)
     if drift_threshold is not None and stats.drift_share is not None:
         checks.append(Check("drift_share", round(stats.drift_share, 4), drift_threshold,
                             stats.drift_share < drift_threshold))

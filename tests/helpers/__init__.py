@@ -8,6 +8,10 @@
   second (query/wait_for/label_values helpers); ``parse_exposition(text)`` reads a ``/metrics`` body.
 * ``tests.helpers.models`` — tiny ONNX models built with ``onnx.helper`` (fixed dims, two inputs,
   strings, arbitrary opset) and ``reference_outputs(path, feed)`` (plain onnxruntime, the ground truth).
+* ``tests.helpers.security`` — a test CA and 127.0.0.1 certificates (``make_ca``, ``issue_cert``,
+  ``served_fingerprint``), key files and Kubernetes-Secret-shaped dirs (``write_atomically``, ``secret_dir``,
+  ``rotate_secret``), ``ferryman_process(args, port=..., scheme="https")`` for any ``ferryman`` command, and
+  ``raw_exchange`` to trickle bytes on a raw socket.
 
 Shared fixtures live in ``tests/conftest.py``: ``sample_models`` (session-scoped
 ``ferryman.examples.export`` result), ``sample_spec``, ``traffic`` (held-out rows), ``native_server``

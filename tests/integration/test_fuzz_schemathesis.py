@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.helpers.gateway import UpServer, ferryman_up
 from tests.helpers.servers import CliServer, serve_cli
 
-EXAMPLES = 8  # per operation and generation mode
+EXAMPLES = 6  # per operation and generation mode
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -66,12 +66,15 @@ def _runner(operation: Any, mode: GenerationMode, base_url: str, report: Report)
     return run
 
 
-def fuzz(base_url: str) -> Report:
-    """Every operation, positive and negative; failures are collected (not shrunk) so the run stays bounded."""
+def fuzz(base_url: str, *, model_routes_only: bool = False) -> Report:
+    """Every operation (or those under ``/{v}/models/{model}``), positive and negative; failures are collected
+    (not shrunk) so the run stays bounded."""
     schema = schemathesis.openapi.from_url(base_url + "/openapi.json")
     report = Report()
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     assert len(operations) >= 18, [op.label for op in operations]
+    if model_routes_only:
+        operations = [op for op in operations if "{model}" in op.path]
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             with contextlib.suppress(Unsatisfiable):  # no negative form of a parameterless GET
@@ -82,7 +85,7 @@ def fuzz(base_url: str) -> Report:
 def _assert_clean(report: Report, url: str) -> None:
     assert not report.failures, f"{len(report.failures)} failure(s) of {report.calls} calls:\n" + "\n".join(
         report.failures[:10])
-    assert report.calls >= 100
+    assert report.calls >= 60
     assert sum(n for s, n in report.statuses.items() if 200 <= s < 300) > 0  # the happy path was exercised
     assert sum(n for s, n in report.statuses.items() if 400 <= s < 500) > 0  # and the rejections
     assert httpx.get(url + "/v2/health/ready", timeout=10).status_code == 200
@@ -113,7 +116,7 @@ def test_fuzz_gateway(gateway: UpServer) -> None:
     assert doc["info"]["title"] == "ferryman gateway"
     pins = [p for p in doc["paths"]["/v2/models/{model}/infer"]["post"]["parameters"] if p["in"] == "header"]
     assert "x-ferryman-version" in {p["name"] for p in pins}
-    report = fuzz(gateway.url)
+    report = fuzz(gateway.url, model_routes_only=True)  # the rest is the runtime's code, fuzzed above
     _assert_clean(report, gateway.url)
     assert gateway.alive()
     assert "Traceback" not in gateway.output()

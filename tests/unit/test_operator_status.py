@@ -124,3 +124,17 @@ def test_transition_events() -> None:
     recovered = status.transition_events(worse, good)
     assert ("Normal", "Recovered", "no longer degraded (was ModelUnreachable)") in recovered
     assert ("Normal", "Ready", f"serving v1 95%, v2 5% at {ENDPOINT}") in recovered
+
+
+def test_rollout_identity_follows_the_state_not_a_waiting_spec() -> None:
+    from ferryman_operator.reconcile import rollout_identity
+
+    old = md({"strategy": "static"})
+    state, _ = rollout.start(old, now=0.0)
+    first = build(None, ready("v1"), m=old, state=state)
+    assert first["rolloutIdentity"] == rollout_identity(old)
+    new = md()  # a canary the operator has not started yet (waiting for v2): the old state is still in force
+    waiting = build(first, ready("v1"), m=new, state=state, waiting="the new rollout starts once ready: v2")
+    assert waiting["rolloutIdentity"] == rollout_identity(old)
+    started, _ = rollout.start(new, now=1.0, previous=state)
+    assert build(waiting, ready("v1", "v2"), m=new, state=started)["rolloutIdentity"] == rollout_identity(new)

@@ -187,6 +187,9 @@ class DriftMonitor:
             return self
         if self._runner is None:
             self._runner = make_runner(self.config.isolation, engine=self.config.engine)
+        warm = getattr(self._runner, "start", None)
+        if warm is not None:
+            warm()  # start the drift process now: its Evidently import overlaps start-up, not the first window
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name=f"ferryman-drift-{self.model}", daemon=True)
         self._thread.start()

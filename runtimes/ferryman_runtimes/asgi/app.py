@@ -7,7 +7,6 @@ Subclasses (the gateway) override :meth:`InferenceApp.select` to choose the vers
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -230,7 +229,7 @@ class InferenceApp:
         response: InferResponse | None = None
         selection: Selection | None = None
         try:
-            body = await self._read_body(request, receive, started=t0)
+            body = await read_body(request, receive, limit=self.limits.max_body_bytes)
             infer = decode(body)
             selection = self.select(name, version, request, infer)
             record.version, record.route = selection.model.version, selection.route
@@ -257,16 +256,6 @@ class InferenceApp:
             self.observer.finished(record, infer, response)
         if selection is not None and infer is not None:
             await self.after_response(selection, request, infer, response)
-
-    async def _read_body(self, request: Request, receive: Any, *, started: float) -> bytes:
-        """The body, within what is left of the request timeout (a trickled body is a 408, not a held slot)."""
-        budget = self.limits.request_timeout_seconds
-        remaining = budget - (time.perf_counter() - started)
-        try:
-            async with asyncio.timeout(max(remaining, 0.0)):
-                return await read_body(request, receive, limit=self.limits.max_body_bytes)
-        except TimeoutError as err:
-            raise RequestTimeout(f"request body not received within {budget:g}s") from err
 
 
 def _model_path(parts: list[str]) -> tuple[str, str | None, list[str]]:

@@ -6,9 +6,13 @@ from typing import Any
 
 import orjson
 
-from ferryman.errors import InvalidInput, PayloadTooLarge
+from ferryman.errors import InvalidInput, PayloadTooLarge, RequestTimeout
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+
+# Set in the scope by the server protocol (ferryman_runtimes.asgi.limits) when it cut off a body that did not
+# arrive within the request timeout: the disconnect that follows is a timeout, not a client that went away.
+TIMED_OUT = "ferryman.timed_out"
 
 
 class Request:
@@ -64,6 +68,8 @@ async def read_body(request: Request, receive: Any, *, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            if request.scope.get(TIMED_OUT):
+                raise RequestTimeout("request body not received within the request timeout")
             raise InvalidInput("client disconnected before sending the whole body")
         chunk = message.get("body", b"")
         if chunk:

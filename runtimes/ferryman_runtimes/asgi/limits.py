@@ -1,19 +1,22 @@
-"""Connection-level limits uvicorn's httptools protocol lacks: header size, URL size, header read time.
+"""Connection-level limits uvicorn's httptools protocol lacks: header size, target size, time to receive a request.
 
-uvicorn (httptools) buffers request headers without bound and waits for them forever: a client can send a
-megabyte header or trickle one byte a minute (slowloris) and hold memory and a connection. This protocol
-class adds, per request:
+uvicorn (httptools) buffers request headers without bound and waits for headers and body forever: a client
+can send a megabyte header, or trickle a byte a minute (slowloris), and hold memory and a connection. This
+protocol class adds, per request:
 
-* a cap on the request line's target (``414``) and on the total header bytes (``431``) — checked as the
-  parser reports each header, and as a coarse guard on the raw bytes buffered while the header block is
-  still incomplete (so one endless header cannot grow inside the parser either);
-* a header deadline (``408``): the header block must be complete within the request timeout, counted from
-  the connection's start or from the first byte of a keep-alive request. A connection that sends nothing
-  at all is closed silently at the deadline.
+* a cap on the request target (``414``) and on the total header bytes (``431``) — checked as the parser
+  reports each header, and as a coarse guard on the raw bytes buffered while the header block is still
+  incomplete (so one endless header cannot grow inside the parser either);
+* a receive deadline: the whole request — headers and body — must arrive within the request timeout,
+  counted from the connection's start or from the first byte of a keep-alive request. Missing headers get
+  ``408`` from here; a body still missing gets ``408`` too, the application sees a disconnect (the
+  ``ferryman.timed_out`` scope key tells :func:`ferryman_runtimes.asgi.http.read_body` to report it as a
+  timeout). A connection that sends nothing at all is closed silently.
 
-The body's own deadline is the application's (``InferenceApp`` answers ``408`` when the body is slower than
-``limits.request_timeout_seconds``). The limits come from the served app's ``limits`` attribute (found by
-walking ``.app`` wrappers, e.g. the API-key middleware), defaulting to :class:`ferryman.spec.Limits`.
+The deadline costs nothing on the common path: its timer is armed only when a request is still incomplete
+after a read (a request that arrives in one piece never touches the event loop's timers). The limits come
+from the served app's ``limits`` (found through ``.app`` wrappers such as the API-key middleware), defaulting
+to :class:`ferryman.spec.Limits`.
 
 Use it with ``uvicorn.Config(http=PROTOCOL)`` (an import string, so multi-worker mode can spawn it).
 """
@@ -28,6 +31,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ferryman.spec import Limits
+from ferryman_runtimes.asgi.http import TIMED_OUT
 
 PROTOCOL = "ferryman_runtimes.asgi.limits:LimitedHttpToolsProtocol"
 
@@ -61,42 +65,46 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         limits = limits_of(self.app) or Limits()
-        self.header_timeout = float(limits.request_timeout_seconds)
+        self.receive_timeout = float(limits.request_timeout_seconds)
         self.max_header_bytes = int(getattr(limits, "max_header_bytes", MAX_HEADER_BYTES))
         self.max_url_bytes = MAX_URL_BYTES
-        self._in_headers = False
+        self._receiving = True  # between a message's first byte (or the connection's start) and its end
+        self._in_headers = True
         self._header_bytes = 0
         self._raw_header_bytes = 0
         self._received_any = False
-        self._header_timer: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
 
-    # -- the header deadline ------------------------------------------------------------------------
-    def _arm_header_timer(self) -> None:
-        self._disarm_header_timer()
-        self._header_timer = self.loop.call_later(self.header_timeout, self._header_timed_out)
+    # -- the receive deadline -----------------------------------------------------------------------
+    def _arm(self) -> None:
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(self.receive_timeout, self._timed_out)
 
-    def _disarm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
-    def _header_timed_out(self) -> None:
-        self._header_timer = None
-        if self.transport is None or self.transport.is_closing():
+    def _timed_out(self) -> None:
+        self._deadline = None
+        if self.transport is None or self.transport.is_closing() or not self._receiving:
             return
-        if self._received_any and self._in_headers:
-            self._reject(408, f"request headers not received within {self.header_timeout:g}s")
+        if not self._received_any:
+            self.transport.close()  # connected and said nothing
+        elif self._in_headers:
+            self._reject(408, f"request headers not received within {self.receive_timeout:g}s")
         else:
-            self.transport.close()
+            if self.scope is not None:
+                self.scope[TIMED_OUT] = True  # type: ignore[literal-required]
+            self._reject(408, f"request body not received within {self.receive_timeout:g}s", body=True)
 
     # -- protocol interface -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._in_headers = True
-        self._arm_header_timer()
+        self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_timer()
+        self._disarm()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -110,8 +118,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             cause = err.__context__
             if isinstance(cause, _Reject):
                 self._reject(cause.status, str(cause))
-                return
-            self._bad_request()
+            else:
+                self._bad_request()
             return
         except httptools.HttpParserError:
             self._bad_request()
@@ -122,13 +130,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        if self._in_headers:
-            # headers still incomplete: bound what the parser may be holding for an unfinished header
-            self._raw_header_bytes += len(data)
-            if self._raw_header_bytes > 2 * (self.max_header_bytes + self.max_url_bytes):
-                self._reject(431, f"request headers exceed {self.max_header_bytes} bytes")
+        if self._receiving:
+            self._arm()  # the request is still incomplete: from now on it has a deadline
+            if self._in_headers:
+                # bound what the parser may be holding for an unfinished header
+                self._raw_header_bytes += len(data)
+                if self._raw_header_bytes > 2 * (self.max_header_bytes + self.max_url_bytes):
+                    self._reject(431, f"request headers exceed {self.max_header_bytes} bytes")
 
     def _bad_request(self) -> None:
+        self._disarm()
         msg = "Invalid HTTP request received."
         self.logger.warning(msg)
         self.send_400_response(msg)
@@ -136,10 +147,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # -- parser callbacks ---------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._receiving = True
         self._in_headers = True
         self._header_bytes = 0
         self._raw_header_bytes = 0
-        self._arm_header_timer()
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -154,23 +165,31 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
-        self._disarm_header_timer()
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        self._receiving = False
+        self._disarm()
+        super().on_message_complete()
+
     # -- answers ------------------------------------------------------------------------------------
-    def _reject(self, status: int, message: str) -> None:
-        """Answer ``status`` with a JSON error and close (never while another response is being written)."""
-        self._disarm_header_timer()
-        self._in_headers = False
+    def _reject(self, status: int, message: str, *, body: bool = False) -> None:
+        """Answer ``status`` with a JSON error and close — unless a response is already being written.
+
+        In the header phase the cycle (if any) is the previous request's; for a late ``body`` it is this one's.
+        """
+        self._disarm()
+        self._receiving = False
         if self.transport.is_closing():
             return
-        busy = self.cycle is not None and not self.cycle.response_complete
-        if not busy:
-            body = orjson.dumps({"error": message})
+        cycle = self.cycle
+        free = (cycle is not None and not cycle.response_started) if body else (cycle is None or cycle.response_complete)
+        if free:
+            payload = orjson.dumps({"error": message})
             self.transport.write(b"".join([
                 b"HTTP/1.1 ", str(status).encode(), b" ", _REASONS.get(status, b"Error"), b"\r\n",
                 b"content-type: application/json\r\n",
-                b"content-length: ", str(len(body)).encode(), b"\r\n",
-                b"connection: close\r\n\r\n", body,
+                b"content-length: ", str(len(payload)).encode(), b"\r\n",
+                b"connection: close\r\n\r\n", payload,
             ]))
         self.transport.close()

@@ -87,8 +87,9 @@ class RolloutController:
         s = self.accounting.window(version, since=since)
         if self.drift_share is not None:
             share = self.drift_share(version)
-            if share is not None:
-                s = VersionStats(**{**_fields(s), "drift_share": share})
+            monitored = _has_reference(self.md, version)
+            if share is not None or monitored:
+                s = VersionStats(**{**_fields(s), "drift_share": share, "drift_pending": monitored and share is None})
         return s
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -223,3 +224,10 @@ def _uri_changed(md: ModelDeployment, version: str, uri: str, sha: str | None) -
     except KeyError:
         return True
     return old.uri != uri or old.sha256 != sha
+
+
+def _has_reference(md: ModelDeployment, version: str) -> bool:
+    try:
+        return md.spec.drift.enabled and md.spec.version(version).reference_data is not None
+    except KeyError:
+        return False

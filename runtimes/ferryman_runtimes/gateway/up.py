@@ -72,6 +72,7 @@ def build_platform(spec_path: Path, *, state_dir: Path, observers: list[RequestO
     controller = RolloutController(md=md, spec_path=spec_path, gateway=gateway, accounting=accounting,
                                    state_path=state_dir / f"{md.name}.rollout.json",
                                    drift_share=extras.get("drift_share"), on_change=on_change,
+                                   on_reload=extras.get("on_reload"),
                                    tick_seconds=tick_seconds)
     token = admin_token(state_dir)
     return Platform(md, gateway, controller, AdminApp(controller, token=token), accounting, token, extras)

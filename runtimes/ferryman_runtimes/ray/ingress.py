@@ -29,7 +29,7 @@ from ferryman.signature import validate_inputs
 from ferryman.telemetry import RequestObserver, RequestRecord
 from ferryman_runtimes.asgi.app import Selection
 from ferryman_runtimes.asgi.app import log as server_log
-from ferryman_runtimes.asgi.http import Request, send_bytes, send_json
+from ferryman_runtimes.asgi.http import Request, read_body, send_bytes, send_json
 from ferryman_runtimes.gateway.app import GatewayApp
 from ferryman_runtimes.ray.batching import Job
 
@@ -108,7 +108,7 @@ class RayIngressApp(GatewayApp):
         response: InferResponse | None = None
         selection: Selection | None = None
         try:
-            body = await self._read_body(request, receive, started=t0)
+            body = await read_body(request, receive, limit=self.limits.max_body_bytes)
             infer = decode(body)
             selection = self.select(name, version, request, infer)
             model = selection.model

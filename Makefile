@@ -6,7 +6,7 @@ PYTEST := $(PY) -m pytest
 DEMO_DIR ?= .cache/demo
 
 .PHONY: setup lock lint typecheck test test-unit test-integration test-cluster demo bench bench-quick \
-        loadtest soak cluster-up cluster-down crd chart-docs chart-check clean
+        loadtest soak cluster-up cluster-down crd monitoring chart-docs chart-check clean
 
 setup:
 	@bash scripts/setup.sh
@@ -52,6 +52,13 @@ cluster-up: setup
 
 cluster-down:
 	bash scripts/cluster/down.sh
+
+monitoring: setup
+	$(VENV)/bin/ferryman dashboards export monitoring/dashboards
+	$(VENV)/bin/ferryman alerts export monitoring/alerts
+
+crd: setup
+	$(VENV)/bin/ferryman crd -o operators/ferryman_operator/crd/modeldeployments.yaml
 
 chart-docs: setup
 	bash scripts/chart-sync.sh

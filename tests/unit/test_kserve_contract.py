@@ -202,3 +202,9 @@ def test_model_file_discovery_errors(tmp_path: Path, files: list[str], message: 
 def test_missing_model_dir_names_the_storage_initializer(tmp_path: Path) -> None:
     with pytest.raises(ModelStoreError, match="storage initializer"):
         find_model_file(tmp_path / "nope")
+
+
+def test_threads_default_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FERRYMAN_THREADS", "3")
+    assert parse(["--model_name", "m"]).threads == 3
+    assert parse(["--model_name", "m", "--threads", "2"]).threads == 2

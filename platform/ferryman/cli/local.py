@@ -18,7 +18,8 @@ def _up(args: argparse.Namespace) -> int:
     from ferryman.cli.runtimes import launcher
 
     launcher("gateway")(str(args.spec), host=args.host, port=args.port, admin_host=args.admin_host,
-                        admin_port=args.admin_port, state_dir=str(args.state_dir), **cli.security_options(args))
+                        admin_port=args.admin_port, state_dir=str(args.state_dir), telemetry=not args.no_metrics,
+                        **cli.security_options(args))
     return 0
 
 
@@ -129,6 +130,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--admin-host", default="127.0.0.1", help="admin API address (loopback unless you say so)")
     p.add_argument("--admin-port", type=int, default=None, help="default: --port + 1")
+    p.add_argument("--no-metrics", action="store_true",
+                   help="no Prometheus metrics and no drift monitoring (the analysis then uses latency and errors only)")
     cli.add_security_flags(p)
     state(p)
     p.set_defaults(func=_up)

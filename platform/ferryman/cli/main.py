@@ -138,4 +138,6 @@ def _load_extensions() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ferryman.cli.main import main as _main  # the registered module, where extensions append
+
+    sys.exit(_main())

@@ -56,13 +56,13 @@ def admin_token(state_dir: Path) -> str:
 
 
 def build_platform(spec_path: Path, *, state_dir: Path, observers: list[RequestObserver] | None = None,
-                   tick_seconds: float = 0.25, progress: bool = False) -> Platform:
+                   tick_seconds: float = 0.25, progress: bool = False, telemetry: bool = True) -> Platform:
     md = load_deployment(spec_path)
     repo = repository_for(md, progress=progress)
     accounting = Accounting()
     extras: dict[str, Any] = {}
     all_observers: list[RequestObserver] = [accounting, *(observers or [])]
-    hooks = _observability(md, repo, extras)
+    hooks = _observability(md, repo, extras) if telemetry else []
     all_observers.extend(hooks)
     observer = CompositeObserver(*all_observers)
     routes = extras.pop("routes", {})
@@ -140,12 +140,12 @@ def _stop(*servers: Any) -> None:
 
 def run(spec: str, *, host: str = "127.0.0.1", port: int = 8080, admin_host: str = "127.0.0.1",
         admin_port: int | None = None, state_dir: str = ".ferryman", api_keys: str | None = None,
-        tls_cert: str | None = None, tls_key: str | None = None) -> None:
+        tls_cert: str | None = None, tls_key: str | None = None, telemetry: bool = True) -> None:
     state = Path(state_dir)
     tls = tls_options(cert=tls_cert, key=tls_key)  # checked before any model loads: fail fast
     if api_keys is not None:
         ApiKeys(api_keys)
-    platform = build_platform(Path(spec), state_dir=state, progress=True)
+    platform = build_platform(Path(spec), state_dir=state, progress=True, telemetry=telemetry)
     log.info("ferryman up: %s on %s://%s:%d (admin http://%s:%d)%s", platform.md.name, "https" if tls else "http",
              host, port, admin_host, admin_port or port + 1, " with API keys" if api_keys else "")
     import uvloop

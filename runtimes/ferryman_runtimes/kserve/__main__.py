@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from ferryman.errors import FerrymanError
@@ -24,7 +25,8 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--http_port", "--http-port", type=int, default=DEFAULT_HTTP_PORT)
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--workers", type=int, default=1, help="server processes (each loads its own session)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per session")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("FERRYMAN_THREADS") or 1),
+                   help="ONNX Runtime intra-op threads per session (default: $FERRYMAN_THREADS or 1)")
     p.add_argument("--max_body_bytes", "--max-body-bytes", type=int, default=None)
     a = p.parse_args(argv)
     if a.workers < 1 or a.threads < 1:

@@ -48,6 +48,8 @@ def ray_environment(*, port: int, ingress_replicas: int) -> dict[str, str]:
     return {**THROUGHPUT_ENV,
             "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
             "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + ingress_replicas),
+            # no load balancer to deregister from locally: stop in a second, not Ray's 30 s drain window
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
             "RAY_DEDUP_LOGS": "0"}
 
 

@@ -26,8 +26,9 @@ def scraped() -> Iterator[tuple[Prometheus, MetricsExporter]]:
     exporter.serve("m", "v2", Profile(latency_seconds=0.2, error_ratio=0.1, client_error_ratio=0.2, per_second=50))
     try:
         with prometheus({"ferryman": [exporter.address]}, namespace="ns-a") as prom:
-            prom.wait_for('increase(ferryman_requests_total{version="v2"}[5s])',
-                          lambda r: bool(r) and float(r[0]["value"][1]) > 0, timeout=60, what="two scrapes")
+            # a full 5 s window of samples (six scrapes, one per second) before any test reads it
+            prom.wait_for('count_over_time(ferryman_requests_total{version="v2", code="200"}[6s])',
+                          lambda r: bool(r) and float(r[0]["value"][1]) >= 6, timeout=60, what="six scrapes")
             yield prom, exporter
     finally:
         exporter.stop()
@@ -42,8 +43,8 @@ def test_healthy_version(scraped: tuple[Prometheus, MetricsExporter]) -> None:
     prom, _ = scraped
     s = stats(prom.url, "v1")
     assert s.source == "prometheus" and s.note == ""
-    assert s.requests > 50 and s.errors == 0
-    assert s.p99_seconds is not None and 0.005 < s.p99_seconds <= 0.0125  # in the (0.01, 0.0125] bucket or below
+    assert s.requests > 50 and s.errors == 0, s
+    assert s.p99_seconds is not None and 0.005 < s.p99_seconds <= 0.0125, s  # in the (0.01, 0.0125] bucket or below
     result = analyze(s, budget=Budget(), min_requests=20)
     assert result.outcome == Outcome.passed
 
@@ -51,10 +52,10 @@ def test_healthy_version(scraped: tuple[Prometheus, MetricsExporter]) -> None:
 def test_slow_failing_version(scraped: tuple[Prometheus, MetricsExporter]) -> None:
     prom, _ = scraped
     s = stats(prom.url, "v2")
-    assert s.requests > 50
+    assert s.requests > 50, s
     # 10 % of all requests answer 500 and 20 % answer 400; 400s are the callers' and are not counted
-    assert 0.05 < s.error_rate < 0.25
-    assert s.p99_seconds is not None and 0.15 < s.p99_seconds <= 0.25
+    assert 0.04 < s.error_rate < 0.3, s
+    assert s.p99_seconds is not None and 0.15 < s.p99_seconds <= 0.25, s
     result = analyze(s, budget=Budget(p99_ms=100, max_error_rate=0.01), min_requests=20)
     assert result.outcome == Outcome.failed
     assert "p99_latency_ms" in result.reason and "error_rate" in result.reason

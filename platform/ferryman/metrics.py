@@ -34,14 +34,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import logging
 import os
 import re
 import shutil
 import tempfile
 import threading
 import time
-from bisect import bisect_left
+import weakref
 from collections.abc import Mapping
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +109,9 @@ class FerrymanMetrics:
         reg = registry if registry is not None else prometheus_client.REGISTRY
         self.registry = reg
         self._lock = threading.Lock()
+        self._observers: list[PrometheusObserver] = []  # strong: a dropped observer's pending requests still count
+        reg.register(_FlushOnCollect(self))  # first: every collection folds pending requests before reading
+        _every.add(self)
         self._phases: dict[str, set[str]] = {}
         self._weighted: dict[str, set[str]] = {}
         # -- data plane --------------------------------------------------------------------------
@@ -185,6 +190,19 @@ class FerrymanMetrics:
                                                "1 when the prediction distribution drifted.",
                                                dv, multiprocess_mode="mostrecent", registry=reg)
 
+    # -- deferred request metrics ---------------------------------------------------------------------
+    def attach(self, observer: PrometheusObserver) -> None:
+        """Fold ``observer``'s pending requests whenever this registry is collected (and, in multiprocess
+        mode, every ``FLUSH_INTERVAL_SECONDS`` from a daemon thread)."""
+        with self._lock:
+            self._observers.append(observer)
+        if multiprocess_dir() is not None:
+            _start_periodic_flush()
+
+    def flush(self) -> int:
+        """Fold every attached observer's pending requests into the metrics (scrape, shutdown, tests)."""
+        return sum(o.flush() for o in list(self._observers))
+
     # -- traffic and rollout (called by the gateway and the rollout driver) -------------------------
     def set_traffic_weights(self, model: str, weights: Mapping[str, float], *,
                             shadow: Mapping[str, float] | None = None) -> None:
@@ -261,6 +279,51 @@ class FerrymanMetrics:
         self.drift_runs.labels(model, version, "error").inc()
 
 
+class _FlushOnCollect:
+    """A registry collector without samples: collecting the registry folds pending requests first."""
+
+    def __init__(self, metrics: FerrymanMetrics) -> None:
+        self._metrics = weakref.ref(metrics)
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        m = self._metrics()
+        if m is not None:
+            m.flush()
+        return []
+
+
+_every: weakref.WeakSet[FerrymanMetrics] = weakref.WeakSet()
+_flusher: threading.Thread | None = None
+
+
+def _start_periodic_flush() -> None:
+    """Multiprocess mode: any worker answers a scrape from every worker's files, so each worker folds its
+    pending requests on a timer (and at shutdown, see ``flush_all``)."""
+    global _flusher
+    with _default_lock:
+        if _flusher is not None and _flusher.is_alive():
+            return
+        _flusher = threading.Thread(target=_flush_periodically, name="ferryman-metrics-flush", daemon=True)
+        _flusher.start()
+
+
+def _flush_periodically() -> None:
+    while True:
+        time.sleep(FLUSH_INTERVAL_SECONDS)
+        try:
+            flush_all()
+        except Exception:  # a failed fold must not kill the timer
+            logging.getLogger("ferryman.metrics").exception("metrics flush failed")
+
+
+def flush_all() -> int:
+    """Fold the pending requests of every observer in this process (the timer and shutdown hooks)."""
+    return sum(m.flush() for m in list(_every))
+
+
 # -- the process-wide default instance --------------------------------------------------------------
 _default: FerrymanMetrics | None = None
 _default_lock = threading.Lock()
@@ -297,24 +360,15 @@ def set_budget(model: str, *, p99_seconds: float, max_error_ratio: float) -> Non
     default().set_budget(model, p99_seconds=p99_seconds, max_error_ratio=max_error_ratio)
 
 
-# -- the request observer (hot path) ----------------------------------------------------------------
-class _FastHistogram:
-    """One histogram child's hot path: a C bisect and two value increments (what ``observe`` does, minus
-    its per-call checks and Python bucket loop). Built on prometheus_client internals, checked at bind."""
+# -- the request observer (hot path: one append; metrics are folded in bulk) -------------------------
+FLUSH_AT = 4096  # pending requests that make the request path fold them in (bounds memory without scrapes)
+FLUSH_INTERVAL_SECONDS = 0.25  # multiprocess mode: each worker folds this often (a scrape reads every worker)
 
-    __slots__ = ("bounds", "buckets", "child", "sum")
-
-    def __init__(self, child: Any) -> None:
-        self.child = child
-        self.bounds: list[float] = list(child._upper_bounds)
-        self.buckets = [b.inc for b in child._buckets]
-        self.sum = child._sum.inc
-        if len(self.buckets) != len(self.bounds) or self.bounds[-1] != float("inf"):
-            raise RuntimeError("unexpected prometheus_client histogram internals")
-
-    def observe(self, value: float) -> None:
-        self.sum(value)
-        self.buckets[bisect_left(self.bounds, value)](1)
+_KEY = attrgetter("model", "version", "route", "protocol")
+_SECONDS = attrgetter("seconds")
+_CODE = attrgetter("code")
+_ROWS = attrgetter("rows")
+_COMPUTE = attrgetter("compute_seconds")
 
 
 def _fast_inc(child: Any) -> Any:
@@ -322,26 +376,60 @@ def _fast_inc(child: Any) -> Any:
     return child._value.inc
 
 
+def _bounds(histogram: Histogram) -> np.ndarray:
+    bounds = [float(b) for b in histogram._kwargs["buckets"]]
+    if bounds[-1] != float("inf"):
+        bounds.append(float("inf"))
+    return np.asarray(bounds, dtype=np.float64)
+
+
+def add_counts(child: Any, counts: np.ndarray, total: float) -> None:
+    """Add per-bucket counts (aligned with the child's bounds, +Inf last) and their sum to a histogram child."""
+    if len(counts) != len(child._buckets):
+        raise RuntimeError("unexpected prometheus_client histogram internals")
+    child._sum.inc(float(total))
+    for i in np.flatnonzero(counts).tolist():
+        child._buckets[i].inc(int(counts[i]))
+
+
+def observe_many(child: Any, values: np.ndarray) -> None:
+    """Observe many values into a histogram child in O(buckets) metric updates (not one per value)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return
+    bounds = np.asarray(child._upper_bounds, dtype=np.float64)
+    idx = np.searchsorted(bounds, finite.astype(np.float64), side="left")
+    add_counts(child, np.bincount(idx, minlength=len(bounds)), float(finite.sum()))
+
+
+def _grouped_counts(groups: np.ndarray, values: np.ndarray, bounds: np.ndarray, n_groups: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Per group: bucket counts (n_groups, buckets) and value sums, in two bincounts."""
+    nb = len(bounds)
+    idx = np.searchsorted(bounds, values, side="left")
+    counts = np.bincount(groups * nb + idx, minlength=n_groups * nb).reshape(n_groups, nb)
+    return counts, np.bincount(groups, weights=values, minlength=n_groups)
+
+
 class _Series:
-    """Label children pre-bound for one (model, version, route, protocol)."""
+    """Label children bound once for one (model, version, route, protocol)."""
 
     __slots__ = ("codes", "compute", "duration", "key", "metrics", "rows")
 
     def __init__(self, metrics: FerrymanMetrics, key: tuple[str, str, str, str]) -> None:
         self.key = key
         self.metrics = metrics
-        self.duration = _FastHistogram(metrics.request_duration.labels(key[0], key[1], key[2]))
-        self.compute: _FastHistogram | None = None  # bound on the first request that reached the model
-        self.rows: _FastHistogram | None = None
+        self.duration = metrics.request_duration.labels(key[0], key[1], key[2])
+        self.compute: Any = None  # bound on the first request that reached the model
+        self.rows: Any = None
         self.codes: dict[int, Any] = {}
 
-    def computed(self, rows: int, seconds: float) -> None:
+    def computed(self) -> tuple[Any, Any]:
         if self.rows is None or self.compute is None:
             model, version = self.key[0], self.key[1]
-            self.compute = _FastHistogram(self.metrics.compute_duration.labels(model, version))
-            self.rows = _FastHistogram(self.metrics.batch_rows.labels(model, version))
-        self.rows.observe(rows)
-        self.compute.observe(seconds)
+            self.compute = self.metrics.compute_duration.labels(model, version)
+            self.rows = self.metrics.batch_rows.labels(model, version)
+        return self.rows, self.compute
 
     def code(self, code: int) -> Any:
         inc = self.codes.get(code)
@@ -351,10 +439,11 @@ class _Series:
 
 
 class _PredictionPlan:
-    """Which response outputs feed the prediction distribution for one (model, version, outputs)."""
+    """Which response outputs feed the prediction distribution for one (model, version, outputs); collects
+    the output arrays of pending responses and folds them with numpy."""
 
-    __slots__ = ("classes", "confidence", "confidence_output", "label_output", "metrics", "model", "value",
-                 "value_output", "version")
+    __slots__ = ("classes", "confidence", "confidence_output", "label_output", "labels", "metrics", "model",
+                 "probs", "value", "value_output", "values", "version")
 
     def __init__(self, metrics: FerrymanMetrics, model: str, version: str, response: InferResponse) -> None:
         self.metrics, self.model, self.version = metrics, model, version
@@ -373,31 +462,44 @@ class _PredictionPlan:
         if self.label_output is not None:
             self.value_output = None  # a classifier: its float outputs are scores, not values
         self.classes: dict[Any, Any] = {}
-        self.confidence = (_FastHistogram(metrics.prediction_confidence.labels(model, version))
+        self.confidence = (metrics.prediction_confidence.labels(model, version)
                            if self.confidence_output is not None else None)
-        self.value = (_FastHistogram(metrics.prediction_value.labels(model, version))
-                      if self.value_output is not None else None)
+        self.value = metrics.prediction_value.labels(model, version) if self.value_output is not None else None
+        self.labels: list[np.ndarray] = []
+        self.probs: list[np.ndarray] = []
+        self.values: list[np.ndarray] = []
 
-    def observe(self, response: InferResponse) -> None:
+    def collect(self, response: InferResponse) -> None:
         outputs = response.outputs
         if self.label_output is not None:
-            labels = outputs[self.label_output].data
-            if labels.size == 1:
-                self._class(labels.item())(1)
-            elif labels.size:
+            self.labels.append(outputs[self.label_output].data)
+        if self.confidence_output is not None:
+            probs = outputs[self.confidence_output].data
+            if probs.ndim == 2:
+                self.probs.append(probs)
+        if self.value_output is not None:
+            self.values.append(outputs[self.value_output].data)
+
+    def fold(self) -> None:
+        if self.labels:
+            labels, self.labels = np.concatenate(self.labels, axis=None), []
+            if labels.size:
                 uniq, counts = np.unique(labels, return_counts=True)
                 for u, c in zip(uniq.tolist(), counts.tolist(), strict=True):
                     self._class(u)(c)
-        if self.confidence is not None and self.confidence_output is not None:
-            probs = outputs[self.confidence_output].data
-            if probs.ndim == 2 and probs.shape[0] == 1:
-                top = max(probs[0].tolist())  # cheaper than numpy's reduction for one small row
-                if top == top:  # not NaN
-                    self.confidence.observe(top)
-            elif probs.ndim == 2 and probs.shape[0]:
-                observe_many(self.confidence.child, probs.max(axis=1))
-        if self.value is not None and self.value_output is not None:
-            observe_many(self.value.child, outputs[self.value_output].data.reshape(-1))
+        if self.probs:
+            probs, self.probs = self.probs, []
+            if self.confidence is not None:
+                try:
+                    top = np.concatenate(probs).max(axis=1)
+                except ValueError:  # rows of different widths: one reduction each
+                    top = np.concatenate([p.max(axis=1) for p in probs if p.shape[0] and p.shape[1]])
+                if top.size:
+                    observe_many(self.confidence, top)
+        if self.values:
+            values, self.values = np.concatenate(self.values, axis=None), []
+            if self.value is not None and values.size:
+                observe_many(self.value, values)
 
     def _class(self, value: Any) -> Any:
         inc = self.classes.get(value)
@@ -407,31 +509,22 @@ class _PredictionPlan:
         return inc
 
 
-def observe_many(child: Any, values: np.ndarray) -> None:
-    """Observe many values into a histogram child in O(buckets) metric updates (not one per value)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return
-    if finite.size == 1:
-        child.observe(float(finite[0]))
-        return
-    bounds = np.asarray(child._upper_bounds, dtype=np.float64)
-    idx = np.searchsorted(bounds, finite.astype(np.float64), side="left")
-    counts = np.bincount(idx, minlength=len(bounds))
-    child._sum.inc(float(finite.sum()))
-    for i in np.flatnonzero(counts).tolist():
-        child._buckets[i].inc(int(counts[i]))
-
-
 class PrometheusObserver:
-    """Feeds the request metrics on every request: label children are bound once per key tuple and
-    updated through their value objects directly (~12 lock-protected float additions per request)."""
+    """Feeds the request metrics. The request path only appends ``(record, response)`` to a pending list
+    (and moves the in-flight gauge); :meth:`flush` folds the list into the metrics with numpy, a handful of
+    metric updates per series whatever the number of requests. Flushes happen on every collection of the
+    metrics' registry (a scrape, ``get_sample_value``), when ``flush_at`` requests are pending, every
+    ``FLUSH_INTERVAL_SECONDS`` in multiprocess mode, and at shutdown (:meth:`FerrymanMetrics.flush`)."""
 
-    def __init__(self, metrics: FerrymanMetrics | None = None) -> None:
+    def __init__(self, metrics: FerrymanMetrics | None = None, *, flush_at: int = FLUSH_AT) -> None:
         self.metrics = metrics if metrics is not None else default()
+        self._pending: list[tuple[RequestRecord, InferResponse | None]] = []
+        self._flush_at = flush_at
+        self._fold_lock = threading.Lock()
         self._series: dict[tuple[str, str, str, str], _Series] = {}
         self._in_flight: dict[str, Any] = {}
         self._plans: dict[tuple[str, str, tuple[str, ...]], _PredictionPlan] = {}
+        self.metrics.attach(self)
 
     def started(self, model: str) -> None:
         inc = self._in_flight.get(model)
@@ -443,22 +536,73 @@ class PrometheusObserver:
         in_flight = self._in_flight.get(record.model)
         if in_flight is not None:
             in_flight(-1)
-        key = (record.model, record.version, record.route, record.protocol)
-        series = self._series.get(key)
-        if series is None:
-            series = self._bind(key)
-        series.duration.observe(record.seconds)
-        series.code(record.code)(1)
-        if record.rows:
-            series.computed(record.rows, record.compute_seconds)
-        if response is not None and record.code < 400 and response.outputs:
+        pending = self._pending
+        pending.append((record, response))
+        if len(pending) >= self._flush_at:
+            self.flush(wait=False)
+
+    def flush(self, *, wait: bool = True) -> int:
+        """Fold every pending request into the metrics; returns how many. ``wait=False`` skips the fold
+        when another thread is folding. Safe against concurrent ``finished`` calls: the pending list is
+        only appended to, and the folded prefix is removed in one (GIL-atomic) slice deletion."""
+        if not self._fold_lock.acquire(blocking=wait):
+            return 0
+        try:
+            pending = self._pending
+            n = len(pending)
+            if n == 0:
+                return 0
+            items = pending[:n]
+            del pending[:n]
+            self._fold(items)
+            return n
+        finally:
+            self._fold_lock.release()
+
+    def _fold(self, items: list[tuple[RequestRecord, InferResponse | None]]) -> None:
+        n = len(items)
+        records = [item[0] for item in items]
+        index: dict[tuple[str, str, str, str], int] = {}
+        sid = np.fromiter([index.setdefault(k, len(index)) for k in map(_KEY, records)], np.intp, n)
+        series = [self._series.get(k) or self._bind(k) for k in index]
+        ns = len(series)
+        m = self.metrics
+        seconds = np.fromiter(map(_SECONDS, records), np.float64, n)
+        counts, sums = _grouped_counts(sid, seconds, _bounds(m.request_duration), ns)
+        for s, child in enumerate(series):
+            add_counts(child.duration, counts[s], sums[s])
+        codes = np.fromiter(map(_CODE, records), np.int64, n)
+        flat, per = np.unique(sid * 1000 + np.clip(codes, 0, 999), return_counts=True)
+        for f, c in zip(flat.tolist(), per.tolist(), strict=True):
+            series[f // 1000].code(f % 1000)(c)
+        rows = np.fromiter(map(_ROWS, records), np.float64, n)
+        hit = np.flatnonzero(rows)
+        if hit.size:
+            gid, compute = sid[hit], np.fromiter(map(_COMPUTE, records), np.float64, n)[hit]
+            rcounts, rsums = _grouped_counts(gid, rows[hit], _bounds(m.batch_rows), ns)
+            ccounts, csums = _grouped_counts(gid, compute, _bounds(m.compute_duration), ns)
+            for s in np.unique(gid).tolist():
+                rows_child, compute_child = series[s].computed()
+                add_counts(rows_child, rcounts[s], rsums[s])
+                add_counts(compute_child, ccounts[s], csums[s])
+        self._fold_predictions(items)
+
+    def _fold_predictions(self, items: list[tuple[RequestRecord, InferResponse | None]]) -> None:
+        plans = self._plans
+        touched: dict[int, _PredictionPlan] = {}
+        for record, response in items:
+            if response is None or record.code >= 400 or not response.outputs:
+                continue
             pkey = (record.model, record.version, tuple([t.name for t in response.outputs]))
-            plan = self._plans.get(pkey)
+            plan = plans.get(pkey)
             if plan is None:
-                if len(self._plans) >= MAX_SERIES:
-                    return
-                plan = self._plans[pkey] = _PredictionPlan(self.metrics, record.model, record.version, response)
-            plan.observe(response)
+                if len(plans) >= MAX_SERIES:
+                    continue
+                plan = plans[pkey] = _PredictionPlan(self.metrics, record.model, record.version, response)
+            plan.collect(response)
+            touched[id(plan)] = plan
+        for plan in touched.values():
+            plan.fold()
 
     def _bind(self, key: tuple[str, str, str, str]) -> _Series:
         if len(self._series) >= MAX_SERIES:
@@ -509,6 +653,7 @@ def exposition() -> tuple[bytes, str]:
         return prometheus_client.generate_latest(prometheus_client.REGISTRY), CONTENT_TYPE
     from prometheus_client import multiprocess
 
+    flush_all()  # this worker's pending requests; the others fold theirs on their timers
     reap_dead_workers(directory)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)

@@ -40,6 +40,8 @@ class Instrumentation:
         return self.observers[0] if len(self.observers) == 1 else CompositeObserver(*self.observers)
 
     def close(self) -> None:
+        """At shutdown: fold the pending request metrics (exact totals), stop the drift worker."""
+        self.metrics.flush()
         if self.drift is not None:
             self.drift.stop()
 

@@ -120,9 +120,12 @@ class RolloutState:
 
 
 def spec_hash(md: ModelDeployment) -> str:
-    """Identity of what is being rolled out: the versions and the traffic section of the spec."""
+    """Identity of what is being rolled out: each version's name, model and checksum, and the traffic section.
+
+    Scaling (replicas, resources) or editing drift settings is not a new rollout.
+    """
     spec = md.spec
-    doc = {"versions": [v.model_dump(mode="json") for v in spec.versions],
+    doc = {"versions": [{"name": v.name, "uri": v.uri, "sha256": v.sha256} for v in spec.versions],
            "traffic": spec.traffic.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 

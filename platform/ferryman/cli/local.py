@@ -23,6 +23,13 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gateway(args: argparse.Namespace) -> int:
+    from ferryman.cli.runtimes import launcher
+
+    launcher("gateway-proxy")(str(args.routes), host=args.host, port=args.port, telemetry=not args.no_metrics)
+    return 0
+
+
 def admin_endpoint(state_dir: Path) -> tuple[str, str]:
     info = read_json(state_dir / "admin.json")
     if not info:
@@ -135,6 +142,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     cli.add_security_flags(p)
     state(p)
     p.set_defaults(func=_up)
+
+    p = sub.add_parser("gateway", help="the cluster gateway: route by a routes.json (written by the operator) "
+                                       "to per-version servers")
+    p.add_argument("--routes", type=Path, required=True, help="routes.json (ferryman.routes format)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--no-metrics", action="store_true")
+    p.set_defaults(func=_gateway)
 
     p = sub.add_parser("status", help="rollout phase, step, weights, last analysis and per-version traffic")
     p.add_argument("--json", action="store_true")

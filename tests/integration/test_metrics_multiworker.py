@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.helpers.gateway import wait_until
 from tests.helpers.prometheus import parse_exposition, sample_sum
 from tests.helpers.servers import CliServer, serve_cli
 
@@ -85,6 +86,9 @@ def wait_for_workers(directory: Path, n: int, *, timeout: float = 120) -> set[in
 
 
 def assert_totals(server: CliServer, *, good: int, bad: int, scrapes: int = 12) -> None:
+    # each worker folds its pending request metrics on a short timer (and the scraped one at the scrape)
+    wait_until(lambda: sample_sum(scrape(server), "ferryman_requests_total", model=MODEL) == good + bad,
+               timeout=30, interval=0.2, what="every worker's request metrics folded in")
     for _ in range(scrapes):
         s = scrape(server)
         assert sample_sum(s, "ferryman_requests_total", model=MODEL, code="200") == good

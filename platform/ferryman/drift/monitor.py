@@ -1,10 +1,14 @@
 """The drift monitor: per version, a sampled window of live rows, Evidently runs off the request path.
 
-Request path (``observe``/``observe_request``): a sampling coin flip, then a slice copy into the
-version's numpy ring buffer under its lock. Nothing else: no pandas, no Evidently, no metrics.
+Request path (``observe_request``): a counter-based sampler (``sample_percent``, no random draw), then an
+append of the request (a reference: no copy, no lock but the GIL) to a pending list. Nothing else: no
+numpy, no pandas, no Evidently, no metrics. The first request after a fold wakes the worker, which lets
+requests accumulate for ``COALESCE_SECONDS`` (or until ``BULK_AT`` are pending) and then copies them all
+into the versions' numpy ring buffers in one go (:meth:`DriftMonitor.flush`; readers flush too).
+``observe`` (rows given directly: tests, tools) pushes into the window at once.
 
-Worker thread: woken every ``every_rows`` new rows (and, if ``interval_seconds`` is set, on that
-schedule whenever new rows arrived), it snapshots the window and hands a :class:`DriftJob` to a runner
+Worker thread: sleeps until woken; after a fold, when ``every_rows`` new rows arrived (and, if
+``interval_seconds`` is set, on that schedule whenever new rows arrived), it snapshots the window and hands a :class:`DriftJob` to a runner
 (by default a dedicated child process, see ``runners.py``). Runs of one version are at least
 ``min_interval_seconds`` apart whatever the traffic, so drift costs at most one run's CPU per interval
 (at 1,000 req/s, "every 250 rows" alone would mean four runs a second). The result becomes Prometheus gauges and
@@ -14,7 +18,6 @@ the latest :class:`DriftReport`, which the rollout analysis reads through :meth:
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Sequence
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ferryman.drift")
 
 PREDICTION_OPS = ("label", "argmax", "value")
+COALESCE_SECONDS = 0.5  # the worker folds pending requests at most about this often under steady traffic
+BULK_AT = 4096  # ... or as soon as this many requests are pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +111,10 @@ class DriftMonitor:
         self._done = threading.Condition()
         self._thread: threading.Thread | None = None
         self._last_tick = time.monotonic()
+        self._pending: list[tuple[str, InferRequest, InferResponse | None]] = []
+        self._signalled = False  # the worker was woken for the current pending batch
+        self._fold_lock = threading.Lock()
+        self._sample_credit = 100.0  # counter-based sampler: the first request is always taken
 
     # -- setup --------------------------------------------------------------------------------------
     def add_version(self, version: str, *, reference: np.ndarray, feature_names: Sequence[str] | None = None,
@@ -145,10 +154,7 @@ class DriftMonitor:
     def observe(self, version: str, rows: np.ndarray, predictions: np.ndarray | None = None) -> None:
         """Sample live rows (n, features) of ``version`` into its window. Cheap; never raises on bad shapes."""
         state = self._versions.get(version)
-        if state is None:
-            return
-        pct = self.config.sample_percent
-        if pct < 100.0 and random.random() * 100.0 >= pct:
+        if state is None or not self._sampled():
             return
         if rows.ndim != 2 or rows.shape[1] != state.window.width:
             return
@@ -162,24 +168,85 @@ class DriftMonitor:
         if due:
             self._wake.set()
 
+    def _sampled(self) -> bool:
+        """Take ``sample_percent`` of the calls, evenly spread: a credit counter, no random draw."""
+        pct = self.config.sample_percent
+        if pct >= 100.0:
+            return True
+        if pct <= 0.0:
+            return False
+        credit = self._sample_credit + pct
+        if credit < 100.0:
+            self._sample_credit = credit
+            return False
+        self._sample_credit = credit - 100.0
+        return True
+
     def observe_request(self, version: str, request: InferRequest, response: InferResponse | None) -> None:
-        state = self._versions.get(version)
-        if state is None or not request.inputs:
+        """The request path: keep a reference to the request (and response) for the worker's next fold."""
+        if self.config.sample_percent < 100.0 and not self._sampled():
             return
-        tensor = request.inputs[0]
-        if state.input_name is not None and tensor.name != state.input_name:
-            tensor = next((t for t in request.inputs if t.name == state.input_name), None)  # type: ignore[assignment]
-            if tensor is None:
-                return
-        data = tensor.data
-        width = state.window.width
-        if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiub" or data.size % width:
-            return
-        rows = data.reshape(-1, width)
-        predictions = None
-        if response is not None and state.prediction_output is not None:
-            predictions = _read_predictions(response, state.prediction_output, state.prediction_op, rows.shape[0])
-        self.observe(version, rows, predictions)
+        pending = self._pending
+        pending.append((version, request, response))
+        if not self._signalled:
+            self._signalled = True
+            self._wake.set()
+        elif len(pending) >= BULK_AT:
+            if self._thread is None or len(pending) >= 4 * BULK_AT:  # no worker, or it is stuck in a run
+                self.flush(wait=False)
+            else:
+                self._wake.set()
+
+    def flush(self, *, wait: bool = True) -> int:
+        """Copy every pending request's rows (and predictions) into the windows; returns how many requests.
+        Runs in the worker and in readers; safe against concurrent ``observe_request`` appends (only the
+        folded prefix of the pending list is removed, in one GIL-atomic slice deletion)."""
+        if not self._fold_lock.acquire(blocking=wait):
+            return 0
+        try:
+            self._signalled = False  # appends from now on wake the worker again
+            pending = self._pending
+            n = len(pending)
+            if n == 0:
+                return 0
+            items = pending[:n]
+            del pending[:n]
+            by_version: dict[str, list[tuple[InferRequest, InferResponse | None]]] = {}
+            for version, request, response in items:
+                group = by_version.get(version)
+                if group is None:
+                    group = by_version[version] = []
+                group.append((request, response))
+            wake = False
+            for version, group in by_version.items():
+                state = self._versions.get(version)
+                if state is not None:
+                    wake |= self._absorb(state, group)
+        finally:
+            self._fold_lock.release()
+        if wake and threading.current_thread() is not self._thread:
+            self._wake.set()
+        return n
+
+    def _absorb(self, state: _Version, group: list[tuple[InferRequest, InferResponse | None]]) -> bool:
+        chunks: list[tuple[np.ndarray, np.ndarray | None]] = []
+        for request, response in group:
+            rows = _request_rows(state, request)
+            if rows is None:
+                continue
+            predictions = None
+            if response is not None and state.prediction_output is not None:
+                predictions = _read_predictions(response, state.prediction_output, state.prediction_op,
+                                                rows.shape[0])
+            chunks.append((rows, predictions))
+        if not chunks:
+            return False
+        with state.lock:
+            state.window.push_many(chunks)
+            due = state.window.since_run >= self.config.every_rows and not state.pending
+            if due:
+                state.pending = True
+        return due
 
     # -- worker -------------------------------------------------------------------------------------
     def start(self) -> DriftMonitor:
@@ -212,6 +279,13 @@ class DriftMonitor:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            if self._pending:
+                if len(self._pending) < BULK_AT:  # let the batch grow: one bulk copy per interval
+                    self._wake.wait(timeout=COALESCE_SECONDS)
+                    self._wake.clear()
+                    if self._stop.is_set():
+                        return
+                self.flush()
             now = time.monotonic()
             scheduled = interval is not None and now - self._last_tick >= interval
             if scheduled:
@@ -233,6 +307,7 @@ class DriftMonitor:
     def run_now(self, version: str) -> DriftReport:
         """Run drift detection for ``version`` synchronously in this thread (CLI and tests)."""
         state = self._versions[version]
+        self.flush()
         if self._runner is None:
             self._runner = make_runner(self.config.isolation, engine=self.config.engine)
         self._run(state)
@@ -311,6 +386,7 @@ class DriftMonitor:
     def rows_seen(self, version: str) -> int:
         """Live rows sampled for ``version`` so far (reports carry the count at their run)."""
         state = self._versions[version]
+        self.flush()
         with state.lock:
             return state.window.total
 
@@ -318,6 +394,7 @@ class DriftMonitor:
         state = self._versions[version]
         if state.report is not None:
             return state.report
+        self.flush()
         with state.lock:
             size, seen = state.window.size, state.window.total
         return DriftReport(model=self.model, version=version, share=None, drifted=None,
@@ -335,6 +412,22 @@ class DriftMonitor:
             if not self._done.wait_for(lambda: state.runs > after, timeout=timeout):
                 return None
         return state.report
+
+
+def _request_rows(state: _Version, request: InferRequest) -> np.ndarray | None:
+    """The request's feature rows (n, width) as a view, or None when it has none of the right shape."""
+    if not request.inputs:
+        return None
+    tensor = request.inputs[0]
+    if state.input_name is not None and tensor.name != state.input_name:
+        tensor = next((t for t in request.inputs if t.name == state.input_name), None)  # type: ignore[assignment]
+        if tensor is None:
+            return None
+    data = tensor.data
+    width = state.window.width
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiub" or data.size % width:
+        return None
+    return data.reshape(-1, width)
 
 
 def _read_predictions(response: InferResponse, output: str, op: str | None, rows: int) -> np.ndarray | None:

@@ -1,7 +1,8 @@
 """A bounded window of the most recent live rows (and their predictions): a numpy ring buffer.
 
-Not thread-safe on its own: the monitor guards each window with a lock. ``push`` is the only call on
-the request path and is a slice copy, whatever the window size.
+Not thread-safe on its own: the monitor guards each window with a lock. Nothing here runs on the request
+path: the monitor folds pending requests in bulk with ``push_many`` (one concatenation per batch, only of
+the rows that fit); ``push`` is a slice copy, whatever the window size.
 """
 
 from __future__ import annotations
@@ -53,6 +54,28 @@ class RingWindow:
                 self.predictions[: n - first] = predictions[first:]
         self.pos = end % self.capacity
         self.size = min(self.capacity, self.size + n)
+
+    def push_many(self, chunks: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
+        """Append many (rows, predictions-or-None) chunks with one copy: only the newest ``capacity`` rows
+        are concatenated; older ones are just counted."""
+        kept: list[tuple[np.ndarray, np.ndarray | None]] = []
+        held = skipped = 0
+        for chunk in reversed(chunks):
+            if held >= self.capacity:
+                skipped += chunk[0].shape[0]
+            else:
+                kept.append(chunk)
+                held += chunk[0].shape[0]
+        if not kept:
+            return
+        kept.reverse()
+        rows = np.concatenate([r for r, _ in kept]) if len(kept) > 1 else kept[0][0]
+        preds = None
+        if any(p is not None for _, p in kept):
+            preds = np.concatenate([np.full(r.shape[0], np.nan) if p is None else p for r, p in kept])
+        self.total += skipped
+        self.since_run += skipped
+        self.push(rows, preds)
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the held rows and predictions, oldest first."""

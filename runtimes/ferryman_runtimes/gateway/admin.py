@@ -45,11 +45,16 @@ class AdminApp:
         if scope["type"] != "http":
             return
         request = Request(scope)
+        actor = "anonymous"
         try:
             actor = self._authorize(request)
             await self.route(request, receive, send, actor)
         except FerrymanError as err:
-            await send_json(send, err.status, {"error": str(err)})
+            if request.method == "POST":  # refused control actions are audited too (never the token)
+                audit.warning("admin refused method=%s path=%s actor=%s status=%d error=%r", request.method,
+                              request.path[:200], actor, err.status, str(err)[:300])
+            headers = [(b"www-authenticate", b'Bearer realm="ferryman-admin"')] if isinstance(err, Unauthorized) else None
+            await send_json(send, err.status, {"error": str(err)}, headers=headers)
 
     async def route(self, request: Request, receive: Any, send: Any, actor: str) -> None:
         c = self.controller

@@ -121,6 +121,21 @@ def test_kserve_health_and_readiness(client: httpx.Client) -> None:
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 30]}]
 
 
+def test_header_only_responses_and_keep_alive(runtime: Runtime, traffic: np.ndarray) -> None:
+    """The server sends headers and body in one write; a response without a body still goes out."""
+    with httpx.Client(base_url=runtime.url, timeout=10) as c:
+        head = c.head("/v2/health/ready")
+        assert head.status_code == 200
+        assert head.content == b""
+        assert int(head.headers["content-length"]) > 0
+        body, _ = v2.encode_request({"input": traffic[:1]})
+        for _ in range(20):  # one keep-alive connection, answers never run together
+            resp = c.post(f"/v2/models/{MODEL}/infer", content=body)
+            assert resp.status_code == 200
+            assert resp.json()["model_version"] == "v2"
+        assert c.head("/v2/health/live").status_code == 200
+
+
 def test_v2_json_equals_onnx_runtime(client: httpx.Client, sample_models, traffic: np.ndarray) -> None:
     rows = traffic[:9]
     body, _ = v2.encode_request({"input": rows})

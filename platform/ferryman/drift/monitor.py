@@ -229,20 +229,28 @@ class DriftMonitor:
         return n
 
     def _absorb(self, state: _Version, group: list[tuple[InferRequest, InferResponse | None]]) -> bool:
+        """Newest first: rows (and predictions) of the requests that fit the window; older ones only count."""
         chunks: list[tuple[np.ndarray, np.ndarray | None]] = []
-        for request, response in group:
+        capacity, output = state.window.capacity, state.prediction_output
+        held = skipped = 0
+        for request, response in reversed(group):
             rows = _request_rows(state, request)
             if rows is None:
                 continue
+            n = rows.shape[0]
+            if held >= capacity:
+                skipped += n
+                continue
+            held += n
             predictions = None
-            if response is not None and state.prediction_output is not None:
-                predictions = _read_predictions(response, state.prediction_output, state.prediction_op,
-                                                rows.shape[0])
+            if response is not None and output is not None:
+                predictions = _read_predictions(response, output, state.prediction_op, n)
             chunks.append((rows, predictions))
         if not chunks:
             return False
+        chunks.reverse()
         with state.lock:
-            state.window.push_many(chunks)
+            state.window.push_many(chunks, skipped=skipped)
             due = state.window.since_run >= self.config.every_rows and not state.pending
             if due:
                 state.pending = True
@@ -416,9 +424,10 @@ class DriftMonitor:
 
 def _request_rows(state: _Version, request: InferRequest) -> np.ndarray | None:
     """The request's feature rows (n, width) as a view, or None when it has none of the right shape."""
-    if not request.inputs:
+    inputs = request.inputs
+    if not inputs:
         return None
-    tensor = request.inputs[0]
+    tensor = inputs[0]
     if state.input_name is not None and tensor.name != state.input_name:
         tensor = next((t for t in request.inputs if t.name == state.input_name), None)  # type: ignore[assignment]
         if tensor is None:
@@ -431,9 +440,12 @@ def _request_rows(state: _Version, request: InferRequest) -> np.ndarray | None:
 
 
 def _read_predictions(response: InferResponse, output: str, op: str | None, rows: int) -> np.ndarray | None:
-    tensor = next((t for t in response.outputs if t.name == output), None)
+    outputs = response.outputs
+    tensor = outputs[0] if outputs and outputs[0].name == output else None
     if tensor is None:
-        return None
+        tensor = next((t for t in outputs if t.name == output), None)
+        if tensor is None:
+            return None
     data = tensor.data
     if op == "argmax" and data.ndim == 2:
         values = data.argmax(axis=1)

@@ -55,11 +55,11 @@ class RingWindow:
         self.pos = end % self.capacity
         self.size = min(self.capacity, self.size + n)
 
-    def push_many(self, chunks: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
-        """Append many (rows, predictions-or-None) chunks with one copy: only the newest ``capacity`` rows
-        are concatenated; older ones are just counted."""
+    def push_many(self, chunks: list[tuple[np.ndarray, np.ndarray | None]], *, skipped: int = 0) -> None:
+        """Append many (rows, predictions-or-None) chunks, oldest first, with one copy: only the newest
+        ``capacity`` rows are concatenated; older ones (and ``skipped`` rows before them) are just counted."""
         kept: list[tuple[np.ndarray, np.ndarray | None]] = []
-        held = skipped = 0
+        held = 0
         for chunk in reversed(chunks):
             if held >= self.capacity:
                 skipped += chunk[0].shape[0]
@@ -67,6 +67,8 @@ class RingWindow:
                 kept.append(chunk)
                 held += chunk[0].shape[0]
         if not kept:
+            self.total += skipped
+            self.since_run += skipped
             return
         kept.reverse()
         rows = np.concatenate([r for r, _ in kept]) if len(kept) > 1 else kept[0][0]

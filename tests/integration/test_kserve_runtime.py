@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,9 +208,15 @@ def test_two_workers_answer_with_one_metrics_view(sample_models, mnt_models: Pat
             for _ in range(30):
                 with httpx.Client(base_url=rt.url, timeout=30) as fresh:  # new connections spread over workers
                     assert fresh.post(f"/v2/models/{MODEL}/infer", content=body).status_code == 200
-            text = c.get("/metrics").text
-        total = sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines()
-                    if x.startswith("ferryman_requests_total{") and 'code="200"' in x)
+            # each worker folds its samples into the shared files at least every 0.25 s: wait for one tick
+            total = 0.0
+            for _ in range(50):
+                text = c.get("/metrics").text
+                total = sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines()
+                            if x.startswith("ferryman_requests_total{") and 'code="200"' in x)
+                if total >= 30:
+                    break
+                time.sleep(0.2)
         assert total == 30
     finally:
         stop(rt)

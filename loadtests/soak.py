@@ -45,6 +45,14 @@ def sample_memory(server: ServerProcess, stop: threading.Event, samples: list[tu
             samples.append((dt.datetime.now().timestamp() - t0, rss))
 
 
+def rss_growth(samples: list[tuple[float, float]]) -> float | None:
+    """Memory growth after warm-up: last sample minus the peak of the first quarter (start-up noise excluded)."""
+    if len(samples) < 4:
+        return None
+    quarter = max(1, len(samples) // 4)
+    return samples[-1][1] - max(s[1] for s in samples[:quarter])
+
+
 def markdown(result: dict[str, Any], samples: list[tuple[float, float]], *, minutes: float, kind: str) -> str:
     e = result["exact"]
     lines = ["# Soak test", "",
@@ -61,6 +69,9 @@ def markdown(result: dict[str, Any], samples: list[tuple[float, float]], *, minu
         first, last = samples[0][1], samples[-1][1]
         peak = max(s[1] for s in samples)
         lines += [f"| server RSS first / last / peak | {first:.0f} / {last:.0f} / {peak:.0f} MiB |"]
+    growth = result.get("rss_growth_mib")
+    if growth is not None:
+        lines += [f"| RSS growth after warm-up | {growth:+.1f} MiB (bound {result['max_rss_growth_mib']:g} MiB) |"]
     return "\n".join(lines) + "\n"
 
 
@@ -72,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budget-ms", type=float, default=100.0)
     p.add_argument("--max-error-rate", type=float, default=0.01)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "soak.md")
+    p.add_argument("--max-rss-growth-mib", type=float, default=64.0,
+                   help="fail when the server's resident memory grows more than this after the first quarter")
     args = p.parse_args(argv)
     console = Console()
     examples = WORK / "examples"
@@ -102,6 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop.set()
         server.cleanup()
     console.print(loadtest.summary_table(result))
+    growth = rss_growth(samples)
+    result["rss_growth_mib"] = growth
+    result["max_rss_growth_mib"] = args.max_rss_growth_mib
+    if growth is not None and growth > args.max_rss_growth_mib:
+        result["passed"] = False
+        result["reasons"] = [*result.get("reasons", []),
+                             f"server memory grew {growth:.0f} MiB (bound {args.max_rss_growth_mib:g} MiB)"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(result, samples, minutes=args.minutes, kind=kind))
     console.print(f"written: {args.out}")

@@ -75,7 +75,7 @@ def per_row_model(path: Path, *, hidden: int = 768) -> Path:
 
 
 def test_prometheus_p99_agrees_with_the_client_p99_within_one_bucket(traffic: np.ndarray, tmp_path: Path) -> None:
-    model = per_row_model(tmp_path / "per-row.onnx")
+    model = per_row_model(tmp_path / "per-row.onnx", hidden=1536)  # p99 in the 5-ms-wide buckets: client overhead stays inside one
     name = model.stem
     sizes = np.random.default_rng(8).integers(1, 80, size=300)
     bodies = [json.dumps({"inputs": [{"name": "input", "shape": [int(n), 30], "datatype": "FP32",

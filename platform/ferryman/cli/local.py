@@ -17,7 +17,7 @@ from ferryman.statefile import read_json
 def _up(args: argparse.Namespace) -> int:
     from ferryman.cli.runtimes import launcher
 
-    launcher("gateway")(str(args.spec), host=args.host, port=args.port, admin_host=args.admin_host,
+    launcher(args.runtime)(str(args.spec), host=args.host, port=args.port, admin_host=args.admin_host,
                         admin_port=args.admin_port, state_dir=str(args.state_dir), telemetry=not args.no_metrics,
                         **cli.security_options(args))
     return 0
@@ -139,6 +139,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--admin-port", type=int, default=None, help="default: --port + 1")
     p.add_argument("--no-metrics", action="store_true",
                    help="no Prometheus metrics and no drift monitoring (the analysis then uses latency and errors only)")
+    p.add_argument("--runtime", choices=["gateway", "ray"], default="gateway",
+                   help="gateway: every version in-process; ray: a local Ray instance running the same Ray Serve "
+                        "app KubeRay runs")
     cli.add_security_flags(p)
     state(p)
     p.set_defaults(func=_up)

@@ -183,12 +183,13 @@ def reap(instance: str, *, grace: float = 5.0) -> None:
 def run(spec: str, *, host: str = "127.0.0.1", port: int = 8080, proxy_port: int | None = None,
         cpus: float | None = None, inline_below_ms: float | None = None, dispatch: dict[str, str] | None = None,
         admin_host: str | None = None, admin_port: int | None = None, state_dir: str | None = None,
-        api_keys: str | None = None, tls_cert: str | None = None, tls_key: str | None = None) -> None:
+        telemetry: bool = True, api_keys: str | None = None, tls_cert: str | None = None, tls_key: str | None = None) -> None:
     """``ferryman up SPEC --runtime ray``: deploy, print the endpoints, serve until SIGINT/SIGTERM.
 
     Takes the keyword arguments ``ferryman up`` passes every runtime. The local admin API (and so the
     rollout driver) belongs to the gateway runtime: here the spec's first rollout step is served as is, and
     a rollout is driven by changing the ingress ``user_config`` (what the operator does on KubeRay).
+    ``telemetry=False`` is accepted for symmetry; Ray replicas always record ferryman's metrics.
     """
     from rich.console import Console
 

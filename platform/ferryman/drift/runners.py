@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import threading
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -46,6 +47,8 @@ class InlineRunner:
 
 def _child_main(conn: Connection, engine: str) -> None:
     """The drift process: warm up, then answer jobs until the pipe closes (parent gone or closed)."""
+    with contextlib.suppress(OSError):
+        os.nice(15)  # background analysis: the serving process always wins the CPU
     try:
         warm_up(engine)
     except Exception as err:  # Evidently missing: every job will report the error

@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from ferryman.errors import InvalidInput, VersionNotFound
+from ferryman.errors import VersionNotFound
 from ferryman.spec import ModelDeployment, StickyKey, StickySource, Strategy
 
 ROUTE_STABLE = "stable"
@@ -156,9 +156,3 @@ def initial_table(md: ModelDeployment, *, weights: Mapping[str, int] | None = No
                       sticky=sticky, shadow=shadow, shadow_percent=percent, pin_header=t.pin_header.lower(),
                       salt=md.name)
 
-
-def field_value(inputs: Mapping[str, object], name: str) -> object:
-    """Extract a scalar sticky field from decoded request inputs (first element of a named input)."""
-    if name not in inputs:
-        raise InvalidInput(f"sticky field {name!r} missing from the request")
-    return inputs[name]

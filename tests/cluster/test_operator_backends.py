@@ -100,6 +100,8 @@ def test_kserve_backend_inferenceservices_then_runtime_switch(crd: ControlPlane,
             model = isvc["spec"]["predictor"]["model"]
             assert model["runtime"] == "ferryman-onnx" and model["modelFormat"] == {"name": "onnx"}
             assert model["storageUri"] == f"{model_url}/models/{v}/model.onnx"
+            # appended to the runtime's --model_name={{.Name}}: served under the ModelDeployment's name
+            assert model["args"] == [f"--model_name={name}", f"--model_version={v}"]
             assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
             assert isvc["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
         routes = routes_of(crd, namespace, name)

@@ -157,9 +157,26 @@ def test_kserve_objects() -> None:
     model = predictor["model"]
     assert model["modelFormat"] == {"name": "onnx"} and model["runtime"] == "ferryman-onnx"
     assert model["storageUri"] == "https://h/v1.onnx" and model["protocolVersion"] == "v2"
+    assert model["args"] == ["--model_name=m", "--model_version=v1"]
+    assert objects[("InferenceService", "m-v2")]["spec"]["predictor"]["model"]["args"] == [
+        "--model_name=m", "--model_version=v2"]
     routes = yaml.safe_load(objects[("ConfigMap", "m-routes")]["data"]["routes.json"])
     assert routes["backends"]["v2"] == "http://m-v2-predictor.ns.svc.cluster.local"
     assert ("Deployment", "m-gateway") in objects and ("Deployment", "m-v1") not in objects
+
+
+def test_kserve_runtime_serves_the_model_under_the_deployment_name() -> None:
+    """KServe appends the predictor's args to the ClusterServingRuntime's (``{{.Name}}`` substituted): the
+    runtime's own argument parser then sees the ModelDeployment's name and the version, not ``m-v2``."""
+    from ferryman_runtimes.kserve.__main__ import parse
+    from ferryman_runtimes.kserve.manifests import RUNTIME_FILE
+
+    runtime = yaml.safe_load(RUNTIME_FILE.read_text())
+    [container] = runtime["spec"]["containers"]
+    isvc = by_kind(KServeBackend().desired(ctx(md("kserve"))))[("InferenceService", "m-v2")]
+    args = [a.replace("{{.Name}}", isvc["metadata"]["name"]) for a in container["args"]]
+    options = parse([*args, *isvc["spec"]["predictor"]["model"]["args"]])
+    assert (options.model_name, options.model_version, options.model_dir) == ("m", "v2", "/mnt/models")
 
 
 def test_ray_objects() -> None:

@@ -4,7 +4,9 @@ Objects for ModelDeployment ``m`` with versions v1, v2 in namespace ``ns``:
 
 * InferenceService ``m-v1``, ``m-v2`` (RawDeployment mode, ``runtime: <FERRYMAN_KSERVE_RUNTIME>``,
   ``modelFormat: onnx``, protocol v2, ``storageUri`` = the version's URI, replicas and resources from the
-  spec). KServe's storage initializer fetches the model into ``/mnt/models``.
+  spec, predictor ``args`` ``--model_name=m --model_version=v1``). KServe's storage initializer fetches the
+  model into ``/mnt/models``; KServe appends the predictor's args to the runtime's (the last occurrence
+  wins), so every version answers as ``/v2/models/m/infer`` and names itself in ``model_version``.
 * ConfigMap ``m-routes``, Deployment ``m-gateway``, Service ``m``: the ferryman gateway, forwarding to
   each version's predictor Service ``http://m-<version>-predictor.ns.svc.cluster.local``.
 
@@ -28,6 +30,11 @@ STORAGE_SCHEMES = ("s3://", "gs://", "http://", "https://", "pvc://", "oci://", 
 DEPLOYMENT_MODE = "RawDeployment"
 
 
+def predictor_args(md: ModelDeployment, version: str) -> list[str]:
+    """The runtime arguments an InferenceService adds: the model's name and the version it reports."""
+    return [f"--model_name={md.name}", f"--model_version={md.spec.version(version).name}"]
+
+
 def inference_service(ctx: Context, version: str) -> dict[str, Any]:
     md = ctx.md
     v = md.spec.version(version)
@@ -36,6 +43,9 @@ def inference_service(ctx: Context, version: str) -> dict[str, Any]:
         "runtime": ctx.settings.kserve_runtime,
         "protocolVersion": "v2",
         "storageUri": v.uri,
+        # appended to the ClusterServingRuntime's args (``--model_name={{.Name}}`` ...); the last one wins,
+        # so every version is served as /v2/models/<ModelDeployment name> and reports its own version
+        "args": predictor_args(md, version),
         "resources": w.resources(v.resources),
         "securityContext": w.CONTAINER_SECURITY,
         "env": [{"name": "FERRYMAN_THREADS", "value": str(md.spec.threads)}],

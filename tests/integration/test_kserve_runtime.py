@@ -7,11 +7,15 @@ and port pointed at this machine: a directory laid out like the storage initiali
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,11 +71,11 @@ def mnt_models(sample_models, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def start(argv: list[str], port: int, *, timeout: float = 60.0) -> Runtime:
+def start(argv: list[str], port: int, *, timeout: float = 60.0, env: dict[str, str] | None = None) -> Runtime:
     fd, name = tempfile.mkstemp(prefix="ferryman-kserve-", suffix=".log")
     with os.fdopen(fd, "wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     rt = Runtime(url=f"http://127.0.0.1:{port}", process=process, log=Path(name))
     try:
         wait_http(rt.url + "/v2/health/ready", timeout=timeout, alive=lambda: process.poll() is None)
@@ -230,3 +234,115 @@ def test_a_missing_model_fails_fast_with_a_clear_message(sample_models, tmp_path
     assert done.returncode != 0
     assert "no .onnx model file" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- the `kserve` entry point: a ModelDeployment spec in, the KServe-contract server out -----------------
+ENTRY_POINT = ("import json, sys; from ferryman.cli.runtimes import launcher; "
+               "launcher('kserve')(sys.argv[1], host='127.0.0.1', port=int(sys.argv[2]), **json.loads(sys.argv[3]))")
+
+
+def entry_point_command(spec: Path, port: int, **kwargs: object) -> list[str]:
+    """How the bench harness (and any caller of the ``ferryman.runtimes`` group) starts the runtime."""
+    return [sys.executable, "-c", ENTRY_POINT, str(spec), str(port), orjson.dumps(kwargs).decode()]
+
+
+@pytest.fixture(scope="module")
+def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kserve-root")
+
+
+@pytest.fixture(scope="module")
+def from_spec(sample_spec: Path, model_root: Path) -> Iterator[Runtime]:
+    port = free_port()
+    rt = start(entry_point_command(sample_spec, port, model_root=str(model_root)), port)
+    yield rt
+    stop(rt)
+
+
+def test_entry_point_is_registered() -> None:
+    from importlib.metadata import entry_points
+
+    from ferryman_runtimes.kserve.launcher import run
+
+    (ep,) = [ep for ep in entry_points(group="ferryman.runtimes") if ep.name == "kserve"]
+    assert ep.load() is run
+
+
+def test_entry_point_serves_the_stable_version_on_both_protocols(from_spec: Runtime, sample_models,
+                                                                 traffic: np.ndarray) -> None:
+    rows = traffic[:7]
+    want = reference_outputs(Path(sample_models.versions["v1"]), {"input": rows})  # v1 is the spec's stable
+    with httpx.Client(base_url=from_spec.url, timeout=30) as c:
+        assert c.get(f"/v1/models/{MODEL}").json() == {"name": MODEL, "ready": True, "model_version": "v1"}
+        body, _ = v2.encode_request({"input": rows})
+        resp = c.post(f"/v2/models/{MODEL}/infer", content=body)
+        assert resp.status_code == 200, resp.text
+        doc = v2.decode_response(resp.content)
+        assert (doc["model_name"], doc["model_version"]) == (MODEL, "v1")
+        outs = {o["name"]: o["data"] for o in doc["outputs"]}
+        np.testing.assert_array_equal(outs["label"], want["label"])
+        np.testing.assert_allclose(outs["probabilities"], want["probabilities"], rtol=1e-6)
+        resp = c.post(f"/v1/models/{MODEL}:predict", content=orjson.dumps({"instances": rows.tolist()}))
+        assert resp.status_code == 200, resp.text
+        labels = [p["label"] if isinstance(p, dict) else p for p in resp.json()["predictions"]]
+        assert labels == want["label"].tolist()
+        bad = c.post(f"/v2/models/{MODEL}/infer", content=b"[1, 2")
+        assert bad.status_code == 400 and bad.json()["error"]
+
+
+def test_entry_point_lays_out_the_model_directory_like_the_storage_initializer(
+        from_spec: Runtime, model_root: Path, sample_models) -> None:
+    directory = model_root / MODEL / "v1"
+    [entry] = list(directory.iterdir())  # exactly one file, under the URI's base name
+    assert entry.name == "model.onnx"
+    assert entry.resolve() == Path(sample_models.versions["v1"]).resolve()
+    assert f"model directory {directory}" in from_spec.output()
+
+
+@contextlib.contextmanager
+def files_over_http(directory: Path) -> Iterator[str]:
+    handler = functools.partial(_QuietFiles, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def test_entry_point_downloads_a_remote_version_and_checks_its_sha256(
+        sample_models, tmp_path: Path, traffic: np.ndarray) -> None:
+    doc = yaml.safe_load(Path(sample_models.spec).read_text())
+    with files_over_http(Path(sample_models.directory)) as base:
+        for v in doc["spec"]["versions"]:
+            v["uri"] = f"{base}/{v['uri']}"
+        spec = tmp_path / "remote.yaml"
+        spec.write_text(yaml.safe_dump(doc))
+        root = str(tmp_path / "root")
+        cache = {"FERRYMAN_MODEL_CACHE": str(tmp_path / "cache")}  # not the user's model cache
+        port = free_port()
+        rt = start(entry_point_command(spec, port, version="v2", model_root=root), port, env=cache)
+        try:
+            body, _ = v2.encode_request({"input": traffic[:3]})
+            resp = httpx.post(f"{rt.url}/v2/models/{MODEL}/infer", content=body, timeout=30)
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["model_version"] == "v2"
+        finally:
+            stop(rt)
+        [entry] = list((tmp_path / "root" / MODEL / "v2").iterdir())
+        assert entry.resolve().read_bytes() == Path(sample_models.versions["v2"]).read_bytes()
+
+        doc["spec"]["versions"][1]["sha256"] = "0" * 64
+        spec.write_text(yaml.safe_dump(doc))
+        done = subprocess.run(entry_point_command(spec, free_port(), version="v2", model_root=root),
+                              capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **cache})
+        assert done.returncode != 0
+        assert "checksum mismatch" in done.stderr

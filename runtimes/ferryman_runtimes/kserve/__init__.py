@@ -3,6 +3,8 @@
 * :mod:`.server` — the serving-runtime contract (``--model_name``, ``--model_dir``, ``--http_port``,
   model file discovery, health) around the raw ASGI app; ``python -m ferryman_runtimes.kserve`` runs it.
 * :mod:`.protocol` — uvicorn's httptools protocol with ferryman's limits, one socket write per response.
+* :mod:`.launcher` — the ``kserve`` entry point (``ferryman.runtimes``): one version of a ModelDeployment
+  spec, its model directory laid out as KServe's storage initializer does, served by :mod:`.server`.
 * :mod:`.manifests` — ``cluster_serving_runtime(image=...)`` and ``inference_service(md, version)``: typed
   KServe SDK objects rendered as Kubernetes manifests (for the operator and the Helm chart).
 * ``clusterservingruntime.yaml`` — the generated ClusterServingRuntime, committed (kept equal by a test).

@@ -69,6 +69,12 @@ def test_ray_backend_writes_a_valid_rayservice(crd: ControlPlane, namespace: str
         rs = crd.get_json("-n", namespace, "rayservice", name)  # stored: the upstream schema accepted it
         assert rs["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
         assert rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] == 2
+        cluster = rs["spec"]["rayClusterConfig"]
+        for template in (cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]):
+            env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
+            assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+        services = {s["metadata"]["name"] for s in crd.get_json("-n", namespace, "services")["items"]}
+        assert not services  # KubeRay makes <name>-serve-svc; HAProxy on its port reaches direct ingress
         config = yaml.safe_load(rs["spec"]["serveConfigV2"])
         (app,) = config["applications"]
         assert app["import_path"] == IMPORT_PATH

@@ -192,6 +192,23 @@ def test_ray_objects() -> None:
     assert RayBackend().endpoint(c.md, "ns") == "http://m-serve-svc.ns.svc.cluster.local:8000"
 
 
+def test_ray_pods_run_direct_ingress_behind_rays_haproxy() -> None:
+    """Throughput mode on every Ray container, with Ray's HAProxy on the Serve port in front of the
+    direct-ingress replicas: KubeRay's ``<name>-serve-svc:8000`` is the fast path, no Service over the
+    replicas' port range (whose ports Ray assigns per node) is generated."""
+    c = ctx(md("ray"))
+    objects = RayBackend().desired(c)
+    assert [o["kind"] for o in objects] == ["RayService"]
+    for pod in pod_specs(objects):
+        [container] = pod["containers"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+        assert env["RAY_METRICS_EXPORT_PORT"] == "8080"
+        assert {"name": "serve", "containerPort": 8000} in container["ports"]
+    config = yaml.safe_load(objects[0]["spec"]["serveConfigV2"])
+    assert config["http_options"] == {"host": "0.0.0.0", "port": 8000}  # where HAProxy listens
+
+
 def deployment(replicas: int, *, available: int, updated: int | None = None, observed: int = 2) -> dict[str, Any]:
     return {"metadata": {"generation": 2}, "spec": {"replicas": replicas},
             "status": {"observedGeneration": observed, "availableReplicas": available,

@@ -6,13 +6,23 @@ The Serve config comes from :func:`ferryman.serve_config.serve_config`, the func
 worker per version replica, sized for the largest version. Clients call the Serve Service KubeRay
 creates, ``<name>-serve-svc:8000``. Ready when KubeRay reports the ``Ready`` condition (or
 ``serviceStatus: Running`` on older KubeRay).
+
+Every Ray container runs in Ray's throughput mode (:data:`RAY_ENV`): the ingress replicas serve HTTP
+themselves on a port of the direct-ingress range (``RAY_SERVE_DIRECT_INGRESS_*_HTTP_PORT``), and Ray's
+HAProxy takes the Python proxy's place on port 8000 of every pod, forwarding to those replica ports on any
+node. So ``<name>-serve-svc:8000`` reaches the direct-ingress replicas without a Python proxy hop, and no
+Service over the port range is generated: Ray hands out the range's ports per node, lowest free first, with
+a quarantine after a replica is replaced (a replica's port is not fixed), and ingress replicas run on only
+some of the pods (``max(replicas)`` of ``1 + sum(replicas)``), while a Service sends every one of its ports
+to every ready pod it selects — part of the connections would be refused. HAProxy knows where each replica
+listens.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ferryman.serve_config import parse_cpu, parse_memory, serve_config_yaml
+from ferryman.serve_config import THROUGHPUT_ENV, parse_cpu, parse_memory, serve_config_yaml
 from ferryman.spec import ModelDeployment
 from ferryman_operator import names
 from ferryman_operator.backends import workloads as w
@@ -23,6 +33,10 @@ from ferryman_operator.settings import Settings
 RAY_VERSION = "2.60.0"
 SERVE_PORT = 8000
 _SCHEMES = ("file://", "http://", "https://", "s3://", "/")
+
+# Throughput mode (direct ingress, user code on the replica's event loop, gRPC between deployments) with
+# Ray's HAProxy in front of the ingress replicas on the Serve port. The replica ports are Ray's defaults.
+RAY_ENV = {**THROUGHPUT_ENV, "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_METRICS_EXPORT_PORT": "8080"}
 
 # Ray writes session files under /tmp/ray and caches under $HOME: writable root filesystem, but still
 # non-root, no privilege escalation, no capabilities, RuntimeDefault seccomp (restricted profile).
@@ -44,7 +58,7 @@ def _pod(ctx: Context, *, container: str, component: str, cpu: str, memory: str,
                 "ports": ports,
                 "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
                 "securityContext": RAY_CONTAINER_SECURITY,
-                "env": [{"name": "RAY_METRICS_EXPORT_PORT", "value": "8080"}],
+                "env": [{"name": k, "value": v} for k, v in sorted(RAY_ENV.items())],
                 "volumeMounts": [{"name": "ray-tmp", "mountPath": "/tmp/ray"}],
             }],
             "volumes": [{"name": "ray-tmp", "emptyDir": {}}],

@@ -53,21 +53,16 @@ class DataPlane:
         self.limits = limits or Limits()
 
     def infer(self, model: OnnxModel, request: InferRequest) -> InferResponse:
-        feed = validate_inputs(model.signature, request.inputs)
-        max_rows = self.limits.max_batch_rows
-        for name, arr in feed.items():
-            if arr.ndim and arr.shape[0] > max_rows:
-                raise InvalidInput(f"input {name!r}: {arr.shape[0]} rows exceed the limit of {max_rows}")
-        names = None
+        feed = validate_inputs(model.signature, request.inputs, max_rows=self.limits.max_batch_rows)
+        names = model.output_names
         if request.outputs:
             names = [o.name for o in request.outputs]
             unknown = [n for n in names if n not in model.output_names]
             if unknown:
                 raise InvalidInput(f"outputs: unknown output(s) {unknown}; model outputs are {model.output_names}")
-        results = model.run(feed, names)
         types = model.output_types
-        outputs = [Tensor(n, types[n], list(a.shape), a) for n, a in results.items()]
-        return InferResponse(model_name=model.name, model_version=model.version, outputs=outputs, id=request.id)
+        outputs = [Tensor(n, types[n], list(a.shape), a) for n, a in zip(names, model.execute(feed, names), strict=True)]
+        return InferResponse(model.name, model.version, outputs, request.id)
 
     # -- metadata -----------------------------------------------------------------------------------
     def server_metadata(self) -> dict[str, Any]:

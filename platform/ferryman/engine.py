@@ -75,11 +75,14 @@ class OnnxModel:
 
     def run(self, feed: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         names = outputs or self.output_names
+        return dict(zip(names, self.execute(feed, names), strict=True))
+
+    def execute(self, feed: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+        """Run the session for the outputs ``names``; the arrays in that order (the data plane's call)."""
         try:
-            results = self._run(names, feed, None)
+            return self._run(names, feed, None)  # type: ignore[no-any-return]
         except (ort.capi.onnxruntime_pybind11_state.InvalidArgument,
                 ort.capi.onnxruntime_pybind11_state.InvalidGraph) as err:
             raise InvalidInput(f"model rejected the input: {str(err).splitlines()[0][:300]}") from err
         except Exception as err:
             raise InferenceFailed(f"inference failed: {type(err).__name__}") from err
-        return dict(zip(names, results, strict=True))

@@ -43,17 +43,12 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import values as _values
-
-from ferryman.protocol.tensor import InferRequest, InferResponse
-from ferryman.telemetry import RequestRecord
 
 prometheus_client.disable_created_metrics()  # *_created series are noise for us (and double the count)
 
@@ -279,6 +274,9 @@ class FerrymanMetrics:
         self.drift_runs.labels(model, version, "error").inc()
 
 
+FLUSH_INTERVAL_SECONDS = 0.25  # multiprocess mode: each worker folds this often (a scrape reads every worker)
+
+
 class _FlushOnCollect:
     """A registry collector without samples: collecting the registry folds pending requests first."""
 
@@ -358,259 +356,6 @@ def set_model_ready(model: str, version: str, ready: bool) -> None:
 
 def set_budget(model: str, *, p99_seconds: float, max_error_ratio: float) -> None:
     default().set_budget(model, p99_seconds=p99_seconds, max_error_ratio=max_error_ratio)
-
-
-# -- the request observer (hot path: one append; metrics are folded in bulk) -------------------------
-FLUSH_AT = 4096  # pending requests that make the request path fold them in (bounds memory without scrapes)
-FLUSH_INTERVAL_SECONDS = 0.25  # multiprocess mode: each worker folds this often (a scrape reads every worker)
-
-_KEY = attrgetter("model", "version", "route", "protocol")
-_SECONDS = attrgetter("seconds")
-_CODE = attrgetter("code")
-_ROWS = attrgetter("rows")
-_COMPUTE = attrgetter("compute_seconds")
-
-
-def _fast_inc(child: Any) -> Any:
-    """The bound increment of a counter/gauge child's value (skips the public wrapper's checks)."""
-    return child._value.inc
-
-
-def _bounds(histogram: Histogram) -> np.ndarray:
-    bounds = [float(b) for b in histogram._kwargs["buckets"]]
-    if bounds[-1] != float("inf"):
-        bounds.append(float("inf"))
-    return np.asarray(bounds, dtype=np.float64)
-
-
-def add_counts(child: Any, counts: np.ndarray, total: float) -> None:
-    """Add per-bucket counts (aligned with the child's bounds, +Inf last) and their sum to a histogram child."""
-    if len(counts) != len(child._buckets):
-        raise RuntimeError("unexpected prometheus_client histogram internals")
-    child._sum.inc(float(total))
-    for i in np.flatnonzero(counts).tolist():
-        child._buckets[i].inc(int(counts[i]))
-
-
-def observe_many(child: Any, values: np.ndarray) -> None:
-    """Observe many values into a histogram child in O(buckets) metric updates (not one per value)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return
-    bounds = np.asarray(child._upper_bounds, dtype=np.float64)
-    idx = np.searchsorted(bounds, finite.astype(np.float64), side="left")
-    add_counts(child, np.bincount(idx, minlength=len(bounds)), float(finite.sum()))
-
-
-def _grouped_counts(groups: np.ndarray, values: np.ndarray, bounds: np.ndarray, n_groups: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Per group: bucket counts (n_groups, buckets) and value sums, in two bincounts."""
-    nb = len(bounds)
-    idx = np.searchsorted(bounds, values, side="left")
-    counts = np.bincount(groups * nb + idx, minlength=n_groups * nb).reshape(n_groups, nb)
-    return counts, np.bincount(groups, weights=values, minlength=n_groups)
-
-
-class _Series:
-    """Label children bound once for one (model, version, route, protocol)."""
-
-    __slots__ = ("codes", "compute", "duration", "key", "metrics", "rows")
-
-    def __init__(self, metrics: FerrymanMetrics, key: tuple[str, str, str, str]) -> None:
-        self.key = key
-        self.metrics = metrics
-        self.duration = metrics.request_duration.labels(key[0], key[1], key[2])
-        self.compute: Any = None  # bound on the first request that reached the model
-        self.rows: Any = None
-        self.codes: dict[int, Any] = {}
-
-    def computed(self) -> tuple[Any, Any]:
-        if self.rows is None or self.compute is None:
-            model, version = self.key[0], self.key[1]
-            self.compute = self.metrics.compute_duration.labels(model, version)
-            self.rows = self.metrics.batch_rows.labels(model, version)
-        return self.rows, self.compute
-
-    def code(self, code: int) -> Any:
-        inc = self.codes.get(code)
-        if inc is None:
-            inc = self.codes[code] = _fast_inc(self.metrics.requests.labels(*self.key, str(code)))
-        return inc
-
-
-class _PredictionPlan:
-    """Which response outputs feed the prediction distribution for one (model, version, outputs); collects
-    the output arrays of pending responses and folds them with numpy."""
-
-    __slots__ = ("classes", "confidence", "confidence_output", "label_output", "labels", "metrics", "model",
-                 "probs", "value", "value_output", "values", "version")
-
-    def __init__(self, metrics: FerrymanMetrics, model: str, version: str, response: InferResponse) -> None:
-        self.metrics, self.model, self.version = metrics, model, version
-        self.label_output: int | None = None
-        self.confidence_output: int | None = None
-        self.value_output: int | None = None
-        for i, t in enumerate(response.outputs):
-            kind = t.data.dtype.kind
-            if kind in "iub" and self.label_output is None and t.data.ndim <= 2:
-                self.label_output = i
-            elif kind == "f" and t.data.ndim == 2 and t.data.shape[1] > 1 and self.confidence_output is None:
-                self.confidence_output = i
-            elif kind == "f" and (t.data.ndim == 1 or (t.data.ndim == 2 and t.data.shape[1] == 1)) \
-                    and self.value_output is None:
-                self.value_output = i
-        if self.label_output is not None:
-            self.value_output = None  # a classifier: its float outputs are scores, not values
-        self.classes: dict[Any, Any] = {}
-        self.confidence = (metrics.prediction_confidence.labels(model, version)
-                           if self.confidence_output is not None else None)
-        self.value = metrics.prediction_value.labels(model, version) if self.value_output is not None else None
-        self.labels: list[np.ndarray] = []
-        self.probs: list[np.ndarray] = []
-        self.values: list[np.ndarray] = []
-
-    def collect(self, response: InferResponse) -> None:
-        outputs = response.outputs
-        if self.label_output is not None:
-            self.labels.append(outputs[self.label_output].data)
-        if self.confidence_output is not None:
-            probs = outputs[self.confidence_output].data
-            if probs.ndim == 2:
-                self.probs.append(probs)
-        if self.value_output is not None:
-            self.values.append(outputs[self.value_output].data)
-
-    def fold(self) -> None:
-        if self.labels:
-            labels, self.labels = np.concatenate(self.labels, axis=None), []
-            if labels.size:
-                uniq, counts = np.unique(labels, return_counts=True)
-                for u, c in zip(uniq.tolist(), counts.tolist(), strict=True):
-                    self._class(u)(c)
-        if self.probs:
-            probs, self.probs = self.probs, []
-            if self.confidence is not None:
-                try:
-                    top = np.concatenate(probs).max(axis=1)
-                except ValueError:  # rows of different widths: one reduction each
-                    top = np.concatenate([p.max(axis=1) for p in probs if p.shape[0] and p.shape[1]])
-                if top.size:
-                    observe_many(self.confidence, top)
-        if self.values:
-            values, self.values = np.concatenate(self.values, axis=None), []
-            if self.value is not None and values.size:
-                observe_many(self.value, values)
-
-    def _class(self, value: Any) -> Any:
-        inc = self.classes.get(value)
-        if inc is None:
-            label = str(value) if len(self.classes) < MAX_CLASSES else "other"
-            inc = self.classes[value] = _fast_inc(self.metrics.predictions.labels(self.model, self.version, label))
-        return inc
-
-
-class PrometheusObserver:
-    """Feeds the request metrics. The request path only appends ``(record, response)`` to a pending list
-    (and moves the in-flight gauge); :meth:`flush` folds the list into the metrics with numpy, a handful of
-    metric updates per series whatever the number of requests. Flushes happen on every collection of the
-    metrics' registry (a scrape, ``get_sample_value``), when ``flush_at`` requests are pending, every
-    ``FLUSH_INTERVAL_SECONDS`` in multiprocess mode, and at shutdown (:meth:`FerrymanMetrics.flush`)."""
-
-    def __init__(self, metrics: FerrymanMetrics | None = None, *, flush_at: int = FLUSH_AT) -> None:
-        self.metrics = metrics if metrics is not None else default()
-        self._pending: list[tuple[RequestRecord, InferResponse | None]] = []
-        self._flush_at = flush_at
-        self._fold_lock = threading.Lock()
-        self._series: dict[tuple[str, str, str, str], _Series] = {}
-        self._in_flight: dict[str, Any] = {}
-        self._plans: dict[tuple[str, str, tuple[str, ...]], _PredictionPlan] = {}
-        self.metrics.attach(self)
-
-    def started(self, model: str) -> None:
-        inc = self._in_flight.get(model)
-        if inc is None:
-            inc = self._in_flight[model] = _fast_inc(self.metrics.in_flight.labels(model))
-        inc(1)
-
-    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
-        in_flight = self._in_flight.get(record.model)
-        if in_flight is not None:
-            in_flight(-1)
-        pending = self._pending
-        pending.append((record, response))
-        if len(pending) >= self._flush_at:
-            self.flush(wait=False)
-
-    def flush(self, *, wait: bool = True) -> int:
-        """Fold every pending request into the metrics; returns how many. ``wait=False`` skips the fold
-        when another thread is folding. Safe against concurrent ``finished`` calls: the pending list is
-        only appended to, and the folded prefix is removed in one (GIL-atomic) slice deletion."""
-        if not self._fold_lock.acquire(blocking=wait):
-            return 0
-        try:
-            pending = self._pending
-            n = len(pending)
-            if n == 0:
-                return 0
-            items = pending[:n]
-            del pending[:n]
-            self._fold(items)
-            return n
-        finally:
-            self._fold_lock.release()
-
-    def _fold(self, items: list[tuple[RequestRecord, InferResponse | None]]) -> None:
-        n = len(items)
-        records = [item[0] for item in items]
-        index: dict[tuple[str, str, str, str], int] = {}
-        sid = np.fromiter([index.setdefault(k, len(index)) for k in map(_KEY, records)], np.intp, n)
-        series = [self._series.get(k) or self._bind(k) for k in index]
-        ns = len(series)
-        m = self.metrics
-        seconds = np.fromiter(map(_SECONDS, records), np.float64, n)
-        counts, sums = _grouped_counts(sid, seconds, _bounds(m.request_duration), ns)
-        for s, child in enumerate(series):
-            add_counts(child.duration, counts[s], sums[s])
-        codes = np.fromiter(map(_CODE, records), np.int64, n)
-        flat, per = np.unique(sid * 1000 + np.clip(codes, 0, 999), return_counts=True)
-        for f, c in zip(flat.tolist(), per.tolist(), strict=True):
-            series[f // 1000].code(f % 1000)(c)
-        rows = np.fromiter(map(_ROWS, records), np.float64, n)
-        hit = np.flatnonzero(rows)
-        if hit.size:
-            gid, compute = sid[hit], np.fromiter(map(_COMPUTE, records), np.float64, n)[hit]
-            rcounts, rsums = _grouped_counts(gid, rows[hit], _bounds(m.batch_rows), ns)
-            ccounts, csums = _grouped_counts(gid, compute, _bounds(m.compute_duration), ns)
-            for s in np.unique(gid).tolist():
-                rows_child, compute_child = series[s].computed()
-                add_counts(rows_child, rcounts[s], rsums[s])
-                add_counts(compute_child, ccounts[s], csums[s])
-        self._fold_predictions(items)
-
-    def _fold_predictions(self, items: list[tuple[RequestRecord, InferResponse | None]]) -> None:
-        plans = self._plans
-        touched: dict[int, _PredictionPlan] = {}
-        for record, response in items:
-            if response is None or record.code >= 400 or not response.outputs:
-                continue
-            pkey = (record.model, record.version, tuple([t.name for t in response.outputs]))
-            plan = plans.get(pkey)
-            if plan is None:
-                if len(plans) >= MAX_SERIES:
-                    continue
-                plan = plans[pkey] = _PredictionPlan(self.metrics, record.model, record.version, response)
-            plan.collect(response)
-            touched[id(plan)] = plan
-        for plan in touched.values():
-            plan.fold()
-
-    def _bind(self, key: tuple[str, str, str, str]) -> _Series:
-        if len(self._series) >= MAX_SERIES:
-            key = ("_overflow_", "", "", "")
-            if key in self._series:
-                return self._series[key]
-        series = self._series[key] = _Series(self.metrics, key)
-        return series
 
 
 # -- exposition -------------------------------------------------------------------------------------
@@ -697,3 +442,7 @@ def prepare_multiprocess(directory: str | Path | None = None) -> Path:
 
 def cleanup_multiprocess(directory: str | Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
+
+
+# The request observer lives in its own module; re-exported here (it imports this module's metrics).
+from ferryman.request_metrics import FLUSH_AT, PrometheusObserver  # noqa: E402, F401

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,10 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int | None, ...]  # None marks a dynamic dimension
+    fixed: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)  # (axis, size) pairs
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fixed", tuple((axis, d) for axis, d in enumerate(self.shape) if d is not None))
 
     def to_v2(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": [-1 if d is None else d for d in self.shape]}
@@ -58,8 +62,11 @@ def from_ort_session(session: Any) -> Signature:
     return Signature(inputs=specs(session.get_inputs()), outputs=specs(session.get_outputs()))
 
 
-def validate_inputs(signature: Signature, tensors: list[Tensor]) -> dict[str, np.ndarray]:
-    """Check names, datatypes (cast policy), ranks and fixed dims; return the feed for ONNX Runtime."""
+def validate_inputs(signature: Signature, tensors: list[Tensor], *, max_rows: int | None = None) -> dict[str, np.ndarray]:
+    """Check names, datatypes (cast policy), ranks, fixed dims and (with ``max_rows``) the batch size.
+
+    Returns the feed for ONNX Runtime.
+    """
     feed: dict[str, np.ndarray] = {}
     expected = signature.inputs
     if len(tensors) == len(expected) == 1 and tensors[0].name == expected[0].name:
@@ -82,12 +89,15 @@ def validate_inputs(signature: Signature, tensors: list[Tensor]) -> dict[str, np
                 f"input {spec.name!r}: rank {arr.ndim} (shape {list(arr.shape)}) but the model expects rank "
                 f"{len(spec.shape)} {[-1 if d is None else d for d in spec.shape]}"
             )
-        for axis, (got, want) in enumerate(zip(arr.shape, spec.shape, strict=True)):
-            if want is not None and got != want:
+        for axis, want in spec.fixed:
+            got = arr.shape[axis]
+            if got != want:
                 raise InvalidInput(
                     f"input {spec.name!r}: dimension {axis} is {got} but the model requires {want} "
                     f"(expected shape {[-1 if d is None else d for d in spec.shape]})"
                 )
+        if max_rows is not None and arr.ndim and arr.shape[0] > max_rows:
+            raise InvalidInput(f"input {spec.name!r}: {arr.shape[0]} rows exceed the limit of {max_rows}")
         want_dtype = V2_TO_NUMPY[spec.datatype]
         if spec.datatype == "BYTES":
             arr = _strings(arr, where=f"input {spec.name!r}")

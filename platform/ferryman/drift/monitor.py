@@ -1,10 +1,12 @@
 """The drift monitor: per version, a sampled window of live rows, Evidently runs off the request path.
 
 Request path (``observe_request``): a counter-based sampler (``sample_percent``, no random draw), then an
-append of the request (a reference: no copy, no lock but the GIL) to a pending list. Nothing else: no
-numpy, no pandas, no Evidently, no metrics. The first request after a fold wakes the worker, which lets
-requests accumulate for ``COALESCE_SECONDS`` (or until ``BULK_AT`` are pending) and then copies them all
-into the versions' numpy ring buffers in one go (:meth:`DriftMonitor.flush`; readers flush too).
+append of references to the request's feature array and prediction output (no copy, no lock but the GIL)
+to the version's incoming list, at most a window's worth (rows beyond that are only counted). Nothing else:
+no numpy call, no pandas, no Evidently, no metrics, and nothing the cyclic garbage collector has to trace
+(holding whole request objects made full collections slow). The first request after a fold wakes the
+worker, which lets requests accumulate for ``COALESCE_SECONDS`` and then copies them all into the
+versions' numpy ring buffers in one go (:meth:`DriftMonitor.flush`; readers flush too).
 ``observe`` (rows given directly: tests, tools) pushes into the window at once.
 
 Worker thread: sleeps until woken; after a fold, when ``every_rows`` new rows arrived (and, if
@@ -40,7 +42,6 @@ log = logging.getLogger("ferryman.drift")
 
 PREDICTION_OPS = ("label", "argmax", "value")
 COALESCE_SECONDS = 0.5  # the worker folds pending requests at most about this often under steady traffic
-BULK_AT = 4096  # ... or as soon as this many requests are pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +74,9 @@ class DriftConfig:
 
 
 class _Version:
-    __slots__ = ("feature_names", "input_name", "last_start", "lock", "pending", "prediction_kind",
-                 "prediction_op", "prediction_output", "reference", "reference_predictions", "report", "runs",
-                 "version", "window")
+    __slots__ = ("feature_names", "incoming", "input_name", "last_start", "lock", "overflow_folded",
+                 "overflow_rows", "pending", "prediction_kind", "prediction_op", "prediction_output", "reference",
+                 "reference_predictions", "report", "runs", "version", "window")
 
     def __init__(self, version: str, *, reference: np.ndarray, feature_names: list[str], window_size: int,
                  reference_predictions: np.ndarray | None, prediction_kind: str | None, input_name: str | None,
@@ -89,6 +90,12 @@ class _Version:
         self.prediction_output = prediction_output
         self.prediction_op = prediction_op
         self.window = RingWindow(window_size, reference.shape[1])
+        # request path -> worker: (feature array, prediction-output array or None, rows) of requests not yet
+        # folded, at most a window's worth; rows beyond that are only counted (written by the request thread
+        # only; the fold keeps its own count of what it has taken, so neither side needs a lock)
+        self.incoming: list[tuple[np.ndarray, np.ndarray | None, int]] = []
+        self.overflow_rows = 0
+        self.overflow_folded = 0
         self.lock = threading.Lock()
         self.pending = False
         self.report: DriftReport | None = None
@@ -111,7 +118,6 @@ class DriftMonitor:
         self._done = threading.Condition()
         self._thread: threading.Thread | None = None
         self._last_tick = time.monotonic()
-        self._pending: list[tuple[str, InferRequest, InferResponse | None]] = []
         self._signalled = False  # the worker was woken for the current pending batch
         self._fold_lock = threading.Lock()
         self._sample_credit = 100.0  # counter-based sampler: the first request is always taken
@@ -183,71 +189,68 @@ class DriftMonitor:
         return True
 
     def observe_request(self, version: str, request: InferRequest, response: InferResponse | None) -> None:
-        """The request path: keep a reference to the request (and response) for the worker's next fold."""
+        """The request path: keep references to the request's feature array (and prediction output) for
+        the worker's next fold. No copy, no numpy call, nothing the garbage collector has to trace."""
         if self.config.sample_percent < 100.0 and not self._sampled():
             return
-        pending = self._pending
-        pending.append((version, request, response))
+        state = self._versions.get(version)
+        if state is None:
+            return
+        data = _feature_array(state, request)
+        if data is None:
+            return
+        n = data.size // state.window.width
+        incoming = state.incoming
+        if len(incoming) >= state.window.capacity:  # a whole window is waiting already: only count the rows
+            state.overflow_rows += n
+        else:
+            output = state.prediction_output
+            incoming.append((data, None if response is None or output is None else _output_array(response, output), n))
         if not self._signalled:
             self._signalled = True
             self._wake.set()
-        elif len(pending) >= BULK_AT:
-            if self._thread is None or len(pending) >= 4 * BULK_AT:  # no worker, or it is stuck in a run
-                self.flush(wait=False)
-            else:
-                self._wake.set()
+
+    def _has_incoming(self) -> bool:
+        return any(state.incoming or state.overflow_rows != state.overflow_folded for state in self._versions.values())
 
     def flush(self, *, wait: bool = True) -> int:
         """Copy every pending request's rows (and predictions) into the windows; returns how many requests.
         Runs in the worker and in readers; safe against concurrent ``observe_request`` appends (only the
-        folded prefix of the pending list is removed, in one GIL-atomic slice deletion)."""
+        taken prefix of each pending list is removed, in one GIL-atomic slice deletion)."""
         if not self._fold_lock.acquire(blocking=wait):
             return 0
+        taken = 0
+        wake = False
         try:
             self._signalled = False  # appends from now on wake the worker again
-            pending = self._pending
-            n = len(pending)
-            if n == 0:
-                return 0
-            items = pending[:n]
-            del pending[:n]
-            by_version: dict[str, list[tuple[InferRequest, InferResponse | None]]] = {}
-            for version, request, response in items:
-                group = by_version.get(version)
-                if group is None:
-                    group = by_version[version] = []
-                group.append((request, response))
-            wake = False
-            for version, group in by_version.items():
-                state = self._versions.get(version)
-                if state is not None:
-                    wake |= self._absorb(state, group)
+            for state in self._versions.values():
+                incoming = state.incoming
+                n = len(incoming)
+                items = incoming[:n]
+                del incoming[:n]
+                overflow = state.overflow_rows
+                skipped = overflow - state.overflow_folded
+                state.overflow_folded = overflow
+                if items or skipped:
+                    taken += n
+                    wake |= self._absorb(state, items, skipped=skipped)
         finally:
             self._fold_lock.release()
         if wake and threading.current_thread() is not self._thread:
             self._wake.set()
-        return n
+        return taken
 
-    def _absorb(self, state: _Version, group: list[tuple[InferRequest, InferResponse | None]]) -> bool:
+    def _absorb(self, state: _Version, items: list[tuple[np.ndarray, np.ndarray | None, int]], *, skipped: int) -> bool:
         """Newest first: rows (and predictions) of the requests that fit the window; older ones only count."""
         chunks: list[tuple[np.ndarray, np.ndarray | None]] = []
-        capacity, output = state.window.capacity, state.prediction_output
-        held = skipped = 0
-        for request, response in reversed(group):
-            rows = _request_rows(state, request)
-            if rows is None:
-                continue
-            n = rows.shape[0]
+        capacity, width, op = state.window.capacity, state.window.width, state.prediction_op
+        held = 0
+        for data, output, n in reversed(items):
             if held >= capacity:
                 skipped += n
                 continue
             held += n
-            predictions = None
-            if response is not None and output is not None:
-                predictions = _read_predictions(response, output, state.prediction_op, n)
-            chunks.append((rows, predictions))
-        if not chunks:
-            return False
+            chunks.append((data.reshape(n, width), None if output is None else _read_predictions(output, op, n)))
         chunks.reverse()
         with state.lock:
             state.window.push_many(chunks, skipped=skipped)
@@ -287,12 +290,11 @@ class DriftMonitor:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            if self._pending:
-                if len(self._pending) < BULK_AT:  # let the batch grow: one bulk copy per interval
-                    self._wake.wait(timeout=COALESCE_SECONDS)
-                    self._wake.clear()
-                    if self._stop.is_set():
-                        return
+            if self._has_incoming():
+                self._stop.wait(timeout=COALESCE_SECONDS)  # let the batch grow: one bulk copy per interval
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
                 self.flush()
             now = time.monotonic()
             scheduled = interval is not None and now - self._last_tick >= interval
@@ -422,31 +424,31 @@ class DriftMonitor:
         return state.report
 
 
-def _request_rows(state: _Version, request: InferRequest) -> np.ndarray | None:
-    """The request's feature rows (n, width) as a view, or None when it has none of the right shape."""
+def _feature_array(state: _Version, request: InferRequest) -> np.ndarray | None:
+    """The request's feature tensor (whole rows of the window's width), or None when it has none."""
     inputs = request.inputs
     if not inputs:
         return None
     tensor = inputs[0]
     if state.input_name is not None and tensor.name != state.input_name:
-        tensor = next((t for t in request.inputs if t.name == state.input_name), None)  # type: ignore[assignment]
+        tensor = next((t for t in inputs if t.name == state.input_name), None)  # type: ignore[assignment]
         if tensor is None:
             return None
     data = tensor.data
-    width = state.window.width
-    if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiub" or data.size % width:
+    if type(data) is not np.ndarray or data.dtype.kind not in "fiub" or not data.size or data.size % state.window.width:
         return None
-    return data.reshape(-1, width)
+    return data
 
 
-def _read_predictions(response: InferResponse, output: str, op: str | None, rows: int) -> np.ndarray | None:
+def _output_array(response: InferResponse, output: str) -> np.ndarray | None:
     outputs = response.outputs
-    tensor = outputs[0] if outputs and outputs[0].name == output else None
-    if tensor is None:
-        tensor = next((t for t in outputs if t.name == output), None)
-        if tensor is None:
-            return None
-    data = tensor.data
+    if outputs and outputs[0].name == output:
+        return outputs[0].data
+    tensor = next((t for t in outputs if t.name == output), None)
+    return None if tensor is None else tensor.data
+
+
+def _read_predictions(data: np.ndarray, op: str | None, rows: int) -> np.ndarray | None:
     if op == "argmax" and data.ndim == 2:
         values = data.argmax(axis=1)
     else:

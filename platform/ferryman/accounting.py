@@ -49,6 +49,8 @@ class RouteTotals:
 class Accounting:
     """Thread-safe; ``finished`` is on the hot path and only appends."""
 
+    ignores_started = True
+
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._now = clock  # monotonic seconds; windows are marked in this clock
         self._lock = threading.Lock()

@@ -31,6 +31,8 @@ class RequestObserver(Protocol):
 
 
 class NullObserver:
+    ignores_started = True
+
     def started(self, model: str) -> None:
         return None
 
@@ -41,9 +43,11 @@ class NullObserver:
 class CompositeObserver:
     def __init__(self, *observers: RequestObserver) -> None:
         self.observers = observers
+        # observers whose ``started`` does nothing (they say so with ``ignores_started``) are not called
+        self._starters = tuple(o for o in observers if not getattr(o, "ignores_started", False))
 
     def started(self, model: str) -> None:
-        for o in self.observers:
+        for o in self._starters:
             o.started(model)
 
     def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:

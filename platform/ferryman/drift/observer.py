@@ -14,6 +14,8 @@ from ferryman.telemetry import RequestRecord
 class DriftObserver:
     """Copies the inputs (and predictions) of successful requests into the monitor's windows."""
 
+    ignores_started = True
+
     def __init__(self, monitor: DriftMonitor, *, include_shadow: bool = True) -> None:
         self.monitor = monitor
         self.include_shadow = include_shadow

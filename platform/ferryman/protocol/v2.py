@@ -74,7 +74,7 @@ def _count(shape: Any) -> int:
 _MISSING: Any = object()
 
 
-_PACKED_FLOATS = {"FP32": (b"f", np.dtype("<f4")), "FP64": (b"d", np.dtype("<f8"))}
+_PACKED_FLOATS: dict[str, tuple[bytes, np.dtype]] = {"FP32": (b"f", np.dtype("<f4")), "FP64": (b"d", np.dtype("<f8"))}
 
 
 def _packed_floats(data: Any, *, packed: tuple[bytes, np.dtype], count: int, shape: list[int]) -> np.ndarray | None:
@@ -204,7 +204,7 @@ def decode_request(body: bytes, *, header_length: int | None = None, max_element
         datatype = item.get("datatype")
         if type(datatype) is not str or datatype not in V2_TO_NUMPY:  # a list or an object is unhashable
             raise InvalidInput(f"{_Where(i, name)}.datatype: unknown datatype {datatype!r}")
-        shape = item.get("shape")
+        shape: list[int] = item.get("shape")  # type: ignore[assignment]  # checked by _count
         count = _count(shape)
         if count < 0:
             raise InvalidInput(f"{_Where(i, name)}.shape: must be a list of non-negative integers")
@@ -227,10 +227,12 @@ def decode_request(body: bytes, *, header_length: int | None = None, max_element
         else:
             data = item.get("data", _MISSING)
             packed = _PACKED_FLOATS.get(datatype)
-            arr = None if packed is None else _packed_floats(data, packed=packed, count=count, shape=shape)
-            if arr is None:
-                if data is _MISSING:
-                    raise InvalidInput(f"{_Where(i, name)}.data: missing (and no binary_data_size)")
+            fast = None if packed is None else _packed_floats(data, packed=packed, count=count, shape=shape)
+            if fast is not None:
+                arr = fast
+            elif data is _MISSING:
+                raise InvalidInput(f"{_Where(i, name)}.data: missing (and no binary_data_size)")
+            else:
                 arr = _json_array(data, datatype=datatype, shape=shape, where=_Where(i, name))
         inputs.append(Tensor(name, datatype, shape, arr))
     if offset != len(binary):

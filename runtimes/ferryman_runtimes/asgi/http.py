@@ -27,15 +27,15 @@ class Request:
 
     @property
     def headers(self) -> dict[bytes, bytes]:
+        """Lower-case name -> value (the last one of repeated headers), built once per request."""
         if self._headers is None:
             self._headers = {k.lower(): v for k, v in self.scope["headers"]}
         return self._headers
 
     def header(self, name: bytes) -> str | None:
-        for k, v in self.scope["headers"]:
-            if k == name or k.lower() == name:
-                return v.decode("latin-1")
-        return None
+        """The value of the header ``name`` (lower-case bytes), or None."""
+        value = (self._headers if self._headers is not None else self.headers).get(name)
+        return None if value is None else value.decode("latin-1")
 
     def cookie(self, name: str) -> str | None:
         raw = self.header(b"cookie")

@@ -15,10 +15,10 @@ import asyncio
 import logging
 import random
 import time
-import uuid
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import numpy as np
 
 from ferryman.dataplane import DataPlane
 from ferryman.engine import OnnxModel
@@ -29,11 +29,13 @@ from ferryman.spec import StickySource
 from ferryman.telemetry import RequestObserver, RequestRecord
 from ferryman_runtimes.asgi.app import InferenceApp, Selection
 from ferryman_runtimes.asgi.http import Request
+from ferryman_runtimes.gateway.predictions import PredictionLog
 
 log = logging.getLogger("ferryman.gateway")
 
-PREDICTIONS_KEPT = 100_000  # request id -> (version, route, predicted class) for A/B feedback
+PREDICTIONS_KEPT = 100_000  # request id -> (version, route, class output) for A/B feedback
 SHADOW_MAX_IN_FLIGHT = 64
+_NOTHING = RoutingInputs()
 
 
 class GatewayApp(InferenceApp):
@@ -43,9 +45,11 @@ class GatewayApp(InferenceApp):
                  extra_routes: dict[tuple[str, str], Any] | None = None, track_predictions: bool = True) -> None:
         super().__init__(dataplane, observer=observer, extra_routes=extra_routes)
         self.table = table
+        self._headers = _wanted_headers(table)
         self._random = random.random
         self.track_predictions = track_predictions
-        self.predictions: OrderedDict[str, tuple[str, str, int | None]] = OrderedDict()
+        # request id -> (version, route, the class output array or None); the class is read on feedback only
+        self.predictions = PredictionLog(PREDICTIONS_KEPT)
         self.shadow_tasks: set[asyncio.Task[None]] = set()
         self.shadow_errors = 0
         self.shadow_requests = 0
@@ -53,7 +57,20 @@ class GatewayApp(InferenceApp):
         self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferryman-shadow")
 
     def set_table(self, table: RouteTable) -> None:
-        self.table = table  # atomic: one reference assignment
+        self._headers = _wanted_headers(table)
+        self.table = table  # atomic: one reference assignment (a request reading the old headers set is harmless)
+
+    def prediction(self, request_id: str) -> tuple[str, str, int | None] | None:
+        """(version, route, predicted class or None) of a remembered request, for A/B feedback."""
+        seen = self.predictions.get(request_id)
+        if seen is None:
+            return None
+        version, route, labels = seen
+        return version, route, (int(labels.flat[0]) if labels is not None else None)
+
+    def forget(self, request_id: str) -> None:
+        """Drop a remembered request (its feedback was counted)."""
+        self.predictions.forget(request_id)
 
     def openapi_route_headers(self) -> list[str]:
         table = self.table
@@ -67,10 +84,25 @@ class GatewayApp(InferenceApp):
         table = self.table
         if model_name != table.model:
             return super().select(model_name, version, request, infer)
-        headers = _routing_headers(request, table)
+        headers = _routing_headers(request, self._headers)
+        sticky = table.sticky
+        if sticky is None and headers is None and version is None:
+            inputs = _NOTHING  # a weighted draw: nothing on the request can change the choice
+        else:
+            inputs = self._routing_inputs(request, infer, model_name=model_name, version=version, headers=headers)
+        decision = decide(table, inputs, draw=self._random(), shadow_draw=self._random() if table.shadow else 1.0)
+        model = self.repository.get(model_name, decision.version)
+        shadow = self.repository.get(model_name, decision.shadow) if decision.shadow else None
+        selection = Selection(model, decision.route, shadow)
+        if infer.id is None and self.track_predictions:
+            selection.seq, infer.id = self.predictions.new_id()
+        return selection
+
+    def _routing_inputs(self, request: Request, infer: InferRequest, *, model_name: str, version: str | None,
+                        headers: dict[str, str] | None) -> RoutingInputs:
         cookies: dict[str, str] = {}
         fields: dict[str, object] = {}
-        sticky = table.sticky
+        sticky = self.table.sticky
         if sticky is not None:
             if sticky.source == StickySource.cookie:
                 value = request.cookie(sticky.name)
@@ -81,13 +113,7 @@ class GatewayApp(InferenceApp):
                 if sticky.name not in self.repository.get(model_name).signature.input_names:
                     # the key travelled as an extra input: strip it before the model sees the request
                     infer.inputs = [t for t in infer.inputs if t.name != sticky.name]
-        decision = decide(table, RoutingInputs(path_version=version, headers=headers, cookies=cookies, fields=fields),
-                          draw=self._random(), shadow_draw=self._random() if table.shadow else 1.0)
-        model = self.repository.get(model_name, decision.version)
-        shadow = self.repository.get(model_name, decision.shadow) if decision.shadow else None
-        if infer.id is None and self.track_predictions:
-            infer.id = uuid.uuid4().hex
-        return Selection(model, decision.route, shadow)
+        return RoutingInputs(path_version=version, headers=headers or {}, cookies=cookies, fields=fields)
 
     async def after_response(self, selection: Selection, request: Request, infer: InferRequest,
                              response: InferResponse | None) -> None:
@@ -128,10 +154,8 @@ class GatewayApp(InferenceApp):
             record.seconds = record.compute_seconds = time.perf_counter() - t0
 
     def _remember(self, request_id: str, selection: Selection, response: InferResponse) -> None:
-        predicted = _predicted_class(response)
-        self.predictions[request_id] = (selection.model.version, selection.route, predicted)
-        if len(self.predictions) > PREDICTIONS_KEPT:
-            self.predictions.popitem(last=False)
+        self.predictions.record(selection.seq, request_id, (selection.model.version, selection.route,
+                                                            _class_output(response)))
 
     async def shutdown(self) -> None:
         if self.shadow_tasks:
@@ -139,15 +163,25 @@ class GatewayApp(InferenceApp):
         self._shadow_pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _routing_headers(request: Request, table: RouteTable) -> dict[str, str]:
-    wanted = {table.pin_header.encode()}
+def _wanted_headers(table: RouteTable) -> dict[bytes, str]:
+    """The request headers routing reads (raw lower-case name -> the policy's name): the pin, a sticky key."""
+    wanted = {table.pin_header.encode(): table.pin_header}
     if table.sticky is not None and table.sticky.source == StickySource.header:
-        wanted.add(table.sticky.name.lower().encode())
-    out = {}
-    for k, v in request.scope["headers"]:
-        k = k.lower()
-        if k in wanted:
-            out[k.decode()] = v.decode("latin-1")
+        name = table.sticky.name.lower()
+        wanted[name.encode()] = name
+    return wanted
+
+
+def _routing_headers(request: Request, wanted: dict[bytes, str]) -> dict[str, str] | None:
+    """The routing headers present on the request, or None when there are none (the common case)."""
+    headers = request.headers
+    out = None
+    for raw, name in wanted.items():
+        value = headers.get(raw)
+        if value is not None:
+            if out is None:
+                out = {}
+            out[name] = value.decode("latin-1")
     return out
 
 
@@ -160,8 +194,9 @@ def _sticky_fields(infer: InferRequest, name: str) -> dict[str, object]:
     return {name: params} if params is not None else {}
 
 
-def _predicted_class(response: InferResponse) -> int | None:
+def _class_output(response: InferResponse) -> np.ndarray | None:
+    """The one-element integer output (a classifier's label) of a 1-row answer, if any."""
     for t in response.outputs:
         if t.datatype.startswith("INT") and t.data.size == 1:
-            return int(t.data.flat[0])
+            return t.data
     return None

@@ -170,7 +170,7 @@ class RolloutController:
         return decision
 
     def record_feedback(self, request_id: str, label: int) -> dict[str, Any]:
-        seen = self.gateway.predictions.get(request_id)
+        seen = self.gateway.prediction(request_id)
         if seen is None:
             raise InvalidInput(f"unknown or expired request id {request_id!r}")
         version, _route, predicted = seen
@@ -179,7 +179,7 @@ class RolloutController:
         f = self.feedback.setdefault(version, Feedback())
         f.total += 1
         f.correct += int(predicted == label)
-        del self.gateway.predictions[request_id]
+        self.gateway.forget(request_id)
         self.persist()
         return {"version": version, "correct": predicted == label}
 

@@ -22,7 +22,6 @@ from ferryman.errors import ModelStoreError
 from ferryman.spec import Limits
 from ferryman_runtimes.asgi.app import InferenceApp
 from ferryman_runtimes.asgi.http import send_json
-from ferryman_runtimes.kserve.protocol import PROTOCOL
 
 DEFAULT_MODEL_DIR = "/mnt/models"
 DEFAULT_HTTP_PORT = 8080
@@ -109,7 +108,6 @@ def run(options: Options) -> None:
     from ferryman_runtimes.native.server import uvicorn_options
 
     opts = uvicorn_options(host=options.host, port=options.http_port, workers=options.workers)
-    opts["http"] = PROTOCOL  # the native server's limits, plus one socket write per response
     if options.workers > 1:
         metrics.prepare_multiprocess()  # one /metrics for all workers (before any metric exists)
         build_app(options)  # fail fast, in this process, on a missing or broken model

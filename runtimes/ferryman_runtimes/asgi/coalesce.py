@@ -6,7 +6,9 @@ follows and hands both to the transport together (``writelines``: one ``writev``
 It is :class:`~ferryman_runtimes.asgi.limits.LimitedHttpToolsProtocol` (header size and receive-time
 limits) with the transport wrapped. A header block with no body write after it (``HEAD``, an empty body)
 is flushed on the next loop iteration, and before the transport closes; writes of anything else go straight
-through. Use it as ``uvicorn.Config(http=PROTOCOL)``.
+through. Every ferryman HTTP server uses it (``ferryman_runtimes.native.server.uvicorn_options``): the native
+runtime, the gateway, the cluster gateway and the KServe-contract server. Use it as
+``uvicorn.Config(http=PROTOCOL)``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from ferryman_runtimes.asgi.limits import LimitedHttpToolsProtocol
 
-PROTOCOL = "ferryman_runtimes.kserve.protocol:CoalescingHttpToolsProtocol"
+PROTOCOL = "ferryman_runtimes.asgi.coalesce:CoalescingHttpToolsProtocol"
 
 _STATUS_LINE = b"HTTP/1.1 "
 _END_OF_HEADERS = b"\r\n\r\n"

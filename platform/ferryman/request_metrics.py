@@ -2,7 +2,8 @@
 
 Request path (:meth:`PrometheusObserver.finished`): one append of a tuple of plain numbers (series id,
 seconds, code, rows, compute seconds) and, for a successful answer, appends of references to the output
-arrays that feed the prediction distribution; the in-flight gauge moves. Nothing kept is tracked by Python's
+arrays that feed the prediction distribution; a plain counter of requests in flight moves (the gauge takes
+its value at every flush, so a scrape reads it exactly). Nothing kept is tracked by Python's
 cyclic garbage collector (a tuple of numbers is untracked at the first collection it survives, numpy arrays
 never are), so thousands of pending requests cost the collector nothing. Holding the request and response
 objects instead promoted them to the oldest generation and made full collections take tens of milliseconds.
@@ -202,21 +203,20 @@ class PrometheusObserver:
         self._fold_lock = threading.Lock()
         self._series: dict[tuple[str, str, str, str], _Series] = {}
         self._by_sid: list[_Series] = []
-        self._in_flight: dict[str, Any] = {}
+        self._in_flight: dict[str, int] = {}  # model -> requests being served; the gauge is set at each flush
         self._plans: dict[tuple[str, str, tuple[str, ...]], _PredictionPlan] = {}
         self._plan_list: list[_PredictionPlan] = []
         self.metrics.attach(self)
 
     def started(self, model: str) -> None:
-        inc = self._in_flight.get(model)
-        if inc is None:
-            inc = self._in_flight[model] = _fast_inc(self.metrics.in_flight.labels(model))
-        inc(1)
+        in_flight = self._in_flight
+        in_flight[model] = in_flight.get(model, 0) + 1
 
     def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
-        in_flight = self._in_flight.get(record.model)
-        if in_flight is not None:
-            in_flight(-1)
+        in_flight = self._in_flight
+        model = record.model
+        if model in in_flight:
+            in_flight[model] -= 1
         key = (record.model, record.version, record.route, record.protocol)
         series = self._series.get(key) or self._bind(key)
         pending = self._pending
@@ -237,6 +237,8 @@ class PrometheusObserver:
         if not self._fold_lock.acquire(blocking=wait):
             return 0
         try:
+            for model, count in list(self._in_flight.items()):
+                self.metrics.in_flight.labels(model).set(count)
             items = _take(self._pending)
             if items:
                 self._fold(items)

@@ -16,16 +16,18 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import sys
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import ClassVar
 
+import httpx
 import numpy as np
 import yaml
 
-from loadtests.servers import HOST, ServerProcess, ferryman_argv, ferryman_help, free_port
+from loadtests.servers import HOST, ServerFailed, ServerProcess, ferryman_argv, ferryman_help, free_port
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,10 @@ class Contender(ABC):
 
 class ProcessContender(Contender):
     ready_path: ClassVar[str] = "/v2/health/ready"
+    # Servers with drift monitoring load Evidently in a background process after they are ready (about 10 s
+    # of one niced core, once). Measuring steady state means waiting for it: GET /drift says when.
+    waits_for_drift: ClassVar[bool] = False
+    drift_timeout: ClassVar[float] = 180.0
     server: ServerProcess | None = None
 
     @abstractmethod
@@ -93,6 +99,8 @@ class ProcessContender(Contender):
         self.server.start()
         self.url = self.server.url
         self.startup_seconds = self.server.startup_seconds
+        if self.waits_for_drift:
+            wait_for_drift_engine(self.url, timeout=self.drift_timeout)
 
     def stop(self) -> None:
         if self.server is not None:
@@ -101,6 +109,20 @@ class ProcessContender(Contender):
 
     def output(self) -> str:
         return self.server.output() if self.server is not None else ""
+
+
+def wait_for_drift_engine(url: str, *, timeout: float) -> None:
+    """Until ``GET /drift`` answers with ``x-ferryman-drift-engine: ready`` (a server without the header
+    has no such warm-up: return at once)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.get(f"{url}/drift", timeout=10)
+        state = response.headers.get("x-ferryman-drift-engine")
+        if state is None or state == "ready":
+            return
+        if time.monotonic() > deadline:
+            raise ServerFailed(f"the drift engine was not ready after {timeout:.0f} s")
+        time.sleep(0.25)
 
 
 REGISTRY: dict[str, type[Contender]] = {}
@@ -181,6 +203,7 @@ class RayStock(ProcessContender):
 class FerrymanNative(ProcessContender):
     name, label, group = "ferryman-native", "ferryman serve SPEC (native runtime, direct; metrics + drift)", "ferryman"
     batch = True
+    waits_for_drift = True
 
     def argv(self, ctx: BenchContext, port: int) -> list[str]:
         return [*ferryman_argv(), "serve", str(ctx.spec), "--host", HOST, "--port", str(port)]
@@ -233,6 +256,7 @@ class _Gateway(ProcessContender):
 @register
 class FerrymanGateway(_Gateway):
     name, label = "ferryman-gateway", "ferryman up: gateway, canary split, metrics + drift on"
+    waits_for_drift = True
 
     def argv(self, ctx: BenchContext, port: int) -> list[str]:
         return self._up(ctx, ctx.spec, port)

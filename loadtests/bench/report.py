@@ -183,6 +183,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- model: {s['model']}, {s['rows_per_request']} row per request, {s['protocol']}",
         f"- large batches: {s['batch_rows']} rows per request, {s['batch_protocol']}",
         "- every server uses the same ONNX Runtime session options (1 intra-op thread, sequential, no spinning)",
+        "- servers with drift monitoring are measured in steady state: after their drift process has loaded "
+        "Evidently (`GET /drift` answers `x-ferryman-drift-engine: ready`; the import costs about 10 s of one "
+        "niced core, once, at start-up)",
         "",
         "## Throughput and latency",
         "",

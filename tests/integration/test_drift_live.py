@@ -110,6 +110,8 @@ def test_one_feature_x3_drifts_within_one_window_visible_in_prometheus(served: A
         first = wait_for_run(client, "v1", rows_seen=WINDOW)
         assert first["error"] is None
         assert first["share"] < THRESHOLD and first["drifted"] is False
+        # a completed run means the drift process has loaded its engine, and /drift says so
+        assert client.get("/drift").headers["x-ferryman-drift-engine"] == "ready"
         prom.wait_for(f'ferryman_drift_detected{{model="{MODEL}", version="v1"}} == 0', timeout=60)
 
         for chunk in np.split(rows(WINDOW, seed=3, scale0=3.0), 20):  # exactly one window of shifted traffic

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,9 @@ class GatedRunner:
         assert self.gate.wait(300)
         return self.inner.run(job)
 
+    def ready(self) -> bool:
+        return True
+
     def close(self) -> None:
         self.gate.set()
 
@@ -179,7 +183,13 @@ def test_stattest_engine_matches_evidently_data_drift_preset() -> None:
 
 def test_process_runner_computes_in_a_child_process() -> None:
     runner = ProcessRunner(engine="stattest")
+    assert not runner.ready()  # no child yet
     try:
+        runner.start()
+        deadline = time.monotonic() + 300
+        while not runner.ready():  # the child reports once Evidently is imported and warmed up
+            assert time.monotonic() < deadline, "drift process never reported ready"
+            time.sleep(0.1)
         job = DriftJob(engine="stattest", reference=gaussian(200, seed=1), current=gaussian(200, seed=2, scale0=3.0),
                        feature_names=["a", "b", "c", "d"], drift_share=0.25)
         result = runner.run(job)

@@ -314,6 +314,10 @@ class DriftMonitor:
                     continue
                 self._run(state)
 
+    def engine_ready(self) -> bool:
+        """Whether the drift engine is loaded (its process finished importing Evidently)."""
+        return self._runner is not None and self._runner.ready()
+
     def run_now(self, version: str) -> DriftReport:
         """Run drift detection for ``version`` synchronously in this thread (CLI and tests)."""
         state = self._versions[version]

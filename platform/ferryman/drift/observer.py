@@ -32,12 +32,15 @@ class DriftObserver:
 
 
 def drift_routes(*monitors: DriftMonitor) -> dict[tuple[str, str], Any]:
-    """``GET /drift``: every monitored version's latest report as JSON."""
+    """``GET /drift``: every monitored version's latest report as JSON. The ``x-ferryman-drift-engine``
+    header says ``ready`` once every monitor's engine is loaded, ``warming`` before (benchmarks wait for it)."""
 
     async def handler(request: Any, receive: Any, send: Any) -> None:
         body = orjson.dumps({m.model: {v: r.to_dict() for v, r in m.reports().items()} for m in monitors})
+        engine = b"ready" if all(m.engine_ready() for m in monitors) else b"warming"
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"x-ferryman-drift-engine", engine)]})
         await send({"type": "http.response.body", "body": body})
 
     return {("GET", "/drift"): handler}

@@ -32,6 +32,10 @@ class DriftRunnerError(RuntimeError):
 class Runner(Protocol):
     def run(self, job: DriftJob) -> DriftResult: ...
 
+    def ready(self) -> bool:
+        """Whether the engine is loaded (a first job will not pay for Evidently's import)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -40,6 +44,9 @@ class InlineRunner:
 
     def run(self, job: DriftJob) -> DriftResult:
         return compute(job)
+
+    def ready(self) -> bool:
+        return True
 
     def close(self) -> None:
         return None
@@ -53,6 +60,10 @@ def _child_main(conn: Connection, engine: str) -> None:
         warm_up(engine)
     except Exception as err:  # Evidently missing: every job will report the error
         log.warning("drift engine %s unavailable: %s", engine, err)
+    try:
+        conn.send(("ready", None))  # the first message, always: the parent waits for it before a job
+    except (OSError, BrokenPipeError):
+        return
     while True:
         try:
             job = conn.recv()
@@ -75,6 +86,7 @@ class ProcessRunner:
         self._lock = threading.Lock()
         self._process: Any = None
         self._conn: Connection | None = None
+        self._ready = False  # the current child has reported that its engine is loaded
 
     def start(self) -> None:
         with self._lock:
@@ -89,8 +101,26 @@ class ProcessRunner:
         process = ctx.Process(target=_child_main, args=(child, self.engine), name="ferryman-drift", daemon=True)
         process.start()
         child.close()
-        self._process, self._conn = process, parent
+        self._process, self._conn, self._ready = process, parent, False
         return parent
+
+    def ready(self) -> bool:
+        """Whether the child finished loading its engine (does not wait; starts no process)."""
+        with self._lock:
+            if self._ready or self._conn is None:
+                return self._ready
+            try:
+                if self._conn.poll(0):
+                    self._take_ready(self._conn)
+            except (EOFError, OSError):
+                return False
+            return self._ready
+
+    def _take_ready(self, conn: Connection) -> None:
+        status, _ = conn.recv()
+        if status != "ready":
+            raise DriftRunnerError(f"drift process: unexpected first message {status!r}")
+        self._ready = True
 
     @property
     def pid(self) -> int | None:
@@ -100,6 +130,11 @@ class ProcessRunner:
         with self._lock:
             conn = self._ensure()
             try:
+                if not self._ready:  # the child's first message says its engine is loaded
+                    if not conn.poll(self.timeout_seconds):
+                        self._stop_locked()
+                        raise DriftRunnerError(f"drift process did not start within {self.timeout_seconds:.0f} s")
+                    self._take_ready(conn)
                 conn.send(job)
                 if not conn.poll(self.timeout_seconds):
                     self._stop_locked()
@@ -123,6 +158,7 @@ class ProcessRunner:
     def _stop_locked(self) -> None:
         conn, process = self._conn, self._process
         self._conn = self._process = None
+        self._ready = False
         if conn is not None:
             with contextlib.suppress(OSError):
                 conn.send(None)

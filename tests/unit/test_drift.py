@@ -284,3 +284,44 @@ def test_runs_of_a_version_are_rate_limited_whatever_the_traffic() -> None:
         assert monitor.rows_seen("v1") == 550 and monitor.report("v1").rows_seen == 50
     finally:
         monitor.stop()
+
+
+# -- the request path: references in, one bulk fold out ------------------------------------------------
+def _request(rows: np.ndarray) -> InferRequest:
+    return InferRequest(inputs=[Tensor("x", "FP32", list(rows.shape), rows.astype(np.float32))])
+
+
+def _response(probs: np.ndarray) -> InferResponse:
+    return InferResponse("m", "v1", [Tensor("probabilities", "FP32", list(probs.shape), probs)])
+
+
+def test_observed_requests_fold_rows_and_argmax_predictions_in_order() -> None:
+    monitor = DriftMonitor("m", config=DriftConfig(window_size=10, every_rows=1000, isolation="thread"))
+    monitor.add_version("v1", reference=gaussian(50, seed=1), reference_predictions=np.zeros(50),
+                        prediction_kind="class", input_name="x", prediction_output="probabilities",
+                        prediction_op="argmax")
+    a, b, c = gaussian(2, seed=2), gaussian(1, seed=3), gaussian(3, seed=4)
+    monitor.observe_request("v1", _request(a), _response(np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)))
+    monitor.observe_request("v1", _request(b), None)  # no prediction for this one
+    monitor.observe_request("v1", _request(c), _response(np.array([[0.1, 0.9]] * 3, np.float32)))
+    assert monitor.flush() == 3
+    state = monitor._versions["v1"]
+    rows, predictions = state.window.snapshot()
+    assert np.allclose(rows, np.concatenate([a, b, c]).astype(np.float32))
+    assert predictions[:2].tolist() == [0.0, 1.0] and np.isnan(predictions[2])
+    assert predictions[3:].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_requests_beyond_a_window_before_a_fold_are_counted_not_kept() -> None:
+    monitor = DriftMonitor("m", config=DriftConfig(window_size=4, every_rows=1000, isolation="thread"))
+    monitor.add_version("v1", reference=gaussian(50, seed=1))
+    batches = [gaussian(1, seed=10 + i) for i in range(9)]
+    for rows in batches:
+        monitor.observe_request("v1", _request(rows), None)
+    monitor.observe_request("v1", _request(np.ones((2, 3))), None)  # wrong width: not a feature row
+    assert len(monitor._versions["v1"].incoming) == 4  # a window's worth waits; the rest is only counted
+    assert monitor.rows_seen("v1") == 9
+    rows, _ = monitor._versions["v1"].window.snapshot()
+    assert np.allclose(rows, np.concatenate(batches[:4]).astype(np.float32))  # the first window's worth
+    monitor.observe_request("v1", _request(batches[0]), None)
+    assert monitor.rows_seen("v1") == 10

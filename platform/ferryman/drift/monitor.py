@@ -241,19 +241,28 @@ class DriftMonitor:
         return taken
 
     def _absorb(self, state: _Version, items: list[tuple[np.ndarray, np.ndarray | None, int]], *, skipped: int) -> bool:
-        """Newest first: rows (and predictions) of the requests that fit the window; older ones only count."""
-        chunks: list[tuple[np.ndarray, np.ndarray | None]] = []
-        capacity, width, op = state.window.capacity, state.window.width, state.prediction_op
+        """The newest requests that fit the window, in one concatenation (and one prediction pass when every
+        request carried its prediction output in the same layout); older ones only count. The fold holds the
+        GIL, so it must stay short: no numpy call per request."""
+        capacity, width = state.window.capacity, state.window.width
+        kept: list[tuple[np.ndarray, np.ndarray | None, int]] = []
         held = 0
-        for data, output, n in reversed(items):
+        for item in reversed(items):
             if held >= capacity:
-                skipped += n
-                continue
-            held += n
-            chunks.append((data.reshape(n, width), None if output is None else _read_predictions(output, op, n)))
-        chunks.reverse()
+                skipped += item[2]
+            else:
+                kept.append(item)
+                held += item[2]
+        if not kept:
+            with state.lock:
+                state.window.push_many([], skipped=skipped)
+            return False
+        kept.reverse()
+        rows = np.concatenate([data.reshape(n, width) for data, _, n in kept]) if len(kept) > 1 \
+            else kept[0][0].reshape(kept[0][2], width)
+        predictions = _predictions_of(kept, state.prediction_op, rows.shape[0])
         with state.lock:
-            state.window.push_many(chunks, skipped=skipped)
+            state.window.push_many([(rows, predictions)], skipped=skipped)
             due = state.window.since_run >= self.config.every_rows and not state.pending
             if due:
                 state.pending = True
@@ -450,6 +459,27 @@ def _output_array(response: InferResponse, output: str) -> np.ndarray | None:
         return outputs[0].data
     tensor = next((t for t in outputs if t.name == output), None)
     return None if tensor is None else tensor.data
+
+
+def _predictions_of(kept: list[tuple[np.ndarray, np.ndarray | None, int]], op: str | None,
+                    rows: int) -> np.ndarray | None:
+    """One prediction per row for the kept requests (NaN where a request had none), with one numpy pass
+    when the outputs share a layout (the common case), else request by request."""
+    outputs = [output for _, output, _ in kept]
+    if all(o is None for o in outputs):
+        return None
+    first = outputs[0]
+    if first is not None and all(o is not None and o.ndim == first.ndim and o.shape[1:] == first.shape[1:]
+                                 for o in outputs):
+        joined: np.ndarray = np.concatenate([o for o in outputs if o is not None])
+        values = _read_predictions(joined, op, rows)
+        if values is not None:
+            return values
+    parts = []
+    for _, output, n in kept:
+        values = None if output is None else _read_predictions(output, op, n)
+        parts.append(np.full(n, np.nan) if values is None else values)
+    return np.concatenate(parts)
 
 
 def _read_predictions(data: np.ndarray, op: str | None, rows: int) -> np.ndarray | None:

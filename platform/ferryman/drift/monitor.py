@@ -211,7 +211,8 @@ class DriftMonitor:
             self._wake.set()
 
     def _has_incoming(self) -> bool:
-        return any(state.incoming or state.overflow_rows != state.overflow_folded for state in self._versions.values())
+        return any(state.incoming or state.overflow_rows != state.overflow_folded
+                   for state in list(self._versions.values()))  # a copy: versions are added on reload
 
     def flush(self, *, wait: bool = True) -> int:
         """Copy every pending request's rows (and predictions) into the windows; returns how many requests.
@@ -223,7 +224,7 @@ class DriftMonitor:
         wake = False
         try:
             self._signalled = False  # appends from now on wake the worker again
-            for state in self._versions.values():
+            for state in list(self._versions.values()):
                 incoming = state.incoming
                 n = len(incoming)
                 items = incoming[:n]
@@ -292,36 +293,45 @@ class DriftMonitor:
             self._thread = None
 
     def _loop(self) -> None:
-        interval = self.config.interval_seconds
-        timeout: float | None = interval
+        timeout: float | None = self.config.interval_seconds
         while not self._stop.is_set():
             self._wake.wait(timeout=timeout)
             self._wake.clear()
             if self._stop.is_set():
                 return
-            if self._has_incoming():
-                self._stop.wait(timeout=COALESCE_SECONDS)  # let the batch grow: one bulk copy per interval
-                self._wake.clear()
-                if self._stop.is_set():
-                    return
-                self.flush()
-            now = time.monotonic()
-            scheduled = interval is not None and now - self._last_tick >= interval
-            if scheduled:
-                self._last_tick = now
-            timeout = interval
-            for state in list(self._versions.values()):
-                with state.lock:
-                    due = state.pending or (scheduled and state.window.since_run > 0)
-                    if scheduled and due:
-                        state.pending = True  # remembered if it must wait for the minimum interval
-                if not due:
-                    continue
-                wait = state.last_start + self.config.min_interval_seconds - time.monotonic()
-                if wait > 0:  # too soon after the last run: come back when it is allowed
-                    timeout = wait if timeout is None else min(timeout, wait)
-                    continue
-                self._run(state)
+            try:
+                timeout = self._work()
+            except Exception:  # the worker must outlive any bad fold or run
+                log.exception("drift worker for %s: unexpected error", self.model)
+                timeout = self.config.interval_seconds
+
+    def _work(self) -> float | None:
+        """One wake-up of the worker: fold what came in, run the versions that are due; the next timeout."""
+        interval = self.config.interval_seconds
+        if self._has_incoming():
+            self._stop.wait(timeout=COALESCE_SECONDS)  # let the batch grow: one bulk copy per interval
+            self._wake.clear()
+            if self._stop.is_set():
+                return interval
+            self.flush()
+        now = time.monotonic()
+        scheduled = interval is not None and now - self._last_tick >= interval
+        if scheduled:
+            self._last_tick = now
+        timeout = interval
+        for state in list(self._versions.values()):
+            with state.lock:
+                due = state.pending or (scheduled and state.window.since_run > 0)
+                if scheduled and due:
+                    state.pending = True  # remembered if it must wait for the minimum interval
+            if not due:
+                continue
+            wait = state.last_start + self.config.min_interval_seconds - time.monotonic()
+            if wait > 0:  # too soon after the last run: come back when it is allowed
+                timeout = wait if timeout is None else min(timeout, wait)
+                continue
+            self._run(state)
+        return timeout
 
     def engine_ready(self) -> bool:
         """Whether the drift engine is loaded (its process finished importing Evidently)."""

@@ -136,7 +136,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--admin-host", default="127.0.0.1", help="admin API address (loopback unless you say so)")
-    p.add_argument("--admin-port", type=int, default=None, help="default: --port + 1")
+    p.add_argument("--admin-port", type=int, default=None,
+                   help="default: --port + 1 (--runtime ray: the first port after the ingress replicas' ports)")
     p.add_argument("--no-metrics", action="store_true",
                    help="no Prometheus metrics and no drift monitoring (the analysis then uses latency and errors only)")
     p.add_argument("--runtime", choices=["gateway", "ray"], default="gateway",

@@ -1,7 +1,12 @@
-"""The local rollout driver: runs the core state machine against the gateway's exact accounting.
+"""The local rollout driver: runs the core state machine against exact per-version accounting.
 
-Effects only: read stats, call the pure transition, swap the gateway's route table, persist the state
+Effects only: read stats, call the pure transition, apply the new traffic split, persist the state
 atomically, publish metrics. A restart resumes from the saved state; editing the spec starts a new rollout.
+
+Where the split is applied and where the stats come from are injected, so one driver serves both local
+runtimes: a :class:`RolloutTarget` (:class:`GatewayTarget`: the in-process gateway's table swap; on Ray,
+``ferryman_runtimes.ray.driver.RayTarget``: the ingress ``user_config``) and a :class:`StatsSource`
+(``ferryman.accounting.Accounting`` itself, or on Ray a reader of the one the ingress replicas feed).
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ferryman import rollout
-from ferryman.accounting import Accounting
+from ferryman.accounting import RouteTotals
 from ferryman.analysis import VersionStats, wilson_interval
 from ferryman.dataplane import load_versions
 from ferryman.errors import FerrymanError, InvalidInput
@@ -28,6 +33,64 @@ from ferryman_runtimes.gateway.app import GatewayApp
 log = logging.getLogger("ferryman.rollout")
 
 DriftShare = Callable[[str], float | None]
+Seen = tuple[str, str, int | None]  # version, route, predicted class (None: no class output)
+
+
+class StatsSource(Protocol):
+    """Exact per-version accounting, as :class:`ferryman.accounting.Accounting` offers it."""
+
+    def now(self) -> float: ...
+
+    def window(self, version: str, *, since: float) -> VersionStats: ...
+
+    def totals(self) -> list[RouteTotals]: ...
+
+
+class RolloutTarget(Protocol):
+    """Where the driver's decisions take effect, and what it reads back from the serving side."""
+
+    def apply(self, md: ModelDeployment, state: RolloutState) -> None:
+        """Make traffic follow ``state`` (weights, sticky arms, shadow); idempotent."""
+
+    def load(self, md: ModelDeployment, *, previous: ModelDeployment) -> None:
+        """Make an edited spec's new or changed versions servable before anything switches (all or nothing);
+        raise a :class:`FerrymanError` (and change nothing) when that is impossible."""
+
+    def prediction(self, request_id: str) -> Seen | None: ...
+
+    def forget(self, request_id: str) -> None: ...
+
+    def shadow(self) -> dict[str, int]:
+        """Shadow copies sent, failed and dropped so far."""
+
+
+class GatewayTarget:
+    """The in-process gateway as a rollout target: a step is one atomic route-table swap."""
+
+    def __init__(self, gateway: GatewayApp) -> None:
+        self.gateway = gateway
+
+    def apply(self, md: ModelDeployment, state: RolloutState) -> None:
+        self.gateway.set_table(rollout.table_for(md, state))
+
+    def load(self, md: ModelDeployment, *, previous: ModelDeployment) -> None:
+        repo = self.gateway.repository
+        have = repo.models.get(md.name, {})
+        changed = [v.name for v in md.spec.versions
+                   if v.name not in have or _uri_changed(previous, v.name, v.uri, v.sha256)]
+        fresh = load_versions(md, versions=changed)  # all or nothing: on failure the old set keeps serving
+        for model in fresh:
+            repo.add(model)
+
+    def prediction(self, request_id: str) -> Seen | None:
+        return self.gateway.prediction(request_id)
+
+    def forget(self, request_id: str) -> None:
+        self.gateway.forget(request_id)
+
+    def shadow(self) -> dict[str, int]:
+        g = self.gateway
+        return {"requests": g.shadow_requests, "errors": g.shadow_errors, "dropped": g.shadow_dropped}
 
 
 @dataclass
@@ -37,13 +100,19 @@ class Feedback:
 
 
 class RolloutController:
-    def __init__(self, *, md: ModelDeployment, spec_path: Path | None, gateway: GatewayApp, accounting: Accounting,
-                 state_path: Path, drift_share: DriftShare | None = None,
+    def __init__(self, *, md: ModelDeployment, spec_path: Path | None, accounting: StatsSource, state_path: Path,
+                 gateway: GatewayApp | None = None, target: RolloutTarget | None = None,
+                 drift_share: DriftShare | None = None,
                  on_change: Callable[[RolloutState], None] | None = None,
                  on_reload: Callable[[ModelDeployment], None] | None = None, tick_seconds: float = 0.25) -> None:
+        """``target`` is where decisions take effect; ``gateway=`` is short for ``target=GatewayTarget(gateway)``."""
+        if target is None:
+            if gateway is None:
+                raise ValueError("RolloutController needs a gateway or a target")
+            target = GatewayTarget(gateway)
         self.md = md
         self.spec_path = spec_path
-        self.gateway = gateway
+        self.target = target
         self.accounting = accounting
         self.state_path = state_path
         self.drift_share = drift_share
@@ -69,7 +138,7 @@ class RolloutController:
 
     # -- effects ------------------------------------------------------------------------------------
     def _applied(self, decision: Decision | None) -> None:
-        self.gateway.set_table(rollout.table_for(self.md, self.state))
+        self.target.apply(self.md, self.state)
         self.persist()
         if decision is not None:
             log.info("rollout %s: %s -> weights %s (%s)", self.md.name, decision.action.value, decision.weights,
@@ -136,13 +205,7 @@ class RolloutController:
         """Adopt an edited spec. Raises (and changes nothing) when a new version cannot be loaded."""
         if md.name != self.md.name:
             raise InvalidInput(f"spec renames the model from {self.md.name!r} to {md.name!r}; start a new ferryman up")
-        repo = self.gateway.repository
-        have = repo.models.get(md.name, {})
-        changed = [v.name for v in md.spec.versions
-                   if v.name not in have or _uri_changed(self.md, v.name, v.uri, v.sha256)]
-        fresh = load_versions(md, versions=changed)  # all or nothing: on failure the old set keeps serving
-        for model in fresh:
-            repo.add(model)
+        self.target.load(md, previous=self.md)
         self.md = md
         if self.on_reload is not None:
             try:
@@ -170,7 +233,7 @@ class RolloutController:
         return decision
 
     def record_feedback(self, request_id: str, label: int) -> dict[str, Any]:
-        seen = self.gateway.prediction(request_id)
+        seen = self.target.prediction(request_id)
         if seen is None:
             raise InvalidInput(f"unknown or expired request id {request_id!r}")
         version, _route, predicted = seen
@@ -179,7 +242,7 @@ class RolloutController:
         f = self.feedback.setdefault(version, Feedback())
         f.total += 1
         f.correct += int(predicted == label)
-        self.gateway.forget(request_id)
+        self.target.forget(request_id)
         self.persist()
         return {"version": version, "correct": predicted == label}
 
@@ -198,9 +261,7 @@ class RolloutController:
                 row["accuracy"] = {"correct": f.correct, "total": f.total, "value": f.correct / f.total,
                                    "ci95": [lo, hi]}
             arms.append(row)
-        return {"model": self.md.name, "rollout": s.to_dict(), "traffic": arms,
-                "shadow": {"requests": self.gateway.shadow_requests, "errors": self.gateway.shadow_errors,
-                           "dropped": self.gateway.shadow_dropped}}
+        return {"model": self.md.name, "rollout": s.to_dict(), "traffic": arms, "shadow": self.target.shadow()}
 
 
 def _digest(path: Path) -> bytes | None:

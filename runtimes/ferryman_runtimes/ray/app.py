@@ -17,7 +17,8 @@ from ferryman_runtimes.ray.deployments import Ingress, VersionModel
 
 
 def build(args: dict[str, Any]) -> Application:
-    """``args``: ``{"deployment": <ModelDeployment dict>, "inline_below_ms": float, "dispatch": {v: mode}}``."""
+    """``args``: ``{"deployment": <ModelDeployment dict>, "inline_below_ms": float, "dispatch": {v: mode}}``,
+    plus ``"stats": {"actor", "namespace", "interval_s"}`` when a local rollout driver reads the requests."""
     deployment = args["deployment"]
     md = parse_deployment(deployment, source="serve args")  # fail the deploy early on a bad spec
     version_model: Any = VersionModel  # @serve.deployment turns the classes into Deployments
@@ -26,4 +27,5 @@ def build(args: dict[str, Any]) -> Application:
                for v in md.spec.versions}
     inline_below_ms = float(args.get("inline_below_ms", DEFAULT_INLINE_BELOW_MS))
     dispatch = {str(k): str(v) for k, v in (args.get("dispatch") or {}).items()}
-    return ingress.options(name=INGRESS).bind(deployment, remotes, inline_below_ms, dispatch)
+    stats = args.get("stats") or None
+    return ingress.options(name=INGRESS).bind(deployment, remotes, inline_below_ms, dispatch, stats)

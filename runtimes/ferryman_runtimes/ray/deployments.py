@@ -4,7 +4,9 @@ Both take the ModelDeployment as a plain dict (what ``serveConfigV2`` carries) a
 themselves, so nothing large is pickled between processes: the ingress ships each remote request as a
 validated numpy feed and gets numpy arrays back. Every replica reports to the metrics declared in
 ``ferryman.metrics``; with ``PROMETHEUS_MULTIPROC_DIR`` set (the config sets it for the application),
-the ingress's ``GET /metrics`` merges the samples of every replica on its node.
+the ingress's ``GET /metrics`` merges the samples of every replica on its node. When the application's
+``args`` name a stats hub (the local rollout driver sets ``stats``), every ingress replica also ships its
+finished requests to it (:mod:`.stats`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from ferryman.dataplane import DataPlane, load_versions, repository_for
 from ferryman.routing import backend_weights, initial_table
 from ferryman.serve_config import ENV_METRICS_DIR, table_from_route_config
 from ferryman.spec import ModelDeployment, parse_deployment
+from ferryman.telemetry import CompositeObserver, RequestObserver
 from ferryman_runtimes.ray.batching import Job, Result, run_batch
 from ferryman_runtimes.ray.ingress import RayIngressApp, choose_inline
+from ferryman_runtimes.ray.stats import SHIP_INTERVAL_S, StatsShipper, actor_sender
 
 log = logging.getLogger("ferryman.ray")
 
@@ -39,7 +43,7 @@ class Ingress:
     """HTTP entry: KServe v1 + Open Inference Protocol v2 (JSON and binary), routed by the rollout policy."""
 
     def __init__(self, deployment: dict[str, Any], remotes: dict[str, Any], inline_below_ms: float,
-                 dispatch: dict[str, str] | None = None) -> None:
+                 dispatch: dict[str, str] | None = None, stats: dict[str, Any] | None = None) -> None:
         _metrics_ready()
         self.md: ModelDeployment = parse_deployment(deployment, source="serve args")
         repo = repository_for(self.md)
@@ -55,10 +59,19 @@ class Ingress:
                                 max_error_ratio=budget.max_error_rate)
         for m in models:
             self.metrics.set_model_ready(m.name, m.version, True)
+        observer: RequestObserver = metrics.PrometheusObserver(self.metrics)
+        self.shipper: StatsShipper | None = None
+        if stats:  # the local rollout driver's hub: exact per-version stats from every replica
+            self.shipper = StatsShipper(actor_sender(str(stats["actor"]), namespace=str(stats["namespace"])),
+                                        interval=float(stats.get("interval_s", SHIP_INTERVAL_S)))
+            observer = CompositeObserver(observer, self.shipper)
         # reconfigure() installs the config's traffic split right after construction
         self.gateway = RayIngressApp(DataPlane(repo, limits=self.md.spec.limits), initial_table(self.md), remotes=remotes,
-                                 inline=inline, observer=metrics.PrometheusObserver(self.metrics),
-                                 extra_routes=metrics.routes())
+                                 inline=inline, observer=observer, extra_routes=metrics.routes())
+        if self.shipper is not None:
+            gw = self.gateway
+            self.shipper.counters = lambda: (gw.shadow_requests, gw.shadow_errors, gw.shadow_dropped)
+            self.shipper.start()
 
     def __serve_build_asgi_app__(self) -> RayIngressApp:
         return self.gateway
@@ -70,6 +83,11 @@ class Ingress:
         shadow = {table.shadow: table.shadow_percent} if table.shadow else None
         self.metrics.set_traffic_weights(self.md.name, backend_weights(table), shadow=shadow)
         log.info("traffic for %s: %s", self.md.name, backend_weights(table))
+
+    def __del__(self) -> None:  # Serve calls it on a graceful replica shutdown: ship the last records
+        shipper = getattr(self, "shipper", None)
+        if shipper is not None:
+            shipper.close(timeout=2.0)
 
 
 @serve.deployment

@@ -5,6 +5,11 @@ The launcher deploys :func:`ferryman.serve_config.serve_config` through the Serv
 same application. Ray's throughput mode is switched on before Ray starts: the ingress replica serves HTTP
 itself on ``--port`` (direct ingress), and the classic Serve proxy stays up on ``--proxy-port`` as the
 slower path. :func:`start_local` runs all of this in a subprocess and returns once it answers.
+
+With a state directory (``ferryman up`` always passes one) the launcher also drives the rollout
+(:mod:`.driver`): the ingress replicas ship their finished requests to a stats hub actor
+(:mod:`.stats`), the gateway's ``RolloutController`` ticks on them and applies each step as a new ingress
+``user_config``, and the admin API listens on the admin port. Without one, the spec's first step is served.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferryman.errors import FerrymanError
-from ferryman.rollout import start
+from ferryman.rollout import RolloutState, start
 from ferryman.serve_config import THROUGHPUT_ENV, serve_config
 from ferryman.spec import ModelDeployment, load_deployment
+
+if TYPE_CHECKING:
+    from ferryman_runtimes.ray.driver import Driver
 
 log = logging.getLogger("ferryman.ray")
 
@@ -60,18 +68,32 @@ class Deployed:
     proxy_url: str
     metrics_dir: str
     config: dict[str, Any] = field(repr=False, default_factory=dict)
+    client: Any = field(repr=False, default=None)  # the Serve controller client that deployed ``config``
+    hub: Any = field(repr=False, default=None)  # the stats hub actor, when a driver reads the requests
+
+    def redeploy(self, route: dict[str, Any]) -> None:
+        """Apply a new ingress ``user_config`` (traffic split) in place: the same config otherwise."""
+        from ray.serve.schema import ServeDeploySchema
+
+        from ferryman_runtimes.ray.driver import with_route
+
+        self.client.deploy_apps(ServeDeploySchema.model_validate(with_route(self.config, route)))
 
 
 def deploy(spec: str | Path, *, host: str = "127.0.0.1", port: int = 8080, proxy_port: int | None = None,
            cpus: float | None = None, inline_below_ms: float | None = None, dispatch: dict[str, str] | None = None,
-           timeout: float = DEPLOY_TIMEOUT_S) -> Deployed:
-    """Start Ray in this process and deploy the spec; returns once the ingress answers on ``port``."""
+           timeout: float = DEPLOY_TIMEOUT_S, state: RolloutState | None = None, stats_hub: bool = False) -> Deployed:
+    """Start Ray in this process and deploy the spec; returns once the ingress answers on ``port``.
+
+    ``state``: the rollout state whose split to deploy (default: the spec's first step). ``stats_hub``:
+    start the stats hub actor and have every ingress replica ship its finished requests to it.
+    """
     md = load_deployment(spec)
     cpus = float(cpus if cpus is not None else min(os.cpu_count() or 2, 2))
     proxy_port = proxy_port or _free_port(host)
     metrics_dir = tempfile.mkdtemp(prefix="ferryman-ray-metrics-")
     kwargs: dict[str, Any] = {} if inline_below_ms is None else {"inline_below_ms": inline_below_ms}
-    config = serve_config(md, state=start(md, now=time.time())[0], cpus=cpus, metrics_dir=metrics_dir,
+    config = serve_config(md, state=state or start(md, now=time.time())[0], cpus=cpus, metrics_dir=metrics_dir,
                           dispatch=dispatch, host=host, port=proxy_port, **kwargs)
     ingress = config["applications"][0]["deployments"][0]
     os.environ.update(ray_environment(port=port, ingress_replicas=int(ingress["num_replicas"])))
@@ -84,13 +106,22 @@ def deploy(spec: str | Path, *, host: str = "127.0.0.1", port: int = 8080, proxy
 
     schema = ServeDeploySchema.model_validate(config)
     _start_ray(num_cpus=max(1, math.ceil(cpus)))
+    hub = None
+    if stats_hub:
+        from ferryman_runtimes.ray.stats import NAMESPACE, SHIP_INTERVAL_S, hub_name, start_hub
+
+        hub = start_hub(md.name)  # before the replicas that look it up
+        config["applications"][0]["args"]["stats"] = {"actor": hub_name(md.name), "namespace": NAMESPACE,
+                                                      "interval_s": SHIP_INTERVAL_S}
+        schema = ServeDeploySchema.model_validate(config)
     client = serve_api.serve_start(http_options=schema.http_options.model_dump(),
                                    proxy_location=schema.proxy_location)
     client.deploy_apps(schema)
     _wait_running(md.name, timeout=timeout)
     url = f"http://{host}:{port}"
     _wait_http(f"{url}/v2/health/ready", timeout=timeout)
-    return Deployed(md=md, url=url, proxy_url=f"http://{host}:{proxy_port}", metrics_dir=metrics_dir, config=config)
+    return Deployed(md=md, url=url, proxy_url=f"http://{host}:{proxy_port}", metrics_dir=metrics_dir, config=config,
+                    client=client, hub=hub)
 
 
 def _start_ray(*, num_cpus: int, attempts: int = 3) -> None:
@@ -186,9 +217,11 @@ def run(spec: str, *, host: str = "127.0.0.1", port: int = 8080, proxy_port: int
         telemetry: bool = True, api_keys: str | None = None, tls_cert: str | None = None, tls_key: str | None = None) -> None:
     """``ferryman up SPEC --runtime ray``: deploy, print the endpoints, serve until SIGINT/SIGTERM.
 
-    Takes the keyword arguments ``ferryman up`` passes every runtime. The local admin API (and so the
-    rollout driver) belongs to the gateway runtime: here the spec's first rollout step is served as is, and
-    a rollout is driven by changing the ingress ``user_config`` (what the operator does on KubeRay).
+    Takes the keyword arguments ``ferryman up`` passes every runtime. With ``state_dir`` (``ferryman up``
+    always passes one) the rollout is driven here, as the gateway runtime does, and the admin API listens on
+    ``admin_host:admin_port`` (default: the first port after the direct-ingress range, ``port`` + ingress
+    replicas + 1). Without it the spec's first rollout step is served as is (benchmarks; on KubeRay the
+    operator drives the ingress ``user_config``).
     ``telemetry=False`` is accepted for symmetry; Ray replicas always record ferryman's metrics.
     """
     from rich.console import Console
@@ -205,21 +238,47 @@ def run(spec: str, *, host: str = "127.0.0.1", port: int = 8080, proxy_port: int
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     deployed = None
+    driver = None
     try:
+        if state_dir is not None:  # resume or start the rollout first: the first deploy carries its split
+            from ferryman_runtimes.ray.driver import prepare
+
+            driver = prepare(Path(spec), state_dir=Path(state_dir))
         with console.status("starting Ray and deploying (Ray takes 10-30 s to start)..."):
             deployed = deploy(spec, host=host, port=port, proxy_port=proxy_port, cpus=cpus,
-                              inline_below_ms=inline_below_ms, dispatch=dispatch)
+                              inline_below_ms=inline_below_ms, dispatch=dispatch,
+                              state=driver.state if driver else None, stats_hub=driver is not None)
         console.print(f"[green]ferryman[/] {deployed.md.name} on Ray Serve: {deployed.url} "
                       f"(direct ingress; Serve proxy {deployed.proxy_url}, metrics {deployed.url}/metrics)")
         for s in previous:  # ray.init installs its own SIGTERM handler (an abrupt exit); take it back
             signal.signal(s, stop)
-        print(f"READY {deployed.url}", flush=True)
-        while not stopping:
-            time.sleep(0.2)
+        if driver is None:
+            print(f"READY {deployed.url}", flush=True)
+            while not stopping:
+                time.sleep(0.2)
+        else:
+            _drive(deployed, driver, admin_host=admin_host or host, admin_port=admin_port, console=console,
+                   stopping=stopping)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         shutdown(deployed)
+
+
+def _drive(deployed: Deployed, driver: Driver, *, admin_host: str, admin_port: int | None, console: Any,
+           stopping: list[int]) -> None:
+    """Run the rollout driver and the admin API (in this process) until a signal arrives."""
+    import asyncio
+
+    from ferryman_runtimes.ray.driver import serve_admin
+
+    ingress = deployed.config["applications"][0]["deployments"][0]
+    driver.attach(hub=deployed.hub, deploy=deployed.redeploy, deployed_route=ingress["user_config"])
+    port = admin_port or int(deployed.url.rsplit(":", 1)[1]) + int(ingress["num_replicas"]) + 1
+    console.print(f"[green]rollout driver[/] {driver.state.phase.value} {driver.state.weights}; admin API "
+                  f"http://{admin_host}:{port} (token: FERRYMAN_ADMIN_TOKEN or {driver.state_dir}/token.json)")
+    print(f"READY {deployed.url}", flush=True)
+    asyncio.run(serve_admin(driver, host=admin_host, port=port, gateway_url=deployed.url, stopping=stopping))
 
 
 # -- a handle for benchmarks and tests: the launcher in its own process ----------------------------

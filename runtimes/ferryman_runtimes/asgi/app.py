@@ -64,6 +64,17 @@ class InferenceApp:
         self.has_after_response = type(self).after_response is not InferenceApp.after_response
 
     # -- extension points ---------------------------------------------------------------------------
+    # Whether ``compute`` must be awaited (the Ray ingress: a remote version is a handle call). The native
+    # path calls the data plane directly: no coroutine per request.
+    async_compute = False
+
+    async def compute(self, model: OnnxModel, infer: InferRequest) -> InferResponse:
+        return self.dataplane.infer(model, infer)
+
+    def computes_here(self, model: OnnxModel) -> bool:
+        """Whether ``model`` runs in this process (its compute time and rows are recorded here)."""
+        return True
+
     def select(self, model_name: str, version: str | None, request: Request, infer: InferRequest) -> Selection:
         model = self.repository.get(model_name, version)
         return Selection(model, "pinned" if version else "direct")
@@ -240,10 +251,14 @@ class InferenceApp:
             record.version = model.version
             record.route = selection.route
             c0 = perf_counter()
-            response = self.dataplane.infer(model, infer)
-            record.compute_seconds = perf_counter() - c0
-            shape = infer.inputs[0].shape
-            record.rows = shape[0] if shape else 1
+            if self.async_compute:
+                response = await self.compute(model, infer)
+            else:
+                response = self.dataplane.infer(model, infer)
+            if not self.async_compute or self.computes_here(model):  # remote compute is measured where it runs
+                record.compute_seconds = perf_counter() - c0
+                shape = infer.inputs[0].shape
+                record.rows = shape[0] if shape else 1
             payload, headers = encode(response, infer)
             await send_bytes(send, 200, payload, headers)
         except FerrymanError as err:

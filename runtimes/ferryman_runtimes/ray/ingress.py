@@ -21,15 +21,13 @@ import numpy as np
 
 from ferryman.dataplane import DataPlane
 from ferryman.engine import OnnxModel
-from ferryman.errors import FerrymanError, InvalidInput, NotReady, PayloadTooLarge, RequestTimeout
+from ferryman.errors import FerrymanError, InvalidInput, NotReady
 from ferryman.protocol.datatypes import V2_TO_NUMPY
 from ferryman.protocol.tensor import InferRequest, InferResponse, Tensor
 from ferryman.routing import ROUTE_SHADOW, RouteTable
 from ferryman.signature import validate_inputs
 from ferryman.telemetry import RequestObserver, RequestRecord
 from ferryman_runtimes.asgi.app import Selection
-from ferryman_runtimes.asgi.app import log as server_log
-from ferryman_runtimes.asgi.http import Request, read_body, send_bytes, send_json
 from ferryman_runtimes.gateway.app import GatewayApp
 from ferryman_runtimes.ray.batching import Job
 
@@ -77,8 +75,13 @@ class RayIngressApp(GatewayApp):
         self.remotes = remotes
         self.inline = set(inline)
 
+    async_compute = True
+
     def is_remote(self, version: str) -> bool:
         return version not in self.inline and version in self.remotes
+
+    def computes_here(self, model: OnnxModel) -> bool:
+        return not self.is_remote(model.version)
 
     # -- compute ------------------------------------------------------------------------------------
     async def compute(self, model: OnnxModel, infer: InferRequest) -> InferResponse:
@@ -95,48 +98,6 @@ class RayIngressApp(GatewayApp):
         types = model.output_types
         outputs = [Tensor(n, types[n], list(a.shape), a) for n, a in result.items()]
         return InferResponse(model_name=model.name, model_version=model.version, outputs=outputs, id=infer.id)
-
-    # InferenceApp._serve with an awaitable compute step (remote versions). Keep in step with the base class
-    # until it grows a compute hook of its own.
-    async def _serve(self, request: Request, receive: Any, send: Any, *, name: str, version: str | None,
-                     protocol: str, decode: Any, encode: Any) -> None:
-        t0 = time.perf_counter()
-        self.in_flight += 1
-        self.observer.started(name)
-        record = RequestRecord(model=name, version="", route="", protocol=protocol, code=200, seconds=0.0)
-        infer: InferRequest | None = None
-        response: InferResponse | None = None
-        selection: Selection | None = None
-        try:
-            body = await read_body(request, receive, limit=self.limits.max_body_bytes)
-            infer = decode(body)
-            selection = self.select(name, version, request, infer)
-            model = selection.model
-            record.version, record.route = model.version, selection.route
-            c0 = time.perf_counter()
-            response = await self.compute(model, infer)
-            if not self.is_remote(model.version):  # remote compute is measured where it runs
-                record.compute_seconds = time.perf_counter() - c0
-                record.rows = infer.inputs[0].shape[0] if infer.inputs[0].shape else 1
-            payload, headers = encode(response, infer)
-            await send_bytes(send, 200, payload, headers)
-        except FerrymanError as err:
-            record.code = err.status
-            if isinstance(err, PayloadTooLarge | InvalidInput | RequestTimeout):
-                server_log.debug("rejected %s %s: %s", request.method, request.path, err)
-            elif err.status >= 500:
-                server_log.warning("failed %s %s: %s", request.method, request.path, err)
-            await self.send_error(send, err)
-        except Exception:
-            record.code = 500
-            server_log.exception("unexpected error on %s %s", request.method, request.path)
-            await send_json(send, 500, {"error": "internal error"})
-        finally:
-            self.in_flight -= 1
-            record.seconds = time.perf_counter() - t0
-            self.observer.finished(record, infer, response)
-        if selection is not None and infer is not None:
-            await self.after_response(selection, request, infer, response)
 
     async def _shadow(self, selection: Selection, infer: InferRequest) -> None:
         model = selection.shadow

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry, Histogram, multiprocess
 
 from ferryman import metrics
 from ferryman.metrics import REQUEST_BUCKETS, FerrymanMetrics, PrometheusObserver
-from ferryman.request_metrics import observe_many
 from ferryman.protocol.tensor import InferResponse, Tensor
+from ferryman.request_metrics import observe_many
 from ferryman.telemetry import RequestRecord
 
 

@@ -44,7 +44,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -444,5 +444,16 @@ def cleanup_multiprocess(directory: str | Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-# The request observer lives in its own module; re-exported here (it imports this module's metrics).
-from ferryman.request_metrics import FLUSH_AT, PrometheusObserver  # noqa: E402, F401
+# The request observer lives in its own module (which imports this one); re-exported lazily so that either
+# module can be imported first.
+_REEXPORTED = ("FLUSH_AT", "PrometheusObserver")
+if TYPE_CHECKING:
+    from ferryman.request_metrics import FLUSH_AT, PrometheusObserver  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REEXPORTED:
+        from ferryman import request_metrics
+
+        return getattr(request_metrics, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -280,3 +280,12 @@ def test_prepare_multiprocess_refuses_once_metrics_exist(tmp_path: Path, monkeyp
         metrics.prepare_multiprocess(tmp_path)
     assert (tmp_path / "counter_1.db").exists()  # nothing touched
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
+@pytest.mark.parametrize("first", ["ferryman.request_metrics", "ferryman.metrics"])
+def test_either_metrics_module_imports_first(first: str) -> None:
+    """request_metrics imports metrics, which re-exports the observer: no import order may break."""
+    code = f"import {first}; from ferryman.metrics import FLUSH_AT, PrometheusObserver; print(FLUSH_AT)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1024"

@@ -104,8 +104,8 @@ class FerrymanMetrics:
         reg = registry if registry is not None else prometheus_client.REGISTRY
         self.registry = reg
         self._lock = threading.Lock()
-        self._observers: list[PrometheusObserver] = []  # strong: a dropped observer's pending requests still count
-        reg.register(_FlushOnCollect(self))  # first: every collection folds pending requests before reading
+        self._observers: list[PrometheusObserver] = []  # strong: a dropped observer's unpublished counts still count
+        reg.register(_FlushOnCollect(self))  # first: every collection publishes the counts before reading
         _every.add(self)
         self._phases: dict[str, set[str]] = {}
         self._weighted: dict[str, set[str]] = {}
@@ -187,7 +187,7 @@ class FerrymanMetrics:
 
     # -- deferred request metrics ---------------------------------------------------------------------
     def attach(self, observer: PrometheusObserver) -> None:
-        """Fold ``observer``'s pending requests whenever this registry is collected (and, in multiprocess
+        """Publish ``observer``'s counts whenever this registry is collected (and, in multiprocess
         mode, every ``FLUSH_INTERVAL_SECONDS`` from a daemon thread)."""
         with self._lock:
             self._observers.append(observer)
@@ -195,7 +195,7 @@ class FerrymanMetrics:
             _start_periodic_flush()
 
     def flush(self) -> int:
-        """Fold every attached observer's pending requests into the metrics (scrape, shutdown, tests)."""
+        """Publish every attached observer's counts into the metrics (scrape, shutdown, tests)."""
         return sum(o.flush() for o in list(self._observers))
 
     # -- traffic and rollout (called by the gateway and the rollout driver) -------------------------
@@ -274,11 +274,11 @@ class FerrymanMetrics:
         self.drift_runs.labels(model, version, "error").inc()
 
 
-FLUSH_INTERVAL_SECONDS = 0.25  # multiprocess mode: each worker folds this often (a scrape reads every worker)
+FLUSH_INTERVAL_SECONDS = 0.25  # multiprocess mode: each worker publishes this often (a scrape reads every worker)
 
 
 class _FlushOnCollect:
-    """A registry collector without samples: collecting the registry folds pending requests first."""
+    """A registry collector without samples: collecting the registry publishes the counts first."""
 
     def __init__(self, metrics: FerrymanMetrics) -> None:
         self._metrics = weakref.ref(metrics)
@@ -298,8 +298,8 @@ _flusher: threading.Thread | None = None
 
 
 def _start_periodic_flush() -> None:
-    """Multiprocess mode: any worker answers a scrape from every worker's files, so each worker folds its
-    pending requests on a timer (and at shutdown, see ``flush_all``)."""
+    """Multiprocess mode: any worker answers a scrape from every worker's files, so each worker publishes its
+    counts on a timer (and at shutdown, see ``flush_all``)."""
     global _flusher
     with _default_lock:
         if _flusher is not None and _flusher.is_alive():
@@ -313,12 +313,12 @@ def _flush_periodically() -> None:
         time.sleep(FLUSH_INTERVAL_SECONDS)
         try:
             flush_all()
-        except Exception:  # a failed fold must not kill the timer
+        except Exception:  # a failed publish must not kill the timer
             logging.getLogger("ferryman.metrics").exception("metrics flush failed")
 
 
 def flush_all() -> int:
-    """Fold the pending requests of every observer in this process (the timer and shutdown hooks)."""
+    """Publish the counts of every observer in this process (the timer and shutdown hooks)."""
     return sum(m.flush() for m in list(_every))
 
 
@@ -398,7 +398,7 @@ def exposition() -> tuple[bytes, str]:
         return prometheus_client.generate_latest(prometheus_client.REGISTRY), CONTENT_TYPE
     from prometheus_client import multiprocess
 
-    flush_all()  # this worker's pending requests; the others fold theirs on their timers
+    flush_all()  # this worker's counts; the others publish theirs on their timers
     reap_dead_workers(directory)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)
@@ -446,9 +446,9 @@ def cleanup_multiprocess(directory: str | Path) -> None:
 
 # The request observer lives in its own module (which imports this one); re-exported lazily so that either
 # module can be imported first.
-_REEXPORTED = ("FLUSH_AT", "PrometheusObserver")
+_REEXPORTED = ("PrometheusObserver",)
 if TYPE_CHECKING:
-    from ferryman.request_metrics import FLUSH_AT, PrometheusObserver  # noqa: F401
+    from ferryman.request_metrics import PrometheusObserver
 
 
 def __getattr__(name: str) -> Any:

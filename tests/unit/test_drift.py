@@ -234,7 +234,8 @@ def test_monitor_for_the_sample_deployment(sample_spec: Path, traffic: np.ndarra
 
     md = load_deployment(sample_spec)
     repo = repository_for(md)
-    monitor = monitor_for_deployment(md, repo, config=DriftConfig.from_spec(md.spec.drift, isolation="thread"))
+    config = DriftConfig.from_spec(md.spec.drift, isolation="thread", windows_per_second=float("inf"))
+    monitor = monitor_for_deployment(md, repo, config=config)
     assert monitor is not None and monitor.versions == ["v1", "v2"]
     assert monitor.config.window_size == md.spec.drift.window_size
 
@@ -286,7 +287,7 @@ def test_runs_of_a_version_are_rate_limited_whatever_the_traffic() -> None:
         monitor.stop()
 
 
-# -- the request path: references in, one bulk fold out ------------------------------------------------
+# -- the request path: rows written into the window behind a rate gate ---------------------------------
 def _request(rows: np.ndarray) -> InferRequest:
     return InferRequest(inputs=[Tensor("x", "FP32", list(rows.shape), rows.astype(np.float32))])
 
@@ -295,8 +296,9 @@ def _response(probs: np.ndarray) -> InferResponse:
     return InferResponse("m", "v1", [Tensor("probabilities", "FP32", list(probs.shape), probs)])
 
 
-def test_observed_requests_fold_rows_and_argmax_predictions_in_order() -> None:
-    monitor = DriftMonitor("m", config=DriftConfig(window_size=10, every_rows=1000, isolation="thread"))
+def test_observed_requests_write_rows_and_argmax_predictions_in_order() -> None:
+    monitor = DriftMonitor("m", config=DriftConfig(window_size=10, every_rows=1000, isolation="thread",
+                                                   windows_per_second=float("inf")))
     monitor.add_version("v1", reference=gaussian(50, seed=1), reference_predictions=np.zeros(50),
                         prediction_kind="class", input_name="x", prediction_output="probabilities",
                         prediction_op="argmax")
@@ -304,24 +306,49 @@ def test_observed_requests_fold_rows_and_argmax_predictions_in_order() -> None:
     monitor.observe_request("v1", _request(a), _response(np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)))
     monitor.observe_request("v1", _request(b), None)  # no prediction for this one
     monitor.observe_request("v1", _request(c), _response(np.array([[0.1, 0.9]] * 3, np.float32)))
-    assert monitor.flush() == 3
+    monitor.observe_request("v1", _request(c), _response(np.array([[0.1, 0.9]] * 2, np.float32)))  # misaligned
     state = monitor._versions["v1"]
     rows, predictions = state.window.snapshot()
-    assert np.allclose(rows, np.concatenate([a, b, c]).astype(np.float32))
+    assert np.allclose(rows, np.concatenate([a, b, c, c]).astype(np.float32))
     assert predictions[:2].tolist() == [0.0, 1.0] and np.isnan(predictions[2])
-    assert predictions[3:].tolist() == [1.0, 1.0, 1.0]
+    assert predictions[3:6].tolist() == [1.0, 1.0, 1.0] and np.isnan(predictions[6:]).all()
+    assert monitor.rows_seen("v1") == 9
 
 
-def test_requests_beyond_a_window_before_a_fold_are_counted_not_kept() -> None:
-    monitor = DriftMonitor("m", config=DriftConfig(window_size=4, every_rows=1000, isolation="thread"))
+def test_the_rate_gate_passes_a_window_burst_then_its_rate_and_counts_the_rest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token bucket: one window's worth at once, then windows_per_second windows' worth a second."""
+    clock = [1000.0]
+    monkeypatch.setattr("ferryman.drift.monitor.time.monotonic", lambda: clock[0])
+    monitor = DriftMonitor("m", config=DriftConfig(window_size=4, every_rows=1000, isolation="thread",
+                                                   windows_per_second=1.0))  # 4 rows a second
     monitor.add_version("v1", reference=gaussian(50, seed=1))
-    batches = [gaussian(1, seed=10 + i) for i in range(9)]
-    for rows in batches:
+    batches = [gaussian(1, seed=10 + i) for i in range(13)]
+    for rows in batches[:10]:  # a burst: the first window's worth is kept
+        monitor.observe_request("v1", _request(rows), None)
+    clock[0] += 0.5  # two rows' worth of tokens
+    for rows in batches[10:]:
         monitor.observe_request("v1", _request(rows), None)
     monitor.observe_request("v1", _request(np.ones((2, 3))), None)  # wrong width: not a feature row
-    assert len(monitor._versions["v1"].incoming) == 4  # a window's worth waits; the rest is only counted
-    assert monitor.rows_seen("v1") == 9
+    assert monitor.rows_seen("v1") == 13
     rows, _ = monitor._versions["v1"].window.snapshot()
-    assert np.allclose(rows, np.concatenate(batches[:4]).astype(np.float32))  # the first window's worth
-    monitor.observe_request("v1", _request(batches[0]), None)
-    assert monitor.rows_seen("v1") == 10
+    assert np.allclose(rows, np.concatenate([batches[i] for i in (2, 3, 10, 11)]).astype(np.float32))
+    clock[0] += 10.0  # a full bucket lets a batch larger than the window through (its newest rows stay)
+    big = gaussian(6, seed=99)
+    monitor.observe_request("v1", _request(big), None)
+    rows, _ = monitor._versions["v1"].window.snapshot()
+    assert np.allclose(rows, big[2:].astype(np.float32))
+
+
+def test_a_due_window_wakes_the_worker_once_per_run() -> None:
+    monitor = DriftMonitor("m", config=DriftConfig(window_size=8, every_rows=5, isolation="thread",
+                                                   windows_per_second=float("inf")))
+    monitor.add_version("v1", reference=gaussian(50, seed=1))
+    for i in range(4):
+        monitor.observe_request("v1", _request(gaussian(1, seed=i)), None)
+    assert not monitor._wake.is_set()
+    monitor.observe_request("v1", _request(gaussian(1, seed=9)), None)
+    assert monitor._wake.is_set() and monitor._versions["v1"].pending
+    monitor._wake.clear()
+    monitor.observe_request("v1", _request(gaussian(1, seed=10)), None)
+    assert not monitor._wake.is_set()  # already pending: no second wake-up before the run

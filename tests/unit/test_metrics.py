@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,80 @@ def test_prediction_values_for_a_regressor(m: FerrymanMetrics, reg: CollectorReg
     assert value(reg, "ferryman_prediction_value_count", model="m", version="v1") == 3
     assert value(reg, "ferryman_prediction_value_bucket", model="m", version="v1", le="1.0") == 2
     assert value(reg, "ferryman_prediction_value_bucket", model="m", version="v1", le="-10.0") == 1
+
+
+def test_a_batch_counts_like_the_same_rows_one_request_each(reg: CollectorRegistry) -> None:
+    """Small outputs are read in Python, large batches with numpy: both give the same distribution."""
+    rng = np.random.default_rng(7)
+    probs = rng.random((200, 3)).astype(np.float32)
+    labels = probs.argmax(axis=1).tolist()
+    one_by_one, batched = CollectorRegistry(), CollectorRegistry()
+    obs = PrometheusObserver(FerrymanMetrics(one_by_one))
+    for label, row in zip(labels, probs.tolist(), strict=True):
+        obs.finished(record(rows=1), None, classifier_response([label], [row]))
+    PrometheusObserver(FerrymanMetrics(batched)).finished(record(rows=200), None,
+                                                           classifier_response(labels, probs.tolist()))
+    labels_of = {"model": "m", "version": "v1"}
+    for cls in ("0", "1", "2"):
+        assert value(one_by_one, "ferryman_predictions_total", **labels_of, **{"class": cls}) == \
+            value(batched, "ferryman_predictions_total", **labels_of, **{"class": cls}) == labels.count(int(cls))
+    for le in ("0.4", "0.6", "0.8", "0.9", "+Inf"):
+        assert value(one_by_one, "ferryman_prediction_confidence_bucket", **labels_of, le=le) == \
+            value(batched, "ferryman_prediction_confidence_bucket", **labels_of, le=le)
+    assert value(one_by_one, "ferryman_prediction_confidence_sum", **labels_of) == pytest.approx(
+        value(batched, "ferryman_prediction_confidence_sum", **labels_of))
+
+
+def test_non_finite_regression_values_are_skipped(m: FerrymanMetrics, reg: CollectorRegistry) -> None:
+    obs = PrometheusObserver(m)
+    for out in ([[1.0], [float("nan")], [float("inf")]], [[2.0]] * 10 + [[float("-inf")]] * 10):
+        data = np.asarray(out, dtype=np.float32)
+        obs.finished(record(rows=len(out)), None, InferResponse(model_name="m", model_version="v1", outputs=[
+            Tensor(name="y", datatype="FP32", shape=list(data.shape), data=data)]))
+    assert value(reg, "ferryman_prediction_value_count", model="m", version="v1") == 11
+    assert value(reg, "ferryman_prediction_value_bucket", model="m", version="v1", le="1.0") == 1
+
+
+def test_one_label_per_request_beyond_the_class_limit_counts_as_other(m: FerrymanMetrics,
+                                                                      reg: CollectorRegistry) -> None:
+    obs = PrometheusObserver(m)
+    for label in range(metrics.MAX_CLASSES + 5):
+        obs.finished(record(), None, classifier_response([label], [[0.5, 0.5]]))
+    assert value(reg, "ferryman_predictions_total", model="m", version="v1", **{"class": "other"}) == 5
+    assert value(reg, "ferryman_predictions_total", model="m", version="v1", **{"class": "0"}) == 1
+
+
+def test_publishing_from_another_thread_never_loses_or_doubles_a_request(m: FerrymanMetrics,
+                                                                          reg: CollectorRegistry) -> None:
+    """The multiprocess timer publishes on its own thread while the event loop keeps counting."""
+    obs = PrometheusObserver(m)
+    stop = threading.Event()
+    published = []
+
+    def publisher() -> None:
+        while not stop.is_set():
+            published.append(obs.flush())
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    n = 20_000
+    try:
+        for i in range(n):
+            obs.finished(record(seconds=0.001 * (i % 7), rows=1 + i % 3), None,
+                         classifier_response([i % 2], [[0.3, 0.7]]))
+    finally:
+        stop.set()
+        thread.join()
+    published.append(obs.flush())
+    assert sum(published) == n
+    assert len([p for p in published if p]) > 1  # it really published while requests were being counted
+    labels = {"model": "m", "version": "v1", "route": "stable"}
+    assert value(reg, "ferryman_request_duration_seconds_count", **labels) == n
+    assert value(reg, "ferryman_requests_total", **labels, protocol="v2", code="200") == n
+    assert value(reg, "ferryman_batch_rows_sum", model="m", version="v1") == sum(1 + i % 3 for i in range(n))
+    assert value(reg, "ferryman_request_duration_seconds_sum", **labels) == pytest.approx(
+        sum(0.001 * (i % 7) for i in range(n)))
+    assert value(reg, "ferryman_predictions_total", model="m", version="v1", **{"class": "1"}) == n // 2
 
 
 def test_class_labels_are_bounded(m: FerrymanMetrics, reg: CollectorRegistry) -> None:
@@ -285,7 +360,7 @@ def test_prepare_multiprocess_refuses_once_metrics_exist(tmp_path: Path, monkeyp
 @pytest.mark.parametrize("first", ["ferryman.request_metrics", "ferryman.metrics"])
 def test_either_metrics_module_imports_first(first: str) -> None:
     """request_metrics imports metrics, which re-exports the observer: no import order may break."""
-    code = f"import {first}; from ferryman.metrics import FLUSH_AT, PrometheusObserver; print(FLUSH_AT)"
+    code = f"import {first}; from ferryman.metrics import PrometheusObserver; print(PrometheusObserver.__name__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "1024"
+    assert done.stdout.strip() == "PrometheusObserver"

@@ -1,20 +1,22 @@
 """The drift monitor: per version, a sampled window of live rows, Evidently runs off the request path.
 
-Request path (``observe_request``): a counter-based sampler (``sample_percent``, no random draw), then an
-append of references to the request's feature array and prediction output (no copy, no lock but the GIL)
-to the version's incoming list, at most a window's worth (rows beyond that are only counted). Nothing else:
-no numpy call, no pandas, no Evidently, no metrics, and nothing the cyclic garbage collector has to trace
-(holding whole request objects made full collections slow). The first request after a fold wakes the
-worker, which lets requests accumulate for ``COALESCE_SECONDS`` and then copies them all into the
-versions' numpy ring buffers in one go (:meth:`DriftMonitor.flush`; readers flush too).
+Request path (``observe_request``): a counter-based sampler (``sample_percent``, no random draw), then a
+rate gate, a token bucket per version: a burst of up to one window's worth of rows, and at most
+``windows_per_second`` windows' worth per second under sustained traffic, which then spreads the kept
+requests evenly over time. A request that passes writes its rows and its prediction into the version's
+numpy ring buffer under the window's lock (a slice copy); the others are only counted. So the cost is bounded whatever the traffic
+(about 1,000 row writes a second for a 500-row window), nothing is queued, the worker never folds a backlog
+on the GIL (an earlier design queued references and folded them in bulk every 0.5 s: a 2 ms pause for the
+requests in flight each time), and nothing the cyclic garbage collector has to trace is kept.
 ``observe`` (rows given directly: tests, tools) pushes into the window at once.
 
-Worker thread: sleeps until woken; after a fold, when ``every_rows`` new rows arrived (and, if
-``interval_seconds`` is set, on that schedule whenever new rows arrived), it snapshots the window and hands a :class:`DriftJob` to a runner
-(by default a dedicated child process, see ``runners.py``). Runs of one version are at least
-``min_interval_seconds`` apart whatever the traffic, so drift costs at most one run's CPU per interval
-(at 1,000 req/s, "every 250 rows" alone would mean four runs a second). The result becomes Prometheus gauges and
-the latest :class:`DriftReport`, which the rollout analysis reads through :meth:`DriftMonitor.drift_share`.
+Worker thread: sleeps until woken; when ``every_rows`` new rows arrived (and, if ``interval_seconds`` is
+set, on that schedule whenever new rows arrived), it snapshots the window and hands a :class:`DriftJob` to a
+runner (by default a dedicated child process at idle CPU priority, see ``runners.py``). Runs of one version
+are at least ``min_interval_seconds`` apart whatever the traffic, so drift costs at most one run's CPU per
+interval (at 1,000 req/s, "every 250 rows" alone would mean four runs a second). The result becomes
+Prometheus gauges and the latest :class:`DriftReport`, which the rollout analysis reads through
+:meth:`DriftMonitor.drift_share`.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("ferryman.drift")
 
 PREDICTION_OPS = ("label", "argmax", "value")
-COALESCE_SECONDS = 0.5  # the worker folds pending requests at most about this often under steady traffic
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class DriftConfig:
     interval_seconds: float | None = None  # also run on this schedule when new rows arrived
     min_interval_seconds: float = 5.0  # never run one version more often than this
     min_rows: int = 30  # never judge a window holding fewer live rows
+    windows_per_second: float = 2.0  # rate gate: sustained, at most this many windows' worth of rows a second
     engine: str = "stattest"
     isolation: str = "process"
 
@@ -65,6 +67,8 @@ class DriftConfig:
             raise ValueError("window_size and every_rows must be positive")
         if self.min_interval_seconds < 0:
             raise ValueError("min_interval_seconds must not be negative")
+        if not self.windows_per_second > 0:
+            raise ValueError("windows_per_second must be positive (inf: no rate gate)")
 
     @classmethod
     def from_spec(cls, drift: Drift, **overrides: object) -> DriftConfig:
@@ -74,13 +78,13 @@ class DriftConfig:
 
 
 class _Version:
-    __slots__ = ("feature_names", "incoming", "input_name", "last_start", "lock", "overflow_folded",
-                 "overflow_rows", "pending", "prediction_kind", "prediction_op", "prediction_output", "reference",
-                 "reference_predictions", "report", "runs", "version", "window")
+    __slots__ = ("feature_names", "input_name", "last_start", "lock", "pending", "prediction_kind",
+                 "prediction_op", "prediction_output", "rate", "reference", "reference_predictions", "refilled",
+                 "report", "runs", "tokens", "version", "window")
 
     def __init__(self, version: str, *, reference: np.ndarray, feature_names: list[str], window_size: int,
                  reference_predictions: np.ndarray | None, prediction_kind: str | None, input_name: str | None,
-                 prediction_output: str | None, prediction_op: str | None) -> None:
+                 prediction_output: str | None, prediction_op: str | None, windows_per_second: float) -> None:
         self.version = version
         self.reference = reference
         self.feature_names = feature_names
@@ -90,17 +94,28 @@ class _Version:
         self.prediction_output = prediction_output
         self.prediction_op = prediction_op
         self.window = RingWindow(window_size, reference.shape[1])
-        # request path -> worker: (feature array, prediction-output array or None, rows) of requests not yet
-        # folded, at most a window's worth; rows beyond that are only counted (written by the request thread
-        # only; the fold keeps its own count of what it has taken, so neither side needs a lock)
-        self.incoming: list[tuple[np.ndarray, np.ndarray | None, int]] = []
-        self.overflow_rows = 0
-        self.overflow_folded = 0
+        # the rate gate (request thread only): a token bucket of rows, one window deep
+        self.rate = windows_per_second * window_size  # rows per second
+        self.tokens = float(window_size)
+        self.refilled = time.monotonic()
         self.lock = threading.Lock()
         self.pending = False
         self.report: DriftReport | None = None
         self.runs = 0
         self.last_start = -float("inf")  # monotonic time the last run began
+
+    def take(self, n: int, now: float) -> bool:
+        """Whether ``n`` rows may be written now (the token bucket; request thread only)."""
+        capacity = self.window.capacity
+        if self.rate == float("inf"):
+            return True
+        tokens = min(float(capacity), self.tokens + max(now - self.refilled, 0.0) * self.rate)
+        self.refilled = now
+        if tokens >= min(n, capacity):  # a batch larger than the window passes on a full bucket
+            self.tokens = tokens - n
+            return True
+        self.tokens = tokens
+        return False
 
 
 class DriftMonitor:
@@ -118,8 +133,6 @@ class DriftMonitor:
         self._done = threading.Condition()
         self._thread: threading.Thread | None = None
         self._last_tick = time.monotonic()
-        self._signalled = False  # the worker was woken for the current pending batch
-        self._fold_lock = threading.Lock()
         self._sample_credit = 100.0  # counter-based sampler: the first request is always taken
 
     # -- setup --------------------------------------------------------------------------------------
@@ -145,7 +158,8 @@ class DriftMonitor:
         self._versions[version] = _Version(
             version, reference=ref, feature_names=names, window_size=self.config.window_size,
             reference_predictions=ref_pred, prediction_kind=prediction_kind if ref_pred is not None else None,
-            input_name=input_name, prediction_output=prediction_output, prediction_op=prediction_op)
+            input_name=input_name, prediction_output=prediction_output, prediction_op=prediction_op,
+            windows_per_second=self.config.windows_per_second)
         if self._metrics is not None:
             self._metrics.drift_threshold.labels(self.model).set(self.config.threshold)
 
@@ -189,8 +203,8 @@ class DriftMonitor:
         return True
 
     def observe_request(self, version: str, request: InferRequest, response: InferResponse | None) -> None:
-        """The request path: keep references to the request's feature array (and prediction output) for
-        the worker's next fold. No copy, no numpy call, nothing the garbage collector has to trace."""
+        """The request path: count the request's feature rows; when the rate gate lets it through, write
+        them (and one prediction per row) into the window. Never raises on odd inputs: they are skipped."""
         if self.config.sample_percent < 100.0 and not self._sampled():
             return
         state = self._versions.get(version)
@@ -199,75 +213,26 @@ class DriftMonitor:
         data = _feature_array(state, request)
         if data is None:
             return
-        n = data.size // state.window.width
-        incoming = state.incoming
-        if len(incoming) >= state.window.capacity:  # a whole window is waiting already: only count the rows
-            state.overflow_rows += n
-        else:
+        window = state.window
+        n = data.size // window.width
+        if state.take(n, time.monotonic()):
             output = state.prediction_output
-            incoming.append((data, None if response is None or output is None else _output_array(response, output), n))
-        if not self._signalled:
-            self._signalled = True
-            self._wake.set()
-
-    def _has_incoming(self) -> bool:
-        return any(state.incoming or state.overflow_rows != state.overflow_folded
-                   for state in list(self._versions.values()))  # a copy: versions are added on reload
-
-    def flush(self, *, wait: bool = True) -> int:
-        """Copy every pending request's rows (and predictions) into the windows; returns how many requests.
-        Runs in the worker and in readers; safe against concurrent ``observe_request`` appends (only the
-        taken prefix of each pending list is removed, in one GIL-atomic slice deletion)."""
-        if not self._fold_lock.acquire(blocking=wait):
-            return 0
-        taken = 0
-        wake = False
-        try:
-            self._signalled = False  # appends from now on wake the worker again
-            for state in list(self._versions.values()):
-                incoming = state.incoming
-                n = len(incoming)
-                items = incoming[:n]
-                del incoming[:n]
-                overflow = state.overflow_rows
-                skipped = overflow - state.overflow_folded
-                state.overflow_folded = overflow
-                if items or skipped:
-                    taken += n
-                    wake |= self._absorb(state, items, skipped=skipped)
-        finally:
-            self._fold_lock.release()
-        if wake and threading.current_thread() is not self._thread:
-            self._wake.set()
-        return taken
-
-    def _absorb(self, state: _Version, items: list[tuple[np.ndarray, np.ndarray | None, int]], *, skipped: int) -> bool:
-        """The newest requests that fit the window, in one concatenation (and one prediction pass when every
-        request carried its prediction output in the same layout); older ones only count. The fold holds the
-        GIL, so it must stay short: no numpy call per request."""
-        capacity, width = state.window.capacity, state.window.width
-        kept: list[tuple[np.ndarray, np.ndarray | None, int]] = []
-        held = 0
-        for item in reversed(items):
-            if held >= capacity:
-                skipped += item[2]
-            else:
-                kept.append(item)
-                held += item[2]
-        if not kept:
+            out = None if response is None or output is None else _output_array(response, output)
+            predictions = None if out is None else _read_predictions(out, state.prediction_op, n)
+            rows = data.reshape(n, window.width)
             with state.lock:
-                state.window.push_many([], skipped=skipped)
-            return False
-        kept.reverse()
-        rows = np.concatenate([data.reshape(n, width) for data, _, n in kept]) if len(kept) > 1 \
-            else kept[0][0].reshape(kept[0][2], width)
-        predictions = _predictions_of(kept, state.prediction_op, rows.shape[0])
-        with state.lock:
-            state.window.push_many([(rows, predictions)], skipped=skipped)
-            due = state.window.since_run >= self.config.every_rows and not state.pending
-            if due:
-                state.pending = True
-        return due
+                window.push(rows, predictions)
+                due = window.since_run >= self.config.every_rows and not state.pending
+                if due:
+                    state.pending = True
+        else:
+            with state.lock:
+                window.skip(n)
+                due = window.since_run >= self.config.every_rows and not state.pending
+                if due:
+                    state.pending = True
+        if due:
+            self._wake.set()
 
     # -- worker -------------------------------------------------------------------------------------
     def start(self) -> DriftMonitor:
@@ -306,14 +271,8 @@ class DriftMonitor:
                 timeout = self.config.interval_seconds
 
     def _work(self) -> float | None:
-        """One wake-up of the worker: fold what came in, run the versions that are due; the next timeout."""
+        """One wake-up of the worker: run the versions that are due; the next timeout."""
         interval = self.config.interval_seconds
-        if self._has_incoming():
-            self._stop.wait(timeout=COALESCE_SECONDS)  # let the batch grow: one bulk copy per interval
-            self._wake.clear()
-            if self._stop.is_set():
-                return interval
-            self.flush()
         now = time.monotonic()
         scheduled = interval is not None and now - self._last_tick >= interval
         if scheduled:
@@ -340,7 +299,6 @@ class DriftMonitor:
     def run_now(self, version: str) -> DriftReport:
         """Run drift detection for ``version`` synchronously in this thread (CLI and tests)."""
         state = self._versions[version]
-        self.flush()
         if self._runner is None:
             self._runner = make_runner(self.config.isolation, engine=self.config.engine)
         self._run(state)
@@ -419,7 +377,6 @@ class DriftMonitor:
     def rows_seen(self, version: str) -> int:
         """Live rows sampled for ``version`` so far (reports carry the count at their run)."""
         state = self._versions[version]
-        self.flush()
         with state.lock:
             return state.window.total
 
@@ -427,7 +384,6 @@ class DriftMonitor:
         state = self._versions[version]
         if state.report is not None:
             return state.report
-        self.flush()
         with state.lock:
             size, seen = state.window.size, state.window.total
         return DriftReport(model=self.model, version=version, share=None, drifted=None,
@@ -469,27 +425,6 @@ def _output_array(response: InferResponse, output: str) -> np.ndarray | None:
         return outputs[0].data
     tensor = next((t for t in outputs if t.name == output), None)
     return None if tensor is None else tensor.data
-
-
-def _predictions_of(kept: list[tuple[np.ndarray, np.ndarray | None, int]], op: str | None,
-                    rows: int) -> np.ndarray | None:
-    """One prediction per row for the kept requests (NaN where a request had none), with one numpy pass
-    when the outputs share a layout (the common case), else request by request."""
-    outputs = [output for _, output, _ in kept]
-    if all(o is None for o in outputs):
-        return None
-    first = outputs[0]
-    if first is not None and all(o is not None and o.ndim == first.ndim and o.shape[1:] == first.shape[1:]
-                                 for o in outputs):
-        joined: np.ndarray = np.concatenate([o for o in outputs if o is not None])
-        values = _read_predictions(joined, op, rows)
-        if values is not None:
-            return values
-    parts = []
-    for _, output, n in kept:
-        values = None if output is None else _read_predictions(output, op, n)
-        parts.append(np.full(n, np.nan) if values is None else values)
-    return np.concatenate(parts)
 
 
 def _read_predictions(data: np.ndarray, op: str | None, rows: int) -> np.ndarray | None:

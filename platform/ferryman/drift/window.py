@@ -1,8 +1,7 @@
 """A bounded window of the most recent live rows (and their predictions): a numpy ring buffer.
 
-Not thread-safe on its own: the monitor guards each window with a lock. Nothing here runs on the request
-path: the monitor folds pending requests in bulk with ``push_many`` (one concatenation per batch, only of
-the rows that fit); ``push`` is a slice copy, whatever the window size.
+Not thread-safe on its own: the monitor guards each window with a lock. ``push`` is a slice copy whatever
+the window size (the request path writes the rows its rate gate lets through); ``skip`` only counts rows.
 """
 
 from __future__ import annotations
@@ -55,29 +54,10 @@ class RingWindow:
         self.pos = end % self.capacity
         self.size = min(self.capacity, self.size + n)
 
-    def push_many(self, chunks: list[tuple[np.ndarray, np.ndarray | None]], *, skipped: int = 0) -> None:
-        """Append many (rows, predictions-or-None) chunks, oldest first, with one copy: only the newest
-        ``capacity`` rows are concatenated; older ones (and ``skipped`` rows before them) are just counted."""
-        kept: list[tuple[np.ndarray, np.ndarray | None]] = []
-        held = 0
-        for chunk in reversed(chunks):
-            if held >= self.capacity:
-                skipped += chunk[0].shape[0]
-            else:
-                kept.append(chunk)
-                held += chunk[0].shape[0]
-        if not kept:
-            self.total += skipped
-            self.since_run += skipped
-            return
-        kept.reverse()
-        rows = np.concatenate([r for r, _ in kept]) if len(kept) > 1 else kept[0][0]
-        preds = None
-        if any(p is not None for _, p in kept):
-            preds = np.concatenate([np.full(r.shape[0], np.nan) if p is None else p for r, p in kept])
-        self.total += skipped
-        self.since_run += skipped
-        self.push(rows, preds)
+    def skip(self, n: int) -> None:
+        """Count ``n`` live rows that were not kept (they still make a drift run due)."""
+        self.total += n
+        self.since_run += n
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the held rows and predictions, oldest first."""

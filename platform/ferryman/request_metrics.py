@@ -287,14 +287,25 @@ class PrometheusObserver:
             in_flight[model] -= 1
         key = (model, record.version, record.route, record.protocol)
         series = self._series.get(key) or self._bind(key)
-        series.duration.add(record.seconds)
+        # the histogram and counter updates of _Hist.add / _Counts.add, inlined: this runs for every request
+        seconds = record.seconds
+        hist = series.duration
+        hist.counts[bisect_left(hist.bounds, seconds)] += 1
+        hist.total += seconds
         code = record.code
-        series.codes.add(code if 0 <= code <= 999 else 0)
+        codes = series.codes.counts
+        if code in codes:
+            codes[code] += 1
+        else:
+            series.codes.add(code if 0 <= code <= 999 else 0)
         rows = record.rows
         if rows:
-            hists = series.computed or series.bind_computed()
-            hists[0].add(rows)
-            hists[1].add(record.compute_seconds)
+            rows_hist, compute_hist = series.computed or series.bind_computed()
+            rows_hist.counts[bisect_left(rows_hist.bounds, rows)] += 1
+            rows_hist.total += rows
+            seconds = record.compute_seconds
+            compute_hist.counts[bisect_left(compute_hist.bounds, seconds)] += 1
+            compute_hist.total += seconds
         if response is not None and code < 400 and response.outputs:
             outputs = response.outputs
             plan = series.plan

@@ -25,7 +25,7 @@ def _canary(versions: dict[str, Any], *, candidate: str, steps: list[int], min_r
 
 def test_a_candidate_over_the_p99_budget_is_rolled_back_automatically(
         sample_models, traffic: np.ndarray, tmp_path: Path) -> None:
-    slow = models.slow_model(tmp_path / "slow.onnx", target_seconds=0.15)
+    slow = models.slow_model(tmp_path / "slow.onnx", target_seconds=0.3)  # 3x the budget: calibration on a loaded box can be 1.6x off
     versions = {"v1": sample_models.versions["v1"], "slow": slow}
     spec = write_spec(tmp_path / "deployment.yaml",
                       **_canary(versions, candidate="slow", steps=[50, 100], min_requests=5, p99_ms=100))

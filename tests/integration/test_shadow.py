@@ -50,7 +50,8 @@ def test_candidate_sees_every_mirrored_request_and_callers_get_stable_answers(
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
         # every request was mirrored to v2, after the caller had its answer
-        wait_until(lambda: _mirrored(up, "v2")["requests"] == len(rows), timeout=30, what="all shadow copies")
+        wait_until(lambda: _mirrored(up, "v2")["requests"] == len(rows), timeout=30, what="all shadow copies",
+                   detail=lambda: (up.status()["shadow"], _mirrored(up, "v2")))
         status = up.status()
         rows_by_route = traffic_rows(status)
         assert rows_by_route[("v1", "stable")]["requests"] == len(rows)

@@ -352,3 +352,18 @@ def test_a_due_window_wakes_the_worker_once_per_run() -> None:
     monitor._wake.clear()
     monitor.observe_request("v1", _request(gaussian(1, seed=10)), None)
     assert not monitor._wake.is_set()  # already pending: no second wake-up before the run
+
+
+def test_rows_the_gate_skips_still_make_a_run_due_and_the_run_resets_the_count() -> None:
+    monitor = DriftMonitor("m", config=DriftConfig(window_size=4, every_rows=6, isolation="thread",
+                                                   windows_per_second=1e-6, min_rows=1))  # no refill to speak of
+    monitor.add_version("v1", reference=gaussian(50, seed=1))
+    for i in range(5):  # four kept (the burst), one skipped
+        monitor.observe_request("v1", _request(gaussian(1, seed=i)), None)
+    state = monitor._versions["v1"]
+    assert state.skipped == 1 and not state.pending and not monitor._wake.is_set()
+    monitor.observe_request("v1", _request(gaussian(1, seed=5)), None)  # the sixth row, skipped
+    assert state.skipped == 2 and state.pending and monitor._wake.is_set()
+    report = monitor.run_now("v1")
+    assert report.window_rows == 4 and report.rows_seen == 6
+    assert state.since_run() == 0 and not state.pending

@@ -80,7 +80,7 @@ class DriftConfig:
 class _Version:
     __slots__ = ("feature_names", "input_name", "last_start", "lock", "pending", "prediction_kind",
                  "prediction_op", "prediction_output", "rate", "reference", "reference_predictions", "refilled",
-                 "report", "runs", "tokens", "version", "window")
+                 "report", "runs", "skipped", "skipped_at_run", "tokens", "version", "window")
 
     def __init__(self, version: str, *, reference: np.ndarray, feature_names: list[str], window_size: int,
                  reference_predictions: np.ndarray | None, prediction_kind: str | None, input_name: str | None,
@@ -95,27 +95,24 @@ class _Version:
         self.prediction_op = prediction_op
         self.window = RingWindow(window_size, reference.shape[1])
         # the rate gate (request thread only): a token bucket of rows, one window deep
-        self.rate = windows_per_second * window_size  # rows per second
+        self.rate = min(windows_per_second * window_size, 1e18)  # rows per second (inf: no gate)
         self.tokens = float(window_size)
         self.refilled = time.monotonic()
+        # rows the gate let pass by (request thread only, no lock), and that count at the last run
+        self.skipped = 0
+        self.skipped_at_run = 0
         self.lock = threading.Lock()
         self.pending = False
         self.report: DriftReport | None = None
         self.runs = 0
         self.last_start = -float("inf")  # monotonic time the last run began
 
-    def take(self, n: int, now: float) -> bool:
-        """Whether ``n`` rows may be written now (the token bucket; request thread only)."""
-        capacity = self.window.capacity
-        if self.rate == float("inf"):
-            return True
-        tokens = min(float(capacity), self.tokens + max(now - self.refilled, 0.0) * self.rate)
-        self.refilled = now
-        if tokens >= min(n, capacity):  # a batch larger than the window passes on a full bucket
-            self.tokens = tokens - n
-            return True
-        self.tokens = tokens
-        return False
+    def since_run(self) -> int:
+        """Live rows since the last run, kept or not (a racy read of the lock-free count is fine here)."""
+        return self.window.since_run + self.skipped - self.skipped_at_run
+
+    def seen(self) -> int:
+        return self.window.total + self.skipped
 
 
 class DriftMonitor:
@@ -215,22 +212,29 @@ class DriftMonitor:
             return
         window = state.window
         n = data.size // window.width
-        if state.take(n, time.monotonic()):
+        # the token bucket, inlined: this runs for every request
+        now = time.monotonic()
+        capacity = window.capacity
+        tokens = state.tokens + (now - state.refilled) * state.rate
+        state.refilled = now
+        if tokens > capacity:
+            tokens = capacity
+        if tokens >= n or tokens >= capacity:  # a batch larger than the window passes on a full bucket
+            state.tokens = tokens - n
             output = state.prediction_output
             out = None if response is None or output is None else _output_array(response, output)
             predictions = None if out is None else _read_predictions(out, state.prediction_op, n)
             rows = data.reshape(n, window.width)
             with state.lock:
                 window.push(rows, predictions)
-                due = window.since_run >= self.config.every_rows and not state.pending
-                if due:
-                    state.pending = True
         else:
-            with state.lock:
-                window.skip(n)
-                due = window.since_run >= self.config.every_rows and not state.pending
-                if due:
-                    state.pending = True
+            state.tokens = tokens
+            state.skipped += n  # no lock: only this thread writes it
+        if state.pending or state.since_run() < self.config.every_rows:
+            return
+        with state.lock:
+            due = not state.pending
+            state.pending = True
         if due:
             self._wake.set()
 
@@ -280,7 +284,7 @@ class DriftMonitor:
         timeout = interval
         for state in list(self._versions.values()):
             with state.lock:
-                due = state.pending or (scheduled and state.window.since_run > 0)
+                due = state.pending or (scheduled and state.since_run() > 0)
                 if scheduled and due:
                     state.pending = True  # remembered if it must wait for the minimum interval
             if not due:
@@ -309,8 +313,9 @@ class DriftMonitor:
         with state.lock:
             current, predictions = state.window.snapshot()
             state.window.since_run = 0
+            state.skipped_at_run = state.skipped
             state.pending = False
-            seen = state.window.total
+            seen = state.seen()
         if current.shape[0] < min(self.config.min_rows, self.config.window_size):
             return
         cur_pred = predictions[np.isfinite(predictions)] if state.reference_predictions is not None else None
@@ -378,14 +383,14 @@ class DriftMonitor:
         """Live rows sampled for ``version`` so far (reports carry the count at their run)."""
         state = self._versions[version]
         with state.lock:
-            return state.window.total
+            return state.seen()
 
     def report(self, version: str) -> DriftReport:
         state = self._versions[version]
         if state.report is not None:
             return state.report
         with state.lock:
-            size, seen = state.window.size, state.window.total
+            size, seen = state.window.size, state.seen()
         return DriftReport(model=self.model, version=version, share=None, drifted=None,
                            threshold=self.config.threshold, features=(), prediction=None, window_rows=size,
                            reference_rows=state.reference.shape[0], rows_seen=seen, last_run=None,

@@ -1,7 +1,7 @@
 """A bounded window of the most recent live rows (and their predictions): a numpy ring buffer.
 
 Not thread-safe on its own: the monitor guards each window with a lock. ``push`` is a slice copy whatever
-the window size (the request path writes the rows its rate gate lets through); ``skip`` only counts rows.
+the window size (the request path writes the rows its rate gate lets through).
 """
 
 from __future__ import annotations
@@ -53,11 +53,6 @@ class RingWindow:
                 self.predictions[: n - first] = predictions[first:]
         self.pos = end % self.capacity
         self.size = min(self.capacity, self.size + n)
-
-    def skip(self, n: int) -> None:
-        """Count ``n`` live rows that were not kept (they still make a drift run due)."""
-        self.total += n
-        self.since_run += n
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the held rows and predictions, oldest first."""

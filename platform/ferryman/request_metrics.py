@@ -26,6 +26,7 @@ from bisect import bisect_left
 from typing import Any
 
 import numpy as np
+import numpy.ma  # np.unique (large label batches) imports it lazily: 70 ms on the first such request
 
 from ferryman.metrics import MAX_CLASSES, MAX_SERIES, FerrymanMetrics, default
 from ferryman.protocol.tensor import InferRequest, InferResponse, Tensor
@@ -39,25 +40,6 @@ _OTHER = object()  # the class label key every label beyond MAX_CLASSES counts u
 def _fast_inc(child: Any) -> Any:
     """The bound increment of a counter/gauge child's value (skips the public wrapper's checks)."""
     return child._value.inc
-
-
-def add_counts(child: Any, counts: np.ndarray, total: float) -> None:
-    """Add per-bucket counts (aligned with the child's bounds, +Inf last) and their sum to a histogram child."""
-    if len(counts) != len(child._buckets):
-        raise RuntimeError("unexpected prometheus_client histogram internals")
-    child._sum.inc(float(total))
-    for i in np.flatnonzero(counts).tolist():
-        child._buckets[i].inc(int(counts[i]))
-
-
-def observe_many(child: Any, values: np.ndarray) -> None:
-    """Observe many values into a histogram child in O(buckets) metric updates (not one per value)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return
-    bounds = np.asarray(child._upper_bounds, dtype=np.float64)
-    idx = np.searchsorted(bounds, finite.astype(np.float64), side="left")
-    add_counts(child, np.bincount(idx, minlength=len(bounds)), float(finite.sum()))
 
 
 class _Hist:

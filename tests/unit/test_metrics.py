@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Histogram, multiprocess
 from ferryman import metrics
 from ferryman.metrics import REQUEST_BUCKETS, FerrymanMetrics, PrometheusObserver
 from ferryman.protocol.tensor import InferResponse, Tensor
-from ferryman.request_metrics import observe_many
+from ferryman.request_metrics import _Hist
 from ferryman.telemetry import RequestRecord
 
 
@@ -219,13 +219,15 @@ def test_class_labels_are_bounded(m: FerrymanMetrics, reg: CollectorRegistry) ->
     assert value(reg, "ferryman_predictions_total", model="m", version="v1", **{"class": "other"}) == 10
 
 
-def test_observe_many_equals_observing_one_by_one(reg: CollectorRegistry) -> None:
+def test_a_bulk_add_equals_observing_one_by_one(reg: CollectorRegistry) -> None:
     bulk = Histogram("bulk", "", buckets=metrics.CONFIDENCE_BUCKETS, registry=reg)
     loop = Histogram("loop", "", buckets=metrics.CONFIDENCE_BUCKETS, registry=reg)
     values = np.random.default_rng(1).uniform(0, 1, size=1000)
     values[[3, 7]] = [0.5, 1.0]  # exactly on bounds: le is inclusive
     values[11] = np.nan  # ignored
-    observe_many(bulk, values)
+    counts = _Hist(bulk)
+    counts.add_many(values)
+    assert counts.publish() == 999
     for v in values[np.isfinite(values)]:
         loop.observe(float(v))
     for bound in [*map(str, metrics.CONFIDENCE_BUCKETS), "+Inf"]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable
 from time import perf_counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -34,6 +35,40 @@ from ferryman_runtimes.asgi.http import Request, read_body, send_bytes, send_jso
 log = logging.getLogger("ferryman.server")
 
 _JSON = b"application/json"
+_JSON_HEADERS = [(b"content-type", _JSON)]
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers (no content-length), body
+
+
+class Plan(NamedTuple):
+    """A prediction request's model and protocol: decode the body, encode the response."""
+
+    name: str
+    version: str | None
+    protocol: str  # "v1", "v2" or "v2-binary" (a metrics label)
+    decode: Callable[[bytes], InferRequest]
+    encode: Callable[[InferResponse, InferRequest], tuple[bytes, list[tuple[bytes, bytes]]]]
+
+
+def error_answer(err: FerrymanError) -> Answer:
+    """The HTTP answer to a domain error: its status, ``{"error": message}``, and the headers it calls for."""
+    headers = list(_JSON_HEADERS)
+    if isinstance(err, Overloaded):
+        headers.append((b"retry-after", str(err.retry_after_seconds).encode()))
+    elif isinstance(err, RequestTimeout):
+        headers.append((b"connection", b"close"))  # the rest of a trickled body is not worth waiting for
+    return err.status, headers, orjson.dumps({"error": str(err)})
+
+
+def _is_prediction(parts: list[str]) -> bool:
+    """``/v2/models/.../infer`` or ``/v1/models/...:predict`` (split on "/")."""
+    if len(parts) < 4 or parts[2] != "models":
+        return False
+    return (parts[1] == "v2" and parts[-1] == "infer") or (parts[1] == "v1" and parts[-1].endswith(":predict"))
+
+
+def is_prediction_path(path: str) -> bool:
+    return _is_prediction(path.split("/"))
 
 
 class Selection:
@@ -79,9 +114,10 @@ class InferenceApp:
         model = self.repository.get(model_name, version)
         return Selection(model, "pinned" if version else "direct")
 
-    async def after_response(self, selection: Selection, request: Request, infer: InferRequest,
-                             response: InferResponse | None) -> None:
-        """Runs after the caller has its answer (the gateway sends shadow traffic here)."""
+    def after_response(self, selection: Selection, request: Request, infer: InferRequest,
+                       response: InferResponse | None) -> None:
+        """Runs once the answer is ready, just before it is written (the gateway remembers it for A/B
+        feedback and starts the shadow copy here, as a task that runs after the caller has its answer)."""
 
     # -- ASGI ---------------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -108,11 +144,8 @@ class InferenceApp:
     async def handle(self, request: Request, receive: Any, send: Any) -> None:
         parts = request.path.split("/")
         try:
-            if request.method == "POST" and len(parts) >= 4 and parts[2] == "models":
-                if parts[1] == "v2" and parts[-1] == "infer":
-                    return await self.infer_v2(request, parts, receive, send)
-                if parts[1] == "v1" and parts[-1].endswith(":predict"):
-                    return await self.predict_v1(request, parts, receive, send)
+            if request.method == "POST" and _is_prediction(parts):
+                return await self._serve(request, parts, receive, send)
             if request.method in ("GET", "HEAD"):
                 return await self.get(request, parts, send)
             handler = self.extra_routes.get((request.method, request.path))
@@ -125,12 +158,8 @@ class InferenceApp:
             await self.send_error(send, err)
 
     async def send_error(self, send: Any, err: FerrymanError) -> None:
-        headers = None
-        if isinstance(err, Overloaded):
-            headers = [(b"retry-after", str(err.retry_after_seconds).encode())]
-        elif isinstance(err, RequestTimeout):
-            headers = [(b"connection", b"close")]  # the rest of a trickled body is not worth waiting for
-        await send_json(send, err.status, {"error": str(err)}, headers=headers)
+        status, headers, payload = error_answer(err)
+        await send_bytes(send, status, payload, headers)
 
     # -- OpenAPI ------------------------------------------------------------------------------------
     def openapi_route_headers(self) -> list[str]:
@@ -187,7 +216,14 @@ class InferenceApp:
         if self.in_flight >= self.limits.max_in_flight:
             raise Overloaded(f"too many requests in flight ({self.limits.max_in_flight}); retry later")
 
-    async def infer_v2(self, request: Request, parts: list[str], receive: Any, send: Any) -> None:
+    def plan(self, request: Request, parts: list[str]) -> Plan:
+        """How to answer a prediction request (``POST`` to a v1 ``:predict`` or v2 ``/infer`` path): which
+        model, and the protocol's decoder and encoder. Raises the request's error (unknown model, not ready)."""
+        if parts[1] == "v2":
+            return self._plan_v2(request, parts)
+        return self._plan_v1(request, parts)
+
+    def _plan_v2(self, request: Request, parts: list[str]) -> Plan:
         name, version, rest = _model_path(parts)
         if rest != ["infer"]:
             raise ModelNotFound(f"no route for POST {request.path}")
@@ -196,6 +232,7 @@ class InferenceApp:
             self.repository.get(name, version)  # an unknown pinned version is a 404, whatever the body
         header_length = request.header(b"inference-header-content-length")
         protocol = "v2" if header_length is None else "v2-binary"
+        max_elements = self.limits.max_elements
 
         def decode(body: bytes) -> InferRequest:
             hl = None
@@ -204,7 +241,7 @@ class InferenceApp:
                     hl = int(header_length)
                 except ValueError as err:
                     raise InvalidInput("inference-header-content-length: must be an integer") from err
-            return v2.decode_request(body, header_length=hl, max_elements=self.limits.max_elements)
+            return v2.decode_request(body, header_length=hl, max_elements=max_elements)
 
         def encode(response: InferResponse, infer: InferRequest) -> tuple[bytes, list[tuple[bytes, bytes]]]:
             binary = _binary_outputs(infer, response)
@@ -214,10 +251,9 @@ class InferenceApp:
             return body, [(b"content-type", b"application/octet-stream"),
                           (b"inference-header-content-length", str(hl).encode())]
 
-        await self._serve(request, receive, send, name=name, version=version, protocol=protocol,
-                          decode=decode, encode=encode)
+        return Plan(name, version, protocol, decode, encode)
 
-    async def predict_v1(self, request: Request, parts: list[str], receive: Any, send: Any) -> None:
+    def _plan_v1(self, request: Request, parts: list[str]) -> Plan:
         parts = [*parts[:-1], parts[-1][: -len(":predict")]]
         name, version, rest = _model_path(parts)
         if rest:
@@ -231,53 +267,131 @@ class InferenceApp:
         def encode(response: InferResponse, infer: InferRequest) -> tuple[bytes, list[tuple[bytes, bytes]]]:
             return v1.encode_response(response), [(b"content-type", _JSON)]
 
-        await self._serve(request, receive, send, name=name, version=version, protocol="v1",
-                          decode=decode, encode=encode)
+        return Plan(name, version, "v1", decode, encode)
 
-    async def _serve(self, request: Request, receive: Any, send: Any, *, name: str, version: str | None,
-                     protocol: str, decode: Any, encode: Any) -> None:
-        t0 = perf_counter()
+    def start(self, request: Request, parts: list[str]) -> Plan:
+        """Admit a prediction request (its headers have arrived): plan it and take an in-flight slot, which
+        :meth:`answer` gives back. Raises the request's error (unknown model, not ready, overloaded)."""
+        plan = self.plan(request, parts)
         self.in_flight += 1
-        observer = self.observer
-        observer.started(name)
-        record = RequestRecord(name, "", "", protocol, 200, 0.0)
+        self.observer.started(plan.name)
+        return plan
+
+    async def _serve(self, request: Request, parts: list[str], receive: Any, send: Any) -> None:
+        """A prediction over ASGI: admit, read the body, answer, send."""
+        plan = self.start(request, parts)  # its errors are answered by handle()
+        t0 = perf_counter()
+        if self.async_compute:
+            return await self._serve_async(plan, request, receive, send, t0=t0)
+        failure: FerrymanError | None = None
+        body = b""
+        try:
+            body = await read_body(request, receive, limit=self.limits.max_body_bytes)
+        except FerrymanError as err:
+            failure = err
+        except BaseException:  # cancelled while waiting for the body: give the slot back, record it
+            self.answer(plan, request, b"", t0=t0, failure=InvalidInput("request cancelled before its body arrived"))
+            raise
+        status, headers, payload = self.answer(plan, request, body, t0=t0, failure=failure)
+        await send_bytes(send, status, payload, headers)
+
+    def answer(self, plan: Plan, request: Request, body: bytes, *, t0: float,
+               failure: FerrymanError | None = None) -> Answer:
+        """Answer an admitted prediction (see :meth:`start`) whose whole body has arrived, synchronously:
+        decode, route, infer, encode, record, and give the in-flight slot back. Never raises: an error becomes
+        its HTTP answer. ``failure`` is an error met while reading the body (recorded like any other). The
+        after-response hook runs before the caller writes the answer; what it starts (a shadow copy) runs on
+        the event loop after this returns."""
+        record = RequestRecord(plan.name, "", "", plan.protocol, 200, 0.0)
         infer: InferRequest | None = None
         response: InferResponse | None = None
         selection: Selection | None = None
         try:
-            infer = decode(await read_body(request, receive, limit=self.limits.max_body_bytes))
-            selection = self.select(name, version, request, infer)
+            if failure is not None:
+                raise failure
+            infer = plan.decode(body)
+            selection = self.select(plan.name, plan.version, request, infer)
             model = selection.model
             record.version = model.version
             record.route = selection.route
             c0 = perf_counter()
-            if self.async_compute:
-                response = await self.compute(model, infer)
-            else:
-                response = self.dataplane.infer(model, infer)
-            if not self.async_compute or self.computes_here(model):  # remote compute is measured where it runs
+            response = self.dataplane.infer(model, infer)
+            record.compute_seconds = perf_counter() - c0
+            shape = infer.inputs[0].shape
+            record.rows = shape[0] if shape else 1
+            payload, headers = plan.encode(response, infer)
+            result: Answer = (200, headers, payload)
+        except Exception as err:  # every failure becomes an answer (see _failed)
+            result = self._failed(record, request, err)
+        finally:
+            self.in_flight -= 1
+            record.seconds = perf_counter() - t0
+            self.observer.finished(record, infer, response)
+        if self.has_after_response and selection is not None and infer is not None:
+            self.after_response(selection, request, infer, response)
+        return result
+
+    async def _serve_async(self, plan: Plan, request: Request, receive: Any, send: Any, *, t0: float) -> None:
+        """:meth:`answer` for an app whose compute is awaited (a remote version: the Ray ingress)."""
+        observer = self.observer
+        record = RequestRecord(plan.name, "", "", plan.protocol, 200, 0.0)
+        infer: InferRequest | None = None
+        response: InferResponse | None = None
+        selection: Selection | None = None
+        try:
+            infer = plan.decode(await read_body(request, receive, limit=self.limits.max_body_bytes))
+            selection = self.select(plan.name, plan.version, request, infer)
+            model = selection.model
+            record.version = model.version
+            record.route = selection.route
+            c0 = perf_counter()
+            response = await self.compute(model, infer)
+            if self.computes_here(model):  # remote compute is measured where it runs
                 record.compute_seconds = perf_counter() - c0
                 shape = infer.inputs[0].shape
                 record.rows = shape[0] if shape else 1
-            payload, headers = encode(response, infer)
-            await send_bytes(send, 200, payload, headers)
-        except FerrymanError as err:
-            record.code = err.status
-            if isinstance(err, PayloadTooLarge | InvalidInput | RequestTimeout):
-                log.debug("rejected %s %s: %s", request.method, request.path, err)
-            elif err.status >= 500:
-                log.warning("failed %s %s: %s", request.method, request.path, err)
-            await self.send_error(send, err)
-        except Exception:
-            record.code = 500
-            log.exception("unexpected error on %s %s", request.method, request.path)
-            await send_json(send, 500, {"error": "internal error"})
+            payload, headers = plan.encode(response, infer)
+            result: Answer = (200, headers, payload)
+        except Exception as err:  # every failure becomes an answer (see _failed)
+            result = self._failed(record, request, err)
         finally:
             self.in_flight -= 1
             record.seconds = perf_counter() - t0
             observer.finished(record, infer, response)
         if self.has_after_response and selection is not None and infer is not None:
-            await self.after_response(selection, request, infer, response)
+            self.after_response(selection, request, infer, response)
+        await send_bytes(send, result[0], result[2], result[1])
+
+    def _failed(self, record: RequestRecord, request: Request, err: Exception) -> Answer:
+        """The answer to a prediction that failed (the one place its errors become HTTP statuses)."""
+        if isinstance(err, FerrymanError):
+            record.code = err.status
+            if isinstance(err, PayloadTooLarge | InvalidInput | RequestTimeout):
+                log.debug("rejected %s %s: %s", request.method, request.path, err)
+            elif err.status >= 500:
+                log.warning("failed %s %s: %s", request.method, request.path, err)
+            return error_answer(err)
+        record.code = 500
+        log.error("unexpected error on %s %s", request.method, request.path, exc_info=err)
+        return 500, list(_JSON_HEADERS), b'{"error":"internal error"}'
+
+    # -- direct dispatch (ferryman_runtimes.asgi.direct) --------------------------------------------
+    def direct_target(self, method: str, path: str) -> bool:
+        """Whether a request can be answered straight from the HTTP protocol (:meth:`direct_start`, then
+        :meth:`direct_finish`), without an ASGI task: a prediction computed in this process."""
+        return not self.async_compute and method == "POST" and is_prediction_path(path)
+
+    def direct_start(self, request: Request) -> Plan | Answer:
+        """:meth:`start` for a request the protocol answers itself: its plan, or the answer that refuses it."""
+        try:
+            return self.start(request, request.path.split("/"))
+        except FerrymanError as err:
+            return error_answer(err)
+
+    def direct_finish(self, plan: Plan, request: Request, body: bytes, *, t0: float,
+                      failure: FerrymanError | None = None) -> Answer:
+        """:meth:`answer` for a request the protocol answers itself (``failure``: it cut the body off)."""
+        return self.answer(plan, request, body, t0=t0, failure=failure)
 
 
 def freeze_heap() -> None:

@@ -94,9 +94,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         elif self._in_headers:
             self._reject(408, f"request headers not received within {self.receive_timeout:g}s")
         else:
-            if self.scope is not None:
-                self.scope[TIMED_OUT] = True  # type: ignore[literal-required]
-            self._reject(408, f"request body not received within {self.receive_timeout:g}s", body=True)
+            self._body_timed_out(f"request body not received within {self.receive_timeout:g}s")
+
+    def _body_timed_out(self, message: str) -> None:
+        if self.scope is not None:
+            self.scope[TIMED_OUT] = True  # type: ignore[literal-required]
+        self._reject(408, message, body=True)
 
     # -- protocol interface -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]

@@ -28,6 +28,8 @@ from typing import Any
 import orjson
 
 from ferryman.errors import FerrymanError
+from ferryman_runtimes.asgi.app import Answer
+from ferryman_runtimes.asgi.direct import direct_app
 
 log = logging.getLogger("ferryman.security")
 
@@ -35,6 +37,7 @@ OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/v1/health/live"
 CHECK_SECONDS = 1.0
 MIN_KEY_LENGTH = 16
 _CHALLENGE = [(b"www-authenticate", b'Bearer realm="ferryman", charset="UTF-8"')]
+_REFUSAL = orjson.dumps({"error": "missing or invalid API key (send Authorization: Bearer <key> or X-API-Key)"})
 
 
 class KeySourceError(FerrymanError):
@@ -168,6 +171,21 @@ class ApiKeyMiddleware:
         self.keys = keys
         self.open_paths = open_paths
         self.refused = 0
+        self._direct = direct_app(app)
+
+    # -- direct dispatch (ferryman_runtimes.asgi.direct): the same check, then the app's own answer ------
+    def direct_target(self, method: str, path: str) -> bool:
+        return self._direct is not None and self._direct.direct_target(method, path)
+
+    def direct_start(self, request: Any) -> Any:
+        if request.path in self.open_paths or self.keys.accepts(supplied_key(request.scope["headers"])):
+            return self._direct.direct_start(request)  # type: ignore[union-attr]
+        self.refused += 1
+        return 401, [(b"content-type", b"application/json"), *_CHALLENGE], _REFUSAL
+
+    def direct_finish(self, plan: Any, request: Any, body: bytes, *, t0: float,
+                      failure: FerrymanError | None = None) -> Answer:
+        return self._direct.direct_finish(plan, request, body, t0=t0, failure=failure)  # type: ignore[no-any-return,union-attr]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -179,7 +197,7 @@ class ApiKeyMiddleware:
         if kind != "http":  # websocket: refuse the handshake
             await send({"type": "websocket.close", "code": 1008})
             return None
-        body = orjson.dumps({"error": "missing or invalid API key (send Authorization: Bearer <key> or X-API-Key)"})
+        body = _REFUSAL
         await send({"type": "http.response.start", "status": 401,
                     "headers": [(b"content-type", b"application/json"), *_CHALLENGE,
                                 (b"content-length", str(len(body)).encode())]})

@@ -115,8 +115,8 @@ class GatewayApp(InferenceApp):
                     infer.inputs = [t for t in infer.inputs if t.name != sticky.name]
         return RoutingInputs(path_version=version, headers=headers or {}, cookies=cookies, fields=fields)
 
-    async def after_response(self, selection: Selection, request: Request, infer: InferRequest,
-                             response: InferResponse | None) -> None:
+    def after_response(self, selection: Selection, request: Request, infer: InferRequest,
+                       response: InferResponse | None) -> None:
         if self.track_predictions and response is not None and infer.id is not None:
             self._remember(infer.id, selection, response)
         if selection.shadow is not None:

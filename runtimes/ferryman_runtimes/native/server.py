@@ -13,7 +13,7 @@ from ferryman.dataplane import DataPlane, repository_for, repository_for_file
 from ferryman.observability import instrument
 from ferryman.spec import Limits, load_deployment
 from ferryman_runtimes.asgi.app import InferenceApp
-from ferryman_runtimes.asgi.coalesce import PROTOCOL
+from ferryman_runtimes.asgi.direct import PROTOCOL
 from ferryman_runtimes.asgi.security import ApiKeys, protect
 from ferryman_runtimes.asgi.tls import tls_options
 
@@ -81,7 +81,7 @@ def uvicorn_options(*, host: str, port: int, workers: int = 1) -> dict[str, Any]
         "port": port,
         "workers": workers,
         "loop": "uvloop",
-        "http": PROTOCOL,  # httptools plus header size and header-time limits, one socket write per response
+        "http": PROTOCOL,  # httptools + limits + one write per response; predictions answered without an ASGI task
         "lifespan": "on",
         "access_log": False,
         "log_level": "warning",

@@ -249,3 +249,18 @@ def test_refused_then_served_on_one_connection(server: ThreadedServer) -> None:
         (s1, _, b1), (s2, _, b2) = read_responses(s, 2)
     assert s1 == 404 and b"not found" in b1
     assert s2 == 200 and y_of(b2) == [2, 3, 4]
+
+
+def test_keep_alive_closes_an_idle_connection_only(app: InferenceApp) -> None:
+    """One timer per keep-alive period: a connection in use stays open past it, an idle one is closed."""
+    with serve_app(app, http=PROTOCOL, timeout_keep_alive=1) as server, \
+            socket.create_connection(("127.0.0.1", server.port)) as busy:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.5:  # more than two periods, a request every 0.3 s
+            busy.sendall(post(INFER, body_for(1, 1, 1)))
+            [(status, _, _)] = read_responses(busy, 1)
+            assert status == 200
+            time.sleep(0.3)
+        t_idle = time.monotonic()
+        assert closed(busy, timeout=5)
+        assert 0.7 < time.monotonic() - t_idle < 2.5

@@ -64,3 +64,22 @@ def test_status_lines() -> None:
     assert status_line(200) == b"HTTP/1.1 200 OK\r\n"
     assert status_line(413).startswith(b"HTTP/1.1 413 ") and status_line(413).endswith(b"\r\n")
     assert status_line(599) == b"HTTP/1.1 599 Status\r\n"
+
+
+def test_uvicorn_header_callbacks_are_what_the_limits_protocol_inlines() -> None:
+    """``LimitedHttpToolsProtocol`` inlines uvicorn's ``on_url``/``on_header`` (hot: once per header); an
+    upgrade of uvicorn that changes them must fail here, not silently diverge."""
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    def body(fn: Any) -> list[str]:
+        return [line.strip() for line in inspect.getsource(fn).splitlines()[1:] if line.strip()]
+
+    assert body(HttpToolsProtocol.on_url) == ["self.url += url"]
+    assert body(HttpToolsProtocol.on_header) == [
+        "name = name.lower()",
+        'if name == b"expect" and value.lower() == b"100-continue":',
+        "self.expect_100_continue = True",
+        "self.headers.append((name, value))",
+    ]

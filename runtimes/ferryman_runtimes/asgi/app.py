@@ -231,27 +231,30 @@ class InferenceApp:
         if version is not None:
             self.repository.get(name, version)  # an unknown pinned version is a 404, whatever the body
         header_length = request.header(b"inference-header-content-length")
-        protocol = "v2" if header_length is None else "v2-binary"
+        if header_length is None:
+            return Plan(name, version, "v2", self._decode_v2_json, self._encode_v2)
         max_elements = self.limits.max_elements
 
         def decode(body: bytes) -> InferRequest:
-            hl = None
-            if header_length is not None:
-                try:
-                    hl = int(header_length)
-                except ValueError as err:
-                    raise InvalidInput("inference-header-content-length: must be an integer") from err
+            try:
+                hl = int(header_length)
+            except ValueError as err:
+                raise InvalidInput("inference-header-content-length: must be an integer") from err
             return v2.decode_request(body, header_length=hl, max_elements=max_elements)
 
-        def encode(response: InferResponse, infer: InferRequest) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-            binary = _binary_outputs(infer, response)
-            body, hl = v2.encode_response(response, binary_names=binary)
-            if hl is None:
-                return body, [(b"content-type", _JSON)]
-            return body, [(b"content-type", b"application/octet-stream"),
-                          (b"inference-header-content-length", str(hl).encode())]
+        return Plan(name, version, "v2-binary", decode, self._encode_v2)
 
-        return Plan(name, version, protocol, decode, encode)
+    def _decode_v2_json(self, body: bytes) -> InferRequest:
+        return v2.decode_request(body, header_length=None, max_elements=self.limits.max_elements)
+
+    @staticmethod
+    def _encode_v2(response: InferResponse, infer: InferRequest) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        binary = _binary_outputs(infer, response)
+        body, hl = v2.encode_response(response, binary_names=binary)
+        if hl is None:
+            return body, _JSON_HEADERS  # shared: answers are never mutated
+        return body, [(b"content-type", b"application/octet-stream"),
+                      (b"inference-header-content-length", str(hl).encode())]
 
     def _plan_v1(self, request: Request, parts: list[str]) -> Plan:
         parts = [*parts[:-1], parts[-1][: -len(":predict")]]
@@ -265,7 +268,7 @@ class InferenceApp:
             return v1.decode_request(body, signature)
 
         def encode(response: InferResponse, infer: InferRequest) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-            return v1.encode_response(response), [(b"content-type", _JSON)]
+            return v1.encode_response(response), _JSON_HEADERS
 
         return Plan(name, version, "v1", decode, encode)
 

@@ -27,6 +27,7 @@ limits and keep-alive behaviour are the same on both paths (the integration test
 
 from __future__ import annotations
 
+import asyncio
 import http
 from time import perf_counter
 from typing import Any, cast
@@ -58,6 +59,17 @@ def direct_app(app: Any) -> Any | None:
     return None
 
 
+_defaults: list[Any] = [None, b""]  # (uvicorn's default header list, the same as bytes)
+
+
+def _default_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default response headers (server, date) as bytes; uvicorn replaces the list every second."""
+    if headers is not _defaults[0]:
+        _defaults[1] = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        _defaults[0] = headers
+    return _defaults[1]  # type: ignore[no-any-return]
+
+
 def status_line(status: int) -> bytes:
     line = _STATUS_LINES.get(status)
     return line if line is not None else f"HTTP/1.1 {status} Status\r\n".encode()
@@ -77,6 +89,8 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._keep_alive = True
         self._t0 = 0.0
         self._paused_for_write = False
+        self._idle_since: float | None = None  # when the last direct answer was written, while nothing arrived
+        self._idle_timer: asyncio.TimerHandle | None = None
         self.direct_answers = 0  # requests this connection answered without an ASGI task
 
     # -- parser callbacks ---------------------------------------------------------------------------
@@ -143,11 +157,6 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._disarm()
         self._respond(*self._finish(None))
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._taken and self._plan is not None:
-            self._finish(InvalidInput("client disconnected before sending the whole body"))  # recorded, not sent
-        super().connection_lost(exc)
-
     def _body_timed_out(self, message: str) -> None:
         if not self._taken:
             return super()._body_timed_out(message)
@@ -175,22 +184,18 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._respond(*self._finish(err))
 
     def _respond(self, status: int, headers: list[tuple[bytes, bytes]], payload: bytes) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            return
         keep_alive = self._keep_alive
-        out = [status_line(status)]
-        for name, value in self.server_state.default_headers:
-            out += (name, b": ", value, b"\r\n")
+        out = [status_line(status), _default_headers(self.server_state.default_headers)]
         for name, value in headers:
             if name == b"connection" and value.lower() == b"close":
                 keep_alive = False
                 continue
             out += (name, b": ", value, b"\r\n")
-        out += (b"content-length: ", str(len(payload)).encode(), b"\r\n")
-        if not keep_alive:
-            out.append(b"connection: close\r\n")
-        out += (b"\r\n", payload)
-        transport = self.transport
-        if transport.is_closing():
-            return
+        out += (b"content-length: ", str(len(payload)).encode(),
+                b"\r\n\r\n" if keep_alive else b"\r\nconnection: close\r\n\r\n", payload)
         transport.write(b"".join(out))
         self.server_state.total_requests += 1
         self.direct_answers += 1
@@ -201,8 +206,36 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
             # a pipelining client that does not read its answers: stop reading more requests until it does
             self.flow.pause_reading()
             self._paused_for_write = True
-        self._unset_keepalive_if_required()
-        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        # idle from now on: one timer per keep-alive period, not one per request (see _idle_check)
+        self._idle_since = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_check)
+
+    # -- keep-alive ---------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self._idle_since = None  # busy: a request is arriving
+        super().data_received(data)
+
+    def _idle_check(self) -> None:
+        """Close a connection idle for the keep-alive timeout since its last direct answer; else look again
+        when it could be. (A request on the ASGI path is timed by uvicorn's own keep-alive timer.)"""
+        self._idle_timer = None
+        since = self._idle_since
+        if since is None or self.transport.is_closing():
+            return
+        left = since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self._idle_timer = self.loop.call_later(left, self._idle_check)
+        else:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._taken and self._plan is not None:
+            self._finish(InvalidInput("client disconnected before sending the whole body"))  # recorded, not sent
+        super().connection_lost(exc)
 
     def resume_writing(self) -> None:
         super().resume_writing()

@@ -155,8 +155,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._raw_header_bytes = 0
 
+    # on_url and on_header run for every request and header: uvicorn's own bodies (collect the target; lower-case
+    # the name, note Expect: 100-continue, keep the header) are inlined rather than called through super()
     def on_url(self, url: bytes) -> None:
-        super().on_url(url)
+        self.url += url
         if len(self.url) > self.max_url_bytes:
             raise _Reject(414, f"request target exceeds {self.max_url_bytes} bytes")
 
@@ -164,7 +166,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.max_header_bytes:
             raise _Reject(431, f"request headers exceed {self.max_header_bytes} bytes")
-        super().on_header(name, value)
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_headers = False

@@ -313,54 +313,52 @@ class InferenceApp:
             if failure is not None:
                 raise failure
             infer = plan.decode(body)
-            selection = self.select(plan.name, plan.version, request, infer)
-            model = selection.model
-            record.version = model.version
-            record.route = selection.route
+            selection = self._routed(plan, request, infer, record)
             c0 = perf_counter()
-            response = self.dataplane.infer(model, infer)
-            record.compute_seconds = perf_counter() - c0
-            shape = infer.inputs[0].shape
-            record.rows = shape[0] if shape else 1
+            response = self.dataplane.infer(selection.model, infer)
+            _computed(record, infer, c0)
             payload, headers = plan.encode(response, infer)
             result: Answer = (200, headers, payload)
         except Exception as err:  # every failure becomes an answer (see _failed)
             result = self._failed(record, request, err)
         finally:
-            self.in_flight -= 1
-            record.seconds = perf_counter() - t0
-            self.observer.finished(record, infer, response)
+            self._finished(record, t0=t0, infer=infer, response=response)
         if self.has_after_response and selection is not None and infer is not None:
             self.after_response(selection, request, infer, response)
         return result
 
+    def _routed(self, plan: Plan, request: Request, infer: InferRequest, record: RequestRecord) -> Selection:
+        selection = self.select(plan.name, plan.version, request, infer)
+        record.version = selection.model.version
+        record.route = selection.route
+        return selection
+
+    def _finished(self, record: RequestRecord, *, t0: float, infer: InferRequest | None,
+                  response: InferResponse | None) -> None:
+        """Give the in-flight slot back and record the request (its code is set by now)."""
+        self.in_flight -= 1
+        record.seconds = perf_counter() - t0
+        self.observer.finished(record, infer, response)
+
     async def _serve_async(self, plan: Plan, request: Request, receive: Any, send: Any, *, t0: float) -> None:
         """:meth:`answer` for an app whose compute is awaited (a remote version: the Ray ingress)."""
-        observer = self.observer
         record = RequestRecord(plan.name, "", "", plan.protocol, 200, 0.0)
         infer: InferRequest | None = None
         response: InferResponse | None = None
         selection: Selection | None = None
         try:
             infer = plan.decode(await read_body(request, receive, limit=self.limits.max_body_bytes))
-            selection = self.select(plan.name, plan.version, request, infer)
-            model = selection.model
-            record.version = model.version
-            record.route = selection.route
+            selection = self._routed(plan, request, infer, record)
             c0 = perf_counter()
-            response = await self.compute(model, infer)
-            if self.computes_here(model):  # remote compute is measured where it runs
-                record.compute_seconds = perf_counter() - c0
-                shape = infer.inputs[0].shape
-                record.rows = shape[0] if shape else 1
+            response = await self.compute(selection.model, infer)
+            if self.computes_here(selection.model):  # remote compute is measured where it runs
+                _computed(record, infer, c0)
             payload, headers = plan.encode(response, infer)
             result: Answer = (200, headers, payload)
         except Exception as err:  # every failure becomes an answer (see _failed)
             result = self._failed(record, request, err)
         finally:
-            self.in_flight -= 1
-            record.seconds = perf_counter() - t0
-            observer.finished(record, infer, response)
+            self._finished(record, t0=t0, infer=infer, response=response)
         if self.has_after_response and selection is not None and infer is not None:
             self.after_response(selection, request, infer, response)
         await send_bytes(send, result[0], result[2], result[1])
@@ -395,6 +393,13 @@ class InferenceApp:
                       failure: FerrymanError | None = None) -> Answer:
         """:meth:`answer` for a request the protocol answers itself (``failure``: it cut the body off)."""
         return self.answer(plan, request, body, t0=t0, failure=failure)
+
+
+def _computed(record: RequestRecord, infer: InferRequest, c0: float) -> None:
+    """Record the compute time since ``c0`` and the request's rows."""
+    record.compute_seconds = perf_counter() - c0
+    shape = infer.inputs[0].shape
+    record.rows = shape[0] if shape else 1
 
 
 def freeze_heap() -> None:

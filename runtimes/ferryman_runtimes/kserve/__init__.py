@@ -2,7 +2,8 @@
 
 * :mod:`.server` — the serving-runtime contract (``--model_name``, ``--model_dir``, ``--http_port``,
   model file discovery, health) around the raw ASGI app; ``python -m ferryman_runtimes.kserve`` runs it.
-* :mod:`.protocol` — uvicorn's httptools protocol with ferryman's limits, one socket write per response.
+* the HTTP protocol is ferryman's common one (:mod:`ferryman_runtimes.asgi.direct`, through
+  ``uvicorn_options``): limits, one socket write per response, predictions answered without an ASGI task.
 * :mod:`.launcher` — the ``kserve`` entry point (``ferryman.runtimes``): one version of a ModelDeployment
   spec, its model directory laid out as KServe's storage initializer does, served by :mod:`.server`.
 * :mod:`.manifests` — ``cluster_serving_runtime(image=...)`` and ``inference_service(md, version)``: typed

@@ -238,3 +238,67 @@ def test_rollout_controller_drives_a_ray_target_from_hub_stats(tmp_path: Path) -
     again = RolloutController(md=md, spec_path=None, target=RayTarget(), accounting=hub.accounting,
                               state_path=tmp_path / "m.rollout.json")
     assert again.state.phase == Phase.rolled_back
+
+
+class SlowStats:
+    """A stats source whose window blocks until released (an analysis over millions of requests)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def now(self) -> float:
+        return float(self.inner.now())
+
+    def window(self, version: str, *, since: float) -> Any:
+        self.entered.set()
+        assert self.release.wait(10), "never released"
+        return self.inner.window(version, since=since)
+
+    def totals(self) -> Any:
+        return self.inner.totals()
+
+
+def test_the_analysis_runs_off_the_event_loop_and_a_stale_verdict_is_dropped(tmp_path: Path) -> None:
+    import asyncio
+
+    md = deployment(interval=0.001, min_requests=5)
+    hub = StatsHub(model="m")
+    slow = SlowStats(hub.accounting)
+    controller = RolloutController(md=md, spec_path=None, target=RayTarget(), accounting=slow,
+                                   state_path=tmp_path / "m.rollout.json")
+    hub.record("a", [("v2", "candidate", 200, 0.01, time.time() + 1) for _ in range(10)], (0, 0, 0))
+    time.sleep(0.01)
+
+    async def scenario(act: bool) -> tuple[Any, int]:
+        ticks = 0
+
+        async def other_work() -> None:  # what the serving loop does meanwhile
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        worker = asyncio.create_task(other_work())
+        step = asyncio.create_task(controller.step_off_loop())
+        assert await asyncio.to_thread(slow.entered.wait, 10)
+        before = ticks
+        await asyncio.sleep(0.1)
+        busy_ticks = ticks - before  # the loop kept running while the analysis was blocked
+        if act:
+            controller.act("pause", actor="t", reason="an operator acts mid-analysis")
+        slow.release.set()
+        decision = await step
+        worker.cancel()
+        return decision, busy_ticks
+
+    decision, busy = asyncio.run(scenario(act=True))
+    assert busy >= 5
+    assert decision is None and controller.state.phase == Phase.paused  # the verdict on the old state: dropped
+    assert controller.state.weights == {"v1": 80, "v2": 20}
+    controller.act("resume", actor="t", reason="go on")
+    slow.entered.clear()
+    time.sleep(0.01)
+    decision, _ = asyncio.run(scenario(act=False))
+    assert decision is not None and controller.state.weights == {"v2": 100}  # applied when nothing changed

@@ -34,11 +34,11 @@ from typing import Any, cast
 
 import httptools
 
-from ferryman.errors import FerrymanError, InvalidInput, PayloadTooLarge, RequestTimeout
+from ferryman.errors import FerrymanError, InvalidInput, RequestTimeout
 from ferryman.spec import Limits
 from ferryman_runtimes.asgi.app import Answer, Plan, error_answer
 from ferryman_runtimes.asgi.coalesce import CoalescingHttpToolsProtocol
-from ferryman_runtimes.asgi.http import Request
+from ferryman_runtimes.asgi.http import Request, body_too_large
 from ferryman_runtimes.asgi.limits import limits_of
 
 PROTOCOL = "ferryman_runtimes.asgi.direct:DirectHttpToolsProtocol"
@@ -133,8 +133,7 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
         for name, value in self.headers:
             if name == b"content-length":  # the parser has checked it is a number
                 if int(value) > self._max_body:
-                    self._refuse(PayloadTooLarge(
-                        f"request body of {int(value)} bytes exceeds the limit of {self._max_body} bytes"))
+                    self._refuse(body_too_large(self._max_body, declared=int(value)))
                 break
 
     def on_body(self, body: bytes) -> None:
@@ -144,7 +143,7 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
             return  # already refused
         self._size += len(body)
         if self._size > self._max_body:
-            self._refuse(PayloadTooLarge(f"request body exceeds the limit of {self._max_body} bytes"))
+            self._refuse(body_too_large(self._max_body))
         elif self._plan is not None:
             self._chunks.append(body)
 

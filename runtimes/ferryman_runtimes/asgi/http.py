@@ -54,6 +54,14 @@ class Request:
         return values[0] if values else None
 
 
+def body_too_large(limit: int, *, declared: int | None = None) -> PayloadTooLarge:
+    """The error for a body over ``limit``: by its declared length (refused before reading), or as it arrived.
+    Every path that reads bodies (ASGI, direct dispatch) says it in these words."""
+    if declared is not None:
+        return PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    return PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+
+
 async def read_body(request: Request, receive: Any, *, limit: int) -> bytes:
     declared = request.header(b"content-length")
     if declared is not None:
@@ -62,7 +70,7 @@ async def read_body(request: Request, receive: Any, *, limit: int) -> bytes:
         except ValueError as err:
             raise InvalidInput("content-length: must be an integer") from err
         if n > limit:
-            raise PayloadTooLarge(f"request body of {n} bytes exceeds the limit of {limit} bytes")
+            raise body_too_large(limit, declared=n)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -75,7 +83,7 @@ async def read_body(request: Request, receive: Any, *, limit: int) -> bytes:
         if chunk:
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+                raise body_too_large(limit)
             chunks.append(chunk)
         if not message.get("more_body", False):
             break

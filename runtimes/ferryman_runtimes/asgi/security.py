@@ -37,6 +37,7 @@ OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/v1/health/live"
 CHECK_SECONDS = 1.0
 MIN_KEY_LENGTH = 16
 _CHALLENGE = [(b"www-authenticate", b'Bearer realm="ferryman", charset="UTF-8"')]
+_REFUSAL_HEADERS = [(b"content-type", b"application/json"), *_CHALLENGE]
 _REFUSAL = orjson.dumps({"error": "missing or invalid API key (send Authorization: Bearer <key> or X-API-Key)"})
 
 
@@ -181,7 +182,7 @@ class ApiKeyMiddleware:
         if request.path in self.open_paths or self.keys.accepts(supplied_key(request.scope["headers"])):
             return self._direct.direct_start(request)  # type: ignore[union-attr]
         self.refused += 1
-        return 401, [(b"content-type", b"application/json"), *_CHALLENGE], _REFUSAL
+        return 401, _REFUSAL_HEADERS, _REFUSAL
 
     def direct_finish(self, plan: Any, request: Any, body: bytes, *, t0: float,
                       failure: FerrymanError | None = None) -> Answer:
@@ -197,11 +198,9 @@ class ApiKeyMiddleware:
         if kind != "http":  # websocket: refuse the handshake
             await send({"type": "websocket.close", "code": 1008})
             return None
-        body = _REFUSAL
         await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), *_CHALLENGE,
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+                    "headers": [*_REFUSAL_HEADERS, (b"content-length", str(len(_REFUSAL)).encode())]})
+        await send({"type": "http.response.body", "body": _REFUSAL})
         return None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from ferryman.analysis import VersionStats
 from ferryman.protocol.tensor import InferRequest, InferResponse
-from ferryman.telemetry import RequestRecord
+from ferryman.telemetry import Finished, RequestRecord, Settled
 
 QUANTILE_METHOD: Final = "inverted_cdf"  # nearest rank: an observed value, never interpolated
 MAX_SAMPLES = 2_000_000  # per (version, route); beyond this the oldest half is dropped (exact within the tail)
@@ -46,8 +46,9 @@ class RouteTotals:
     p99_seconds: float | None
 
 
-class Accounting:
-    """Thread-safe; ``finished`` is on the hot path and only appends."""
+class Accounting(Settled):
+    """Thread-safe; ``finished`` is on the hot path and only appends. Behind a deferred observer (see
+    ``ferryman.telemetry``) a request is stamped when its loop turn ends, and the readers settle first."""
 
     ignores_started = True
 
@@ -61,25 +62,33 @@ class Accounting:
         return None
 
     def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
-        if not record.version or (record.code < 500 and record.code >= 400):
-            return  # client mistakes before or after routing are the caller's, not the version's
-        key = (record.version, record.route)
+        self.finished_many(((record, request, response),))
+
+    def finished_many(self, batch: Sequence[Finished]) -> None:
+        """Append each request (one lock for the batch; they share one timestamp: they finished together)."""
+        now = self._now()
+        series = self._series
         with self._lock:
-            s = self._series.get(key)
-            if s is None:
-                s = self._series[key] = _Series()
-            s.count += 1
-            failed = record.code >= 500
-            s.errors += failed
-            s.latencies.append(record.seconds)
-            s.times.append(self._now())
-            s.failed.append(failed)
-            if len(s.latencies) > MAX_SAMPLES:
-                half = len(s.latencies) // 2
-                del s.latencies[:half]
-                del s.times[:half]
-                del s.failed[:half]
-                s.dropped += half
+            for record, _, _ in batch:
+                code = record.code
+                if not record.version or (400 <= code < 500):
+                    continue  # client mistakes before or after routing are the caller's, not the version's
+                key = (record.version, record.route)
+                s = series.get(key)
+                if s is None:
+                    s = series[key] = _Series()
+                s.count += 1
+                failed = code >= 500
+                s.errors += failed
+                s.latencies.append(record.seconds)
+                s.times.append(now)
+                s.failed.append(failed)
+                if len(s.latencies) > MAX_SAMPLES:
+                    half = len(s.latencies) // 2
+                    del s.latencies[:half]
+                    del s.times[:half]
+                    del s.failed[:half]
+                    s.dropped += half
 
     # reading -------------------------------------------------------------------------------------
     def now(self) -> float:
@@ -87,6 +96,7 @@ class Accounting:
 
     def window(self, version: str, *, since: float, routes: set[str] | None = None) -> VersionStats:
         """Stats for ``version`` over requests finished at or after ``since`` (monotonic seconds)."""
+        self.settle()
         lat_parts = []
         errors = 0
         with self._lock:
@@ -104,6 +114,7 @@ class Accounting:
                             p50_seconds=float(p50), p95_seconds=float(p95))
 
     def totals(self) -> list[RouteTotals]:
+        self.settle()
         out = []
         with self._lock:
             items = [(k, s.count, s.errors, np.array(s.latencies, dtype=np.float64)) for k, s in self._series.items()]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ferryman import metrics
-from ferryman.telemetry import CompositeObserver, RequestObserver
+from ferryman.telemetry import CompositeObserver, RequestObserver, deferred
 
 if TYPE_CHECKING:
     from ferryman.dataplane import ModelRepository
@@ -37,7 +37,8 @@ class Instrumentation:
 
     @property
     def observer(self) -> RequestObserver:
-        return self.observers[0] if len(self.observers) == 1 else CompositeObserver(*self.observers)
+        """All the observers, reported once per event-loop turn (see ``ferryman.telemetry``)."""
+        return deferred(self.observers[0] if len(self.observers) == 1 else CompositeObserver(*self.observers))
 
     def close(self) -> None:
         """At shutdown: fold the pending request metrics (exact totals), stop the drift worker."""

@@ -1,6 +1,6 @@
 """The request observer: what the data plane reports per request, kept as plain counts, published in bulk.
 
-Request path (:meth:`PrometheusObserver.finished`): per histogram one ``bisect`` into its bucket bounds, one
+Request path (:meth:`PrometheusObserver.finished`, or ``finished_many`` for a loop turn's requests): per histogram one ``bisect`` into its bucket bounds, one
 increment of a Python list slot and one float addition; per status code one dict increment; for a successful
 answer, the prediction distribution the same way (a response of a few rows is read with ``tolist()``, a large
 batch with one numpy pass). These are *cumulative* counts owned by the thread that calls ``finished`` (the event
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ import numpy.ma  # np.unique (large label batches) imports it lazily: 70 ms on t
 
 from ferryman.metrics import MAX_CLASSES, MAX_SERIES, FerrymanMetrics, default
 from ferryman.protocol.tensor import InferRequest, InferResponse, Tensor
-from ferryman.telemetry import RequestRecord
+from ferryman.telemetry import Finished, RequestRecord, Settled
 
 SMALL = 16  # outputs of at most this many elements are read in Python; larger ones with numpy
 _OVERFLOW = ("_overflow_", "", "", "")
@@ -244,7 +245,7 @@ class _Series:
         return _fast_inc(self.metrics.requests.labels(*self.key, str(code)))
 
 
-class PrometheusObserver:
+class PrometheusObserver(Settled):
     """Feeds the request metrics (see the module docstring for what the request path does and when it is
     published). ``finished`` runs on one thread (the event loop); ``flush`` may run on any thread."""
 
@@ -263,42 +264,48 @@ class PrometheusObserver:
         in_flight[model] = in_flight.get(model, 0) + 1
 
     def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
+        self.finished_many(((record, request, response),))
+
+    def finished_many(self, batch: Sequence[Finished]) -> None:
         in_flight = self._in_flight
-        model = record.model
-        if model in in_flight:
-            in_flight[model] -= 1
-        key = (model, record.version, record.route, record.protocol)
-        series = self._series.get(key) or self._bind(key)
+        all_series = self._series
         # the histogram and counter updates of _Hist.add / _Counts.add, inlined: this runs for every request
-        seconds = record.seconds
-        hist = series.duration
-        hist.counts[bisect_left(hist.bounds, seconds)] += 1
-        hist.total += seconds
-        code = record.code
-        codes = series.codes.counts
-        if code in codes:
-            codes[code] += 1
-        else:
-            series.codes.add(code if 0 <= code <= 999 else 0)
-        rows = record.rows
-        if rows:
-            rows_hist, compute_hist = series.computed or series.bind_computed()
-            rows_hist.counts[bisect_left(rows_hist.bounds, rows)] += 1
-            rows_hist.total += rows
-            seconds = record.compute_seconds
-            compute_hist.counts[bisect_left(compute_hist.bounds, seconds)] += 1
-            compute_hist.total += seconds
-        if response is not None and code < 400 and response.outputs:
-            outputs = response.outputs
-            plan = series.plan
-            if plan is None or not plan.matches(outputs):
-                plan = series.plan = self._plan(record, outputs)
-            if plan is not None:
-                plan.collect(outputs)
+        for record, _, response in batch:
+            model = record.model
+            if model in in_flight:
+                in_flight[model] -= 1
+            key = (model, record.version, record.route, record.protocol)
+            series = all_series.get(key) or self._bind(key)
+            seconds = record.seconds
+            hist = series.duration
+            hist.counts[bisect_left(hist.bounds, seconds)] += 1
+            hist.total += seconds
+            code = record.code
+            codes = series.codes.counts
+            if code in codes:
+                codes[code] += 1
+            else:
+                series.codes.add(code if 0 <= code <= 999 else 0)
+            rows = record.rows
+            if rows:
+                rows_hist, compute_hist = series.computed or series.bind_computed()
+                rows_hist.counts[bisect_left(rows_hist.bounds, rows)] += 1
+                rows_hist.total += rows
+                seconds = record.compute_seconds
+                compute_hist.counts[bisect_left(compute_hist.bounds, seconds)] += 1
+                compute_hist.total += seconds
+            if response is not None and code < 400 and response.outputs:
+                outputs = response.outputs
+                plan = series.plan
+                if plan is None or not plan.matches(outputs):
+                    plan = series.plan = self._plan(record, outputs)
+                if plan is not None:
+                    plan.collect(outputs)
 
     def flush(self, *, wait: bool = True) -> int:
         """Publish everything counted since the last flush; returns how many requests. ``wait=False`` skips
         it when another thread is publishing. Safe against concurrent ``finished`` calls."""
+        self.settle()
         if not self._publish_lock.acquire(blocking=wait):
             return 0
         try:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from ferryman.drift.monitor import DriftMonitor
 from ferryman.protocol.tensor import InferRequest, InferResponse
-from ferryman.telemetry import RequestRecord
+from ferryman.telemetry import Finished, RequestRecord
 
 
 class DriftObserver:
@@ -29,6 +30,13 @@ class DriftObserver:
         if record.route == "shadow" and not self.include_shadow:
             return
         self.monitor.observe_request(record.version, request, response)
+
+    def finished_many(self, batch: Sequence[Finished]) -> None:
+        model, shadow, observe = self.monitor.model, self.include_shadow, self.monitor.observe_request
+        for record, request, response in batch:
+            if record.code == 200 and request is not None and record.model == model and (
+                    shadow or record.route != "shadow"):
+                observe(record.version, request, response)
 
 
 def drift_routes(*monitors: DriftMonitor) -> dict[tuple[str, str], Any]:

@@ -18,7 +18,7 @@ from ferryman.dataplane import DataPlane, repository_for
 from ferryman.rollout import RolloutState, table_for
 from ferryman.spec import ModelDeployment, load_deployment
 from ferryman.statefile import read_json, write_json
-from ferryman.telemetry import CompositeObserver, RequestObserver
+from ferryman.telemetry import CompositeObserver, RequestObserver, deferred
 from ferryman_runtimes.asgi.security import ApiKeys, protect
 from ferryman_runtimes.asgi.tls import tls_options
 from ferryman_runtimes.gateway.admin import AdminApp
@@ -64,7 +64,7 @@ def build_platform(spec_path: Path, *, state_dir: Path, observers: list[RequestO
     all_observers: list[RequestObserver] = [accounting, *(observers or [])]
     hooks = _observability(md, repo, extras) if telemetry else []
     all_observers.extend(hooks)
-    observer = CompositeObserver(*all_observers)
+    observer = deferred(CompositeObserver(*all_observers))  # reported once per loop turn, after the answers
     routes = extras.pop("routes", {})
     gateway = GatewayApp(DataPlane(repo, limits=md.spec.limits), table_for(md, _placeholder(md)),
                          observer=observer, extra_routes=routes)

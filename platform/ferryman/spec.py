@@ -151,6 +151,11 @@ class Drift(_Model):
     every_rows: Annotated[int, Field(ge=1)] = 250
     threshold: Annotated[float, Field(gt=0, le=1, description="dataset drift share that counts as drifted")] = 0.5
     sample_percent: Annotated[float, Field(ge=0, le=100)] = 100.0
+    windows_per_second: Annotated[float, Field(
+        gt=0, le=1_000, description="rate gate: under sustained traffic keep at most this many windows' worth of "
+                                    "rows a second (a burst of one window is kept whole)")] = 2.0
+    min_interval_seconds: Annotated[float, Field(
+        ge=0, le=86_400, description="never compute drift for one version more often than this")] = 5.0
 
 
 class Batching(_Model):

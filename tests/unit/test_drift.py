@@ -273,6 +273,22 @@ def test_drift_disabled_or_without_reference_data_gives_no_monitor(sample_spec: 
     assert monitor_for_deployment(md, repo) is None
 
 
+def test_the_specs_rate_gate_and_run_interval_reach_the_monitor(sample_spec: Path) -> None:
+    from ferryman.dataplane import repository_for
+    from ferryman.spec import load_deployment
+
+    md = load_deployment(sample_spec)
+    defaults = DriftConfig.from_spec(md.spec.drift)
+    assert (defaults.windows_per_second, defaults.min_interval_seconds) == (2.0, 5.0)
+    md.spec.drift.windows_per_second = 0.25
+    md.spec.drift.min_interval_seconds = 60.0
+    monitor = monitor_for_deployment(md, repository_for(md))
+    assert monitor is not None
+    assert (monitor.config.windows_per_second, monitor.config.min_interval_seconds) == (0.25, 60.0)
+    version = monitor._versions[md.spec.versions[0].name]
+    assert version.rate == 0.25 * md.spec.drift.window_size  # rows a second the gate lets through
+
+
 def test_runs_of_a_version_are_rate_limited_whatever_the_traffic() -> None:
     monitor = thread_monitor(window_size=50, every_rows=50, min_interval_seconds=3600.0).start()
     try:

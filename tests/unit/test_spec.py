@@ -161,6 +161,10 @@ def test_camel_case_wire_names_round_trip() -> None:
         pytest.param(lambda d: d["spec"]["versions"][0].update(replicas=-1),
                      "spec.versions[0].replicas: ", id="negative-replicas"),
         pytest.param(lambda d: d["spec"].update(runtime="tensorflow"), "spec.runtime: ", id="unknown-runtime"),
+        pytest.param(lambda d: d["spec"].update(drift={"windowsPerSecond": 0}),
+                     "spec.drift.windowsPerSecond: Input should be greater than 0", id="drift-rate-zero"),
+        pytest.param(lambda d: d["spec"].update(drift={"minIntervalSeconds": -1}),
+                     "spec.drift.minIntervalSeconds: ", id="drift-interval-negative"),
     ],
 )
 def test_validation_errors_name_the_field_path(mutate: Callable[[dict[str, Any]], None], expected: str) -> None:

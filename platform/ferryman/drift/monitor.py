@@ -73,7 +73,8 @@ class DriftConfig:
     @classmethod
     def from_spec(cls, drift: Drift, **overrides: object) -> DriftConfig:
         base = cls(window_size=drift.window_size, every_rows=drift.every_rows, threshold=drift.threshold,
-                   sample_percent=drift.sample_percent)
+                   sample_percent=drift.sample_percent, windows_per_second=drift.windows_per_second,
+                   min_interval_seconds=drift.min_interval_seconds)
         return replace(base, **overrides)  # type: ignore[arg-type]
 
 

@@ -34,6 +34,7 @@ from ferryman.protocol.tensor import InferRequest, InferResponse, Tensor
 from ferryman.telemetry import Finished, RequestRecord, Settled
 
 SMALL = 16  # outputs of at most this many elements are read in Python; larger ones with numpy
+SMALL_CLASS_IDS = 4_096  # integer labels in 0..this-1 are counted with one bincount (larger: np.unique)
 _OVERFLOW = ("_overflow_", "", "", "")
 _OTHER = object()  # the class label key every label beyond MAX_CLASSES counts under
 
@@ -46,13 +47,14 @@ def _fast_inc(child: Any) -> Any:
 class _Hist:
     """Cumulative bucket counts and sum of one histogram child (one writer thread), and what was published."""
 
-    __slots__ = ("bounds", "child", "counts", "sent", "sent_sum", "total")
+    __slots__ = ("array_bounds", "bounds", "child", "counts", "sent", "sent_sum", "total")
 
     def __init__(self, child: Any) -> None:
         self.child = child
         self.bounds = tuple(float(b) for b in child._upper_bounds)  # +Inf last, as prometheus_client keeps them
         if len(self.bounds) != len(child._buckets):
             raise RuntimeError("unexpected prometheus_client histogram internals")
+        self.array_bounds = np.asarray(self.bounds, dtype=np.float64)
         self.counts = [0] * len(self.bounds)
         self.total = 0.0
         self.sent = [0] * len(self.bounds)
@@ -64,15 +66,19 @@ class _Hist:
         self.total += value
 
     def add_many(self, values: np.ndarray) -> None:
-        finite = values[np.isfinite(values)].astype(np.float64, copy=False)
-        if finite.size == 0:
+        """Many observations; the values that are not finite are left out."""
+        values = values.astype(np.float64, copy=False)
+        total = float(values.sum())
+        if total - total != 0.0:  # a NaN or an infinity among them (or a sum that overflowed): keep the finite
+            values = values[np.isfinite(values)]
+            total = float(values.sum())
+        if values.size == 0:
             return
-        idx = np.searchsorted(np.asarray(self.bounds), finite, side="left")
         counts = self.counts
-        per = np.bincount(idx, minlength=len(counts))
+        per = np.bincount(self.array_bounds.searchsorted(values, side="left"), minlength=len(counts))
         for i in np.flatnonzero(per).tolist():
             counts[i] += int(per[i])
-        self.total += float(finite.sum())
+        self.total += total
 
     def publish(self) -> int:
         """Increment the child by what was added since the last publish; returns how many observations."""
@@ -175,9 +181,7 @@ class _PredictionPlan:
                 for label in labels.ravel().tolist():
                     self.classes.add(label)
             elif n:
-                uniq, counts = np.unique(labels, return_counts=True)
-                for label, k in zip(uniq.tolist(), counts.tolist(), strict=True):
-                    self.classes.add(label, k)
+                self._count_labels(labels.ravel())
         if self.confidence is not None:
             probs = outputs[self.confidence_output].data  # type: ignore[index]
             n = probs.size
@@ -197,6 +201,20 @@ class _PredictionPlan:
                         self.value.add(v)
             else:
                 self.value.add_many(values.ravel())
+
+    def _count_labels(self, labels: np.ndarray) -> None:
+        """Class counts of a large batch: one ``bincount`` for small non-negative integer classes (the usual
+        0..k-1), a sort (``np.unique``) otherwise."""
+        if labels.dtype.kind in "iu":
+            lo, hi = int(labels.min()), int(labels.max())
+            if lo >= 0 and hi < SMALL_CLASS_IDS:
+                per = np.bincount(labels.astype(np.intp, copy=False))
+                for label in np.flatnonzero(per).tolist():
+                    self.classes.add(label, int(per[label]))
+                return
+        uniq, counts = np.unique(labels, return_counts=True)
+        for label, k in zip(uniq.tolist(), counts.tolist(), strict=True):
+            self.classes.add(label, k)
 
     def publish(self) -> None:
         self.classes.publish()

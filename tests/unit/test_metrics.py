@@ -366,3 +366,32 @@ def test_either_metrics_module_imports_first(first: str) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "PrometheusObserver"
+
+
+@pytest.mark.parametrize("labels", [
+    pytest.param(np.arange(40, dtype=np.int64) % 3, id="small-ids"),
+    pytest.param(np.array([-2, -1, 0, 1] * 10, dtype=np.int64), id="negative"),
+    pytest.param(np.array([0, 5_000, 1_000_000, 7] * 10, dtype=np.int64), id="large-ids"),
+    pytest.param(np.array([0, 1, 2, 2**63 + 5] * 10, dtype=np.uint64), id="uint64"),
+    pytest.param(np.array([True, False, True] * 10), id="bool"),
+])
+def test_large_batches_count_classes_like_single_rows(labels: np.ndarray) -> None:
+    """The batch path (bincount for small non-negative ids, a sort otherwise) and the one-row path agree."""
+    one_by_one, batched = CollectorRegistry(), CollectorRegistry()
+    single = PrometheusObserver(FerrymanMetrics(one_by_one))
+
+    def response(lab: np.ndarray) -> InferResponse:
+        return InferResponse(model_name="m", model_version="v1", outputs=[
+            Tensor(name="label", datatype="INT64", shape=list(lab.shape), data=lab)])
+
+    for i in range(labels.size):
+        single.finished(record(rows=1), None, response(labels[i:i + 1]))
+    PrometheusObserver(FerrymanMetrics(batched)).finished(record(rows=labels.size), None, response(labels))
+
+    def classes(reg: CollectorRegistry) -> dict[str, float]:
+        return {s.labels["class"]: s.value for family in reg.collect() if family.name == "ferryman_predictions"
+                for s in family.samples if s.name == "ferryman_predictions_total"}
+
+    counted = classes(batched)
+    assert counted == classes(one_by_one)
+    assert sum(counted.values()) == labels.size

@@ -86,8 +86,25 @@ def compute(entries: list[dict[str, Any]], comparisons: tuple[Comparison, ...] =
         met = None
         if value is not None and c.target is not None:
             met = value <= c.target if c.kind in ("p99", "cost") else value >= c.target
+            if met is False and note is None:
+                note = _floor_note(c, by_name)
         out.append({**asdict(c), "value": value, "met": met, "note": note})
     return out
+
+
+FLOOR = "minimal-asgi"  # the simplest server anyone would write: what a ratio target means on this machine
+
+
+def _floor_note(c: Comparison, by_name: dict[str, Any]) -> str | None:
+    """For a missed throughput target against another contender: the minimal ASGI app's own ratio when it
+    misses the target too (then the machine, not the contender, sets the ceiling)."""
+    if c.kind != "throughput" or c.target is None or c.denominator in (None, FLOOR) or c.numerator == FLOOR:
+        return None
+    floor, _ = _figure(by_name.get(FLOOR), c.kind)
+    den, _ = _figure(by_name.get(c.denominator), c.kind)
+    if floor is None or den is None or den <= 0 or floor / den >= c.target:
+        return None
+    return f"the minimal ASGI app itself is {floor / den:.2f}x here"
 
 
 def format_value(row: dict[str, Any]) -> str:

@@ -285,6 +285,15 @@ def test_ratios_targets_and_missing_contenders() -> None:
     assert "native vs minimal ASGI" not in rows  # ferryman-native was not part of this run
     assert report.format_value(rows["gateway vs minimal ASGI"]) == "0.80x"
     assert report.format_target(rows["drift + metrics cost (gateway on vs off)"]) == "≤ 10%"
+    # a missed ratio target that the minimal ASGI app misses too says so; one the floor meets says nothing
+    assert rows["gateway vs stock KServe"]["note"] is None  # the floor is 11.1x KServe here: nothing to add
+    slow_floor = [_entry("minimal-asgi", 6_000), _entry("kserve-stock", 1_000), _entry("ferryman-gateway", 5_000)]
+    rows = {r["name"]: r for r in report.compute(slow_floor)}
+    assert rows["gateway vs stock KServe"]["note"] == "the minimal ASGI app itself is 6.00x here"
+    assert rows["gateway vs minimal ASGI"]["met"] is True and rows["gateway vs minimal ASGI"]["note"] is None
+    fast_floor = [_entry("minimal-asgi", 16_000), _entry("kserve-stock", 1_000), _entry("ferryman-gateway", 5_000)]
+    rows = {r["name"]: r for r in report.compute(fast_floor)}
+    assert rows["gateway vs stock KServe"]["met"] is False and rows["gateway vs stock KServe"]["note"] is None
 
 
 def test_best_round_counts_and_failures_win() -> None:

@@ -1,10 +1,11 @@
 """The request observer: what the data plane reports per request, kept as plain counts, published in bulk.
 
-Request path (:meth:`PrometheusObserver.finished`, or ``finished_many`` for a loop turn's requests): per histogram one ``bisect`` into its bucket bounds, one
-increment of a Python list slot and one float addition; per status code one dict increment; for a successful
-answer, the prediction distribution the same way (a response of a few rows is read with ``tolist()``, a large
-batch with one numpy pass). These are *cumulative* counts owned by the thread that calls ``finished`` (the event
-loop); nothing is queued, so there is no pile of pending requests to fold and no pause on the request path,
+Request path (:meth:`PrometheusObserver.finished`, or ``finished_many`` for a loop turn's requests): per
+histogram one ``bisect`` into its bucket bounds, one increment of a Python list slot and one float addition;
+per status code one dict increment; for a successful answer, the prediction distribution the same way (a
+response of a few rows is read with ``tolist()``, a large batch with a few numpy calls). These are
+*cumulative* counts written by one thread at a time (the event loop, or a reader draining the deferred
+observer's queue under its lock, see ``ferryman.telemetry``); nothing is queued here, so there is no pile of pending requests to fold and no pause on the request path,
 and nothing is tracked by Python's cyclic garbage collector.
 
 :meth:`PrometheusObserver.flush` publishes what changed since the last flush into the ``prometheus_client``

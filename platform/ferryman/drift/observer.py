@@ -25,11 +25,7 @@ class DriftObserver:
         return None
 
     def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
-        if record.code != 200 or request is None or record.model != self.monitor.model:
-            return
-        if record.route == "shadow" and not self.include_shadow:
-            return
-        self.monitor.observe_request(record.version, request, response)
+        self.finished_many(((record, request, response),))
 
     def finished_many(self, batch: Sequence[Finished]) -> None:
         model, shadow, observe = self.monitor.model, self.include_shadow, self.monitor.observe_request

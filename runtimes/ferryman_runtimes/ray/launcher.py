@@ -43,12 +43,43 @@ DEPLOY_TIMEOUT_S = 300.0
 ENV_INSTANCE = "FERRYMAN_RAY_INSTANCE"  # marks every process of one local Ray instance (for clean-up)
 
 
-def _free_port(host: str) -> int:
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (outgoing connections and bind-to-0 draw from it)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _is_free(host: str, port: int) -> bool:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def quiet_port(host: str, *, count: int = 1, lowest: int = 20_000) -> int:
+    """The first of ``count`` consecutive ports on ``host`` that are free now and lie below the ephemeral range.
+
+    Ray binds its proxy and direct-ingress ports some 20 s after they are chosen, while its own processes
+    open hundreds of connections; a port drawn from the ephemeral range (bind to 0) can be taken by one of
+    them meanwhile, and Ray then fails to start. No connection is ever given a port below the range.
+    """
+    import random
+
+    high = _ephemeral_low() - count
+    rng = random.Random()
+    for _ in range(500):
+        if high <= lowest:
+            break
+        first = rng.randrange(lowest, high)
+        if all(_is_free(host, p) for p in range(first, first + count)):
+            return first
+    raise FerrymanError(f"no {count} consecutive free ports on {host} between {lowest} and {high + count}")
 
 
 def ray_environment(*, port: int, ingress_replicas: int) -> dict[str, str]:
@@ -90,7 +121,7 @@ def deploy(spec: str | Path, *, host: str = "127.0.0.1", port: int = 8080, proxy
     """
     md = load_deployment(spec)
     cpus = float(cpus if cpus is not None else min(os.cpu_count() or 2, 2))
-    proxy_port = proxy_port or _free_port(host)
+    proxy_port = proxy_port or quiet_port(host)
     metrics_dir = tempfile.mkdtemp(prefix="ferryman-ray-metrics-")
     kwargs: dict[str, Any] = {} if inline_below_ms is None else {"inline_below_ms": inline_below_ms}
     config = serve_config(md, state=state or start(md, now=time.time())[0], cpus=cpus, metrics_dir=metrics_dir,

@@ -6,7 +6,7 @@ PYTEST := $(PY) -m pytest
 DEMO_DIR ?= .cache/demo
 
 .PHONY: setup lock lint typecheck test test-unit test-integration test-cluster demo bench bench-quick \
-        loadtest soak cluster-up cluster-down crd monitoring chart-docs chart-check clean
+        loadtest soak cluster-up cluster-down images e2e crd monitoring chart-docs chart-check clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,7 +21,7 @@ typecheck: setup
 	$(VENV)/bin/mypy platform/ferryman runtimes/ferryman_runtimes operators/ferryman_operator
 
 test: setup lint typecheck
-	$(PYTEST) tests/unit tests/integration tests/cluster -q
+	$(PYTEST) tests/unit tests/integration tests/cluster tests/e2e -q
 
 test-unit: setup
 	$(PYTEST) tests/unit -q
@@ -31,6 +31,10 @@ test-integration: setup
 
 test-cluster: setup
 	$(PYTEST) tests/cluster -q
+
+# end-to-end on the real node: builds the cluster and images on first use (see docs/cluster.md)
+e2e: setup
+	$(PYTEST) tests/e2e -q
 
 demo: setup
 	$(VENV)/bin/ferryman demo --dir $(DEMO_DIR)
@@ -52,6 +56,10 @@ cluster-up: setup
 
 cluster-down:
 	bash scripts/cluster/down.sh
+
+# builds the runtime and operator images locally and loads them into the running node
+images: setup
+	bash scripts/images/build.sh
 
 monitoring: setup
 	$(VENV)/bin/ferryman dashboards export monitoring/dashboards

@@ -116,6 +116,8 @@ EOF
     k8s.io/kubernetes/cmd/kube-apiserver
     k8s.io/kubernetes/cmd/kube-controller-manager
     k8s.io/kubernetes/cmd/kube-scheduler
+    k8s.io/kubernetes/cmd/kubelet
+    k8s.io/kubernetes/cmd/kube-proxy
     ./cmd/etcd
   )
   if [[ "${NEED_KUBECTL_BUILD:-0}" == 1 ]]; then
@@ -250,6 +252,8 @@ if [[ "${NEED_KUBECTL_BUILD}" == 1 ]] ||
   ! have_version kube-apiserver "Kubernetes ${FERRYMAN_K8S_VERSION}" --version ||
   ! have_version kube-controller-manager "Kubernetes ${FERRYMAN_K8S_VERSION}" --version ||
   ! have_version kube-scheduler "Kubernetes ${FERRYMAN_K8S_VERSION}" --version ||
+  ! have_version kubelet "Kubernetes ${FERRYMAN_K8S_VERSION}" --version ||
+  ! have_version kube-proxy "Kubernetes ${FERRYMAN_K8S_VERSION}" --version ||
   ! have_version etcd "etcd Version: ${FERRYMAN_ETCD_VERSION#v}" --version; then
   build_kube
 fi

@@ -35,7 +35,7 @@ export FERRYMAN_K8S_VERSION FERRYMAN_ETCD_VERSION FERRYMAN_KWOK_VERSION \
   FERRYMAN_K8S_DIR FERRYMAN_K8S_BIN FERRYMAN_K8S_SRC FERRYMAN_REPO_ROOT FERRYMAN_UPSTREAM_CRDS
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
-FERRYMAN_CLUSTER_BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl helm)
+FERRYMAN_CLUSTER_BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kwok kubectl helm)
 
 cluster_log() {
   printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2

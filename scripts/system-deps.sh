@@ -15,7 +15,7 @@ command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 command -v umoci >/dev/null 2>&1 || need+=(umoci)
 command -v buildah >/dev/null 2>&1 || need+=(buildah)
-dpkg-query -W -f="${Status}" busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || need+=(busybox-static)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 echo "installing system packages: ${need[*]}"

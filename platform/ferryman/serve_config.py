@@ -22,7 +22,7 @@ from typing import Any
 
 from ferryman.rollout import Phase, RolloutState, start, table_for
 from ferryman.routing import RouteTable
-from ferryman.spec import ModelDeployment, Strategy
+from ferryman.spec import Batching, ModelDeployment, Strategy
 
 IMPORT_PATH = "ferryman_runtimes.ray.app:build"
 INGRESS = "ingress"
@@ -85,10 +85,11 @@ def table_from_route_config(md: ModelDeployment, cfg: dict[str, Any]) -> RouteTa
     return table_for(md, state)
 
 
-def batching_config(md: ModelDeployment) -> dict[str, Any]:
-    """A version deployment's ``user_config``: ``@serve.batch`` settings from ``spec.batching``."""
-    b = md.spec.batching
-    return {"max_batch_size": b.max_batch_size, "batch_wait_timeout_s": b.max_wait_ms / 1000.0}
+def batching_config(md: ModelDeployment, version: str | None = None) -> dict[str, Any]:
+    """A version deployment's ``user_config``: ``@serve.batch`` settings from the version's batching (its own
+    or ``spec.batching``; the defaults when neither is set: a remote version deployment always batches)."""
+    b = (md.spec.batching_for(version) if version is not None else md.spec.batching) or Batching()
+    return {"max_batch_size": b.max_batch_size, "batch_wait_timeout_s": b.max_delay_ms / 1000.0}
 
 
 # -- the application --------------------------------------------------------------------------------
@@ -147,16 +148,16 @@ def application(md: ModelDeployment, *, state: RolloutState | None = None, cpus:
         "graceful_shutdown_timeout_s": limits.request_timeout_seconds,
     }
     deployments = [ingress]
-    batch = md.spec.batching.max_batch_size
     for v in md.spec.versions:
+        batching = batching_config(md, v.name)
         actor: dict[str, Any] = {"num_cpus": _cpus(parse_cpu(v.resources.cpu) * scale)}
         if cpus is None:  # on a cluster the memory request is scheduled; locally it would only get in the way
             actor["memory"] = parse_memory(v.resources.memory)
         deployments.append({
             "name": version_deployment(v.name),
             **_replicas(v.replicas),
-            "max_ongoing_requests": max(2 * batch, 8),
-            "user_config": batching_config(md),
+            "max_ongoing_requests": max(2 * batching["max_batch_size"], 8),
+            "user_config": batching,
             "ray_actor_options": actor,
             "graceful_shutdown_timeout_s": limits.request_timeout_seconds,
         })

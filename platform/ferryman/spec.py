@@ -58,6 +58,22 @@ class Resources(_Model):
     memory: Annotated[str, Field(pattern=_QUANTITY)] = "512Mi"
 
 
+class Batching(_Model):
+    """Adaptive server-side batching (docs/batching.md): concurrent requests to one version become one
+    ONNX Runtime run off the event loop. A request that finds nothing queued runs at once; the delay only
+    lets a batch fill while another one runs."""
+
+    max_batch_size: Annotated[int, Field(ge=1, le=4096, description="most rows in one model run")] = 32
+    max_delay_ms: Annotated[float, Field(
+        ge=0, le=1000, description="longest a queued request waits for its batch to fill once the run ahead of "
+                                   "it is done")] = 2.0
+    max_queue_size: Annotated[int, Field(
+        ge=1, le=65_536, description="requests waiting per version; beyond it a request gets 503 + Retry-After")] = 256
+    threads: Annotated[int | None, Field(
+        ge=1, le=64, description="ONNX Runtime intra-op threads of a batched version's session (default: one "
+                                 "per core but one, at least 1; the event loop keeps a core)")] = None
+
+
 class ModelVersion(_Model):
     """One servable version of the model."""
 
@@ -69,6 +85,7 @@ class ModelVersion(_Model):
     reference_data: Annotated[
         str | None, Field(description="URI of a .npy/.csv file of reference inputs for drift monitoring")
     ] = None
+    batching: Annotated[Batching | None, Field(description="this version's batching (overrides spec.batching)")] = None
 
 
 class Budget(_Model):
@@ -158,11 +175,6 @@ class Drift(_Model):
         ge=0, le=86_400, description="never compute drift for one version more often than this")] = 5.0
 
 
-class Batching(_Model):
-    max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
-    max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
-
-
 class Limits(_Model):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     max_batch_rows: Annotated[int, Field(ge=1)] = 65_536
@@ -186,7 +198,8 @@ class ModelDeploymentSpec(_Model):
     budget: Budget = Field(default_factory=Budget)
     traffic: Traffic = Field(default_factory=Traffic)
     drift: Drift = Field(default_factory=Drift)
-    batching: Batching = Field(default_factory=Batching)
+    batching: Annotated[Batching | None, Field(
+        description="adaptive batching for every version (absent: each request runs on its own)")] = None
     limits: Limits = Field(default_factory=Limits)
     threads: Annotated[int, Field(ge=1, le=64, description="ONNX Runtime intra-op threads per session")] = 1
 
@@ -220,6 +233,11 @@ class ModelDeploymentSpec(_Model):
             if v.name == name:
                 return v
         raise KeyError(name)
+
+    def batching_for(self, name: str) -> Batching | None:
+        """The version's batching settings: its own, else the spec's, else None (no batching)."""
+        own = self.version(name).batching
+        return own if own is not None else self.batching
 
 
 class Condition(_Model):

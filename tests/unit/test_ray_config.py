@@ -80,7 +80,7 @@ def test_builder_rejects_an_invalid_spec(sample_models) -> None:
 
 
 def test_replicas_batching_and_limits_come_from_the_spec(sample_models) -> None:
-    md = _md(sample_models, batching={"maxBatchSize": 16, "maxWaitMs": 5}, limits={"maxInFlight": 300})
+    md = _md(sample_models, batching={"maxBatchSize": 16, "maxDelayMs": 5}, limits={"maxInFlight": 300})
     md.spec.versions[0].replicas = 3
     md.spec.versions[1].replicas = 0
     deps = _deployments(config.serve_config(md))

@@ -6,10 +6,12 @@ Every knob the Helm chart sets is listed in :data:`ENV` (name, default, meaning)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_IMAGE = "ghcr.io/ferryman-dev/ferryman:0.1.0"
 DEFAULT_RAY_IMAGE = "ghcr.io/ferryman-dev/ferryman-ray:0.1.0"
@@ -25,6 +27,10 @@ ENV: dict[str, tuple[str, str]] = {
     "FERRYMAN_RESYNC_SECONDS": ("10", "period of the reconcile timer (readiness, analysis, drift)"),
     "FERRYMAN_REAPPLY_SECONDS": ("300", "unchanged objects are server-side applied again this often (repairs edits)"),
     "FERRYMAN_IMAGE": (DEFAULT_IMAGE, "ferryman image for version servers and the gateway"),
+    "FERRYMAN_IMAGE_PULL_POLICY": ("IfNotPresent", "pull policy of the version servers and gateways: Always, "
+                                                   "IfNotPresent or Never"),
+    "FERRYMAN_WORKLOAD_ENV": ("[]", "JSON list of Kubernetes EnvVars added to every version server, e.g. the "
+                                    "S3 endpoint and credentials (valueFrom a Secret in the model's namespace)"),
     "FERRYMAN_RAY_IMAGE": (DEFAULT_RAY_IMAGE, "Ray image (ferryman + ray[serve]) for RayService clusters"),
     "FERRYMAN_KSERVE_RUNTIME": ("ferryman-onnx", "ClusterServingRuntime used by kserve InferenceServices"),
     "FERRYMAN_PREFLIGHT": ("true", "check that http(s) model URIs answer before rolling them out"),
@@ -50,6 +56,8 @@ class Settings:
     resync_seconds: float = 10.0
     reapply_seconds: float = 300.0
     image: str = DEFAULT_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    workload_env: tuple[dict[str, Any], ...] = ()
     ray_image: str = DEFAULT_RAY_IMAGE
     kserve_runtime: str = "ferryman-onnx"
     preflight: bool = True
@@ -84,6 +92,33 @@ def _positive(name: str, text: str) -> float:
     return value
 
 
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+def _pull_policy(text: str) -> str:
+    if text not in _PULL_POLICIES:
+        raise ValueError(f"FERRYMAN_IMAGE_PULL_POLICY must be one of {', '.join(_PULL_POLICIES)}, got {text!r}")
+    return text
+
+
+def _env_list(text: str) -> tuple[dict[str, Any], ...]:
+    """FERRYMAN_WORKLOAD_ENV: a JSON list of EnvVar objects (``name`` plus ``value`` or ``valueFrom``)."""
+    try:
+        doc = json.loads(text or "[]")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"FERRYMAN_WORKLOAD_ENV is not JSON: {err}") from err
+    if not isinstance(doc, list):
+        raise ValueError("FERRYMAN_WORKLOAD_ENV must be a JSON list of {name, value | valueFrom} objects")
+    for i, item in enumerate(doc):
+        if not (isinstance(item, dict) and isinstance(item.get("name"), str) and item["name"]
+                and set(item) <= {"name", "value", "valueFrom"} and ("value" in item) != ("valueFrom" in item)):
+            raise ValueError(f"FERRYMAN_WORKLOAD_ENV[{i}] must be {{name, value}} or {{name, valueFrom}}, "
+                             f"got {item!r}")
+        if "value" in item and not isinstance(item["value"], str):
+            raise ValueError(f"FERRYMAN_WORKLOAD_ENV[{i}].value must be a string, got {item['value']!r}")
+    return tuple(doc)
+
+
 def _default_lease_namespace() -> str:
     try:
         with open(_SA_NAMESPACE) as f:
@@ -110,6 +145,8 @@ def from_env(env: Mapping[str, str] | None = None, *, kubeconfig: str | None = N
             resync_seconds=_positive("FERRYMAN_RESYNC_SECONDS", get("FERRYMAN_RESYNC_SECONDS")),
             reapply_seconds=float(get("FERRYMAN_REAPPLY_SECONDS")),
             image=get("FERRYMAN_IMAGE"),
+            image_pull_policy=_pull_policy(get("FERRYMAN_IMAGE_PULL_POLICY")),
+            workload_env=_env_list(get("FERRYMAN_WORKLOAD_ENV")),
             ray_image=get("FERRYMAN_RAY_IMAGE"),
             kserve_runtime=get("FERRYMAN_KSERVE_RUNTIME"),
             preflight=_bool(get("FERRYMAN_PREFLIGHT")),

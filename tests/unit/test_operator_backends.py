@@ -77,6 +77,8 @@ def test_native_objects() -> None:
     assert objects[("Service", "m-v1")]["spec"]["selector"] == v1["spec"]["selector"]["matchLabels"]
     container = template["spec"]["containers"][0]
     assert container["image"] == "img:1"
+    # the program is named: the image's ENTRYPOINT is the KServe runtime, which must never get these args
+    assert container["command"] == ["ferryman"]
     assert container["args"] == ["serve", "/etc/ferryman/spec/model.yaml", "--host", "0.0.0.0", "--port", "8080"]
     v2 = objects[("Deployment", "m-v2")]["spec"]["template"]["spec"]["containers"][0]
     assert v2["resources"] == {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
@@ -272,3 +274,22 @@ def test_scrape_annotations_on_model_pods() -> None:
     objects = by_kind(NativeBackend().desired(ctx(md())))
     annotations = objects[("Deployment", "m-v1")]["spec"]["template"]["metadata"]["annotations"]
     assert annotations.items() >= workloads.scrape_annotations().items()
+
+
+def test_native_pods_name_their_program_drain_before_stopping_and_get_the_workload_env() -> None:
+    env = ({"name": "AWS_ENDPOINT_URL", "value": "http://10.245.0.1:9000"},
+           {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "secret"}}})
+    m = md()
+    state, _ = rollout.start(m, now=0.0)
+    c = Context(md=m, namespace="ns", owner=OWNER, state=state, table=rollout.table_for(m, state),
+                settings=Settings(image="img:1", identity="t", image_pull_policy="Never", workload_env=env))
+    objects = by_kind(NativeBackend().desired(c))
+    server = objects[("Deployment", "m-v1")]["spec"]["template"]["spec"]["containers"][0]
+    gateway = objects[("Deployment", "m-gateway")]["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["command"] == server["command"] == ["ferryman"]
+    assert gateway["args"][0] == "gateway"
+    assert gateway["imagePullPolicy"] == server["imagePullPolicy"] == "Never"
+    # kept serving while kube-proxy and the gateways drop the endpoint of a pod being deleted
+    assert gateway["lifecycle"] == server["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert server["env"][1:] == list(env)
+    assert "env" not in gateway or all(e["name"] != "AWS_ENDPOINT_URL" for e in gateway["env"])

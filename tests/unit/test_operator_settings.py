@@ -31,8 +31,24 @@ def test_values_and_flags() -> None:
     assert args.kubeconfig == "k" and args.namespaces == ["x", "y"]
 
 
+def test_workload_env_and_pull_policy() -> None:
+    s = from_env({"FERRYMAN_WORKLOAD_ENV": '[{"name": "A", "value": "1"}, '
+                                           '{"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]',
+                  "FERRYMAN_IMAGE_PULL_POLICY": "Never"})
+    assert s.workload_env == ({"name": "A", "value": "1"},
+                              {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}})
+    assert s.image_pull_policy == "Never"
+    assert from_env({}).workload_env == () and from_env({}).image_pull_policy == "IfNotPresent"
+
+
 @pytest.mark.parametrize(("name", "value"), [("FERRYMAN_RESYNC_SECONDS", "0"), ("FERRYMAN_PREFLIGHT", "maybe"),
-                                             ("FERRYMAN_LEASE_SECONDS", "soon")])
+                                             ("FERRYMAN_LEASE_SECONDS", "soon"),
+                                             ("FERRYMAN_IMAGE_PULL_POLICY", "sometimes"),
+                                             ("FERRYMAN_WORKLOAD_ENV", "{not json"),
+                                             ("FERRYMAN_WORKLOAD_ENV", '{"A": "1"}'),
+                                             ("FERRYMAN_WORKLOAD_ENV", '[{"name": "A"}]'),
+                                             ("FERRYMAN_WORKLOAD_ENV", '[{"name": "A", "value": 1}]'),
+                                             ("FERRYMAN_WORKLOAD_ENV", '[{"name": "A", "value": "1", "x": 2}]')])
 def test_invalid_values_stop_with_the_setting_named(name: str, value: str) -> None:
     with pytest.raises(SystemExit) as err:
         from_env({name: value})

@@ -23,6 +23,14 @@ ROUTES_DIR = "/etc/ferryman/routes"
 SPEC_DIR = "/etc/ferryman/spec"
 CACHE_DIR = "/var/cache/ferryman"
 RUN_AS = 10001
+# The image's ENTRYPOINT is the KServe runtime (what a ClusterServingRuntime runs); the gateway and the
+# version servers name their program, so ``args`` never reach another entrypoint.
+COMMAND = ["ferryman"]
+# Kept serving this long after the pod is marked for deletion: kube-proxy and the gateways' connection
+# pools drop the endpoint before the server stops accepting connections (no refused requests on scale-in,
+# rolling updates or a deleted pod).
+PRE_STOP_SECONDS = 5
+LIFECYCLE = {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}}
 
 POD_SECURITY = {
     "runAsNonRoot": True,
@@ -136,7 +144,8 @@ def gateway_objects(ctx: Context, *, backends: dict[str, str]) -> list[dict[str,
     container = {
         "name": "gateway",
         "image": ctx.settings.image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": ctx.settings.image_pull_policy,
+        "command": COMMAND,
         "args": ["gateway", "--routes", f"{ROUTES_DIR}/{ROUTES_KEY}", "--host", "0.0.0.0",
                  "--port", str(HTTP_PORT)],
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
@@ -144,6 +153,7 @@ def gateway_objects(ctx: Context, *, backends: dict[str, str]) -> list[dict[str,
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}},
         "readinessProbe": http_probe("/v2/health/ready", period=5, failures=2),
         "livenessProbe": http_probe("/v2/health/live", period=10, failures=3),
+        "lifecycle": LIFECYCLE,
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [{"name": "routes", "mountPath": ROUTES_DIR, "readOnly": True}, *scratch_mounts()],
     }

@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ferryman import __version__
+from ferryman.batching import session_threads
 from ferryman.engine import OnnxModel
 from ferryman.errors import InvalidInput, ModelNotFound, ModelStoreError, VersionNotFound
 from ferryman.protocol.tensor import InferRequest, InferResponse, Tensor
@@ -53,6 +56,12 @@ class DataPlane:
         self.limits = limits or Limits()
 
     def infer(self, model: OnnxModel, request: InferRequest) -> InferResponse:
+        feed, names = self.prepare(model, request)
+        return self.respond(model, request, names, model.execute(feed, names))
+
+    def prepare(self, model: OnnxModel, request: InferRequest) -> tuple[dict[str, np.ndarray], list[str]]:
+        """The validated feed and the output names asked for (raises the request's InvalidInput); a batcher
+        runs several requests' feeds as one and gives each its arrays for :meth:`respond`."""
         feed = validate_inputs(model.signature, request.inputs, max_rows=self.limits.max_batch_rows)
         names = model.output_names
         if request.outputs:
@@ -60,8 +69,12 @@ class DataPlane:
             unknown = [n for n in names if n not in model.output_names]
             if unknown:
                 raise InvalidInput(f"outputs: unknown output(s) {unknown}; model outputs are {model.output_names}")
+        return feed, names
+
+    @staticmethod
+    def respond(model: OnnxModel, request: InferRequest, names: list[str], arrays: list[np.ndarray]) -> InferResponse:
         types = model.output_types
-        outputs = [Tensor(n, types[n], list(a.shape), a) for n, a in zip(names, model.execute(feed, names), strict=True)]
+        outputs = [Tensor(n, types[n], list(a.shape), a) for n, a in zip(names, arrays, strict=True)]
         return InferResponse(model.name, model.version, outputs, request.id)
 
     # -- metadata -----------------------------------------------------------------------------------
@@ -90,7 +103,8 @@ def load_versions(md: ModelDeployment, *, versions: Iterable[str] | None = None,
             continue
         try:
             path = fetch(v.uri, sha256=v.sha256, cache_dir=cache_dir, progress=progress)
-            loaded.append(OnnxModel.load(path, name=md.name, version=v.name, threads=md.spec.threads))
+            threads = session_threads(md.spec.threads, md.spec.batching_for(v.name))
+            loaded.append(OnnxModel.load(path, name=md.name, version=v.name, threads=threads))
         except ModelStoreError as err:
             raise ModelStoreError(f"version {v.name!r} ({redact(v.uri)}): {err}") from err
     return loaded

@@ -1,14 +1,18 @@
-"""Sample models from scikit-learn's bundled breast-cancer dataset (no network), exported with skl2onnx.
+"""Sample models from data that ships with scikit-learn (no network), ready to serve.
 
-``export(DIR)`` writes two versions of a gradient-boosted classifier, each version's reference data for
-drift monitoring, a held-out traffic set for load generation, and ``DIR/deployment.yaml`` serving them
-(v1 stable, v2 as canary).
+``export(DIR)`` writes two versions of a gradient-boosted breast-cancer classifier (about 10 us a row: the
+HTTP framing is the cost), each version's reference data for drift monitoring, a held-out traffic set for
+load generation, and ``DIR/deployment.yaml`` serving them (v1 stable, v2 as canary).
+
+``export_example(NAME, DIR)`` writes any of :data:`EXAMPLES` in the same layout; the compute-bound ones
+(milliseconds a row, see :mod:`ferryman.examples_compute`) turn adaptive batching on in their spec.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -26,6 +30,26 @@ class ExportResult:
     spec: Path
     versions: dict[str, Path]
     accuracy: dict[str, float]
+    model: str = MODEL_NAME
+
+
+@dataclass(frozen=True)
+class Example:
+    name: str
+    description: str
+    batching: dict[str, Any] | None = None  # spec.batching of its deployment.yaml (None: off)
+
+
+# Batching for the compute-bound examples: 32 rows a run is where the MLP's per-row cost levels off here.
+COMPUTE_BATCHING = {"maxBatchSize": 32, "maxDelayMs": 2}
+
+EXAMPLES: dict[str, Example] = {e.name: e for e in (
+    Example(MODEL_NAME, "gradient-boosted trees on breast-cancer (30 features), ~10 us a row: HTTP-bound"),
+    Example("digits-mlp", "wide MLP (3 x 1536) on the 8x8 digits (64 pixels), trained; ~2-3 ms a row alone, "
+                          "a fraction of that in a batch: compute-bound, batching on", COMPUTE_BATCHING),
+    Example("digits-cnn", "small CNN over the 8x8 digits (64 pixels), RANDOM weights (throughput only); "
+                          "compute-bound, batching on", COMPUTE_BATCHING),
+)}
 
 
 def _dataset() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -54,6 +78,7 @@ def to_onnx(estimator: object, n_features: int = N_FEATURES) -> bytes:
 
 def export(directory: str | Path, *, strategy: str = "canary", interval_seconds: float = 5.0,
            min_requests: int = 50) -> ExportResult:
+    """The breast-cancer example (see the module docstring)."""
     from sklearn.ensemble import GradientBoostingClassifier
 
     out = Path(directory)
@@ -77,10 +102,36 @@ def export(directory: str | Path, *, strategy: str = "canary", interval_seconds:
         paths[version] = path
     np.save(out / "traffic.npy", x_test)
     np.save(out / "traffic_labels.npy", y_test)
-    spec = {
+    spec_path = write_spec(out, MODEL_NAME, paths, strategy=strategy, interval_seconds=interval_seconds,
+                           min_requests=min_requests)
+    return ExportResult(directory=out, spec=spec_path, versions=paths, accuracy=accuracy)
+
+
+def export_example(name: str, directory: str | Path, *, strategy: str = "canary", interval_seconds: float = 5.0,
+                   min_requests: int = 50) -> ExportResult:
+    """Export the example ``name`` (a key of :data:`EXAMPLES`) into ``directory``, in the layout of :func:`export`."""
+    example = EXAMPLES.get(name)
+    if example is None:
+        raise ValueError(f"unknown example {name!r} (examples: {', '.join(EXAMPLES)})")
+    if name == MODEL_NAME:
+        return export(directory, strategy=strategy, interval_seconds=interval_seconds, min_requests=min_requests)
+    from ferryman.examples_compute import export_digits
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths, accuracy, _ = export_digits(out, kind=name.removeprefix("digits-"))
+    spec_path = write_spec(out, name, paths, strategy=strategy, interval_seconds=interval_seconds,
+                           min_requests=min_requests, batching=example.batching)
+    return ExportResult(directory=out, spec=spec_path, versions=paths, accuracy=accuracy, model=name)
+
+
+def write_spec(out: Path, name: str, paths: dict[str, Path], *, strategy: str, interval_seconds: float,
+               min_requests: int, batching: dict[str, Any] | None = None) -> Path:
+    """``out/deployment.yaml``: v1 stable, v2 candidate, drift on, ``spec.batching`` when given."""
+    spec: dict[str, Any] = {
         "apiVersion": "serving.ferryman.dev/v1alpha1",
         "kind": "ModelDeployment",
-        "metadata": {"name": MODEL_NAME},
+        "metadata": {"name": name},
         "spec": {
             "runtime": "native",
             "versions": [
@@ -104,6 +155,8 @@ def export(directory: str | Path, *, strategy: str = "canary", interval_seconds:
             "drift": {"enabled": True, "windowSize": 500, "everyRows": 250, "threshold": 0.5},
         },
     }
+    if batching is not None:
+        spec["spec"]["batching"] = dict(batching)
     spec_path = out / "deployment.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return ExportResult(directory=out, spec=spec_path, versions=paths, accuracy=accuracy)
+    return spec_path

@@ -42,18 +42,31 @@ def security_options(args: argparse.Namespace) -> dict[str, str | None]:
 def _examples_export(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from ferryman.examples import export
+    from ferryman.examples import EXAMPLES, export_example
 
-    with console.status("training and exporting sample models"):
-        result = export(args.directory)
-    table = Table(title=f"sample models in {result.directory}")
+    if args.model not in EXAMPLES:
+        console.print(f"[red]error:[/] unknown example {args.model!r} (examples: {', '.join(EXAMPLES)})")
+        return 2
+    with console.status(f"training and exporting the {args.model} sample models"):
+        result = export_example(args.model, args.directory)
+    table = Table(title=f"{result.model} sample models in {result.directory}")
     table.add_column("version")
     table.add_column("file")
     table.add_column("test accuracy", justify="right")
     for v, p in result.versions.items():
-        table.add_row(v, str(p), f"{result.accuracy[v]:.3f}")
+        acc = result.accuracy[v]
+        table.add_row(v, str(p), "n/a (random weights)" if acc != acc else f"{acc:.3f}")
     console.print(table)
     console.print(f"spec: [bold]{result.spec}[/]")
+    return 0
+
+
+def _examples_list(args: argparse.Namespace) -> int:
+    from ferryman.examples import EXAMPLES
+
+    for example in EXAMPLES.values():
+        batching = "batching on" if example.batching else "no batching"
+        console.print(f"[bold]{example.name}[/]  {example.description} ({batching})", soft_wrap=True)
     return 0
 
 
@@ -89,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("examples", help="sample models").add_subparsers(dest="examples_command", required=True)
     p = ex.add_parser("export", help="train and export the sample models and a ready deployment.yaml")
     p.add_argument("directory", type=Path)
+    p.add_argument("--model", default="breast-cancer",
+                   help="which example (see `ferryman examples list`; default: breast-cancer)")
     p.set_defaults(func=_examples_export)
+    p = ex.add_parser("list", help="name the sample models")
+    p.set_defaults(func=_examples_list)
 
     p = sub.add_parser("validate", help="validate a ModelDeployment spec file")
     p.add_argument("spec", type=Path)

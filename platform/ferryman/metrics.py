@@ -143,7 +143,8 @@ class FerrymanMetrics:
                                   ("model", "version"), multiprocess_mode="mostrecent", registry=reg)
         self.rollout_phase = Gauge("ferryman_rollout_phase", "1 for the rollout's current phase, else 0.",
                                    ("model", "phase"), multiprocess_mode="mostrecent", registry=reg)
-        self.rollout_step = Gauge("ferryman_rollout_step", "Index of the current canary step (0-based).",
+        self.rollout_step = Gauge("ferryman_rollout_step",
+                                  "Index of the current canary step (0-based; -1: no step active, e.g. promoted).",
                                   ("model",), multiprocess_mode="mostrecent", registry=reg)
         self.rollout_steps = Gauge("ferryman_rollout_steps", "Number of canary steps in the rollout.",
                                    ("model",), multiprocess_mode="mostrecent", registry=reg)
@@ -155,6 +156,11 @@ class FerrymanMetrics:
                                      ("model", "version"), multiprocess_mode="mostrecent", registry=reg)
         self.analysis_time = Gauge("ferryman_rollout_last_analysis_timestamp_seconds", "Time of the last analysis.",
                                    ("model",), multiprocess_mode="mostrecent", registry=reg)
+        self.spec_reloads = Counter("ferryman_spec_reloads", "Attempts to adopt an edited spec, by result "
+                                    "(accepted, rejected).", ("model", "result"), registry=reg)
+        self.spec_reload_rejected = Gauge("ferryman_spec_reload_rejected",
+                                          "1 while the last spec edit was rejected: the file on disk is not what "
+                                          "runs.", ("model",), multiprocess_mode="mostrecent", registry=reg)
         # -- drift -------------------------------------------------------------------------------
         dv = ("model", "version")
         self.drift_score = Gauge("ferryman_drift_score",
@@ -225,6 +231,11 @@ class FerrymanMetrics:
                 self.rollout_step.labels(model).set(step)
             if steps is not None:
                 self.rollout_steps.labels(model).set(steps)
+
+    def record_spec_reload(self, model: str, result: str) -> None:
+        """One attempt to adopt an edited spec: "accepted" or "rejected"."""
+        self.spec_reloads.labels(model, result).inc()
+        self.spec_reload_rejected.labels(model).set(1.0 if result == "rejected" else 0.0)
 
     def init_analysis(self, model: str, version: str) -> None:
         """Create the outcome series at 0, so `increase()` sees the first decision of a new rollout."""

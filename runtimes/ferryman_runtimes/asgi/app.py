@@ -7,6 +7,7 @@ Subclasses (the gateway) override :meth:`InferenceApp.select` to choose the vers
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import Callable
@@ -38,6 +39,8 @@ _JSON = b"application/json"
 _JSON_HEADERS = [(b"content-type", _JSON)]
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers (no content-length), body
+# An answer now, or later: a batched version's answer is ready when its batch has run (see answer()).
+Answered = Answer | asyncio.Future[Answer]
 
 
 class Plan(NamedTuple):
@@ -95,6 +98,8 @@ class InferenceApp:
         self.observer: RequestObserver = observer or NullObserver()
         self.extra_routes = extra_routes or {}
         self.in_flight = 0
+        # (model, version) -> its adaptive batcher (ferryman_runtimes.native.batcher), for batched versions
+        self.batchers: dict[tuple[str, str], Any] = {}
         # the base class's after_response does nothing: skip awaiting it on every request
         self.has_after_response = type(self).after_response is not InferenceApp.after_response
 
@@ -295,25 +300,33 @@ class InferenceApp:
         except BaseException:  # cancelled while waiting for the body: give the slot back, record it
             self.answer(plan, request, b"", t0=t0, failure=InvalidInput("request cancelled before its body arrived"))
             raise
-        status, headers, payload = self.answer(plan, request, body, t0=t0, failure=failure)
+        answered = self.answer(plan, request, body, t0=t0, failure=failure)
+        status, headers, payload = answered if isinstance(answered, tuple) else await answered
         await send_bytes(send, status, payload, headers)
 
     def answer(self, plan: Plan, request: Request, body: bytes, *, t0: float,
-               failure: FerrymanError | None = None) -> Answer:
+               failure: FerrymanError | None = None) -> Answered:
         """Answer an admitted prediction (see :meth:`start`) whose whole body has arrived, synchronously:
         decode, route, infer, encode, record, and give the in-flight slot back. Never raises: an error becomes
         its HTTP answer. ``failure`` is an error met while reading the body (recorded like any other). The
         after-response hook runs before the caller writes the answer; what it starts (a shadow copy) runs on
-        the event loop after this returns."""
+        the event loop after this returns. A version with a batcher answers later: a future of the answer,
+        resolved on the loop once its batch has run (a request it refuses up front is answered now)."""
         record = RequestRecord(plan.name, "", "", plan.protocol, 200, 0.0)
         infer: InferRequest | None = None
         response: InferResponse | None = None
         selection: Selection | None = None
+        later: asyncio.Future[Answer] | None = None
         try:
             if failure is not None:
                 raise failure
             infer = plan.decode(body)
             selection = self._routed(plan, request, infer, record)
+            if self.batchers:
+                batcher = self.batchers.get((selection.model.name, selection.model.version))
+                if batcher is not None:
+                    later = self._batched(batcher, plan, request, infer, selection, record, t0=t0)
+                    return later
             c0 = perf_counter()
             response = self.dataplane.infer(selection.model, infer)
             _computed(record, infer, c0)
@@ -322,10 +335,40 @@ class InferenceApp:
         except Exception as err:  # every failure becomes an answer (see _failed)
             result = self._failed(record, request, err)
         finally:
-            self._finished(record, t0=t0, infer=infer, response=response)
+            if later is None:
+                self._finished(record, t0=t0, infer=infer, response=response)
         if self.has_after_response and selection is not None and infer is not None:
             self.after_response(selection, request, infer, response)
         return result
+
+    def _batched(self, batcher: Any, plan: Plan, request: Request, infer: InferRequest, selection: Selection,
+                 record: RequestRecord, *, t0: float) -> asyncio.Future[Answer]:
+        """Queue the request on its version's batcher; the future of its answer, recorded when it resolves.
+        Raises what refuses it alone, before it is queued (invalid input, a full queue)."""
+        model = selection.model
+        feed, names = self.dataplane.prepare(model, infer)
+        work = batcher.submit(feed, names)
+        answer: asyncio.Future[Answer] = work.get_loop().create_future()
+
+        def done(work: asyncio.Future[tuple[list[Any], float]]) -> None:
+            response: InferResponse | None = None
+            try:
+                arrays, record.compute_seconds = work.result()
+                shape = infer.inputs[0].shape
+                record.rows = shape[0] if shape else 1
+                response = self.dataplane.respond(model, infer, names, arrays)
+                payload, headers = plan.encode(response, infer)
+                result: Answer = (200, headers, payload)
+            except Exception as err:  # every failure becomes an answer (see _failed)
+                result = self._failed(record, request, err)
+            finally:
+                self._finished(record, t0=t0, infer=infer, response=response)
+            if self.has_after_response:
+                self.after_response(selection, request, infer, response)
+            answer.set_result(result)
+
+        work.add_done_callback(done)
+        return answer
 
     def _routed(self, plan: Plan, request: Request, infer: InferRequest, record: RequestRecord) -> Selection:
         selection = self.select(plan.name, plan.version, request, infer)
@@ -390,7 +433,7 @@ class InferenceApp:
             return error_answer(err)
 
     def direct_finish(self, plan: Plan, request: Request, body: bytes, *, t0: float,
-                      failure: FerrymanError | None = None) -> Answer:
+                      failure: FerrymanError | None = None) -> Answered:
         """:meth:`answer` for a request the protocol answers itself (``failure``: it cut the body off)."""
         return self.answer(plan, request, body, t0=t0, failure=failure)
 

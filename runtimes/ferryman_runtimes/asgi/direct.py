@@ -15,6 +15,10 @@ route that matters for speed itself:
   message's end ``app.direct_finish(plan, request, body, t0=...)`` returns ``(status, headers, body)``
   synchronously; the response is written in one call. A client that goes away mid-body is recorded as such
   and its slot given back.
+* ``direct_finish`` may instead return a future of the answer (a version with adaptive batching: its batch
+  runs on a worker thread). The answer is written when the future resolves; meanwhile the connection counts
+  as busy, so a request pipelined behind it waits in uvicorn's pipeline, exactly as behind a request on the
+  ASGI path, and answers stay in order. A client that goes away before the answer only loses its answer.
 * everything else — other routes, ``Expect: 100-continue``, upgrades, a request pipelined behind one still
   on the ASGI path (answers stay in order), a percent-encoded path — takes uvicorn's ASGI path unchanged.
 
@@ -36,7 +40,7 @@ import httptools
 
 from ferryman.errors import FerrymanError, InvalidInput, RequestTimeout
 from ferryman.spec import Limits
-from ferryman_runtimes.asgi.app import Answer, Plan, error_answer
+from ferryman_runtimes.asgi.app import Answer, Answered, Plan, error_answer
 from ferryman_runtimes.asgi.coalesce import CoalescingHttpToolsProtocol
 from ferryman_runtimes.asgi.http import Request, body_too_large
 from ferryman_runtimes.asgi.limits import limits_of
@@ -73,6 +77,22 @@ def _default_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
 def status_line(status: int) -> bytes:
     line = _STATUS_LINES.get(status)
     return line if line is not None else f"HTTP/1.1 {status} Status\r\n".encode()
+
+
+class _Later:
+    """Stands in as uvicorn's current cycle while a direct answer is pending (see ``_later``): its response is
+    incomplete, so uvicorn queues a pipelined request behind it and graceful shutdown marks it not to keep
+    the connection alive."""
+
+    __slots__ = ("disconnected", "keep_alive", "message_event", "response_complete")
+    response_started = False
+    more_body = False
+
+    def __init__(self) -> None:
+        self.response_complete = False
+        self.disconnected = False
+        self.keep_alive = True
+        self.message_event = asyncio.Event()
 
 
 class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
@@ -154,7 +174,11 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
             return
         self._receiving = False
         self._disarm()
-        self._respond(*self._finish(None))
+        answered = self._finish(None)
+        if isinstance(answered, tuple):
+            self._respond(*answered)
+        else:
+            self._later(answered)
 
     def _body_timed_out(self, message: str) -> None:
         if not self._taken:
@@ -162,7 +186,7 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._refuse(RequestTimeout(message))
 
     # -- answers ------------------------------------------------------------------------------------
-    def _finish(self, failure: FerrymanError | None) -> Answer:
+    def _finish(self, failure: FerrymanError | None) -> Answered:
         """The app's answer to the admitted request (or its refusal), giving the app's slot back."""
         plan, self._plan = self._plan, None
         if plan is None:
@@ -180,7 +204,29 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._disarm()
         self._keep_alive = False
         self._refusal = None
-        self._respond(*self._finish(err))
+        answered = self._finish(err)  # a failure is answered at once
+        assert isinstance(answered, tuple)
+        self._respond(*answered)
+
+    def _later(self, answer: asyncio.Future[Answer]) -> None:
+        """Write ``answer`` when it resolves; until then the connection is busy (see the module docstring)."""
+        pending = _Later()
+        self.cycle = pending  # type: ignore[assignment]
+        keep_alive = self._keep_alive
+
+        def write(future: asyncio.Future[Answer]) -> None:
+            pending.response_complete = True
+            self._keep_alive = keep_alive and pending.keep_alive
+            self._respond(*future.result())
+            if self.transport.is_closing():
+                return
+            if self.pipeline:  # what uvicorn queued behind the pending answer (HttpToolsProtocol.on_response_complete)
+                if not self._paused_for_write:
+                    self.flow.resume_reading()
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+
+        answer.add_done_callback(write)
 
     def _respond(self, status: int, headers: list[tuple[bytes, bytes]], payload: bytes) -> None:
         transport = self.transport

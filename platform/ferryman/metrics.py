@@ -66,6 +66,12 @@ COMPUTE_BUCKETS: tuple[float, ...] = (
     0.5, 1.0, 2.5,
 )
 BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
+# requests merged into one run by adaptive batching (spec maxBatchSize is at most 4096 rows)
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256, 512, 4096)
+QUEUE_DELAY_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+    0.25, 0.5, 1.0,
+)
 CONFIDENCE_BUCKETS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 VALUE_BUCKETS: tuple[float, ...] = (-1000, -100, -10, -1, -0.1, 0, 0.1, 1, 10, 100, 1000)
 DRIFT_RUN_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -122,6 +128,12 @@ class FerrymanMetrics:
             ("model", "version"), buckets=COMPUTE_BUCKETS, registry=reg)
         self.batch_rows = Histogram("ferryman_batch_rows", "Rows per model call (batch size).",
                                     ("model", "version"), buckets=BATCH_BUCKETS, registry=reg)
+        self.batch_size = Histogram(
+            "ferryman_batch_size", "Requests merged into one model run by adaptive batching.",
+            ("model", "version"), buckets=BATCH_SIZE_BUCKETS, registry=reg)
+        self.batch_queue_delay = Histogram(
+            "ferryman_batch_queue_delay_seconds", "Time a request waited in its version's batch queue before its run.",
+            ("model", "version"), buckets=QUEUE_DELAY_BUCKETS, registry=reg)
         self.predictions = Counter("ferryman_predictions", "Predicted rows per class (classifiers).",
                                    ("model", "version", "class"), registry=reg)
         self.prediction_confidence = Histogram(

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ferryman import metrics
-from ferryman.dataplane import DataPlane, repository_for, repository_for_file
+from ferryman.dataplane import DataPlane, ModelRepository, repository_for, repository_for_file
+from ferryman.engine import OnnxModel
 from ferryman.observability import instrument
-from ferryman.spec import Limits, load_deployment
+from ferryman.spec import Limits, ModelDeployment, load_deployment
 from ferryman_runtimes.asgi.app import InferenceApp
 from ferryman_runtimes.asgi.direct import PROTOCOL
 from ferryman_runtimes.asgi.security import ApiKeys, protect
 from ferryman_runtimes.asgi.tls import tls_options
+from ferryman_runtimes.native.batcher import BatchObserver, VersionBatcher, batchers_for
 
 log = logging.getLogger("ferryman.serve")
 
@@ -49,8 +51,32 @@ def build_app(target: str | Path, *, max_body_bytes: int | None = None, progress
         inst.metrics.set_traffic_weights(md.name, {v: 100 if v == repo.default_version[md.name] else 0
                                                    for v in repo.models[md.name]})
     app = NativeApp(DataPlane(repo, limits=limits), observer=inst.observer, extra_routes=inst.routes)
+    if md is not None:
+        app.batchers = spec_batchers(md, repo, inst.metrics)
+        app.closers.extend(b.close for b in app.batchers.values())
     app.closers.append(inst.close)
     return app
+
+
+def spec_batchers(md: ModelDeployment, repo: ModelRepository, m: metrics.FerrymanMetrics
+                  ) -> dict[tuple[str, str], VersionBatcher]:
+    """A batcher for every version whose batching is on (its own or ``spec.batching``), reporting each run's
+    size and its requests' queue delays to ``m``. The gateway (``ferryman up``) uses it too."""
+    models = [repo.get(md.name, v.name) for v in md.spec.versions]
+    return batchers_for(models, lambda model: md.spec.batching_for(model.version),
+                        observe=lambda model: batch_metrics(m, model))
+
+
+def batch_metrics(m: metrics.FerrymanMetrics, model: OnnxModel) -> BatchObserver:
+    size = m.batch_size.labels(model.name, model.version)
+    delay = m.batch_queue_delay.labels(model.name, model.version)
+
+    def observe(requests: int, rows: int, delays: Sequence[float]) -> None:
+        size.observe(requests)
+        for d in delays:
+            delay.observe(d)
+
+    return observe
 
 
 class NativeApp(InferenceApp):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ferryman import metrics
 from ferryman.accounting import Accounting
 from ferryman.dataplane import DataPlane, repository_for
 from ferryman.rollout import RolloutState, table_for
@@ -24,7 +25,7 @@ from ferryman_runtimes.asgi.tls import tls_options
 from ferryman_runtimes.gateway.admin import AdminApp
 from ferryman_runtimes.gateway.app import GatewayApp
 from ferryman_runtimes.gateway.controller import RolloutController
-from ferryman_runtimes.native.server import uvicorn_options
+from ferryman_runtimes.native.server import spec_batchers, uvicorn_options
 
 log = logging.getLogger("ferryman.up")
 
@@ -68,6 +69,8 @@ def build_platform(spec_path: Path, *, state_dir: Path, observers: list[RequestO
     routes = extras.pop("routes", {})
     gateway = GatewayApp(DataPlane(repo, limits=md.spec.limits), table_for(md, _placeholder(md)),
                          observer=observer, extra_routes=routes)
+    gateway.batchers = spec_batchers(md, repo, metrics.default())  # versions with batching on (docs/batching.md)
+    extras.setdefault("closers", []).extend(b.close for b in gateway.batchers.values())
     on_change = extras.get("on_change")
     controller = RolloutController(md=md, spec_path=spec_path, gateway=gateway, accounting=accounting,
                                    state_path=state_dir / f"{md.name}.rollout.json",

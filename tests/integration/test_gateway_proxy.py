@@ -147,3 +147,53 @@ def test_backend_down_is_503_not_500(sample_spec: Path, tmp_path: Path, traffic:
             body, _ = encode_request({"input": traffic[:1]})
             r = client.post(f"{gw.url}/v2/models/{MODEL}/versions/v2/infer", content=body)
             assert r.status_code == 503 and "unavailable" in r.json()["error"]
+
+
+def test_a_connection_broken_before_the_answer_is_retried_once(sample_spec: Path, tmp_path: Path,
+                                                               traffic: np.ndarray) -> None:
+    """A version server that closes a connection without answering (a pod stopping while the gateway reuses
+    its pooled connection) costs the caller nothing: the gateway sends the prediction again on a new
+    connection. Only when the retry breaks too does the caller get a 503."""
+    import socket
+    import threading
+
+    answered = b'{"model_name": "breast-cancer", "model_version": "v1", "outputs": []}'
+    broken = {"left": 1}
+
+    def serve(listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                if broken["left"] > 0:  # read the request, then hang up without a byte of answer
+                    broken["left"] -= 1
+                    continue
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                             b"content-length: %d\r\n\r\n%s" % (len(answered), answered))
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=serve, args=(listener,), daemon=True).start()
+    routes = tmp_path / "routes.json"
+    _write_routes(routes, sample_spec, weights={"v1": 100},
+                  backends={"v1": f"http://127.0.0.1:{listener.getsockname()[1]}"})
+    port = free_port()
+    body, _ = encode_request({"input": traffic[:1]})
+    try:
+        with ferryman_process(["gateway", "--routes", str(routes), "--host", "127.0.0.1", "--port", str(port),
+                               "--no-metrics"], port=port) as gw, httpx.Client(timeout=10) as client:
+            r = client.post(f"{gw.url}/v2/models/{MODEL}/infer", content=body)
+            assert r.status_code == 200 and r.json()["model_version"] == "v1", r.text
+            assert broken["left"] == 0  # the first attempt really was hung up on
+            broken["left"] = 2  # the retry breaks too: the caller is told, with a 503
+            r = client.post(f"{gw.url}/v2/models/{MODEL}/infer", content=body)
+            assert r.status_code == 503 and "unavailable" in r.json()["error"], r.text
+    finally:
+        listener.close()

@@ -34,6 +34,8 @@ log = logging.getLogger("ferryman.gateway.proxy")
 
 _FORWARDED = (b"content-type", b"inference-header-content-length", b"authorization", b"x-api-key", b"x-request-id")
 _RETURNED = ("content-type", "inference-header-content-length")
+# failures that leave no answer behind (a timeout is not one: the request may still be running)
+_BROKEN = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class ProxyGateway:
@@ -170,7 +172,14 @@ class ProxyGateway:
         headers = [(k, v) for k, v in request.scope["headers"] if k.lower() in _FORWARDED]
         url = base.rstrip("/") + request.path + (("?" + request.query.decode()) if request.query else "")
         try:
-            resp = await self._client.request(request.method, url, content=body or None, headers=headers)
+            try:
+                resp = await self._client.request(request.method, url, content=body or None, headers=headers)
+            except _BROKEN as err:
+                # The connection broke before an answer: a pooled keep-alive connection the version server
+                # closed (a pod stopping, an idle timeout) or an endpoint that went away. A prediction has no
+                # side effects, so it is sent once more, on a fresh connection (the Service picks a ready pod).
+                log.debug("retrying %s on a new connection after %s", url, type(err).__name__)
+                resp = await self._client.request(request.method, url, content=body or None, headers=headers)
         except httpx.HTTPError as err:
             raise NotReady(f"version {version!r} is unavailable ({type(err).__name__})") from err
         out = [(k.encode(), resp.headers[k].encode()) for k in _RETURNED if k in resp.headers]

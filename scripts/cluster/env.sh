@@ -23,12 +23,17 @@ FERRYMAN_K8S_DIR="${FERRYMAN_CACHE}/k8s/${FERRYMAN_K8S_VERSION}"
 FERRYMAN_K8S_SRC="${FERRYMAN_K8S_DIR}/src"
 
 FERRYMAN_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-if [[ -z "${FERRYMAN_UPSTREAM_CRDS:-}" ]]; then
-  FERRYMAN_UPSTREAM_CRDS="${FERRYMAN_REPO_ROOT}/../shared/crds/upstream"
-  if [[ -d "${FERRYMAN_UPSTREAM_CRDS}" ]]; then
-    FERRYMAN_UPSTREAM_CRDS="$(cd "${FERRYMAN_UPSTREAM_CRDS}" && pwd)"
-  fi
-fi
+# Upstream CRDs (installed by up.sh, read by the schema unit tests): fetched from these Go modules by
+# crds.sh into FERRYMAN_UPSTREAM_CRDS. Why each version: docs/cluster.md, "Upstream CRDs".
+# KServe: the newest the Go module proxy serves up to the kserve Python package in requirements/lock.txt.
+: "${FERRYMAN_KSERVE_VERSION:=v0.20.0}"
+# KubeRay (module github.com/ray-project/kuberay/ray-operator): RayService ray.io/v1 with the Ready condition.
+: "${FERRYMAN_KUBERAY_VERSION:=v1.6.1}"
+: "${FERRYMAN_PROMETHEUS_OPERATOR_VERSION:=v0.85.0}"
+: "${FERRYMAN_GATEWAY_API_VERSION:=v1.6.3}"
+: "${FERRYMAN_UPSTREAM_CRDS:=${FERRYMAN_CACHE}/crds/kserve-${FERRYMAN_KSERVE_VERSION}_kuberay-${FERRYMAN_KUBERAY_VERSION}_prometheus-operator-${FERRYMAN_PROMETHEUS_OPERATOR_VERSION}_gateway-api-${FERRYMAN_GATEWAY_API_VERSION}}"
+export FERRYMAN_KSERVE_VERSION FERRYMAN_KUBERAY_VERSION FERRYMAN_PROMETHEUS_OPERATOR_VERSION \
+  FERRYMAN_GATEWAY_API_VERSION
 
 export FERRYMAN_K8S_VERSION FERRYMAN_ETCD_VERSION FERRYMAN_KWOK_VERSION \
   FERRYMAN_KUBECTL_LAYER_PKG FERRYMAN_KUBECTL_LAYER_VERSION FERRYMAN_CACHE \

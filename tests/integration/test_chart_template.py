@@ -240,9 +240,8 @@ def test_monitors_select_what_the_operator_labels() -> None:
     endpoint = helm.one(objs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
     assert endpoint["portNumber"] == workloads.HTTP_PORT
     assert endpoint["path"] == workloads.scrape_annotations()["prometheus.io/path"]
-    from ferryman_runtimes.kserve import manifests  # the kserve backend's version servers: same port
-
-    assert manifests.HTTP_PORT == workloads.HTTP_PORT
+    runtime = yaml.safe_load(RUNTIME_FILE.read_text())  # the kserve backend's version servers: same port
+    assert runtime["spec"]["containers"][0]["ports"][0]["containerPort"] == workloads.HTTP_PORT
 
 
 def test_monitoring_scenario_podmonitor_rules_dashboards() -> None:

@@ -1,8 +1,9 @@
 """The ``ferryman-onnx`` KServe runtime for real: the exact container command of the ClusterServingRuntime.
 
-The command and arguments are taken from the generated ClusterServingRuntime and the InferenceService
-(``{{.Name}}`` substituted, the predictor's args appended, as KServe does), with only the model directory
-and port pointed at this machine: a directory laid out like the storage initializer's ``/mnt/models``.
+The command and arguments are taken from the committed ClusterServingRuntime and the operator's
+InferenceService (``{{.Name}}`` substituted, the predictor's args appended, as KServe does), with only the
+model directory and port pointed at this machine: a directory laid out like the storage initializer's
+``/mnt/models``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ import orjson
 import pytest
 import yaml
 
+from ferryman import rollout
 from ferryman.protocol import v2
 from ferryman.spec import parse_deployment
-from ferryman_runtimes.kserve import manifests
+from ferryman_operator.backends import kserve
+from ferryman_operator.backends.base import Context
+from ferryman_operator.settings import Settings
 from tests.helpers.models import reference_outputs
 from tests.helpers.ports import free_port
 from tests.helpers.servers import ServerFailed, wait_http
@@ -48,12 +52,24 @@ class Runtime:
         return self.log.read_text(errors="replace")
 
 
+RUNTIME_FILE = Path(__file__).resolve().parents[2] / "runtimes" / "ferryman_runtimes" / "kserve" / \
+    "clusterservingruntime.yaml"
+
+
+def inference_service(sample_models, version: str) -> dict:
+    """The operator's InferenceService for ``version`` of the sample deployment."""
+    md = parse_deployment(yaml.safe_load(Path(sample_models.spec).read_text()))
+    state, _ = rollout.start(md, now=0.0)
+    ctx = Context(md=md, namespace="models", owner={}, state=state, table=rollout.table_for(md, state),
+                  settings=Settings(image="img:1", ray_image="ray:1", identity="t"))
+    return kserve.inference_service(ctx, version)
+
+
 def container_command(sample_models, version: str, *, model_dir: Path, port: int) -> list[str]:
-    """The runtime container's argv for the InferenceService of ``version``, localised (dir and port)."""
-    doc = yaml.safe_load(Path(sample_models.spec).read_text())
-    md = parse_deployment(doc)
-    isvc = manifests.inference_service(md, version)
-    [c] = manifests.cluster_serving_runtime()["spec"]["containers"]
+    """The runtime container's argv for the operator's InferenceService of ``version`` on the committed
+    ClusterServingRuntime, localised (dir and port)."""
+    isvc = inference_service(sample_models, version)
+    [c] = yaml.safe_load(RUNTIME_FILE.read_text())["spec"]["containers"]
     assert c["command"][:2] == ["python", "-m"]
     args = [a.replace("{{.Name}}", isvc["metadata"]["name"]) for a in c["args"]]
     args = [f"--model_dir={model_dir}" if a.startswith("--model_dir=") else

@@ -1,63 +1,46 @@
-"""The KServe contract without a cluster: generated manifests against the upstream CRD schemas, the committed
-ClusterServingRuntime, the runtime's arguments as KServe assembles them, and model-directory layouts.
+"""The KServe and KubeRay contracts without a cluster. What ships is checked against the upstream CRD schemas:
+the operator's InferenceServices (``ferryman_operator.backends.kserve``, the only builder), the
+``ferryman-onnx`` ClusterServingRuntime (the committed file and the Helm chart's rendering of it) and the ray
+backend's RayService. Then the runtime's arguments and resources as KServe assembles them, and model-directory
+layouts.
+
+The CRDs come from ``tests.helpers.upstream_crds``: ``scripts/cluster/crds.sh`` fetches them once from their
+projects' Go modules (``go mod download`` through the Go module proxy, the only network use here) into
+``~/.cache/ferryman/crds/`` and afterwards only names that directory. The chart is rendered by the real
+``helm template``. The cluster tests (tests/cluster) have the apiserver itself accept the same objects.
 """
 
 from __future__ import annotations
 
-import functools
+import copy
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from ferryman import rollout
 from ferryman.errors import ModelStoreError
+from ferryman.serve_config import parse_cpu, parse_memory
 from ferryman.spec import ModelDeployment, parse_deployment
-from ferryman_runtimes.kserve import manifests
+from ferryman_operator.backends import kserve
+from ferryman_operator.backends.base import Context
+from ferryman_operator.backends.ray import RayBackend
+from ferryman_operator.settings import Settings
 from ferryman_runtimes.kserve.__main__ import parse
 from ferryman_runtimes.kserve.server import find_model_file
+from tests.helpers import helm
+from tests.helpers import upstream_crds as crds
 
-UPSTREAM = Path(__file__).resolve().parents[2].parent / "shared" / "crds" / "upstream"
-
-
-@functools.cache
-def crd_schema(filename: str, version: str) -> dict[str, Any]:
-    doc = yaml.safe_load((UPSTREAM / filename).read_text())
-    for v in doc["spec"]["versions"]:
-        if v["name"] == version:
-            schema: dict[str, Any] = v["schema"]["openAPIV3Schema"]
-            return schema
-    raise AssertionError(f"{filename} has no version {version}")
+RUNTIME_FILE = helm.REPO_ROOT / "runtimes" / "ferryman_runtimes" / "kserve" / "clusterservingruntime.yaml"
+OWNER = {"apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "name": "breast-cancer",
+         "uid": "u-1", "controller": True, "blockOwnerDeletion": True}
 
 
-def unknown_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]:
-    """Fields the apiserver would prune (not declared in the structural schema)."""
-    if schema.get("x-kubernetes-preserve-unknown-fields"):
-        return []
-    found = []
-    if isinstance(obj, dict) and "properties" in schema:
-        for key, value in obj.items():
-            sub = schema["properties"].get(key)
-            if sub is None:
-                found.append(f"{path}.{key}")
-            else:
-                found.extend(unknown_fields(value, sub, f"{path}.{key}"))
-    elif isinstance(obj, dict) and isinstance(schema.get("additionalProperties"), dict):
-        for key, value in obj.items():
-            found.extend(unknown_fields(value, schema["additionalProperties"], f"{path}.{key}"))
-    elif isinstance(obj, list) and "items" in schema:
-        for i, item in enumerate(obj):
-            found.extend(unknown_fields(item, schema["items"], f"{path}[{i}]"))
-    return found
-
-
-def assert_valid(obj: dict[str, Any], filename: str, version: str) -> None:
-    import jsonschema
-
-    schema = crd_schema(filename, version)
-    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(obj), key=lambda e: list(e.absolute_path))
-    assert not errors, "\n".join(f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
-    assert unknown_fields(obj, schema) == []
+def assert_accepted(obj: dict[str, Any], filename: str, version: str) -> None:
+    """Fails, listing them, on everything the apiserver would refuse (strict field validation)."""
+    found = crds.problems(obj, filename, version)
+    assert not found, f"{obj['kind']} {obj['metadata'].get('name')}:\n" + "\n".join(found)
 
 
 @pytest.fixture(scope="module")
@@ -67,87 +50,163 @@ def md(sample_models) -> ModelDeployment:
     for v in doc["spec"]["versions"]:
         v["uri"] = f"s3://models/breast-cancer/{v['name']}/model.onnx"
     doc["spec"]["versions"][1]["replicas"] = 3
-    doc["spec"]["versions"][1]["resources"] = {"cpu": "500m", "memory": "256Mi"}
+    doc["spec"]["versions"][1]["resources"] = {"cpu": "2", "memory": "256Mi"}  # above the runtime's limit
+    doc["spec"]["threads"] = 2
     return parse_deployment(doc)
 
 
-# -- the ClusterServingRuntime ----------------------------------------------------------------------
-def test_committed_cluster_serving_runtime_is_the_generated_one() -> None:
-    assert manifests.RUNTIME_FILE.read_text() == manifests.cluster_serving_runtime_yaml()
+def context(md: ModelDeployment) -> Context:
+    state, _ = rollout.start(md, now=0.0)
+    return Context(md=md, namespace="models", owner=OWNER, state=state, table=rollout.table_for(md, state),
+                   settings=Settings(image="registry.example/ferryman:1.2.3", ray_image="rayproject/ray:2.60.0",
+                                     identity="t"))
 
 
-def test_cluster_serving_runtime_matches_the_upstream_crd() -> None:
-    assert_valid(manifests.cluster_serving_runtime(), "serving.kserve.io_clusterservingruntimes.yaml", "v1alpha1")
+@pytest.fixture(scope="module")
+def ctx(md: ModelDeployment) -> Context:
+    return context(md)
 
 
-def test_the_unknown_field_check_catches_a_typo() -> None:
-    runtime = manifests.cluster_serving_runtime()
+def committed_runtime() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(RUNTIME_FILE.read_text())
+    return doc
+
+
+@pytest.fixture(scope="module")
+def chart_runtimes() -> dict[str, dict[str, Any]]:
+    """The chart's ClusterServingRuntime as installed: default kserve values and the kserve-on CI values."""
+    return {
+        "default": helm.one(helm.render(values={"kserve": {"enabled": True}}), "ClusterServingRuntime"),
+        "kserve-on": helm.one(helm.render([helm.CHART / "ci" / "kserve-on-values.yaml"]), "ClusterServingRuntime"),
+    }
+
+
+# -- what ships, against the upstream schemas ---------------------------------------------------------------
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_inference_services_match_the_upstream_crd(ctx: Context, version: str) -> None:
+    assert_accepted(kserve.inference_service(ctx, version), crds.INFERENCE_SERVICES, "v1beta1")
+
+
+def test_every_inference_service_the_backend_writes_matches(ctx: Context) -> None:
+    written = [o for o in kserve.KServeBackend().desired(ctx) if o["kind"] == "InferenceService"]
+    assert [o["metadata"]["name"] for o in written] == ["breast-cancer-v1", "breast-cancer-v2"]
+    for isvc in written:
+        assert_accepted(isvc, crds.INFERENCE_SERVICES, "v1beta1")
+
+
+def test_committed_cluster_serving_runtime_matches_the_upstream_crd() -> None:
+    assert_accepted(committed_runtime(), crds.CLUSTER_SERVING_RUNTIMES, "v1alpha1")
+
+
+@pytest.mark.parametrize("values", ["default", "kserve-on"])
+def test_chart_cluster_serving_runtime_matches_the_upstream_crd(chart_runtimes: dict[str, dict[str, Any]],
+                                                                values: str) -> None:
+    assert_accepted(chart_runtimes[values], crds.CLUSTER_SERVING_RUNTIMES, "v1alpha1")
+
+
+def test_ray_service_matches_the_upstream_crd(ctx: Context) -> None:
+    (rs,) = RayBackend().desired(ctx)
+    assert rs["apiVersion"] == "ray.io/v1"
+    assert_accepted(rs, crds.RAY_SERVICES, "v1")
+
+
+# -- the checks fail when they should ------------------------------------------------------------------------
+def test_an_unknown_field_in_the_builder_fails_the_schema_test(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The builder gains a field KServe does not know (``limit`` for ``limits``): the test above fails."""
+    monkeypatch.setattr(kserve, "predictor_resources",
+                        lambda r: {"requests": {"cpu": r.cpu}, "limit": {"cpu": r.cpu}})
+    with pytest.raises(AssertionError, match=r"\.spec\.predictor\.model\.resources\.limit: unknown field"):
+        test_inference_services_match_the_upstream_crd(ctx, "v1")
+
+
+@pytest.mark.parametrize(("path", "field"), [
+    (["spec"], "predictorr"),
+    (["spec", "predictor"], "minReplica"),
+    (["spec", "predictor", "model"], "threads"),  # a ModelDeployment field, not KServe's
+    (["spec", "predictor", "securityContext"], "readOnlyRootFilesystem"),  # a container field on the pod
+])
+def test_unknown_fields_in_an_inference_service_are_refused(ctx: Context, path: list[str], field: str) -> None:
+    isvc = copy.deepcopy(kserve.inference_service(ctx, "v1"))  # it shares the security contexts' dicts
+    node = isvc
+    for key in path:
+        node = node[key]
+    node[field] = True
+    problems = crds.problems(isvc, crds.INFERENCE_SERVICES, "v1beta1")
+    assert problems == [f".{'.'.join(path)}.{field}: unknown field"]
+
+
+def test_wrong_types_in_an_inference_service_are_refused(ctx: Context) -> None:
+    isvc = copy.deepcopy(kserve.inference_service(ctx, "v1"))
+    isvc["spec"]["predictor"]["minReplicas"] = "two"
+    (problem,) = crds.problems(isvc, crds.INFERENCE_SERVICES, "v1beta1")
+    assert problem.startswith("spec.predictor.minReplicas: 'two' is not of type 'integer'")
+
+
+def test_unknown_fields_in_the_runtime_and_the_ray_service_are_refused(ctx: Context) -> None:
+    runtime = committed_runtime()
     runtime["spec"]["containers"][0]["readinessProbes"] = {}
-    schema = crd_schema("serving.kserve.io_clusterservingruntimes.yaml", "v1alpha1")
-    assert unknown_fields(runtime, schema) == [".spec.containers[0].readinessProbes"]
+    assert crds.problems(runtime, crds.CLUSTER_SERVING_RUNTIMES, "v1alpha1") == [
+        ".spec.containers[0].readinessProbes: unknown field"]
+    (rs,) = copy.deepcopy(RayBackend().desired(ctx))
+    rs["spec"]["rayClusterConfig"]["headGroupSpec"]["replicas"] = 1
+    assert crds.problems(rs, crds.RAY_SERVICES, "v1") == [".spec.rayClusterConfig.headGroupSpec.replicas: unknown field"]
 
 
+def test_the_pruning_check_follows_the_schema_keywords() -> None:
+    schema = {"type": "object", "properties": {
+        "kept": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "map": {"type": "object", "additionalProperties": {"type": "object", "properties": {"a": {}}}},
+        "list": {"type": "array", "items": {"type": "object", "properties": {"a": {}}}},
+        "embedded": {"type": "object", "x-kubernetes-embedded-resource": True, "properties": {"spec": {}}},
+        "opaque": {"type": "object"},
+    }}
+    obj = {"apiVersion": "v1", "kind": "K", "metadata": {"anything": 1},
+           "kept": {"x": 1}, "map": {"k": {"a": 1, "b": 2}}, "list": [{"a": 1}, {"c": 1}],
+           "embedded": {"apiVersion": "v1", "kind": "K", "metadata": {}, "spec": {}, "other": 1},
+           "opaque": {"x": 1}}
+    assert crds.unknown_fields(obj, schema) == [".map.k.b", ".list[1].c", ".embedded.other", ".opaque.x"]
+
+
+# -- the runtime as KServe assembles it -----------------------------------------------------------------------
 def test_cluster_serving_runtime_contract() -> None:
-    rt = manifests.cluster_serving_runtime(image="registry.example/ferryman-runtime:1.2.3")
-    assert rt["metadata"]["name"] == "ferryman-onnx"
+    rt = committed_runtime()
+    assert rt["metadata"]["name"] == "ferryman-onnx" == Settings(image="i", ray_image="r", identity="t").kserve_runtime
     spec = rt["spec"]
     assert [f["name"] for f in spec["supportedModelFormats"]] == ["onnx"]
     assert spec["protocolVersions"] == ["v1", "v2"]
     [c] = spec["containers"]
     assert c["name"] == "kserve-container"  # the container KServe merges the predictor into
-    assert c["image"] == "registry.example/ferryman-runtime:1.2.3"
     assert c["command"] == ["python", "-m", "ferryman_runtimes.kserve"]
     assert c["args"] == ["--model_name={{.Name}}", "--model_dir=/mnt/models", "--http_port=8080"]
     assert c["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
     assert set(c["resources"]) == {"requests", "limits"}
+    # the root filesystem is read-only: /tmp (where --workers keeps its shared metrics files) is a volume
+    assert {"mountPath": "/tmp", "name": "tmp"} in c["volumeMounts"]
+    assert "tmp" in {v["name"] for v in spec["volumes"]}
 
 
-def test_security_context_is_restricted_compliant() -> None:
-    sc = manifests.cluster_serving_runtime()["spec"]["containers"][0]["securityContext"]
-    # Pod Security Standards, "restricted" profile
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["runAsNonRoot"] is True
-    assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert sc["seccompProfile"]["type"] in ("RuntimeDefault", "Localhost")
-    assert sc.get("privileged", False) is False
-    assert sc["runAsUser"] != 0
+def test_security_context_is_restricted_compliant(ctx: Context) -> None:
+    runtime_sc = committed_runtime()["spec"]["containers"][0]["securityContext"]
+    predictor = kserve.inference_service(ctx, "v1")["spec"]["predictor"]
+    # KServe merges the predictor's container securityContext into the runtime's, key by key
+    for sc in (runtime_sc, {**runtime_sc, **predictor["model"]["securityContext"]}):
+        # Pod Security Standards, "restricted" profile
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["runAsNonRoot"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"]["type"] in ("RuntimeDefault", "Localhost")
+        assert sc.get("privileged", False) is False
+        assert sc.get("runAsUser", 1) != 0
+        assert sc["readOnlyRootFilesystem"] is True
+    assert predictor["securityContext"]["runAsNonRoot"] is True
 
 
-# -- InferenceServices ------------------------------------------------------------------------------
-@pytest.mark.parametrize("version", ["v1", "v2"])
-def test_inference_service_matches_the_upstream_crd(md: ModelDeployment, version: str) -> None:
-    assert_valid(manifests.inference_service(md, version), "serving.kserve.io_inferenceservices.yaml", "v1beta1")
-
-
-def test_inference_service_uses_the_runtime_and_the_version(md: ModelDeployment) -> None:
-    isvc = manifests.inference_service(md, "v2")
-    assert isvc["metadata"]["name"] == "breast-cancer-v2"
-    assert isvc["metadata"]["namespace"] == "models"
-    assert isvc["metadata"]["labels"]["serving.ferryman.dev/version"] == "v2"
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
-    predictor = isvc["spec"]["predictor"]
-    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (3, 3)
-    model = predictor["model"]
-    assert model["runtime"] == "ferryman-onnx"
-    assert model["modelFormat"] == {"name": "onnx"}
-    assert model["protocolVersion"] == "v2"
-    assert model["storageUri"] == "s3://models/breast-cancer/v2/model.onnx"
-    assert model["resources"]["requests"] == {"cpu": "500m", "memory": "256Mi"}
-
-
-def test_inference_service_rejects_unknown_versions_and_protocols(md: ModelDeployment) -> None:
-    with pytest.raises(KeyError):
-        manifests.inference_service(md, "v9")
-    with pytest.raises(ValueError, match="protocol"):
-        manifests.inference_service(md, "v1", protocol="v3")
-
-
-def test_runtime_arguments_as_kserve_assembles_them(md: ModelDeployment) -> None:
+def test_runtime_arguments_as_kserve_assembles_them(ctx: Context) -> None:
     """KServe substitutes {{.Name}} and appends the predictor's args to the runtime's; the last one wins."""
-    isvc = manifests.inference_service(md, "v2")
-    [container] = manifests.cluster_serving_runtime()["spec"]["containers"]
+    isvc = kserve.inference_service(ctx, "v2")
+    [container] = committed_runtime()["spec"]["containers"]
     runtime_args = [a.replace("{{.Name}}", isvc["metadata"]["name"]) for a in container["args"]]
     options = parse(runtime_args + isvc["spec"]["predictor"]["model"]["args"])
     assert options.model_name == "breast-cancer"  # the ModelDeployment's name, not the InferenceService's
@@ -156,6 +215,43 @@ def test_runtime_arguments_as_kserve_assembles_them(md: ModelDeployment) -> None
     assert options.http_port == 8080
     plain = parse(runtime_args)
     assert plain.model_name == "breast-cancer-v2"
+
+
+def test_threads_reach_the_runtime(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spec's ``threads`` travel as FERRYMAN_THREADS in the predictor's env, which the runtime reads."""
+    model = kserve.inference_service(ctx, "v1")["spec"]["predictor"]["model"]
+    env = {e["name"]: e["value"] for e in model["env"]}
+    assert env["FERRYMAN_THREADS"] == "2" == str(ctx.md.spec.threads)
+    monkeypatch.setenv("FERRYMAN_THREADS", env["FERRYMAN_THREADS"])
+    assert parse(["--model_name", "m"]).threads == 2
+
+
+def merged_resources(runtime: dict[str, Any], predictor: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """KServe's merge of the predictor's resources into the runtime container's (a strategic merge patch:
+    maps merged key by key, the predictor's value wins)."""
+    out: dict[str, dict[str, str]] = {}
+    for part in ("requests", "limits"):
+        out[part] = {**runtime.get(part, {}), **predictor.get(part, {})}
+    return out
+
+
+@pytest.mark.parametrize("values", ["committed", "default", "kserve-on"])
+def test_merged_requests_never_exceed_limits(ctx: Context, chart_runtimes: dict[str, dict[str, Any]],
+                                             values: str) -> None:
+    """v2 asks for 2 CPUs, above every runtime's CPU limit: the predictor's own limits must win."""
+    runtime = committed_runtime() if values == "committed" else chart_runtimes[values]
+    runtime_resources = runtime["spec"]["containers"][0]["resources"]
+    for v in ctx.md.spec.versions:
+        predictor = kserve.inference_service(ctx, v.name)["spec"]["predictor"]["model"]["resources"]
+        merged = merged_resources(runtime_resources, predictor)
+        assert merged["requests"] == {"cpu": v.resources.cpu, "memory": v.resources.memory}
+        assert parse_cpu(merged["requests"]["cpu"]) <= parse_cpu(merged["limits"]["cpu"]), (v.name, merged)
+        assert parse_memory(merged["requests"]["memory"]) <= parse_memory(merged["limits"]["memory"])
+
+
+def test_unknown_versions_are_refused(ctx: Context) -> None:
+    with pytest.raises(KeyError):
+        kserve.inference_service(ctx, "v9")
 
 
 def test_defaults_follow_the_kserve_contract() -> None:

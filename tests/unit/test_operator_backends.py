@@ -171,9 +171,9 @@ def test_kserve_runtime_serves_the_model_under_the_deployment_name() -> None:
     """KServe appends the predictor's args to the ClusterServingRuntime's (``{{.Name}}`` substituted): the
     runtime's own argument parser then sees the ModelDeployment's name and the version, not ``m-v2``."""
     from ferryman_runtimes.kserve.__main__ import parse
-    from ferryman_runtimes.kserve.manifests import RUNTIME_FILE
+    from tests.helpers.helm import REPO_ROOT
 
-    runtime = yaml.safe_load(RUNTIME_FILE.read_text())
+    runtime = yaml.safe_load((REPO_ROOT / "runtimes/ferryman_runtimes/kserve/clusterservingruntime.yaml").read_text())
     [container] = runtime["spec"]["containers"]
     isvc = by_kind(KServeBackend().desired(ctx(md("kserve"))))[("InferenceService", "m-v2")]
     args = [a.replace("{{.Name}}", isvc["metadata"]["name"]) for a in container["args"]]

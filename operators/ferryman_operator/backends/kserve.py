@@ -4,22 +4,28 @@ Objects for ModelDeployment ``m`` with versions v1, v2 in namespace ``ns``:
 
 * InferenceService ``m-v1``, ``m-v2`` (RawDeployment mode, ``runtime: <FERRYMAN_KSERVE_RUNTIME>``,
   ``modelFormat: onnx``, protocol v2, ``storageUri`` = the version's URI, replicas and resources from the
-  spec, predictor ``args`` ``--model_name=m --model_version=v1``). KServe's storage initializer fetches the
-  model into ``/mnt/models``; KServe appends the predictor's args to the runtime's (the last occurrence
-  wins), so every version answers as ``/v2/models/m/infer`` and names itself in ``model_version``.
+  spec, predictor ``args`` ``--model_name=m --model_version=v1``, ``FERRYMAN_THREADS`` from the spec).
+  KServe's storage initializer fetches the model into ``/mnt/models``; KServe appends the predictor's args
+  to the runtime's (the last occurrence wins), so every version answers as ``/v2/models/m/infer`` and
+  names itself in ``model_version``.
 * ConfigMap ``m-routes``, Deployment ``m-gateway``, Service ``m``: the ferryman gateway, forwarding to
   each version's predictor Service ``http://m-<version>-predictor.ns.svc.cluster.local``.
 
 KServe's own canary (``canaryTrafficPercent``) needs Knative; the gateway gives every strategy (canary,
 blue-green, sticky A/B, shadow) on plain Deployments instead. A version is ready when its
 InferenceService reports the ``Ready`` condition.
+
+This is the only InferenceService builder: the ``ferryman-onnx`` ClusterServingRuntime it names is the
+committed ``runtimes/ferryman_runtimes/kserve/clusterservingruntime.yaml`` (the Helm chart ships a copy).
+tests/unit/test_kserve_contract.py checks both against KServe's CRD schemas, the cluster tests against the
+apiserver with those CRDs installed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ferryman.spec import ModelDeployment
+from ferryman.spec import ModelDeployment, Resources
 from ferryman_operator import names
 from ferryman_operator.backends import workloads as w
 from ferryman_operator.backends.base import Context, Observed, Readiness, Ref, condition, deployment_ready
@@ -35,6 +41,15 @@ def predictor_args(md: ModelDeployment, version: str) -> list[str]:
     return [f"--model_name={md.name}", f"--model_version={md.spec.version(version).name}"]
 
 
+def predictor_resources(r: Resources) -> dict[str, Any]:
+    """Requests and limits, both complete. KServe fills a missing limit from its own configuration (its
+    defaulting webhook: cpu 1, memory 2Gi) and merges the runtime container's resources into the predictor's
+    key by key (a strategic merge patch): a version asking for more CPU than such a limit would otherwise get
+    a pod the apiserver refuses (request above limit)."""
+    quantities = {"cpu": r.cpu, "memory": r.memory}
+    return {"requests": quantities, "limits": dict(quantities)}
+
+
 def inference_service(ctx: Context, version: str) -> dict[str, Any]:
     md = ctx.md
     v = md.spec.version(version)
@@ -46,7 +61,7 @@ def inference_service(ctx: Context, version: str) -> dict[str, Any]:
         # appended to the ClusterServingRuntime's args (``--model_name={{.Name}}`` ...); the last one wins,
         # so every version is served as /v2/models/<ModelDeployment name> and reports its own version
         "args": predictor_args(md, version),
-        "resources": w.resources(v.resources),
+        "resources": predictor_resources(v.resources),
         "securityContext": w.CONTAINER_SECURITY,
         "env": [{"name": "FERRYMAN_THREADS", "value": str(md.spec.threads)}],
     }

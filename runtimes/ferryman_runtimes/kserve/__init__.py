@@ -6,9 +6,9 @@
   ``uvicorn_options``): limits, one socket write per response, predictions answered without an ASGI task.
 * :mod:`.launcher` — the ``kserve`` entry point (``ferryman.runtimes``): one version of a ModelDeployment
   spec, its model directory laid out as KServe's storage initializer does, served by :mod:`.server`.
-* :mod:`.manifests` — ``cluster_serving_runtime(image=...)`` and ``inference_service(md, version)``: typed
-  KServe SDK objects rendered as Kubernetes manifests (for the operator and the Helm chart).
-* ``clusterservingruntime.yaml`` — the generated ClusterServingRuntime, committed (kept equal by a test).
+* ``clusterservingruntime.yaml`` — the ``ferryman-onnx`` ClusterServingRuntime (the Helm chart ships a
+  copy). The InferenceServices that run on it are the operator's
+  (``ferryman_operator.backends.kserve.inference_service``).
 
-The serving path never imports the ``kserve`` SDK (it takes seconds to import); only :mod:`.manifests` does.
+Nothing here imports the ``kserve`` SDK.
 """

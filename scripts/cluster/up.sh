@@ -2,7 +2,7 @@
 # Start a local Kubernetes control plane for tests, all on 127.0.0.1:
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and KWOK with fake nodes
 #   (so Deployments get Running + Ready pods without a kubelet or container runtime),
-# then install the upstream CRDs from ../shared/crds/upstream.
+# then install the upstream CRDs (fetched from their Go modules by crds.sh).
 #
 # Usage: bash scripts/cluster/up.sh [RUN_DIR]     (default: <repo>/.cache/cluster)
 # Writes RUN_DIR/kubeconfig (cluster-admin), RUN_DIR/cluster.env, pid files and logs.
@@ -329,17 +329,15 @@ wait_for "default ServiceAccount (controller-manager)" "${KUBECTL[@]}" -n defaul
 
 # --- upstream CRDs -------------------------------------------------------------------------
 
-if [[ -d "${FERRYMAN_UPSTREAM_CRDS}" ]]; then
-  cluster_log "installing upstream CRDs from ${FERRYMAN_UPSTREAM_CRDS}"
-  # Server-side apply: client-side apply's last-applied annotation is too big for the
-  # InferenceService CRD (~1.9 MB of YAML).
-  "${KUBECTL[@]}" apply --server-side --force-conflicts --field-manager=ferryman-up \
-    -f "${FERRYMAN_UPSTREAM_CRDS}" >/dev/null
-  wait_for "CRDs Established" "${KUBECTL[@]}" wait --for=condition=Established \
-    -f "${FERRYMAN_UPSTREAM_CRDS}" --timeout=5s
-else
-  cluster_log "WARNING: ${FERRYMAN_UPSTREAM_CRDS} not found; no upstream CRDs installed"
-fi
+# From their projects' Go modules at the versions in env.sh (crds.sh; quick once fetched).
+UPSTREAM_CRDS="$(bash "${HERE}/crds.sh")" || cluster_die "fetching the upstream CRDs failed (scripts/cluster/crds.sh)"
+cluster_log "installing upstream CRDs from ${UPSTREAM_CRDS}"
+# Server-side apply: client-side apply's last-applied annotation is too big for the
+# InferenceService CRD (~1.9 MB of YAML).
+"${KUBECTL[@]}" apply --server-side --force-conflicts --field-manager=ferryman-up \
+  -f "${UPSTREAM_CRDS}" >/dev/null
+wait_for "CRDs Established" "${KUBECTL[@]}" wait --for=condition=Established \
+  -f "${UPSTREAM_CRDS}" --timeout=5s
 
 UP_OK=1
 cluster_log "control plane ready (Kubernetes ${FERRYMAN_K8S_VERSION}) at https://127.0.0.1:${APISERVER_PORT}"

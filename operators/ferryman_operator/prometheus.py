@@ -6,7 +6,9 @@ For a version's window (since its rollout step began) the operator asks Promethe
   version's fault, as in the gateway's own accounting);
 * errors: ``sum(increase(ferryman_requests_total{<sel>, code=~"5.."}[W]))``;
 * p99 (and p50, p95): ``histogram_quantile(q, sum by (le) (increase(ferryman_request_duration_seconds_bucket{<sel>}[W])))``;
-* drift share: ``max(ferryman_drift_share{<sel>})`` (the latest value, from the drift monitor).
+* drift share: ``max(ferryman_drift_share{<sel>})`` (the latest value, from the drift monitor), and the time
+  of that run, ``max(ferryman_drift_last_run_timestamp_seconds{<sel>})``: a run from before the rollout
+  started is not counted for it (``ferryman.rollout.own_inputs``).
 
 ``<sel>`` is ``model="<name>", version="<version>"``, plus ``<namespace label>="<namespace>"`` (the label
 ServiceMonitor/PodMonitor scraping attaches; FERRYMAN_PROMETHEUS_NAMESPACE_LABEL) and any extra matchers
@@ -28,6 +30,7 @@ from ferryman.analysis import VersionStats
 REQUESTS_TOTAL = "ferryman_requests_total"
 DURATION_BUCKET = "ferryman_request_duration_seconds_bucket"
 DRIFT_SHARE = "ferryman_drift_share"
+DRIFT_LAST_RUN = "ferryman_drift_last_run_timestamp_seconds"
 SOURCE = "prometheus"
 
 
@@ -59,6 +62,7 @@ def queries(sel: str, window_seconds: float) -> dict[str, str]:
         "p95": f"histogram_quantile(0.95, {buckets})",
         "p99": f"histogram_quantile(0.99, {buckets})",
         "drift": f"max({DRIFT_SHARE}{{{sel}}})",
+        "drift_at": f"max({DRIFT_LAST_RUN}{{{sel}}})",  # a run before the rollout started is not its drift
     }
 
 
@@ -105,4 +109,5 @@ class PrometheusStats:
         note = "" if requests else f"no requests for {model}/{version} in Prometheus over the window"
         return VersionStats(version=version, requests=requests, errors=errors, p99_seconds=values["p99"],
                             p50_seconds=values["p50"], p95_seconds=values["p95"], drift_share=values["drift"],
+                            drift_measured_at=values["drift_at"],
                             source=SOURCE, note=note)

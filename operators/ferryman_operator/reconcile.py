@@ -14,8 +14,6 @@ what is added here is what only a cluster has:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -101,11 +99,10 @@ def usable(state: RolloutState, md: ModelDeployment) -> bool:
 
 
 def rollout_identity(md: ModelDeployment) -> str:
-    """What a rollout is about: which model files and the traffic section. Replicas and resources are not in
-    it, so scaling a version neither restarts a canary nor undoes a promotion."""
-    doc = {"versions": [{"name": v.name, "uri": v.uri, "sha256": v.sha256} for v in md.spec.versions],
-           "traffic": md.spec.traffic.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    """What a rollout is about (the core's :func:`ferryman.rollout.rollout_identity`): model files and routing.
+    Replicas, resources and analysis settings are not in it, so scaling a version or tuning the analysis
+    neither restarts a canary nor undoes a promotion."""
+    return rollout.rollout_identity(md)
 
 
 def decide_spec(md: ModelDeployment, saved: RolloutState | None, *, readiness: Readiness, now: float,

@@ -30,6 +30,7 @@ class VersionStats:
     p95_seconds: float | None = None
     drift_share: float | None = None
     drift_pending: bool = False  # drift is monitored for this version but not measured yet
+    drift_measured_at: float | None = None  # wall-clock time of the run that measured drift_share
     source: str = "gateway"
     note: str = ""  # why data is missing, when it is
 

@@ -73,7 +73,8 @@ class RolloutState:
     resume_phase: Phase | None = None
     last_analysis: Analysis | None = None
     history: tuple[Decision, ...] = field(default_factory=tuple)
-    spec_hash: str = ""
+    spec_hash: str = ""  # the rollout_identity of the spec this rollout realises
+    started_at: float = 0.0  # when this rollout began: analysis inputs from before it belong to another one
 
     @property
     def active(self) -> bool:
@@ -95,6 +96,7 @@ class RolloutState:
             "lastAnalysis": self.last_analysis.to_dict() if self.last_analysis else None,
             "history": [d.to_dict() for d in self.history],
             "specHash": self.spec_hash,
+            "startedAt": self.started_at,
         }
 
     @classmethod
@@ -116,18 +118,29 @@ class RolloutState:
                                    weights=h["weights"], actor=h.get("actor", "controller"))
                           for h in d.get("history", [])),
             spec_hash=d.get("specHash", ""),
+            started_at=float(d.get("startedAt", 0.0)),
         )
 
 
-def spec_hash(md: ModelDeployment) -> str:
-    """Identity of what is being rolled out: each version's name, model and checksum, and the traffic section.
+def rollout_identity(md: ModelDeployment) -> str:
+    """Identity of what is being rolled out: what decides where traffic goes.
 
-    Scaling (replicas, resources) or editing drift settings is not a new rollout.
+    Each version's name, model file and checksum, and the traffic section's routing: strategy, stable,
+    candidate, canary steps, A/B weights and stickiness, shadow percentage, pin header. Analysis timing and
+    thresholds (intervals, failure thresholds, minimum requests, auto-promotion, the budget, drift settings)
+    are not in it: editing them applies to the running rollout in place. Scaling (replicas, resources) is
+    not a new rollout either.
     """
     spec = md.spec
+    t = spec.traffic
     doc = {"versions": [{"name": v.name, "uri": v.uri, "sha256": v.sha256} for v in spec.versions],
-           "traffic": spec.traffic.model_dump(mode="json")}
+           "routing": {"strategy": t.strategy.value, "stable": t.stable, "candidate": t.candidate,
+                       "steps": list(t.canary.steps), "ab": t.ab_test.model_dump(mode="json"),
+                       "shadow": t.shadow.percent if t.shadow is not None else None, "pin": t.pin_header}}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+spec_hash = rollout_identity  # the name RolloutState.spec_hash and older callers know it by
 
 
 def _record(state: RolloutState, decision: Decision, **changes: Any) -> tuple[RolloutState, Decision]:
@@ -136,16 +149,21 @@ def _record(state: RolloutState, decision: Decision, **changes: Any) -> tuple[Ro
 
 
 def start(md: ModelDeployment, *, now: float, previous: RolloutState | None = None) -> tuple[RolloutState, Decision]:
-    """Begin the rollout a spec describes. ``previous`` carries the stable version of an earlier rollout."""
+    """Begin the rollout a spec describes. ``previous`` carries the stable version of an earlier rollout.
+
+    A promoted version stays stable when the spec is edited; and when it is the spec's candidate (the spec
+    still describes the rollout that promoted it), there is nothing to roll out: it keeps all traffic.
+    """
     t = md.spec.traffic
     stable = t.stable or md.spec.versions[0].name
     known = {v.name for v in md.spec.versions}
-    if previous is not None and previous.stable in known and previous.stable != t.candidate:
-        stable = previous.stable  # a promoted candidate stays stable when the spec is edited
+    if previous is not None and previous.stable in known and (
+            previous.stable != t.candidate or previous.phase in (Phase.promoted, Phase.stable)):
+        stable = previous.stable
     candidate = t.candidate if t.candidate != stable else None
     base = RolloutState(strategy=t.strategy, phase=Phase.stable, stable=stable, candidate=candidate,
-                        weights={stable: 100}, step_started_at=now, spec_hash=spec_hash(md),
-                        history=previous.history if previous else ())
+                        weights={stable: 100}, step_started_at=now, spec_hash=rollout_identity(md),
+                        started_at=now, history=previous.history if previous else ())
     strategy = t.strategy
     if strategy == Strategy.canary and candidate:
         first = t.canary.steps[0]
@@ -190,7 +208,7 @@ def tick(state: RolloutState, md: ModelDeployment, *, stats: StatsFn, now: float
     if now - max(state.step_started_at, state.analyzed_at) < interval:
         return state, None
     drift_threshold = spec.drift.threshold if spec.drift.enabled else None
-    result = analyze(stats(candidate_name), budget=spec.budget, min_requests=min_req, drift_threshold=drift_threshold)
+    result = analyze(own_inputs(stats(candidate_name), state), budget=spec.budget, min_requests=min_req, drift_threshold=drift_threshold)
     waiting = state.last_analysis is not None and state.last_analysis.outcome == Outcome.insufficient
     state = replace(state, last_analysis=result, analyzed_at=now)
     if result.outcome == Outcome.insufficient:
@@ -223,6 +241,20 @@ def tick(state: RolloutState, md: ModelDeployment, *, stats: StatsFn, now: float
                                    now, weights), weights=weights, step_index=nxt, failures=0, step_started_at=now)
 
 
+def analysed_versions(state: RolloutState) -> tuple[str, ...]:
+    """The versions whose behaviour this rollout's analysis judges (the candidate, while it has one)."""
+    return (state.candidate,) if state.candidate is not None and state.phase != Phase.rolled_back else ()
+
+
+def own_inputs(stats: VersionStats, state: RolloutState) -> VersionStats:
+    """Only what this rollout produced counts: a drift result measured before the rollout started (on the
+    rows of an earlier one) is no measurement for it yet."""
+    at = stats.drift_measured_at
+    if stats.drift_share is not None and at is not None and at < state.started_at:
+        return replace(stats, drift_share=None, drift_pending=True)
+    return stats
+
+
 def promote(state: RolloutState, *, now: float, reason: str = "manual promotion", actor: str = "controller",
             version: str | None = None) -> tuple[RolloutState, Decision]:
     """Make the candidate (or ``version``, e.g. the winning A/B arm) take all traffic."""
@@ -234,7 +266,7 @@ def promote(state: RolloutState, *, now: float, reason: str = "manual promotion"
     weights = {winner: 100}
     return _record(state, Decision(Action.promote, reason, now, weights, actor), phase=Phase.promoted,
                    weights=weights, previous_stable=state.stable if winner != state.stable else state.previous_stable,
-                   stable=winner, candidate=None, failures=0, step_started_at=now, resume_phase=None)
+                   stable=winner, candidate=None, failures=0, step_started_at=now, resume_phase=None, step_index=-1)
 
 
 def rollback(state: RolloutState, *, now: float, reason: str = "manual rollback",
@@ -251,7 +283,7 @@ def rollback(state: RolloutState, *, now: float, reason: str = "manual rollback"
     weights = {target: 100}
     return _record(state, Decision(Action.rollback, reason, now, weights, actor), phase=Phase.rolled_back,
                    weights=weights, stable=target, candidate=abandoned, previous_stable=None,
-                   step_started_at=now, resume_phase=None)
+                   step_started_at=now, resume_phase=None, step_index=-1)
 
 
 def pause(state: RolloutState, *, now: float, actor: str = "controller", reason: str = "paused") -> tuple[RolloutState, Decision]:
@@ -269,8 +301,11 @@ def resume(state: RolloutState, *, now: float, actor: str = "controller", reason
 
 
 def reconcile_spec(state: RolloutState | None, md: ModelDeployment, *, now: float) -> tuple[RolloutState, Decision | None]:
-    """Resume a saved rollout of the same spec; start a new one when the spec changed (or none was saved)."""
-    if state is not None and state.spec_hash == spec_hash(md):
+    """Resume a saved rollout of the same spec; start a new one when the spec changed (or none was saved).
+
+    "Changed" is :func:`rollout_identity`: an edit of analysis settings keeps the rollout (and its traffic)
+    as it is, and the next analysis uses the new settings."""
+    if state is not None and state.spec_hash == rollout_identity(md):
         known = {v.name for v in md.spec.versions}
         if state.stable in known and (state.candidate is None or state.candidate in known):
             return state, None

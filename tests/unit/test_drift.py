@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from ferryman.drift import DriftConfig, DriftMonitor, DriftObserver, load_reference, monitor_for_deployment
 from ferryman.drift.engine import DriftJob, compute
+from ferryman.drift.report import DriftResult
 from ferryman.drift.runners import InlineRunner, ProcessRunner
 from ferryman.drift.window import RingWindow
 from ferryman.errors import ModelStoreError
@@ -383,3 +384,34 @@ def test_rows_the_gate_skips_still_make_a_run_due_and_the_run_resets_the_count()
     report = monitor.run_now("v1")
     assert report.window_rows == 4 and report.rows_seen == 6
     assert state.since_run() == 0 and not state.pending
+
+
+def test_reset_forgets_the_window_and_the_result_of_the_previous_rollout() -> None:
+    monitor = thread_monitor()
+    drifted = gaussian(200, seed=5, scale0=5.0)
+    monitor.observe("v1", drifted)
+    report = monitor.run_now("v1")
+    assert report.share is not None and report.share >= 0.25
+    assert monitor.measured_at("v1") == report.last_run is not None
+    monitor.observe("v1", drifted[:50])  # rows of the old rollout still in the window
+    monitor.reset("v1")
+    assert monitor.drift_share("v1") is None and monitor.measured_at("v1") is None
+    assert monitor.report("v1").window_rows == 0
+    monitor.observe("v1", gaussian(200, seed=6))  # the new rollout's rows only
+    fresh = monitor.run_now("v1")
+    assert fresh.share is not None and fresh.share < 0.25 and fresh.window_rows == 200
+    monitor.reset("unknown")  # not monitored: nothing to forget
+
+
+def test_a_run_in_flight_during_a_reset_does_not_publish() -> None:
+    monitor = thread_monitor()
+    monitor.observe("v1", gaussian(200, seed=7, scale0=5.0))
+
+    class ResetDuringRun(InlineRunner):
+        def run(self, job: DriftJob) -> DriftResult:
+            monitor.reset("v1")  # the rollout restarts while this window is being computed
+            return super().run(job)
+
+    monitor._runner = ResetDuringRun()
+    monitor.run_now("v1")
+    assert monitor.drift_share("v1") is None

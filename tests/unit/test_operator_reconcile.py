@@ -196,3 +196,24 @@ def test_scaling_a_version_is_not_a_new_rollout() -> None:
     assert reconcile.rollout_identity(new_file) != identity
     restarted = reconcile.decide_spec(new_file, promoted, readiness=READY, now=9.0, saved_identity=identity)
     assert [d.action for d in restarted.decisions] == [Action.start]
+
+
+def test_editing_analysis_settings_neither_restarts_a_canary_nor_undoes_a_promotion() -> None:
+    m = md()
+    state, _ = rollout.start(m, now=0.0)
+    stepped, _ = reconcile.analyse(state, m, stats=good(), now=10.0)
+    assert stepped.weights == {"v1": 50, "v2": 50}
+    identity = reconcile.rollout_identity(m)
+    tuned = md(traffic={"strategy": "canary", "stable": "v1", "candidate": "v2",
+                        "canary": {"steps": [25, 50, 100], "intervalSeconds": 3, "failureThreshold": 4,
+                                   "minRequests": 10}})
+    assert reconcile.rollout_identity(tuned) == identity
+    kept = reconcile.decide_spec(tuned, stepped, readiness=READY, now=11.0, saved_identity=identity)
+    assert kept.decisions == () and kept.state == stepped
+    promoted, _ = rollout.promote(stepped, now=12.0)
+    after = reconcile.decide_spec(tuned, promoted, readiness=READY, now=13.0, saved_identity=identity)
+    assert after.decisions == () and after.state.weights == {"v2": 100} and after.state.phase == Phase.promoted
+    # a new identity that still names the promoted version as candidate keeps it at 100 %
+    resteps = md(traffic={"strategy": "canary", "stable": "v1", "candidate": "v2", "canary": {"steps": [10, 100]}})
+    moved = reconcile.decide_spec(resteps, promoted, readiness=READY, now=14.0, saved_identity=identity)
+    assert moved.state.weights == {"v2": 100} and moved.state.candidate is None

@@ -106,7 +106,7 @@ def test_a_healthy_canary_advances_through_every_step_then_promotes() -> None:
         seen.append((d.action, dict(d.weights), s.step_index))
         assert s.step_started_at == at and s.failures == 0
     assert seen == [(Action.advance, {"v1": 50, "v2": 50}, 1), (Action.advance, {"v2": 100}, 2),
-                    (Action.promote, {"v2": 100}, 2)]
+                    (Action.promote, {"v2": 100}, -1)]  # promoted: no step is active any more
     assert set(asked) == {"v2"}  # only the candidate is judged
     assert (s.phase, s.stable, s.candidate, s.previous_stable) == (Phase.promoted, "v2", None, "v1")
     assert "final step passed" in s.history[-1].reason and "within budget" in s.history[-1].reason
@@ -371,3 +371,104 @@ def test_tables_realise_the_state() -> None:
     t = table_for(md, stopped)
     assert (t.shadow, t.candidate) == (None, None)
     assert s.strategy == Strategy.shadow
+
+
+# -- what is a new rollout (issue 18) ---------------------------------------------------------------------
+def test_editing_analysis_settings_keeps_the_running_canary_and_its_traffic() -> None:
+    md = canary()
+    s, _ = start(md, now=T0)
+    s, _ = run(s, md, HEALTHY, T0 + INTERVAL)
+    assert s.step_index == 1
+    tuned = canary(intervalSeconds=3, failureThreshold=5, minRequests=7)
+    tuned = tuned.model_copy(update={"spec": tuned.spec.model_copy(update={
+        "budget": tuned.spec.budget.model_copy(update={"p99_ms": 250.0})})})
+    assert spec_hash(tuned) == spec_hash(md)
+    kept, d = reconcile_spec(s, tuned, now=T0 + INTERVAL + 1)
+    assert d is None and kept == s
+    # the next analysis uses the edited interval: 3 s later it runs (10 s would still wait)
+    _, d = run(kept, tuned, HEALTHY, T0 + INTERVAL + 3)
+    assert d is not None and d.action == Action.advance
+
+
+@pytest.mark.parametrize("change", [
+    {"steps": [20, 100]},
+    {"candidate": "v3"},
+    {"strategy": "blueGreen"},
+])
+def test_what_moves_traffic_is_a_new_rollout(change: dict[str, Any]) -> None:
+    traffic: dict[str, Any] = {"strategy": "canary", "stable": "v1", "candidate": "v2",
+                               "canary": {"steps": [10, 50, 100]}}
+    edited = dict(traffic)
+    if "steps" in change:
+        edited["canary"] = {"steps": change["steps"]}
+    else:
+        edited.update(change)
+    before = deployment(traffic, versions=("v1", "v2", "v3"))
+    after = deployment(edited, versions=("v1", "v2", "v3"))
+    assert spec_hash(before) != spec_hash(after)
+
+
+def test_a_new_model_file_is_a_new_rollout() -> None:
+    md = canary()
+    doc = md.model_dump(by_alias=True, mode="json")
+    doc["spec"]["versions"][1]["uri"] = "/models/v2-retrained.onnx"
+    assert spec_hash(parse_deployment(doc)) != spec_hash(md)
+
+
+def test_after_promotion_an_analysis_edit_does_not_resurrect_the_old_stable() -> None:
+    md = canary()
+    s, _ = start(md, now=T0)
+    s, _ = rollout.promote(s, now=T0 + 1)
+    assert (s.phase, s.weights, s.step_index) == (Phase.promoted, {"v2": 100}, -1)
+    kept, d = reconcile_spec(s, canary(intervalSeconds=99), now=T0 + 2)
+    assert d is None and kept.weights == {"v2": 100} and kept.phase == Phase.promoted
+
+
+def test_after_promotion_a_spec_naming_the_promoted_candidate_is_steady_state() -> None:
+    md = canary()
+    s, _ = start(md, now=T0)
+    s, _ = rollout.promote(s, now=T0 + 1)
+    # an edit that is a new identity (new steps) but still names the promoted version as candidate
+    edited = canary([20, 100])
+    s2, d = reconcile_spec(s, edited, now=T0 + 2)
+    assert d is not None and d.action == Action.start
+    assert (s2.stable, s2.candidate, s2.weights, s2.phase) == ("v2", None, {"v2": 100}, Phase.stable)
+    # and stays so: ticking never moves traffic back
+    s3, d = run(s2, edited, HEALTHY, T0 + 100)
+    assert d is None and s3.weights == {"v2": 100}
+
+
+def test_after_a_rollback_the_same_candidate_can_be_rolled_out_again() -> None:
+    md = canary()
+    s, _ = start(md, now=T0)
+    s, _ = rollout.rollback(s, now=T0 + 1)
+    assert s.step_index == -1
+    retry, d = reconcile_spec(s, canary([20, 100]), now=T0 + 2)
+    assert d is not None and (retry.stable, retry.candidate, retry.weights) == ("v1", "v2", {"v1": 80, "v2": 20})
+
+
+def test_a_drift_result_from_before_the_rollout_started_does_not_count() -> None:
+    md = deployment({"strategy": "canary", "stable": "v1", "candidate": "v2",
+                     "canary": {"steps": [50, 100], "intervalSeconds": INTERVAL, "minRequests": 50}},
+                    drift={"enabled": True, "threshold": 0.5})
+    s, _ = start(md, now=T0)
+    assert s.started_at == T0
+
+    def drift_at(share: float, at: float) -> Callable[[str], VersionStats]:
+        return lambda v: VersionStats(v, 500, 0, 0.02, drift_share=share, drift_measured_at=at)
+
+    held, d = run(s, md, drift_at(1.0, T0 - 5), T0 + INTERVAL)  # the previous rollout's drift
+    assert d is not None and d.action == Action.hold and "waiting for the first drift measurement" in d.reason
+    assert held.failures == 0
+    _, d = run(held, md, drift_at(0.0, T0 + 8), T0 + 2 * INTERVAL)  # this rollout's own run
+    assert d is not None and d.action == Action.advance
+    failed, d = run(held, md, drift_at(1.0, T0 + 8), T0 + 2 * INTERVAL)  # real drift still fails
+    assert d is not None and failed.failures == 1 and "drift_share" in d.reason
+
+
+def test_started_at_round_trips_and_old_states_read_as_zero() -> None:
+    s, _ = start(canary(), now=T0)
+    doc = json.loads(json.dumps(s.to_dict()))
+    assert RolloutState.from_dict(doc).started_at == T0
+    del doc["startedAt"]
+    assert RolloutState.from_dict(doc).started_at == 0.0

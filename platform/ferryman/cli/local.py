@@ -86,6 +86,9 @@ def print_status(doc: dict[str, Any]) -> None:
     if last:
         head.add_row("last analysis", f"{last['outcome']}: {last['reason']}")
     console.print(head)
+    reload_line = spec_reload_line(doc.get("specReload"))
+    if reload_line:
+        console.print(reload_line, highlight=False)
     t = Table(title="traffic (exact, since start)")
     for col in ("version", "route", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "accuracy (95% CI)"):
         t.add_column(col, justify="right" if col not in ("version", "route") else "left")
@@ -101,6 +104,20 @@ def print_status(doc: dict[str, Any]) -> None:
     for h in r["history"][-12:]:
         hist.add_row(h["action"], " ".join(f"{v}:{w}" for v, w in h["weights"].items()), h["actor"], h["reason"])
     console.print(hist)
+
+
+def spec_reload_line(reload: dict[str, Any] | None) -> str | None:
+    """One line on the last attempt to adopt an edited spec (None when the spec file was never edited)."""
+    if not reload:
+        return None
+    import datetime as dt
+
+    at = dt.datetime.fromtimestamp(reload["at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if reload["result"] == "accepted":
+        return f"spec reload: accepted at {at}"
+    return (f"[bold red]spec reload: REJECTED at {at}[/]: {reload['error']}\n"
+            f"[red]{reload.get('specFile') or 'the spec file'} on disk is NOT what runs: the previous spec keeps "
+            f"serving until a valid edit is saved[/]")
 
 
 def _f(x: float | None) -> str:

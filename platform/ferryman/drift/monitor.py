@@ -79,7 +79,7 @@ class DriftConfig:
 
 
 class _Version:
-    __slots__ = ("feature_names", "input_name", "last_start", "lock", "pending", "prediction_kind",
+    __slots__ = ("epoch", "feature_names", "input_name", "last_start", "lock", "pending", "prediction_kind",
                  "prediction_op", "prediction_output", "rate", "reference", "reference_predictions", "refilled",
                  "report", "runs", "skipped", "skipped_at_run", "tokens", "version", "window")
 
@@ -107,6 +107,7 @@ class _Version:
         self.report: DriftReport | None = None
         self.runs = 0
         self.last_start = -float("inf")  # monotonic time the last run began
+        self.epoch = 0  # bumped by reset(): a run that began before it must not publish
 
     def since_run(self) -> int:
         """Live rows since the last run, kept or not (a racy read of the lock-free count is fine here)."""
@@ -312,6 +313,7 @@ class DriftMonitor:
     def _run(self, state: _Version) -> None:
         state.last_start = time.monotonic()
         with state.lock:
+            epoch = state.epoch
             current, predictions = state.window.snapshot()
             state.window.since_run = 0
             state.skipped_at_run = state.skipped
@@ -340,7 +342,9 @@ class DriftMonitor:
                 window_rows=current.shape[0], reference_rows=state.reference.shape[0], rows_seen=seen,
                 last_run=previous.last_run if previous else None, run_seconds=None, engine=self.config.engine,
                 error=str(err))
-            self._publish(state, report)
+            self._publish(state, report, epoch=epoch)
+            return
+        if state.epoch != epoch:  # reset while running: these rows belong to a rollout that is over
             return
         elapsed = result.seconds
         now = time.time()
@@ -358,10 +362,12 @@ class DriftMonitor:
                 detected=bool(report.drifted), window_rows=current.shape[0], threshold=self.config.threshold,
                 prediction_score=pred.score if pred else None, prediction_drifted=pred.drifted if pred else None,
                 run_seconds=elapsed, at=now)
-        self._publish(state, report)
+        self._publish(state, report, epoch=epoch)
 
-    def _publish(self, state: _Version, report: DriftReport) -> None:
+    def _publish(self, state: _Version, report: DriftReport, *, epoch: int) -> None:
         with self._done:
+            if state.epoch != epoch:
+                return
             state.report = report
             state.runs += 1
             self._done.notify_all()
@@ -371,6 +377,26 @@ class DriftMonitor:
         """The latest drift share of ``version``; None before its first completed run."""
         state = self._versions.get(version)
         return None if state is None or state.report is None else state.report.share
+
+    def measured_at(self, version: str) -> float | None:
+        """Wall-clock time of the run behind :meth:`drift_share`; None before the first."""
+        state = self._versions.get(version)
+        return None if state is None or state.report is None else state.report.last_run
+
+    def reset(self, version: str) -> None:
+        """Forget ``version``'s live rows and its last result (a new rollout of it starts): until its next
+        run, :meth:`drift_share` is None. A run in progress finishes without publishing."""
+        state = self._versions.get(version)
+        if state is None:
+            return
+        with self._done, state.lock:
+            state.epoch += 1
+            window = state.window
+            window.pos = window.size = window.since_run = 0
+            window.predictions[:] = np.nan
+            state.skipped_at_run = state.skipped
+            state.pending = False
+            state.report = None
 
     def is_drifted(self, version: str) -> bool | None:
         state = self._versions.get(version)

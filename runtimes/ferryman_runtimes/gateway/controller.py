@@ -32,7 +32,6 @@ from ferryman_runtimes.gateway.app import GatewayApp
 
 log = logging.getLogger("ferryman.rollout")
 
-DriftShare = Callable[[str], float | None]
 Seen = tuple[str, str, int | None]  # version, route, predicted class (None: no class output)
 
 
@@ -44,6 +43,18 @@ class StatsSource(Protocol):
     def window(self, version: str, *, since: float) -> VersionStats: ...
 
     def totals(self) -> list[RouteTotals]: ...
+
+
+class DriftSource(Protocol):
+    """Drift results per version, as :class:`ferryman.drift.DriftMonitor` offers them."""
+
+    def drift_share(self, version: str) -> float | None: ...
+
+    def measured_at(self, version: str) -> float | None:
+        """Wall-clock time of the run behind :meth:`drift_share`."""
+
+    def reset(self, version: str) -> None:
+        """Forget the version's window and result: a new rollout is judged on its own rows only."""
 
 
 class RolloutTarget(Protocol):
@@ -102,10 +113,12 @@ class Feedback:
 class RolloutController:
     def __init__(self, *, md: ModelDeployment, spec_path: Path | None, accounting: StatsSource, state_path: Path,
                  gateway: GatewayApp | None = None, target: RolloutTarget | None = None,
-                 drift_share: DriftShare | None = None,
+                 drift: DriftSource | None = None,
                  on_change: Callable[[RolloutState], None] | None = None,
-                 on_reload: Callable[[ModelDeployment], None] | None = None, tick_seconds: float = 0.25) -> None:
-        """``target`` is where decisions take effect; ``gateway=`` is short for ``target=GatewayTarget(gateway)``."""
+                 on_reload: Callable[[ModelDeployment], None] | None = None,
+                 on_reload_result: Callable[[str], None] | None = None, tick_seconds: float = 0.25) -> None:
+        """``target`` is where decisions take effect; ``gateway=`` is short for ``target=GatewayTarget(gateway)``.
+        ``on_reload_result`` hears "accepted" or "rejected" for every attempt to adopt an edited spec."""
         if target is None:
             if gateway is None:
                 raise ValueError("RolloutController needs a gateway or a target")
@@ -115,9 +128,11 @@ class RolloutController:
         self.target = target
         self.accounting = accounting
         self.state_path = state_path
-        self.drift_share = drift_share
+        self.drift = drift
         self.on_change = on_change
         self.on_reload = on_reload  # e.g. observability: monitor the versions an edited spec added
+        self.on_reload_result = on_reload_result
+        self.last_reload: ReloadRecord | None = None
         self.tick_seconds = tick_seconds
         self.feedback: dict[str, Feedback] = {}
         self._spec_seen = _digest(spec_path) if spec_path else None
@@ -138,6 +153,8 @@ class RolloutController:
 
     # -- effects ------------------------------------------------------------------------------------
     def _applied(self, decision: Decision | None) -> None:
+        if decision is not None and decision.action == rollout.Action.start:
+            self._fresh_inputs()
         self.target.apply(self.md, self.state)
         self.persist()
         if decision is not None:
@@ -145,6 +162,20 @@ class RolloutController:
                      decision.reason)
         if self.on_change is not None:
             self.on_change(self.state)
+
+    def _fresh_inputs(self) -> None:
+        """A new rollout starts with its own analysis inputs: the versions it analyses lose the drift window
+        and result of the previous rollout, and A/B feedback starts over. (Accounting windows and failure
+        counters already start with the rollout: ``stats`` reads since the step began, ``start`` zeroes
+        failures.)"""
+        self.feedback = {}
+        if self.drift is None:
+            return
+        for version in rollout.analysed_versions(self.state):
+            try:
+                self.drift.reset(version)
+            except Exception:  # monitoring must never block a rollout; the start time still guards the analysis
+                log.exception("resetting drift of %s failed", version)
 
     def persist(self) -> None:
         write_json(self.state_path, {"state": self.state.to_dict(),
@@ -154,11 +185,12 @@ class RolloutController:
         elapsed = time.time() - self.state.step_started_at
         since = self.accounting.now() - max(elapsed, 0.0)
         s = self.accounting.window(version, since=since)
-        if self.drift_share is not None:
-            share = self.drift_share(version)
+        if self.drift is not None:
+            share = self.drift.drift_share(version)
             monitored = _has_reference(self.md, version)
             if share is not None or monitored:
-                s = VersionStats(**{**_fields(s), "drift_share": share, "drift_pending": monitored and share is None})
+                s = VersionStats(**{**_fields(s), "drift_share": share, "drift_pending": monitored and share is None,
+                                    "drift_measured_at": self.drift.measured_at(version)})
         return s
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -205,16 +237,33 @@ class RolloutController:
             return False
         try:
             return self.reload_spec() is not None
-        except FerrymanError as err:
-            log.error("spec reload rejected, still serving the previous spec: %s", err)
-            return False
+        except FerrymanError:
+            return False  # logged and recorded by reload_spec
 
     def reload_spec(self) -> Decision | None:
-        """Re-read the spec file now (the watch above, or admin /reload); raises when it cannot be adopted."""
+        """Re-read the spec file now (the watch above, or admin /reload); raises when it cannot be adopted.
+
+        Either way the attempt is recorded (``status()["specReload"]``): a rejected edit stays visible, with
+        its error and time, until an edit is adopted."""
         if self.spec_path is None:
             raise InvalidInput("this gateway was not started from a spec file")
         self._spec_seen = _digest(self.spec_path)
-        return self.reload(load_deployment(self.spec_path))
+        try:
+            decision = self.reload(load_deployment(self.spec_path))
+        except FerrymanError as err:
+            log.error("spec reload rejected, still serving the previous spec: %s", err)
+            self._record_reload(ReloadRecord(accepted=False, at=time.time(), error=str(err)))
+            raise
+        self._record_reload(ReloadRecord(accepted=True, at=time.time(), error=None))
+        return decision
+
+    def _record_reload(self, record: ReloadRecord) -> None:
+        self.last_reload = record
+        if self.on_reload_result is not None:
+            try:
+                self.on_reload_result(record.result)
+            except Exception:  # metrics must never block a reload
+                log.exception("on_reload_result hook failed")
 
     def reload(self, md: ModelDeployment) -> Decision | None:
         """Adopt an edited spec. Raises (and changes nothing) when a new version cannot be loaded."""
@@ -276,7 +325,32 @@ class RolloutController:
                 row["accuracy"] = {"correct": f.correct, "total": f.total, "value": f.correct / f.total,
                                    "ci95": [lo, hi]}
             arms.append(row)
-        return {"model": self.md.name, "rollout": s.to_dict(), "traffic": arms, "shadow": self.target.shadow()}
+        return {"model": self.md.name, "rollout": s.to_dict(), "traffic": arms, "shadow": self.target.shadow(),
+                "specReload": self.reload_status()}
+
+    def reload_status(self) -> dict[str, Any] | None:
+        """The last attempt to adopt an edited spec (None: none yet), and whether the file on disk is what
+        runs (it is not after a rejected edit, until an edit is adopted)."""
+        if self.last_reload is None:
+            return None
+        doc = self.last_reload.to_dict()
+        doc["specFile"] = str(self.spec_path) if self.spec_path else None
+        doc["fileIsRunning"] = self.last_reload.accepted
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadRecord:
+    accepted: bool
+    at: float
+    error: str | None
+
+    @property
+    def result(self) -> str:
+        return "accepted" if self.accepted else "rejected"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"result": self.result, "at": self.at, "error": self.error}
 
 
 def _digest(path: Path) -> bytes | None:

@@ -1,7 +1,8 @@
 """The gateway's observability plug-in (``up.build_platform`` imports it when present).
 
 ``attach(md, repo, extras)`` returns the request observers (Prometheus, drift sampling) and fills
-``extras``: ``routes`` (``GET /metrics``, ``GET /drift``), ``drift_share`` (for the rollout analysis),
+``extras``: ``routes`` (``GET /metrics``, ``GET /drift``), ``drift`` (the monitor: drift results for the rollout
+analysis, reset when a rollout starts), ``on_reload_result`` (counts accepted and rejected spec edits),
 ``on_change`` (publishes weights, phase, step and analysis decisions on every rollout change),
 ``on_reload`` (call with the new spec after a reload: new versions get readiness and drift monitoring),
 ``closers`` (stop the drift worker).
@@ -53,8 +54,8 @@ def attach(md: ModelDeployment, repo: ModelRepository, extras: dict[str, Any]) -
     extras.setdefault("routes", {}).update(inst.routes)
     extras["on_change"] = on_change
     extras["on_reload"] = on_reload
+    extras["on_reload_result"] = lambda result: inst.metrics.record_spec_reload(current["md"].name, result)
     extras.setdefault("closers", []).append(inst.close)
     if inst.drift is not None:
-        extras["drift_share"] = inst.drift.drift_share
         extras["drift"] = inst.drift
     return list(inst.observers)

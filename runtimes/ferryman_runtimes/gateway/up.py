@@ -74,8 +74,8 @@ def build_platform(spec_path: Path, *, state_dir: Path, observers: list[RequestO
     on_change = extras.get("on_change")
     controller = RolloutController(md=md, spec_path=spec_path, gateway=gateway, accounting=accounting,
                                    state_path=state_dir / f"{md.name}.rollout.json",
-                                   drift_share=extras.get("drift_share"), on_change=on_change,
-                                   on_reload=extras.get("on_reload"),
+                                   drift=extras.get("drift"), on_change=on_change,
+                                   on_reload=extras.get("on_reload"), on_reload_result=extras.get("on_reload_result"),
                                    tick_seconds=tick_seconds)
     token = admin_token(state_dir)
     return Platform(md, gateway, controller, AdminApp(controller, token=token), accounting, token, extras)

@@ -320,3 +320,25 @@ def test_a_full_batch_queue_answers_503_with_retry_after(tmp_path: Path) -> None
     for r in replies:
         if r.status_code == 503:
             assert r.headers["retry-after"] == "1" and "queue full" in r.json()["error"]
+
+
+def test_the_kserve_contract_runtime_batches_itself(cnn_path: Path, traffic: np.ndarray) -> None:
+    from ferryman.errors import SpecError
+    from ferryman_runtimes.kserve.__main__ import parse
+    from ferryman_runtimes.kserve.server import build_app as kserve_app
+
+    options = parse([f"--model_dir={cnn_path}", "--model_name=cnn", "--model_version=v3",
+                     '--batching={"maxBatchSize": 8, "maxDelayMs": 1}'])
+    app = kserve_app(options)
+    [batcher] = app.batchers.values()
+    assert batcher.queue.max_batch_size == 8
+    with serve_app(app, http=PROTOCOL) as server:
+        replies = hammer(server.url, [v2(traffic[i:i + 1], request_id=str(i)) for i in range(64)],
+                         "/v2/models/cnn/infer")
+    for i, reply in enumerate(replies):
+        assert reply.status_code == 200 and reply.json()["id"] == str(i)
+        want = reference(cnn_path, {"input": traffic[i:i + 1]})["label"]
+        assert reply.json()["outputs"][0]["data"] == want.tolist()
+    assert batcher.requests == 64
+    with pytest.raises(SpecError, match="maxBatchSize"):
+        kserve_app(parse([f"--model_dir={cnn_path}", "--model_name=cnn", '--batching={"maxBatchSize": 0}']))

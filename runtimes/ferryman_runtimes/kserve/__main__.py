@@ -28,12 +28,15 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--threads", type=int, default=int(os.environ.get("FERRYMAN_THREADS") or 1),
                    help="ONNX Runtime intra-op threads per session (default: $FERRYMAN_THREADS or 1)")
     p.add_argument("--max_body_bytes", "--max-body-bytes", type=int, default=None)
+    p.add_argument("--batching", default=os.environ.get("FERRYMAN_BATCHING") or None,
+                   help='adaptive batching, as spec.batching JSON, e.g. \'{"maxBatchSize": 32, "maxDelayMs": 2}\' '
+                        "(default: $FERRYMAN_BATCHING; none: no batching)")
     a = p.parse_args(argv)
     if a.workers < 1 or a.threads < 1:
         p.error("--workers and --threads must be at least 1")
     return Options(model_name=a.model_name, model_dir=a.model_dir, model_version=a.model_version,
                    http_port=a.http_port, host=a.host, workers=a.workers, threads=a.threads,
-                   max_body_bytes=a.max_body_bytes)
+                   max_body_bytes=a.max_body_bytes, batching=a.batching)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,11 +88,15 @@ def container_args(md: ModelDeployment, version: str, *, model_dir: Path, host: 
                    workers: int = 1) -> list[str]:
     """The runtime container's arguments: the ClusterServingRuntime's, then the InferenceService's
     (``--model_name`` / ``--model_version``, as the operator writes them), then the spec's threads and
-    body limit, with the model directory and port of this machine."""
-    return [f"--model_dir={model_dir}", f"--http_port={port}", f"--host={host}",
+    body limit and the version's batching, with the model directory and port of this machine."""
+    args = [f"--model_dir={model_dir}", f"--http_port={port}", f"--host={host}",
             f"--model_name={md.name}", f"--model_version={version}",
             f"--threads={md.spec.threads}", f"--workers={workers}",
             f"--max_body_bytes={md.spec.limits.max_body_bytes}"]
+    batching = md.spec.batching_for(version)
+    if batching is not None:
+        args.append(f"--batching={batching.model_dump_json(by_alias=True, exclude_none=True)}")
+    return args
 
 
 def prepare(spec: str | Path, *, host: str = "127.0.0.1", port: int = 8080, version: str | None = None,

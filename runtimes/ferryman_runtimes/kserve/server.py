@@ -6,6 +6,8 @@ file is found in the directory (``model.onnx``, else the only ``*.onnx``, at the
 in ``1/model.onnx``), loaded before the port opens, and served by the raw ASGI
 :class:`~ferryman_runtimes.asgi.app.InferenceApp`: KServe v1 and Open Inference Protocol v2 (JSON and
 binary), ``GET /v1/models/{m}`` readiness, ``GET /`` liveness like KServe's own server, ``/metrics``.
+``--batching`` (or ``$FERRYMAN_BATCHING``: the version's ``spec.batching`` as JSON) turns on the same
+adaptive batching as ``ferryman serve`` (docs/batching.md): the runtime batches itself, no batcher sidecar.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from ferryman import metrics
+from ferryman.batching import session_threads
 from ferryman.dataplane import DataPlane, ModelRepository
 from ferryman.engine import OnnxModel
-from ferryman.errors import ModelStoreError
-from ferryman.spec import Limits
+from ferryman.errors import ModelStoreError, SpecError
+from ferryman.spec import Batching, Limits, format_validation_error
 from ferryman_runtimes.asgi.app import InferenceApp
 from ferryman_runtimes.asgi.http import send_json
+from ferryman_runtimes.native.batcher import VersionBatcher
 
 DEFAULT_MODEL_DIR = "/mnt/models"
 DEFAULT_HTTP_PORT = 8080
@@ -39,6 +45,7 @@ class Options:
     workers: int = 1
     threads: int = 1
     max_body_bytes: int | None = None
+    batching: str | None = None  # the version's spec.batching as JSON (camelCase); None: no batching
 
     def to_env(self) -> dict[str, str]:
         return {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in self.__dict__.items() if v is not None}
@@ -53,7 +60,17 @@ class Options:
         body = get("max_body_bytes")
         return cls(model_name=str(get("model_name")), model_dir=get("model_dir") or DEFAULT_MODEL_DIR,
                    model_version=get("model_version") or "1", threads=int(get("threads") or 1),
-                   max_body_bytes=int(body) if body else None)
+                   max_body_bytes=int(body) if body else None, batching=get("batching") or None)
+
+
+def parse_batching(text: str | None) -> Batching | None:
+    """``--batching`` / ``$FERRYMAN_BATCHING``: a ``spec.batching`` object as JSON; empty or absent: None."""
+    if not text:
+        return None
+    try:
+        return Batching.model_validate_json(text)
+    except ValidationError as err:
+        raise SpecError(f"--batching: invalid batching settings\n{format_validation_error(err)}") from err
 
 
 def find_model_file(model_dir: str | Path) -> Path:
@@ -85,7 +102,9 @@ async def _alive(request: Any, receive: Any, send: Any) -> None:
 def build_app(options: Options) -> InferenceApp:
     """Load the model (a load error raises here, before the port opens) and build the ASGI app."""
     path = find_model_file(options.model_dir)
-    model = OnnxModel.load(path, name=options.model_name, version=options.model_version, threads=options.threads)
+    batching = parse_batching(options.batching)
+    model = OnnxModel.load(path, name=options.model_name, version=options.model_version,
+                           threads=session_threads(options.threads, batching))
     repo = ModelRepository()
     repo.add(model, default=True)
     repo.ready = True
@@ -94,7 +113,13 @@ def build_app(options: Options) -> InferenceApp:
         limits.max_body_bytes = options.max_body_bytes
     metrics.set_model_ready(model.name, model.version, True)
     routes = {**metrics.routes(), ("GET", "/"): _alive}
-    return InferenceApp(DataPlane(repo, limits=limits), observer=metrics.PrometheusObserver(), extra_routes=routes)
+    app = InferenceApp(DataPlane(repo, limits=limits), observer=metrics.PrometheusObserver(), extra_routes=routes)
+    if batching is not None:
+        from ferryman_runtimes.native.server import batch_metrics
+
+        app.batchers = {(model.name, model.version): VersionBatcher(
+            model, batching, observe=batch_metrics(metrics.default(), model))}
+    return app
 
 
 def app_from_env() -> InferenceApp:

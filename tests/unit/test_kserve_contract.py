@@ -110,6 +110,17 @@ def test_ray_service_matches_the_upstream_crd(ctx: Context) -> None:
     assert_accepted(rs, crds.RAY_SERVICES, "v1")
 
 
+def test_chart_monitoring_objects_match_the_prometheus_operator_crds() -> None:
+    files = {"ServiceMonitor": crds.SERVICE_MONITORS, "PodMonitor": crds.POD_MONITORS,
+             "PrometheusRule": crds.PROMETHEUS_RULES}
+    objs = helm.render([helm.CHART / "ci" / "monitoring-on-values.yaml"])
+    objs += helm.render(values={"monitoring": {"serviceMonitor": {"enabled": True}}})
+    checked = [o for o in objs if o["kind"] in files]
+    assert {o["kind"] for o in checked} == set(files)
+    for obj in checked:
+        assert_accepted(obj, files[obj["kind"]], obj["apiVersion"].split("/")[1])
+
+
 # -- the checks fail when they should ------------------------------------------------------------------------
 def test_an_unknown_field_in_the_builder_fails_the_schema_test(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
     """The builder gains a field KServe does not know (``limit`` for ``limits``): the test above fails."""

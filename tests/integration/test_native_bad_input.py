@@ -119,9 +119,36 @@ CASES: dict[str, tuple[str, str, bytes | None, dict[str, str], int, str]] = {
                              {"Inference-Header-Content-Length": str(len(_short_header))}, 400,
                              "binary_data_size 12 does not match shape [2, 30] of FP32 (240 bytes)"),
     "binary-header-beyond-body": ("POST", INFER, BIN_BODY, {"Inference-Header-Content-Length": "100000"}, 400,
-                                  "inference-header-content-length: 100000 exceeds the body length"),
+                                  "Inference-Header-Content-Length: 100000 exceeds the body length"),
     "binary-header-not-int": ("POST", INFER, BIN_BODY, {"Inference-Header-Content-Length": "12abc"}, 400,
-                              "inference-header-content-length: must be an integer"),
+                              "Inference-Header-Content-Length: must be a non-negative integer (the byte length of "
+                              "the JSON header), got '12abc'"),
+    "binary-header-negative": ("POST", INFER, BIN_BODY, {"Inference-Header-Content-Length": "-3"}, 400,
+                               "Inference-Header-Content-Length: must be a non-negative integer"),
+    "binary-header-fraction": ("POST", INFER, BIN_BODY, {"Inference-Header-Content-Length": "12.5"}, 400,
+                               "Inference-Header-Content-Length: must be a non-negative integer"),
+    "binary-header-huge": ("POST", INFER, BIN_BODY, {"Inference-Header-Content-Length": "9" * 40}, 400,
+                           "Inference-Header-Content-Length: " + "9" * 40 + " is too large"),
+    "binary-header-short": ("POST", INFER, BIN_BODY, {"Inference-Header-Content-Length": "10"}, 400,
+                            "Inference-Header-Content-Length (10): the first 10 bytes are not the JSON header"),
+    "binary-header-missing": ("POST", INFER, BIN_BODY, {}, 400,
+                              "Inference-Header-Content-Length header is missing: a body with binary tensor data "
+                              "(binary_data_size) needs it"),
+    "binary-header-missing-json-only": ("POST", INFER, BIN_BODY[:BIN_HL], {}, 400,
+                                        "Inference-Header-Content-Length header is missing: inputs[0] (input) has "
+                                        "binary_data_size"),
+    "binary-nan": ("POST", INFER, BIN_BODY[:BIN_HL] + np.full((2, 30), np.nan, np.float32).tobytes(),
+                   {"Inference-Header-Content-Length": str(BIN_HL)}, 400,
+                   "inputs[0] (input): NaN in FP32 data: non-finite values are not accepted"),
+    "binary-inf": ("POST", INFER, BIN_BODY[:BIN_HL] + np.full((2, 30), -np.inf, np.float32).tobytes(),
+                   {"Inference-Header-Content-Length": str(BIN_HL)}, 400,
+                   "inputs[0] (input): Infinity in FP32 data: non-finite values are not accepted"),
+    "json-nan": ("POST", INFER, j({"inputs": [GOOD]}).replace(b"0.1,", b"NaN,", 1), {}, 400,
+                 "NaN and Infinity are not JSON numbers"),
+    "json-infinity": ("POST", INFER, j({"inputs": [GOOD]}).replace(b"0.1,", b"-Infinity,", 1), {}, 400,
+                      "NaN and Infinity are not JSON numbers"),
+    "fp32-overflow": ("POST", INFER, j({"inputs": [tensor([1, 30], [1e39] * 30)]}), {}, 400,
+                      "inputs[0] (input).data: values out of range for FP32"),
     "binary-data-truncated": ("POST", INFER, BIN_BODY[:-8], {"Inference-Header-Content-Length": str(BIN_HL)}, 400,
                               "binary_data_size: exceeds the binary data in the body"),
     "binary-trailing-bytes": ("POST", INFER, BIN_BODY + b"xx", {"Inference-Header-Content-Length": str(BIN_HL)},
@@ -143,7 +170,9 @@ CASES: dict[str, tuple[str, str, bytes | None, dict[str, str], int, str]] = {
     "v1-not-object": ("POST", PREDICT, b"[[1, 2]]", {}, 400, "request body: must be a JSON object"),
     "v1-empty-instances": ("POST", PREDICT, b'{"instances": []}', {}, 400, "instances: must be a non-empty list"),
     "v1-ragged": ("POST", PREDICT, j({"instances": [ROW, ROW[:3]]}), {}, 400, "instances: ragged instances"),
-    "v1-strings": ("POST", PREDICT, j({"instances": [["a"] * 30]}), {}, 400, "instances: instances must be numbers"),
+    "v1-strings": ("POST", PREDICT, j({"instances": [["a"] * 30]}), {}, 400,
+                   "instances: instances must be numbers for this model's FP32 input, got strings"),
+    "v1-nan": ("POST", PREDICT, b'{"instances": [[NaN]]}', {}, 400, "NaN and Infinity are not JSON numbers"),
     "v1-wrong-width": ("POST", PREDICT, j({"instances": [ROW[:29]]}), {}, 400,
                        "input 'input': dimension 1 is 29 but the model requires 30"),
     "v1-unknown-field": ("POST", PREDICT, j({"instances": [{"input": ROW, "x": 1}]}), {}, 400,
@@ -155,7 +184,8 @@ CASES: dict[str, tuple[str, str, bytes | None, dict[str, str], int, str]] = {
     "v1-body-over-limit": ("POST", PREDICT, b" " * (2 * LIMIT), {}, 413, "exceeds the limit of 65536 bytes"),
     "put-infer": ("PUT", INFER, j({"inputs": [GOOD]}), {}, 405, "method PUT not allowed"),
     "delete-server": ("DELETE", "/v2", None, {}, 405, "method DELETE not allowed"),
-    "get-infer": ("GET", INFER, None, {}, 404, f"no route for GET {INFER}"),
+    "get-infer": ("GET", INFER, None, {}, 405, f"method GET not allowed on {INFER}: predictions take POST"),
+    "get-v1-predict": ("GET", PREDICT, None, {}, 405, "method GET not allowed"),
     "post-health": ("POST", "/v2/health/live", b"{}", {}, 404, "no route for POST /v2/health/live"),
     "unknown-route": ("GET", "/v3/anything", None, {}, 404, "no route for GET /v3/anything"),
     "unknown-model-subroute": ("POST", f"/v2/models/{MODEL}/explain", b"{}", {}, 404,
@@ -174,6 +204,12 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(client: httpx.C
     assert list(doc) == ["error"]
     assert message in doc["error"], doc["error"]
     still_serving()
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_a_prediction_path_says_which_method_it_takes(client: httpx.Client, method: str) -> None:
+    resp = client.request(method, INFER)
+    assert resp.status_code == 405 and resp.headers["allow"] == "POST", resp.text
 
 
 def test_streamed_body_over_the_limit_is_413(client: httpx.Client, still_serving) -> None:
@@ -270,4 +306,5 @@ def test_the_server_log_has_no_tracebacks(server: CliServer, client: httpx.Clien
     assert client.get("/v2/health/ready").status_code == 200
     log = server.output()
     assert "Traceback" not in log, log[-3000:]
+    assert "RuntimeWarning" not in log, log[-3000:]  # e.g. numpy's overflow warning for 1e39 as FP32
     assert "internal error" not in log

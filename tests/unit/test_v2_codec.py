@@ -222,9 +222,10 @@ def binary_body(arr: np.ndarray, *, size: int | None = None, datatype: str = "FP
 def test_binary_decode_errors() -> None:
     arr = np.arange(6, dtype=np.float32).reshape(2, 3)
     payload, hl = binary_body(arr)
-    rejects(payload, "inference-header-content-length: 9999 exceeds the body length", header_length=9999)
-    rejects(payload, "exceeds the body length", header_length=-1)
-    rejects(payload, "request body: malformed JSON", header_length=hl - 2)
+    rejects(payload, "Inference-Header-Content-Length: 9999 exceeds the body length", header_length=9999)
+    rejects(payload, "Inference-Header-Content-Length: must be a non-negative integer, got -1", header_length=-1)
+    rejects(payload, f"Inference-Header-Content-Length ({hl - 2}): the first {hl - 2} bytes are not the JSON header: "
+                     "request body: malformed JSON", header_length=hl - 2)
     rejects(payload[:-4], "inputs[0] (x).parameters.binary_data_size: exceeds the binary data", header_length=hl)
     rejects(payload + b"junk", "binary data: 4 trailing bytes not claimed by any input", header_length=hl)
     short, hl2 = binary_body(arr, size=8)
@@ -233,7 +234,7 @@ def test_binary_decode_errors() -> None:
     bad, hl3 = binary_body(arr, size=-4)
     rejects(bad, "binary_data_size: must be a non-negative integer", header_length=hl3)
     # binary parameters without the header: the binary part is not there at all
-    rejects(payload[:hl], "binary_data_size: exceeds the binary data in the body")
+    rejects(payload[:hl], "Inference-Header-Content-Length header is missing: inputs[0] (x) has binary_data_size")
 
 
 def test_binary_bytes_decode_errors() -> None:
@@ -247,3 +248,53 @@ def test_binary_bytes_decode_errors() -> None:
     header3 = orjson.dumps({"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1],
                                         "parameters": {"binary_data_size": 6}}]})
     rejects(header3 + struct.pack("<I", 9) + b"ab", "truncated BYTES element", header_length=len(header3))
+
+
+# -- issue 18: the binary extension's header and non-finite values -----------------------------------------
+@pytest.mark.parametrize(("value", "message"), [
+    ("-3", "must be a non-negative integer"), ("12abc", "got '12abc'"), ("1_000", "must be a non-negative integer"),
+    ("+12", "must be a non-negative integer"), ("", "must be a non-negative integer"),
+    ("1" * 40, "is too large"),
+])
+def test_the_header_length_must_be_plain_digits(value: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match="Inference-Header-Content-Length") as err:
+        v2.parse_header_length(value)
+    assert message in str(err.value)
+
+
+def test_the_header_length_accepts_digits_with_surrounding_spaces() -> None:
+    assert v2.parse_header_length(" 120 ") == 120
+
+
+def test_a_binary_body_without_the_header_says_the_header_is_missing() -> None:
+    body, hl = v2.encode_request({"x": np.arange(6, dtype=np.float32).reshape(2, 3)}, binary=True)
+    assert hl is not None
+    with pytest.raises(InvalidInput, match="Inference-Header-Content-Length header is missing"):
+        v2.decode_request(body)
+    with pytest.raises(InvalidInput, match="Inference-Header-Content-Length header is missing"):
+        v2.decode_request(body[:hl])
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
+@pytest.mark.parametrize(("bad", "word"), [(np.nan, "NaN"), (np.inf, "Infinity"), (-np.inf, "Infinity")])
+def test_non_finite_binary_floats_are_refused_like_json_refuses_them(datatype: str, bad: float, word: str) -> None:
+    from ferryman.protocol.datatypes import V2_TO_NUMPY
+
+    arr = np.array([[1.0, bad, 3.0]], dtype=V2_TO_NUMPY[datatype])
+    body, hl = v2.encode_request({"x": arr}, binary=True)
+    with pytest.raises(InvalidInput, match=f"{word} in {datatype} data"):
+        v2.decode_request(body, header_length=hl)
+    json_body = b'{"inputs": [{"name": "x", "datatype": "%s", "shape": [1, 3], "data": [1.0, %s, 3.0]}]}' % (
+        datatype.encode(), {"NaN": b"NaN", "Infinity": b"Infinity"}[word] if bad > 0 or word == "NaN" else b"-Infinity")
+    with pytest.raises(InvalidInput, match="NaN and Infinity are not JSON numbers"):
+        v2.decode_request(json_body)
+
+
+def test_fp32_overflow_in_json_is_an_error_not_a_warning() -> None:
+    import warnings
+
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1e39]}]}'
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidInput, match="values out of range for FP32"):
+            v2.decode_request(body)

@@ -18,6 +18,8 @@ from ferryman.protocol.v2 import _loads
 from ferryman.signature import Signature
 
 _KIND_TO_V2 = {"b": "BOOL", "i": "INT64", "u": "UINT64", "f": "FP64"}
+_KIND_NAMES = {"U": "strings", "S": "strings", "O": "mixed values (numbers with strings, objects or nulls)",
+               "c": "complex numbers"}
 
 
 def _rows(values: list[Any], *, spec_dtype: str, where: str) -> Tensor:
@@ -31,7 +33,8 @@ def _rows(values: list[Any], *, spec_dtype: str, where: str) -> Tensor:
         return Tensor(name="", datatype="BYTES", shape=list(arr.shape), data=arr.astype(np.object_))
     kind = arr.dtype.kind
     if kind not in _KIND_TO_V2:
-        raise InvalidInput(f"{where}: instances must be numbers (got {arr.dtype.kind!r} values)")
+        raise InvalidInput(f"{where}: instances must be numbers for this model's {spec_dtype} input, got "
+                           f"{_KIND_NAMES.get(kind, 'values of another type')}")
     return Tensor(name="", datatype=_KIND_TO_V2[kind], shape=list(arr.shape), data=arr)
 
 

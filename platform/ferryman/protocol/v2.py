@@ -3,11 +3,16 @@
 Decoding turns a request body into an :class:`InferRequest` with numpy arrays; encoding turns an
 :class:`InferResponse` into a body plus the headers the binary extension needs. Every malformed input is
 an :class:`InvalidInput` whose message says what is wrong and where (``inputs[1].shape: ...``).
+
+NaN and Infinity: JSON has no such numbers (``NaN`` in a JSON body is a syntax error, named as such), and
+binary FP16/FP32/FP64 tensors holding them are refused the same way, so both encodings accept exactly the
+same values. docs/protocol.md is the user-facing contract.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import struct
 from typing import Any
 
@@ -19,6 +24,9 @@ from ferryman.protocol.datatypes import V2_TO_NUMPY, v2_datatype_of
 from ferryman.protocol.tensor import InferRequest, InferResponse, RequestedOutput, Tensor
 
 HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH_NAME = "Inference-Header-Content-Length"  # as the docs and error messages spell it
+MAX_HEADER_LENGTH_DIGITS = 18  # anything longer exceeds every body the limits let in
+_NON_FINITE = re.compile(rb"-?(?:NaN|Infinity|nan|inf)")
 _ALLOWED_KINDS = {
     "BOOL": "b",
     "FP16": "biuf",
@@ -34,7 +42,32 @@ def _loads(body: bytes | str, *, what: str = "request body") -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as err:
+        raw = body.encode() if isinstance(body, str) else body
+        if _NON_FINITE.match(raw, err.pos):
+            raise InvalidInput(f"{what}: malformed JSON at char {err.pos}: NaN and Infinity are not JSON numbers "
+                               "(non-finite values are not accepted, in JSON or binary tensors)") from err
         raise InvalidInput(f"{what}: malformed JSON: {err}") from err
+
+
+def parse_header_length(value: str) -> int:
+    """The ``Inference-Header-Content-Length`` header's value: the byte length of the JSON part of a binary
+    request. Only plain decimal digits (no sign, no spaces inside, no ``1_000``)."""
+    text = value.strip()
+    if not text.isascii() or not text.isdigit():
+        raise InvalidInput(f"{HEADER_LENGTH_NAME}: must be a non-negative integer (the byte length of the JSON "
+                           f"header), got {value[:40]!r}")
+    if len(text) > MAX_HEADER_LENGTH_DIGITS:
+        raise InvalidInput(f"{HEADER_LENGTH_NAME}: {text[:40]} is too large")
+    return int(text)
+
+
+def _undeclared_binary(body: bytes, err: InvalidInput) -> InvalidInput:
+    """The error for a body that failed as plain JSON: when it is a binary request (it declares
+    ``binary_data_size``) without the header, say that, not the JSON parser's view of the raw bytes."""
+    if b'"binary_data_size"' in body:
+        return InvalidInput(f"{HEADER_LENGTH_NAME} header is missing: a body with binary tensor data "
+                            "(binary_data_size) needs it, set to the byte length of the JSON part")
+    return err
 
 
 class _Where:
@@ -127,7 +160,8 @@ def _json_array(data: Any, *, datatype: str, shape: list[int], where: object) ->
                 raise InvalidInput(f"{where}.data: values out of range for {datatype}")
         if target.kind == "f":
             # JSON has no inf/nan, so an infinite result can only be an overflow of the cast
-            arr = arr.astype(target, copy=False)
+            with np.errstate(over="ignore"):  # reported below as an InvalidInput, not a RuntimeWarning
+                arr = arr.astype(target, copy=False)
             if arr.dtype.itemsize < 8 and np.isinf(arr).any():
                 raise InvalidInput(f"{where}.data: values out of range for {datatype}")
         else:
@@ -175,15 +209,34 @@ def _binary_array(chunk: bytes, *, datatype: str, shape: list[int], where: objec
     return np.frombuffer(chunk, dtype=dtype).reshape(shape)
 
 
+def _finite_input(arr: np.ndarray, *, datatype: str, where: object) -> np.ndarray:
+    """A request's binary float tensor must hold finite values only: the JSON encoding cannot carry NaN or
+    Infinity, and both encodings accept the same values. (Responses may carry them: a model's output is
+    reported as it is.)"""
+    if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+        bad = "NaN" if np.isnan(arr).any() else "Infinity"
+        raise InvalidInput(f"{where}: {bad} in {datatype} data: non-finite values are not accepted (JSON cannot "
+                           "carry them either)")
+    return arr
+
+
 def decode_request(body: bytes, *, header_length: int | None = None, max_elements: int | None = None) -> InferRequest:
     """Decode a v2 infer request. ``header_length`` is the Inference-Header-Content-Length value, if any."""
     if header_length is None:
         header, binary = body, b""
     else:
-        if header_length < 0 or header_length > len(body):
-            raise InvalidInput(f"{HEADER_LENGTH}: {header_length} exceeds the body length {len(body)}")
+        if header_length < 0:
+            raise InvalidInput(f"{HEADER_LENGTH_NAME}: must be a non-negative integer, got {header_length}")
+        if header_length > len(body):
+            raise InvalidInput(f"{HEADER_LENGTH_NAME}: {header_length} exceeds the body length {len(body)}")
         header, binary = body[:header_length], body[header_length:]
-    doc = _loads(header)
+    try:
+        doc = _loads(header)
+    except InvalidInput as err:
+        if header_length is None:
+            raise _undeclared_binary(body, err) from err
+        raise InvalidInput(f"{HEADER_LENGTH_NAME} ({header_length}): the first {header_length} bytes are not the "
+                           f"JSON header: {err}") from err
     if not isinstance(doc, dict):
         raise InvalidInput("request body: must be a JSON object")
     raw_inputs = doc.get("inputs")
@@ -221,8 +274,12 @@ def decode_request(body: bytes, *, header_length: int | None = None, max_element
             if type(size) is not int or size < 0:
                 raise InvalidInput(f"{where}.parameters.binary_data_size: must be a non-negative integer")
             if offset + size > len(binary):
+                if header_length is None:
+                    raise InvalidInput(f"{HEADER_LENGTH_NAME} header is missing: {where} has binary_data_size, "
+                                       "so the body needs the header, set to the byte length of the JSON part")
                 raise InvalidInput(f"{where}.parameters.binary_data_size: exceeds the binary data in the body")
-            arr = _binary_array(binary[offset : offset + size], datatype=datatype, shape=shape, where=where)
+            arr = _finite_input(_binary_array(binary[offset : offset + size], datatype=datatype, shape=shape,
+                                              where=where), datatype=datatype, where=where)
             offset += size
         else:
             data = item.get("data", _MISSING)

@@ -149,8 +149,12 @@ class InferenceApp:
     async def handle(self, request: Request, receive: Any, send: Any) -> None:
         parts = request.path.split("/")
         try:
-            if request.method == "POST" and _is_prediction(parts):
-                return await self._serve(request, parts, receive, send)
+            if _is_prediction(parts):
+                if request.method == "POST":
+                    return await self._serve(request, parts, receive, send)
+                return await send_json(send, 405, {"error": f"method {request.method} not allowed on "
+                                                            f"{request.path[:200]}: predictions take POST"},
+                                       headers=[(b"allow", b"POST")])
             if request.method in ("GET", "HEAD"):
                 return await self.get(request, parts, send)
             handler = self.extra_routes.get((request.method, request.path))
@@ -241,10 +245,7 @@ class InferenceApp:
         max_elements = self.limits.max_elements
 
         def decode(body: bytes) -> InferRequest:
-            try:
-                hl = int(header_length)
-            except ValueError as err:
-                raise InvalidInput("inference-header-content-length: must be an integer") from err
+            hl = v2.parse_header_length(header_length)
             return v2.decode_request(body, header_length=hl, max_elements=max_elements)
 
         return Plan(name, version, "v2-binary", decode, self._encode_v2)

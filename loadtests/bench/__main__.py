@@ -1,4 +1,9 @@
-"""``python -m loadtests.bench [--quick] [--out docs/benchmarks.md]`` (``make bench`` / ``make bench-quick``)."""
+"""``python -m loadtests.bench [--quick] [--out docs/benchmarks.md]`` (``make bench`` / ``make bench-quick``).
+
+Two sections: the HTTP-bound one (a ~10 us tree model: framing is the cost) and the compute-bound one
+(:mod:`loadtests.bench.compute`: a millisecond MLP, adaptive batching). ``--no-compute`` runs the first only
+and keeps the report's compute-bound section as it was; ``--only-compute`` runs the second only.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from loadtests.bench import contenders, report
+from loadtests.bench import compute_report, contenders, report
 from loadtests.bench.harness import QUICK, REPO_ROOT, Bench, Settings, prepare
 
 
@@ -32,6 +37,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=REPO_ROOT / ".cache" / "bench",
                    help="where the sample models are exported")
     p.add_argument("--list", action="store_true", help="list the contenders and exit")
+    p.add_argument("--no-compute", action="store_true", help="skip the compute-bound section (keep the old one)")
+    p.add_argument("--only-compute", action="store_true", help="run the compute-bound section only")
     return p.parse_args(argv)
 
 
@@ -55,9 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, cls in contenders.REGISTRY.items():
             console.print(f"{name:24} {cls.label}")
         return 0
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.only_compute:
+        return _compute(args, console)
     names = [n.strip() for n in args.contenders.split(",") if n.strip()] if args.contenders else None
     chosen = contenders.create(names)
-    args.workdir.mkdir(parents=True, exist_ok=True)
     with console.status("exporting the sample models"):
         ctx = prepare(args.workdir)
     doc = Bench(ctx, settings_from(args), console=console).run(chosen)
@@ -66,12 +75,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(doc, indent=2) + "\n")
-    args.out.write_text(report.markdown(doc))
+    old = compute_report.section_of(args.out.read_text()) if args.out.is_file() else None
+    args.out.write_text(report.markdown(doc) + ("\n" + old if old else ""))
     out = Console()
     out.print(report.results_table(doc))
     out.print(report.ratios_table(doc))
     out.print(f"written: {args.out}, {json_path}")
-    return 0
+    return 0 if args.no_compute else _compute(args, console)
+
+
+def _compute(args: argparse.Namespace, console: Console) -> int:
+    from loadtests.bench import compute
+
+    argv = ["--out", str(args.out), "--workdir", str(args.workdir)]
+    if args.quick:
+        argv.append("--quick")
+    return compute.main(argv)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ from ferryman import budget
 from loadtests.contenders.ort_session import make_session
 
 
-def measure(model_path: str, rows: np.ndarray, *, duration_s: float, warmup_s: float = 0.5) -> dict[str, Any]:
+def measure(model_path: str, rows: np.ndarray, *, duration_s: float, warmup_s: float = 0.5,
+            threads: int = 1) -> dict[str, Any]:
     """Call the session back to back on ``rows`` (one batch) for ``duration_s``; calls/s and exact latency."""
-    session = make_session(model_path)
+    session = make_session(model_path, threads=threads)
     feed = {session.get_inputs()[0].name: np.ascontiguousarray(rows, dtype=np.float32)}
     names = [o.name for o in session.get_outputs()]
     run = session.run

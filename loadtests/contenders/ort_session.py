@@ -10,9 +10,9 @@ import argparse
 import onnxruntime as ort
 
 
-def make_session(path: str) -> ort.InferenceSession:
+def make_session(path: str, *, threads: int = 1) -> ort.InferenceSession:
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

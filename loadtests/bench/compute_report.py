@@ -1,0 +1,209 @@
+"""The compute-bound section's ratios and targets (pure), and its Markdown and rich table.
+
+The section lives in ``docs/benchmarks.md`` between two markers, so the main benchmark and this one can
+each rewrite their own part of the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rich.table import Table
+
+START = "<!-- compute-bound:start -->"
+END = "<!-- compute-bound:end -->"
+RAW = "raw-ort"
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    name: str
+    kind: str  # "rows" (rows/s ratio), "p99" (ms), "latency-cost" (p50 ratio - 1)
+    numerator: str
+    at: int  # connections
+    denominator: str | None = None  # a contender, or "raw-ort" (its best batch size)
+    denominator_at: int | None = None
+    target: float | None = None  # None: informational
+    source: str = "issue"  # where the target comes from
+
+
+COMPARISONS: tuple[Comparison, ...] = (
+    Comparison("batching vs raw-ORT limit, 64 connections", "rows", "ferryman-batched", 64, RAW, target=0.8),
+    Comparison("batching p99 at 64 connections (ms)", "p99", "ferryman-batched", 64, target=100.0),
+    Comparison("batching vs stock KServe, 64 connections", "rows", "ferryman-batched", 64, "kserve-stock", 64, 3.0),
+    Comparison("batching vs Ray Serve @serve.batch, 64 connections", "rows", "ferryman-batched", 64,
+               "ray-serve-batch", 64, 1.5),
+    Comparison("latency cost of batching at 1 connection (p50)", "latency-cost", "ferryman-batched", 1,
+               "ferryman-plain", 1, 0.10),
+    Comparison("batching vs no batching, 32 connections", "rows", "ferryman-batched", 32, "ferryman-plain", 32,
+               2.0, "must show"),
+    Comparison("batching vs raw-ORT best single-thread batch, 32 connections", "rows", "ferryman-batched", 32, RAW,
+               target=0.6, source="must show"),
+    Comparison("gateway with batching vs raw-ORT limit, 64 connections", "rows", "ferryman-gateway-batched", 64, RAW,
+               target=0.8),
+    Comparison("gateway with batching p99 at 64 connections (ms)", "p99", "ferryman-gateway-batched", 64, target=100.0),
+    Comparison("gateway with batching vs stock KServe, 64 connections", "rows", "ferryman-gateway-batched", 64,
+               "kserve-stock", 64),
+    Comparison("batching vs FastAPI + ORT, 64 connections", "rows", "ferryman-batched", 64, "fastapi", 64),
+    Comparison("2 intra-op threads vs 1 (batching.threads), 64 connections", "rows", "ferryman-batched-t2", 64,
+               "ferryman-batched", 64),
+)
+
+
+def level(entry: dict[str, Any] | None, connections: int) -> dict[str, Any] | None:
+    if entry is None or entry.get("status") != "ok":
+        return None
+    for lv in entry.get("levels", []):
+        if lv["connections"] == connections:
+            return lv  # type: ignore[no-any-return]
+    return None
+
+
+def _figure(by_name: dict[str, dict[str, Any]], name: str | None, at: int | None, kind: str
+            ) -> tuple[float | None, str | None]:
+    if name is None:
+        return None, None
+    entry = by_name.get(name)
+    if entry is None:
+        return None, f"{name}: not run"
+    if entry.get("status") != "ok":
+        return None, f"{name}: {entry.get('status')} ({entry.get('error') or ''})".replace(" ()", "")
+    if name == RAW:
+        return float(entry["best"]["rows_per_s"]), None
+    lv = level(entry, at or 0)
+    if lv is None:
+        return None, f"{name}: no run at {at} connections"
+    if lv.get("non_2xx") or lv.get("socket_errors"):
+        return None, f"{name}: errors at {at} connections"
+    key = {"rows": "rows_per_s", "p99": "p99_ms", "latency-cost": "p50_ms"}[kind]
+    return float(lv[key]), None
+
+
+def compute(entries: list[dict[str, Any]], comparisons: tuple[Comparison, ...] = COMPARISONS) -> list[dict[str, Any]]:
+    by_name = {e["name"]: e for e in entries}
+    out = []
+    for c in comparisons:
+        num, why = _figure(by_name, c.numerator, c.at, c.kind)
+        den, why_den = _figure(by_name, c.denominator, c.denominator_at or c.at, c.kind)
+        value = None
+        note = why or why_den
+        if note is None and num is not None:
+            if c.kind == "p99":
+                value = num
+            elif den:
+                value = num / den - 1.0 if c.kind == "latency-cost" else num / den
+        met = None
+        if value is not None and c.target is not None:
+            met = value <= c.target if c.kind in ("p99", "latency-cost") else value >= c.target
+        out.append({**asdict(c), "value": value, "met": met, "note": note})
+    return out
+
+
+# -- rendering --------------------------------------------------------------------------------------
+def _num(x: float | None, digits: int = 0) -> str:
+    return "" if x is None else f"{x:,.{digits}f}"
+
+
+def _value(c: dict[str, Any]) -> str:
+    v = c["value"]
+    if v is None:
+        return "n/a"
+    if c["kind"] == "p99":
+        return f"{v:.1f} ms"
+    if c["kind"] == "latency-cost":
+        return f"{v:+.1%}"
+    return f"{v:.2f}x"
+
+
+def _target(c: dict[str, Any]) -> str:
+    t = c["target"]
+    if t is None:
+        return "(context)"
+    if c["kind"] == "p99":
+        return f"<= {t:g} ms"
+    if c["kind"] == "latency-cost":
+        return f"<= {t:+.0%}"
+    return f">= {t:g}x"
+
+
+def _met(c: dict[str, Any]) -> str:
+    return {True: "met", False: "**missed**", None: ""}[c["met"]]
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    s = doc["settings"]
+    entries = doc["contenders"]
+    raw = next(e for e in entries if e["name"] == RAW)
+    lines = [
+        START,
+        "## Compute-bound model (adaptive batching)",
+        "",
+        f"Run: {doc['generated_at']} ({'quick' if doc['quick'] else 'full'} mode, `python -m loadtests.bench.compute"
+        f"{' --quick' if doc['quick'] else ''}`, part of `make bench`). Raw figures: `{doc.get('json_name')}`. "
+        f"Load average before / after: {doc['machine'].get('load_average')} / {doc['machine'].get('load_average_after')}.",
+        "",
+        f"- model: {s['model']}: a wide MLP, ~2-3 ms for one row alone on one core; 1 row per request, v2 JSON",
+        f"- load: `wrk -t1 -cN` closed loop at {', '.join(str(c) for c in s['connections'])} connections, "
+        f"{s['duration_s']:g} s each after {s['warmup_s']:g} s of warm-up, one contender at a time, one round",
+        f"- ONNX Runtime: {s['ort_threads']} intra-op thread(s) per session everywhere (ferryman's default with "
+        "batching on this machine: one per core but one), sequential, no spinning",
+        "- mean batch: requests per model run while measuring (ferryman: `ferryman_batch_size`; Ray: its own count)",
+        "",
+        "### The limit: raw ONNX Runtime in-process",
+        "",
+        _row(["batch size", "rows/s", "p50 ms per run", "p99 ms per run"]), _row(["---:", "---:", "---:", "---:"]),
+    ]
+    for e in raw["sweep"]:
+        lines.append(_row([str(e["batch_size"]), _num(e["rows_per_s"]), _num(e["p50_ms"], 2), _num(e["p99_ms"], 2)]))
+    lines += ["", f"Best: **{_num(raw['best']['rows_per_s'])} rows/s** at batch size {raw['best']['batch_size']}.", "",
+              "### Servers, 1-row requests", "",
+              _row(["contender", "what", "connections", "rows/s", "p50 ms", "p99 ms", "mean batch", "errors"]),
+              _row(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:"])]
+    for e in entries:
+        if e["name"] == RAW:
+            continue
+        if e["status"] != "ok":
+            lines.append(_row([f"`{e['name']}`", e["label"], "", "", "", "", "", f"{e['status']}: {e.get('error') or ''}"]))
+            continue
+        for lv in e["levels"]:
+            errors = lv["non_2xx"] + lv["socket_errors"]
+            lines.append(_row([f"`{e['name']}`", e["label"], str(lv["connections"]), _num(lv["rows_per_s"]),
+                               _num(lv["p50_ms"], 2), _num(lv["p99_ms"], 2), _num(lv.get("mean_batch"), 1),
+                               str(errors)]))
+    lines += ["", "### Ratios against the targets", "",
+              _row(["comparison", "value", "target", "from", "result", "note"]), _row(["---", "---:", "---", "---", "---", "---"])]
+    for c in doc["comparisons"]:
+        lines.append(_row([c["name"], _value(c), _target(c), c["source"] if c["target"] is not None else "",
+                           _met(c), c["note"] or ""]))
+    lines += ["", END, ""]
+    return "\n".join(lines)
+
+
+def replace_section(document: str, section: str) -> str:
+    """``document`` with its compute-bound section replaced by ``section`` (appended when it has none)."""
+    start, end = document.find(START), document.find(END)
+    if start != -1 and end != -1 and end > start:
+        return document[:start] + section.rstrip("\n") + document[end + len(END):]
+    return document.rstrip("\n") + "\n\n" + section
+
+
+def section_of(document: str) -> str | None:
+    """The compute-bound section of ``document`` (markers included), or None."""
+    start, end = document.find(START), document.find(END)
+    if start == -1 or end == -1 or end < start:
+        return None
+    return document[start:end + len(END)] + "\n"
+
+
+def summary_table(doc: dict[str, Any]) -> Table:
+    t = Table(title="compute-bound model: ratios")
+    for col in ("comparison", "value", "target", "result", "note"):
+        t.add_column(col)
+    for c in doc["comparisons"]:
+        t.add_row(c["name"], _value(c), _target(c), _met(c).strip("*"), c["note"] or "")
+    return t

@@ -77,6 +77,8 @@ def test_serve_a_single_onnx_file(tiny_models: dict[str, Path]) -> None:
         doc = resp.json()
         assert doc["model_version"] == "1"
         assert doc["outputs"][0]["data"] == (x + 1).ravel().tolist()
+        # the user is told where it listens (issue 18: serve used to print nothing at all)
+        assert f"serving on {server.url}" in flat(server.output()), server.output()
 
 
 def write_spec(path: Path, versions: list[dict[str, Any]], **spec: Any) -> Path:

@@ -20,6 +20,10 @@ Command = Callable[[argparse.Namespace], int]
 def _serve(args: argparse.Namespace) -> int:
     from ferryman.cli.runtimes import launcher
 
+    scheme = "https" if args.tls_cert else "http"
+    console.print(f"ferryman serve: loading {args.target}; then serving on {scheme}://{args.host}:{args.port} "
+                  f"({args.workers} worker{'s' if args.workers != 1 else ''}; ready when GET /v2/health/ready "
+                  f"answers 200; Ctrl-C stops)", highlight=False, soft_wrap=True)
     launcher("native")(args.target, host=args.host, port=args.port, workers=args.workers,
                        max_body_bytes=args.max_body_bytes, **security_options(args))
     return 0

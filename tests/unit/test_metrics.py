@@ -145,8 +145,8 @@ def test_a_batch_counts_like_the_same_rows_one_request_each(reg: CollectorRegist
     obs = PrometheusObserver(FerrymanMetrics(one_by_one))
     for label, row in zip(labels, probs.tolist(), strict=True):
         obs.finished(record(rows=1), None, classifier_response([label], [row]))
-    PrometheusObserver(FerrymanMetrics(batched)).finished(record(rows=200), None,
-                                                           classifier_response(labels, probs.tolist()))
+    batched_metrics = FerrymanMetrics(batched)  # kept alive: a registry's flush-on-collect holds its metrics weakly
+    PrometheusObserver(batched_metrics).finished(record(rows=200), None, classifier_response(labels, probs.tolist()))
     labels_of = {"model": "m", "version": "v1"}
     for cls in ("0", "1", "2"):
         assert value(one_by_one, "ferryman_predictions_total", **labels_of, **{"class": cls}) == \

@@ -81,7 +81,7 @@ def build(*, previous: Mapping[str, Any] | None, md: ModelDeployment, state: Rol
         "trafficSplit": traffic_split(state.weights),
         "endpoint": endpoint,
         "conditions": conditions,
-        "rollout": state.to_dict(),
+        "rollout": state.to_dict(iso_times=True),  # RFC 3339 times: readable in kubectl describe
     }
     # the identity of the spec the rollout state belongs to (a new rollout may still wait for its versions)
     identity = rollout_identity(md) if state.spec_hash == spec_hash(md) else prev.get("rolloutIdentity")

@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -52,9 +53,11 @@ class Decision:
     weights: dict[str, int]
     actor: str = "controller"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, iso_times: bool = False) -> dict[str, Any]:
         d = asdict(self)
         d["action"] = self.action.value
+        if iso_times:
+            d["at"] = iso_time(self.at)
         return d
 
 
@@ -80,7 +83,10 @@ class RolloutState:
     def active(self) -> bool:
         return self.phase in (Phase.progressing, Phase.running)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, iso_times: bool = False) -> dict[str, Any]:
+        """The state as JSON. ``iso_times``: times as RFC 3339 strings instead of epoch seconds (a Kubernetes
+        status, where ``kubectl describe`` would print 1.7966212031945755e+09); :meth:`from_dict` reads both."""
+        t = iso_time if iso_times else float
         return {
             "strategy": self.strategy.value,
             "phase": self.phase.value,
@@ -89,14 +95,14 @@ class RolloutState:
             "weights": dict(self.weights),
             "stepIndex": self.step_index,
             "failures": self.failures,
-            "stepStartedAt": self.step_started_at,
-            "analyzedAt": self.analyzed_at,
+            "stepStartedAt": t(self.step_started_at),
+            "analyzedAt": t(self.analyzed_at),
             "previousStable": self.previous_stable,
             "resumePhase": self.resume_phase.value if self.resume_phase else None,
             "lastAnalysis": self.last_analysis.to_dict() if self.last_analysis else None,
-            "history": [d.to_dict() for d in self.history],
+            "history": [d.to_dict(iso_times=iso_times) for d in self.history],
             "specHash": self.spec_hash,
-            "startedAt": self.started_at,
+            "startedAt": t(self.started_at),
         }
 
     @classmethod
@@ -109,17 +115,33 @@ class RolloutState:
             weights={k: int(v) for k, v in d["weights"].items()},
             step_index=int(d.get("stepIndex", -1)),
             failures=int(d.get("failures", 0)),
-            step_started_at=float(d.get("stepStartedAt", 0.0)),
-            analyzed_at=float(d.get("analyzedAt", 0.0)),
+            step_started_at=epoch_seconds(d.get("stepStartedAt", 0.0)),
+            analyzed_at=epoch_seconds(d.get("analyzedAt", 0.0)),
             previous_stable=d.get("previousStable"),
             resume_phase=Phase(d["resumePhase"]) if d.get("resumePhase") else None,
             last_analysis=Analysis.from_dict(d["lastAnalysis"]) if d.get("lastAnalysis") else None,
-            history=tuple(Decision(action=Action(h["action"]), reason=h["reason"], at=h["at"],
+            history=tuple(Decision(action=Action(h["action"]), reason=h["reason"], at=epoch_seconds(h["at"]),
                                    weights=h["weights"], actor=h.get("actor", "controller"))
                           for h in d.get("history", [])),
             spec_hash=d.get("specHash", ""),
-            started_at=float(d.get("startedAt", 0.0)),
+            started_at=epoch_seconds(d.get("startedAt", 0.0)),
         )
+
+
+def iso_time(seconds: float) -> str:
+    """Epoch seconds as RFC 3339 UTC with microseconds (``1970-01-01T00:00:00Z`` for the 0 of "never")."""
+    stamp = datetime.fromtimestamp(seconds, tz=UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if stamp.microsecond else stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def epoch_seconds(value: Any) -> float:
+    """A time as :meth:`RolloutState.to_dict` writes it (epoch seconds, or an RFC 3339 string) in seconds."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError as err:
+            raise ValueError(f"not a time: {value!r}") from err
+    return float(value)
 
 
 def rollout_identity(md: ModelDeployment) -> str:

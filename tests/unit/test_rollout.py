@@ -472,3 +472,17 @@ def test_started_at_round_trips_and_old_states_read_as_zero() -> None:
     assert RolloutState.from_dict(doc).started_at == T0
     del doc["startedAt"]
     assert RolloutState.from_dict(doc).started_at == 0.0
+
+
+def test_a_kubernetes_status_carries_readable_times_and_reads_back() -> None:
+    md = canary()
+    s, _ = start(md, now=1_796_621_203.194575)
+    s, _ = run(s, md, HEALTHY, 1_796_621_203.194575 + INTERVAL)
+    doc = json.loads(json.dumps(s.to_dict(iso_times=True)))
+    assert doc["startedAt"] == "2026-12-07T05:26:43.194575Z"
+    assert doc["history"][0]["at"] == doc["startedAt"] and doc["analyzedAt"].endswith("Z")
+    back = RolloutState.from_dict(doc)
+    assert abs(back.started_at - s.started_at) < 1e-5 and back.phase == s.phase and back.weights == s.weights
+    assert RolloutState.from_dict(back.to_dict(iso_times=True)).to_dict(iso_times=True) == doc  # stable
+    with pytest.raises(ValueError, match="not a time"):
+        RolloutState.from_dict({**doc, "startedAt": "yesterday"})

@@ -106,6 +106,8 @@ def test_errors_are_4xx_and_named(topology, traffic: np.ndarray) -> None:
         assert client.post(f"{url}/v2/models/{MODEL}/versions/v9/infer", content=b"{}").status_code == 404
         r = client.post(f"{url}/v2/models/{MODEL}/infer", content=b"{bad json")
         assert r.status_code == 400 and "malformed JSON" in r.json()["error"]  # the backend's own answer
+        wrong = client.get(f"{url}/v2/models/{MODEL}/infer")  # the backend's 405, with its Allow header
+        assert (wrong.status_code, wrong.headers.get("allow")) == (405, "POST"), wrong.text
         assert client.get(f"{url}/v2/health/ready").status_code == 200
         metrics = client.get(f"{url}/metrics").text
         assert 'ferryman_requests_total{' in metrics

@@ -33,7 +33,7 @@ from ferryman_runtimes.asgi.http import Request, read_body, send_bytes, send_jso
 log = logging.getLogger("ferryman.gateway.proxy")
 
 _FORWARDED = (b"content-type", b"inference-header-content-length", b"authorization", b"x-api-key", b"x-request-id")
-_RETURNED = ("content-type", "inference-header-content-length")
+_RETURNED = ("content-type", "inference-header-content-length", "allow", "retry-after")  # a 405 says what is allowed
 # failures that leave no answer behind (a timeout is not one: the request may still be running)
 _BROKEN = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 

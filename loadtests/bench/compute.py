@@ -2,7 +2,7 @@
 
 ``python -m loadtests.bench.compute [--quick] [--out docs/benchmarks.md]`` (part of ``make bench``).
 
-The model is ``ferryman examples export --model digits-mlp`` (a wide MLP: ~2-3 ms for one row alone on one
+The model is ``ferryman examples export --model digits-mlp`` (a wide MLP: milliseconds for one row alone on one
 core, a fraction of that per row in a batch), stable version v1. Every contender is started on its own,
 warmed up, then driven by ``wrk -t1`` with one fixed 1-row v2 JSON request at 1, 8, 32 and 64 connections
 (closed loop; a request is one row, so req/s = rows/s). ferryman's mean batch size is read from its own

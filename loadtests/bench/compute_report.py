@@ -147,7 +147,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{' --quick' if doc['quick'] else ''}`, part of `make bench`). Raw figures: `{doc.get('json_name')}`. "
         f"Load average before / after: {doc['machine'].get('load_average')} / {doc['machine'].get('load_average_after')}.",
         "",
-        f"- model: {s['model']}: a wide MLP, ~2-3 ms for one row alone on one core; 1 row per request, v2 JSON",
+        f"- model: {s['model']}: a wide MLP (3 x 2048), milliseconds for one row alone; 1 row per request, v2 JSON",
         f"- load: `wrk -t1 -cN` closed loop at {', '.join(str(c) for c in s['connections'])} connections, "
         f"{s['duration_s']:g} s each after {s['warmup_s']:g} s of warm-up, one contender at a time, one round",
         f"- ONNX Runtime: {s['ort_threads']} intra-op thread(s) per session everywhere (ferryman's default with "

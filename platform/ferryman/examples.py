@@ -45,7 +45,7 @@ COMPUTE_BATCHING = {"maxBatchSize": 32, "maxDelayMs": 2}
 
 EXAMPLES: dict[str, Example] = {e.name: e for e in (
     Example(MODEL_NAME, "gradient-boosted trees on breast-cancer (30 features), ~10 us a row: HTTP-bound"),
-    Example("digits-mlp", "wide MLP (3 x 1536) on the 8x8 digits (64 pixels), trained; ~2-3 ms a row alone, "
+    Example("digits-mlp", "wide MLP (3 x 2048) on the 8x8 digits (64 pixels), trained; milliseconds a row alone, "
                           "a fraction of that in a batch: compute-bound", COMPUTE_BATCHING),
     Example("digits-cnn", "small CNN over the 8x8 digits (64 pixels), RANDOM weights (throughput only), "
                           "~0.5 ms a row: compute-bound", COMPUTE_BATCHING),

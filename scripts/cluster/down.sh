@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Stop the test control plane started by up.sh and remove its run state.
+# Stop the test cluster started by up.sh and remove its run state: first the real node
+# (node-down.sh: pods, kubelet, kube-proxy, CoreDNS, containerd, mounts, cgroups, iptables chains,
+# bridge, route, sysctls), then the control plane processes.
 #
 # Usage: bash scripts/cluster/down.sh [RUN_DIR]     (default: <repo>/.cache/cluster)
 # FERRYMAN_CLUSTER_KEEP=1 stops the processes but keeps RUN_DIR (logs, certificates).
@@ -18,6 +20,13 @@ RUN_DIR="$(cd "${RUN_DIR}" && pwd)"
 [[ -f "${RUN_DIR}/.ferryman-cluster" ]] ||
   cluster_die "${RUN_DIR} was not made by up.sh (no .ferryman-cluster marker); refusing to touch it"
 PIDS="${RUN_DIR}/pids"
+
+# The real node goes first: its pods are deleted through the apiserver, which must still run.
+NODE_OK=1
+if ! bash "${HERE}/node-down.sh" "${RUN_DIR}"; then
+  NODE_OK=0
+  cluster_log "WARNING: the real node's teardown left something behind (see above)"
+fi
 
 # ours PID: the process is alive and was started for this RUN_DIR (guards against pid reuse).
 ours() {
@@ -56,3 +65,4 @@ else
   rm -rf "${RUN_DIR}"
   cluster_log "removed ${RUN_DIR}"
 fi
+[[ "${NODE_OK}" == 1 ]] || exit 1

@@ -76,8 +76,9 @@ fi
 
 # --- CoreDNS (a main with only the plugins the cluster DNS uses) ---------------------------
 
-COREDNS_DIR="${CACHE}/coredns-${FERRYMAN_COREDNS_VERSION}"
-COREDNS_PLUGINS=(errors log health ready kubernetes cache loop reload loadbalance)
+COREDNS_PLUGINS=(bind errors log health ready kubernetes cache loop reload loadbalance)
+# The cache directory names the plugin set too, so changing it rebuilds.
+COREDNS_DIR="${CACHE}/coredns-${FERRYMAN_COREDNS_VERSION}-$(echo "${COREDNS_PLUGINS[*]}" | sha256sum | cut -c1-8)"
 coredns_ok() {
   [[ -x "${COREDNS_DIR}/coredns" ]] &&
     [[ "$("${COREDNS_DIR}/coredns" -version 2>&1)" == *"CoreDNS-${FERRYMAN_COREDNS_VERSION#v}"* ]]
@@ -216,6 +217,11 @@ oci_image pause "${tools_hash}" 65535:65535 '["/pause"]' "${TOOLS_DIR}/pause:/pa
 busybox_hash="$(sha256sum /bin/busybox | cut -c1-8)"
 oci_image probe "${tools_hash}-${busybox_hash}" 65532:65532 '["/probe"]' \
   "${TOOLS_DIR}/probe:/probe" /bin/busybox:/bin/busybox symlink:busybox:/bin/sh
+
+# Drop the programs and images of earlier sources (each is a few MB; rebuilt in seconds if needed).
+find "${CACHE}" -mindepth 1 -maxdepth 1 -name 'tools-*' ! -name "tools-${tools_hash}" -exec rm -rf {} +
+find "${CACHE}/images" -mindepth 1 -maxdepth 1 -name '*.tar' ! -name "pause-${tools_hash}.tar" \
+  ! -name "probe-${tools_hash}-${busybox_hash}.tar" -delete
 
 cat <<EOF
 NODE_CONTAINERD_DIR=${CONTAINERD_DIR}

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Start a local Kubernetes control plane for tests, all on 127.0.0.1:
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and KWOK with fake nodes
-#   (so Deployments get Running + Ready pods without a kubelet or container runtime),
+# Start a local Kubernetes cluster for tests, every packet on this machine:
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler on 127.0.0.1, KWOK with fake nodes
+#   (tainted, so only pods of namespaces that ask for them land there: Running + Ready without a
+#   kubelet), and one real node (node-up.sh: containerd, kubelet, kube-proxy, CoreDNS on the pod
+#   bridge ferryman0; FERRYMAN_REAL_NODE=0 leaves it out, and the KWOK nodes untainted),
 # then install the upstream CRDs (fetched from their Go modules by crds.sh).
 #
 # Usage: bash scripts/cluster/up.sh [RUN_DIR]     (default: <repo>/.cache/cluster)
-# Writes RUN_DIR/kubeconfig (cluster-admin), RUN_DIR/cluster.env, pid files and logs.
+# Writes RUN_DIR/kubeconfig (cluster-admin), RUN_DIR/cluster.env, RUN_DIR/env.sh (`source` it: the
+# cluster's kubectl and helm first on PATH, KUBECONFIG set), pid files and logs. Prints the kubeconfig
+# path on stdout and the `source` line last on stderr.
 # Stop with: bash scripts/cluster/down.sh [RUN_DIR]
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=SCRIPTDIR/env.sh
 source "${HERE}/env.sh"
+# shellcheck source=SCRIPTDIR/node-lib.sh
+source "${HERE}/node-lib.sh"
 
 RUN_DIR="${1:-${FERRYMAN_REPO_ROOT}/.cache/cluster}"
 mkdir -p "${RUN_DIR}"
@@ -24,9 +30,17 @@ KUBECONFIG_ADMIN="${RUN_DIR}/kubeconfig"
 BIN="${FERRYMAN_K8S_BIN}"
 : "${FERRYMAN_CLUSTER_NODES:=2}"
 : "${FERRYMAN_CLUSTER_TIMEOUT:=120}"
+: "${FERRYMAN_REAL_NODE:=1}"
 SERVICE_CIDR="10.96.0.0/16"
 SERVICE_IP="10.96.0.1"
+# KWOK's fake pod IPs (never routed); the real node's pods use FERRYMAN_NODE_POD_CIDR on the bridge.
 POD_CIDR="10.244.0.0/16"
+
+# print_source_line: the line a user runs to get this cluster's kubectl, helm and KUBECONFIG.
+print_source_line() {
+  cluster_log "use it in a shell with:"
+  printf 'source %q\n' "${RUN_DIR}/env.sh" >&2
+}
 
 # --- an already running cluster in RUN_DIR is reused -------------------------------------
 
@@ -37,12 +51,19 @@ all_running() {
     pid="$(<"${PIDS}/${name}.pid")"
     kill -0 "${pid}" 2>/dev/null || return 1
   done
+  if grep -qx 'REAL_NODE=1' "${RUN_DIR}/cluster.env" 2>/dev/null; then
+    node_paths "${RUN_DIR}"
+    for name in "${NODE_PROCESSES[@]}"; do
+      node_pid_ours "${RUN_DIR}" "${name}" >/dev/null || return 1
+    done
+  fi
 }
 
 if [[ -f "${MARKER}" ]]; then
   if all_running && "${BIN}/kubectl" --kubeconfig "${KUBECONFIG_ADMIN}" get --raw=/readyz >/dev/null 2>&1; then
-    cluster_log "control plane already running in ${RUN_DIR}"
+    cluster_log "cluster already running in ${RUN_DIR}"
     echo "${KUBECONFIG_ADMIN}"
+    print_source_line
     exit 0
   fi
   cluster_log "stale control plane state in ${RUN_DIR}; cleaning it up"
@@ -52,9 +73,26 @@ elif [[ -n "$(ls -A "${RUN_DIR}")" ]]; then
   cluster_die "${RUN_DIR} is not empty and was not made by up.sh; refusing to use it"
 fi
 
+# The real node needs root and is one per machine: say so before building or starting anything.
+if [[ "${FERRYMAN_REAL_NODE}" == 1 ]]; then
+  [[ "$(id -u)" == 0 ]] ||
+    cluster_die "the real node needs root (bridge, iptables, mounts, cgroups); run as root or set FERRYMAN_REAL_NODE=0"
+  if [[ -f "${NODE_OWNER}" ]]; then
+    owner="$(<"${NODE_OWNER}")"
+    if [[ "${owner}" != "${RUN_DIR}" ]] && node_active "${owner}"; then
+      cluster_die "a real node already runs on this machine for ${owner} (one per machine): stop it with
+  bash scripts/cluster/down.sh ${owner}
+or reuse that cluster (FERRYMAN_CLUSTER_RUN_DIR=${owner} for the tests), or start this one without a node (FERRYMAN_REAL_NODE=0)"
+    fi
+  fi
+fi
+
 # --- binaries ------------------------------------------------------------------------------
 
 bash "${HERE}/build.sh"
+if [[ "${FERRYMAN_REAL_NODE}" == 1 ]]; then
+  bash "${HERE}/node-build.sh" >/dev/null || cluster_die "building the real node's parts failed (scripts/cluster/node-build.sh)"
+fi
 command -v openssl >/dev/null 2>&1 || cluster_die "openssl is needed to make the cluster certificates"
 
 touch "${MARKER}"
@@ -112,10 +150,12 @@ cluster_log "generating certificates in ${PKI}"
   client_ext="basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
+  apiserver_ips="IP:127.0.0.1,IP:${SERVICE_IP}"
+  [[ "${FERRYMAN_REAL_NODE}" == 1 ]] && apiserver_ips+=",IP:${FERRYMAN_NODE_IP}"
   sign apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:${SERVICE_IP},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+subjectAltName=${apiserver_ips},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   sign admin "/O=system:masters/CN=ferryman-admin" "${client_ext}"
   sign controller-manager "/CN=system:kube-controller-manager" "${client_ext}"
   sign scheduler "/CN=system:kube-scheduler" "${client_ext}"
@@ -136,6 +176,9 @@ subjectAltName=IP:127.0.0.1,IP:${SERVICE_IP},DNS:localhost,DNS:kubernetes,DNS:ku
   openssl_q rsa -in sa.key -pubout -out sa.pub
   chmod 600 ./*.key
 ) || cluster_die "certificate generation with openssl failed"
+if [[ "${FERRYMAN_REAL_NODE}" == 1 ]]; then
+  bash "${HERE}/node-pki.sh" "${PKI}" || cluster_die "making the real node's certificates failed"
+fi
 
 # write_kubeconfig FILE CERT_NAME USER
 write_kubeconfig() {
@@ -219,9 +262,24 @@ start etcd "${BIN}/etcd" \
 STARTED+=(etcd)
 wait_for "etcd health" url_ok "http://127.0.0.1:${ETCD_PORT}/health"
 
+if [[ "${FERRYMAN_REAL_NODE}" == 1 ]]; then
+  # Pods reach the apiserver through the `kubernetes` Service, whose endpoint is the bridge address
+  # (kept up to date by the endpoint reconciler); it verifies the kubelet's serving certificate and
+  # calls the kubelet API (logs, exec) under a certificate bound to system:kubelet-api-admin.
+  APISERVER_NET_FLAGS=(
+    --advertise-address="${FERRYMAN_NODE_IP}"
+    --bind-address=0.0.0.0
+    --kubelet-certificate-authority="${PKI}/ca.crt"
+    --kubelet-client-certificate="${PKI}/apiserver-kubelet-client.crt"
+    --kubelet-client-key="${PKI}/apiserver-kubelet-client.key"
+    --kubelet-preferred-address-types=InternalIP,Hostname
+  )
+else
+  # A loopback address is not a valid endpoint: the `kubernetes` Service has none in this mode.
+  APISERVER_NET_FLAGS=(--advertise-address=127.0.0.1 --bind-address=127.0.0.1 --endpoint-reconciler-type=none)
+fi
 start kube-apiserver "${BIN}/kube-apiserver" \
-  --advertise-address=127.0.0.1 \
-  --bind-address=127.0.0.1 \
+  "${APISERVER_NET_FLAGS[@]}" \
   --secure-port="${APISERVER_PORT}" \
   --etcd-servers="http://127.0.0.1:${ETCD_PORT}" \
   --cert-dir="${PKI}" \
@@ -235,9 +293,8 @@ start kube-apiserver "${BIN}/kube-apiserver" \
   --requestheader-extra-headers-prefix=X-Remote-Extra- \
   --proxy-client-cert-file="${PKI}/front-proxy-client.crt" \
   --proxy-client-key-file="${PKI}/front-proxy-client.key" \
-  --endpoint-reconciler-type=none \
   --authorization-mode=Node,RBAC \
-  --enable-admission-plugins=NodeRestriction \
+  --enable-admission-plugins=NodeRestriction,PodNodeSelector,PodTolerationRestriction \
   --service-cluster-ip-range="${SERVICE_CIDR}" \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="${PKI}/sa.pub" \
@@ -298,11 +355,21 @@ FERRYMAN_ETCD_VERSION=${FERRYMAN_ETCD_VERSION}
 FERRYMAN_KWOK_VERSION=${FERRYMAN_KWOK_VERSION}
 APISERVER_URL=https://127.0.0.1:${APISERVER_PORT}
 ETCD_URL=http://127.0.0.1:${ETCD_PORT}
+SERVICE_CIDR=${SERVICE_CIDR}
+KWOK_POD_CIDR=${POD_CIDR}
+REAL_NODE=${FERRYMAN_REAL_NODE}
 EOF
 
 # --- fake nodes ----------------------------------------------------------------------------
 
 cluster_log "creating ${FERRYMAN_CLUSTER_NODES} fake node(s)"
+# With a real node, the fake ones are tainted kwok.x-k8s.io/node=fake:NoSchedule: pods land there
+# only from namespaces whose scheduler.alpha.kubernetes.io/{node-selector,defaultTolerations}
+# annotations ask for them (tests/cluster/controlplane.py: namespace_manifest(on="kwok")).
+KWOK_TAINTS="[]"
+if [[ "${FERRYMAN_REAL_NODE}" == 1 ]]; then
+  KWOK_TAINTS="[{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}]"
+fi
 for ((i = 0; i < FERRYMAN_CLUSTER_NODES; i++)); do
   "${KUBECTL[@]}" apply --server-side --field-manager=ferryman-up -f - >/dev/null <<EOF
 apiVersion: v1
@@ -319,13 +386,29 @@ metadata:
     node-role.kubernetes.io/agent: ""
     type: kwok
     topology.kubernetes.io/zone: zone-${i}
+spec:
+  taints: ${KWOK_TAINTS}
 status:
   allocatable: {cpu: "32", memory: 256Gi, pods: "110", ephemeral-storage: 1Ti}
   capacity: {cpu: "32", memory: 256Gi, pods: "110", ephemeral-storage: 1Ti}
 EOF
 done
-wait_for "fake nodes Ready" "${KUBECTL[@]}" wait --for=condition=Ready node --all --timeout=2s
+# fake_nodes_ready: every fake node reports Ready (one list call; `kubectl wait --all` waits node by
+# node and could not see 20+ nodes Ready within its timeout).
+fake_nodes_ready() {
+  local ready
+  ready="$("${KUBECTL[@]}" get nodes -l type=kwok \
+    -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -cx True)"
+  [[ "${ready}" -ge "${FERRYMAN_CLUSTER_NODES}" ]]
+}
+wait_for "fake nodes Ready" fake_nodes_ready
 wait_for "default ServiceAccount (controller-manager)" "${KUBECTL[@]}" -n default get serviceaccount default
+
+# --- the real node ------------------------------------------------------------------------
+
+if [[ "${FERRYMAN_REAL_NODE}" == 1 ]]; then
+  bash "${HERE}/node-up.sh" "${RUN_DIR}" || cluster_die "the real node did not start (see above; FERRYMAN_REAL_NODE=0 skips it)"
+fi
 
 # --- upstream CRDs -------------------------------------------------------------------------
 
@@ -341,5 +424,13 @@ wait_for "CRDs Established" "${KUBECTL[@]}" wait --for=condition=Established \
 
 UP_OK=1
 cluster_log "control plane ready (Kubernetes ${FERRYMAN_K8S_VERSION}) at https://127.0.0.1:${APISERVER_PORT}"
-cluster_log "export KUBECONFIG=${KUBECONFIG_ADMIN}"
+mkdir -p "${RUN_DIR}/bin"
+ln -sf "${BIN}/kubectl" "${RUN_DIR}/bin/kubectl"
+ln -sf "${BIN}/helm" "${RUN_DIR}/bin/helm"
+{
+  echo "# Generated by scripts/cluster/up.sh: source it to use this cluster from a shell."
+  printf 'export PATH=%q:"${PATH}"\n' "${RUN_DIR}/bin"
+  printf 'export KUBECONFIG=%q\n' "${KUBECONFIG_ADMIN}"
+} >"${RUN_DIR}/env.sh"
 echo "${KUBECONFIG_ADMIN}"
+print_source_line

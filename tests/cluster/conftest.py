@@ -1,18 +1,21 @@
-"""Fixtures for tests against the real Kubernetes control plane (see docs/cluster.md).
+"""Fixtures for tests against the real Kubernetes cluster (see docs/cluster.md).
 
-``control_plane`` (session): starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
-KWOK fake nodes once per session with scripts/cluster/up.sh and stops them at the end. Set
-FERRYMAN_CLUSTER_RUN_DIR to the run directory of a cluster already started with
-``make cluster-up`` (scripts/cluster/up.sh) to reuse it instead; it is then left running.
+``control_plane`` (session): starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+KWOK fake nodes and the real node once per session with scripts/cluster/up.sh and stops them at the
+end. Set FERRYMAN_CLUSTER_RUN_DIR to the run directory of a cluster already started with
+``make cluster-up`` (scripts/cluster/up.sh) to reuse it instead; it is then left running. If the real
+node cannot start (not root, another cluster's node active), up.sh fails and so do the tests, with
+its reason.
 
-``namespace`` (function): a fresh namespace that enforces the ``restricted`` Pod Security level.
+``namespace`` (function): a fresh namespace that enforces the ``restricted`` Pod Security level and
+whose pods land on the KWOK nodes (``ControlPlane.create_namespace(on="kwok")``).
+
+``real_namespace`` (function): the same, but its pods run on the real node (``on="real"``).
 """
 
 from __future__ import annotations
 
 import os
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,27 +63,17 @@ def control_plane() -> Iterator[ControlPlane]:
 
 @pytest.fixture
 def namespace(control_plane: ControlPlane) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    control_plane.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": name,
-                "labels": {
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/enforce-version": "latest",
-                },
-            },
-        }
-    )
-    # Pods are admitted only once the controller-manager has made the default ServiceAccount.
-    deadline = time.monotonic() + 60
-    while control_plane.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no default ServiceAccount in namespace {name} after 60s")
-        time.sleep(0.2)
+    name = control_plane.create_namespace(on="kwok")
     try:
         yield name
     finally:
-        control_plane.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+        control_plane.delete_namespace(name)
+
+
+@pytest.fixture
+def real_namespace(control_plane: ControlPlane) -> Iterator[str]:
+    name = control_plane.create_namespace(on="real")
+    try:
+        yield name
+    finally:
+        control_plane.delete_namespace(name)

@@ -1,9 +1,26 @@
-"""A real Kubernetes control plane for tests (etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and KWOK fake nodes on 127.0.0.1), driven through scripts/cluster/*.sh.
+"""A real Kubernetes cluster for tests, driven through scripts/cluster/*.sh: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and KWOK fake nodes on 127.0.0.1, plus one real node
+(containerd, kubelet, kube-proxy, CoreDNS on the pod bridge; see docs/cluster.md).
 
     cp = ControlPlane().start()
     cp.kubectl("get", "nodes")
     cp.stop()
+
+Where pods run is chosen per namespace. With a real node the KWOK nodes carry the taint
+``kwok.x-k8s.io/node=fake:NoSchedule``, and the apiserver runs the PodNodeSelector and
+PodTolerationRestriction admission plugins, so:
+
+- ``cp.create_namespace(on="kwok")`` (or ``namespace_manifest(name, on="kwok")``): a namespace whose
+  pods get ``nodeSelector type=kwok`` and a toleration of that taint. They land on KWOK nodes and
+  become Running + Ready without any container starting (any image name will do). The ``namespace``
+  fixture of tests/cluster/conftest.py is such a namespace.
+- ``cp.create_namespace(on="real")``: a namespace whose pods get ``nodeSelector type=real``: they run
+  on the real node (``cp.node_name``), so their images must be in its containerd
+  (``cp.import_image(archive)``; ``imagePullPolicy: Never`` or ``IfNotPresent``). A namespace without
+  these annotations (what ``kubectl create namespace`` makes) also ends up on the real node, since the
+  KWOK nodes are tainted.
+
+Both enforce the ``restricted`` Pod Security level by default (``pod_security=None`` for none).
 """
 
 from __future__ import annotations
@@ -13,8 +30,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO_ROOT / "scripts" / "cluster"
@@ -24,36 +43,80 @@ class ControlPlaneError(RuntimeError):
     pass
 
 
+Placement = Literal["kwok", "real"]
+KWOK_TAINT_KEY = "kwok.x-k8s.io/node"
+NODE_SELECTOR_ANNOTATION = "scheduler.alpha.kubernetes.io/node-selector"
+DEFAULT_TOLERATIONS_ANNOTATION = "scheduler.alpha.kubernetes.io/defaultTolerations"
+
+
+def namespace_manifest(name: str, *, on: Placement, pod_security: str | None = "restricted") -> dict[str, Any]:
+    """A Namespace whose pods are placed on the KWOK nodes (``on="kwok"``) or on the real node
+    (``on="real"``) by the PodNodeSelector / PodTolerationRestriction admission plugins."""
+    annotations = {NODE_SELECTOR_ANNOTATION: f"type={on}"}
+    if on == "kwok":
+        annotations[DEFAULT_TOLERATIONS_ANNOTATION] = json.dumps(
+            [{"key": KWOK_TAINT_KEY, "operator": "Equal", "value": "fake", "effect": "NoSchedule"}]
+        )
+    labels = {}
+    if pod_security is not None:
+        labels = {
+            "pod-security.kubernetes.io/enforce": pod_security,
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+    }
+
+
 def _tail(text: str, lines: int = 80) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
 def build(timeout: float = 3600) -> None:
-    """Build (or check the cache of) the control plane binaries: scripts/cluster/build.sh."""
-    proc = subprocess.run(
-        ["bash", str(SCRIPTS / "build.sh")],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise ControlPlaneError(f"scripts/cluster/build.sh failed:\n{_tail(proc.stdout)}")
+    """Build (or check the cache of) the cluster's binaries: scripts/cluster/build.sh (control
+    plane, kubelet, kube-proxy) and scripts/cluster/node-build.sh (containerd, CoreDNS, images)."""
+    for script in ("build.sh", "node-build.sh"):
+        proc = subprocess.run(
+            ["bash", str(SCRIPTS / script)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise ControlPlaneError(f"scripts/cluster/{script} failed:\n{_tail(proc.stdout)}")
 
 
 def binaries_ready() -> bool:
-    """True when build.sh would have nothing to build (a quick check, without running it)."""
+    """True when build.sh and node-build.sh would have little to build (a quick check of the
+    cache, without running them)."""
     proc = subprocess.run(
-        ["bash", "-c", 'source "$1"; echo "${FERRYMAN_K8S_BIN}"', "env.sh", str(SCRIPTS / "env.sh")],
+        [
+            "bash",
+            "-c",
+            'source "$1"; echo "${FERRYMAN_K8S_BIN}"; '
+            'echo "${FERRYMAN_NODE_CACHE}/containerd-${FERRYMAN_CONTAINERD_VERSION}"; '
+            'echo "${FERRYMAN_NODE_CACHE}"; echo "coredns-${FERRYMAN_COREDNS_VERSION}-*/coredns"',
+            "env.sh",
+            str(SCRIPTS / "env.sh"),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         check=True,
     )
-    bin_dir = Path(proc.stdout.strip())
-    names = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl", "helm"]
-    return all((bin_dir / n).is_file() for n in names) and (bin_dir / "kwok-stages.yaml").is_file()
+    bin_dir, containerd_dir, node_cache, coredns_glob = proc.stdout.split()
+    names = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy",
+             "kwok", "kubectl", "helm"]
+    return (
+        all((Path(bin_dir) / n).is_file() for n in names)
+        and (Path(bin_dir) / "kwok-stages.yaml").is_file()
+        and (Path(containerd_dir) / "containerd").is_file()
+        and any(Path(node_cache).glob(coredns_glob))
+    )
 
 
 class ControlPlane:
@@ -204,6 +267,62 @@ class ControlPlane:
     def get_json(self, *args: str) -> Any:
         """``kubectl get ARGS -o json``, parsed."""
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    # -- namespaces and the real node ---------------------------------------------------------
+
+    def create_namespace(
+        self,
+        name: str | None = None,
+        *,
+        on: Placement,
+        pod_security: str | None = "restricted",
+        timeout: float = 60,
+    ) -> str:
+        """Create a namespace placed ``on`` the KWOK nodes or the real node (see the module
+        docstring) and wait for its default ServiceAccount, without which no pod is admitted.
+        Returns its name (``t-<random>`` unless given). Delete it with ``delete_namespace``."""
+        name = name or f"t-{uuid.uuid4().hex[:10]}"
+        self.apply(namespace_manifest(name, on=on, pod_security=pod_security))
+        deadline = time.monotonic() + timeout
+        while self.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"no default ServiceAccount in namespace {name} after {timeout}s")
+            time.sleep(0.2)
+        return name
+
+    def delete_namespace(self, name: str) -> None:
+        self.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+    @property
+    def node_name(self) -> str:
+        """The real node's name; ControlPlaneError when the cluster runs without one."""
+        if self.info.get("REAL_NODE") != "1" or "NODE_NAME" not in self.info:
+            raise ControlPlaneError(
+                f"the cluster in {self.run_dir} has no real node (it was started with FERRYMAN_REAL_NODE=0)"
+            )
+        return self.info["NODE_NAME"]
+
+    @property
+    def node_ip(self) -> str:
+        """The real node's IP: the pod bridge's address on this machine."""
+        self._require_real_node()
+        return self.info["NODE_IP"]
+
+    def _require_real_node(self) -> None:
+        self.node_name  # noqa: B018 - the property raises without a real node
+
+    def ctr(self, *args: str, input: bytes | None = None, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+        """Run ``ctr`` against the real node's containerd, in the ``k8s.io`` namespace kubelet uses."""
+        self._require_real_node()
+        cmd = [self.info["CTR"], "--address", self.info["CONTAINERD_ADDRESS"], "-n", "k8s.io", *args]
+        proc = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, check=False)
+        if proc.returncode != 0:
+            raise ControlPlaneError(f"ctr {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr.decode()}")
+        return proc
+
+    def import_image(self, archive: str | os.PathLike[str]) -> None:
+        """Import an OCI or Docker image archive into the real node's containerd."""
+        self.ctr("images", "import", "--local", str(archive))
 
     def apply(self, manifest: str | dict[str, Any] | list[dict[str, Any]], *extra: str) -> str:
         """Server-side apply a manifest (YAML/JSON text, an object or a list of objects)."""

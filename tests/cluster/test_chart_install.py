@@ -28,7 +28,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.cluster.controlplane import REPO_ROOT, ControlPlane
+from tests.cluster.controlplane import REPO_ROOT, ControlPlane, namespace_manifest
 from tests.helpers.ports import free_port
 
 pytestmark = pytest.mark.cluster
@@ -120,9 +120,7 @@ class Release:
 
 def _namespace(cp: ControlPlane, prefix: str) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    cp.apply({"apiVersion": "v1", "kind": "Namespace",
-              "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted",
-                                                    "pod-security.kubernetes.io/enforce-version": "latest"}}})
+    cp.apply(namespace_manifest(name, on="kwok"))  # restricted; pods on the KWOK nodes
     wait_for(lambda: cp.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode == 0,
              timeout=60, what=f"the default ServiceAccount of {name}")
     return name

@@ -1,5 +1,6 @@
 """The test control plane itself: version, upstream CRDs and their schemas, scheduling onto KWOK
-fake nodes, Pod Security admission, ServiceAccount tokens and RBAC."""
+fake nodes (from namespaces placed there; the real node has tests/cluster/test_real_node.py), Pod
+Security admission, ServiceAccount tokens and RBAC."""
 
 from __future__ import annotations
 
@@ -68,11 +69,15 @@ def test_cached_tools_run(control_plane: ControlPlane) -> None:
 
 
 def test_fake_nodes_ready(control_plane: ControlPlane) -> None:
-    nodes = control_plane.get_json("nodes")["items"]
+    nodes = control_plane.get_json("nodes", "-l", "type=kwok")["items"]
     assert len(nodes) >= 1
+    tainted = control_plane.info.get("REAL_NODE") == "1"
     for node in nodes:
         assert node["metadata"]["annotations"].get("kwok.x-k8s.io/node") == "fake"
         assert _conditions(node).get("Ready") == "True", node["metadata"]["name"]
+        taints = [(t["key"], t.get("value"), t["effect"]) for t in node["spec"].get("taints", [])]
+        # With a real node, only pods of namespaces that ask for KWOK (they tolerate this) land here.
+        assert (("kwok.x-k8s.io/node", "fake", "NoSchedule") in taints) == tainted
 
 
 @pytest.mark.parametrize("crd", UPSTREAM_CRDS)

@@ -18,7 +18,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -71,6 +73,13 @@ func serve(addr string) error {
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(w, "probe %s\n", host)
 	})
+	// SIGTERM (the pod being deleted) ends the server with status 0.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-sigs
+		os.Exit(0)
+	}()
 	fmt.Println("probe serving on", addr)
 	return http.ListenAndServe(addr, mux)
 }

@@ -21,11 +21,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.helpers.ports import free_port
 from tests.helpers.servers import wait_http
 
-IMAGES = Path(__file__).resolve().parents[2] / "images"
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES = ROOT / "images"
+RUNTIME_FILE = ROOT / "runtimes" / "ferryman_runtimes" / "kserve" / "clusterservingruntime.yaml"
 
 
 @dataclass
@@ -106,9 +109,7 @@ def test_images_are_multi_stage_non_root_pinned_and_health_checked(dockerfile: s
 
 
 def test_runtime_image_runs_the_cluster_serving_runtime_command(runtime_image: dict[str, Stage]) -> None:
-    from ferryman_runtimes.kserve.manifests import cluster_serving_runtime
-
-    [container] = cluster_serving_runtime()["spec"]["containers"]
+    [container] = yaml.safe_load(RUNTIME_FILE.read_text())["spec"]["containers"]
     runtime = list(runtime_image)[-1]
     assert runtime == "runtime"  # the default target
     assert runtime_image[runtime].entrypoint == container["command"]

@@ -13,6 +13,7 @@ projects' Go modules (``go mod download`` through the Go module proxy, the only 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,20 @@ def test_chart_monitoring_objects_match_the_prometheus_operator_crds() -> None:
     assert {o["kind"] for o in checked} == set(files)
     for obj in checked:
         assert_accepted(obj, files[obj["kind"]], obj["apiVersion"].split("/")[1])
+
+
+def test_kserve_crds_follow_the_locked_kserve_package() -> None:
+    """The CRDs' KServe release (scripts/cluster/env.sh) is the kserve package's in the lock, or the one before
+    it when the Go module proxy does not serve that one (docs/cluster.md, "Upstream CRDs")."""
+    env_sh = (helm.REPO_ROOT / "scripts" / "cluster" / "env.sh").read_text()
+    pinned = re.search(r'FERRYMAN_KSERVE_VERSION:=v(\d+)\.(\d+)\.\d+', env_sh)
+    locked = re.search(r"^kserve==(\d+)\.(\d+)\.\d+$", (helm.REPO_ROOT / "requirements" / "lock.txt").read_text(),
+                       re.M)
+    assert pinned and locked
+    (pin_major, pin_minor), (lock_major, lock_minor) = map(int, pinned.groups()), map(int, locked.groups())
+    assert pin_major == lock_major and lock_minor - 1 <= pin_minor <= lock_minor
+    crd_versions = {v["name"] for v in crds.crd(crds.INFERENCE_SERVICES)["spec"]["versions"]}
+    assert "v1beta1" in crd_versions  # what the operator writes
 
 
 # -- the checks fail when they should ------------------------------------------------------------------------

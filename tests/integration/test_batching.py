@@ -342,3 +342,31 @@ def test_the_kserve_contract_runtime_batches_itself(cnn_path: Path, traffic: np.
     assert batcher.requests == 64
     with pytest.raises(SpecError, match="maxBatchSize"):
         kserve_app(parse([f"--model_dir={cnn_path}", "--model_name=cnn", '--batching={"maxBatchSize": 0}']))
+
+
+def test_the_cli_exports_a_compute_bound_example_whose_spec_batches(tmp_path: Path) -> None:
+    from tests.helpers.servers import run_ferryman, serve_cli
+
+    listed = run_ferryman(["examples", "list"])
+    assert listed.returncode == 0 and all(n in listed.stdout for n in ("breast-cancer", "digits-mlp", "digits-cnn"))
+    out = tmp_path / "cnn"
+    exported = run_ferryman(["examples", "export", str(out), "--model", "digits-cnn"], timeout=300)
+    assert exported.returncode == 0, exported.stderr
+    spec = yaml.safe_load((out / "deployment.yaml").read_text())
+    assert spec["metadata"]["name"] == "digits-cnn" and spec["spec"]["batching"]["maxBatchSize"] == 32
+    assert [v["name"] for v in spec["spec"]["versions"]] == ["v1", "v2"]
+    assert all((out / "models" / v / f).is_file() for v in ("v1", "v2") for f in ("model.onnx", "reference.npy"))
+    rows = np.load(out / "traffic.npy")
+    with serve_cli(out / "deployment.yaml") as server:
+        replies = hammer(server.url, [v2(rows[i:i + 1], request_id=str(i)) for i in range(96)],
+                         "/v2/models/digits-cnn/infer")
+        assert all(r.status_code == 200 and r.json()["id"] == str(i) for i, r in enumerate(replies))
+        exposition = httpx.get(f"{server.url}/metrics").text
+    count = next(float(line.split()[-1]) for line in exposition.splitlines()
+                 if line.startswith('ferryman_batch_size_count{model="digits-cnn",version="v1"}'))
+    total = next(float(line.split()[-1]) for line in exposition.splitlines()
+                 if line.startswith('ferryman_batch_size_sum{model="digits-cnn",version="v1"}'))
+    assert total == 96 and 1 <= count <= 96  # every request counted once, in runs of one or more
+    assert "ferryman_batch_queue_delay_seconds_count" in exposition
+    unknown = run_ferryman(["examples", "export", str(tmp_path / "x"), "--model", "nope"])
+    assert unknown.returncode == 2 and "unknown example 'nope'" in unknown.stdout + unknown.stderr

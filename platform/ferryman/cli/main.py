@@ -66,11 +66,14 @@ def _examples_export(args: argparse.Namespace) -> int:
 
 
 def _examples_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from ferryman.examples import EXAMPLES
 
+    out = Console()  # the list is the command's output: stdout
     for example in EXAMPLES.values():
         batching = "batching on" if example.batching else "no batching"
-        console.print(f"[bold]{example.name}[/]  {example.description} ({batching})", soft_wrap=True)
+        out.print(f"[bold]{example.name}[/]  {example.description} ({batching})", soft_wrap=True)
     return 0
 
 

@@ -281,7 +281,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--contenders", default=",".join(CONTENDERS), help=f"subset, in order: {', '.join(CONTENDERS)}")
     p.add_argument("--duration", type=float, default=None)
     p.add_argument("--workdir", type=Path, default=REPO_ROOT / ".cache" / "bench")
+    p.add_argument("--render", type=Path, default=None, metavar="JSON",
+                   help="only re-render the section of --out from an earlier run's JSON")
     args = p.parse_args(argv)
+    if args.render is not None:
+        doc = json.loads(args.render.read_text())
+        doc["comparisons"] = compute_report.compute(doc["contenders"])
+        args.out.write_text(compute_report.replace_section(args.out.read_text(), compute_report.markdown(doc)))
+        return 0
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONTENDERS]
     if unknown:

@@ -180,7 +180,17 @@ def markdown(doc: dict[str, Any]) -> str:
     for c in doc["comparisons"]:
         lines.append(_row([c["name"], _value(c), _target(c), c["source"] if c["target"] is not None else "",
                            _met(c), c["note"] or ""]))
-    lines += ["", END, ""]
+    lines += ["", "### Reading the figures", "",
+              "- With 1-row requests and one connection there is nothing to merge: batching can only cost (a hand-off "
+              "to the version's worker thread and back). From 8 connections on, requests that arrive while a run is "
+              "going queue and share the next run; the mean batch follows the load up to `maxBatchSize`.",
+              "- Everything shares the machine's cores: the load generator (`wrk`), the server's event loop (HTTP, "
+              "JSON, routing, metrics, drift sampling: a fixed cost per request) and ONNX Runtime. The raw-ORT limit "
+              "has them all to itself and no per-request work at all, so on a 2-core machine a server cannot reach "
+              "it: the loop's per-request cost and wrk take the second core's time.",
+              "- Servers without batching run one row per model call whatever the load, so their rows/s stays near "
+              "the single-row limit (or below it, when ORT runs on the event loop and requests wait behind it).",
+              "", END, ""]
     return "\n".join(lines)
 
 

@@ -23,6 +23,8 @@ def test_queries_use_the_declared_metrics_over_the_window() -> None:
     assert q["p99"] == ('histogram_quantile(0.99, sum by (le) (increase('
                         'ferryman_request_duration_seconds_bucket{model="m", version="v2"}[13s])))')
     assert q["drift"] == 'max(ferryman_drift_share{model="m", version="v2"})'
+    # when that share was measured: a run from before the rollout started does not count for it
+    assert q["drift_at"] == 'max(ferryman_drift_last_run_timestamp_seconds{model="m", version="v2"})'
     assert queries("x", 0.0)["requests"].endswith("[1s]))")
 
 
@@ -35,6 +37,7 @@ def test_metric_names_match_the_declarations() -> None:
     assert m.requests._name == "ferryman_requests" and "code" in m.requests._labelnames  # exposed as *_total
     assert m.request_duration._name == "ferryman_request_duration_seconds"
     assert m.drift_share._name == "ferryman_drift_share"
+    assert m.drift_last_run._name == "ferryman_drift_last_run_timestamp_seconds"
     assert {"model", "version"} <= set(m.request_duration._labelnames)
 
 

@@ -217,3 +217,17 @@ def test_editing_analysis_settings_neither_restarts_a_canary_nor_undoes_a_promot
     resteps = md(traffic={"strategy": "canary", "stable": "v1", "candidate": "v2", "canary": {"steps": [10, 100]}})
     moved = reconcile.decide_spec(resteps, promoted, readiness=READY, now=14.0, saved_identity=identity)
     assert moved.state.weights == {"v2": 100} and moved.state.candidate is None
+
+
+def test_a_new_rollout_is_not_judged_on_drift_measured_before_it_started() -> None:
+    m = md(drift={"enabled": True, "threshold": 0.5},
+           versions=[{"name": "v1", "uri": "s3://b/1.onnx", "referenceData": "s3://b/ref.npy"},
+                     {"name": "v2", "uri": "s3://b/2.onnx", "referenceData": "s3://b/ref.npy"}])
+    state, _ = rollout.start(m, now=100.0)
+    stale = VersionStats("v2", requests=100, errors=0, p99_seconds=0.02, drift_share=1.0, drift_measured_at=90.0)
+    held, decision = reconcile.analyse(state, m, stats=stale, now=110.0)
+    assert decision is not None and decision.action == Action.hold and held.phase == Phase.progressing
+    assert "waiting for the first drift measurement" in decision.reason
+    fresh = VersionStats("v2", requests=100, errors=0, p99_seconds=0.02, drift_share=1.0, drift_measured_at=105.0)
+    failed, decision = reconcile.analyse(state, m, stats=fresh, now=110.0)  # this rollout's own drift counts
+    assert decision is not None and failed.failures == 1 and "drift_share 1.0 exceeds 0.5" in decision.reason

@@ -12,6 +12,10 @@
   ``served_fingerprint``), key files and Kubernetes-Secret-shaped dirs (``write_atomically``, ``secret_dir``,
   ``rotate_secret``), ``ferryman_process(args, port=..., scheme="https")`` for any ``ferryman`` command, and
   ``raw_exchange`` to trickle bytes on a raw socket.
+* ``tests.helpers.upstream_crds`` — the upstream CRDs (KServe, KubeRay, Prometheus Operator, Gateway API)
+  that ``scripts/cluster/crds.sh`` fetches from their Go modules (``directory()``, ``crd(file)``,
+  ``schema(file, version)``) and ``problems(obj, file, version)``: what the apiserver would refuse with strict
+  field validation (schema errors and fields structural pruning would drop).
 
 Shared fixtures live in ``tests/conftest.py``: ``sample_models`` (session-scoped
 ``ferryman.examples.export`` result), ``sample_spec``, ``traffic`` (held-out rows), ``native_server``

@@ -19,7 +19,9 @@ cd "${PKI}"
 # sign NAME SUBJECT EXTENSIONS
 sign() {
   local name="$1" subject="$2" ext="$3"
-  openssl req -newkey rsa:2048 -nodes -keyout "${name}.key" -out "${name}.csr" -subj "${subject}" 2>/dev/null
+  # ECDSA P-256: as good for these certificates and much quicker to make than RSA on 2 busy cores.
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "${name}.key" \
+    -out "${name}.csr" -subj "${subject}" 2>/dev/null
   printf '%s\n' "${ext}" >"${name}.ext"
   openssl x509 -req -in "${name}.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -sha256 -days 3650 \
     -extfile "${name}.ext" -out "${name}.crt" 2>/dev/null

@@ -49,8 +49,12 @@ or start this cluster without one (FERRYMAN_REAL_NODE=0)"
   bash "${HERE}/node-down.sh" --machine "${owner}" || cluster_die "could not clean up the old node state"
   flock -w 30 8 || cluster_die "${FERRYMAN_NODE_RUN}/.lock is held by another node-up/node-down"
 fi
-if ip link show "${FERRYMAN_NODE_BRIDGE}" >/dev/null 2>&1; then
-  cluster_die "a ${FERRYMAN_NODE_BRIDGE} link exists but no node owns it; remove it (ip link del ${FERRYMAN_NODE_BRIDGE})"
+if ip link show "${FERRYMAN_NODE_BRIDGE}" >/dev/null 2>&1 || [[ -d "${FERRYMAN_NODE_STATE}" ]]; then
+  # Leftovers of a node nobody owns any more (a machine that crashed, a killed script).
+  cluster_log "node: removing the leftovers of an earlier node (${FERRYMAN_NODE_BRIDGE}, ${FERRYMAN_NODE_STATE})"
+  flock -u 8
+  bash "${HERE}/node-down.sh" "${RUN_DIR}" || cluster_die "could not clean up the old node state"
+  flock -w 30 8 || cluster_die "${FERRYMAN_NODE_RUN}/.lock is held by another node-up/node-down"
 fi
 mkdir -p "${FERRYMAN_NODE_RUN}" "${FERRYMAN_NODE_STATE}"
 echo "${RUN_DIR}" >"${NODE_OWNER}"

@@ -31,6 +31,8 @@ BIN="${FERRYMAN_K8S_BIN}"
 : "${FERRYMAN_CLUSTER_NODES:=2}"
 : "${FERRYMAN_CLUSTER_TIMEOUT:=120}"
 : "${FERRYMAN_REAL_NODE:=1}"
+# Seconds to wait for another run dir's real node to go away (one per machine) before failing.
+: "${FERRYMAN_REAL_NODE_WAIT:=0}"
 SERVICE_CIDR="10.96.0.0/16"
 SERVICE_IP="10.96.0.1"
 # KWOK's fake pod IPs (never routed); the real node's pods use FERRYMAN_NODE_POD_CIDR on the bridge.
@@ -77,14 +79,23 @@ fi
 if [[ "${FERRYMAN_REAL_NODE}" == 1 ]]; then
   [[ "$(id -u)" == 0 ]] ||
     cluster_die "the real node needs root (bridge, iptables, mounts, cgroups); run as root or set FERRYMAN_REAL_NODE=0"
-  if [[ -f "${NODE_OWNER}" ]]; then
-    owner="$(<"${NODE_OWNER}")"
-    if [[ "${owner}" != "${RUN_DIR}" ]] && node_active "${owner}"; then
+  wait_deadline=$((SECONDS + FERRYMAN_REAL_NODE_WAIT))
+  next_note=${SECONDS}
+  while [[ -f "${NODE_OWNER}" ]]; do
+    owner="$(<"${NODE_OWNER}" 2>/dev/null)" || break
+    [[ "${owner}" != "${RUN_DIR}" ]] && node_active "${owner}" || break
+    if ((SECONDS >= wait_deadline)); then
       cluster_die "a real node already runs on this machine for ${owner} (one per machine): stop it with
   bash scripts/cluster/down.sh ${owner}
-or reuse that cluster (FERRYMAN_CLUSTER_RUN_DIR=${owner} for the tests), or start this one without a node (FERRYMAN_REAL_NODE=0)"
+or reuse that cluster (FERRYMAN_CLUSTER_RUN_DIR=${owner} for the tests), start this one without a node
+(FERRYMAN_REAL_NODE=0), or wait for it (FERRYMAN_REAL_NODE_WAIT=<seconds>)"
     fi
-  fi
+    if ((SECONDS >= next_note)); then
+      cluster_log "waiting for the real node of ${owner} to go away (one per machine; up to $((wait_deadline - SECONDS))s more)"
+      next_note=$((SECONDS + 30))
+    fi
+    sleep 2
+  done
 fi
 
 # --- binaries ------------------------------------------------------------------------------

@@ -148,10 +148,19 @@ class ControlPlane:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def start(self, timeout: float = 3600) -> ControlPlane:
+    def start(self, timeout: float = 3600, *, real_node: bool = True) -> ControlPlane:
+        """Run up.sh in the run directory, with the real node unless ``real_node=False`` (whatever
+        FERRYMAN_REAL_NODE says: a node that cannot start fails the start, it is never skipped).
+        The real node is one per machine: if another run dir's node is up, up.sh waits up to
+        FERRYMAN_REAL_NODE_WAIT seconds (20 min unless set) for it to go away, then fails saying
+        whose it is."""
+        env = dict(os.environ)
+        env["FERRYMAN_REAL_NODE"] = "1" if real_node else "0"
+        env.setdefault("FERRYMAN_REAL_NODE_WAIT", "1200")
         try:
             proc = subprocess.run(
                 ["bash", str(SCRIPTS / "up.sh"), str(self.run_dir)],
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

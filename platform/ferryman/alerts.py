@@ -35,6 +35,7 @@ class SloConfig:
     drift_for: str = "10m"
     prediction_drift_for: str = "30m"
     not_ready_for: str = "2m"
+    reload_rejected_for: str = "10m"
 
     def __post_init__(self) -> None:
         from ferryman.metrics import REQUEST_BUCKETS
@@ -144,6 +145,12 @@ def rules(slo: SloConfig | None = None, *, runbook_base: str = RUNBOOK_BASE) -> 
                severity="page", for_=slo.not_ready_for, runbook_base=rb,
                summary="{{ $labels.model }} version {{ $labels.version }} is not ready",
                description="A server reports the version as not loaded/serving."),
+        _alert("FerrymanSpecReloadRejected",
+               "max by (namespace, model) (ferryman_spec_reload_rejected) == 1",
+               severity="warning", for_=slo.reload_rejected_for, runbook_base=rb,
+               summary="The edited spec of {{ $labels.model }} was rejected; the previous spec still runs",
+               description="The spec file on disk is not what serves traffic; `ferryman status` shows the "
+                           "validation error. Fix the file (or revert it) to clear this alert."),
     ]
     return {"groups": [
         {"name": "ferryman.slo.recording", "interval": "30s", "rules": recording},

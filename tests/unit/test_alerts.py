@@ -16,7 +16,8 @@ from ferryman.metrics import FerrymanMetrics
 REPO = Path(__file__).resolve().parents[2]
 ALERTS_DIR = REPO / "monitoring" / "alerts"
 EXPECTED = {"FerrymanLatencyBudgetBurn", "FerrymanLatencyBudgetBurnSlow", "FerrymanHighErrorRate",
-            "FerrymanDriftDetected", "FerrymanPredictionDrift", "FerrymanRolloutRolledBack", "FerrymanModelNotReady"}
+            "FerrymanDriftDetected", "FerrymanPredictionDrift", "FerrymanRolloutRolledBack", "FerrymanModelNotReady",
+            "FerrymanSpecReloadRejected"}
 
 
 def all_rules(doc: dict) -> list[dict]:

@@ -181,19 +181,24 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
+        """Run down.sh (which checks the real node left no process, mount, bridge, iptables chain
+        or cgroup behind) and remove the run directory; ControlPlaneError if down.sh failed."""
         if not self.owned:
             return
+        proc = None
         if (self.run_dir / ".ferryman-cluster").exists():
-            subprocess.run(
+            proc = subprocess.run(
                 ["bash", str(SCRIPTS / "down.sh"), str(self.run_dir)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
-                timeout=120,
+                timeout=180,
                 check=False,
             )
         self._cleanup_tmp()
+        if proc is not None and proc.returncode != 0:
+            raise ControlPlaneError(f"scripts/cluster/down.sh failed (exit {proc.returncode}):\n{_tail(proc.stdout)}")
 
     def _cleanup_tmp(self) -> None:
         if self._tmp is not None:

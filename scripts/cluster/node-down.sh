@@ -134,7 +134,7 @@ survivors() {
     find "${f}" -name cgroup.procs -exec cat {} + 2>/dev/null || true
   done | sort -u
 }
-for attempt in 1 2 3; do
+for _ in 1 2 3; do
   left="$(survivors | sort -u | tr '\n' ' ')"
   [[ -z "${left// /}" ]] && break
   cluster_log "node: killing leftover container processes: ${left}"

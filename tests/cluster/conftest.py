@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .controlplane import ControlPlane, binaries_ready, build
+from .controlplane import ControlPlane, binaries_ready, build, wait_for_real_node_slot
 
 _THIS_DIR = Path(__file__).resolve().parent
 _BUILD_ERROR: Exception | None = None
@@ -29,21 +29,29 @@ _BUILD_ERROR: Exception | None = None
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build the binaries before any test runs when tests of this directory are selected, so the
-    first (slow, ~25 min on 2 cores) build is not counted against a single test's timeout."""
+    first (slow, ~25 min on 2 cores) build is not counted against a single test's timeout; then, if
+    another session's real node is up on this machine (one per machine), wait for it to go away
+    (FERRYMAN_REAL_NODE_WAIT seconds, 30 min unless set) before the tests start."""
     global _BUILD_ERROR
     if os.environ.get("FERRYMAN_CLUSTER_RUN_DIR") or session.config.option.collectonly:
         return
     wanted = any(_THIS_DIR in Path(str(item.path)).resolve().parents for item in session.items)
-    if wanted and not binaries_ready():
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if not wanted:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+
+    def note(line: str) -> None:
         if reporter is not None:
-            reporter.write_line(
-                "building the Kubernetes control plane binaries (scripts/cluster/build.sh)..."
-            )
+            reporter.write_line(line)
+
+    if not binaries_ready():
+        note("building the Kubernetes binaries and the real node's parts (scripts/cluster/build.sh, node-build.sh)...")
         try:
             build()
         except Exception as exc:  # reported by the control_plane fixture: only cluster tests error
             _BUILD_ERROR = exc
+    # On timeout up.sh fails in the fixture, naming the node's owner.
+    wait_for_real_node_slot(float(os.environ.get("FERRYMAN_REAL_NODE_WAIT", "1800")), note=note)
 
 
 @pytest.fixture(scope="session")

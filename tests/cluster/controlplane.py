@@ -32,6 +32,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,6 +120,40 @@ def binaries_ready() -> bool:
     )
 
 
+def real_node_owner() -> str | None:
+    """The run directory whose real node is up on this machine (there is one at most), or None."""
+    proc = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'source "$1/env.sh"; source "$1/node-lib.sh"; [[ -f "${NODE_OWNER}" ]] || exit 0; '
+            'owner="$(<"${NODE_OWNER}")"; if node_active "${owner}"; then echo "${owner}"; fi',
+            "node-lib",
+            str(SCRIPTS),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.strip() or None
+
+
+def wait_for_real_node_slot(timeout: float, *, note: Callable[[str], None] | None = None) -> bool:
+    """Wait until no other run directory's real node is up (a test session started while another
+    session's cluster runs). True when the slot is free; False after ``timeout`` seconds (up.sh
+    then fails with the owner's name). ``note`` is called with a progress line every 30 s."""
+    deadline = time.monotonic() + timeout
+    next_note = time.monotonic()
+    while (owner := real_node_owner()) is not None:
+        if time.monotonic() >= deadline:
+            return False
+        if note is not None and time.monotonic() >= next_note:
+            note(f"waiting for the real node of {owner} to go away (one per machine)...")
+            next_note = time.monotonic() + 30
+        time.sleep(2)
+    return True
+
+
 class ControlPlane:
     """One control plane in a run directory.
 
@@ -152,11 +187,11 @@ class ControlPlane:
         """Run up.sh in the run directory, with the real node unless ``real_node=False`` (whatever
         FERRYMAN_REAL_NODE says: a node that cannot start fails the start, it is never skipped).
         The real node is one per machine: if another run dir's node is up, up.sh waits up to
-        FERRYMAN_REAL_NODE_WAIT seconds (20 min unless set) for it to go away, then fails saying
-        whose it is."""
+        FERRYMAN_REAL_NODE_WAIT seconds (5 min unless set, within a test's timeout; conftest waits
+        longer before the tests start) for it to go away, then fails saying whose it is."""
         env = dict(os.environ)
         env["FERRYMAN_REAL_NODE"] = "1" if real_node else "0"
-        env.setdefault("FERRYMAN_REAL_NODE_WAIT", "1200")
+        env.setdefault("FERRYMAN_REAL_NODE_WAIT", "300")
         try:
             proc = subprocess.run(
                 ["bash", str(SCRIPTS / "up.sh"), str(self.run_dir)],

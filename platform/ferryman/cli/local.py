@@ -17,9 +17,11 @@ from ferryman.statefile import read_json
 def _up(args: argparse.Namespace) -> int:
     from ferryman.cli.runtimes import launcher
 
+    if args.grpc_port is not None and args.runtime != "gateway":
+        raise FerrymanError(f"--grpc-port: --runtime {args.runtime} serves REST only (gRPC: --runtime gateway)")
     launcher(args.runtime)(str(args.spec), host=args.host, port=args.port, admin_host=args.admin_host,
                         admin_port=args.admin_port, state_dir=str(args.state_dir), telemetry=not args.no_metrics,
-                        **cli.security_options(args))
+                        **cli.security_options(args), **cli.grpc_options(args))
     return 0
 
 
@@ -161,6 +163,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="gateway: every version in-process; ray: a local Ray instance running the same Ray Serve "
                         "app KubeRay runs")
     cli.add_security_flags(p)
+    cli.add_grpc_flag(p)
     state(p)
     p.set_defaults(func=_up)
 

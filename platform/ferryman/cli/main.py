@@ -21,12 +21,26 @@ def _serve(args: argparse.Namespace) -> int:
     from ferryman.cli.runtimes import launcher
 
     scheme = "https" if args.tls_cert else "http"
-    console.print(f"ferryman serve: loading {args.target}; then serving on {scheme}://{args.host}:{args.port} "
+    grpc = f" and gRPC on {args.host}:{args.grpc_port}" if args.grpc_port is not None else ""
+    console.print(f"ferryman serve: loading {args.target}; then serving on {scheme}://{args.host}:{args.port}{grpc} "
                   f"({args.workers} worker{'s' if args.workers != 1 else ''}; ready when GET /v2/health/ready "
                   f"answers 200; Ctrl-C stops)", highlight=False, soft_wrap=True)
     launcher("native")(args.target, host=args.host, port=args.port, workers=args.workers,
-                       max_body_bytes=args.max_body_bytes, **security_options(args))
+                       max_body_bytes=args.max_body_bytes, **security_options(args), **grpc_options(args))
     return 0
+
+
+def add_grpc_flag(p: argparse.ArgumentParser) -> None:
+    """--grpc-port (shared by `serve` and `up`): off unless given (docs/protocol.md, "gRPC")."""
+    p.add_argument("--grpc-port", type=int, default=None, metavar="PORT",
+                   help="also serve the Open Inference Protocol v2 over gRPC (inference.GRPCInferenceService) "
+                        "on this port (KServe's convention: 8081), on the same host, with the same routing, "
+                        "limits, API keys, TLS and metrics; off unless given")
+
+
+def grpc_options(args: argparse.Namespace) -> dict[str, int]:
+    """The launcher keyword for --grpc-port, only when given (launchers without gRPC take no such keyword)."""
+    return {} if args.grpc_port is None else {"grpc_port": args.grpc_port}
 
 
 def add_security_flags(p: argparse.ArgumentParser) -> None:
@@ -116,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--max-body-bytes", type=int, default=None)
     add_security_flags(p)
+    add_grpc_flag(p)
     p.set_defaults(func=_serve)
 
     ex = sub.add_parser("examples", help="sample models").add_subparsers(dest="examples_command", required=True)

@@ -286,6 +286,16 @@ class InferenceApp:
         self.observer.started(plan.name)
         return plan
 
+    def admit(self, plan: Plan) -> Plan:
+        """:meth:`start` for a plan another transport made (gRPC: the model and version are in the message,
+        its decoder and encoder speak protobuf): the same admission, checks and in-flight slot."""
+        self._admit(plan.name)
+        if plan.version is not None:
+            self.repository.get(plan.name, plan.version)  # an unknown pinned version: NotFound, whatever the body
+        self.in_flight += 1
+        self.observer.started(plan.name)
+        return plan
+
     async def _serve(self, request: Request, parts: list[str], receive: Any, send: Any) -> None:
         """A prediction over ASGI: admit, read the body, answer, send."""
         plan = self.start(request, parts)  # its errors are answered by handle()

@@ -99,7 +99,8 @@ def _observability(md: ModelDeployment, repo: Any, extras: dict[str, Any]) -> li
 
 
 async def serve(platform: Platform, *, host: str, port: int, admin_host: str, admin_port: int,
-                state_dir: Path, api_keys: str | None = None, tls: dict[str, Any] | None = None) -> None:
+                state_dir: Path, api_keys: str | None = None, tls: dict[str, Any] | None = None,
+                grpc_port: int | None = None) -> None:
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -115,9 +116,17 @@ async def serve(platform: Platform, *, host: str, port: int, admin_host: str, ad
     admin_opts.pop("workers")
     admin_opts["lifespan"] = "off"
     admin = _Server(uvicorn.Config(platform.admin, **admin_opts))
-    write_json(state_dir / ADMIN_FILE, {"url": f"http://{admin_host}:{admin_port}", "model": platform.md.name,
-                                        "gateway": f"{'https' if tls else 'http'}://{host}:{port}",
-                                        "pid": os.getpid()})
+    listener = None
+    if grpc_port is not None:  # the same gateway app over gRPC, on this loop (ferryman_runtimes.grpc)
+        from ferryman_runtimes.grpc.server import start_grpc
+
+        listener = await start_grpc(platform.gateway, host=host, port=grpc_port, api_keys=api_keys,
+                                    tls_cert=(tls or {}).get("ssl_certfile"), tls_key=(tls or {}).get("ssl_keyfile"))
+    info = {"url": f"http://{admin_host}:{admin_port}", "model": platform.md.name,
+            "gateway": f"{'https' if tls else 'http'}://{host}:{port}", "pid": os.getpid()}
+    if listener is not None:
+        info["grpc"] = f"{host}:{listener.port}"
+    write_json(state_dir / ADMIN_FILE, info)
     driver = asyncio.create_task(platform.controller.run())
     background = [asyncio.create_task(t) for t in platform.extras.get("tasks", [])]
     loop = asyncio.get_running_loop()
@@ -126,6 +135,8 @@ async def serve(platform: Platform, *, host: str, port: int, admin_host: str, ad
     try:
         await asyncio.gather(main.serve(), admin.serve())
     finally:
+        if listener is not None:
+            await listener.stop()
         for t in (driver, *background):
             t.cancel()
         for t in (driver, *background):
@@ -143,16 +154,18 @@ def _stop(*servers: Any) -> None:
 
 def run(spec: str, *, host: str = "127.0.0.1", port: int = 8080, admin_host: str = "127.0.0.1",
         admin_port: int | None = None, state_dir: str = ".ferryman", api_keys: str | None = None,
-        tls_cert: str | None = None, tls_key: str | None = None, telemetry: bool = True) -> None:
+        tls_cert: str | None = None, tls_key: str | None = None, telemetry: bool = True,
+        grpc_port: int | None = None) -> None:
     state = Path(state_dir)
     tls = tls_options(cert=tls_cert, key=tls_key)  # checked before any model loads: fail fast
     if api_keys is not None:
         ApiKeys(api_keys)
     platform = build_platform(Path(spec), state_dir=state, progress=True, telemetry=telemetry)
-    log.info("ferryman up: %s on %s://%s:%d (admin http://%s:%d)%s", platform.md.name, "https" if tls else "http",
-             host, port, admin_host, admin_port or port + 1, " with API keys" if api_keys else "")
+    log.info("ferryman up: %s on %s://%s:%d (admin http://%s:%d)%s%s", platform.md.name, "https" if tls else "http",
+             host, port, admin_host, admin_port or port + 1, f", gRPC on {host}:{grpc_port}" if grpc_port else "",
+             " with API keys" if api_keys else "")
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(platform, host=host, port=port, admin_host=admin_host, admin_port=admin_port or port + 1,
-                         state_dir=state, api_keys=api_keys, tls=tls))
+                         state_dir=state, api_keys=api_keys, tls=tls, grpc_port=grpc_port))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ log = logging.getLogger("ferryman.serve")
 ENV_TARGET = "FERRYMAN_SERVE_TARGET"
 ENV_MAX_BODY = "FERRYMAN_MAX_BODY_BYTES"
 ENV_API_KEYS = "FERRYMAN_API_KEYS"
+ENV_GRPC = "FERRYMAN_GRPC_"  # multi-worker mode: PORT, HOST, TLS_CERT, TLS_KEY of the gRPC listener
 
 
 def build_app(target: str | Path, *, max_body_bytes: int | None = None, progress: bool = False,
@@ -80,13 +81,26 @@ def batch_metrics(m: metrics.FerrymanMetrics, model: OnnxModel) -> BatchObserver
 
 
 class NativeApp(InferenceApp):
-    """The inference app plus shutdown hooks (uvicorn re-raises SIGTERM after shutdown: no atexit)."""
+    """The inference app plus start-up and shutdown hooks (uvicorn re-raises SIGTERM after shutdown: no
+    atexit). ``on_startup`` / ``on_shutdown``: coroutines run on the server's loop (the gRPC listener)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.closers: list[Callable[[], None]] = []
+        self.on_startup: list[Callable[[], Awaitable[None]]] = []
+        self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
+
+    async def startup(self) -> None:
+        await super().startup()
+        for start in self.on_startup:  # a failure (the gRPC port is taken) fails the start-up: no half server
+            await start()
 
     async def shutdown(self) -> None:
+        for stop in self.on_shutdown:
+            try:
+                await stop()
+            except Exception:
+                log.exception("shutdown hook failed")
         for close in self.closers:
             try:
                 close()
@@ -94,11 +108,38 @@ class NativeApp(InferenceApp):
                 log.exception("shutdown hook failed")
 
 
+def with_grpc(app: InferenceApp, *, host: str, port: int, api_keys: str | None = None, tls_cert: str | None = None,
+              tls_key: str | None = None, reuse_port: bool = False) -> None:
+    """Serve ``app`` over gRPC too (``ferryman_runtimes.grpc``), started and stopped with it on its loop."""
+    if not isinstance(app, NativeApp):
+        raise TypeError("gRPC needs the native app's start-up hooks")
+    from ferryman_runtimes.grpc.server import GrpcListener, start_grpc
+
+    listeners: list[GrpcListener] = []
+
+    async def start() -> None:
+        listeners.append(await start_grpc(app, host=host, port=port, api_keys=api_keys, tls_cert=tls_cert,
+                                          tls_key=tls_key, reuse_port=reuse_port))
+
+    async def stop() -> None:
+        while listeners:
+            await listeners.pop().stop()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
+
+
 def app_from_env() -> Any:
     """uvicorn factory for multi-worker mode: each worker process loads its own sessions."""
     body = os.environ.get(ENV_MAX_BODY)
     app = build_app(os.environ[ENV_TARGET], max_body_bytes=int(body) if body else None)
-    return protect(app, api_keys=os.environ.get(ENV_API_KEYS) or None)
+    api_keys = os.environ.get(ENV_API_KEYS) or None
+    grpc_port = os.environ.get(ENV_GRPC + "PORT")
+    if grpc_port:  # every worker listens on the port (SO_REUSEPORT): the kernel spreads the connections
+        with_grpc(app, host=os.environ[ENV_GRPC + "HOST"], port=int(grpc_port), api_keys=api_keys,
+                  tls_cert=os.environ.get(ENV_GRPC + "TLS_CERT"), tls_key=os.environ.get(ENV_GRPC + "TLS_KEY"),
+                  reuse_port=True)
+    return protect(app, api_keys=api_keys)
 
 
 def uvicorn_options(*, host: str, port: int, workers: int = 1) -> dict[str, Any]:
@@ -118,7 +159,7 @@ def uvicorn_options(*, host: str, port: int, workers: int = 1) -> dict[str, Any]
 
 def run(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
         max_body_bytes: int | None = None, api_keys: str | None = None, tls_cert: str | None = None,
-        tls_key: str | None = None) -> None:
+        tls_key: str | None = None, grpc_port: int | None = None) -> None:
     import uvicorn
 
     opts = uvicorn_options(host=host, port=port, workers=workers)
@@ -134,6 +175,11 @@ def run(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: int 
             os.environ[ENV_MAX_BODY] = str(max_body_bytes)
         if api_keys is not None:
             os.environ[ENV_API_KEYS] = api_keys
+        if grpc_port is not None:
+            os.environ.update({ENV_GRPC + "PORT": str(grpc_port), ENV_GRPC + "HOST": host})
+            if tls_cert and tls_key:
+                os.environ.update({ENV_GRPC + "TLS_CERT": str(Path(tls_cert).resolve()),
+                                   ENV_GRPC + "TLS_KEY": str(Path(tls_key).resolve())})
         # Workers share one metrics directory so any of them answers /metrics for all.
         owned = metrics.multiprocess_dir() is None
         directory = metrics.prepare_multiprocess()
@@ -144,4 +190,6 @@ def run(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: int 
                 metrics.cleanup_multiprocess(directory)
     else:
         app = build_app(target, max_body_bytes=max_body_bytes, progress=True)
+        if grpc_port is not None:
+            with_grpc(app, host=host, port=grpc_port, api_keys=api_keys, tls_cert=tls_cert, tls_key=tls_key)
         uvicorn.run(protect(app, api_keys=api_keys), **opts)

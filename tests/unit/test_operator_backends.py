@@ -134,6 +134,32 @@ def test_every_pod_meets_the_restricted_pod_security_standard(runtime: str) -> N
             assert sc["runAsNonRoot"] is True
 
 
+@pytest.mark.parametrize("runtime", ["native", "kserve", "ray"])
+def test_objects_never_share_security_contexts(runtime: str) -> None:
+    """Editing one built object (as a caller or a later reconcile step may) leaves the next one intact."""
+    def contexts() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+
+        def walk(node: Any) -> None:
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    if key == "securityContext":
+                        found.append(value)
+                    walk(value)
+            elif isinstance(node, list):
+                for item in node:
+                    walk(item)
+
+        walk(backend_for(Runtime(runtime)).desired(ctx(md(runtime))))
+        return found
+
+    first = contexts()
+    assert first
+    for sc in first:
+        sc.clear()
+    assert all(sc.get("runAsNonRoot") is True for sc in contexts())
+
+
 def test_uri_checks_per_runtime() -> None:
     rel = md(versions=[{"name": "v1", "uri": "models/v1.onnx"}])
     assert uri_problems(rel) == [

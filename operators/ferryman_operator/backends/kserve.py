@@ -62,7 +62,7 @@ def inference_service(ctx: Context, version: str) -> dict[str, Any]:
         # so every version is served as /v2/models/<ModelDeployment name> and reports its own version
         "args": predictor_args(md, version),
         "resources": predictor_resources(v.resources),
-        "securityContext": w.CONTAINER_SECURITY,
+        "securityContext": w.container_security(),
         "env": [{"name": "FERRYMAN_THREADS", "value": str(md.spec.threads)}],
     }
     return {
@@ -76,7 +76,7 @@ def inference_service(ctx: Context, version: str) -> dict[str, Any]:
             "predictor": {
                 "minReplicas": v.replicas,
                 "maxReplicas": max(v.replicas, 1),
-                "securityContext": w.POD_SECURITY,
+                "securityContext": w.pod_security(),
                 "model": model,
             },
         },

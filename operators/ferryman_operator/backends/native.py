@@ -82,7 +82,7 @@ class NativeBackend:
                 "livenessProbe": w.http_probe("/v2/health/live", period=10, failures=3),
                 "startupProbe": w.http_probe("/v2/health/live", period=5, failures=60),
                 "lifecycle": w.LIFECYCLE,
-                "securityContext": w.CONTAINER_SECURITY,
+                "securityContext": w.container_security(),
                 "volumeMounts": [{"name": "spec", "mountPath": w.SPEC_DIR, "readOnly": True}, *w.scratch_mounts()],
             }
             volumes = [{"name": "spec", "configMap": {"name": config_name,

@@ -40,7 +40,8 @@ RAY_ENV = {**THROUGHPUT_ENV, "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_METRICS_EXPO
 
 # Ray writes session files under /tmp/ray and caches under $HOME: writable root filesystem, but still
 # non-root, no privilege escalation, no capabilities, RuntimeDefault seccomp (restricted profile).
-RAY_CONTAINER_SECURITY = {**w.CONTAINER_SECURITY, "readOnlyRootFilesystem": False}
+def _ray_container_security() -> dict[str, Any]:
+    return w.container_security(readOnlyRootFilesystem=False)
 
 
 def _pod(ctx: Context, *, container: str, component: str, cpu: str, memory: str,
@@ -50,14 +51,14 @@ def _pod(ctx: Context, *, container: str, component: str, cpu: str, memory: str,
                      "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8080"}},
         "spec": {
             "automountServiceAccountToken": False,
-            "securityContext": w.POD_SECURITY,
+            "securityContext": w.pod_security(),
             "containers": [{
                 "name": container,
                 "image": ctx.settings.ray_image,
                 "imagePullPolicy": "IfNotPresent",
                 "ports": ports,
                 "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
-                "securityContext": RAY_CONTAINER_SECURITY,
+                "securityContext": _ray_container_security(),
                 "env": [{"name": k, "value": v} for k, v in sorted(RAY_ENV.items())],
                 "volumeMounts": [{"name": "ray-tmp", "mountPath": "/tmp/ray"}],
             }],

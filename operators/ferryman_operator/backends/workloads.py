@@ -11,6 +11,7 @@ every rollout step; the pods are never restarted for it (nothing in the pod temp
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from ferryman.routes import ROUTES_KEY, table_to_json
@@ -46,6 +47,16 @@ CONTAINER_SECURITY = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
+def pod_security() -> dict[str, Any]:
+    """A fresh copy of the restricted pod security context (objects never share nested dicts)."""
+    return copy.deepcopy(POD_SECURITY)
+
+
+def container_security(**overrides: Any) -> dict[str, Any]:
+    """A fresh copy of the restricted container security context, with ``overrides`` applied."""
+    return {**copy.deepcopy(CONTAINER_SECURITY), **overrides}
 
 
 def metadata(ctx: Context, name: str, *, component: str, version: str | None = None,
@@ -100,7 +111,7 @@ def deployment(ctx: Context, *, name: str, component: str, replicas: int, pod_la
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": POD_SECURITY,
+                    "securityContext": pod_security(),
                     "terminationGracePeriodSeconds": 30,
                     "containers": containers,
                     "volumes": volumes,
@@ -154,7 +165,7 @@ def gateway_objects(ctx: Context, *, backends: dict[str, str]) -> list[dict[str,
         "readinessProbe": http_probe("/v2/health/ready", period=5, failures=2),
         "livenessProbe": http_probe("/v2/health/live", period=10, failures=3),
         "lifecycle": LIFECYCLE,
-        "securityContext": CONTAINER_SECURITY,
+        "securityContext": container_security(),
         "volumeMounts": [{"name": "routes", "mountPath": ROUTES_DIR, "readOnly": True}, *scratch_mounts()],
     }
     volumes = [{"name": "routes", "configMap": {"name": names.routes_config_map(md.name)}}, *scratch_volumes()]

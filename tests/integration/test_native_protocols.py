@@ -6,7 +6,8 @@ instances -> predictions, version pinning, every GET endpoint, and the KServe SD
 
 from __future__ import annotations
 
-import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -221,38 +222,60 @@ def test_v1_instances_to_predictions(client: httpx.Client, sample_models, rows: 
 
 
 # -- the KServe SDK's REST client ----------------------------------------------------------------------
-def test_kserve_rest_client(native_server: CliServer, sample_models, rows: np.ndarray) -> None:
-    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
-
+def test_kserve_rest_client(native_server: CliServer, sample_models, rows: np.ndarray, tmp_path: Path) -> None:
+    """The SDK runs in its own interpreter: kserve's v2 gRPC stubs and tritonclient's (which the gRPC tests
+    load into this process) declare the same protobuf symbols of package ``inference``, so one process
+    cannot import both. The rows and the expected outputs travel as .npy files."""
     want = expected(sample_models, "v1", rows)
+    np.save(tmp_path / "rows.npy", rows)
+    np.save(tmp_path / "label.npy", want["label"])
+    np.save(tmp_path / "probabilities.npy", want["probabilities"])
+    script = KSERVE_SCENARIO.format(url=native_server.url, model=MODEL, dir=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert result.stdout.strip() == "ok", result.stdout
 
-    async def scenario() -> None:
-        v2_client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=30))
-        try:
-            assert await v2_client.is_server_live(native_server.url)
-            assert await v2_client.is_server_ready(native_server.url)
-            assert await v2_client.is_model_ready(native_server.url, MODEL)
-            for binary in (False, True):
-                inp = InferInput(name="input", shape=list(rows.shape), datatype="FP32")
-                inp.set_data_from_numpy(rows, binary_data=binary)
-                result = await v2_client.infer(native_server.url, InferRequest(
-                    model_name=MODEL, infer_inputs=[inp], request_id=f"kserve-{binary}"), model_name=MODEL)
-                # (the SDK's InferResponse.from_bytes drops model_version; the other tests check it)
-                assert (result.model_name, result.id) == (MODEL, f"kserve-{binary}")
-                got = {o.name: o.as_numpy() for o in result.outputs}
-                np.testing.assert_array_equal(got["label"], want["label"])
-                np.testing.assert_array_equal(got["probabilities"], want["probabilities"])
-        finally:
-            await v2_client.close()
-        v1_client = InferenceRESTClient(RESTConfig(protocol="v1", timeout=30))
-        try:
-            assert await v1_client.is_model_ready(native_server.url, MODEL)
-            doc = await v1_client.infer(native_server.url, {"instances": rows.tolist()}, model_name=MODEL)
-            np.testing.assert_array_equal([p["label"] for p in doc["predictions"]], want["label"])
-        finally:
-            await v1_client.close()
 
-    asyncio.run(scenario())
+KSERVE_SCENARIO = """
+import asyncio
+import numpy as np
+from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+URL, MODEL, DIR = {url!r}, {model!r}, {dir!r}
+rows = np.load(DIR + "/rows.npy")
+want = {{"label": np.load(DIR + "/label.npy"), "probabilities": np.load(DIR + "/probabilities.npy")}}
+
+
+async def scenario() -> None:
+    v2_client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=30))
+    try:
+        assert await v2_client.is_server_live(URL)
+        assert await v2_client.is_server_ready(URL)
+        assert await v2_client.is_model_ready(URL, MODEL)
+        for binary in (False, True):
+            inp = InferInput(name="input", shape=list(rows.shape), datatype="FP32")
+            inp.set_data_from_numpy(rows, binary_data=binary)
+            result = await v2_client.infer(URL, InferRequest(
+                model_name=MODEL, infer_inputs=[inp], request_id=f"kserve-{{binary}}"), model_name=MODEL)
+            # (the SDK's InferResponse.from_bytes drops model_version; the other tests check it)
+            assert (result.model_name, result.id) == (MODEL, f"kserve-{{binary}}"), result
+            got = {{o.name: o.as_numpy() for o in result.outputs}}
+            np.testing.assert_array_equal(got["label"], want["label"])
+            np.testing.assert_array_equal(got["probabilities"], want["probabilities"])
+    finally:
+        await v2_client.close()
+    v1_client = InferenceRESTClient(RESTConfig(protocol="v1", timeout=30))
+    try:
+        assert await v1_client.is_model_ready(URL, MODEL)
+        doc = await v1_client.infer(URL, {{"instances": rows.tolist()}}, model_name=MODEL)
+        np.testing.assert_array_equal([p["label"] for p in doc["predictions"]], want["label"])
+    finally:
+        await v1_client.close()
+
+
+asyncio.run(scenario())
+print("ok")
+"""
 
 
 # -- other signatures: several inputs, strings (served in-thread) ---------------------------------------

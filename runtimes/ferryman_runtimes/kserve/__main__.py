@@ -23,6 +23,9 @@ def parse(argv: list[str] | None = None) -> Options:
                    help=f"directory holding the .onnx file, or the file itself (default {DEFAULT_MODEL_DIR})")
     p.add_argument("--model_version", "--model-version", default="1", help="version reported in responses")
     p.add_argument("--http_port", "--http-port", type=int, default=DEFAULT_HTTP_PORT)
+    p.add_argument("--grpc_port", "--grpc-port", type=int, default=None,
+                   help="also serve the v2 protocol over gRPC on this port (KServe's convention: 8081); "
+                        "default: REST only")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--workers", type=int, default=1, help="server processes (each loads its own session)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("FERRYMAN_THREADS") or 1),
@@ -36,7 +39,7 @@ def parse(argv: list[str] | None = None) -> Options:
         p.error("--workers and --threads must be at least 1")
     return Options(model_name=a.model_name, model_dir=a.model_dir, model_version=a.model_version,
                    http_port=a.http_port, host=a.host, workers=a.workers, threads=a.threads,
-                   max_body_bytes=a.max_body_bytes, batching=a.batching)
+                   max_body_bytes=a.max_body_bytes, batching=a.batching, grpc_port=a.grpc_port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,7 @@ class Options:
     threads: int = 1
     max_body_bytes: int | None = None
     batching: str | None = None  # the version's spec.batching as JSON (camelCase); None: no batching
+    grpc_port: int | None = None  # the v2 gRPC service (KServe's convention: 8081); None: REST only
 
     def to_env(self) -> dict[str, str]:
         return {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in self.__dict__.items() if v is not None}
@@ -60,7 +61,9 @@ class Options:
         body = get("max_body_bytes")
         return cls(model_name=str(get("model_name")), model_dir=get("model_dir") or DEFAULT_MODEL_DIR,
                    model_version=get("model_version") or "1", threads=int(get("threads") or 1),
-                   max_body_bytes=int(body) if body else None, batching=get("batching") or None)
+                   host=get("host") or "0.0.0.0", workers=int(get("workers") or 1),
+                   max_body_bytes=int(body) if body else None, batching=get("batching") or None,
+                   grpc_port=int(get("grpc_port") or 0) or None)
 
 
 def parse_batching(text: str | None) -> Batching | None:
@@ -113,7 +116,11 @@ def build_app(options: Options) -> InferenceApp:
         limits.max_body_bytes = options.max_body_bytes
     metrics.set_model_ready(model.name, model.version, True)
     routes = {**metrics.routes(), ("GET", "/"): _alive}
-    app = InferenceApp(DataPlane(repo, limits=limits), observer=metrics.PrometheusObserver(), extra_routes=routes)
+    from ferryman_runtimes.native.server import NativeApp, with_grpc
+
+    app = NativeApp(DataPlane(repo, limits=limits), observer=metrics.PrometheusObserver(), extra_routes=routes)
+    if options.grpc_port is not None:  # started with the app on its loop; workers share the port (SO_REUSEPORT)
+        with_grpc(app, host=options.host, port=options.grpc_port, reuse_port=options.workers > 1)
     if batching is not None:
         from ferryman_runtimes.native.server import batch_metrics
 

@@ -19,10 +19,12 @@ Format (``format`` = :data:`FORMAT`; unknown keys are rejected, so a typo never 
       "shadow": {"version": "v2", "percent": 10.0},          # or null
       "pinHeader": "x-ferryman-version",
       "salt": "breast-cancer",
-      "backends": {"v1": "http://breast-cancer-v1.ns.svc:8080", ...}   # where each version answers
+      "backends": {"v1": "http://breast-cancer-v1.ns.svc:8080", ...},  # where each version answers
+      "grpcBackends": {"v1": "breast-cancer-v1.ns.svc:8081", ...}      # its gRPC port (host:port), if any
     }
 
-``backends`` is optional: a gateway that serves the versions in-process ignores it.
+``backends`` is optional: a gateway that serves the versions in-process ignores it. ``grpcBackends`` is
+optional too: present when the versions serve the v2 gRPC service, for a gateway that forwards gRPC.
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ FORMAT = "ferryman.routes/v1"
 ROUTES_KEY = "routes.json"
 
 _KEYS = {"format", "model", "versions", "weights", "stable", "candidate", "sticky", "shadow", "pinHeader", "salt",
-         "backends"}
+         "backends", "grpcBackends"}
 
 
-def table_to_dict(table: RouteTable, *, backends: Mapping[str, str] | None = None) -> dict[str, Any]:
+def table_to_dict(table: RouteTable, *, backends: Mapping[str, str] | None = None,
+                  grpc_backends: Mapping[str, str] | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "format": FORMAT,
         "model": table.model,
@@ -57,12 +60,16 @@ def table_to_dict(table: RouteTable, *, backends: Mapping[str, str] | None = Non
     }
     if backends is not None:
         doc["backends"] = {v: backends[v] for v in table.versions if v in backends}
+    if grpc_backends is not None:
+        doc["grpcBackends"] = {v: grpc_backends[v] for v in table.versions if v in grpc_backends}
     return doc
 
 
-def table_to_json(table: RouteTable, *, backends: Mapping[str, str] | None = None) -> str:
+def table_to_json(table: RouteTable, *, backends: Mapping[str, str] | None = None,
+                  grpc_backends: Mapping[str, str] | None = None) -> str:
     """Stable text (sorted keys, fixed separators): equal tables give byte-equal ConfigMaps."""
-    return json.dumps(table_to_dict(table, backends=backends), sort_keys=True, indent=1) + "\n"
+    doc = table_to_dict(table, backends=backends, grpc_backends=grpc_backends)
+    return json.dumps(doc, sort_keys=True, indent=1) + "\n"
 
 
 def table_from_dict(doc: Any, *, source: str = ROUTES_KEY) -> RouteTable:
@@ -114,6 +121,19 @@ def backends_from_dict(doc: Mapping[str, Any]) -> dict[str, str]:
     if not isinstance(backends, dict) or not all(isinstance(v, str) for v in backends.values()):
         raise SpecError(f"{ROUTES_KEY}: backends must map version names to URLs")
     return dict(backends)
+
+
+def grpc_backends_from_dict(doc: Mapping[str, Any]) -> dict[str, str]:
+    """The per-version gRPC addresses (``host:port``) of a routes document (empty: the versions serve no gRPC)."""
+    backends = doc.get("grpcBackends") or {}
+    if not isinstance(backends, dict) or not all(isinstance(v, str) and _is_address(v) for v in backends.values()):
+        raise SpecError(f"{ROUTES_KEY}: grpcBackends must map version names to host:port addresses")
+    return dict(backends)
+
+
+def _is_address(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and "/" not in text and port.isdigit() and 0 < int(port) < 65536)
 
 
 def _str(value: Any, field: str) -> str:

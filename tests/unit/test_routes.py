@@ -10,6 +10,7 @@ from ferryman.errors import SpecError
 from ferryman.routes import (
     FORMAT,
     backends_from_dict,
+    grpc_backends_from_dict,
     table_from_dict,
     table_from_json,
     table_to_dict,
@@ -45,6 +46,18 @@ def test_document_shape_keeps_weight_order_for_sticky_ranges() -> None:
     assert doc["backends"] == {"v1": "http://a", "v2": "http://b"}
     assert backends_from_dict(doc) == {"v1": "http://a", "v2": "http://b"}
     assert table_from_dict(doc).weights == (("v2", 10), ("v1", 90))
+
+
+def test_grpc_backends_are_optional_host_port_addresses() -> None:
+    doc = table_to_dict(table(), backends={"v1": "http://a"}, grpc_backends={"v1": "a.ns.svc:8081", "v9": "x:1"})
+    assert doc["grpcBackends"] == {"v1": "a.ns.svc:8081"}  # only versions of the table
+    assert grpc_backends_from_dict(doc) == {"v1": "a.ns.svc:8081"}
+    assert table_from_dict(doc) == table()
+    assert "grpcBackends" not in table_to_dict(table(), backends={"v1": "http://a"})
+    assert grpc_backends_from_dict(table_to_dict(table())) == {}
+    for bad in ("http://a:8081", "a", "a:0", "a:port", ":8081", 8081):
+        with pytest.raises(SpecError, match="grpcBackends must map version names to host:port"):
+            grpc_backends_from_dict({"grpcBackends": {"v1": bad}})
 
 
 def test_equal_tables_give_identical_text() -> None:

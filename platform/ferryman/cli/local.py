@@ -28,7 +28,8 @@ def _up(args: argparse.Namespace) -> int:
 def _gateway(args: argparse.Namespace) -> int:
     from ferryman.cli.runtimes import launcher
 
-    launcher("gateway-proxy")(str(args.routes), host=args.host, port=args.port, telemetry=not args.no_metrics)
+    launcher("gateway-proxy")(str(args.routes), host=args.host, port=args.port, telemetry=not args.no_metrics,
+                              **cli.grpc_options(args))
     return 0
 
 
@@ -173,6 +174,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--no-metrics", action="store_true")
+    cli.add_grpc_flag(p)
     p.set_defaults(func=_gateway)
 
     p = sub.add_parser("status", help="rollout phase, step, weights, last analysis and per-version traffic")

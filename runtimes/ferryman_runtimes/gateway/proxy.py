@@ -5,7 +5,8 @@ The operator writes the route table to ``routes.json`` (a ConfigMap mounted read
 content changes and swaps the table in one assignment; each request is routed by the same pure
 :func:`ferryman.routing.decide` as ``ferryman up`` and forwarded unchanged (v1, v2 JSON or binary) to
 the chosen version's backend URL over keep-alive connections. Shadow copies go out after the caller has
-its answer and never fail the caller.
+its answer and never fail the caller. With ``--grpc-port`` the same table routes gRPC too
+(:mod:`ferryman_runtimes.gateway.grpc_proxy`), forwarded to the versions' ``grpcBackends``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import orjson
 
 from ferryman import metrics
 from ferryman.errors import FerrymanError, ModelNotFound, NotReady
-from ferryman.routes import backends_from_dict, table_from_dict
+from ferryman.routes import backends_from_dict, grpc_backends_from_dict, table_from_dict
 from ferryman.routing import ROUTE_SHADOW, RouteTable, RoutingInputs, decide
 from ferryman.spec import Limits, StickySource
 from ferryman.telemetry import RequestRecord
@@ -40,13 +41,18 @@ _BROKEN = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx
 
 class ProxyGateway:
     def __init__(self, routes_path: Path, *, limits: Limits | None = None, reload_seconds: float = 1.0,
-                 timeout_seconds: float = 30.0, telemetry: bool = True) -> None:
+                 timeout_seconds: float = 30.0, telemetry: bool = True,
+                 grpc_address: tuple[str, int] | None = None) -> None:
         self.routes_path = routes_path
         self.limits = limits or Limits()
         self.reload_seconds = reload_seconds
         self.timeout = timeout_seconds
         self.table: RouteTable | None = None
         self.backends: dict[str, str] = {}
+        self.grpc_backends: dict[str, str] = {}
+        self.grpc_address = grpc_address  # (host, port): serve gRPC too, started with the app
+        self.grpc_port: int | None = None  # the port it bound
+        self._grpc: Any = None  # (server, GrpcProxy) while serving
         self._digest = ""
         self._client: httpx.AsyncClient | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -71,6 +77,7 @@ class ProxyGateway:
             doc = orjson.loads(raw)
             table = table_from_dict(doc, source=str(self.routes_path))
             backends = backends_from_dict(doc)
+            grpc_backends = grpc_backends_from_dict(doc)
         except (orjson.JSONDecodeError, FerrymanError) as err:
             log.error("ignoring invalid routes file %s (keeping the previous table): %s", self.routes_path, err)
             self._digest = digest
@@ -80,6 +87,11 @@ class ProxyGateway:
             log.error("ignoring routes file %s: no backend URL for %s", self.routes_path, missing)
             self._digest = digest
             return False
+        if self.grpc_address is not None:
+            unreachable = [v for v, w in table.weights if w > 0 and v not in grpc_backends]
+            if unreachable:  # served over REST; gRPC calls routed there fail with UNAVAILABLE, saying why
+                log.warning("routes file %s: no gRPC address (grpcBackends) for %s", self.routes_path, unreachable)
+        self.grpc_backends = grpc_backends
         self.table, self.backends, self._digest = table, backends, digest  # one swap per field; table last read
         log.info("routes: %s", ", ".join(f"{v} {w}%" for v, w in table.weights))
         if self.observer is not None:
@@ -101,10 +113,16 @@ class ProxyGateway:
                                                      limits=httpx.Limits(max_connections=256,
                                                                          max_keepalive_connections=64))
                     self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
+                    try:
+                        await self._start_grpc()
+                    except FerrymanError as err:
+                        await send({"type": "lifespan.startup.failed", "message": str(err)})
+                        return
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     if self._watch is not None:
                         self._watch.cancel()
+                    await self._stop_grpc()
                     if self._shadow:
                         await asyncio.wait(list(self._shadow), timeout=5)
                     if self._client is not None:
@@ -118,6 +136,24 @@ class ProxyGateway:
             await self.handle(request, receive, send)
         except FerrymanError as err:
             await send_json(send, err.status, {"error": str(err)})
+
+    async def _start_grpc(self) -> None:
+        if self.grpc_address is None:
+            return
+        from ferryman_runtimes.gateway import grpc_proxy
+
+        proxy = grpc_proxy.GrpcProxy(self)
+        host, port = self.grpc_address
+        server, self.grpc_port = await grpc_proxy.start(proxy, host=host, port=port,
+                                                        max_message_bytes=self.limits.max_body_bytes)
+        self._grpc = (server, proxy)
+
+    async def _stop_grpc(self) -> None:
+        if self._grpc is not None:
+            server, proxy = self._grpc
+            self._grpc = None
+            await server.stop(5.0)
+            await proxy.close()
 
     async def handle(self, request: Request, receive: Any, send: Any) -> None:
         path = request.path
@@ -233,11 +269,13 @@ def _sticky_field(body: bytes, request: Request, name: str) -> dict[str, object]
     return {}
 
 
-def run(routes: str, *, host: str = "0.0.0.0", port: int = 8080, telemetry: bool = True) -> None:
+def run(routes: str, *, host: str = "0.0.0.0", port: int = 8080, telemetry: bool = True,
+        grpc_port: int | None = None) -> None:
     import uvicorn
 
     from ferryman_runtimes.native.server import uvicorn_options
 
-    app = ProxyGateway(Path(routes), telemetry=telemetry)
+    app = ProxyGateway(Path(routes), telemetry=telemetry,
+                       grpc_address=(host, grpc_port) if grpc_port is not None else None)
     opts = uvicorn_options(host=host, port=port)
     uvicorn.run(app, **opts)

@@ -55,6 +55,27 @@ def status_code(http_status: int, *, overloaded: bool = False) -> grpc.StatusCod
     return grpc.StatusCode.INVALID_ARGUMENT if 400 <= http_status < 500 else grpc.StatusCode.INTERNAL
 
 
+# a gRPC code as the HTTP status the metrics record (the inverse of the table above; 499: the caller left)
+_TO_HTTP = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 408,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 503,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.CANCELLED: 499,
+}
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    """The HTTP status a gRPC answer is recorded under (a forwarding gateway's metrics); unknown: 500."""
+    return _TO_HTTP.get(code, 500)
+
+
 def for_error(err: FerrymanError) -> tuple[grpc.StatusCode, str]:
     return status_code(err.status, overloaded=isinstance(err, Overloaded)), str(err)
 

@@ -33,6 +33,8 @@ ENV: dict[str, tuple[str, str]] = {
                                     "S3 endpoint and credentials (valueFrom a Secret in the model's namespace)"),
     "FERRYMAN_RAY_IMAGE": (DEFAULT_RAY_IMAGE, "Ray image (ferryman + ray[serve]) for RayService clusters"),
     "FERRYMAN_KSERVE_RUNTIME": ("ferryman-onnx", "ClusterServingRuntime used by kserve InferenceServices"),
+    "FERRYMAN_GRPC": ("false", "also serve the Open Inference Protocol v2 over gRPC on port 8081 of every gateway "
+                               "and version server (native and kserve runtimes), routed like REST"),
     "FERRYMAN_PREFLIGHT": ("true", "check that http(s) model URIs answer before rolling them out"),
     "FERRYMAN_PREFLIGHT_TTL_SECONDS": ("60", "how long a model URI check result is reused"),
     "FERRYMAN_LEADER_ELECTION": ("true", "elect one active replica through a coordination.k8s.io Lease"),
@@ -60,6 +62,7 @@ class Settings:
     workload_env: tuple[dict[str, Any], ...] = ()
     ray_image: str = DEFAULT_RAY_IMAGE
     kserve_runtime: str = "ferryman-onnx"
+    grpc: bool = False
     preflight: bool = True
     preflight_ttl_seconds: float = 60.0
     leader_election: bool = True
@@ -149,6 +152,7 @@ def from_env(env: Mapping[str, str] | None = None, *, kubeconfig: str | None = N
             workload_env=_env_list(get("FERRYMAN_WORKLOAD_ENV")),
             ray_image=get("FERRYMAN_RAY_IMAGE"),
             kserve_runtime=get("FERRYMAN_KSERVE_RUNTIME"),
+            grpc=_bool(get("FERRYMAN_GRPC")),
             preflight=_bool(get("FERRYMAN_PREFLIGHT")),
             preflight_ttl_seconds=float(get("FERRYMAN_PREFLIGHT_TTL_SECONDS")),
             leader_election=_bool(get("FERRYMAN_LEADER_ELECTION")),

@@ -13,6 +13,7 @@ projects' Go modules (``go mod download`` through the Go module proxy, the only 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,13 @@ def test_every_inference_service_the_backend_writes_matches(ctx: Context) -> Non
     written = [o for o in kserve.KServeBackend().desired(ctx) if o["kind"] == "InferenceService"]
     assert [o["metadata"]["name"] for o in written] == ["breast-cancer-v1", "breast-cancer-v2"]
     for isvc in written:
+        assert_accepted(isvc, crds.INFERENCE_SERVICES, "v1beta1")
+
+
+def test_inference_services_with_grpc_on_match_the_upstream_crd(ctx: Context) -> None:
+    grpc_on = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, grpc=True))
+    for isvc in (o for o in kserve.KServeBackend().desired(grpc_on) if o["kind"] == "InferenceService"):
+        assert isvc["spec"]["predictor"]["model"]["ports"][1]["containerPort"] == 8081
         assert_accepted(isvc, crds.INFERENCE_SERVICES, "v1beta1")
 
 

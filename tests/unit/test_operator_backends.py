@@ -207,6 +207,47 @@ def test_kserve_runtime_serves_the_model_under_the_deployment_name() -> None:
     assert (options.model_name, options.model_version, options.model_dir) == ("m", "v2", "/mnt/models")
 
 
+def ctx_grpc(m: ModelDeployment) -> Context:
+    c = ctx(m)
+    return replace(c, settings=replace(c.settings, grpc=True))
+
+
+def test_no_grpc_port_anywhere_unless_turned_on() -> None:
+    for backend, m in ((NativeBackend(), md()), (KServeBackend(), md("kserve"))):
+        text = yaml.safe_dump(backend.desired(ctx(m)))
+        assert "8081" not in text and "grpc" not in text.lower()
+
+
+def test_native_servers_and_gateway_serve_grpc_when_on() -> None:
+    objects = by_kind(NativeBackend().desired(ctx_grpc(md())))
+    for name in ("m-v1", "m-v2", "m-gateway"):
+        [container] = objects[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+        assert container["args"][-2:] == ["--grpc-port", "8081"]
+        assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                                      {"name": "grpc", "containerPort": 8081, "protocol": "TCP"}]
+    for name in ("m-v1", "m-v2", "m"):
+        ports = objects[("Service", name)]["spec"]["ports"]
+        assert [(p["name"], p["port"], p["targetPort"]) for p in ports] == [("http", 8080, "http"),
+                                                                         ("grpc", 8081, "grpc")]
+        assert ports[1]["appProtocol"] == "kubernetes.io/h2c"
+    routes = yaml.safe_load(objects[("ConfigMap", "m-routes")]["data"]["routes.json"])
+    assert routes["grpcBackends"] == {"v1": "m-v1.ns.svc.cluster.local:8081", "v2": "m-v2.ns.svc.cluster.local:8081"}
+
+
+def test_kserve_predictors_serve_grpc_on_kserves_port_when_on() -> None:
+    """The runtime's parser sees --grpc_port; the ports keep 8080 first (KServe maps the first to port 80)."""
+    from ferryman_runtimes.kserve.__main__ import parse
+
+    objects = by_kind(KServeBackend().desired(ctx_grpc(md("kserve"))))
+    model = objects[("InferenceService", "m-v2")]["spec"]["predictor"]["model"]
+    assert parse(["--model_dir=/mnt/models", *model["args"]]).grpc_port == 8081
+    assert [p["containerPort"] for p in model["ports"]] == [8080, 8081]
+    routes = yaml.safe_load(objects[("ConfigMap", "m-routes")]["data"]["routes.json"])
+    assert routes["grpcBackends"]["v2"] == "m-v2-predictor.ns.svc.cluster.local:8081"
+    [gateway] = objects[("Deployment", "m-gateway")]["spec"]["template"]["spec"]["containers"]
+    assert "--grpc-port" in gateway["args"]
+
+
 def test_ray_objects() -> None:
     c = ctx(md("ray"), weights={"v1": 70, "v2": 30})
     (rs,) = RayBackend().desired(c)

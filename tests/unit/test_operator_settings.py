@@ -14,6 +14,7 @@ def test_defaults() -> None:
     assert s.resync_seconds == 10.0 and s.reapply_seconds == 300.0
     assert s.leader_election and s.lease_name == "ferryman-operator" and s.lease_seconds == 15.0
     assert s.health_address == "0.0.0.0:8081" and s.preflight and s.kserve_runtime == "ferryman-onnx"
+    assert not s.grpc and from_env({"FERRYMAN_GRPC": "true"}).grpc
     assert s.identity  # hostname-pid
 
 
@@ -42,6 +43,7 @@ def test_workload_env_and_pull_policy() -> None:
 
 
 @pytest.mark.parametrize(("name", "value"), [("FERRYMAN_RESYNC_SECONDS", "0"), ("FERRYMAN_PREFLIGHT", "maybe"),
+                                             ("FERRYMAN_GRPC", "8081"),
                                              ("FERRYMAN_LEASE_SECONDS", "soon"),
                                              ("FERRYMAN_IMAGE_PULL_POLICY", "sometimes"),
                                              ("FERRYMAN_WORKLOAD_ENV", "{not json"),

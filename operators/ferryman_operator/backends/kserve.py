@@ -11,6 +11,10 @@ Objects for ModelDeployment ``m`` with versions v1, v2 in namespace ``ns``:
 * ConfigMap ``m-routes``, Deployment ``m-gateway``, Service ``m``: the ferryman gateway, forwarding to
   each version's predictor Service ``http://m-<version>-predictor.ns.svc.cluster.local``.
 
+With gRPC on (``FERRYMAN_GRPC``) each predictor also gets ``--grpc_port=8081`` and both container ports
+(8080 first: a RawDeployment's predictor Service maps its first port to 80 and exposes the others as
+they are), so the gateway forwards gRPC to ``m-<version>-predictor.ns.svc.cluster.local:8081``.
+
 KServe's own canary (``canaryTrafficPercent``) needs Knative; the gateway gives every strategy (canary,
 blue-green, sticky A/B, shadow) on plain Deployments instead. A version is ready when its
 InferenceService reports the ``Ready`` condition.
@@ -36,9 +40,11 @@ STORAGE_SCHEMES = ("s3://", "gs://", "http://", "https://", "pvc://", "oci://", 
 DEPLOYMENT_MODE = "RawDeployment"
 
 
-def predictor_args(md: ModelDeployment, version: str) -> list[str]:
-    """The runtime arguments an InferenceService adds: the model's name and the version it reports."""
-    return [f"--model_name={md.name}", f"--model_version={md.spec.version(version).name}"]
+def predictor_args(md: ModelDeployment, version: str, *, grpc: bool = False) -> list[str]:
+    """The runtime arguments an InferenceService adds: the model's name and the version it reports (and the
+    gRPC port, KServe's argument, when gRPC is on)."""
+    args = [f"--model_name={md.name}", f"--model_version={md.spec.version(version).name}"]
+    return [*args, f"--grpc_port={w.GRPC_PORT}"] if grpc else args
 
 
 def predictor_resources(r: Resources) -> dict[str, Any]:
@@ -60,11 +66,14 @@ def inference_service(ctx: Context, version: str) -> dict[str, Any]:
         "storageUri": v.uri,
         # appended to the ClusterServingRuntime's args (``--model_name={{.Name}}`` ...); the last one wins,
         # so every version is served as /v2/models/<ModelDeployment name> and reports its own version
-        "args": predictor_args(md, version),
+        "args": predictor_args(md, version, grpc=ctx.settings.grpc),
         "resources": predictor_resources(v.resources),
         "securityContext": w.container_security(),
         "env": [{"name": "FERRYMAN_THREADS", "value": str(md.spec.threads)}],
     }
+    if ctx.settings.grpc:  # both, in order: merged into the runtime's container port by port
+        model["ports"] = [{"containerPort": w.HTTP_PORT, "protocol": "TCP"},
+                          {"name": "grpc", "containerPort": w.GRPC_PORT, "protocol": "TCP"}]
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -87,6 +96,10 @@ def predictor_url(md: ModelDeployment, namespace: str, version: str) -> str:
     return f"http://{names.version_object(md.name, version)}-predictor.{namespace}.svc.cluster.local"
 
 
+def predictor_grpc_address(md: ModelDeployment, namespace: str, version: str) -> str:
+    return f"{names.version_object(md.name, version)}-predictor.{namespace}.svc.cluster.local:{w.GRPC_PORT}"
+
+
 class KServeBackend:
     name = "kserve"
     kinds: tuple[Kind, ...] = (INFERENCE_SERVICE, DEPLOYMENT, SERVICE, CONFIG_MAP)
@@ -103,7 +116,8 @@ class KServeBackend:
         md = ctx.md
         objects = [inference_service(ctx, v.name) for v in md.spec.versions]
         backends = {v.name: predictor_url(md, ctx.namespace, v.name) for v in md.spec.versions}
-        objects.extend(w.gateway_objects(ctx, backends=backends))
+        grpc_backends = {v.name: predictor_grpc_address(md, ctx.namespace, v.name) for v in md.spec.versions}
+        objects.extend(w.gateway_objects(ctx, backends=backends, grpc_backends=grpc_backends))
         return objects
 
     def watched(self, md: ModelDeployment) -> list[Ref]:

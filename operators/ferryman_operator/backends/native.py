@@ -5,7 +5,8 @@ Objects for ModelDeployment ``m`` with versions v1, v2 in namespace ``ns``:
 * ConfigMap ``m-versions``: one single-version spec per version (key ``<version>.yaml``);
 * Deployment + Service ``m-v1``, ``m-v2``: ``ferryman serve /etc/ferryman/spec/model.yaml`` on port 8080;
 * ConfigMap ``m-routes`` (``routes.json``), Deployment ``m-gateway`` and Service ``m``: the gateway, which
-  forwards to ``http://m-<version>.ns.svc.cluster.local:8080``.
+  forwards to ``http://m-<version>.ns.svc.cluster.local:8080`` (with gRPC on: also gRPC on port 8081 of
+  every server and Service, forwarded to ``m-<version>.ns.svc.cluster.local:8081``).
 
 A version's pods roll only when its own spec changes (a hash of it is in the pod template); rollout steps
 only rewrite ``m-routes``.
@@ -64,7 +65,7 @@ class NativeBackend:
             "metadata": w.metadata(ctx, config_name, component=names.COMPONENT_CONFIG),
             "data": {f"{v}.yaml": text for v, text in specs.items()},
         }]
-        backends = {}
+        backends, grpc_backends = {}, {}
         for v in md.spec.versions:
             obj_name = names.version_object(md.name, v.name)
             pod_labels = names.labels(md.name, names.COMPONENT_MODEL, v.name)
@@ -73,8 +74,9 @@ class NativeBackend:
                 "image": ctx.settings.image,
                 "imagePullPolicy": ctx.settings.image_pull_policy,
                 "command": w.COMMAND,
-                "args": ["serve", f"{w.SPEC_DIR}/model.yaml", "--host", "0.0.0.0", "--port", str(w.HTTP_PORT)],
-                "ports": [{"name": "http", "containerPort": w.HTTP_PORT, "protocol": "TCP"}],
+                "args": ["serve", f"{w.SPEC_DIR}/model.yaml", "--host", "0.0.0.0", "--port", str(w.HTTP_PORT),
+                         *w.grpc_args(ctx)],
+                "ports": w.container_ports(ctx),
                 "env": [{"name": "FERRYMAN_MODEL_CACHE", "value": f"{w.CACHE_DIR}/models"},
                         *ctx.settings.workload_env],
                 "resources": w.resources(v.resources),
@@ -95,7 +97,8 @@ class NativeBackend:
             objects.append(w.service(ctx, name=obj_name, component=names.COMPONENT_MODEL, pod_labels=pod_labels,
                                      version=v.name))
             backends[v.name] = w.service_url(ctx.namespace, obj_name)
-        objects.extend(w.gateway_objects(ctx, backends=backends))
+            grpc_backends[v.name] = w.grpc_address(ctx.namespace, obj_name)
+        objects.extend(w.gateway_objects(ctx, backends=backends, grpc_backends=grpc_backends))
         return objects
 
     def watched(self, md: ModelDeployment) -> list[Ref]:

@@ -7,6 +7,10 @@ The gateway (native and kserve backends) is a Deployment + Service running ``fer
 ``routes.json`` (:mod:`ferryman.routes`) from the routes ConfigMap, mounted at :data:`ROUTES_DIR`, and
 forwards each request to the chosen version's ``backends`` URL. The operator rewrites the ConfigMap at
 every rollout step; the pods are never restarted for it (nothing in the pod template changes).
+
+With ``Settings.grpc`` (``FERRYMAN_GRPC``) the gateway and the version servers also serve the v2 gRPC
+service on :data:`GRPC_PORT` (container and Service port ``grpc``, ``appProtocol: kubernetes.io/h2c``) and
+``routes.json`` carries each version's gRPC address (``grpcBackends``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ferryman_operator import names
 from ferryman_operator.backends.base import Context
 
 HTTP_PORT = 8080
+GRPC_PORT = 8081  # KServe's convention next to 8080
 ROUTES_DIR = "/etc/ferryman/routes"
 SPEC_DIR = "/etc/ferryman/spec"
 CACHE_DIR = "/var/cache/ferryman"
@@ -121,10 +126,27 @@ def deployment(ctx: Context, *, name: str, component: str, replicas: int, pod_la
     }
 
 
+def grpc_args(ctx: Context) -> list[str]:
+    """``ferryman serve`` / ``ferryman gateway`` arguments for the gRPC listener (none when it is off)."""
+    return ["--grpc-port", str(GRPC_PORT)] if ctx.settings.grpc else []
+
+
+def container_ports(ctx: Context) -> list[dict[str, Any]]:
+    """The ``http`` port, and ``grpc`` when gRPC is on (first: KServe maps a predictor's first port to 80)."""
+    ports = [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}]
+    if ctx.settings.grpc:
+        ports.append({"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"})
+    return ports
+
+
 def service(ctx: Context, *, name: str, component: str, pod_labels: dict[str, str],
             version: str | None = None) -> dict[str, Any]:
     selector = {k: pod_labels[k] for k in (names.LABEL_DEPLOYMENT, names.LABEL_COMPONENT, names.LABEL_VERSION)
                 if k in pod_labels}
+    ports = [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}]
+    if ctx.settings.grpc:
+        ports.append({"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
+                      "appProtocol": "kubernetes.io/h2c"})
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -132,7 +154,7 @@ def service(ctx: Context, *, name: str, component: str, pod_labels: dict[str, st
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
-            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": ports,
         },
     }
 
@@ -141,15 +163,23 @@ def service_url(namespace: str, name: str, port: int = HTTP_PORT) -> str:
     return f"http://{name}.{namespace}.svc.cluster.local:{port}"
 
 
+def grpc_address(namespace: str, name: str, port: int = GRPC_PORT) -> str:
+    """A Service's gRPC address as ``grpcBackends`` holds it (``host:port``)."""
+    return f"{name}.{namespace}.svc.cluster.local:{port}"
+
+
 # -- the gateway ------------------------------------------------------------------------------------
-def gateway_objects(ctx: Context, *, backends: dict[str, str]) -> list[dict[str, Any]]:
-    """Routes ConfigMap + gateway Deployment + the model's Service (named like the ModelDeployment)."""
+def gateway_objects(ctx: Context, *, backends: dict[str, str],
+                    grpc_backends: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Routes ConfigMap + gateway Deployment + the model's Service (named like the ModelDeployment).
+    ``grpc_backends``: each version's gRPC address, when gRPC is on."""
     md = ctx.md
     routes = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(ctx, names.routes_config_map(md.name), component=names.COMPONENT_CONFIG),
-        "data": {ROUTES_KEY: table_to_json(ctx.table, backends=backends)},
+        "data": {ROUTES_KEY: table_to_json(ctx.table, backends=backends,
+                                           grpc_backends=grpc_backends if ctx.settings.grpc else None)},
     }
     pod_labels = names.labels(md.name, names.COMPONENT_GATEWAY)
     container = {
@@ -158,8 +188,8 @@ def gateway_objects(ctx: Context, *, backends: dict[str, str]) -> list[dict[str,
         "imagePullPolicy": ctx.settings.image_pull_policy,
         "command": COMMAND,
         "args": ["gateway", "--routes", f"{ROUTES_DIR}/{ROUTES_KEY}", "--host", "0.0.0.0",
-                 "--port", str(HTTP_PORT)],
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+                 "--port", str(HTTP_PORT), *grpc_args(ctx)],
+        "ports": container_ports(ctx),
         "env": [{"name": "FERRYMAN_MODEL", "value": md.name}],
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}},
         "readinessProbe": http_probe("/v2/health/ready", period=5, failures=2),

@@ -134,6 +134,16 @@ def test_image_tag_digest_and_workload_image() -> None:
     assert _env(objs)["FERRYMAN_IMAGE"] == "registry.local/ferryman-runtime:1.0"
 
 
+def test_grpc_switch_reaches_the_operator_settings() -> None:
+    """workloads.grpc.enabled becomes FERRYMAN_GRPC, which the operator's own settings parser reads."""
+    from ferryman_operator.settings import from_env
+
+    assert _env(helm.render())["FERRYMAN_GRPC"] == "false"
+    assert not from_env({"FERRYMAN_GRPC": _env(helm.render())["FERRYMAN_GRPC"]}).grpc
+    env = _env(helm.render(values={"workloads": {"grpc": {"enabled": True}}}))
+    assert env["FERRYMAN_GRPC"] == "true" and from_env({"FERRYMAN_GRPC": env["FERRYMAN_GRPC"]}).grpc
+
+
 def test_two_replicas_turn_leader_election_on() -> None:
     objs = helm.render([CHART / "ci" / "ha-values.yaml"], namespace=NAMESPACE)
     deploy = _operator(objs)
@@ -395,6 +405,8 @@ def test_loadtest_explicit_host_and_revision() -> None:
     ({"operator": {"replicas": "two"}}, "at '/operator/replicas': got string, want integer"),
     ({"operator": {"logLevel": "LOUD"}}, "at '/operator/logLevel'"),
     ({"monitoring": {"release": 7}}, "at '/monitoring/release': got number, want string"),
+    ({"workloads": {"grpc": {"enabled": "yes"}}}, "at '/workloads/grpc/enabled': got string, want boolean"),
+    ({"workloads": {"grpc": {"port": 9000}}}, "at '/workloads/grpc'"),
     ({"loadtest": {"budget": {"p99Ms": 0}}}, "at '/loadtest/budget/p99Ms'"),
     ({"prometheus": {"url": "not a url"}}, "at '/prometheus/url'"),
     ({"operator": {"resources": {"requests": {"cpu": "lots"}}}}, "at '/operator/resources/requests/cpu'"),

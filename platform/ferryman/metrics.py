@@ -1,12 +1,8 @@
-"""Every Prometheus metric ferryman exports, declared once, plus the request observer and `/metrics`.
+"""Every Prometheus metric ferryman exports, declared once (``FerrymanMetrics``), and the setters the
+rollout drivers and the drift monitor call.
 
-Public API (module-level functions act on the process-wide default :class:`FerrymanMetrics`; tests build
-their own instance on a private ``CollectorRegistry`` and call the same methods on it):
-
-    PrometheusObserver(metrics=None)                       # RequestObserver for InferenceApp(observer=...)
-    routes() -> {("GET", "/metrics"): metrics_endpoint}    # InferenceApp(extra_routes=routes())
-    await metrics_endpoint(request, receive, send)         # raw ASGI handler for GET /metrics
-    exposition() -> (body: bytes, content_type: str)       # the scrape body, single- or multi-process
+Module-level functions act on the process-wide default :class:`FerrymanMetrics`; tests build their own
+instance on a private ``CollectorRegistry`` and call the same methods on it:
 
     set_traffic_weights(model, {"v1": 95, "v2": 5}, *, shadow={"v2": 10})   # percent, 0..100
     set_rollout_state(model, *, phase="Progressing", step=1, steps=4)       # step = index into canary steps
@@ -16,14 +12,9 @@ their own instance on a private ``CollectorRegistry`` and call the same methods 
     set_budget(model, *, p99_seconds, max_error_ratio)     # the SLO line on the dashboards
     record_drift(...)                                      # called by ferryman.drift, not by hand
 
-    prepare_multiprocess(directory=None) -> Path           # call in the parent BEFORE spawning workers
-    cleanup_multiprocess(directory)                        # in the parent after the workers exited
-
-Multi-process (``ferryman serve --workers N``): prometheus_client's multiprocess mode. Each worker writes
-its samples to mmap files in ``PROMETHEUS_MULTIPROC_DIR`` and any worker answering ``/metrics`` merges all
-of them, so a scrape counts every request exactly once whichever worker serves it. Live-mode gauges of
-workers that have exited are reaped at scrape time (``mark_process_dead``); counters and histograms of an
-exited worker are kept, so no sample is lost. Without the env var everything lives in process memory.
+Elsewhere: the request observer that feeds the request metrics is ``ferryman.request_metrics``; when its
+counts are published, ``ferryman.metrics_flush``; ``GET /metrics`` and multiprocess mode,
+``ferryman.metrics_exposition``.
 
 Label sets are bounded: model and version come from the loaded repository (unknown models are rejected
 before any metric is touched), route/protocol/code/outcome/phase are small enums, features are capped.
@@ -31,30 +22,15 @@ before any metric is touched), route/protocol/code/outcome/phase are small enums
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import glob
-import logging
-import os
 import re
-import shutil
-import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import values as _values
 
-prometheus_client.disable_created_metrics()  # *_created series are noise for us (and double the count)
-
-ENV_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
-# The classic text format every Prometheus 2.x parses (prometheus_client 0.26 defaults to 1.0.0).
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from ferryman import metrics_flush
 
 # Dense below the 100 ms budget, with a bucket boundary exactly at 0.1 s (the SLO threshold).
 REQUEST_BUCKETS: tuple[float, ...] = (
@@ -107,12 +83,14 @@ class FerrymanMetrics:
     """The metric families, created together on one registry (the default one unless given)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        prometheus_client.disable_created_metrics()  # *_created series are noise for us (and double the count)
         reg = registry if registry is not None else prometheus_client.REGISTRY
         self.registry = reg
         self._lock = threading.Lock()
-        self._observers: list[PrometheusObserver] = []  # strong: a dropped observer's unpublished counts still count
-        reg.register(_FlushOnCollect(self))  # first: every collection publishes the counts before reading
-        _every.add(self)
+        # strong references: a dropped observer's unpublished counts still count
+        self._observers: list[metrics_flush.Flushable] = []
+        reg.register(metrics_flush.FlushOnCollect(self))  # first: every collection publishes before reading
+        metrics_flush.track(self)
         self._phases: dict[str, set[str]] = {}
         self._weighted: dict[str, set[str]] = {}
         # -- data plane --------------------------------------------------------------------------
@@ -204,13 +182,13 @@ class FerrymanMetrics:
                                                dv, multiprocess_mode="mostrecent", registry=reg)
 
     # -- deferred request metrics ---------------------------------------------------------------------
-    def attach(self, observer: PrometheusObserver) -> None:
+    def attach(self, observer: metrics_flush.Flushable) -> None:
         """Publish ``observer``'s counts whenever this registry is collected (and, in multiprocess
-        mode, every ``FLUSH_INTERVAL_SECONDS`` from a daemon thread)."""
+        mode, every ``metrics_flush.FLUSH_INTERVAL_SECONDS`` from a daemon thread)."""
         with self._lock:
             self._observers.append(observer)
-        if multiprocess_dir() is not None:
-            _start_periodic_flush()
+        if metrics_flush.multiprocess_dir() is not None:
+            metrics_flush.start_periodic_flush()
 
     def flush(self) -> int:
         """Publish every attached observer's counts into the metrics (scrape, shutdown, tests)."""
@@ -297,54 +275,6 @@ class FerrymanMetrics:
         self.drift_runs.labels(model, version, "error").inc()
 
 
-FLUSH_INTERVAL_SECONDS = 0.25  # multiprocess mode: each worker publishes this often (a scrape reads every worker)
-
-
-class _FlushOnCollect:
-    """A registry collector without samples: collecting the registry publishes the counts first."""
-
-    def __init__(self, metrics: FerrymanMetrics) -> None:
-        self._metrics = weakref.ref(metrics)
-
-    def describe(self) -> list[Any]:
-        return []
-
-    def collect(self) -> list[Any]:
-        m = self._metrics()
-        if m is not None:
-            m.flush()
-        return []
-
-
-_every: weakref.WeakSet[FerrymanMetrics] = weakref.WeakSet()
-_flusher: threading.Thread | None = None
-
-
-def _start_periodic_flush() -> None:
-    """Multiprocess mode: any worker answers a scrape from every worker's files, so each worker publishes its
-    counts on a timer (and at shutdown, see ``flush_all``)."""
-    global _flusher
-    with _default_lock:
-        if _flusher is not None and _flusher.is_alive():
-            return
-        _flusher = threading.Thread(target=_flush_periodically, name="ferryman-metrics-flush", daemon=True)
-        _flusher.start()
-
-
-def _flush_periodically() -> None:
-    while True:
-        time.sleep(FLUSH_INTERVAL_SECONDS)
-        try:
-            flush_all()
-        except Exception:  # a failed publish must not kill the timer
-            logging.getLogger("ferryman.metrics").exception("metrics flush failed")
-
-
-def flush_all() -> int:
-    """Publish the counts of every observer in this process (the timer and shutdown hooks)."""
-    return sum(m.flush() for m in list(_every))
-
-
 # -- the process-wide default instance --------------------------------------------------------------
 _default: FerrymanMetrics | None = None
 _default_lock = threading.Lock()
@@ -358,6 +288,11 @@ def default() -> FerrymanMetrics:
             if _default is None:
                 _default = FerrymanMetrics()
     return _default
+
+
+def default_created() -> bool:
+    """Whether :func:`default` has created the process-wide metrics (multiprocess setup must come first)."""
+    return _default is not None
 
 
 def set_traffic_weights(model: str, weights: Mapping[str, float], *, shadow: Mapping[str, float] | None = None) -> None:
@@ -379,104 +314,3 @@ def set_model_ready(model: str, version: str, ready: bool) -> None:
 
 def set_budget(model: str, *, p99_seconds: float, max_error_ratio: float) -> None:
     default().set_budget(model, p99_seconds=p99_seconds, max_error_ratio=max_error_ratio)
-
-
-# -- exposition -------------------------------------------------------------------------------------
-def multiprocess_dir() -> str | None:
-    return os.environ.get(ENV_MULTIPROC) or None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-_LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
-
-
-def reap_dead_workers(directory: str) -> list[int]:
-    """``mark_process_dead`` for every worker whose live-gauge files remain but whose process is gone."""
-    from prometheus_client import multiprocess
-
-    dead = set()
-    for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
-        m = _LIVE_FILE.match(os.path.basename(path))
-        if m and not _pid_alive(int(m.group(1))):
-            dead.add(int(m.group(1)))
-    for pid in dead:
-        multiprocess.mark_process_dead(pid, directory)
-    return sorted(dead)
-
-
-def exposition() -> tuple[bytes, str]:
-    """The text exposition: this process's registry, or every worker's samples in multiprocess mode."""
-    directory = multiprocess_dir()
-    if directory is None:
-        default()
-        return prometheus_client.generate_latest(prometheus_client.REGISTRY), CONTENT_TYPE
-    from prometheus_client import multiprocess
-
-    flush_all()  # this worker's counts; the others publish theirs on their timers
-    reap_dead_workers(directory)
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=directory)
-    return prometheus_client.generate_latest(registry), CONTENT_TYPE
-
-
-async def metrics_endpoint(request: Any, receive: Any, send: Any) -> None:
-    """Raw ASGI handler for ``GET /metrics`` (no framework; usable as an InferenceApp extra route).
-
-    Rendering a scrape costs milliseconds of pure Python; it runs in a worker thread so the event loop
-    keeps serving requests in between (at worst one GIL switch interval of delay, instead of the whole render).
-    """
-    body, content_type = await asyncio.get_running_loop().run_in_executor(None, exposition)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def routes() -> dict[tuple[str, str], Any]:
-    return {("GET", "/metrics"): metrics_endpoint}
-
-
-# -- multi-process setup ----------------------------------------------------------------------------
-def prepare_multiprocess(directory: str | Path | None = None) -> Path:
-    """Point prometheus_client at a clean shared directory; call before spawning server workers.
-
-    Uses ``directory``, else an existing ``PROMETHEUS_MULTIPROC_DIR``, else a new temporary directory.
-    Stale ``*.db`` files from a previous run are removed (they would otherwise be counted again).
-    """
-    if _default is not None and not getattr(_values.ValueClass, "_multiprocess", False):
-        raise RuntimeError("prepare_multiprocess() must run before ferryman metrics are created in this process")
-    chosen = Path(directory or multiprocess_dir() or tempfile.mkdtemp(prefix="ferryman-metrics-"))
-    chosen.mkdir(parents=True, exist_ok=True)
-    for stale in chosen.glob("*.db"):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
-    os.environ[ENV_MULTIPROC] = str(chosen)
-    _values.ValueClass = _values.get_value_class()
-    return chosen
-
-
-def cleanup_multiprocess(directory: str | Path) -> None:
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-# The request observer lives in its own module (which imports this one); re-exported lazily so that either
-# module can be imported first.
-_REEXPORTED = ("PrometheusObserver",)
-if TYPE_CHECKING:
-    from ferryman.request_metrics import PrometheusObserver
-
-
-def __getattr__(name: str) -> Any:
-    if name in _REEXPORTED:
-        from ferryman import request_metrics
-
-        return getattr(request_metrics, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

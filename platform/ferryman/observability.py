@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ferryman import metrics
+from ferryman.metrics_exposition import routes as metrics_routes
+from ferryman.request_metrics import PrometheusObserver
 from ferryman.telemetry import CompositeObserver, RequestObserver, deferred
 
 if TYPE_CHECKING:
@@ -52,7 +54,7 @@ def instrument(md: ModelDeployment | None, repository: ModelRepository, *, drift
                ) -> Instrumentation:
     """Prometheus observer + ``/metrics``; with a spec, budget/readiness gauges and the drift monitor."""
     m = registry_metrics or metrics.default()
-    inst = Instrumentation(observers=[metrics.PrometheusObserver(m)], routes=dict(metrics.routes()), metrics=m)
+    inst = Instrumentation(observers=[PrometheusObserver(m)], routes=dict(metrics_routes()), metrics=m)
     for name, versions in repository.models.items():
         for version in versions:
             m.set_model_ready(name, version, repository.ready)

@@ -1,6 +1,6 @@
 """The observer interface the data plane reports each request to (metrics, accounting, drift sampling).
 
-Implementations: :class:`NullObserver` (nothing), ``ferryman.metrics.PrometheusObserver`` and the
+Implementations: :class:`NullObserver` (nothing), ``ferryman.request_metrics.PrometheusObserver`` and the
 gateway's exact per-version accounting. ``CompositeObserver`` fans out to several; ``DeferredObserver``
 hands them the requests of one event-loop turn together, after the answers are written.
 

@@ -13,8 +13,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ferryman.accounting import Accounting
-from ferryman.metrics import FerrymanMetrics, PrometheusObserver
+from ferryman.metrics import FerrymanMetrics
 from ferryman.protocol.tensor import InferRequest, InferResponse, Tensor
+from ferryman.request_metrics import PrometheusObserver
 from ferryman.telemetry import (
     CompositeObserver,
     DeferredObserver,

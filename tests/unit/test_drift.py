@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from ferryman.drift import DriftConfig, DriftMonitor, DriftObserver, load_reference, monitor_for_deployment
-from ferryman.drift.engine import DriftJob, compute
+from ferryman.drift.engine import compute
+from ferryman.drift.job import DriftJob
 from ferryman.drift.report import DriftResult
 from ferryman.drift.runners import InlineRunner, ProcessRunner
 from ferryman.drift.window import RingWindow

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, multiprocess
 
-from ferryman import metrics
-from ferryman.metrics import REQUEST_BUCKETS, FerrymanMetrics, PrometheusObserver
+from ferryman import metrics, metrics_exposition
+from ferryman.metrics import REQUEST_BUCKETS, FerrymanMetrics
 from ferryman.protocol.tensor import InferResponse, Tensor
-from ferryman.request_metrics import _Hist
+from ferryman.request_metrics import PrometheusObserver, _Hist
 from ferryman.telemetry import RequestRecord
 
 
@@ -285,7 +285,7 @@ def test_metrics_endpoint_serves_the_text_format() -> None:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(metrics.metrics_endpoint(None, None, send))
+    asyncio.run(metrics_exposition.metrics_endpoint(None, None, send))
     assert sent[0]["status"] == 200
     headers = dict(sent[0]["headers"])
     assert headers[b"content-type"].startswith(b"text/plain; version=0.0.4")
@@ -297,8 +297,9 @@ def test_metrics_endpoint_serves_the_text_format() -> None:
 WORKER = textwrap.dedent("""
     import os, sys
     from ferryman import metrics
+    from ferryman.request_metrics import PrometheusObserver
     from ferryman.telemetry import RequestRecord
-    obs = metrics.PrometheusObserver()
+    obs = PrometheusObserver()
     metrics.set_model_ready("m", "v1", True)
     for i in range(int(sys.argv[1])):
         obs.started("m")
@@ -322,7 +323,7 @@ def test_multiprocess_mode_sums_exited_workers_and_reaps_their_live_gauges(tmp_p
                                 {"model": "m", "version": "v1", "route": "direct"}) == 12
     assert reg.get_sample_value("ferryman_requests_in_flight", {"model": "m"}) == 2  # stale, from dead workers
 
-    reaped = metrics.reap_dead_workers(str(tmp_path))
+    reaped = metrics_exposition.reap_dead_workers(str(tmp_path))
     assert len(reaped) == 2
     reg = CollectorRegistry()
     multiprocess.MultiProcessCollector(reg, path=str(tmp_path))
@@ -341,7 +342,7 @@ def test_prepare_multiprocess_wipes_stale_files(tmp_path: Path, monkeypatch: pyt
     before = values.ValueClass
     monkeypatch.setattr(metrics, "_default", None)  # as in a fresh server parent: no metrics created yet
     try:
-        assert metrics.prepare_multiprocess(tmp_path) == tmp_path
+        assert metrics_exposition.prepare_multiprocess(tmp_path) == tmp_path
         assert not stale.exists() and (tmp_path / "keep.txt").exists()
         assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
         assert getattr(values.ValueClass, "_multiprocess", False)
@@ -354,15 +355,17 @@ def test_prepare_multiprocess_refuses_once_metrics_exist(tmp_path: Path, monkeyp
     metrics.default()
     (tmp_path / "counter_1.db").write_bytes(b"x")
     with pytest.raises(RuntimeError, match="before ferryman metrics are created"):
-        metrics.prepare_multiprocess(tmp_path)
+        metrics_exposition.prepare_multiprocess(tmp_path)
     assert (tmp_path / "counter_1.db").exists()  # nothing touched
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 
 
-@pytest.mark.parametrize("first", ["ferryman.request_metrics", "ferryman.metrics"])
-def test_either_metrics_module_imports_first(first: str) -> None:
-    """request_metrics imports metrics, which re-exports the observer: no import order may break."""
-    code = f"import {first}; from ferryman.metrics import PrometheusObserver; print(PrometheusObserver.__name__)"
+@pytest.mark.parametrize("first", ["ferryman.request_metrics", "ferryman.metrics", "ferryman.metrics_flush",
+                                   "ferryman.metrics_exposition"])
+def test_each_metrics_module_imports_first(first: str) -> None:
+    """The metrics modules import one another in one direction only: any of them can be imported first."""
+    code = (f"import {first}; from ferryman.request_metrics import PrometheusObserver; "
+            "print(PrometheusObserver.__name__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "PrometheusObserver"

@@ -1,4 +1,4 @@
-"""The drift engine interface, the job it runs, and the factory.
+"""The drift engine factory and the entry point the drift worker calls (``compute``, ``warm_up``).
 
 Engines import Evidently lazily (importing it costs ~10 s of CPU and ~250 MB), inside ``compute``, so
 only the drift worker (a thread or a child process) ever pays for it. This module stays import-light:
@@ -8,35 +8,10 @@ the child process imports it and nothing that touches Prometheus.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import replace
 
-import numpy as np
-
+from ferryman.drift.job import ENGINES, DriftEngine, DriftJob
 from ferryman.drift.report import DriftResult
-
-ENGINES = ("stattest", "preset")
-
-
-@dataclass(frozen=True, slots=True)
-class DriftJob:
-    """Everything one run needs; picklable so it can cross into the drift process."""
-
-    engine: str
-    reference: np.ndarray  # (n_ref, n_features)
-    current: np.ndarray  # (n_cur, n_features)
-    feature_names: Sequence[str]
-    drift_share: float  # dataset drift threshold (share of drifted features)
-    reference_predictions: np.ndarray | None = None  # 1-D, one value per reference row
-    current_predictions: np.ndarray | None = None  # 1-D, NaNs already dropped
-    prediction_kind: str | None = None  # "class" or "value"
-
-
-class DriftEngine(Protocol):
-    name: str
-
-    def compute(self, job: DriftJob) -> DriftResult: ...
 
 
 def make_engine(name: str) -> DriftEngine:

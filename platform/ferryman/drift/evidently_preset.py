@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferryman.drift.engine import DriftJob
 from ferryman.drift.evidently_stattests import is_p_value, prediction_drift
+from ferryman.drift.job import DriftJob
 from ferryman.drift.report import DriftResult, FeatureDrift
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ferryman.drift.engine import DriftJob
+from ferryman.drift.job import DriftJob
 from ferryman.drift.report import DriftResult, FeatureDrift, PredictionDrift
 
 

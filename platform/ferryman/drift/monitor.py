@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ferryman.drift.engine import ENGINES, DriftJob
+from ferryman.drift.job import ENGINES, DriftJob
 from ferryman.drift.report import DriftReport
 from ferryman.drift.runners import RUNNERS, Runner, make_runner
 from ferryman.drift.window import RingWindow

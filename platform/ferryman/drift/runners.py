@@ -17,7 +17,8 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from ferryman.drift.engine import DriftJob, compute, warm_up
+from ferryman.drift.engine import compute, warm_up
+from ferryman.drift.job import DriftJob
 from ferryman.drift.report import DriftResult
 
 log = logging.getLogger("ferryman.drift")

@@ -25,6 +25,8 @@ import orjson
 
 from ferryman import metrics
 from ferryman.errors import FerrymanError, ModelNotFound, NotReady
+from ferryman.metrics_exposition import routes as metrics_routes
+from ferryman.request_metrics import PrometheusObserver
 from ferryman.routes import backends_from_dict, grpc_backends_from_dict, table_from_dict
 from ferryman.routing import ROUTE_SHADOW, RouteTable, RoutingInputs, decide
 from ferryman.spec import Limits, StickySource
@@ -57,8 +59,8 @@ class ProxyGateway:
         self._client: httpx.AsyncClient | None = None
         self._watch: asyncio.Task[None] | None = None
         self._shadow: set[asyncio.Task[None]] = set()
-        self.observer = metrics.PrometheusObserver() if telemetry else None
-        self.metric_routes = metrics.routes() if telemetry else {}
+        self.observer = PrometheusObserver() if telemetry else None
+        self.metric_routes = metrics_routes() if telemetry else {}
         self.reload()
 
     # -- routes file ----------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ from ferryman.batching import session_threads
 from ferryman.dataplane import DataPlane, ModelRepository
 from ferryman.engine import OnnxModel
 from ferryman.errors import ModelStoreError, SpecError
+from ferryman.metrics_exposition import prepare_multiprocess
+from ferryman.metrics_exposition import routes as metrics_routes
+from ferryman.request_metrics import PrometheusObserver
 from ferryman.spec import Batching, Limits, format_validation_error
 from ferryman_runtimes.asgi.app import InferenceApp
 from ferryman_runtimes.asgi.http import send_json
@@ -115,10 +118,10 @@ def build_app(options: Options) -> InferenceApp:
     if options.max_body_bytes is not None:
         limits.max_body_bytes = options.max_body_bytes
     metrics.set_model_ready(model.name, model.version, True)
-    routes = {**metrics.routes(), ("GET", "/"): _alive}
+    routes = {**metrics_routes(), ("GET", "/"): _alive}
     from ferryman_runtimes.native.server import NativeApp, with_grpc
 
-    app = NativeApp(DataPlane(repo, limits=limits), observer=metrics.PrometheusObserver(), extra_routes=routes)
+    app = NativeApp(DataPlane(repo, limits=limits), observer=PrometheusObserver(), extra_routes=routes)
     if options.grpc_port is not None:  # started with the app on its loop; workers share the port (SO_REUSEPORT)
         with_grpc(app, host=options.host, port=options.grpc_port, reuse_port=options.workers > 1)
     if batching is not None:
@@ -141,7 +144,7 @@ def run(options: Options) -> None:
 
     opts = uvicorn_options(host=options.host, port=options.http_port, workers=options.workers)
     if options.workers > 1:
-        metrics.prepare_multiprocess()  # one /metrics for all workers (before any metric exists)
+        prepare_multiprocess()  # one /metrics for all workers (before any metric exists)
         build_app(options)  # fail fast, in this process, on a missing or broken model
         os.environ.update(options.to_env())
         uvicorn.run("ferryman_runtimes.kserve.server:app_from_env", factory=True, **opts)

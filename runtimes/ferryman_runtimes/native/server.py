@@ -11,6 +11,8 @@ from typing import Any
 from ferryman import metrics
 from ferryman.dataplane import DataPlane, ModelRepository, repository_for, repository_for_file
 from ferryman.engine import OnnxModel
+from ferryman.metrics_exposition import cleanup_multiprocess, prepare_multiprocess
+from ferryman.metrics_flush import multiprocess_dir
 from ferryman.observability import instrument
 from ferryman.spec import Limits, ModelDeployment, load_deployment
 from ferryman_runtimes.asgi.app import InferenceApp
@@ -181,13 +183,13 @@ def run(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: int 
                 os.environ.update({ENV_GRPC + "TLS_CERT": str(Path(tls_cert).resolve()),
                                    ENV_GRPC + "TLS_KEY": str(Path(tls_key).resolve())})
         # Workers share one metrics directory so any of them answers /metrics for all.
-        owned = metrics.multiprocess_dir() is None
-        directory = metrics.prepare_multiprocess()
+        owned = multiprocess_dir() is None
+        directory = prepare_multiprocess()
         try:
             uvicorn.run("ferryman_runtimes.native.server:app_from_env", factory=True, **opts)
         finally:
             if owned:
-                metrics.cleanup_multiprocess(directory)
+                cleanup_multiprocess(directory)
     else:
         app = build_app(target, max_body_bytes=max_body_bytes, progress=True)
         if grpc_port is not None:

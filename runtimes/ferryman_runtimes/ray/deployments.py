@@ -20,6 +20,8 @@ from ray import serve
 
 from ferryman import metrics
 from ferryman.dataplane import DataPlane, load_versions, repository_for
+from ferryman.metrics_exposition import routes as metrics_routes
+from ferryman.request_metrics import PrometheusObserver
 from ferryman.routing import backend_weights, initial_table
 from ferryman.serve_config import ENV_METRICS_DIR, table_from_route_config
 from ferryman.spec import ModelDeployment, parse_deployment
@@ -59,7 +61,7 @@ class Ingress:
                                 max_error_ratio=budget.max_error_rate)
         for m in models:
             self.metrics.set_model_ready(m.name, m.version, True)
-        observer: RequestObserver = metrics.PrometheusObserver(self.metrics)
+        observer: RequestObserver = PrometheusObserver(self.metrics)
         self.shipper: StatsShipper | None = None
         if stats:  # the local rollout driver's hub: exact per-version stats from every replica
             self.shipper = StatsShipper(actor_sender(str(stats["actor"]), namespace=str(stats["namespace"])),
@@ -67,7 +69,7 @@ class Ingress:
             observer = CompositeObserver(observer, self.shipper)
         # reconfigure() installs the config's traffic split right after construction
         self.gateway = RayIngressApp(DataPlane(repo, limits=self.md.spec.limits), initial_table(self.md), remotes=remotes,
-                                 inline=inline, observer=observer, extra_routes=metrics.routes())
+                                 inline=inline, observer=observer, extra_routes=metrics_routes())
         if self.shipper is not None:
             gw = self.gateway
             self.shipper.counters = lambda: (gw.shadow_requests, gw.shadow_errors, gw.shadow_dropped)

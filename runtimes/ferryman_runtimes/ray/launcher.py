@@ -129,7 +129,7 @@ def deploy(spec: str | Path, *, host: str = "127.0.0.1", port: int = 8080, proxy
     ingress = config["applications"][0]["deployments"][0]
     os.environ.update(ray_environment(port=port, ingress_replicas=int(ingress["num_replicas"])))
     os.environ.setdefault(ENV_INSTANCE, uuid.uuid4().hex)
-    from ferryman.metrics import prepare_multiprocess
+    from ferryman.metrics_exposition import prepare_multiprocess
 
     prepare_multiprocess(metrics_dir)
     from ray.serve._private import api as serve_api
@@ -214,7 +214,7 @@ def shutdown(deployed: Deployed | None = None) -> None:
     if instance:
         reap(instance)
     if deployed is not None:
-        from ferryman.metrics import cleanup_multiprocess
+        from ferryman.metrics_exposition import cleanup_multiprocess
 
         cleanup_multiprocess(deployed.metrics_dir)
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
-from prometheus_client import values as _values
 
 from ferryman import metrics
+from ferryman._compat.prometheus import multiprocess_values, reload_value_class
 from ferryman.metrics_flush import ENV_MULTIPROC, flush_all, multiprocess_dir
 
 # The classic text format every Prometheus 2.x parses (prometheus_client 0.26 defaults to 1.0.0).
@@ -100,7 +100,7 @@ def prepare_multiprocess(directory: str | Path | None = None) -> Path:
     Uses ``directory``, else an existing ``PROMETHEUS_MULTIPROC_DIR``, else a new temporary directory.
     Stale ``*.db`` files from a previous run are removed (they would otherwise be counted again).
     """
-    if metrics.default_created() and not getattr(_values.ValueClass, "_multiprocess", False):
+    if metrics.default_created() and not multiprocess_values():
         raise RuntimeError("prepare_multiprocess() must run before ferryman metrics are created in this process")
     chosen = Path(directory or multiprocess_dir() or tempfile.mkdtemp(prefix="ferryman-metrics-"))
     chosen.mkdir(parents=True, exist_ok=True)
@@ -108,7 +108,7 @@ def prepare_multiprocess(directory: str | Path | None = None) -> Path:
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
     os.environ[ENV_MULTIPROC] = str(chosen)
-    _values.ValueClass = _values.get_value_class()
+    reload_value_class()
     return chosen
 
 

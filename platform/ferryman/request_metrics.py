@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.ma  # np.unique (large label batches) imports it lazily: 70 ms on the first such request
 
+from ferryman._compat.prometheus import fast_inc, histogram_parts
 from ferryman.metrics import MAX_CLASSES, MAX_SERIES, FerrymanMetrics, default
 from ferryman.protocol.tensor import InferRequest, InferResponse, Tensor
 from ferryman.telemetry import Finished, RequestRecord, Settled
@@ -40,21 +41,14 @@ _OVERFLOW = ("_overflow_", "", "", "")
 _OTHER = object()  # the class label key every label beyond MAX_CLASSES counts under
 
 
-def _fast_inc(child: Any) -> Any:
-    """The bound increment of a counter/gauge child's value (skips the public wrapper's checks)."""
-    return child._value.inc
-
-
 class _Hist:
     """Cumulative bucket counts and sum of one histogram child (one writer thread), and what was published."""
 
-    __slots__ = ("array_bounds", "bounds", "child", "counts", "sent", "sent_sum", "total")
+    __slots__ = ("array_bounds", "bounds", "buckets", "child", "counts", "sent", "sent_sum", "sum", "total")
 
     def __init__(self, child: Any) -> None:
         self.child = child
-        self.bounds = tuple(float(b) for b in child._upper_bounds)  # +Inf last, as prometheus_client keeps them
-        if len(self.bounds) != len(child._buckets):
-            raise RuntimeError("unexpected prometheus_client histogram internals")
+        self.bounds, self.buckets, self.sum = histogram_parts(child)  # bounds: +Inf last
         self.array_bounds = np.asarray(self.bounds, dtype=np.float64)
         self.counts = [0] * len(self.bounds)
         self.total = 0.0
@@ -83,7 +77,7 @@ class _Hist:
 
     def publish(self) -> int:
         """Increment the child by what was added since the last publish; returns how many observations."""
-        counts, sent, buckets = self.counts, self.sent, self.child._buckets
+        counts, sent, buckets = self.counts, self.sent, self.buckets
         total = self.total  # read before the counts: a sum never runs ahead of its buckets for long
         moved = 0
         for i in range(len(counts)):
@@ -94,7 +88,7 @@ class _Hist:
                 sent[i] = c
                 moved += d
         if total != self.sent_sum:
-            self.child._sum.inc(total - self.sent_sum)
+            self.sum.inc(total - self.sent_sum)
             self.sent_sum = total
         return moved
 
@@ -226,7 +220,7 @@ class _PredictionPlan:
 
     def _class(self, value: Any) -> Any:
         label = "other" if value is _OTHER else str(value)
-        return _fast_inc(self.metrics.predictions.labels(self.model, self.version, label))
+        return fast_inc(self.metrics.predictions.labels(self.model, self.version, label))
 
 
 class _Series:
@@ -261,7 +255,7 @@ class _Series:
         return moved
 
     def _code(self, code: int) -> Any:
-        return _fast_inc(self.metrics.requests.labels(*self.key, str(code)))
+        return fast_inc(self.metrics.requests.labels(*self.key, str(code)))
 
 
 class PrometheusObserver(Settled):

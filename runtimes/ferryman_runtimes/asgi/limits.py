@@ -28,9 +28,9 @@ from typing import Any
 
 import httptools
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ferryman.spec import Limits
+from ferryman_runtimes._compat.uvicorn_http import HttpToolsProtocol
 from ferryman_runtimes.asgi.http import TIMED_OUT
 
 PROTOCOL = "ferryman_runtimes.asgi.limits:LimitedHttpToolsProtocol"

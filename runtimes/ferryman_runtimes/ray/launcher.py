@@ -132,8 +132,9 @@ def deploy(spec: str | Path, *, host: str = "127.0.0.1", port: int = 8080, proxy
     from ferryman.metrics_exposition import prepare_multiprocess
 
     prepare_multiprocess(metrics_dir)
-    from ray.serve._private import api as serve_api
     from ray.serve.schema import ServeDeploySchema
+
+    from ferryman_runtimes._compat.ray_serve import serve_start
 
     schema = ServeDeploySchema.model_validate(config)
     _start_ray(num_cpus=max(1, math.ceil(cpus)))
@@ -145,7 +146,7 @@ def deploy(spec: str | Path, *, host: str = "127.0.0.1", port: int = 8080, proxy
         config["applications"][0]["args"]["stats"] = {"actor": hub_name(md.name), "namespace": NAMESPACE,
                                                       "interval_s": SHIP_INTERVAL_S}
         schema = ServeDeploySchema.model_validate(config)
-    client = serve_api.serve_start(http_options=schema.http_options.model_dump(),
+    client = serve_start(http_options=schema.http_options.model_dump(),
                                    proxy_location=schema.proxy_location)
     client.deploy_apps(schema)
     _wait_running(md.name, timeout=timeout)

@@ -1,19 +1,29 @@
-"""``python -m ferryman_operator [--kubeconfig FILE] [-n NAMESPACE ...]``: run the operator (kopf).
+"""``python -m ferryman_operator [--kubeconfig FILE] [-n NAMESPACE ...]``: run the operator.
 
 Settings come from ``FERRYMAN_*`` environment variables (``--help`` lists them); see docs/operator.md.
+SIGTERM or SIGINT stops it cleanly (the leader gives its Lease up, so a standby takes over at once).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
-import kopf
-
-from ferryman_operator.handlers import Operator, register
-from ferryman_operator.kube.config import ConfigError, use_kubeconfig
+from ferryman_operator.handlers import Operator
+from ferryman_operator.kube.config import ConfigError, connection_info, use_kubeconfig
 from ferryman_operator.settings import build_parser, from_env
+
+
+async def _run(operator: Operator) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await operator.run(stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,18 +31,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = from_env(kubeconfig=args.kubeconfig, namespaces=args.namespaces)
     logging.basicConfig(level=getattr(logging, settings.log_level, logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "kopf.objects", "kopf.activities", "aiohttp.access"):  # per-request/handler chatter
+    for noisy in ("httpx", "httpcore", "kopf"):  # per-request chatter
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         use_kubeconfig(settings.kubeconfig)
+        connection_info()  # fail now, with the reason, rather than inside the first request
     except ConfigError as err:
         print(f"ferryman-operator: {err}", file=sys.stderr)
         return 2
-    registry = kopf.OperatorRegistry()
-    register(registry, Operator(settings))
-    liveness = f"http://{settings.health_address}/healthz" if settings.health_address else None
-    kopf.run(registry=registry, standalone=True, clusterwide=settings.clusterwide,
-             namespaces=list(settings.namespaces), liveness_endpoint=liveness)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run(Operator(settings)))
     return 0
 
 

@@ -21,6 +21,8 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "ferryman-operator"
 ANNOTATION_SPEC_HASH = f"{API_GROUP}/spec-hash"
+# hash of what the operator last applied to an object: an unchanged desired object is not applied again
+ANNOTATION_APPLIED = f"{API_GROUP}/applied"
 
 COMPONENT_MODEL = "model-version"
 COMPONENT_GATEWAY = "gateway"

@@ -24,8 +24,9 @@ ENV: dict[str, tuple[str, str]] = {
     "FERRYMAN_PROMETHEUS_NAMESPACE_LABEL": ("namespace", "series label carrying the Kubernetes namespace "
                                                          "(added by ServiceMonitor/PodMonitor scraping); empty = none"),
     "FERRYMAN_ANALYSIS_SELECTOR": ("", "extra PromQL label matchers for the analysis, e.g. 'container=\"gateway\"'"),
-    "FERRYMAN_RESYNC_SECONDS": ("10", "period of the reconcile timer (readiness, analysis, drift)"),
-    "FERRYMAN_REAPPLY_SECONDS": ("300", "unchanged objects are server-side applied again this often (repairs edits)"),
+    "FERRYMAN_RESYNC_SECONDS": ("600", "safety-net pass over every resource, spread over the period (reconciles "
+                                       "are driven by watch events and analysis timers, not by this)"),
+    "FERRYMAN_WORKERS": ("16", "reconciles in flight at once"),
     "FERRYMAN_IMAGE": (DEFAULT_IMAGE, "ferryman image for version servers and the gateway"),
     "FERRYMAN_IMAGE_PULL_POLICY": ("IfNotPresent", "pull policy of the version servers and gateways: Always, "
                                                    "IfNotPresent or Never"),
@@ -55,8 +56,8 @@ class Settings:
     prometheus_url: str = ""
     prometheus_namespace_label: str = "namespace"
     analysis_selector: str = ""
-    resync_seconds: float = 10.0
-    reapply_seconds: float = 300.0
+    resync_seconds: float = 600.0
+    workers: int = 16
     image: str = DEFAULT_IMAGE
     image_pull_policy: str = "IfNotPresent"
     workload_env: tuple[dict[str, Any], ...] = ()
@@ -146,7 +147,7 @@ def from_env(env: Mapping[str, str] | None = None, *, kubeconfig: str | None = N
             prometheus_namespace_label=get("FERRYMAN_PROMETHEUS_NAMESPACE_LABEL"),
             analysis_selector=get("FERRYMAN_ANALYSIS_SELECTOR"),
             resync_seconds=_positive("FERRYMAN_RESYNC_SECONDS", get("FERRYMAN_RESYNC_SECONDS")),
-            reapply_seconds=float(get("FERRYMAN_REAPPLY_SECONDS")),
+            workers=int(_positive("FERRYMAN_WORKERS", get("FERRYMAN_WORKERS"))),
             image=get("FERRYMAN_IMAGE"),
             image_pull_policy=_pull_policy(get("FERRYMAN_IMAGE_PULL_POLICY")),
             workload_env=_env_list(get("FERRYMAN_WORKLOAD_ENV")),

@@ -7,10 +7,15 @@ Conditions (Kubernetes conventions: one per type, ``lastTransitionTime`` moves o
   rollout waits for its versions; False once it is ``Stable``, ``Promoted``, ``RolledBack`` or ``Paused``;
 * ``Degraded``: the operator cannot do what the spec asks (invalid spec, model unreachable, a runtime
   that cannot take the spec, an object the apiserver refused) — the reason says which, the message how.
+
+:func:`material` is what decides whether a new status is worth a write: a repeated analysis hold changes
+only timestamps and figures (``analyzedAt``, ``lastAnalysis``, the time and counts of the latest hold), which
+nobody acts on, so it is not written (the controller keeps that state in memory).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -130,3 +135,29 @@ def transition_events(before: Mapping[str, Any] | None, after: Mapping[str, Any]
     if ready_new.get("status") == "True" and ready_old.get("status") != "True":
         events.append(("Normal", "Ready", ready_new.get("message", "")))
     return events
+
+
+_FIGURES = re.compile(r"\d+(\.\d+)?(e-?\d+)?")
+
+
+def hold_reason(reason: str) -> str:
+    """A hold's reason without its figures: "only 12 of 100 requests" and "only 40 of 100 requests" are the
+    same reason to wait."""
+    return _FIGURES.sub("#", reason)
+
+
+def material(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The status without what a repeated hold changes: when two statuses are materially equal, the write
+    is skipped. Phase, conditions, weights, the rollout step, failures and every decision still count."""
+    out = dict(status or {})
+    rollout = out.get("rollout")
+    if isinstance(rollout, dict):
+        rollout = {k: v for k, v in rollout.items() if k not in ("analyzedAt", "lastAnalysis")}
+        history = list(rollout.get("history") or [])
+        if history and isinstance(history[-1], dict) and history[-1].get("action") == "hold":
+            last = history[-1]
+            history[-1] = {"action": "hold", "reason": hold_reason(str(last.get("reason", ""))),
+                           "weights": last.get("weights"), "actor": last.get("actor")}
+        rollout["history"] = history
+        out["rollout"] = rollout
+    return out

@@ -152,8 +152,7 @@ def start_operator(cp: ControlPlane, namespace: str, *, kubeconfig: Path, identi
     environment = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
-        "FERRYMAN_RESYNC_SECONDS": "0.5",
-        "FERRYMAN_REAPPLY_SECONDS": "300",
+        "FERRYMAN_RESYNC_SECONDS": "3600",  # reconciles come from watch events and timers, not from this
         "FERRYMAN_PREFLIGHT_TTL_SECONDS": "1",
         "FERRYMAN_LEASE_NAMESPACE": namespace,
         "FERRYMAN_LEASE_SECONDS": "3",

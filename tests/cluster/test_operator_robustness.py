@@ -155,8 +155,11 @@ def _strip_rules(schema: dict[str, Any]) -> None:
 
 def test_status_write_conflict_is_retried_with_fresh_data(crd: ControlPlane, namespace: str, sample_spec: Path,
                                                           model_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A writer slips in between the controller's read and its status write: the write is refused (409),
-    the controller reads again, decides again and writes a status consistent with the latest object."""
+    """A writer slips in between the controller's (cached) read and its status write: the write, conditional on
+    the cached resourceVersion, is refused (409); the controller reads the resource fresh, decides again and
+    writes a status consistent with the latest object."""
+    from ferryman_operator.backends.factory import all_kinds
+    from ferryman_operator.cache import Cache
     from ferryman_operator.controller import Controller
     from ferryman_operator.kube.client import ApiError, KubeClient
     from ferryman_operator.preflight import Preflight
@@ -185,11 +188,16 @@ def test_status_write_conflict_is_retried_with_fresh_data(crd: ControlPlane, nam
 
     async def run() -> None:
         kube = RacingKube()
-        controller = Controller(kube=kube, settings=Settings(identity="in-test"), prometheus=PrometheusStats(""),
-                                preflight=Preflight(enabled=False))
+        cache = Cache(kube, namespaces=[namespace], kinds=all_kinds(), on_md=lambda *_: None,
+                      on_owned=lambda *_: None)
+        cache.start()
+        await cache.wait_synced()  # the controller reads the resource from its watch cache (stale after the edit)
+        controller = Controller(kube=kube, cache=cache, settings=Settings(identity="in-test"),
+                                prometheus=PrometheusStats(""), preflight=Preflight(enabled=False))
         try:
             await controller.reconcile((namespace, NAME))
         finally:
+            await cache.stop()
             await kube.close()
 
     asyncio.run(run())

@@ -11,7 +11,7 @@ def test_defaults() -> None:
     s = from_env({})
     assert s.clusterwide and s.namespaces == ()
     assert s.prometheus_url == "" and s.prometheus_namespace_label == "namespace"
-    assert s.resync_seconds == 10.0 and s.reapply_seconds == 300.0
+    assert s.resync_seconds == 600.0 and s.workers == 16
     assert s.leader_election and s.lease_name == "ferryman-operator" and s.lease_seconds == 15.0
     assert s.health_address == "0.0.0.0:8081" and s.preflight and s.kserve_runtime == "ferryman-onnx"
     assert not s.grpc and from_env({"FERRYMAN_GRPC": "true"}).grpc
@@ -20,11 +20,11 @@ def test_defaults() -> None:
 
 def test_values_and_flags() -> None:
     env = {"FERRYMAN_NAMESPACES": "a, b,,", "FERRYMAN_PROMETHEUS_URL": "http://prom:9090/",
-           "FERRYMAN_RESYNC_SECONDS": "0.5", "FERRYMAN_LEADER_ELECTION": "false", "FERRYMAN_PREFLIGHT": "0",
+           "FERRYMAN_RESYNC_SECONDS": "0.5", "FERRYMAN_WORKERS": "3", "FERRYMAN_LEADER_ELECTION": "false", "FERRYMAN_PREFLIGHT": "0",
            "FERRYMAN_LEASE_NAMESPACE": "ops", "FERRYMAN_IDENTITY": "pod-1", "FERRYMAN_LOG_LEVEL": "debug"}
     s = from_env(env)
     assert s.namespaces == ("a", "b") and not s.clusterwide
-    assert s.prometheus_url == "http://prom:9090" and s.resync_seconds == 0.5
+    assert s.prometheus_url == "http://prom:9090" and s.resync_seconds == 0.5 and s.workers == 3
     assert not s.leader_election and not s.preflight and s.lease_namespace == "ops"
     assert s.identity == "pod-1" and s.log_level == "DEBUG"
     assert from_env(env, namespaces=["c"]).namespaces == ("c",)

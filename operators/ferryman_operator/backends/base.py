@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from ferryman.rollout import RolloutState
 from ferryman.routing import RouteTable
 from ferryman.spec import ModelDeployment
-from ferryman_operator.kube.client import Kind
+from ferryman_operator.kube.kinds import Kind
 from ferryman_operator.settings import Settings
 
 Ref = tuple[Kind, str]  # (kind, name) in the ModelDeployment's namespace

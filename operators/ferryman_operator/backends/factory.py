@@ -7,7 +7,7 @@ from ferryman_operator.backends.base import Backend
 from ferryman_operator.backends.kserve import KServeBackend
 from ferryman_operator.backends.native import NativeBackend
 from ferryman_operator.backends.ray import RayBackend
-from ferryman_operator.kube.client import Kind
+from ferryman_operator.kube.kinds import Kind
 
 _BACKENDS: dict[Runtime, Backend] = {
     Runtime.native: NativeBackend(),

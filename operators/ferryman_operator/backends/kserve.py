@@ -33,7 +33,7 @@ from ferryman.spec import ModelDeployment, Resources
 from ferryman_operator import names
 from ferryman_operator.backends import workloads as w
 from ferryman_operator.backends.base import Context, Observed, Readiness, Ref, condition, deployment_ready
-from ferryman_operator.kube.client import CONFIG_MAP, DEPLOYMENT, INFERENCE_SERVICE, SERVICE, Kind
+from ferryman_operator.kube.kinds import CONFIG_MAP, DEPLOYMENT, INFERENCE_SERVICE, SERVICE, Kind
 from ferryman_operator.settings import Settings
 
 STORAGE_SCHEMES = ("s3://", "gs://", "http://", "https://", "pvc://", "oci://", "hdfs://", "webhdfs://", "hf://")

@@ -22,7 +22,7 @@ from ferryman.spec import ModelDeployment
 from ferryman_operator import names
 from ferryman_operator.backends import workloads as w
 from ferryman_operator.backends.base import Context, Observed, Readiness, Ref, deployment_ready
-from ferryman_operator.kube.client import CONFIG_MAP, DEPLOYMENT, SERVICE, Kind
+from ferryman_operator.kube.kinds import CONFIG_MAP, DEPLOYMENT, SERVICE, Kind
 from ferryman_operator.settings import Settings
 
 _SCHEMES = ("file://", "http://", "https://", "s3://")

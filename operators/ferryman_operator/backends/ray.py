@@ -27,7 +27,7 @@ from ferryman.spec import ModelDeployment
 from ferryman_operator import names
 from ferryman_operator.backends import workloads as w
 from ferryman_operator.backends.base import Context, Observed, Readiness, Ref, condition
-from ferryman_operator.kube.client import RAY_SERVICE, Kind
+from ferryman_operator.kube.kinds import RAY_SERVICE, Kind
 from ferryman_operator.settings import Settings
 
 RAY_VERSION = "2.60.0"

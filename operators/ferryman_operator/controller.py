@@ -132,6 +132,10 @@ class Controller:
         self._held.pop(key, None)
         self._hold.pop(key, None)
 
+    def deleted(self, key: Key, kind: str, name: str) -> None:
+        """An owned object is gone (its watch said so): the next pass applies it again if still desired."""
+        self._applied.get(key, {}).pop((kind, name), None)
+
     async def reconcile(self, key: Key) -> None:
         fresh = False
         for attempt in range(1, CONFLICT_RETRIES + 1):

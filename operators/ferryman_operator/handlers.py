@@ -118,6 +118,8 @@ class Operator:
         self.queue.add(key)
 
     def _owned_event(self, owner: Key, event_type: str, new: Obj | None, old: Obj | None) -> None:
+        if event_type == "DELETED" and old is not None and self.controller is not None:
+            self.controller.deleted(owner, str(old.get("kind")), str(old["metadata"]["name"]))
         if self.cache is not None and self.cache.md(owner) is not None:
             self.queue.add(owner)
 

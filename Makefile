@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 DEMO_DIR ?= .cache/demo
 
-.PHONY: setup lock lint typecheck test test-unit test-integration test-cluster demo bench bench-quick \
+.PHONY: setup lock lint typecheck test test-unit test-integration test-cluster demo bench bench-quick bench-operator \
         loadtest soak cluster-up cluster-down images e2e crd monitoring chart-docs chart-check clean
 
 setup:
@@ -41,6 +41,10 @@ demo: setup
 
 bench: setup
 	$(PY) -m loadtests.bench --out docs/benchmarks.md
+
+# the operator at N = 10, 100, 300, 1,000 ModelDeployments, each on a fresh KWOK-only control plane (~25 min)
+bench-operator: setup
+	$(PY) -m loadtests.operator_scale --out docs/operator-scale.md --json docs/operator-scale.json
 
 bench-quick: setup
 	$(PY) -m loadtests.bench --quick --out docs/benchmarks.md

@@ -58,6 +58,7 @@ class Result:
     idle_operator_requests: int = 0  # the operator's flow schema, every request (Lease renewals included)
     idle_lease_renewals: int = 0
     idle_reconciles_per_s: float | None = None
+    idle_by_flow_schema: dict[str, int] = field(default_factory=dict)
     converge_by_verb: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -203,10 +204,10 @@ async def measure(c: Cluster, *, n: int, namespaces: int, label: str, source: Pa
                        start["apiserver_flowcontrol_dispatched_requests_total"])
         result.idle_operator_requests = int(sum(v for k, v in flows.items()
                                                 if dict(k).get("flow_schema") == "service-accounts"))
+        result.idle_by_flow_schema = {dict(k).get("flow_schema", "?"): int(v) for k, v in flows.items()}
         if health0 is not None and health1 is not None and "reconciles" in health1:
             result.idle_reconciles_per_s = round((health1["reconciles"] - health0["reconciles"]) / elapsed, 2)
-            put0 = health0.get("requests", {}).get("PUT", 0)
-            result.idle_lease_renewals = health1.get("requests", {}).get("PUT", 0) - put0
+            result.idle_lease_renewals = health1.get("lease_renewals", 0) - health0.get("lease_renewals", 0)
         else:
             result.notes.append("no reconcile counter on this operator's /healthz")
             result.idle_lease_renewals = verbs.get("leases PUT", 0)

@@ -152,6 +152,7 @@ class Operator:
             "writes": self.controller.writes if self.controller is not None else 0,
             "requests": dict(self.kube.counts) if self.kube is not None else {},
             "retries": {str(k): v for k, v in self.kube.retried.items()} if self.kube is not None else {},
+            "lease_renewals": self.elector.renewals if self.elector is not None else 0,
             "lists": self.cache.lists if self.cache is not None else 0,
             "modeldeployments": len(self.cache.md_keys()) if self.cache is not None else 0,
         }

@@ -42,6 +42,7 @@ class LeaderElector:
         self._observed_at = 0.0
         self.holder: str | None = None
         self._lease: dict[str, Any] | None = None  # the Lease as our last write returned it
+        self.renewals = 0  # successful writes of the Lease (acquisitions and renewals)
 
     @property
     def is_leader(self) -> bool:
@@ -78,6 +79,7 @@ class LeaderElector:
                     raise
             else:
                 self._renewed_at = self.clock()
+                self.renewals += 1
                 return True
         now_wall = time.time()
         lease = await self.kube.get(LEASE, self.namespace, self.name)
@@ -96,6 +98,7 @@ class LeaderElector:
                     return False
                 raise
             self._renewed_at = self.clock()
+            self.renewals += 1
             self.holder = self.identity
             return True
         spec = lease.get("spec") or {}
@@ -120,6 +123,7 @@ class LeaderElector:
                 return False
             raise
         self._renewed_at = self.clock()
+        self.renewals += 1
         self.holder = self.identity
         return True
 

@@ -56,3 +56,36 @@ def test_coalesces_serialises_and_survives_failures() -> None:
     assert log.count(("start", "slow")) == 2
     assert log.count(("start", "boom")) == 1
     assert ("end", "after") in log  # the workers outlived the failure
+
+
+def test_timers_earliest_wins_and_failures_retry_with_backoff() -> None:
+    async def scenario() -> tuple[list[Hashable], int]:
+        seen: list[Hashable] = []
+        fails = {"flaky": 2}
+
+        async def handler(key: Hashable) -> None:
+            seen.append(key)
+            if fails.get(str(key), 0) > 0:
+                fails[str(key)] -= 1
+                raise RuntimeError("apiserver away")
+
+        queue = WorkQueue(handler, workers=2, retry_base=0.01, retry_cap=0.05)
+        queue.start()
+        queue.add_after("late", 10.0)
+        queue.add_after("late", 0.02)  # earlier: replaces the timer
+        queue.add_after("late", 5.0)  # later: ignored
+        queue.add_after("gone", 0.02)
+        queue.forget("gone")
+        queue.add("flaky")  # fails twice, retried by itself
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if seen.count("flaky") == 3 and "late" in seen:
+                break
+        scheduled = queue.scheduled
+        await queue.stop()
+        return seen, scheduled
+
+    seen, scheduled = asyncio.run(scenario())
+    assert seen.count("late") == 1 and "gone" not in seen
+    assert seen.count("flaky") == 3
+    assert scheduled == 0

@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 # The upstream CRDs the schema tests and the test cluster use, from their Go modules (quick once cached).
 if command -v go >/dev/null 2>&1; then
   bash scripts/cluster/crds.sh >/dev/null
+  # ghz, the gRPC load generator of `make bench` (built from its Go module once, cached in ~/.cache/ferryman/bin)
+  python3 -m loadtests.ghz >/dev/null || echo "ghz could not be built: the gRPC benchmark will report it" >&2
 else
   echo "go is not on PATH: scripts/cluster/crds.sh cannot fetch the upstream CRDs the schema and cluster tests need" >&2
 fi

@@ -1,8 +1,10 @@
 """``python -m loadtests.bench [--quick] [--out docs/benchmarks.md]`` (``make bench`` / ``make bench-quick``).
 
-Two sections: the HTTP-bound one (a ~10 us tree model: framing is the cost) and the compute-bound one
-(:mod:`loadtests.bench.compute`: a millisecond MLP, adaptive batching). ``--no-compute`` runs the first only
-and keeps the report's compute-bound section as it was; ``--only-compute`` runs the second only.
+Three sections: the HTTP-bound one (a ~10 us tree model: framing is the cost), the compute-bound one
+(:mod:`loadtests.bench.compute`: a millisecond MLP, adaptive batching) and the gRPC one
+(:mod:`loadtests.bench.grpc`: ghz against ferryman's and stock KServe's gRPC services, and our REST path).
+``--no-compute`` / ``--no-grpc`` skip a section and keep the report's copy of it as it was;
+``--only-compute`` / ``--only-grpc`` run that section only.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from loadtests.bench import compute_report, contenders, report
+from loadtests.bench import compute_report, contenders, grpc_report, report
 from loadtests.bench.harness import QUICK, REPO_ROOT, Bench, Settings, prepare
 
 
@@ -39,6 +41,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="list the contenders and exit")
     p.add_argument("--no-compute", action="store_true", help="skip the compute-bound section (keep the old one)")
     p.add_argument("--only-compute", action="store_true", help="run the compute-bound section only")
+    p.add_argument("--no-grpc", action="store_true", help="skip the gRPC section (keep the old one)")
+    p.add_argument("--only-grpc", action="store_true", help="run the gRPC section only")
     return p.parse_args(argv)
 
 
@@ -65,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.only_compute:
         return _compute(args, console)
+    if args.only_grpc:
+        return _grpc(args, console)
     names = [n.strip() for n in args.contenders.split(",") if n.strip()] if args.contenders else None
     chosen = contenders.create(names)
     with console.status("exporting the sample models"):
@@ -75,13 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(doc, indent=2) + "\n")
-    old = compute_report.section_of(args.out.read_text()) if args.out.is_file() else None
-    args.out.write_text(report.markdown(doc) + ("\n" + old if old else ""))
+    text = args.out.read_text() if args.out.is_file() else ""
+    kept = [part for part in (compute_report.section_of(text), grpc_report.section_of(text)) if part]
+    args.out.write_text(report.markdown(doc) + "".join("\n" + part for part in kept))
     out = Console()
     out.print(report.results_table(doc))
     out.print(report.ratios_table(doc))
     out.print(f"written: {args.out}, {json_path}")
-    return 0 if args.no_compute else _compute(args, console)
+    status = 0 if args.no_compute else _compute(args, console)
+    return status or (0 if args.no_grpc else _grpc(args, console))
 
 
 def _compute(args: argparse.Namespace, console: Console) -> int:
@@ -91,6 +99,15 @@ def _compute(args: argparse.Namespace, console: Console) -> int:
     if args.quick:
         argv.append("--quick")
     return compute.main(argv)
+
+
+def _grpc(args: argparse.Namespace, console: Console) -> int:
+    from loadtests.bench import grpc
+
+    argv = ["--out", str(args.out), "--workdir", str(args.workdir)]
+    if args.quick:
+        argv.append("--quick")
+    return grpc.main(argv)
 
 
 if __name__ == "__main__":

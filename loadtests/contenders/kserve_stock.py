@@ -1,12 +1,14 @@
 """Stock KServe ModelServer with a custom ``kserve.Model`` running ONNX Runtime (Open Inference Protocol v2).
 
-The server is KServe's own (FastAPI app, its data plane, its logging defaults); only gRPC is switched off
-(nothing uses it here and it would need a second port) and the shutdown grace period shortened.
-``python -m loadtests.contenders.kserve_stock --model-path M --port P``.
+The server is KServe's own (FastAPI app, its data plane, its logging defaults); the shutdown grace period is
+shortened, and gRPC is off unless ``--grpc-port`` is given: then KServe's own gRPC server
+(``inference.GRPCInferenceService`` on grpc.aio, in the same process) serves the same model.
+``python -m loadtests.contenders.kserve_stock --model-path M --port P [--grpc-port G]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import uuid
 from typing import Any
 
@@ -45,8 +47,12 @@ class OrtModel(kserve.Model):
 
 def main() -> None:
     args = server_args(__doc__ or "")
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--grpc-port", type=int, default=None)
+    grpc_port = extra.parse_known_args()[0].grpc_port
     model = OrtModel(args.model_name, args.model_path)
-    kserve.ModelServer(http_port=args.port, enable_grpc=False, workers=1, grace_period=2).start([model])
+    grpc = {"enable_grpc": True, "grpc_port": grpc_port} if grpc_port else {"enable_grpc": False}
+    kserve.ModelServer(http_port=args.port, workers=1, grace_period=2, **grpc).start([model])
 
 
 if __name__ == "__main__":

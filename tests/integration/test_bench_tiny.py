@@ -34,7 +34,7 @@ def tiny_run(sample_models: Any, tmp_path_factory: pytest.TempPathFactory) -> tu
     out = work / "bench.md"
     proc = subprocess.run(
         [sys.executable, "-m", "loadtests.bench", "--contenders", "raw-ort,minimal-asgi,ferryman-native",
-         "--duration", "1", "--warmup", "0", "--batch-duration", "1", "--rounds", "1", "--no-compute", "--out", str(out), "--workdir", str(work)],
+         "--duration", "1", "--warmup", "0", "--batch-duration", "1", "--rounds", "1", "--no-compute", "--no-grpc", "--out", str(out), "--workdir", str(work)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(out.with_suffix(".json").read_text())

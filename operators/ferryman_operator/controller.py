@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -319,30 +320,37 @@ class Controller:
         objects = self._desired_objects(key, backend, ctx, body)
         owned = self.cache.owned(key)
         records = self._applied.setdefault(key, {})
-        wrote = False
-        for obj in objects:
+        wanted = [obj for obj in objects
+                  if needs_apply(obj["metadata"]["annotations"][names.ANNOTATION_APPLIED],
+                                 owned.get((obj["kind"], obj["metadata"]["name"])),
+                                 records.get((obj["kind"], obj["metadata"]["name"])))]
+        if wanted and not self.is_leader():
+            return None, False
+        # independent objects: sent together (the apiserver, not this loop, is what they wait for)
+        results = await asyncio.gather(*(self.kube.apply(obj) for obj in wanted), return_exceptions=True)
+        problem: Problem | None = None
+        for obj, result in zip(wanted, results, strict=True):
             kind, obj_name = obj["kind"], obj["metadata"]["name"]
-            stamp = obj["metadata"]["annotations"][names.ANNOTATION_APPLIED]
-            if not needs_apply(stamp, owned.get((kind, obj_name)), records.get((kind, obj_name))):
-                continue
-            if not self.is_leader():
-                return None, wrote
-            try:
-                result = await self.kube.apply(obj)
-            except ApiError as err:
-                if err.conflict:
-                    raise
+            if isinstance(result, ApiError):
+                if result.conflict:
+                    raise result
                 what = f"{kind} {obj_name}"
-                log.error("%s/%s: apply %s failed: %s", *key, what, err)
-                hint = _HINTS.get(err.status, "").format(kind=kind, api=obj["apiVersion"])
-                return Problem("ApplyFailed", f"{what}: the apiserver refused it: {err.status} {err.reason}: "
-                                              f"{err.message}{hint}"), True
-            wrote = True
+                log.error("%s/%s: apply %s failed: %s", *key, what, result)
+                hint = _HINTS.get(result.status, "").format(kind=kind, api=obj["apiVersion"])
+                problem = problem or Problem("ApplyFailed", f"{what}: the apiserver refused it: {result.status} "
+                                                            f"{result.reason}: {result.message}{hint}")
+                continue
+            if isinstance(result, BaseException):
+                raise result
             self.writes += 1
             result.setdefault("apiVersion", obj["apiVersion"])
             result.setdefault("kind", kind)
-            records[(kind, obj_name)] = Applied(stamp, edit_marker(result), resource_version(result))
+            records[(kind, obj_name)] = Applied(obj["metadata"]["annotations"][names.ANNOTATION_APPLIED],
+                                                edit_marker(result), resource_version(result))
             self.cache.remember_owned(result)
+        if problem is not None:
+            return problem, True
+        wrote = bool(wanted)
         if await self._prune(key, {(o["kind"], o["metadata"]["name"]) for o in objects}, uid=body["metadata"]["uid"]):
             wrote = True
         return None, wrote

@@ -62,7 +62,7 @@ class Informer:
     def __init__(self, kube: KubeClient, kind: Kind, namespace: str | None = None, *,
                  label_selector: str | None = None, on_event: Handler | None = None,
                  transform: Callable[[Obj], Obj] = strip_managed_fields, watch_timeout: int = 300,
-                 absent_retry: float = 60.0) -> None:
+                 absent_retry: float = 300.0) -> None:
         self.kube = kube
         self.kind = kind
         self.namespace = namespace

@@ -7,7 +7,9 @@
    due — one analysis with the candidate's stats from Prometheus.
 4. Server-side apply only the desired objects that differ from what the cache holds (the hash stamped on
    each object at its last apply, and its generation for edits by others); prune, from the cache, what the
-   spec no longer asks for. A prune that fails is retried later; it does not fail the reconcile.
+   spec no longer asks for. A prune that fails is retried later; it does not fail the reconcile. A resource
+   seen for the first time gets its status first and its objects in its next pass (queued behind the
+   others), so a thousand new resources all show a phase quickly.
 5. Observe readiness (cache), and write the status only when it changed materially (not for a repeated
    analysis hold: :func:`status.material`), conditional on the ``resourceVersion`` read in step 1. A 409
    means someone else wrote first: read the resource fresh with a GET and start again (optimistic
@@ -238,9 +240,15 @@ class Controller:
             if analysed is not None:
                 decisions.append(analysed)
 
-        ctx = Context(md=md, namespace=namespace, owner=names.owner_reference(body), state=state,
-                      table=rollout.table_for(md, state), settings=self.settings)
-        applied_problem, applied = await self._apply(key, backend, ctx, body=body)
+        # A resource seen for the first time gets its status (phase, weights, NotReady) before anything is
+        # applied, and goes to the back of the queue: with many new resources at once, every one shows its
+        # phase after one write each, instead of after every object of those ahead of it.
+        first = not previous
+        applied_problem, applied = None, False
+        if not first:
+            ctx = Context(md=md, namespace=namespace, owner=names.owner_reference(body), state=state,
+                          table=rollout.table_for(md, state), settings=self.settings)
+            applied_problem, applied = await self._apply(key, backend, ctx, body=body)
         if applied:
             readiness = backend.readiness(md, self._observe(key, backend, md))
         new_status = status.build(previous=previous, md=md, state=state, readiness=readiness, problem=applied_problem,
@@ -262,6 +270,9 @@ class Controller:
         await self._events(body, events, now=now)
         if requested is not None:
             await self._clear_action(key)
+        if first:
+            self.schedule(key, 0.0)  # now the objects
+            return
         wait = next_analysis_in(state, md, now=now)
         if wait is not None:
             self.schedule(key, max(wait, 0.0) + 0.05)

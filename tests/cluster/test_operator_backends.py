@@ -136,9 +136,10 @@ def test_ray_backend_writes_a_valid_rayservice(crd: ControlPlane, namespace: str
         doc = sample_manifest(sample_spec, name=name, base_url=model_url, runtime="ray",
                               traffic={"strategy": "abTest", "abTest": {"weights": {"v1": 70, "v2": 30}}})
         crd.apply(doc, "-n", namespace)
-        md = wait_for(lambda: condition_is(crd, namespace, name, "Ready", "False", "NotReady"), timeout=60,
-                      what="RayService written, not ready yet")
-        assert "RayService Ready=Unknown" in {c["type"]: c for c in md["status"]["conditions"]}["Ready"]["message"]
+        # the first status comes before the objects ("not found"), the next one once the RayService is written
+        md = wait_for(lambda: (m := condition_is(crd, namespace, name, "Ready", "False", "NotReady"))
+                      and "RayService Ready=Unknown" in {c["type"]: c for c in m["status"]["conditions"]}["Ready"]["message"]
+                      and m, timeout=60, what="RayService written, not ready yet")
         rs = crd.get_json("-n", namespace, "rayservice", name)  # stored: the upstream schema accepted it
         assert rs["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
         assert rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] == 2

@@ -113,7 +113,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"Run: {doc['generated_at']} ({'quick' if doc['quick'] else 'full'} mode, `python -m loadtests.bench.grpc"
         f"{' --quick' if doc['quick'] else ''}`, part of `make bench`). Raw figures: `{doc.get('json_name')}`. "
-        f"Load average before / after: {doc['machine'].get('load_average')} / {doc['machine'].get('load_average_after')}.",
+        f"Load average (1, 5, 15 min) before / after: {doc['machine'].get('load_average_before')} / "
+        f"{doc['machine'].get('load_average_after')} (the machine is shared: rows/s move with it, CPU per row hardly).",
         "",
         f"- model: {s['model']} (the HTTP-bound section's: ~10 us of compute, the transport is the cost); "
         f"{s['rows_per_request']} row per request, so rows/s = requests/s",

@@ -1,25 +1,56 @@
 # syntax=docker/dockerfile:1.7
-# ferryman runtime images, built from the repository root (multi-stage; both run as uid 1000):
+# ferryman runtime images, built from the repository root (multi-stage; they run as uid 1000 and under any
+# other non-root uid, e.g. the 10001 the chart and the operator's pods use, with a read-only root filesystem):
 #   docker build -f images/runtime.Dockerfile -t ghcr.io/ferryman-dev/ferryman:0.1.0 .
-#       native server, gateway (`ferryman serve` / `ferryman up`) and the `ferryman-onnx` KServe runtime (default)
+#       the chart's image (default target): native server and gateway (`ferryman serve` / `ferryman up` /
+#       `ferryman gateway`), the `ferryman-onnx` KServe runtime (its default command), the operator
+#       (`python -m ferryman_operator`) and the in-cluster Locust load test
 #   docker build -f images/runtime.Dockerfile --target ray -t ghcr.io/ferryman-dev/ferryman-ray:0.1.0 .
-#       Ray image for KubeRay RayServices (serveConfigV2 imports ferryman_runtimes.ray.app:build)
+#       Ray image for KubeRay RayServices (serveConfigV2 imports ferryman_runtimes.ray.app:build); on top
+#       of rayproject/ray, or with --build-arg RAY_IMAGE=ray-base on the Python image alone (no Docker Hub)
+# Without any registry: `make images` (scripts/images/build.sh) builds all of them with buildah from a
+# Debian base made locally (--build-arg PYTHON_IMAGE=...).
 # Bases are pinned by exact version; pin by digest too with --build-arg PYTHON_IMAGE=python:3.11.7-slim-bookworm@sha256:...
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 ARG RAY_IMAGE=rayproject/ray:2.60.0-py311-cpu
 
-FROM ${PYTHON_IMAGE} AS build
+# Every dependency at the version in the lock file, in a venv of its own stage: empty packages stand in
+# for the sources, so this stage (and the image layer copied from it) is rebuilt only when the lock, the
+# dependencies in pyproject.toml or this recipe change. Big test suites of dependencies are left out.
+FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 COPY requirements/lock.txt requirements/lock.txt
+RUN for p in platform/ferryman runtimes/ferryman_runtimes operators/ferryman_operator; do \
+      mkdir -p "$p" && touch "$p/__init__.py"; done \
+ && touch README.md \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install -c requirements/lock.txt ".[serve,drift,operator,loadtest,examples]" setuptools \
+ && /opt/venv/bin/pip uninstall -y ferryman \
+ && site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+ && for p in numpy pandas pyarrow scipy sklearn statsmodels; do \
+      find "$site/$p" -depth -type d -name tests -exec rm -rf {} +; done \
+ && rm -rf /src
+
+# The package itself as a wheel (for the runtime and ray stages), built offline with the lock's setuptools.
+FROM deps AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
 COPY platform platform
 COPY runtimes runtimes
 COPY operators operators
-# Every dependency at the version in the lock file; the package itself as a wheel for the ray stage too.
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install -c requirements/lock.txt ".[serve,drift]" \
- && /opt/venv/bin/pip wheel --no-deps -w /wheels .
+RUN /opt/venv/bin/pip wheel --no-deps --no-build-isolation -w /wheels .
+
+# A Ray base made from the Python image, laid out like rayproject/ray (pip on PATH, user ray = 1000:100):
+# `--build-arg RAY_IMAGE=ray-base` builds the ray target where Docker Hub is out of reach.
+FROM ${PYTHON_IMAGE} AS ray-base
+COPY requirements/lock.txt /tmp/lock.txt
+RUN useradd --uid 1000 --gid 100 --create-home --shell /bin/bash ray \
+ && python -m venv /opt/ray \
+ && /opt/ray/bin/pip install --no-cache-dir --disable-pip-version-check -c /tmp/lock.txt "ray[serve]" \
+ && rm /tmp/lock.txt
+ENV PATH=/opt/ray/bin:$PATH
 
 FROM ${RAY_IMAGE} AS ray
 COPY --from=build /wheels /wheels
@@ -33,8 +64,13 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN useradd --uid 1000 --user-group --no-create-home --shell /usr/sbin/nologin ferryman
-COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=build /wheels /tmp/wheels
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --disable-pip-version-check /tmp/wheels/ferryman-*.whl \
+ && rm -rf /tmp/wheels
+# HOME=/tmp: the only writable place under a read-only root filesystem (an emptyDir in the chart's and
+# the operator's pods), whatever uid the pod runs as.
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp \
     FERRYMAN_HEALTHCHECK_URL=http://127.0.0.1:8080/v2/health/ready
 USER 1000:1000
 EXPOSE 8080

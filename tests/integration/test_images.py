@@ -3,7 +3,8 @@
 Each Dockerfile is parsed; the runtime image's ENTRYPOINT + CMD is run here (``python`` = this venv's,
 ``/mnt/models`` laid out as the storage initializer does, the port made free) and its HEALTHCHECK command
 is run against it, up and down. The operator image's HEALTHCHECK is run the same way, and its ENTRYPOINT
-with ``--help`` (a real run needs the control plane: the operator's cluster tests).
+with ``--help`` (a real run needs the control plane: the operator's cluster tests). The images themselves are
+built and run by tests/cluster/test_images_built.py (``make images``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from tests.helpers.servers import wait_http
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
 RUNTIME_FILE = ROOT / "runtimes" / "ferryman_runtimes" / "kserve" / "clusterservingruntime.yaml"
+# Stages that only feed others: the dependencies' venv, the wheel's build, and the Ray base made from the
+# Python image for machines without Docker Hub (``--build-arg RAY_IMAGE=ray-base``).
+HELPER_STAGES = ("deps", "build", "ray-base")
 
 
 @dataclass
@@ -96,9 +100,11 @@ def operator_image() -> dict[str, Stage]:
 @pytest.mark.parametrize("dockerfile", ["runtime.Dockerfile", "operator.Dockerfile"])
 def test_images_are_multi_stage_non_root_pinned_and_health_checked(dockerfile: str) -> None:
     stages = parse_dockerfile(IMAGES / dockerfile)
-    final = [s for s in stages.values() if s.name != "build"]
+    final = [s for s in stages.values() if s.name not in HELPER_STAGES]
     assert "build" in stages and final
     for s in stages.values():
+        if s.base in stages:  # built on an earlier stage
+            continue
         assert re.search(r":\d+\.\d+\.\d+", s.base), f"{s.name}: base image not pinned to a version: {s.base}"
         assert "latest" not in s.base
     for s in final:
@@ -161,7 +167,7 @@ def test_runtime_image_healthcheck_passes_when_ready_and_fails_when_down(runtime
 
 def test_ray_image_healthcheck_targets_the_serve_proxy(runtime_image: dict[str, Stage]) -> None:
     stage = runtime_image["ray"]
-    assert stage.base.startswith("rayproject/ray:2.60.0-")
+    assert stage.base.startswith("rayproject/ray:2.60.0-")  # the default; ``make images`` uses ray-base
     assert stage.env["FERRYMAN_HEALTHCHECK_URL"] == "http://127.0.0.1:8000/-/healthz"
     assert run_healthcheck(stage, f"http://127.0.0.1:{free_port()}/-/healthz") != 0
 
@@ -198,3 +204,18 @@ def test_operator_image_entrypoint_is_the_operator(operator_image: dict[str, Sta
                           check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ferryman_operator" in done.stdout and "--kubeconfig" in done.stdout
+
+
+def test_ray_base_installs_ray_from_the_lock_on_the_python_image(runtime_image: dict[str, Stage]) -> None:
+    """``--build-arg RAY_IMAGE=ray-base`` builds the ray target without Docker Hub: that stage starts from
+    the same Python image as the others, and its Ray version is the lock's (the one the tests run)."""
+    text = (IMAGES / "runtime.Dockerfile").read_text()
+    base = runtime_image["ray-base"]
+    assert base.base == runtime_image["runtime"].base == runtime_image["deps"].base
+    assert base.env["PATH"].startswith("/opt/ray/bin:")  # pip and python on PATH, as in rayproject/ray
+    ray_base = text[text.index("AS ray-base"):text.index("AS ray\n")]
+    assert '-c /tmp/lock.txt "ray[serve]"' in ray_base
+    assert "useradd --uid 1000 --gid 100" in ray_base  # the ray target runs as USER 1000:100
+    assert runtime_image["ray"].user == "1000:100"
+    lock = (ROOT / "requirements" / "lock.txt").read_text()
+    assert re.search(r"^ray==\d", lock, re.MULTILINE), "the lock pins ray"

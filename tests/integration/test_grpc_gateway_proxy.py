@@ -220,3 +220,29 @@ def test_shadow_copies_go_to_the_candidate_over_grpc(topology: dict[str, Any], t
     # the candidate answered them over gRPC (the gateway forwards the caller's message as is)
     assert (sample_sum(after_v2, "ferryman_requests_total", protocol="grpc-raw", code="200")
             - sample_sum(before_v2, "ferryman_requests_total", protocol="grpc-raw", code="200")) == n
+
+
+def test_the_callers_api_key_reaches_the_version_server(sample_spec: Path, tmp_path: Path,
+                                                        traffic: np.ndarray) -> None:
+    """A version server with API keys behind the gateway: the key travels in metadata (Bearer or x-api-key),
+    its absence is the version server's UNAUTHENTICATED, passed through; the gateway's health stays open."""
+    key = "k-" + "7" * 30
+    keys = tmp_path / "keys"
+    keys.write_text(key + "\n")
+    spec = _single_version_spec(sample_spec, "v1", tmp_path)
+    grpc_port = free_port()
+    with serve_cli(spec, args=["--grpc-port", str(grpc_port), "--api-keys", str(keys)]) as v1:
+        topo = {"spec": sample_spec, "routes": tmp_path / "routes.json", "backends": {"v1": v1.url},
+                "grpc_backends": {"v1": f"127.0.0.1:{grpc_port}"}}
+        _write(topo, weights={"v1": 100})
+        port, gateway_grpc = free_port(), free_port()
+        with ferryman_process(["gateway", "--routes", str(topo["routes"]), "--host", "127.0.0.1",
+                               "--port", str(port), "--grpc-port", str(gateway_grpc)], port=port), \
+                tc.InferenceServerClient(f"127.0.0.1:{gateway_grpc}") as client:
+            assert client.is_server_ready()
+            code, message = _status(lambda: _infer(client, traffic[0]))
+            assert code == "StatusCode.UNAUTHENTICATED" and "API key" in message
+            assert _version(client, traffic[0], headers={"authorization": f"Bearer {key}"}) == "v1"
+            assert _version(client, traffic[1], headers={"x-api-key": key}) == "v1"
+            code, _ = _status(lambda: _infer(client, traffic[0], headers={"x-api-key": "wrong"}))
+            assert code == "StatusCode.UNAUTHENTICATED"

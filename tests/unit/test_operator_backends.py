@@ -219,10 +219,15 @@ def test_no_grpc_port_anywhere_unless_turned_on() -> None:
 
 
 def test_native_servers_and_gateway_serve_grpc_when_on() -> None:
+    from ferryman.cli import main as cli
+
+    cli._load_extensions()
+    parser = cli.build_parser()  # the args are what `ferryman serve` / `ferryman gateway` accept
     objects = by_kind(NativeBackend().desired(ctx_grpc(md())))
     for name in ("m-v1", "m-v2", "m-gateway"):
         [container] = objects[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
         assert container["args"][-2:] == ["--grpc-port", "8081"]
+        assert parser.parse_args(container["args"]).grpc_port == 8081
         assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
                                       {"name": "grpc", "containerPort": 8081, "protocol": "TCP"}]
     for name in ("m-v1", "m-v2", "m"):

@@ -19,7 +19,7 @@ import numpy as np
 
 from ferryman.analysis import VersionStats
 from ferryman.protocol.tensor import InferRequest, InferResponse
-from ferryman.telemetry import Finished, RequestRecord, Settled
+from ferryman.telemetry import Finished, RequestObserver, RequestRecord, Settle
 
 QUANTILE_METHOD: Final = "inverted_cdf"  # nearest rank: an observed value, never interpolated
 MAX_SAMPLES = 2_000_000  # per (version, route); beyond this the oldest half is dropped (exact within the tail)
@@ -46,21 +46,18 @@ class RouteTotals:
     p99_seconds: float | None
 
 
-class Accounting(Settled):
-    """Thread-safe; ``finished`` is on the hot path and only appends. Behind a deferred observer (see
-    ``ferryman.telemetry``) a request is stamped when its loop turn ends, and the readers settle first."""
+class Accounting(RequestObserver):
+    """Thread-safe; ``finished`` is on the hot path and only appends. Behind a deferred observer built with
+    the same ``settle`` hook (see ``ferryman.telemetry``) a request is stamped when its loop turn ends, and
+    the readers settle first."""
 
-    ignores_started = True
-
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, settle: Settle | None = None) -> None:
         self._now = clock  # monotonic seconds; windows are marked in this clock
+        self.settle = settle if settle is not None else Settle()
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str], _Series] = {}
 
     # RequestObserver -----------------------------------------------------------------------------
-    def started(self, model: str) -> None:
-        return None
-
     def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
         self.finished_many(((record, request, response),))
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ferryman import metrics
 from ferryman.metrics_exposition import routes as metrics_routes
 from ferryman.request_metrics import PrometheusObserver
-from ferryman.telemetry import CompositeObserver, RequestObserver, deferred
+from ferryman.telemetry import CompositeObserver, RequestObserver, Settle, deferred
 
 if TYPE_CHECKING:
     from ferryman.dataplane import ModelRepository
@@ -36,11 +37,13 @@ class Instrumentation:
     routes: dict[tuple[str, str], Any]
     drift: DriftMonitor | None = None
     metrics: metrics.FerrymanMetrics = field(default_factory=metrics.default)
+    settle: Settle = field(default_factory=Settle)  # the readers' hook, bound to the deferred observer's drain
 
-    @property
+    @cached_property
     def observer(self) -> RequestObserver:
-        """All the observers, reported once per event-loop turn (see ``ferryman.telemetry``)."""
-        return deferred(self.observers[0] if len(self.observers) == 1 else CompositeObserver(*self.observers))
+        """All the observers, reported once per event-loop turn (see ``ferryman.telemetry``); built once."""
+        inner = self.observers[0] if len(self.observers) == 1 else CompositeObserver(*self.observers)
+        return deferred(inner, settle=self.settle)
 
     def close(self) -> None:
         """At shutdown: fold the pending request metrics (exact totals), stop the drift worker."""
@@ -50,11 +53,14 @@ class Instrumentation:
 
 
 def instrument(md: ModelDeployment | None, repository: ModelRepository, *, drift: bool = True,
-               drift_config: DriftConfig | None = None, registry_metrics: metrics.FerrymanMetrics | None = None
-               ) -> Instrumentation:
-    """Prometheus observer + ``/metrics``; with a spec, budget/readiness gauges and the drift monitor."""
+               drift_config: DriftConfig | None = None, registry_metrics: metrics.FerrymanMetrics | None = None,
+               settle: Settle | None = None) -> Instrumentation:
+    """Prometheus observer + ``/metrics``; with a spec, budget/readiness gauges and the drift monitor.
+    ``settle``: the hook of the deferred observer the caller puts in front (``inst.observer`` by default)."""
     m = registry_metrics or metrics.default()
-    inst = Instrumentation(observers=[PrometheusObserver(m)], routes=dict(metrics_routes()), metrics=m)
+    hook = settle if settle is not None else Settle()
+    inst = Instrumentation(observers=[PrometheusObserver(m, settle=hook)], routes=dict(metrics_routes()),
+                           metrics=m, settle=hook)
     for name, versions in repository.models.items():
         for version in versions:
             m.set_model_ready(name, version, repository.ready)

@@ -33,7 +33,7 @@ import numpy.ma  # np.unique (large label batches) imports it lazily: 70 ms on t
 from ferryman._compat.prometheus import fast_inc, histogram_parts
 from ferryman.metrics import MAX_CLASSES, MAX_SERIES, FerrymanMetrics, default
 from ferryman.protocol.tensor import InferRequest, InferResponse, Tensor
-from ferryman.telemetry import Finished, RequestRecord, Settled
+from ferryman.telemetry import Finished, RequestObserver, RequestRecord, Settle
 
 SMALL = 16  # outputs of at most this many elements are read in Python; larger ones with numpy
 SMALL_CLASS_IDS = 4_096  # integer labels in 0..this-1 are counted with one bincount (larger: np.unique)
@@ -258,12 +258,14 @@ class _Series:
         return fast_inc(self.metrics.requests.labels(*self.key, str(code)))
 
 
-class PrometheusObserver(Settled):
+class PrometheusObserver(RequestObserver):
     """Feeds the request metrics (see the module docstring for what the request path does and when it is
-    published). ``finished`` runs on one thread (the event loop); ``flush`` may run on any thread."""
+    published). ``finished`` runs on one thread (the event loop); ``flush`` may run on any thread and
+    calls ``settle`` first (the hook of the deferred observer in front, if any)."""
 
-    def __init__(self, metrics: FerrymanMetrics | None = None) -> None:
+    def __init__(self, metrics: FerrymanMetrics | None = None, *, settle: Settle | None = None) -> None:
         self.metrics = metrics if metrics is not None else default()
+        self.settle = settle if settle is not None else Settle()
         self._publish_lock = threading.Lock()
         self._series: dict[tuple[str, str, str, str], _Series] = {}
         self._series_list: list[_Series] = []

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from asyncio import AbstractEventLoop, get_running_loop
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
 from ferryman.protocol.tensor import InferRequest, InferResponse
 
@@ -41,39 +42,60 @@ class RequestRecord:
 Finished = tuple[RequestRecord, InferRequest | None, InferResponse | None]  # what ``finished`` is given
 
 
-class RequestObserver(Protocol):
-    def started(self, model: str) -> None: ...
+class RequestObserver(ABC):
+    """What the data plane reports each request to; every observer subclasses it.
 
-    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None: ...
+    * ``finished(record, request, response)`` — one answered request (required).
+    * ``finished_many(batch)`` — several, in the order they finished (a loop turn's, from a
+      :class:`DeferredObserver`); by default ``finished`` for each. Observers that take a lock or look up
+      state override it to do that once per batch.
+    * ``started(model)`` — a request was admitted; by default nothing. ``ignores_started`` is True for a
+      class that does not override ``started``, so a fan-out skips the call.
 
+    Observers with readers (exact totals, windows, a scrape) take a :class:`Settle` hook in their constructor
+    and call it before reading; the :class:`DeferredObserver` in front of them is built with the same hook.
+    """
 
-def report_many(observer: RequestObserver, batch: Sequence[Finished]) -> None:
-    """``observer.finished`` for each request of ``batch`` in order; in one call when the observer has
-    ``finished_many(batch)`` (its locks taken and its state looked up once per batch)."""
-    many = getattr(observer, "finished_many", None)
-    if many is not None:
-        many(batch)
-        return
-    finished = observer.finished
-    for record, request, response in batch:
-        finished(record, request, response)
+    ignores_started: bool = True
 
-
-class NullObserver:
-    ignores_started = True
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "ignores_started" not in cls.__dict__:
+            cls.ignores_started = cls.started is RequestObserver.started
 
     def started(self, model: str) -> None:
         return None
 
+    @abstractmethod
+    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
+        ...
+
+    def finished_many(self, batch: Sequence[Finished]) -> None:
+        finished = self.finished
+        for record, request, response in batch:
+            finished(record, request, response)
+
+
+def _require_observers(observers: Sequence[object]) -> None:
+    for o in observers:
+        if not isinstance(o, RequestObserver):
+            raise TypeError(f"{type(o).__qualname__} is not a ferryman.telemetry.RequestObserver (subclass it)")
+
+
+class NullObserver(RequestObserver):
     def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
         return None
 
+    def finished_many(self, batch: Sequence[Finished]) -> None:
+        return None
 
-class CompositeObserver:
+
+class CompositeObserver(RequestObserver):
     def __init__(self, *observers: RequestObserver) -> None:
+        _require_observers(observers)
         self.observers = observers
-        # observers whose ``started`` does nothing (they say so with ``ignores_started``) are not called
-        self._starters = tuple(o for o in observers if not getattr(o, "ignores_started", False))
+        # observers whose ``started`` does nothing (``ignores_started``) are not called
+        self._starters = tuple(o for o in observers if not o.ignores_started)
         self.ignores_started = not self._starters
 
     def started(self, model: str) -> None:
@@ -88,45 +110,61 @@ class CompositeObserver:
         """Each observer gets the whole batch in turn; one that fails does not keep it from the others."""
         for o in self.observers:
             try:
-                report_many(o, batch)
+                o.finished_many(batch)
             except Exception:
                 log.exception("request observer %s failed", type(o).__name__)
 
 
-def _settle_nothing() -> None:
-    return None
+def _settle_nothing() -> int:
+    return 0
 
 
-class Settled:
-    """Mixin for an observer with readers (exact totals, windows, a scrape): a :class:`DeferredObserver` in
-    front of it sets ``settle`` to its ``drain``, and every reader calls ``self.settle()`` first, so it sees
-    every request answered so far. Without a deferred observer in front, ``settle`` does nothing. Readers
-    call it before taking their own locks (the drain takes them)."""
+class Settle:
+    """The settle hook: what an observer's readers call first, so they see every request answered so far.
 
-    settle: Callable[[], object] = staticmethod(_settle_nothing)
+    Built by whoever wires the observers and given to each observer with readers and to the
+    :class:`DeferredObserver` in front of them, which binds it to its ``drain``; until then (no deferred
+    observer) calling it does nothing. Readers call it before taking their own locks (the drain takes them).
+    """
+
+    __slots__ = ("_drain",)
+
+    def __init__(self) -> None:
+        self._drain: Callable[[], int] = _settle_nothing
+
+    def __call__(self) -> int:
+        return self._drain()
+
+    @property
+    def bound(self) -> bool:
+        return self._drain is not _settle_nothing
+
+    def bind(self, drain: Callable[[], int]) -> None:
+        if self.bound and self._drain != drain:
+            raise RuntimeError("this settle hook already drains another DeferredObserver")
+        self._drain = drain
 
 
-class DeferredObserver:
+class DeferredObserver(RequestObserver):
     """Queues each finished request and reports the queue to ``inner`` once per event-loop turn (a
     ``call_soon`` callback scheduled by the turn's first request), or at once when there is no running loop.
 
     ``started`` is passed through at once. ``drain`` reports what is queued; it may run on any thread (the
     readers' ``settle``), one drain at a time, so ``inner`` still sees one writer at a time and requests in
-    the order they finished. A queued request holds its request and response until the turn ends.
+    the order they finished. A queued request holds its request and response until the turn ends. ``settle``,
+    the hook ``inner``'s readers were built with, is bound to ``drain``.
     """
 
-    ignores_started = False
-
-    def __init__(self, inner: RequestObserver) -> None:
+    def __init__(self, inner: RequestObserver, *, settle: Settle | None = None) -> None:
+        _require_observers((inner,))
         self.inner = inner
         self._started = inner.started
-        self.ignores_started = bool(getattr(inner, "ignores_started", False))
+        self.ignores_started = inner.ignores_started
         self._queue: deque[Finished] = deque()
         self._scheduled_on: AbstractEventLoop | None = None
         self._lock = threading.RLock()
-        for o in _leaves(inner):
-            if isinstance(o, Settled):
-                o.settle = self.drain
+        if settle is not None:
+            settle.bind(self.drain)
 
     def started(self, model: str) -> None:
         self._started(model)
@@ -161,7 +199,7 @@ class DeferredObserver:
                 pass
             if batch:
                 try:
-                    report_many(self.inner, batch)
+                    self.inner.finished_many(batch)
                 except Exception:  # an observer's bug: logged, never the caller's (a request, a scrape)
                     log.exception("request observer failed")
         return len(batch)
@@ -171,16 +209,9 @@ class DeferredObserver:
         self.drain()
 
 
-def _leaves(observer: object) -> list[object]:
-    inner = getattr(observer, "observers", None)
-    if isinstance(inner, tuple | list):
-        return [leaf for o in inner for leaf in _leaves(o)]
-    nested = getattr(observer, "inner", None)
-    return [observer] if nested is None else [observer, *_leaves(nested)]
-
-
-def deferred(observer: RequestObserver) -> RequestObserver:
-    """``observer`` behind a :class:`DeferredObserver` (unchanged when it does nothing or already is one)."""
+def deferred(observer: RequestObserver, *, settle: Settle | None = None) -> RequestObserver:
+    """``observer`` behind a :class:`DeferredObserver` bound to ``settle`` (unchanged when it does nothing
+    or already is one)."""
     if isinstance(observer, NullObserver | DeferredObserver):
         return observer
-    return DeferredObserver(observer)
+    return DeferredObserver(observer, settle=settle)

@@ -19,7 +19,7 @@ import pytest
 from ferryman.dataplane import DataPlane, ModelRepository
 from ferryman.engine import OnnxModel
 from ferryman.spec import Limits
-from ferryman.telemetry import RequestRecord
+from ferryman.telemetry import RequestObserver, RequestRecord
 from ferryman_runtimes.asgi.app import InferenceApp
 from ferryman_runtimes.asgi.direct import PROTOCOL
 from tests.helpers.servers import ThreadedServer, serve_app
@@ -29,10 +29,8 @@ ENCODED = "/v2/models/%61dd/infer"  # the same route, percent-encoded: uvicorn's
 MAX_BODY = 4096
 
 
-class Records:
+class Records(RequestObserver):
     """A request observer that keeps every record (the app calls it on the event-loop thread)."""
-
-    ignores_started = False
 
     def __init__(self) -> None:
         self.records: list[RequestRecord] = []

@@ -21,9 +21,10 @@ from ferryman.telemetry import (
     DeferredObserver,
     Finished,
     NullObserver,
+    RequestObserver,
     RequestRecord,
+    Settle,
     deferred,
-    report_many,
 )
 
 
@@ -32,7 +33,7 @@ def record(i: int = 0, *, version: str = "v1", code: int = 200, model: str = "m"
                          seconds=0.001 * (i + 1), compute_seconds=0.0005, rows=1)
 
 
-class Log:
+class Log(RequestObserver):
     """Records every call, and which thread made it."""
 
     def __init__(self) -> None:
@@ -57,12 +58,7 @@ class BatchLog(Log):
         self.threads.add(threading.get_ident())
 
 
-class Broken:
-    ignores_started = True
-
-    def started(self, model: str) -> None:
-        return None
-
+class Broken(RequestObserver):
     def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
         raise RuntimeError("observer bug")
 
@@ -95,15 +91,57 @@ def test_a_turns_requests_are_reported_together_after_the_turn_in_order() -> Non
 
 def test_an_observer_without_finished_many_gets_each_request() -> None:
     inner = Log()
-    report_many(inner, [(record(i), None, None) for i in range(3)])
+    inner.finished_many([(record(i), None, None) for i in range(3)])
     assert inner.calls == [("one", 1)] * 3
+
+
+def test_ignores_started_says_whether_a_class_overrides_started() -> None:
+    assert not Log.ignores_started and not BatchLog.ignores_started
+    assert Broken.ignores_started and Accounting.ignores_started and NullObserver.ignores_started
+    assert not PrometheusObserver.ignores_started  # the in-flight count
+    assert CompositeObserver(Broken(), Accounting()).ignores_started
+    assert not CompositeObserver(Broken(), Log()).ignores_started
+    assert DeferredObserver(Broken()).ignores_started and not DeferredObserver(Log()).ignores_started
+
+
+def test_only_request_observers_are_accepted() -> None:
+    class Duck:  # has the methods, is not an observer: refused when wired, not on the first request
+        def finished(self, record: RequestRecord, request: object, response: object) -> None: ...
+
+    for build in (lambda: DeferredObserver(Duck()), lambda: CompositeObserver(Log(), Duck())):  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"Duck is not a ferryman\.telemetry\.RequestObserver"):
+            build()
+
+
+def test_a_settle_hook_drains_one_deferred_observer() -> None:
+    settle = Settle()
+    assert settle() == 0 and not settle.bound  # nothing in front yet: settling does nothing
+    accounting = Accounting(settle=settle)
+    observer = DeferredObserver(accounting, settle=settle)
+    with pytest.raises(RuntimeError, match="already drains another"):
+        DeferredObserver(Log(), settle=settle)
+
+    async def main() -> int:
+        observer.finished(record(0), None, None)
+        return accounting.window("v1", since=0.0).requests  # the reader settles: sees the queued request
+
+    assert asyncio.run(main()) == 1
+    unhooked = Accounting()
+    behind = DeferredObserver(unhooked)  # no shared hook: its readers see what was reported, nothing more
+
+    async def queued() -> int:
+        behind.finished(record(0), None, None)
+        return unhooked.window("v1", since=0.0).requests
+
+    assert asyncio.run(queued()) == 0
 
 
 def test_readers_settle_first_so_they_see_every_answered_request() -> None:
     reg = CollectorRegistry()
-    accounting = Accounting()
-    prometheus = PrometheusObserver(FerrymanMetrics(reg))
-    observer = DeferredObserver(CompositeObserver(accounting, prometheus))
+    settle = Settle()
+    accounting = Accounting(settle=settle)
+    prometheus = PrometheusObserver(FerrymanMetrics(reg), settle=settle)
+    observer = DeferredObserver(CompositeObserver(accounting, prometheus), settle=settle)
 
     async def main() -> tuple[int, float | None]:
         for i in range(7):
@@ -160,8 +198,9 @@ def test_a_new_loop_schedules_its_own_drain_when_the_old_one_stopped_first() -> 
 
 
 def test_a_reader_draining_on_another_thread_loses_and_repeats_nothing() -> None:
-    accounting = Accounting()
-    observer = DeferredObserver(accounting)
+    settle = Settle()
+    accounting = Accounting(settle=settle)
+    observer = DeferredObserver(accounting, settle=settle)
     total = 20_000
     stop = threading.Event()
     seen: list[int] = []

@@ -9,20 +9,15 @@ import orjson
 
 from ferryman.drift.monitor import DriftMonitor
 from ferryman.protocol.tensor import InferRequest, InferResponse
-from ferryman.telemetry import Finished, RequestRecord
+from ferryman.telemetry import Finished, RequestObserver, RequestRecord
 
 
-class DriftObserver:
+class DriftObserver(RequestObserver):
     """Copies the inputs (and predictions) of successful requests into the monitor's windows."""
-
-    ignores_started = True
 
     def __init__(self, monitor: DriftMonitor, *, include_shadow: bool = True) -> None:
         self.monitor = monitor
         self.include_shadow = include_shadow
-
-    def started(self, model: str) -> None:
-        return None
 
     def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
         self.finished_many(((record, request, response),))

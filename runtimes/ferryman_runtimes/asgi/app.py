@@ -95,6 +95,8 @@ class InferenceApp:
         self.dataplane = dataplane
         self.repository = dataplane.repository
         self.limits = dataplane.limits
+        if observer is not None and not isinstance(observer, RequestObserver):
+            raise TypeError(f"{type(observer).__qualname__} is not a ferryman.telemetry.RequestObserver (subclass it)")
         self.observer: RequestObserver = observer or NullObserver()
         self.extra_routes = extra_routes or {}
         self.in_flight = 0

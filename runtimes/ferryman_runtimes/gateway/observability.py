@@ -1,6 +1,6 @@
 """The gateway's observability plug-in (``up.build_platform`` imports it when present).
 
-``attach(md, repo, extras)`` returns the request observers (Prometheus, drift sampling) and fills
+``attach(md, repo, extras, settle=hook)`` returns the request observers (Prometheus, drift sampling) and fills
 ``extras``: ``routes`` (``GET /metrics``, ``GET /drift``), ``drift`` (the monitor: drift results for the rollout
 analysis, reset when a rollout starts), ``on_reload_result`` (counts accepted and rejected spec edits),
 ``on_change`` (publishes weights, phase, step and analysis decisions on every rollout change),
@@ -17,13 +17,15 @@ from ferryman.dataplane import ModelRepository
 from ferryman.observability import DecisionTracker, instrument, publish_rollout
 from ferryman.rollout import RolloutState
 from ferryman.spec import ModelDeployment
-from ferryman.telemetry import RequestObserver
+from ferryman.telemetry import RequestObserver, Settle
 
 log = logging.getLogger("ferryman.gateway")
 
 
-def attach(md: ModelDeployment, repo: ModelRepository, extras: dict[str, Any]) -> list[RequestObserver]:
-    inst = instrument(md, repo)
+def attach(md: ModelDeployment, repo: ModelRepository, extras: dict[str, Any], *,
+           settle: Settle | None = None) -> list[RequestObserver]:
+    """``settle``: the hook of the deferred observer the gateway puts in front of the observers."""
+    inst = instrument(md, repo, settle=settle)
     current = {"md": md}
     tracker = DecisionTracker()
 

@@ -19,7 +19,7 @@ from ferryman.dataplane import DataPlane, repository_for
 from ferryman.rollout import RolloutState, table_for
 from ferryman.spec import ModelDeployment, load_deployment
 from ferryman.statefile import read_json, write_json
-from ferryman.telemetry import CompositeObserver, RequestObserver, deferred
+from ferryman.telemetry import CompositeObserver, RequestObserver, Settle, deferred
 from ferryman_runtimes.asgi.security import ApiKeys, protect
 from ferryman_runtimes.asgi.tls import tls_options
 from ferryman_runtimes.gateway.admin import AdminApp
@@ -60,12 +60,14 @@ def build_platform(spec_path: Path, *, state_dir: Path, observers: list[RequestO
                    tick_seconds: float = 0.25, progress: bool = False, telemetry: bool = True) -> Platform:
     md = load_deployment(spec_path)
     repo = repository_for(md, progress=progress)
-    accounting = Accounting()
+    settle = Settle()  # the readers' hook (accounting windows, scrapes), bound to the deferred observer's drain
+    accounting = Accounting(settle=settle)
     extras: dict[str, Any] = {}
     all_observers: list[RequestObserver] = [accounting, *(observers or [])]
-    hooks = _observability(md, repo, extras) if telemetry else []
+    hooks = _observability(md, repo, extras, settle=settle) if telemetry else []
     all_observers.extend(hooks)
-    observer = deferred(CompositeObserver(*all_observers))  # reported once per loop turn, after the answers
+    # reported once per loop turn, after the answers
+    observer = deferred(CompositeObserver(*all_observers), settle=settle)
     routes = extras.pop("routes", {})
     gateway = GatewayApp(DataPlane(repo, limits=md.spec.limits), table_for(md, _placeholder(md)),
                          observer=observer, extra_routes=routes)
@@ -87,14 +89,15 @@ def _placeholder(md: ModelDeployment) -> RolloutState:
     return start(md, now=0.0)[0]
 
 
-def _observability(md: ModelDeployment, repo: Any, extras: dict[str, Any]) -> list[RequestObserver]:
+def _observability(md: ModelDeployment, repo: Any, extras: dict[str, Any], *,
+                   settle: Settle) -> list[RequestObserver]:
     """Metrics and drift, when the observability modules are present (they are optional plug-ins)."""
     observers: list[RequestObserver] = []
     try:
         module = importlib.import_module("ferryman_runtimes.gateway.observability")
     except ModuleNotFoundError:
         return observers
-    attached: list[RequestObserver] = module.attach(md, repo, extras)
+    attached: list[RequestObserver] = module.attach(md, repo, extras, settle=settle)
     return attached
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from ferryman.accounting import Accounting, RouteTotals
 from ferryman.analysis import VersionStats
 from ferryman.protocol.tensor import InferRequest, InferResponse
-from ferryman.telemetry import RequestRecord
+from ferryman.telemetry import RequestObserver, RequestRecord
 
 log = logging.getLogger("ferryman.ray")
 
@@ -94,10 +94,8 @@ class StatsHub:
         return {"requests": sent, "errors": failed, "dropped": dropped, "statsDropped": sum(self._dropped.values())}
 
 
-class StatsShipper:
+class StatsShipper(RequestObserver):
     """A request observer for an ingress replica: append on the hot path, ship in bulk from a thread."""
-
-    ignores_started = True
 
     def __init__(self, send: Send, *, interval: float = SHIP_INTERVAL_S,
                  counters: Callable[[], Counters] | None = None, max_pending: int = MAX_PENDING) -> None:
@@ -113,9 +111,6 @@ class StatsShipper:
         self._failing = False
 
     # RequestObserver ---------------------------------------------------------------------------------
-    def started(self, model: str) -> None:
-        return None
-
     def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
         code = record.code
         if record.version and not 400 <= code < 500:  # what Accounting keeps: 4xx are the caller's

@@ -9,6 +9,7 @@
 * ``tiny_models`` (session) — small hand-built ONNX files from ``tests.helpers.models``:
   keys ``add_one``, ``two_inputs``, ``strings``, ``opset_9999``, ``random_bytes``.
 * ``model_cache`` — an empty per-test model-cache directory.
+* ``control_plane`` (session) — the test cluster (``tests/helpers/cluster_session.py``, a plugin).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import pytest
 
 from tests.helpers import models
 from tests.helpers.servers import CliServer, serve_cli
+
+# ``control_plane``: one test cluster per session for tests/cluster and tests/e2e (one real node per machine)
+pytest_plugins = ["tests.helpers.cluster_session"]
 
 
 @pytest.fixture(scope="session")

@@ -11,46 +11,18 @@ import contextlib
 import functools
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-import httpx
+from ferryman import processes
+from ferryman.processes import HOST, ServerFailed, free_port, wait_http
 
-HOST = "127.0.0.1"
-
-
-class ServerFailed(RuntimeError):
-    """A server exited or never became ready; the message carries the tail of its output."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, *, timeout: float, alive: Callable[[], bool] | None = None, status: int = 200) -> None:
-    """Poll ``url`` until it answers ``status``; give up early when ``alive()`` turns False."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if alive is not None and not alive():
-            raise ServerFailed(f"exited while waiting for {url} ({last})")
-        try:
-            resp = httpx.get(url, timeout=2.0)
-            if resp.status_code == status:
-                return
-            last = f"HTTP {resp.status_code}"
-        except httpx.HTTPError as err:
-            last = type(err).__name__
-        time.sleep(0.2)
-    raise ServerFailed(f"{url} did not answer {status} within {timeout:.0f}s (last: {last})")
+__all__ = ["HOST", "ServerFailed", "ServerProcess", "ferryman_argv", "ferryman_help", "free_port", "local_ferryman",
+           "running", "wait_http"]
 
 
 def ferryman_argv() -> list[str]:
@@ -121,34 +93,20 @@ class ServerProcess:
 
     def start(self) -> None:
         t0 = time.monotonic()
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            cwd=self.cwd, start_new_session=True)
+        self.process = processes.start(self.argv, log_path=self.log_path, env=self.env, cwd=self.cwd,
+                                       new_session=True)
         try:
-            wait_http(self.url + self.ready_path, timeout=self.startup_timeout, alive=self.alive)
+            wait_http(self.url + self.ready_path, timeout=self.startup_timeout, alive=self.alive, interval=0.2)
         except ServerFailed as err:
             self.stop()
             raise ServerFailed(f"{err}\n--- output ---\n{self.output()}") from err
         self.startup_seconds = time.monotonic() - t0
 
     def stop(self, *, timeout: float = 20.0) -> None:
-        proc = self.process
-        if proc is None:
-            return
-        if proc.poll() is None:
-            self._signal_group(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._signal_group(signal.SIGKILL)
-                proc.wait(timeout=timeout)
-        # Children left in the group (e.g. a worker that ignored SIGTERM) go too.
-        self._signal_group(signal.SIGKILL)
-
-    def _signal_group(self, sig: int) -> None:
-        assert self.process is not None
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
+        """SIGTERM to the server's process group, SIGKILL after ``timeout``; children left in the group
+        (a worker that ignored SIGTERM) go too."""
+        if self.process is not None:
+            processes.stop(self.process, timeout=timeout, group=True)
 
     def cleanup(self) -> None:
         self.stop()

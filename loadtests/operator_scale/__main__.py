@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from loadtests.operator_scale.cluster import cluster, free_port
+from ferryman.processes import free_port
+from loadtests.operator_scale.cluster import cluster
 from loadtests.operator_scale.measure import measure
 from loadtests.operator_scale.report import render
 

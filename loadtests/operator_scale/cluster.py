@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from typing import Any
 import httpx
 import yaml
 
+from ferryman import processes
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts" / "cluster"
 CRD_FILE = ROOT / "operators" / "ferryman_operator" / "crd" / "modeldeployments.yaml"
@@ -30,12 +31,6 @@ RBAC_FILE = ROOT / "operators" / "ferryman_operator" / "rbac.yaml"
 SYSTEM_NS = "ferryman-system"
 SA = "ferryman-operator"
 _TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -135,13 +130,7 @@ class OperatorProcess:
         return doc
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        processes.stop(self.process, timeout=30)
 
 
 def start_operator(kubeconfig: Path, *, port: int, log_path: Path, source: Path | None = None,

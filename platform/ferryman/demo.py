@@ -8,11 +8,7 @@ requests, p50/p95/p99 against the budget, errors, the per-version split and ever
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,18 +22,13 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from ferryman import processes
 from ferryman.errors import FerrymanError
 from ferryman.examples import INPUT_NAME, MODEL_NAME, export
 from ferryman.protocol.v2 import decode_response, encode_request
 
 console = Console()
 TERMINAL = {"Promoted", "RolledBack"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -52,29 +43,21 @@ class PlatformProcess:
     """A `ferryman up` subprocess with its state dir, stopped cleanly on exit."""
 
     def __init__(self, spec: Path, *, state_dir: Path, log_path: Path) -> None:
-        self.port = free_port()
-        self.admin_port = free_port()
+        self.port = processes.free_port()
+        self.admin_port = processes.free_port()
         self.state_dir = state_dir
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log_path.open("w")
-        self.proc = subprocess.Popen(
+        self.log_path = log_path
+        self.proc = processes.start(
             [sys.executable, "-m", "ferryman", "up", str(spec), "--port", str(self.port),
-             "--admin-port", str(self.admin_port), "--state-dir", str(state_dir)],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+             "--admin-port", str(self.admin_port), "--state-dir", str(state_dir)], log_path=log_path)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise FerrymanError(f"ferryman up exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise FerrymanError(f"ferryman up not ready after {timeout:.0f}s; see {self.log.name}")
+        try:
+            processes.wait_http(self.url + "/v2/health/ready", timeout=timeout,
+                                alive=lambda: self.proc.poll() is None, interval=0.2)
+        except processes.ServerFailed as err:
+            raise FerrymanError(f"ferryman up is not ready ({err}); see {self.log_path}") from err
 
     def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         token = (self.state_dir / "token.json").read_text()
@@ -87,14 +70,7 @@ class PlatformProcess:
         return doc
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        processes.stop(self.proc, timeout=15)
 
 
 async def drive(url: str, rows: np.ndarray, load: Load, *, stop: asyncio.Event, concurrency: int = 8) -> None:

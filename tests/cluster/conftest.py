@@ -11,15 +11,21 @@ up.sh fails and so do the tests, with its reason.
 whose pods land on the KWOK nodes (``ControlPlane.create_namespace(on="kwok")``).
 
 ``real_namespace`` (function): the same, but its pods run on the real node (``on="real"``).
+
+``crd`` (module): the control plane with the ModelDeployment CRD installed. ``model_url`` (module): the
+sample models served over HTTP on loopback. Polling: ``tests.helpers.polling.wait_for``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from .controlplane import ControlPlane
+from .operator_harness import install_crd, model_files
 
 
 @pytest.fixture
@@ -38,3 +44,17 @@ def real_namespace(control_plane: ControlPlane) -> Iterator[str]:
         yield name
     finally:
         control_plane.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def crd(control_plane: ControlPlane) -> ControlPlane:
+    """The cluster with the ModelDeployment CRD installed (idempotent; once per module)."""
+    install_crd(control_plane)
+    return control_plane
+
+
+@pytest.fixture(scope="module")
+def model_url(sample_models: Any) -> Iterator[str]:
+    """The sample models served over HTTP on loopback (the base URL; the operator's pods fetch from it)."""
+    with model_files(Path(sample_models.directory)) as url:
+        yield url

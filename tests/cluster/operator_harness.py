@@ -20,13 +20,11 @@ import functools
 import http.server
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,34 +32,19 @@ from typing import Any
 import httpx
 import yaml
 
+from ferryman import processes
 from tests.cluster.controlplane import REPO_ROOT, ControlPlane
 from tests.helpers.exporter import MetricsExporter, Profile
+from tests.helpers.polling import wait_for
 from tests.helpers.ports import free_port
 
-__all__ = ["MetricsExporter", "Profile"]
+__all__ = ["MetricsExporter", "Profile", "wait_for"]  # re-exported for the operator tests
 
 CRD_FILE = REPO_ROOT / "operators" / "ferryman_operator" / "crd" / "modeldeployments.yaml"
 RBAC_FILE = REPO_ROOT / "operators" / "ferryman_operator" / "rbac.yaml"
 CRD_NAME = "modeldeployments.serving.ferryman.dev"
 SA = "ferryman-operator"
 HOST = "127.0.0.1"
-
-
-def wait_for(fn: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.25, what: str = "condition") -> Any:
-    """Call ``fn`` until it returns something truthy; fail with its last value after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = fn()
-        except Exception as err:  # keep polling through transient errors, report the last one
-            last = err
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
 
 
 # -- CRD and RBAC -------------------------------------------------------------------------------------
@@ -128,14 +111,7 @@ class OperatorProcess:
         return doc
 
     def stop(self, *, timeout: float = 20.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
-        return self.process.returncode
+        return processes.stop(self.process, timeout=timeout)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, the lease is not released (a crashed or partitioned replica)."""

@@ -17,9 +17,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import pytest
 import yaml
 
 from tests.cluster.controlplane import REPO_ROOT, ControlPlane, namespace_manifest
+from tests.helpers.polling import wait_for
 from tests.helpers.ports import free_port
 
 pytestmark = pytest.mark.cluster
@@ -50,22 +50,6 @@ UPGRADE_VALUES: dict[str, Any] = {
     "monitoring": {"release": "prom", "podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     "operator": {"replicas": 2, "preflight": {"enabled": False}, "resyncSeconds": 1},
 }
-
-
-def wait_for(fn: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = fn()
-        except Exception as err:  # keep polling through transient errors; report the last one
-            last = err
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
 
 
 @dataclass

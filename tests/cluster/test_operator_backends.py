@@ -11,7 +11,6 @@ runtime prunes the previous backend's objects.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,6 @@ from tests.cluster.controlplane import ControlPlane
 from tests.cluster.operator_harness import (
     condition_is,
     get_md,
-    install_crd,
-    model_files,
     operator_kubeconfig,
     routes_of,
     sample_manifest,
@@ -41,18 +38,6 @@ from tests.cluster.operator_harness import (
 from tests.helpers import helm
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def crd(control_plane: ControlPlane) -> ControlPlane:
-    install_crd(control_plane)
-    return control_plane
-
-
-@pytest.fixture(scope="module")
-def model_url(sample_models: Any) -> Iterator[str]:
-    with model_files(Path(sample_models.directory)) as url:
-        yield url
 
 
 def ready_condition(message: str) -> dict[str, str]:

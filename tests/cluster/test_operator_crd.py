@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.controlplane import ControlPlane
-from tests.cluster.operator_harness import CRD_NAME, install_crd
+from tests.cluster.operator_harness import CRD_NAME
 
 pytestmark = pytest.mark.cluster
 
@@ -28,12 +28,6 @@ BASE: dict[str, Any] = {
     "spec": {"versions": [{"name": "v1", "uri": "https://models.example/v1.onnx"},
                           {"name": "v2", "uri": "https://models.example/v2.onnx"}]},
 }
-
-
-@pytest.fixture(scope="module")
-def crd(control_plane: ControlPlane) -> ControlPlane:
-    install_crd(control_plane)
-    return control_plane
 
 
 @pytest.fixture(scope="module")

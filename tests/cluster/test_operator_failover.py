@@ -5,9 +5,7 @@ same rollout, next step — instead of starting again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,8 +15,6 @@ from tests.cluster.operator_harness import (
     Profile,
     events,
     get_md,
-    install_crd,
-    model_files,
     operator_kubeconfig,
     sample_manifest,
     start_operator,
@@ -29,18 +25,6 @@ from tests.helpers.prometheus import prometheus
 pytestmark = pytest.mark.cluster
 
 NAME = "breast-cancer"
-
-
-@pytest.fixture(scope="module")
-def crd(control_plane: ControlPlane) -> ControlPlane:
-    install_crd(control_plane)
-    return control_plane
-
-
-@pytest.fixture(scope="module")
-def model_url(sample_models: Any) -> Iterator[str]:
-    with model_files(Path(sample_models.directory)) as url:
-        yield url
 
 
 def lease_holder(cp: ControlPlane, namespace: str) -> str | None:

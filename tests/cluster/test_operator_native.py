@@ -23,8 +23,6 @@ from tests.cluster.operator_harness import (
     condition_is,
     events,
     get_md,
-    install_crd,
-    model_files,
     operator_kubeconfig,
     routes_of,
     sample_manifest,
@@ -37,18 +35,6 @@ pytestmark = pytest.mark.cluster
 
 NAME = "breast-cancer"
 LABEL = f"serving.ferryman.dev/deployment={NAME}"
-
-
-@pytest.fixture(scope="module")
-def crd(control_plane: ControlPlane) -> ControlPlane:
-    install_crd(control_plane)
-    return control_plane
-
-
-@pytest.fixture(scope="module")
-def model_url(sample_models: Any) -> Iterator[str]:
-    with model_files(Path(sample_models.directory)) as url:
-        yield url
 
 
 @pytest.fixture

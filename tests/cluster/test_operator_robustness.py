@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from tests.cluster.operator_harness import (
     events,
     get_md,
     install_crd,
-    model_files,
     operator_kubeconfig,
     routes_of,
     sample_manifest,
@@ -36,18 +34,6 @@ from tests.helpers.ports import free_port
 pytestmark = pytest.mark.cluster
 
 NAME = "breast-cancer"
-
-
-@pytest.fixture(scope="module")
-def crd(control_plane: ControlPlane) -> ControlPlane:
-    install_crd(control_plane)
-    return control_plane
-
-
-@pytest.fixture(scope="module")
-def model_url(sample_models: Any) -> Iterator[str]:
-    with model_files(Path(sample_models.directory)) as url:
-        yield url
 
 
 def deployments(cp: ControlPlane, namespace: str) -> set[str]:

@@ -25,7 +25,6 @@ from tests.cluster.operator_harness import (
     condition_is,
     events,
     get_md,
-    install_crd,
     operator_kubeconfig,
     routes_of,
     start_operator,
@@ -36,12 +35,6 @@ pytestmark = pytest.mark.cluster
 
 LABEL = "app.kubernetes.io/managed-by=ferryman-operator"
 KINDS = ("deployments", "services", "configmaps")
-
-
-@pytest.fixture(scope="module")
-def crd(control_plane: ControlPlane) -> ControlPlane:
-    install_crd(control_plane)
-    return control_plane
 
 
 @pytest.fixture

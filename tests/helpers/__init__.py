@@ -1,6 +1,9 @@
 """Reusable test helpers (import them as ``tests.helpers.<module>``).
 
-* ``tests.helpers.ports`` — ``free_port()`` for subprocess servers, ``bound_socket()`` for in-process ones.
+* ``tests.helpers.ports`` — ``free_port()`` for subprocess servers (``free_port_below_ephemeral(count=n)`` for
+  one that binds late, a local Ray), ``bound_socket()`` for in-process ones. Starting, waiting for and
+  stopping processes: ``ferryman.processes`` (``start``, ``wait_http``, ``stop``, ``stop_pid``).
+* ``tests.helpers.polling`` — ``wait_for(fn, timeout=..., what=...)``: poll until ``fn()`` is truthy.
 * ``tests.helpers.servers`` — ``serve_cli(target, args=...)`` runs ``ferryman serve`` in a subprocess and
   waits for ``/v2/health/ready``; ``serve_app(asgi_app)`` runs any ASGI app under uvicorn in a thread;
   ``run_ferryman(args)`` runs a CLI command to completion; ``wait_http(url)`` polls a URL.

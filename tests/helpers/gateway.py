@@ -40,6 +40,7 @@ import httpx
 import numpy as np
 import yaml
 
+from ferryman import processes
 from tests.helpers.ports import free_port
 from tests.helpers.servers import HOST, ServerFailed, ferryman_command, wait_http
 
@@ -152,14 +153,7 @@ class UpServer:
         if self._admin_client is not None:
             self._admin_client.close()
             self._admin_client = None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
-        return int(self.process.returncode)
+        return processes.stop(self.process, sig=sig, timeout=timeout)
 
 
 def start_up(spec: Path, state_dir: Path, *, args: Sequence[str] = (), env: Mapping[str, str] | None = None,

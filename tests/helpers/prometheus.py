@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import httpx
 import yaml
 
+from ferryman.processes import ServerFailed, stop, wait_http
 from tests.helpers.ports import free_port
 
 HOST = "127.0.0.1"
@@ -154,28 +154,16 @@ def prometheus(targets: Mapping[str, Sequence[str]], *, namespace: str = "ferrym
         _wait_ready(server, timeout=timeout)
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
+        stop(process, timeout=15)
         shutil.rmtree(directory, ignore_errors=True)
 
 
 def _wait_ready(server: Prometheus, *, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise PrometheusError(f"prometheus exited ({server.process.returncode}):\n{server.output()}")
-        try:
-            if httpx.get(f"{server.url}/-/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise PrometheusError(f"prometheus not ready within {timeout}s:\n{server.output()}")
+    try:
+        wait_http(f"{server.url}/-/ready", timeout=timeout, interval=0.2,
+                  alive=lambda: server.process.poll() is None)
+    except ServerFailed as err:
+        raise PrometheusError(f"prometheus is not ready ({err}):\n{server.output()}") from err
 
 
 def parse_exposition(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

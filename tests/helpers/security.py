@@ -16,7 +16,6 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -27,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from tests.helpers.servers import HOST, ServerFailed, ferryman_command
+from ferryman.processes import ServerFailed, stop, wait_http
+from tests.helpers.servers import HOST, ferryman_command
 
 
 # -- certificates ----------------------------------------------------------------------------------------
@@ -160,20 +158,7 @@ class Process:
 
 def wait_ready(url: str, *, verify: Any = True, timeout: float = 90.0, alive: Callable[[], bool] | None = None,
                headers: Mapping[str, str] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if alive is not None and not alive():
-            raise ServerFailed(f"server exited while waiting for {url} ({last})")
-        try:
-            resp = httpx.get(url, verify=verify, timeout=3.0, headers=dict(headers or {}))
-            if resp.status_code == 200:
-                return
-            last = f"HTTP {resp.status_code}"
-        except httpx.TransportError as err:
-            last = type(err).__name__
-        time.sleep(0.1)
-    raise ServerFailed(f"{url} not ready within {timeout}s ({last})")
+    wait_http(url, verify=verify, timeout=timeout, alive=alive, headers=headers)
 
 
 @contextlib.contextmanager
@@ -195,13 +180,7 @@ def ferryman_process(args: Sequence[str], *, port: int, scheme: str = "http", ve
             raise ServerFailed(f"{err}\n--- output ---\n{proc.output()}") from err
         yield proc
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=20)
+        stop(process, timeout=20)
         Path(log_name).unlink(missing_ok=True)
 
 

@@ -7,7 +7,7 @@
   :class:`CliServer` (``.url``, ``.port``, ``.process``, ``.output()``) and terminates it on exit.
 * :func:`serve_app` — context manager: any ASGI app under uvicorn in a background thread on a
   race-free ephemeral port; yields a :class:`ThreadedServer` (``.url``, ``.port``) and shuts it down.
-* :func:`wait_http` — poll a URL until it answers with an expected status.
+* :func:`wait_http`, :class:`ServerFailed` — :mod:`ferryman.processes`' (poll a URL until it answers).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,15 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from ferryman.processes import ServerFailed, stop, wait_http
 from tests.helpers.ports import bound_socket, free_port
 
+__all__ = ["CliServer", "ServerFailed", "ThreadedServer", "ferryman_command", "run_ferryman", "serve_app",
+           "serve_cli", "wait_http"]
+
 HOST = "127.0.0.1"
-
-
-class ServerFailed(RuntimeError):
-    """A test server exited or never became ready; the message carries its output."""
 
 
 def ferryman_command() -> list[str]:
@@ -64,25 +61,6 @@ def run_ferryman(args: Sequence[str], *, env: Mapping[str, str] | None = None, t
                           capture_output=True, text=True, check=False)
 
 
-def wait_http(url: str, *, status: int = 200, timeout: float = 60.0,
-              alive: Any = None) -> httpx.Response:
-    """Poll ``url`` until it answers ``status``. ``alive()`` returning False aborts the wait early."""
-    deadline = time.monotonic() + timeout
-    last: str = "no answer"
-    while time.monotonic() < deadline:
-        if alive is not None and not alive():
-            raise ServerFailed(f"server stopped while waiting for {url} ({last})")
-        try:
-            resp = httpx.get(url, timeout=2.0)
-            if resp.status_code == status:
-                return resp
-            last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-        except httpx.TransportError as err:
-            last = type(err).__name__
-        time.sleep(0.1)
-    raise ServerFailed(f"{url} did not answer {status} within {timeout}s (last: {last})")
-
-
 @dataclass
 class CliServer:
     """A ``ferryman serve`` subprocess."""
@@ -106,17 +84,6 @@ class CliServer:
         return self.process.poll() is None
 
 
-def _stop(process: subprocess.Popen[bytes], *, timeout: float = 10.0) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout)
-
-
 @contextlib.contextmanager
 def serve_cli(target: str | Path, *, args: Sequence[str] = (), env: Mapping[str, str] | None = None,
               ready_path: str = "/v2/health/ready", timeout: float = 60.0) -> Iterator[CliServer]:
@@ -137,7 +104,7 @@ def serve_cli(target: str | Path, *, args: Sequence[str] = (), env: Mapping[str,
             raise ServerFailed(f"{err}\n--- server output ---\n{server.output()}") from err
         yield server
     finally:
-        _stop(process)
+        stop(process, timeout=10.0)
         server.final_output = server.output()
         log_path.unlink(missing_ok=True)
 

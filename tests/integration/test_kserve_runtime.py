@@ -12,7 +12,6 @@ import contextlib
 import functools
 import http.server
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import orjson
 import pytest
 import yaml
 
-from ferryman import rollout
+from ferryman import processes, rollout
 from ferryman.protocol import v2
 from ferryman.spec import parse_deployment
 from ferryman_operator.backends import kserve
@@ -102,13 +101,7 @@ def start(argv: list[str], port: int, *, timeout: float = 60.0, env: dict[str, s
 
 
 def stop(rt: Runtime) -> None:
-    if rt.process.poll() is None:
-        rt.process.send_signal(signal.SIGTERM)
-        try:
-            rt.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            rt.process.kill()
-            rt.process.wait(timeout=5)
+    processes.stop(rt.process, timeout=15)
     rt.log.unlink(missing_ok=True)
 
 

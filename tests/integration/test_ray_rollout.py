@@ -22,7 +22,7 @@ import pytest
 
 from ferryman_runtimes.ray.launcher import LocalRay, start_local
 from tests.helpers.gateway import Client, Load, actions, traffic_rows, wait_until, write_spec
-from tests.helpers.ports import free_port, quiet_ports
+from tests.helpers.ports import free_port, free_port_below_ephemeral
 from tests.helpers.servers import run_ferryman
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,7 @@ class RayUp:
 
 
 def _ports() -> tuple[int, int]:
-    port = quiet_ports(2)  # the ingress may take port and port + 1 (direct-ingress range)
+    port = free_port_below_ephemeral(count=2)  # the ingress may take port and port + 1 (direct-ingress range)
     admin = free_port()
     while port <= admin <= port + 2:
         admin = free_port()

@@ -29,7 +29,7 @@ from ferryman.spec import ModelDeployment, parse_deployment
 from ferryman_runtimes.ray.ingress import RayIngressApp
 from ferryman_runtimes.ray.launcher import LocalRay, start_local
 from tests.helpers.models import reference_outputs
-from tests.helpers.ports import quiet_ports
+from tests.helpers.ports import free_port_below_ephemeral
 from tests.helpers.servers import serve_app
 
 MODEL = "breast-cancer"
@@ -96,7 +96,7 @@ def test_ingress_app_rejects_bad_input(ingress_url: str) -> None:
 def ray_server(sample_models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRay]:
     spec = tmp_path_factory.mktemp("ray-spec") / "deployment.yaml"
     spec.write_text(yaml.safe_dump(spec_doc(sample_models)))
-    server = start_local(spec, quiet_ports(2), extra_args=["--dispatch", "v1=inline", "--dispatch", "v2=remote"])
+    server = start_local(spec, free_port_below_ephemeral(count=2), extra_args=["--dispatch", "v1=inline", "--dispatch", "v2=remote"])
     try:
         yield server
     finally:

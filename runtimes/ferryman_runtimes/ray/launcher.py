@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ferryman import processes
 from ferryman.errors import FerrymanError
 from ferryman.rollout import RolloutState, start
 from ferryman.serve_config import THROUGHPUT_ENV, serve_config
@@ -41,45 +42,6 @@ log = logging.getLogger("ferryman.ray")
 OBJECT_STORE_BYTES = 96 * 1024 * 1024  # only small numpy feeds travel through Ray; keep the store small
 DEPLOY_TIMEOUT_S = 300.0
 ENV_INSTANCE = "FERRYMAN_RAY_INSTANCE"  # marks every process of one local Ray instance (for clean-up)
-
-
-def _ephemeral_low() -> int:
-    """The first port of the kernel's ephemeral range (outgoing connections and bind-to-0 draw from it)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _is_free(host: str, port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def quiet_port(host: str, *, count: int = 1, lowest: int = 20_000) -> int:
-    """The first of ``count`` consecutive ports on ``host`` that are free now and lie below the ephemeral range.
-
-    Ray binds its proxy and direct-ingress ports some 20 s after they are chosen, while its own processes
-    open hundreds of connections; a port drawn from the ephemeral range (bind to 0) can be taken by one of
-    them meanwhile, and Ray then fails to start. No connection is ever given a port below the range.
-    """
-    import random
-
-    high = _ephemeral_low() - count
-    rng = random.Random()
-    for _ in range(500):
-        if high <= lowest:
-            break
-        first = rng.randrange(lowest, high)
-        if all(_is_free(host, p) for p in range(first, first + count)):
-            return first
-    raise FerrymanError(f"no {count} consecutive free ports on {host} between {lowest} and {high + count}")
 
 
 def ray_environment(*, port: int, ingress_replicas: int) -> dict[str, str]:
@@ -121,7 +83,7 @@ def deploy(spec: str | Path, *, host: str = "127.0.0.1", port: int = 8080, proxy
     """
     md = load_deployment(spec)
     cpus = float(cpus if cpus is not None else min(os.cpu_count() or 2, 2))
-    proxy_port = proxy_port or quiet_port(host)
+    proxy_port = proxy_port or processes.free_port_below_ephemeral(host)
     metrics_dir = tempfile.mkdtemp(prefix="ferryman-ray-metrics-")
     kwargs: dict[str, Any] = {} if inline_below_ms is None else {"inline_below_ms": inline_below_ms}
     config = serve_config(md, state=state or start(md, now=time.time())[0], cpus=cpus, metrics_dir=metrics_dir,
@@ -193,15 +155,10 @@ def _wait_running(app: str, *, timeout: float) -> None:
 
 
 def _wait_http(url: str, *, timeout: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise FerrymanError(f"{url} did not become ready within {timeout:.0f}s")
+    try:
+        processes.wait_http(url, timeout=timeout, interval=0.2)
+    except processes.ServerFailed as err:
+        raise FerrymanError(f"Ray Serve is not ready: {err}") from err
 
 
 def shutdown(deployed: Deployed | None = None) -> None:
@@ -326,14 +283,7 @@ class LocalRay:
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM (the launcher shuts Serve and Ray down), then SIGKILL its process group if it hangs."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        processes.stop(self.process, timeout=timeout, kill_group=True)  # SIGTERM to the launcher alone
         if self.instance:
             reap(self.instance, grace=0.0)
         self.log_path.unlink(missing_ok=True)

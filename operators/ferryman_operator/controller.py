@@ -33,7 +33,7 @@ import orjson
 
 from ferryman import rollout
 from ferryman.errors import Conflict, SpecError
-from ferryman.rollout import Action, Decision, RolloutState
+from ferryman.rollout import Action, RolloutDecision, RolloutState
 from ferryman.spec import ModelDeployment
 from ferryman_operator import names, reconcile, status
 from ferryman_operator.backends.base import Backend, Context, Observed
@@ -216,7 +216,7 @@ class Controller:
         spec_decision = reconcile.decide_spec(md, saved, readiness=readiness, now=now,
                                               saved_identity=previous.get("rolloutIdentity"))
         state = spec_decision.state
-        decisions: list[Decision] = list(spec_decision.decisions)
+        decisions: list[RolloutDecision] = list(spec_decision.decisions)
         extra_events: list[tuple[str, str, str]] = []
         last_action: dict[str, Any] | None = None
 
@@ -277,7 +277,7 @@ class Controller:
         if wait is not None:
             self.schedule(key, max(wait, 0.0) + 0.05)
 
-    def _decision_events(self, key: Key, decisions: list[Decision], state: RolloutState) -> list[tuple[str, str, str]]:
+    def _decision_events(self, key: Key, decisions: list[RolloutDecision], state: RolloutState) -> list[tuple[str, str, str]]:
         """Log and explain decisions. Holds: one Event and one log line when the reason changes (a run of
         identical holds is counted, not repeated)."""
         namespace, name = key

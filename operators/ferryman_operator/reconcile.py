@@ -22,7 +22,7 @@ from typing import Any
 from ferryman import rollout
 from ferryman.analysis import Outcome, VersionStats
 from ferryman.errors import SpecError
-from ferryman.rollout import Decision, Phase, RolloutState
+from ferryman.rollout import Phase, RolloutDecision, RolloutState
 from ferryman.spec import API_GROUP, ModelDeployment, Strategy, parse_deployment
 from ferryman_operator.backends.base import Readiness
 
@@ -43,7 +43,7 @@ class Problem:
 @dataclass(frozen=True)
 class SpecDecision:
     state: RolloutState
-    decisions: tuple[Decision, ...] = ()
+    decisions: tuple[RolloutDecision, ...] = ()
     waiting: str | None = None  # why a new rollout has not started yet
 
 
@@ -136,7 +136,7 @@ def analysis_due(state: RolloutState, md: ModelDeployment, *, now: float) -> str
 
 
 def analyse(state: RolloutState, md: ModelDeployment, *, stats: VersionStats,
-            now: float) -> tuple[RolloutState, Decision | None]:
+            now: float) -> tuple[RolloutState, RolloutDecision | None]:
     """One analysis step of the core state machine with the stats fetched for the due candidate."""
     return rollout.tick(state, md, stats=lambda _version: stats, now=now)
 
@@ -150,7 +150,7 @@ def parse_action(value: str | None) -> tuple[str, str | None] | None:
 
 
 def apply_action(state: RolloutState, action: str, version: str | None, *, now: float,
-                 actor: str) -> tuple[RolloutState, Decision]:
+                 actor: str) -> tuple[RolloutState, RolloutDecision]:
     """A manual action on the rollout; ``ferryman.errors.Conflict`` when it makes no sense in this phase."""
     reason = f"{action} requested through the {ANNOTATION_ACTION} annotation"
     if action == "promote":
@@ -164,7 +164,7 @@ def apply_action(state: RolloutState, action: str, version: str | None, *, now: 
     raise SpecError(f"{ANNOTATION_ACTION}: unknown action {action!r} (use one of {', '.join(ACTIONS)})")
 
 
-def event_for(decision: Decision, state: RolloutState) -> tuple[str, str, str] | None:
+def event_for(decision: RolloutDecision, state: RolloutState) -> tuple[str, str, str] | None:
     """(type, reason, message) of the Event that explains a decision; None for quiet ones (data holds)."""
     weights = ", ".join(f"{v} {w}%" for v, w in decision.weights.items())
     message = f"{decision.reason} [traffic: {weights}]"

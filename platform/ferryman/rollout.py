@@ -2,7 +2,7 @@
 
 Strategies: canary (weighted steps with analysis), blue-green (analysis of the preview, then an atomic
 switch), A/B (runs until stopped, reports per arm), shadow (mirror to the candidate, analysis reported),
-static. Every transition records a :class:`Decision` with a reason in the bounded history. The same
+static. Every transition records a :class:`RolloutDecision` with a reason in the bounded history. The same
 functions run in `ferryman up` (local driver) and in the Kubernetes operator (status-backed driver).
 """
 
@@ -46,7 +46,7 @@ class Action(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class RolloutDecision:
     action: Action
     reason: str
     at: float
@@ -75,7 +75,7 @@ class RolloutState:
     previous_stable: str | None = None
     resume_phase: Phase | None = None
     last_analysis: Analysis | None = None
-    history: tuple[Decision, ...] = field(default_factory=tuple)
+    history: tuple[RolloutDecision, ...] = field(default_factory=tuple)
     spec_hash: str = ""  # the rollout_identity of the spec this rollout realises
     started_at: float = 0.0  # when this rollout began: analysis inputs from before it belong to another one
 
@@ -120,7 +120,7 @@ class RolloutState:
             previous_stable=d.get("previousStable"),
             resume_phase=Phase(d["resumePhase"]) if d.get("resumePhase") else None,
             last_analysis=Analysis.from_dict(d["lastAnalysis"]) if d.get("lastAnalysis") else None,
-            history=tuple(Decision(action=Action(h["action"]), reason=h["reason"], at=epoch_seconds(h["at"]),
+            history=tuple(RolloutDecision(action=Action(h["action"]), reason=h["reason"], at=epoch_seconds(h["at"]),
                                    weights=h["weights"], actor=h.get("actor", "controller"))
                           for h in d.get("history", [])),
             spec_hash=d.get("specHash", ""),
@@ -165,12 +165,12 @@ def rollout_identity(md: ModelDeployment) -> str:
 spec_hash = rollout_identity  # the name RolloutState.spec_hash and older callers know it by
 
 
-def _record(state: RolloutState, decision: Decision, **changes: Any) -> tuple[RolloutState, Decision]:
+def _record(state: RolloutState, decision: RolloutDecision, **changes: Any) -> tuple[RolloutState, RolloutDecision]:
     history = (*state.history, decision)[-HISTORY_LIMIT:]
     return replace(state, history=history, **changes), decision
 
 
-def start(md: ModelDeployment, *, now: float, previous: RolloutState | None = None) -> tuple[RolloutState, Decision]:
+def start(md: ModelDeployment, *, now: float, previous: RolloutState | None = None) -> tuple[RolloutState, RolloutDecision]:
     """Begin the rollout a spec describes. ``previous`` carries the stable version of an earlier rollout.
 
     A promoted version stays stable when the spec is edited; and when it is the spec's candidate (the spec
@@ -191,19 +191,19 @@ def start(md: ModelDeployment, *, now: float, previous: RolloutState | None = No
         first = t.canary.steps[0]
         weights = _split(stable, candidate, first)
         reason = f"canary of {candidate} started at {first}% (steps {t.canary.steps})"
-        return _record(base, Decision(Action.start, reason, now, weights), phase=Phase.progressing,
+        return _record(base, RolloutDecision(Action.start, reason, now, weights), phase=Phase.progressing,
                        weights=weights, step_index=0)
     if strategy == Strategy.blue_green and candidate:
         reason = f"blue-green: {candidate} deployed as preview (reachable by pin), {stable} active"
-        return _record(base, Decision(Action.start, reason, now, base.weights), phase=Phase.progressing)
+        return _record(base, RolloutDecision(Action.start, reason, now, base.weights), phase=Phase.progressing)
     if strategy == Strategy.ab_test:
         weights = dict(t.ab_test.weights)
         reason = f"A/B test started with weights {weights}, sticky by {t.ab_test.sticky.source.value} {t.ab_test.sticky.name!r}"
-        return _record(base, Decision(Action.start, reason, now, weights), phase=Phase.running, weights=weights)
+        return _record(base, RolloutDecision(Action.start, reason, now, weights), phase=Phase.running, weights=weights)
     if strategy == Strategy.shadow and candidate:
         reason = f"shadowing {candidate}: mirrored traffic only, {stable} answers every caller"
-        return _record(base, Decision(Action.start, reason, now, base.weights), phase=Phase.running)
-    return _record(base, Decision(Action.start, f"serving {stable}", now, base.weights))
+        return _record(base, RolloutDecision(Action.start, reason, now, base.weights), phase=Phase.running)
+    return _record(base, RolloutDecision(Action.start, f"serving {stable}", now, base.weights))
 
 
 def _split(stable: str, candidate: str, percent: int) -> dict[str, int]:
@@ -215,7 +215,7 @@ def _split(stable: str, candidate: str, percent: int) -> dict[str, int]:
 StatsFn = Callable[[str], VersionStats]
 
 
-def tick(state: RolloutState, md: ModelDeployment, *, stats: StatsFn, now: float) -> tuple[RolloutState, Decision | None]:
+def tick(state: RolloutState, md: ModelDeployment, *, stats: StatsFn, now: float) -> tuple[RolloutState, RolloutDecision | None]:
     """Run one analysis if an interval has elapsed. ``stats(version)`` reads the window since the step began."""
     if state.phase != Phase.progressing or state.candidate is None:
         return state, None
@@ -234,7 +234,7 @@ def tick(state: RolloutState, md: ModelDeployment, *, stats: StatsFn, now: float
     waiting = state.last_analysis is not None and state.last_analysis.outcome == Outcome.insufficient
     state = replace(state, last_analysis=result, analyzed_at=now)
     if result.outcome == Outcome.insufficient:
-        hold = Decision(Action.hold, result.reason, now, state.weights)
+        hold = RolloutDecision(Action.hold, result.reason, now, state.weights)
         if waiting and state.history and state.history[-1].action == Action.hold:
             # a run of "not enough data yet" is one history entry (the latest), not one per interval:
             # an idle rollout must not push its start and its real decisions out of the bounded history
@@ -246,12 +246,12 @@ def tick(state: RolloutState, md: ModelDeployment, *, stats: StatsFn, now: float
             return rollback(replace(state, failures=failures), now=now,
                             reason=f"analysis failed {failures}x (threshold {threshold}): {result.reason}")
         reason = f"analysis failed ({failures}/{threshold}): {result.reason}"
-        return _record(state, Decision(Action.hold, reason, now, state.weights), failures=failures,
+        return _record(state, RolloutDecision(Action.hold, reason, now, state.weights), failures=failures,
                        step_started_at=now)
     # passed
     if state.strategy == Strategy.blue_green:
         if not spec.traffic.blue_green.auto_promote:
-            return _record(state, Decision(Action.hold, f"preview passed, awaiting manual promotion: {result.reason}",
+            return _record(state, RolloutDecision(Action.hold, f"preview passed, awaiting manual promotion: {result.reason}",
                                            now, state.weights), failures=0, step_started_at=now)
         return promote(replace(state, failures=0), now=now, reason=f"preview passed: {result.reason}")
     steps = spec.traffic.canary.steps
@@ -259,7 +259,7 @@ def tick(state: RolloutState, md: ModelDeployment, *, stats: StatsFn, now: float
         return promote(replace(state, failures=0), now=now, reason=f"final step passed: {result.reason}")
     nxt = state.step_index + 1
     weights = _split(state.stable, candidate_name, steps[nxt])
-    return _record(state, Decision(Action.advance, f"step {nxt + 1}/{len(steps)} -> {steps[nxt]}%: {result.reason}",
+    return _record(state, RolloutDecision(Action.advance, f"step {nxt + 1}/{len(steps)} -> {steps[nxt]}%: {result.reason}",
                                    now, weights), weights=weights, step_index=nxt, failures=0, step_started_at=now)
 
 
@@ -278,7 +278,7 @@ def own_inputs(stats: VersionStats, state: RolloutState) -> VersionStats:
 
 
 def promote(state: RolloutState, *, now: float, reason: str = "manual promotion", actor: str = "controller",
-            version: str | None = None) -> tuple[RolloutState, Decision]:
+            version: str | None = None) -> tuple[RolloutState, RolloutDecision]:
     """Make the candidate (or ``version``, e.g. the winning A/B arm) take all traffic."""
     winner = version or state.candidate
     if winner is None:
@@ -286,13 +286,13 @@ def promote(state: RolloutState, *, now: float, reason: str = "manual promotion"
     if winner not in state.weights and winner != state.candidate:
         raise Conflict(f"cannot promote {winner!r}: not part of this rollout")
     weights = {winner: 100}
-    return _record(state, Decision(Action.promote, reason, now, weights, actor), phase=Phase.promoted,
+    return _record(state, RolloutDecision(Action.promote, reason, now, weights, actor), phase=Phase.promoted,
                    weights=weights, previous_stable=state.stable if winner != state.stable else state.previous_stable,
                    stable=winner, candidate=None, failures=0, step_started_at=now, resume_phase=None, step_index=-1)
 
 
 def rollback(state: RolloutState, *, now: float, reason: str = "manual rollback",
-             actor: str = "controller") -> tuple[RolloutState, Decision]:
+             actor: str = "controller") -> tuple[RolloutState, RolloutDecision]:
     """Return all traffic to stable. After a promotion, returns to the previous stable (instant undo)."""
     target: str
     abandoned: str | None
@@ -303,26 +303,26 @@ def rollback(state: RolloutState, *, now: float, reason: str = "manual rollback"
     else:  # Stable, RolledBack, or a promotion with nothing before it
         raise Conflict(f"nothing to roll back (phase {state.phase.value})")
     weights = {target: 100}
-    return _record(state, Decision(Action.rollback, reason, now, weights, actor), phase=Phase.rolled_back,
+    return _record(state, RolloutDecision(Action.rollback, reason, now, weights, actor), phase=Phase.rolled_back,
                    weights=weights, stable=target, candidate=abandoned, previous_stable=None,
                    step_started_at=now, resume_phase=None, step_index=-1)
 
 
-def pause(state: RolloutState, *, now: float, actor: str = "controller", reason: str = "paused") -> tuple[RolloutState, Decision]:
+def pause(state: RolloutState, *, now: float, actor: str = "controller", reason: str = "paused") -> tuple[RolloutState, RolloutDecision]:
     if not state.active:
         raise Conflict(f"cannot pause: rollout is {state.phase.value}")
-    return _record(state, Decision(Action.pause, reason, now, state.weights, actor), phase=Phase.paused,
+    return _record(state, RolloutDecision(Action.pause, reason, now, state.weights, actor), phase=Phase.paused,
                    resume_phase=state.phase)
 
 
-def resume(state: RolloutState, *, now: float, actor: str = "controller", reason: str = "resumed") -> tuple[RolloutState, Decision]:
+def resume(state: RolloutState, *, now: float, actor: str = "controller", reason: str = "resumed") -> tuple[RolloutState, RolloutDecision]:
     if state.phase != Phase.paused or state.resume_phase is None:
         raise Conflict(f"cannot resume: rollout is {state.phase.value}")
-    return _record(state, Decision(Action.resume, reason, now, state.weights, actor), phase=state.resume_phase,
+    return _record(state, RolloutDecision(Action.resume, reason, now, state.weights, actor), phase=state.resume_phase,
                    resume_phase=None, step_started_at=now)
 
 
-def reconcile_spec(state: RolloutState | None, md: ModelDeployment, *, now: float) -> tuple[RolloutState, Decision | None]:
+def reconcile_spec(state: RolloutState | None, md: ModelDeployment, *, now: float) -> tuple[RolloutState, RolloutDecision | None]:
     """Resume a saved rollout of the same spec; start a new one when the spec changed (or none was saved).
 
     "Changed" is :func:`rollout_identity`: an edit of analysis settings keeps the rollout (and its traffic)

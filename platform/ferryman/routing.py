@@ -2,7 +2,7 @@
 
 One :class:`RouteTable` describes the traffic split at an instant (weights, sticky A/B key, shadow, pin
 header). :func:`decide` maps a request's routing inputs plus caller-supplied random draws to a
-:class:`Decision`. The same table drives the in-process gateway, the Ray Serve ingress and Gateway API
+:class:`RouteDecision`. The same table drives the in-process gateway, the Ray Serve ingress and Gateway API
 HTTPRoute weights (:func:`backend_weights`), so nothing here touches sockets, clocks or global state.
 
 Sticky assignment hashes the key to a point in [0, 1) and gives each arm a contiguous range, in a fixed
@@ -75,7 +75,7 @@ class RouteTable:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class RouteDecision:
     version: str
     route: str
     shadow: str | None = None
@@ -116,19 +116,19 @@ def sticky_key(table: RouteTable, inputs: RoutingInputs) -> str | None:
     return None if value is None else str(value)
 
 
-def decide(table: RouteTable, inputs: RoutingInputs, *, draw: float, shadow_draw: float = 1.0) -> Decision:
+def decide(table: RouteTable, inputs: RoutingInputs, *, draw: float, shadow_draw: float = 1.0) -> RouteDecision:
     """Choose the version. ``draw`` and ``shadow_draw`` are uniform in [0, 1), supplied by the caller."""
     pinned = inputs.path_version or inputs.headers.get(table.pin_header)
     if pinned:
         if pinned not in table.versions:
             raise VersionNotFound(f"model {table.model!r} has no version {pinned!r} (versions: {list(table.versions)})")
-        return Decision(pinned, ROUTE_PINNED)
+        return RouteDecision(pinned, ROUTE_PINNED)
     key = sticky_key(table, inputs)
     version = pick_weighted(table, hash_point(key, table.salt) if key is not None else draw)
     shadow = None
     if table.shadow is not None and table.shadow != version and shadow_draw * 100.0 < table.shadow_percent:
         shadow = table.shadow
-    return Decision(version, table.route_label(version), shadow)
+    return RouteDecision(version, table.route_label(version), shadow)
 
 
 def backend_weights(table: RouteTable) -> dict[str, int]:

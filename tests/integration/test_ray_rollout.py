@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from ferryman_runtimes.ray.launcher import LocalRay, start_local
+from ferryman_runtimes.ray.local import LocalRay, start_local
 from tests.helpers.gateway import Client, Load, actions, traffic_rows, wait_until, write_spec
 from tests.helpers.ports import free_port, free_port_below_ephemeral
 from tests.helpers.servers import run_ferryman

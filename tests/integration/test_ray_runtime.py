@@ -27,7 +27,7 @@ from ferryman.rollout import start
 from ferryman.serve_config import route_config, table_from_route_config
 from ferryman.spec import ModelDeployment, parse_deployment
 from ferryman_runtimes.ray.ingress import RayIngressApp
-from ferryman_runtimes.ray.launcher import LocalRay, start_local
+from ferryman_runtimes.ray.local import LocalRay, start_local
 from tests.helpers.models import reference_outputs
 from tests.helpers.ports import free_port_below_ephemeral
 from tests.helpers.servers import serve_app

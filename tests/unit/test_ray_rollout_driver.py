@@ -17,9 +17,9 @@ from ferryman.rollout import Phase, start
 from ferryman.serve_config import route_config, serve_config
 from ferryman.spec import ModelDeployment, parse_deployment
 from ferryman.telemetry import RequestRecord
-from ferryman_runtimes.gateway.controller import RolloutController
 from ferryman_runtimes.ray.driver import RayTarget, with_route
 from ferryman_runtimes.ray.stats import Counters, Row, StatsHub, StatsShipper
+from ferryman_runtimes.rollout_controller import RolloutController
 
 
 def deployment(*, interval: float = 1.0, min_requests: int = 5) -> ModelDeployment:

@@ -14,7 +14,7 @@ import orjson
 
 from ferryman.errors import FerrymanError, InvalidInput, Unauthorized
 from ferryman_runtimes.asgi.http import Request, read_body, send_json
-from ferryman_runtimes.gateway.controller import RolloutController
+from ferryman_runtimes.rollout_controller import RolloutController
 
 audit = logging.getLogger("ferryman.audit")
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ferryman.errors import FerrymanError, InvalidInput, ModelNotFound, NotReady
-from ferryman.routing import ROUTE_SHADOW, Decision, RouteTable, RoutingInputs, decide
+from ferryman.routing import ROUTE_SHADOW, RouteDecision, RouteTable, RoutingInputs, decide
 from ferryman.spec import StickySource
 from ferryman.telemetry import RequestRecord
 from ferryman_runtimes.grpc import codec
@@ -154,7 +154,7 @@ class GrpcProxy:
             raise ModelNotFound(f"model {name!r} not found (this gateway serves {table.model!r})")
 
     def _decide(self, table: RouteTable, *, version: str | None, metadata: dict[str, str],
-                request: Any = None) -> Decision:
+                request: Any = None) -> RouteDecision:
         return decide(table, routing_inputs(table, version=version, metadata=metadata, request=request),
                       draw=random.random(), shadow_draw=random.random() if table.shadow else 1.0)
 

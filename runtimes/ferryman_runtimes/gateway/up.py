@@ -24,8 +24,9 @@ from ferryman_runtimes.asgi.security import ApiKeys, protect
 from ferryman_runtimes.asgi.tls import tls_options
 from ferryman_runtimes.gateway.admin import AdminApp
 from ferryman_runtimes.gateway.app import GatewayApp
-from ferryman_runtimes.gateway.controller import RolloutController
+from ferryman_runtimes.gateway.target import GatewayTarget
 from ferryman_runtimes.native.server import spec_batchers, uvicorn_options
+from ferryman_runtimes.rollout_controller import RolloutController
 
 log = logging.getLogger("ferryman.up")
 
@@ -74,7 +75,7 @@ def build_platform(spec_path: Path, *, state_dir: Path, observers: list[RequestO
     gateway.batchers = spec_batchers(md, repo, metrics.default())  # versions with batching on (docs/batching.md)
     extras.setdefault("closers", []).extend(b.close for b in gateway.batchers.values())
     on_change = extras.get("on_change")
-    controller = RolloutController(md=md, spec_path=spec_path, gateway=gateway, accounting=accounting,
+    controller = RolloutController(md=md, spec_path=spec_path, target=GatewayTarget(gateway), accounting=accounting,
                                    state_path=state_dir / f"{md.name}.rollout.json",
                                    drift=extras.get("drift"), on_change=on_change,
                                    on_reload=extras.get("on_reload"), on_reload_result=extras.get("on_reload_result"),

@@ -6,7 +6,9 @@
 * :mod:`.deployments` — the ingress (our raw ASGI gateway) and the batched per-version ONNX deployments.
 * :mod:`.ingress` — the ingress ASGI app: routing policy, v1/v2, in-process or remote compute.
 * :mod:`.batching` — stacking concurrent requests into one ONNX Runtime run.
-* :mod:`.launcher` — ``ferryman up --runtime ray`` (``run``), ``start_local(spec, port)`` / ``.stop()``.
+* :mod:`.deploy` — ``deploy(spec, ...)``: Ray started in this process, the config deployed; ``shutdown``.
+* :mod:`.launcher` — ``ferryman up --runtime ray`` (``run``; ``python -m ferryman_runtimes.ray``).
+* :mod:`.local` — ``start_local(spec, port)`` / ``.stop()``: the launcher in a subprocess (benchmarks, tests).
 
-Only :mod:`.batching` and :mod:`.launcher` (until it starts Ray) avoid importing Ray.
+Only :mod:`.batching`, :mod:`.local` and :mod:`.launcher`/:mod:`.deploy` (until they start Ray) avoid importing Ray.
 """

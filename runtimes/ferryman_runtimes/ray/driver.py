@@ -1,7 +1,7 @@
 """The local rollout driver on Ray: the gateway runtime's ``RolloutController`` and admin API, Ray adapters.
 
 ``ferryman up SPEC --runtime ray`` runs the same driver as the gateway runtime
-(:class:`~ferryman_runtimes.gateway.controller.RolloutController`: stats -> ``rollout.tick`` -> apply ->
+(:class:`~ferryman_runtimes.rollout_controller.RolloutController`: stats -> ``rollout.tick`` -> apply ->
 persist) with two adapters:
 
 * :class:`RayTarget` applies a state by re-deploying the launcher's Serve config with only the ingress
@@ -36,7 +36,7 @@ from ferryman.errors import FerrymanError, InvalidInput
 from ferryman.rollout import RolloutState
 from ferryman.serve_config import INGRESS, route_config
 from ferryman.spec import ModelDeployment
-from ferryman_runtimes.gateway.controller import RolloutController, Seen
+from ferryman_runtimes.rollout_controller import RolloutController, Seen
 
 log = logging.getLogger("ferryman.ray")
 
@@ -109,7 +109,7 @@ class RayTarget:
 
 
 class HubStats:
-    """A :class:`~ferryman_runtimes.gateway.controller.StatsSource` reading the hub actor."""
+    """A :class:`~ferryman_runtimes.rollout_controller.StatsSource` reading the hub actor."""
 
     def __init__(self, hub: Any, *, timeout: float = RPC_TIMEOUT_S) -> None:
         self.hub = hub

@@ -1,4 +1,4 @@
-"""The local rollout driver: runs the core state machine against exact per-version accounting.
+"""The rollout driver of the local runtimes: runs the core state machine against exact per-version accounting.
 
 Effects only: read stats, call the pure transition, apply the new traffic split, persist the state
 atomically, publish metrics. A restart resumes from the saved state. An edit of the spec that changes the
@@ -7,9 +7,10 @@ inputs (the analysed versions' drift windows are reset); an edit of analysis set
 reload attempt is recorded (``status()["specReload"]``), so a rejected edit stays visible.
 
 Where the split is applied and where the stats come from are injected, so one driver serves both local
-runtimes: a :class:`RolloutTarget` (:class:`GatewayTarget`: the in-process gateway's table swap; on Ray,
-``ferryman_runtimes.ray.driver.RayTarget``: the ingress ``user_config``) and a :class:`StatsSource`
-(``ferryman.accounting.Accounting`` itself, or on Ray a reader of the one the ingress replicas feed).
+runtimes and belongs to neither: a :class:`RolloutTarget` (``ferryman_runtimes.gateway.target.GatewayTarget``:
+the in-process gateway's table swap; ``ferryman_runtimes.ray.driver.RayTarget``: the Ray ingress
+``user_config``) and a :class:`StatsSource` (``ferryman.accounting.Accounting`` itself, or on Ray a reader
+of the one the ingress replicas feed).
 """
 
 from __future__ import annotations
@@ -26,12 +27,10 @@ from typing import Any, Protocol
 from ferryman import rollout
 from ferryman.accounting import RouteTotals
 from ferryman.analysis import VersionStats, wilson_interval
-from ferryman.dataplane import load_versions
 from ferryman.errors import FerrymanError, InvalidInput
-from ferryman.rollout import Decision, RolloutState
+from ferryman.rollout import RolloutDecision, RolloutState
 from ferryman.spec import ModelDeployment, load_deployment
 from ferryman.statefile import read_json, write_json
-from ferryman_runtimes.gateway.app import GatewayApp
 
 log = logging.getLogger("ferryman.rollout")
 
@@ -78,35 +77,6 @@ class RolloutTarget(Protocol):
         """Shadow copies sent, failed and dropped so far."""
 
 
-class GatewayTarget:
-    """The in-process gateway as a rollout target: a step is one atomic route-table swap."""
-
-    def __init__(self, gateway: GatewayApp) -> None:
-        self.gateway = gateway
-
-    def apply(self, md: ModelDeployment, state: RolloutState) -> None:
-        self.gateway.set_table(rollout.table_for(md, state))
-
-    def load(self, md: ModelDeployment, *, previous: ModelDeployment) -> None:
-        repo = self.gateway.repository
-        have = repo.models.get(md.name, {})
-        changed = [v.name for v in md.spec.versions
-                   if v.name not in have or _uri_changed(previous, v.name, v.uri, v.sha256)]
-        fresh = load_versions(md, versions=changed)  # all or nothing: on failure the old set keeps serving
-        for model in fresh:
-            repo.add(model)
-
-    def prediction(self, request_id: str) -> Seen | None:
-        return self.gateway.prediction(request_id)
-
-    def forget(self, request_id: str) -> None:
-        self.gateway.forget(request_id)
-
-    def shadow(self) -> dict[str, int]:
-        g = self.gateway
-        return {"requests": g.shadow_requests, "errors": g.shadow_errors, "dropped": g.shadow_dropped}
-
-
 @dataclass
 class Feedback:
     correct: int = 0
@@ -115,17 +85,12 @@ class Feedback:
 
 class RolloutController:
     def __init__(self, *, md: ModelDeployment, spec_path: Path | None, accounting: StatsSource, state_path: Path,
-                 gateway: GatewayApp | None = None, target: RolloutTarget | None = None,
-                 drift: DriftSource | None = None,
+                 target: RolloutTarget, drift: DriftSource | None = None,
                  on_change: Callable[[RolloutState], None] | None = None,
                  on_reload: Callable[[ModelDeployment], None] | None = None,
                  on_reload_result: Callable[[str], None] | None = None, tick_seconds: float = 0.25) -> None:
-        """``target`` is where decisions take effect; ``gateway=`` is short for ``target=GatewayTarget(gateway)``.
-        ``on_reload_result`` hears "accepted" or "rejected" for every attempt to adopt an edited spec."""
-        if target is None:
-            if gateway is None:
-                raise ValueError("RolloutController needs a gateway or a target")
-            target = GatewayTarget(gateway)
+        """``target`` is where decisions take effect. ``on_reload_result`` hears "accepted" or "rejected" for
+        every attempt to adopt an edited spec."""
         self.md = md
         self.spec_path = spec_path
         self.target = target
@@ -155,7 +120,7 @@ class RolloutController:
         self._applied(decision)
 
     # -- effects ------------------------------------------------------------------------------------
-    def _applied(self, decision: Decision | None) -> None:
+    def _applied(self, decision: RolloutDecision | None) -> None:
         if decision is not None and decision.action == rollout.Action.start:
             self._fresh_inputs()
         self.target.apply(self.md, self.state)
@@ -197,13 +162,13 @@ class RolloutController:
         return s
 
     # -- the loop -----------------------------------------------------------------------------------
-    def step(self) -> Decision | None:
+    def step(self) -> RolloutDecision | None:
         self.state, decision = rollout.tick(self.state, self.md, stats=self.stats, now=time.time())
         if decision is not None:
             self._applied(decision)
         return decision
 
-    async def step_off_loop(self) -> Decision | None:
+    async def step_off_loop(self) -> RolloutDecision | None:
         """:meth:`step`, with the analysis (copying a step's latencies, their quantiles: milliseconds per
         hundred thousand requests) on a worker thread, so the requests being served never wait for it. The
         decision is applied back on the loop, unless the state or the spec changed meanwhile (an admin action,
@@ -243,7 +208,7 @@ class RolloutController:
         except FerrymanError:
             return False  # logged and recorded by reload_spec
 
-    def reload_spec(self) -> Decision | None:
+    def reload_spec(self) -> RolloutDecision | None:
         """Re-read the spec file now (the watch above, or admin /reload); raises when it cannot be adopted.
 
         Either way the attempt is recorded (``status()["specReload"]``): a rejected edit stays visible, with
@@ -268,7 +233,7 @@ class RolloutController:
             except Exception:  # metrics must never block a reload
                 log.exception("on_reload_result hook failed")
 
-    def reload(self, md: ModelDeployment) -> Decision | None:
+    def reload(self, md: ModelDeployment) -> RolloutDecision | None:
         """Adopt an edited spec. Raises (and changes nothing) when a new version cannot be loaded."""
         if md.name != self.md.name:
             raise InvalidInput(f"spec renames the model from {self.md.name!r} to {md.name!r}; start a new ferryman up")
@@ -284,7 +249,7 @@ class RolloutController:
         return decision
 
     # -- control actions (admin API) ------------------------------------------------------------------
-    def act(self, action: str, *, actor: str, reason: str, version: str | None = None) -> Decision:
+    def act(self, action: str, *, actor: str, reason: str, version: str | None = None) -> RolloutDecision:
         now = time.time()
         if action == "promote":
             self.state, decision = rollout.promote(self.state, now=now, reason=reason, actor=actor, version=version)
@@ -369,14 +334,6 @@ def _ms(seconds: float | None) -> float | None:
 
 def _fields(s: VersionStats) -> dict[str, Any]:
     return {f: getattr(s, f) for f in s.__dataclass_fields__}
-
-
-def _uri_changed(md: ModelDeployment, version: str, uri: str, sha: str | None) -> bool:
-    try:
-        old = md.spec.version(version)
-    except KeyError:
-        return True
-    return old.uri != uri or old.sha256 != sha
 
 
 def _has_reference(md: ModelDeployment, version: str) -> bool:

@@ -336,7 +336,11 @@ def test_prepare_multiprocess_wipes_stale_files(tmp_path: Path, monkeypatch: pyt
     stale = tmp_path / "counter_123.db"
     stale.write_bytes(b"old run")
     (tmp_path / "keep.txt").write_text("not ours")
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    # set, then removed: monkeypatch then removes what prepare_multiprocess sets (a bare delenv of an absent
+    # variable records nothing, and the directory leaked into every later test's subprocesses, whose /metrics
+    # then summed each other's requests)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     from prometheus_client import values
 
     before = values.ValueClass

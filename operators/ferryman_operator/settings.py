@@ -1,6 +1,9 @@
 """Operator settings: command-line flags override ``FERRYMAN_*`` environment variables override defaults.
 
-Every knob the Helm chart sets is listed in :data:`ENV` (name, default, meaning) and in docs/operator.md.
+Each setting is declared once, as a field of :class:`Settings`: its default, and in the field's metadata its
+environment variable, meaning and parser. :data:`ENV` (name -> (default as text, meaning); the Helm chart
+sets every one of them, docs/operator.md lists them) and :func:`from_env` are derived from those fields. A
+field with a ``default_factory`` is computed when its variable is empty (the pod's namespace, the identity).
 """
 
 from __future__ import annotations
@@ -9,75 +12,14 @@ import argparse
 import json
 import os
 import socket
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 DEFAULT_IMAGE = "ghcr.io/ferryman-dev/ferryman:0.1.0"
 DEFAULT_RAY_IMAGE = "ghcr.io/ferryman-dev/ferryman-ray:0.1.0"
 
-# env var -> (default, help)
-ENV: dict[str, tuple[str, str]] = {
-    "FERRYMAN_NAMESPACES": ("", "comma-separated namespaces to watch; empty = every namespace (cluster-wide)"),
-    "FERRYMAN_PROMETHEUS_URL": ("", "Prometheus HTTP API base URL for rollout analysis; empty = no analysis "
-                                    "(rollouts hold, never promote on missing data)"),
-    "FERRYMAN_PROMETHEUS_NAMESPACE_LABEL": ("namespace", "series label carrying the Kubernetes namespace "
-                                                         "(added by ServiceMonitor/PodMonitor scraping); empty = none"),
-    "FERRYMAN_ANALYSIS_SELECTOR": ("", "extra PromQL label matchers for the analysis, e.g. 'container=\"gateway\"'"),
-    "FERRYMAN_RESYNC_SECONDS": ("600", "safety-net pass over every resource, spread over the period (reconciles "
-                                       "are driven by watch events and analysis timers, not by this)"),
-    "FERRYMAN_WORKERS": ("16", "reconciles in flight at once"),
-    "FERRYMAN_IMAGE": (DEFAULT_IMAGE, "ferryman image for version servers and the gateway"),
-    "FERRYMAN_IMAGE_PULL_POLICY": ("IfNotPresent", "pull policy of the version servers and gateways: Always, "
-                                                   "IfNotPresent or Never"),
-    "FERRYMAN_WORKLOAD_ENV": ("[]", "JSON list of Kubernetes EnvVars added to every version server, e.g. the "
-                                    "S3 endpoint and credentials (valueFrom a Secret in the model's namespace)"),
-    "FERRYMAN_RAY_IMAGE": (DEFAULT_RAY_IMAGE, "Ray image (ferryman + ray[serve]) for RayService clusters"),
-    "FERRYMAN_KSERVE_RUNTIME": ("ferryman-onnx", "ClusterServingRuntime used by kserve InferenceServices"),
-    "FERRYMAN_GRPC": ("false", "also serve the Open Inference Protocol v2 over gRPC on port 8081 of every gateway "
-                               "and version server (native and kserve runtimes), routed like REST"),
-    "FERRYMAN_PREFLIGHT": ("true", "check that http(s) model URIs answer before rolling them out"),
-    "FERRYMAN_PREFLIGHT_TTL_SECONDS": ("60", "how long a model URI check result is reused"),
-    "FERRYMAN_LEADER_ELECTION": ("true", "elect one active replica through a coordination.k8s.io Lease"),
-    "FERRYMAN_LEASE_NAME": ("ferryman-operator", "name of the leader-election Lease"),
-    "FERRYMAN_LEASE_NAMESPACE": ("", "namespace of the Lease; empty = the pod's namespace (or 'default')"),
-    "FERRYMAN_LEASE_SECONDS": ("15", "lease duration; a standby takes over this long after the leader vanished"),
-    "FERRYMAN_HEALTH_ADDRESS": ("0.0.0.0:8081", "host:port of the liveness endpoint (GET /healthz); empty = off"),
-    "FERRYMAN_IDENTITY": ("", "this replica's identity in the Lease and Events; empty = hostname-pid"),
-    "FERRYMAN_LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR"),
-}
-
 _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-
-@dataclass(frozen=True)
-class Settings:
-    namespaces: tuple[str, ...] = ()
-    prometheus_url: str = ""
-    prometheus_namespace_label: str = "namespace"
-    analysis_selector: str = ""
-    resync_seconds: float = 600.0
-    workers: int = 16
-    image: str = DEFAULT_IMAGE
-    image_pull_policy: str = "IfNotPresent"
-    workload_env: tuple[dict[str, Any], ...] = ()
-    ray_image: str = DEFAULT_RAY_IMAGE
-    kserve_runtime: str = "ferryman-onnx"
-    grpc: bool = False
-    preflight: bool = True
-    preflight_ttl_seconds: float = 60.0
-    leader_election: bool = True
-    lease_name: str = "ferryman-operator"
-    lease_namespace: str = "default"
-    lease_seconds: float = 15.0
-    health_address: str = "0.0.0.0:8081"
-    identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    log_level: str = "INFO"
-    kubeconfig: str | None = None
-
-    @property
-    def clusterwide(self) -> bool:
-        return not self.namespaces
 
 
 def _bool(text: str) -> bool:
@@ -89,11 +31,14 @@ def _bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
-def _positive(name: str, text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {text!r}")
-    return value
+def _positive(name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {text!r}")
+        return value
+
+    return parse
 
 
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -123,6 +68,10 @@ def _env_list(text: str) -> tuple[dict[str, Any], ...]:
     return tuple(doc)
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 def _default_lease_namespace() -> str:
     try:
         with open(_SA_NAMESPACE) as f:
@@ -131,42 +80,122 @@ def _default_lease_namespace() -> str:
         return "default"
 
 
+def _default_identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _text(value: Any) -> str:
+    """A default as its environment variable would spell it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(value) if all(isinstance(v, str) for v in value) else json.dumps(list(value))
+    return str(value)
+
+
+def setting(env: str, meaning: str, default: Any = MISSING, *, parse: Callable[[str], Any] = str,
+            default_factory: Callable[[], Any] | None = None, text: str | None = None) -> Any:
+    """A :class:`Settings` field read from ``env`` with ``parse``; ``text``: the default as ``env`` spells it
+    when :func:`_text` would not (an empty variable means the ``default_factory``)."""
+    metadata = {"env": env, "meaning": meaning, "parse": parse, "text": text}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Settings:
+    namespaces: tuple[str, ...] = setting(
+        "FERRYMAN_NAMESPACES", "comma-separated namespaces to watch; empty = every namespace (cluster-wide)",
+        (), parse=_names)
+    prometheus_url: str = setting(
+        "FERRYMAN_PROMETHEUS_URL", "Prometheus HTTP API base URL for rollout analysis; empty = no analysis "
+        "(rollouts hold, never promote on missing data)", "", parse=lambda t: t.rstrip("/"))
+    prometheus_namespace_label: str = setting(
+        "FERRYMAN_PROMETHEUS_NAMESPACE_LABEL", "series label carrying the Kubernetes namespace "
+        "(added by ServiceMonitor/PodMonitor scraping); empty = none", "namespace")
+    analysis_selector: str = setting(
+        "FERRYMAN_ANALYSIS_SELECTOR", "extra PromQL label matchers for the analysis, e.g. 'container=\"gateway\"'", "")
+    resync_seconds: float = setting(
+        "FERRYMAN_RESYNC_SECONDS", "safety-net pass over every resource, spread over the period (reconciles "
+        "are driven by watch events and analysis timers, not by this)", 600.0,
+        parse=_positive("FERRYMAN_RESYNC_SECONDS"))
+    workers: int = setting("FERRYMAN_WORKERS", "reconciles in flight at once", 16,
+                           parse=lambda t: int(_positive("FERRYMAN_WORKERS")(t)))
+    image: str = setting("FERRYMAN_IMAGE", "ferryman image for version servers and the gateway", DEFAULT_IMAGE)
+    image_pull_policy: str = setting(
+        "FERRYMAN_IMAGE_PULL_POLICY", "pull policy of the version servers and gateways: Always, IfNotPresent "
+        "or Never", "IfNotPresent", parse=_pull_policy)
+    workload_env: tuple[dict[str, Any], ...] = setting(
+        "FERRYMAN_WORKLOAD_ENV", "JSON list of Kubernetes EnvVars added to every version server, e.g. the S3 "
+        "endpoint and credentials (valueFrom a Secret in the model's namespace)", (), parse=_env_list, text="[]")
+    ray_image: str = setting("FERRYMAN_RAY_IMAGE", "Ray image (ferryman + ray[serve]) for RayService clusters",
+                             DEFAULT_RAY_IMAGE)
+    kserve_runtime: str = setting("FERRYMAN_KSERVE_RUNTIME", "ClusterServingRuntime used by kserve InferenceServices",
+                                  "ferryman-onnx")
+    grpc: bool = setting(
+        "FERRYMAN_GRPC", "also serve the Open Inference Protocol v2 over gRPC on port 8081 of every gateway and "
+        "version server (native and kserve runtimes), routed like REST", False, parse=_bool)
+    preflight: bool = setting("FERRYMAN_PREFLIGHT", "check that http(s) model URIs answer before rolling them out",
+                              True, parse=_bool)
+    preflight_ttl_seconds: float = setting(
+        "FERRYMAN_PREFLIGHT_TTL_SECONDS", "how long a model URI check result is reused", 60.0, parse=float)
+    leader_election: bool = setting(
+        "FERRYMAN_LEADER_ELECTION", "elect one active replica through a coordination.k8s.io Lease", True,
+        parse=_bool)
+    lease_name: str = setting("FERRYMAN_LEASE_NAME", "name of the leader-election Lease", "ferryman-operator")
+    lease_namespace: str = setting(
+        "FERRYMAN_LEASE_NAMESPACE", "namespace of the Lease; empty = the pod's namespace (or 'default')",
+        default_factory=_default_lease_namespace)
+    lease_seconds: float = setting(
+        "FERRYMAN_LEASE_SECONDS", "lease duration; a standby takes over this long after the leader vanished",
+        15.0, parse=_positive("FERRYMAN_LEASE_SECONDS"))
+    health_address: str = setting(
+        "FERRYMAN_HEALTH_ADDRESS", "host:port of the liveness endpoint (GET /healthz); empty = off", "0.0.0.0:8081")
+    identity: str = setting("FERRYMAN_IDENTITY", "this replica's identity in the Lease and Events; empty = "
+                            "hostname-pid", default_factory=_default_identity)
+    log_level: str = setting("FERRYMAN_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO",
+                             parse=lambda t: t.upper())
+    kubeconfig: str | None = None  # a command-line flag only
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+
+def _default_text(f: Any) -> str:
+    if f.metadata["text"] is not None:
+        return str(f.metadata["text"])
+    return "" if f.default is MISSING else _text(f.default)
+
+
+# env var -> (default as text, meaning): derived from the fields above
+ENV: dict[str, tuple[str, str]] = {
+    f.metadata["env"]: (_default_text(f), f.metadata["meaning"]) for f in fields(Settings) if "env" in f.metadata
+}
+
+
 def from_env(env: Mapping[str, str] | None = None, *, kubeconfig: str | None = None,
              namespaces: Sequence[str] = ()) -> Settings:
     """Settings from ``env`` (default: os.environ); explicit ``namespaces`` override FERRYMAN_NAMESPACES."""
     source = os.environ if env is None else env
-
-    def get(name: str) -> str:
-        return source.get(name, ENV[name][0]).strip()
-
+    values: dict[str, Any] = {"kubeconfig": kubeconfig}
     try:
-        ns = tuple(namespaces) or tuple(n.strip() for n in get("FERRYMAN_NAMESPACES").split(",") if n.strip())
-        return Settings(
-            namespaces=ns,
-            prometheus_url=get("FERRYMAN_PROMETHEUS_URL").rstrip("/"),
-            prometheus_namespace_label=get("FERRYMAN_PROMETHEUS_NAMESPACE_LABEL"),
-            analysis_selector=get("FERRYMAN_ANALYSIS_SELECTOR"),
-            resync_seconds=_positive("FERRYMAN_RESYNC_SECONDS", get("FERRYMAN_RESYNC_SECONDS")),
-            workers=int(_positive("FERRYMAN_WORKERS", get("FERRYMAN_WORKERS"))),
-            image=get("FERRYMAN_IMAGE"),
-            image_pull_policy=_pull_policy(get("FERRYMAN_IMAGE_PULL_POLICY")),
-            workload_env=_env_list(get("FERRYMAN_WORKLOAD_ENV")),
-            ray_image=get("FERRYMAN_RAY_IMAGE"),
-            kserve_runtime=get("FERRYMAN_KSERVE_RUNTIME"),
-            grpc=_bool(get("FERRYMAN_GRPC")),
-            preflight=_bool(get("FERRYMAN_PREFLIGHT")),
-            preflight_ttl_seconds=float(get("FERRYMAN_PREFLIGHT_TTL_SECONDS")),
-            leader_election=_bool(get("FERRYMAN_LEADER_ELECTION")),
-            lease_name=get("FERRYMAN_LEASE_NAME"),
-            lease_namespace=get("FERRYMAN_LEASE_NAMESPACE") or _default_lease_namespace(),
-            lease_seconds=_positive("FERRYMAN_LEASE_SECONDS", get("FERRYMAN_LEASE_SECONDS")),
-            health_address=get("FERRYMAN_HEALTH_ADDRESS"),
-            identity=get("FERRYMAN_IDENTITY") or f"{socket.gethostname()}-{os.getpid()}",
-            log_level=get("FERRYMAN_LOG_LEVEL").upper(),
-            kubeconfig=kubeconfig,
-        )
+        for f in fields(Settings):
+            name = f.metadata.get("env")
+            if name is None:
+                continue
+            text = source.get(name, ENV[name][0]).strip()
+            if not text and f.default is MISSING:  # computed: the pod's namespace, the identity
+                continue
+            values[f.name] = f.metadata["parse"](text)
     except ValueError as err:
         raise SystemExit(f"ferryman-operator: invalid setting: {err}") from err
+    if namespaces:
+        values["namespaces"] = tuple(namespaces)
+    return Settings(**values)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -416,3 +416,21 @@ def test_a_run_in_flight_during_a_reset_does_not_publish() -> None:
     monitor._runner = ResetDuringRun()
     monitor.run_now("v1")
     assert monitor.drift_share("v1") is None
+
+
+def test_the_runtime_drift_defaults_are_the_specs() -> None:
+    """spec.drift's fields are declared (with their defaults) once, in ferryman.spec.Drift: the runtime
+    config built from a default spec is the default runtime config, and from_spec carries every field."""
+    from dataclasses import fields
+
+    from ferryman.drift.monitor import FROM_SPEC
+    from ferryman.spec import Drift
+
+    shared = set(Drift.model_fields) - {"enabled"}
+    assert set(FROM_SPEC) == shared and shared <= {f.name for f in fields(DriftConfig)}
+    assert DriftConfig.from_spec(Drift()) == DriftConfig()
+    custom = Drift(window_size=64, every_rows=7, threshold=0.3, sample_percent=12.5, windows_per_second=0.5,
+                   min_interval_seconds=1.0)
+    config = DriftConfig.from_spec(custom, isolation="thread")
+    assert {name: getattr(config, name) for name in FROM_SPEC} == {name: getattr(custom, name) for name in FROM_SPEC}
+    assert config.isolation == "thread"

@@ -61,3 +61,21 @@ def test_help_lists_every_variable() -> None:
     text = build_parser().format_help()
     for name in ENV:
         assert name in text
+
+
+def test_each_setting_is_declared_once_and_env_is_derived_from_it() -> None:
+    """The defaults live in the Settings fields: ENV's texts parse back to exactly those defaults, every
+    field but the command-line flag has its variable, and nothing in ENV lacks a field."""
+    from dataclasses import MISSING, fields
+
+    from ferryman_operator.settings import Settings
+
+    with_env = [f for f in fields(Settings) if "env" in f.metadata]
+    assert {f.name for f in fields(Settings)} - {f.name for f in with_env} == {"kubeconfig"}
+    assert [f.metadata["env"] for f in with_env] == list(ENV)
+    parsed, defaults = from_env({}), Settings()
+    for f in with_env:
+        if f.default is MISSING:  # computed when the variable is empty
+            assert ENV[f.metadata["env"]][0] == ""
+            continue
+        assert getattr(parsed, f.name) == f.default == getattr(defaults, f.name), f.name

@@ -34,27 +34,34 @@ from ferryman.drift.job import ENGINES, DriftJob
 from ferryman.drift.report import DriftReport
 from ferryman.drift.runners import RUNNERS, Runner, make_runner
 from ferryman.drift.window import RingWindow
+from ferryman.spec import Drift
 
 if TYPE_CHECKING:
     from ferryman.metrics import FerrymanMetrics
     from ferryman.protocol.tensor import InferRequest, InferResponse
-    from ferryman.spec import Drift
 
 log = logging.getLogger("ferryman.drift")
 
 PREDICTION_OPS = ("label", "argmax", "value")
 
 
+# The fields a ModelDeployment's ``spec.drift`` sets: their defaults are the spec's (``ferryman.spec.Drift``),
+# declared there once; the other fields are runtime settings the spec does not carry.
+FROM_SPEC = ("window_size", "every_rows", "threshold", "sample_percent", "windows_per_second",
+             "min_interval_seconds")
+_SPEC = Drift()
+
+
 @dataclass(frozen=True, slots=True)
 class DriftConfig:
-    window_size: int = 500
-    every_rows: int = 250
-    threshold: float = 0.5  # drift share at or above which the version counts as drifted
-    sample_percent: float = 100.0
+    window_size: int = _SPEC.window_size
+    every_rows: int = _SPEC.every_rows
+    threshold: float = _SPEC.threshold  # drift share at or above which the version counts as drifted
+    sample_percent: float = _SPEC.sample_percent
     interval_seconds: float | None = None  # also run on this schedule when new rows arrived
-    min_interval_seconds: float = 5.0  # never run one version more often than this
+    min_interval_seconds: float = _SPEC.min_interval_seconds  # never run one version more often than this
     min_rows: int = 30  # never judge a window holding fewer live rows
-    windows_per_second: float = 2.0  # rate gate: sustained, at most this many windows' worth of rows a second
+    windows_per_second: float = _SPEC.windows_per_second  # rate gate: sustained, at most this many windows a second
     engine: str = "stattest"
     isolation: str = "process"
 
@@ -72,9 +79,8 @@ class DriftConfig:
 
     @classmethod
     def from_spec(cls, drift: Drift, **overrides: object) -> DriftConfig:
-        base = cls(window_size=drift.window_size, every_rows=drift.every_rows, threshold=drift.threshold,
-                   sample_percent=drift.sample_percent, windows_per_second=drift.windows_per_second,
-                   min_interval_seconds=drift.min_interval_seconds)
+        """The spec's drift settings (``FROM_SPEC``), then ``overrides`` (runtime settings, tests)."""
+        base = cls(**{name: getattr(drift, name) for name in FROM_SPEC})  # type: ignore[arg-type]
         return replace(base, **overrides)  # type: ignore[arg-type]
 
 

@@ -14,6 +14,7 @@ import pytest
 import tritonclient.grpc as tc
 
 from tests.helpers import models
+from tests.helpers.gateway import wait_until
 from tests.helpers.ports import free_port
 from tests.helpers.prometheus import parse_exposition, sample_sum
 from tests.helpers.servers import serve_cli, wait_http
@@ -36,6 +37,17 @@ def _calls(target: str, model: str) -> list[str]:
     return versions
 
 
+def _grpc_count(url: str) -> float:
+    return sample_sum(parse_exposition(httpx.get(f"{url}/metrics").text), "ferryman_requests_total",
+                      protocol="grpc-raw", code="200")
+
+
+def _wait_for_count(url: str) -> None:
+    """Every worker publishes its counts to the shared directory a moment later (metrics_flush: 0.25 s)."""
+    wait_until(lambda: _grpc_count(url) >= CALLS, timeout=30, what=f"{CALLS} gRPC requests in /metrics")
+    assert _grpc_count(url) == CALLS
+
+
 @pytest.fixture(scope="module")
 def add_one(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models.add_one_model(tmp_path_factory.mktemp("grpc-runtimes") / "model.onnx")
@@ -51,16 +63,14 @@ def test_the_kserve_contract_runtime_serves_grpc_with_two_workers(add_one: Path)
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/v2/health/ready", alive=lambda: process.poll() is None)
         assert _calls(f"127.0.0.1:{grpc_port}", "adder") == ["7"] * CALLS
-        samples = parse_exposition(httpx.get(f"{url}/metrics").text)
+        _wait_for_count(url)
     finally:
         process.terminate()
         process.wait(timeout=30)
-    assert sample_sum(samples, "ferryman_requests_total", protocol="grpc-raw", code="200") == CALLS
 
 
 def test_serve_with_workers_shares_the_grpc_port(add_one: Path) -> None:
     grpc_port = free_port()
     with serve_cli(add_one, args=["--workers", "2", "--grpc-port", str(grpc_port)]) as server:
         assert _calls(f"127.0.0.1:{grpc_port}", "model") == ["1"] * CALLS
-        samples = parse_exposition(httpx.get(f"{server.url}/metrics").text)
-    assert sample_sum(samples, "ferryman_requests_total", protocol="grpc-raw", code="200") == CALLS
+        _wait_for_count(server.url)

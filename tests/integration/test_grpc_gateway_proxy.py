@@ -249,3 +249,30 @@ def test_the_callers_api_key_reaches_the_version_server(sample_spec: Path, tmp_p
             assert _version(client, traffic[1], headers={"x-api-key": key}) == "v1"
             code, _ = _status(lambda: _infer(client, traffic[0], headers={"x-api-key": "wrong"}))
             assert code == "StatusCode.UNAUTHENTICATED"
+
+
+def test_a_call_whose_deadline_passes_is_recorded_as_deadline_exceeded(sample_spec: Path, tmp_path: Path,
+                                                                     traffic: np.ndarray) -> None:
+    """The caller's deadline passes while the version server still computes: the caller gets
+    DEADLINE_EXCEEDED and the gateway records the call as 408 (not a 502, nor a 200 a model run later); the
+    forward carries what is left of the deadline and is cancelled with the call."""
+    from tests.helpers.models import slow_model
+
+    slow = slow_model(tmp_path / "breast-cancer.onnx", target_seconds=1.0)
+    grpc_port = free_port()
+    with serve_cli(slow, args=["--grpc-port", str(grpc_port)]) as v1:
+        topo = {"spec": sample_spec, "routes": tmp_path / "routes.json", "backends": {"v1": v1.url},
+                "grpc_backends": {"v1": f"127.0.0.1:{grpc_port}"}}
+        _write(topo, weights={"v1": 100})
+        port, gateway_grpc = free_port(), free_port()
+        with ferryman_process(["gateway", "--routes", str(topo["routes"]), "--host", "127.0.0.1",
+                               "--port", str(port), "--grpc-port", str(gateway_grpc)], port=port) as gw, \
+                tc.InferenceServerClient(f"127.0.0.1:{gateway_grpc}") as client:
+            code, _ = _status(lambda: _infer(client, traffic[0], client_timeout=0.2))
+            assert code == "StatusCode.DEADLINE_EXCEEDED"
+
+            def recorded() -> dict[str, float]:
+                return {dict(labels)["code"]: value for (name, labels), value in _metrics(gw.url).items()
+                        if name == "ferryman_requests_total" and dict(labels).get("protocol") == "grpc-raw"}
+
+            assert wait_until(recorded, timeout=20, what="the gateway's record of the call") == {"408": 1.0}

@@ -131,6 +131,10 @@ class GrpcProxy:
         except FerrymanError as err:
             code = err.status
             raise
+        except asyncio.CancelledError:  # gRPC cancels the handler: the deadline passed, or the caller left
+            remaining = context.time_remaining()
+            code = 408 if remaining is not None and remaining <= 0 else 499
+            raise
         finally:
             self._record(table, decision.version, decision.route, protocol, code, time.perf_counter() - t0)
         if decision.shadow is not None:

@@ -82,3 +82,23 @@ def test_bad_answer_is_no_data(scraped: tuple[Prometheus, MetricsExporter]) -> N
     broken = asyncio.run(PrometheusStats(prom.url, extra_selector="this is not promql").stats(
         model="m", version="v1", namespace="ns-a", window_seconds=5))
     assert broken.requests == 0 and broken.note.startswith("Prometheus query failed: HTTP 400")
+
+
+def test_analyses_due_together_share_one_query_per_metric(scraped: tuple[Prometheus, MetricsExporter]) -> None:
+    """Many analyses at once (both versions, another namespace, the same window) cost one query per metric,
+    and each gets exactly what it would get alone."""
+    prom, _ = scraped
+
+    async def together() -> tuple[list[VersionStats], int]:
+        source = PrometheusStats(prom.url)
+        asks = [("v1", "ns-a"), ("v2", "ns-a"), ("v1", "ns-b"), ("v1", "ns-a")]
+        results = await asyncio.gather(*(source.stats(model="m", version=v, namespace=ns, window_seconds=5.0)
+                                         for v, ns in asks))
+        return list(results), source.queries_sent
+
+    (v1, v2, other, v1_again), sent = asyncio.run(together())
+    assert sent == 7  # requests, errors, p50, p95, p99, drift, drift time: once each for all four
+    assert v1.requests > 50 and v1.errors == 0 and v1.p99_seconds is not None and v1.p99_seconds <= 0.0125, v1
+    assert v2.requests > 50 and 0.04 < v2.error_rate < 0.3 and v2.p99_seconds is not None, v2
+    assert other.requests == 0 and "no requests for m/v1" in other.note
+    assert v1_again == v1

@@ -49,3 +49,24 @@ def test_scalar() -> None:
     assert scalar(nan) is None
     with pytest.raises(QueryError):
         scalar({"status": "error", "error": "bad"})
+
+
+def test_batched_windows_and_queries() -> None:
+    from ferryman_operator.prometheus import batch_queries, vector, window_grid
+
+    assert [window_grid(w) for w in (0.0, 12.2, 59.5)] == [1, 13, 60]
+    assert [window_grid(w) for w in (61.0, 599.0, 601.0, 3599.0, 7300.0)] == [60, 590, 600, 3540, 7200]
+    assert all(window_grid(w) <= w for w in (61.0, 333.3, 4000.0))  # never reaches back before the step began
+    q = batch_queries(by=("namespace", "model", "version"), extra="", window=30)
+    assert q["requests"] == 'sum by (namespace, model, version) (increase(ferryman_requests_total{code!~"4.."}[30s]))'
+    assert q["p99"] == ("histogram_quantile(0.99, sum by (le, namespace, model, version) "
+                        "(increase(ferryman_request_duration_seconds_bucket{}[30s])))")
+    assert q["drift_at"] == "max by (namespace, model, version) (ferryman_drift_last_run_timestamp_seconds{})"
+    q = batch_queries(by=("model", "version"), extra='container="gateway",', window=5)
+    assert q["errors"] == 'sum by (model, version) (increase(ferryman_requests_total{container="gateway", code=~"5.."}[5s]))'
+    doc = {"status": "success", "data": {"result": [
+        {"metric": {"namespace": "a", "model": "m", "version": "v1"}, "value": [1, "3"]},
+        {"metric": {"namespace": "b", "model": "m", "version": "v2"}, "value": [1, "NaN"]}]}}
+    assert vector(doc, ("namespace", "model", "version")) == {("a", "m", "v1"): 3.0, ("b", "m", "v2"): None}
+    with pytest.raises(QueryError):
+        vector({"status": "error"}, ("model",))

@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for convergence")
     p.add_argument("--before", type=Path, default=None, help="another checkout's operators/ directory to measure too")
     p.add_argument("--only-before", action="store_true", help="measure only --before")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="operator setting for the measured operator (repeatable), e.g. FERRYMAN_WORKERS=4")
+    p.add_argument("--label", default="after", help="name of the measured operator's rows")
     p.add_argument("--run-dir", type=Path, default=None, help="parent of the run directories (default: a temp dir)")
     p.add_argument("--json", type=Path, default=Path(".cache/operator-scale.json"))
     p.add_argument("--out", type=Path, default=Path("docs/operator-scale.md"))
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json.is_file():
         for r in json.loads(args.json.read_text()).get("results", []):
             results[f"{r['label']}:{r['n']}"] = r
-    runs: list[tuple[str, Path | None]] = [] if args.only_before else [("after", None)]
+    env = dict(item.split("=", 1) for item in args.env)
+    runs: list[tuple[str, Path | None]] = [] if args.only_before else [(args.label, None)]
     if args.before is not None:
         runs.insert(0, ("before", args.before.resolve()))
     for n in (int(s) for s in args.sizes.split(",") if s.strip()):
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             with cluster(run_dir, nodes=args.nodes) as c:
                 result = asyncio.run(measure(c, n=n, namespaces=args.namespaces, label=label, source=source,
                                              idle=args.idle, settle=args.settle, timeout=args.timeout,
-                                             port=free_port(), log_dir=base))
+                                             port=free_port(), log_dir=base, env=env if source is None else {}))
             doc = result.to_dict()
             print(json.dumps(doc), flush=True)
             results[f"{label}:{n}"] = doc

@@ -107,11 +107,13 @@ async def _admin(c: Cluster) -> KubeClient:
 
 
 async def measure(c: Cluster, *, n: int, namespaces: int, label: str, source: Path | None, idle: float,
-                  settle: float, timeout: float, port: int, log_dir: Path) -> Result:
+                  settle: float, timeout: float, port: int, log_dir: Path,
+                  env: dict[str, str] | None = None) -> Result:
     result = Result(n=n, label=label)
     ns_names = [f"scale-{j}" for j in range(namespaces)]
     kubeconfig = install(c, namespaces=ns_names)
-    op = start_operator(kubeconfig, port=port, log_path=log_dir / f"operator-{label}-{n}.log", source=source)
+    op = start_operator(kubeconfig, port=port, log_path=log_dir / f"operator-{label}-{n}.log", source=source,
+                        env=env)
     pid = op.process.pid
     admin = await _admin(c)
     phases: set[tuple[str, str]] = set()

@@ -45,7 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", type=Path, default=None, help="parent of the run directories (default: a temp dir)")
     p.add_argument("--json", type=Path, default=Path(".cache/operator-scale.json"))
     p.add_argument("--out", type=Path, default=Path("docs/operator-scale.md"))
+    p.add_argument("--render", action="store_true", help="only render --out from --json (no measurement)")
     args = p.parse_args(argv)
+    if args.render:
+        doc = json.loads(args.json.read_text())
+        args.out.write_text(render(doc["results"], nodes=doc["nodes"], namespaces=args.namespaces, idle=args.idle,
+                                   settle=args.settle, machine=doc["machine"]))
+        print(f"wrote {args.out}")
+        return 0
 
     base = args.run_dir or Path(tempfile.mkdtemp(prefix="ferryman-scale-"))
     base.mkdir(parents=True, exist_ok=True)

@@ -211,8 +211,7 @@ async def measure(c: Cluster, *, n: int, namespaces: int, label: str, source: Pa
             result.idle_reconciles_per_s = round((health1["reconciles"] - health0["reconciles"]) / elapsed, 2)
             result.idle_lease_renewals = health1.get("lease_renewals", 0) - health0.get("lease_renewals", 0)
         else:
-            result.notes.append("no reconcile counter on this operator's /healthz")
-            result.idle_lease_renewals = verbs.get("leases PUT", 0)
+            result.notes.append("no reconcile or Lease renewal counters on this operator's /healthz")
     finally:
         for t in tasks:
             t.cancel()

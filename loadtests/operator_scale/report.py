@@ -32,10 +32,13 @@ def _s(value: float | None) -> str:
 
 def row(r: Mapping[str, Any]) -> str:
     reflected = f"{_s(r['deployments_ready_seconds'])} → {_s(r['reflected_seconds'])}"
-    rps = "—" if r.get("idle_reconciles_per_s") is None else f"{r['idle_reconciles_per_s']:g}"
+    # the operator before issue 22 has no counters on /healthz: no reconcile rate, no Lease renewal count
+    own = r.get("idle_reconciles_per_s") is not None
+    rps = f"{r['idle_reconciles_per_s']:g}" if own else "—"
+    renewals = f"{r['idle_lease_renewals']:,}" if own else "—"
     return (f"| {r['n']:,} | {r['label']} | {_s(r['phase_seconds'])} | {reflected} | {r['rss_mb']:.0f} MB | "
             f"{r['cpu_to_ready']:g} s | {r['idle_writes']:,} | {r['idle_gets']:,} | {r['idle_lists']:,} | "
-            f"{r['idle_operator_requests']:,} | {r['idle_lease_renewals']:,} | {rps} | {r['idle_cpu_cores']:.3f} |")
+            f"{r['idle_operator_requests']:,} | {renewals} | {rps} | {r['idle_cpu_cores']:.3f} |")
 
 
 def target_lines(r: Mapping[str, Any]) -> list[str]:

@@ -82,6 +82,11 @@ def render(results: Sequence[Mapping[str, Any]], *, nodes: int, namespaces: int,
         "(`apiserver_flowcontrol_dispatched_requests_total{flow_schema=\"service-accounts\"}`, which only the "
         "operator uses here), Lease renewals included; *Lease renewals*: the operator's own count.",
         "",
+        "How to read it: *Deployments ready* is the control plane's own pace (kube-controller-manager, the "
+        "scheduler and KWOK make 3 N pods ready on the same cores as the apiserver, etcd, the operator and this "
+        "benchmark), so the operator's share is *phase* and the gap between *Deployments ready* and *Ready*. "
+        "The machine is shared with other work, so times vary between runs; request counts do not.",
+        "",
         "| N | operator | phase | Deployments ready → Ready | RSS | CPU to Ready | writes | GETs | LISTs | "
         "operator requests | Lease renewals | reconciles/s | idle CPU (cores) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -115,7 +115,7 @@ class Operator:
             if self.controller is not None:
                 self.controller.forget(key)
             return
-        self.queue.add(key)
+        self.queue.add(key, urgent=not obj.get("status"))  # a new resource: its first status goes first
 
     def _owned_event(self, owner: Key, event_type: str, new: Obj | None, old: Obj | None) -> None:
         if event_type == "DELETED" and old is not None and self.controller is not None:

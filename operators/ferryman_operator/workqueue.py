@@ -1,7 +1,8 @@
 """A keyed work queue: at most one reconcile per resource at a time, requests coalesce.
 
 A key added while it is queued is not queued twice; a key added while it is being reconciled is
-reconciled once more afterwards (the change that triggered it might have been read too early).
+reconciled once more afterwards (the change that triggered it might have been read too early). An
+``urgent`` key (a resource seen for the first time) goes ahead of the others.
 :meth:`WorkQueue.add_after` schedules a key for later (an analysis interval, a retry); the earliest
 request wins. A failing reconcile is retried with per-key exponential backoff (``retry_base`` doubling up
 to ``retry_cap`` seconds); a worker never dies of one.
@@ -24,7 +25,8 @@ class WorkQueue:
         self.workers = workers
         self.retry_base = retry_base
         self.retry_cap = retry_cap
-        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
+        self._queue: asyncio.PriorityQueue[tuple[int, int, Hashable]] = asyncio.PriorityQueue()
+        self._seq = 0
         self._queued: set[Hashable] = set()
         self._running: set[Hashable] = set()
         self._again: set[Hashable] = set()
@@ -33,12 +35,13 @@ class WorkQueue:
         self._tasks: list[asyncio.Task[None]] = []
         self.done = 0  # reconciles finished (for the health endpoint and the benchmark)
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: Hashable, *, urgent: bool = False) -> None:
         if key in self._running:
             self._again.add(key)
         elif key not in self._queued:
             self._queued.add(key)
-            self._queue.put_nowait(key)
+            self._seq += 1
+            self._queue.put_nowait((0 if urgent else 1, self._seq, key))
 
     def add_after(self, key: Hashable, delay: float) -> None:
         """Add ``key`` in ``delay`` seconds, unless it is already due earlier."""
@@ -87,7 +90,7 @@ class WorkQueue:
 
     async def _work(self) -> None:
         while True:
-            key = await self._queue.get()
+            _priority, _seq, key = await self._queue.get()
             self._queued.discard(key)
             self._running.add(key)
             try:

@@ -89,3 +89,31 @@ def test_timers_earliest_wins_and_failures_retry_with_backoff() -> None:
     assert seen.count("late") == 1 and "gone" not in seen
     assert seen.count("flaky") == 3
     assert scheduled == 0
+
+
+def test_urgent_keys_go_first() -> None:
+    async def scenario() -> list[Hashable]:
+        order: list[Hashable] = []
+        gate = asyncio.Event()
+
+        async def handler(key: Hashable) -> None:
+            if key == "busy":
+                await gate.wait()
+            order.append(key)
+
+        queue = WorkQueue(handler, workers=1)
+        queue.start()
+        queue.add("busy")
+        await asyncio.sleep(0.01)
+        queue.add("old-1")
+        queue.add("old-2")
+        queue.add("new", urgent=True)  # a resource seen for the first time
+        gate.set()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(order) == 4:
+                break
+        await queue.stop()
+        return order
+
+    assert asyncio.run(scenario()) == ["busy", "new", "old-1", "old-2"]

@@ -51,6 +51,7 @@ log = logging.getLogger("ferryman.operator")
 
 CONFLICT_RETRIES = 5
 PRUNE_RETRY_SECONDS = 5.0
+MESSAGE_WRITE_SECONDS = 2.0  # a not-ready message that only counts progress is written at most this often
 _HINTS = {
     404: " (is the {kind} CRD ({api}) installed in the cluster?)",
     403: " (the operator's RBAC does not grant it: see operators/ferryman_operator/rbac.yaml)",
@@ -126,6 +127,7 @@ class Controller:
         self._applied: dict[Key, dict[tuple[str, str], Applied]] = {}  # (kind, name) -> our last apply
         self._held: dict[Key, tuple[Any, RolloutState]] = {}  # state not written (repeated holds)
         self._hold: dict[Key, tuple[str, int]] = {}  # (reason without figures, holds in a row)
+        self._written_at: dict[Key, float] = {}  # monotonic time of the last status write
         self.writes = 0  # status writes, applies, deletes, events (for the health endpoint)
 
     def forget(self, key: Key) -> None:
@@ -134,6 +136,7 @@ class Controller:
         self._applied.pop(key, None)
         self._held.pop(key, None)
         self._hold.pop(key, None)
+        self._written_at.pop(key, None)
 
     def deleted(self, key: Key, kind: str, name: str) -> None:
         """An owned object is gone (its watch said so): the next pass applies it again if still desired."""
@@ -256,9 +259,18 @@ class Controller:
                                   endpoint=backend.endpoint(md, namespace), now=iso(now))
         if last_action is not None:
             new_status["lastAction"] = last_action
-        if status.material(new_status) != status.material(previous):
+        changed = status.material(new_status) != status.material(previous)
+        if changed and not decisions and last_action is None and status.only_ready_message(new_status, previous):
+            # progress while not ready ("0/1 replicas ready" -> ...): at most one write per resource every
+            # MESSAGE_WRITE_SECONDS; becoming Ready is a change of status and is written at once
+            hold_off = self._written_at.get(key, -MESSAGE_WRITE_SECONDS) + MESSAGE_WRITE_SECONDS - time.monotonic()
+            if hold_off > 0:
+                self.schedule(key, hold_off)
+                return
+        if changed:
             if not self.is_leader():
                 return
+            self._written_at[key] = time.monotonic()
             body = await self.kube.replace_status({**body, "status": new_status})
             self.writes += 1
             self.cache.remember_md(body)

@@ -161,3 +161,20 @@ def material(status: Mapping[str, Any] | None) -> dict[str, Any]:
         rollout["history"] = history
         out["rollout"] = rollout
     return out
+
+
+def only_ready_message(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+    """Whether the only material difference is the message of a ``Ready`` condition whose status did not
+    change (a version going from "0/1 replicas ready" to "rollout not observed yet" and on): progress worth
+    showing, but not a write per step."""
+    a, b = conditions_of(new).get(READY), conditions_of(old).get(READY)
+    if a is None or b is None or a.get("status") != b.get("status") or a.get("message") == b.get("message"):
+        return False
+
+    def blank(st: Mapping[str, Any]) -> dict[str, Any]:
+        out = material(st)
+        out["conditions"] = [{**c, "message": ""} if c.get("type") == READY else c
+                             for c in out.get("conditions") or []]
+        return out
+
+    return blank(new) == blank(old)

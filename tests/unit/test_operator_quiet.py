@@ -99,3 +99,18 @@ def test_backoff_delay() -> None:
     assert backoff_delay(1, base=0.2, cap=10, retry_after="3") == 3.0  # the server's Retry-After wins
     assert backoff_delay(1, base=0.2, cap=10, retry_after="120") == 10  # capped
     assert backoff_delay(1, base=0.2, cap=10, retry_after="Wed, 21 Oct 2015 07:28:00 GMT", rand=lambda: 1.0) == 0.2
+
+
+def test_only_ready_message() -> None:
+    base = _status([])
+    progress = copy.deepcopy(base)
+    base["conditions"][0].update(status="False", message="version v1: 0/1 replicas ready")
+    progress["conditions"][0].update(status="False", message="version v1: 1/1 replicas ready; gateway: 0/1")
+    assert status.only_ready_message(progress, base)
+    ready = copy.deepcopy(progress)
+    ready["conditions"][0].update(status="True", message="serving")
+    assert not status.only_ready_message(ready, base)  # becoming Ready is written at once
+    moved = copy.deepcopy(progress)
+    moved["weights"] = {"v1": 75, "v2": 25}
+    assert not status.only_ready_message(moved, base)  # and so is anything else
+    assert not status.only_ready_message(base, base)

@@ -35,6 +35,7 @@ from loadtests.operator_scale.cluster import (
 OPERATOR_RESOURCES = ("modeldeployments", "deployments", "services", "configmaps", "events", "rayservices",
                       "inferenceservices")
 WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE")
+SMALL = {"cpu": "100m", "memory": "128Mi"}
 
 
 @dataclass
@@ -72,8 +73,9 @@ def manifest(i: int, namespace: str) -> dict[str, Any]:
         "metadata": {"name": f"model-{i:04d}", "namespace": namespace},
         "spec": {
             "runtime": "native",
-            "versions": [{"name": "v1", "uri": f"s3://models/scale/{i}/v1/model.onnx"},
-                         {"name": "v2", "uri": f"s3://models/scale/{i}/v2/model.onnx"}],
+            # small requests: 1,000 of these (3,000 pods, 450 CPUs requested) fit on 32 KWOK nodes of 32 CPUs
+            "versions": [{"name": "v1", "uri": f"s3://models/scale/{i}/v1/model.onnx", "resources": SMALL},
+                         {"name": "v2", "uri": f"s3://models/scale/{i}/v2/model.onnx", "resources": SMALL}],
             "traffic": {"strategy": "canary", "stable": "v1", "candidate": "v2"},
         },
     }

@@ -145,7 +145,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"Run: {doc['generated_at']} ({'quick' if doc['quick'] else 'full'} mode, `python -m loadtests.bench.compute"
         f"{' --quick' if doc['quick'] else ''}`, part of `make bench`). Raw figures: `{doc.get('json_name')}`. "
-        f"Load average before / after: {doc['machine'].get('load_average')} / {doc['machine'].get('load_average_after')}.",
+        f"Load average before / after: {doc['machine'].get('load_average_before')} / {doc['machine'].get('load_average_after')}.",
         "",
         f"- model: {s['model']}: a wide MLP (3 x 2048), milliseconds for one row alone; 1 row per request, v2 JSON",
         f"- load: `wrk -t1 -cN` closed loop at {', '.join(str(c) for c in s['connections'])} connections, "

@@ -36,7 +36,8 @@ def row(r: Mapping[str, Any]) -> str:
     own = r.get("idle_reconciles_per_s") is not None
     rps = f"{r['idle_reconciles_per_s']:g}" if own else "—"
     renewals = f"{r['idle_lease_renewals']:,}" if own else "—"
-    return (f"| {r['n']:,} | {r['label']} | {_s(r['phase_seconds'])} | {reflected} | {r['rss_mb']:.0f} MB | "
+    return (f"| {r['n']:,} | {r['label']} | {_s(r['apply_seconds'])} | {_s(r['phase_seconds'])} | {reflected} | "
+            f"{r['rss_mb']:.0f} MB | "
             f"{r['cpu_to_ready']:g} s | {r['idle_writes']:,} | {r['idle_gets']:,} | {r['idle_lists']:,} | "
             f"{r['idle_operator_requests']:,} | {renewals} | {rps} | {r['idle_cpu_cores']:.3f} |")
 
@@ -45,9 +46,12 @@ def target_lines(r: Mapping[str, Any]) -> list[str]:
     lag = None
     if r.get("reflected_seconds") is not None and r.get("deployments_ready_seconds") is not None:
         lag = round(r["reflected_seconds"] - r["deployments_ready_seconds"], 1)
+    phase = r.get("phase_seconds")
+    after_last = None if phase is None else round(phase - r["apply_seconds"], 1)
     checks = [
-        ("every status phase set within 30 s of the apply", r.get("phase_seconds"),
-         r.get("phase_seconds") is not None and r["phase_seconds"] <= TARGETS["phase_seconds"]),
+        ("every status phase set within 30 s of the apply (from the first create)", phase,
+         phase is not None and phase <= TARGETS["phase_seconds"]),
+        ("... from the last create", after_last, after_last is not None and after_last <= TARGETS["phase_seconds"]),
         ("Ready reflected within 5 s of the Deployments being ready", lag,
          lag is not None and lag <= TARGETS["reflect_lag_seconds"]),
         ("a quiet minute: 0 writes except the Lease renewals", r["idle_writes"], r["idle_writes"] == 0),
@@ -73,7 +77,8 @@ def render(results: Sequence[Mapping[str, Any]], *, nodes: int, namespaces: int,
         "ServiceAccount with the chart's RBAC and default settings, no Prometheus (so every analysis holds). "
         f"Machine: {machine}.",
         "",
-        "Columns: *phase* = from the first create until every status has a phase; *Deployments ready → Ready* = "
+        "Columns: *creates sent* = until the apiserver had accepted the N creates; *phase* = from the first create "
+        "until every status has a phase; *Deployments ready → Ready* = "
         "until every owned Deployment is ready (KWOK makes the pods ready) → until every status says Ready; "
         "RSS when everything was Ready; operator CPU seconds from its start until then. The quiet window "
         f"({idle:.0f} s) starts {settle:.0f} s after everything was Ready (after every canary's first analysis). "
@@ -88,9 +93,9 @@ def render(results: Sequence[Mapping[str, Any]], *, nodes: int, namespaces: int,
         "benchmark), so the operator's share is *phase* and the gap between *Deployments ready* and *Ready*. "
         "The machine is shared with other work, so times vary between runs; request counts do not.",
         "",
-        "| N | operator | phase | Deployments ready → Ready | RSS | CPU to Ready | writes | GETs | LISTs | "
-        "operator requests | Lease renewals | reconciles/s | idle CPU (cores) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| N | operator | creates sent | phase | Deployments ready → Ready | RSS | CPU to Ready | writes | GETs | "
+        "LISTs | operator requests | Lease renewals | reconciles/s | idle CPU (cores) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *[row(r) for r in results],
         "",
         "## Before (issue 22)",
@@ -107,7 +112,11 @@ def render(results: Sequence[Mapping[str, Any]], *, nodes: int, namespaces: int,
     largest = max((r for r in results if r["label"] == "after"), key=lambda r: r["n"], default=None)
     if largest is not None:
         out += ["", f"## Targets (N = {largest['n']:,}, this run)", "", "| target | measured | |", "|---|---|---|",
-                *target_lines(largest)]
+                *target_lines(largest), "",
+                f"The phase is counted from the first create, and the apiserver took {largest['apply_seconds']:g} s "
+                f"to accept the {largest['n']:,} creates (16 in flight), while the operator's first status writes "
+                "and applies and the control plane's ReplicaSets and Pods shared the same cores; the second line "
+                "counts from the last create."]
     out += ["", "## Why the difference", "",
             "- Reads come from watch caches (ModelDeployments, and every owned kind by label): no GET per pass; "
             "a GET only after a 409, to decide again on fresh data.",

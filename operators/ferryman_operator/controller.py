@@ -123,7 +123,7 @@ class Controller:
         self.schedule = schedule
         self.clock = clock
         self._parsed: dict[Key, tuple[tuple[Any, ...], ModelDeployment | SpecError]] = {}
-        self._desired: dict[Key, tuple[tuple[Any, ...], list[dict[str, Any]]]] = {}
+        self._desired: dict[Key, tuple[tuple[Any, ...], list[tuple[str, str, str]]]] = {}
         self._applied: dict[Key, dict[tuple[str, str], Applied]] = {}  # (kind, name) -> our last apply
         self._held: dict[Key, tuple[Any, RolloutState]] = {}  # state not written (repeated holds)
         self._hold: dict[Key, tuple[str, int]] = {}  # (reason without figures, holds in a row)
@@ -321,32 +321,42 @@ class Controller:
         owned = self.cache.owned(key)
         return {(kind.kind, obj_name): owned.get((kind.kind, obj_name)) for kind, obj_name in backend.watched(md)}
 
-    def _desired_objects(self, key: Key, backend: Backend, ctx: Context,
-                         body: dict[str, Any]) -> list[dict[str, Any]]:
+    def _build(self, backend: Backend, ctx: Context) -> list[dict[str, Any]]:
+        """The desired objects, each stamped with the hash of what it is (``names.ANNOTATION_APPLIED``)."""
+        objects = []
+        for obj in backend.desired(ctx):
+            meta = obj["metadata"]
+            objects.append({**obj, "metadata": {**meta, "annotations": {**(meta.get("annotations") or {}),
+                                                                        names.ANNOTATION_APPLIED: digest(obj)}}})
+        return objects
+
+    def _desired_stamps(self, key: Key, backend: Backend, ctx: Context, body: dict[str, Any]
+                        ) -> tuple[list[tuple[str, str, str]], list[dict[str, Any]] | None]:
+        """(kind, name, stamp) of every desired object, and the objects when they had to be built now. Only
+        the stamps are kept between passes (the objects are most of the memory at a thousand resources)."""
         token = (body["metadata"].get("uid"), body["metadata"].get("generation"), repr(ctx.table),
                  ctx.state.phase, backend.name, id(self.settings))
         cached = self._desired.get(key)
-        if cached is None or cached[0] != token:
-            objects = []
-            for obj in backend.desired(ctx):
-                stamp = digest(obj)
-                meta = obj["metadata"]
-                objects.append({**obj, "metadata": {**meta, "annotations": {**(meta.get("annotations") or {}),
-                                                                            names.ANNOTATION_APPLIED: stamp}}})
-            cached = self._desired[key] = (token, objects)
-        return cached[1]
+        if cached is not None and cached[0] == token:
+            return cached[1], None
+        objects = self._build(backend, ctx)
+        stamps = [(o["kind"], o["metadata"]["name"], o["metadata"]["annotations"][names.ANNOTATION_APPLIED])
+                  for o in objects]
+        self._desired[key] = (token, stamps)
+        return stamps, objects
 
     async def _apply(self, key: Key, backend: Backend, ctx: Context, *,
                      body: dict[str, Any]) -> tuple[Problem | None, bool]:
         """Apply the desired objects that differ from the cached ones; prune the ones no longer desired.
         Returns (problem, whether anything was written)."""
-        objects = self._desired_objects(key, backend, ctx, body)
+        stamps, objects = self._desired_stamps(key, backend, ctx, body)
         owned = self.cache.owned(key)
         records = self._applied.setdefault(key, {})
-        wanted = [obj for obj in objects
-                  if needs_apply(obj["metadata"]["annotations"][names.ANNOTATION_APPLIED],
-                                 owned.get((obj["kind"], obj["metadata"]["name"])),
-                                 records.get((obj["kind"], obj["metadata"]["name"])))]
+        stale = {(kind, name) for kind, name, stamp in stamps
+                 if needs_apply(stamp, owned.get((kind, name)), records.get((kind, name)))}
+        if stale and objects is None:
+            objects = self._build(backend, ctx)
+        wanted = [o for o in objects or [] if (o["kind"], o["metadata"]["name"]) in stale]
         if wanted and not self.is_leader():
             return None, False
         # independent objects: sent together (the apiserver, not this loop, is what they wait for)
@@ -374,7 +384,7 @@ class Controller:
         if problem is not None:
             return problem, True
         wrote = bool(wanted)
-        if await self._prune(key, {(o["kind"], o["metadata"]["name"]) for o in objects}, uid=body["metadata"]["uid"]):
+        if await self._prune(key, {(kind, name) for kind, name, _stamp in stamps}, uid=body["metadata"]["uid"]):
             wrote = True
         return None, wrote
 

@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The upstream CRDs the schema tests and the test cluster use, from their Go modules (quick once cached).
+# Go from the official tarball lives in /usr/local/go/bin, which a fresh login shell may not have on PATH.
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then export PATH="/usr/local/go/bin:$PATH"; fi
 if command -v go >/dev/null 2>&1; then
   bash scripts/cluster/crds.sh >/dev/null
   # ghz, the gRPC load generator of `make bench` (built from its Go module once, cached in ~/.cache/ferryman/bin)

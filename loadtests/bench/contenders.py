@@ -262,16 +262,6 @@ class FerrymanGateway(_Gateway):
         return self._up(ctx, ctx.spec, port)
 
 
-# Until `ferryman up` has a switch for it, the observability plug-in is left out in-process.
-_UP_WITHOUT_OBSERVABILITY = (
-    "import sys; from ferryman_runtimes.gateway import up; "
-    "assert hasattr(up, '_observability'), 'ferryman_runtimes.gateway.up has no _observability hook'; "
-    "up._observability = lambda md, repo, extras: []; "
-    "up.run(sys.argv[1], host=sys.argv[2], port=int(sys.argv[3]), admin_port=int(sys.argv[4]), "
-    "state_dir=sys.argv[5])"
-)
-
-
 @register
 class FerrymanGatewayPlain(_Gateway):
     """The same gateway and canary split with drift monitoring and metrics off (the cost baseline)."""
@@ -280,10 +270,7 @@ class FerrymanGatewayPlain(_Gateway):
 
     def argv(self, ctx: BenchContext, port: int) -> list[str]:
         spec = ctx.spec_variant("plain", drift={"enabled": False})
-        if "--no-metrics" in (ferryman_help("up") or ""):
-            return [*self._up(ctx, spec, port), "--no-metrics"]
-        return [sys.executable, "-c", _UP_WITHOUT_OBSERVABILITY, str(spec), HOST, str(port), str(free_port()),
-                str(self.state_dir(ctx))]
+        return [*self._up(ctx, spec, port), "--no-metrics"]
 
 
 class _EntryPointRuntime(ProcessContender):

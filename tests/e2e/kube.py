@@ -12,13 +12,13 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tests.cluster.controlplane import ControlPlane
+from tests.helpers import polling
 
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -29,21 +29,8 @@ class E2EError(AssertionError):
 
 def wait_for(fn: Callable[[], Any], *, timeout: float, interval: float = 1.0, what: str,
              on_timeout: Callable[[], str] | None = None) -> Any:
-    """Call ``fn`` until it returns something truthy; fail with its last value (and ``on_timeout()``)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = fn()
-        except Exception as err:  # keep polling through transient errors, report the last one
-            last = err
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            extra = f"\n{on_timeout()}" if on_timeout is not None else ""
-            raise E2EError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}{extra}")
-        time.sleep(interval)
+    """``tests.helpers.polling.wait_for`` at the pace of kubectl calls (one a second unless told)."""
+    return polling.wait_for(fn, timeout=timeout, interval=interval, what=what, on_timeout=on_timeout)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from ferryman.spec import StickySource
 from ferryman.telemetry import RequestRecord
 from ferryman_runtimes.grpc import codec
 from ferryman_runtimes.grpc import inference_pb2 as pb
-from ferryman_runtimes.grpc.server import SERVICE
+from ferryman_runtimes.grpc.server import SERVICE, listen
 from ferryman_runtimes.grpc.status import for_error, http_status
 
 if TYPE_CHECKING:
@@ -321,13 +321,6 @@ async def start(proxy: GrpcProxy, *, host: str, port: int, max_message_bytes: in
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
                                       ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((proxy.handler(),))
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as err:
-        raise FerrymanError(f"gRPC cannot listen on {address}: {err}") from err
-    if not bound:
-        raise FerrymanError(f"gRPC cannot listen on {address} (in use?)")
-    await server.start()
+    bound = await listen(server, host=host, port=port)
     log.info("gRPC (inference.GRPCInferenceService) on %s:%s", host, bound)
     return server, bound

@@ -196,14 +196,25 @@ async def start_grpc(app: InferenceApp, *, host: str, port: int, api_keys: str |
     servicer = InferenceServicer(app, keys=keys)
     server = grpc.aio.server(options=server_options(app, reuse_port=reuse_port))
     server.add_generic_rpc_handlers((servicer.handler(),))
+    credentials = None
+    if tls_cert is not None or tls_key is not None:
+        if tls_cert is None or tls_key is None:
+            raise FerrymanError("TLS needs both --tls-cert and --tls-key")
+        from ferryman_runtimes.grpc.tls import server_credentials
+
+        credentials = server_credentials(cert=tls_cert, key=tls_key)
+    bound = await listen(server, host=host, port=port, credentials=credentials)
+    log.info("gRPC (inference.GRPCInferenceService) on %s%s", f"{host}:{bound}", " with TLS" if tls_cert else "")
+    return GrpcListener(server, bound, servicer)
+
+
+async def listen(server: Any, *, host: str, port: int, credentials: Any = None) -> int:
+    """Bind ``server`` (a ``grpc.aio`` server) to host:port, with TLS when ``credentials`` are given, and
+    start it; the port it bound. A port it cannot take is a FerrymanError naming the address."""
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        if tls_cert is not None or tls_key is not None:
-            if tls_cert is None or tls_key is None:
-                raise FerrymanError("TLS needs both --tls-cert and --tls-key")
-            from ferryman_runtimes.grpc.tls import server_credentials
-
-            bound = server.add_secure_port(address, server_credentials(cert=tls_cert, key=tls_key))
+        if credentials is not None:
+            bound = server.add_secure_port(address, credentials)
         else:
             bound = server.add_insecure_port(address)
     except RuntimeError as err:
@@ -211,5 +222,4 @@ async def start_grpc(app: InferenceApp, *, host: str, port: int, api_keys: str |
     if not bound:
         raise FerrymanError(f"gRPC cannot listen on {address} (in use?)")
     await server.start()
-    log.info("gRPC (inference.GRPCInferenceService) on %s%s", f"{host}:{bound}", " with TLS" if tls_cert else "")
-    return GrpcListener(server, bound, servicer)
+    return int(bound)

@@ -15,6 +15,7 @@ lock:
 	uv pip compile requirements/requirements.in -p 3.11 -o requirements/lock.txt
 
 lint: setup
+	$(VENV)/bin/ruff format --check platform runtimes operators tests loadtests scripts
 	$(VENV)/bin/ruff check platform runtimes operators tests loadtests scripts
 
 typecheck: setup

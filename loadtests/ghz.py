@@ -60,11 +60,22 @@ def binary(*, build: bool = True) -> Path:
     go = shutil.which("go")
     if go is None:
         raise GhzError("ghz is missing and Go is not installed to build it (scripts/system-deps.sh)")
-    env = {**os.environ, "GOBIN": str(cached.parent), "GOPATH": str(CACHE / "go"), "GOFLAGS": "-modcacherw",
-           "CGO_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "GOBIN": str(cached.parent),
+        "GOPATH": str(CACHE / "go"),
+        "GOFLAGS": "-modcacherw",
+        "CGO_ENABLED": "0",
+    }
     cached.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([go, "install", f"{MODULE}@{VERSION}"], env=env, capture_output=True, text=True,
-                          timeout=900, check=False)
+    proc = subprocess.run(
+        [go, "install", f"{MODULE}@{VERSION}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     if proc.returncode != 0 or not cached.is_file():
         raise GhzError(f"building ghz {VERSION} failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
     return cached
@@ -79,26 +90,66 @@ def parse_report(text: str, *, concurrency: int, connections: int) -> GhzResult:
     statuses = {str(k): int(v) for k, v in (doc.get("statusCodeDistribution") or {}).items()}
     ok = statuses.get("OK", 0)
     total_s = float(doc.get("total", 0)) / 1e9
-    percentiles = {int(p["percentage"]): float(p["latency"]) / 1e6 for p in doc.get("latencyDistribution") or []}
+    percentiles = {
+        int(p["percentage"]): float(p["latency"]) / 1e6 for p in doc.get("latencyDistribution") or []
+    }
     return GhzResult(
-        concurrency=concurrency, connections=connections, requests=ok, errors=sum(statuses.values()) - ok,
-        duration_s=total_s, rps=ok / total_s if total_s > 0 else 0.0,
-        p50_ms=percentiles.get(50, 0.0), p90_ms=percentiles.get(90, 0.0), p99_ms=percentiles.get(99, 0.0),
-        max_ms=float(doc.get("slowest", 0)) / 1e6, mean_ms=float(doc.get("average", 0)) / 1e6, statuses=statuses,
+        concurrency=concurrency,
+        connections=connections,
+        requests=ok,
+        errors=sum(statuses.values()) - ok,
+        duration_s=total_s,
+        rps=ok / total_s if total_s > 0 else 0.0,
+        p50_ms=percentiles.get(50, 0.0),
+        p90_ms=percentiles.get(90, 0.0),
+        p99_ms=percentiles.get(99, 0.0),
+        max_ms=float(doc.get("slowest", 0)) / 1e6,
+        mean_ms=float(doc.get("average", 0)) / 1e6,
+        statuses=statuses,
     )
 
 
-def run(target: str, message: bytes, *, proto: Path, call: str, duration_s: float, concurrency: int = 16,
-        connections: int = 1, timeout_s: float = 10.0) -> GhzResult:
+def run(
+    target: str,
+    message: bytes,
+    *,
+    proto: Path,
+    call: str,
+    duration_s: float,
+    concurrency: int = 16,
+    connections: int = 1,
+    timeout_s: float = 10.0,
+) -> GhzResult:
     """``concurrency`` closed-loop callers over ``connections`` HTTP/2 connections for ``duration_s``."""
     exe = binary()
     with tempfile.TemporaryDirectory(prefix="ferryman-ghz-") as tmp:
         body = Path(tmp) / "request.bin"
         body.write_bytes(message)
-        argv = [str(exe), "--insecure", "--proto", str(proto), "--import-paths", str(proto.parent),
-                "--call", call, "--binary-file", str(body), "-c", str(concurrency),
-                "--connections", str(connections), "-z", f"{max(1, round(duration_s))}s",
-                "-t", f"{max(1, round(timeout_s))}s", "--duration-stop", "wait", "--format", "json", target]
+        argv = [
+            str(exe),
+            "--insecure",
+            "--proto",
+            str(proto),
+            "--import-paths",
+            str(proto.parent),
+            "--call",
+            call,
+            "--binary-file",
+            str(body),
+            "-c",
+            str(concurrency),
+            "--connections",
+            str(connections),
+            "-z",
+            f"{max(1, round(duration_s))}s",
+            "-t",
+            f"{max(1, round(timeout_s))}s",
+            "--duration-stop",
+            "wait",
+            "--format",
+            "json",
+            target,
+        ]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 120, check=False)
         except subprocess.TimeoutExpired as err:
@@ -108,7 +159,9 @@ def run(target: str, message: bytes, *, proto: Path, call: str, duration_s: floa
     return parse_report(proc.stdout, concurrency=concurrency, connections=connections)
 
 
-if __name__ == "__main__":  # ``python3 -m loadtests.ghz``: build (or find) ghz, print its path (scripts/setup.sh)
+if (
+    __name__ == "__main__"
+):  # ``python3 -m loadtests.ghz``: build (or find) ghz, print its path (scripts/setup.sh)
     try:
         print(binary())
     except GhzError as err:

@@ -48,8 +48,9 @@ def knee(steps: Sequence[Step], *, budget_ms: float, max_error_rate: float) -> S
     return max(ok, key=lambda s: s.rps) if ok else None
 
 
-def next_connections(steps: Sequence[Step], *, budget_ms: float, max_error_rate: float,
-                     max_connections: int) -> int | None:
+def next_connections(
+    steps: Sequence[Step], *, budget_ms: float, max_error_rate: float, max_connections: int
+) -> int | None:
     """The next step's connection count, or None when the search is over."""
     if not steps:
         return 1
@@ -71,43 +72,93 @@ def next_connections(steps: Sequence[Step], *, budget_ms: float, max_error_rate:
     return min(last.connections * 2, max_connections)
 
 
-def find(measure: Callable[[int], Step], *, budget_ms: float, max_error_rate: float,
-         max_connections: int = 1024) -> tuple[list[Step], Step | None]:
+def find(
+    measure: Callable[[int], Step], *, budget_ms: float, max_error_rate: float, max_connections: int = 1024
+) -> tuple[list[Step], Step | None]:
     """Step the load with ``measure(connections)`` until the search is over; return (steps, knee)."""
     steps: list[Step] = []
-    while (c := next_connections(steps, budget_ms=budget_ms, max_error_rate=max_error_rate,
-                                 max_connections=max_connections)) is not None:
+    while (
+        c := next_connections(
+            steps, budget_ms=budget_ms, max_error_rate=max_error_rate, max_connections=max_connections
+        )
+    ) is not None:
         steps.append(measure(c))
     return steps, knee(steps, budget_ms=budget_ms, max_error_rate=max_error_rate)
 
 
-def wrk_measure(base_url: str, payload: payloads.Payload, *, seconds: float,
-                tick: Callable[[float], None] | None = None) -> Callable[[int], Step]:
+def wrk_measure(
+    base_url: str, payload: payloads.Payload, *, seconds: float, tick: Callable[[float], None] | None = None
+) -> Callable[[int], Step]:
     def measure(connections: int) -> Step:
-        r = wrk.run(base_url, payload, duration_s=seconds, connections=connections, tick=tick,
-                    timeout_s=max(2.0, seconds))
-        return Step(connections=connections, rps=r.rps, p99_ms=r.p99_ms, error_rate=r.error_rate,
-                    requests=r.requests)
+        r = wrk.run(
+            base_url,
+            payload,
+            duration_s=seconds,
+            connections=connections,
+            tick=tick,
+            timeout_s=max(2.0, seconds),
+        )
+        return Step(
+            connections=connections, rps=r.rps, p99_ms=r.p99_ms, error_rate=r.error_rate, requests=r.requests
+        )
 
     return measure
 
 
-def find_knees(host: str, *, configurations: Sequence[tuple[str, int]], rows: Any, model: str, budget_ms: float,
-               max_error_rate: float, step_seconds: float, max_connections: int,
-               console: Console | None = None) -> list[dict[str, Any]]:
+def find_knees(
+    host: str,
+    *,
+    configurations: Sequence[tuple[str, int]],
+    rows: Any,
+    model: str,
+    budget_ms: float,
+    max_error_rate: float,
+    step_seconds: float,
+    max_connections: int,
+    console: Console | None = None,
+) -> list[dict[str, Any]]:
     """One knee per (protocol, rows per request) configuration."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=console or Console(stderr=True), transient=True) as progress:
-        return [_find_one(host, protocol=protocol, rows_per_request=n, rows=rows, model=model,
-                          budget_ms=budget_ms, max_error_rate=max_error_rate, step_seconds=step_seconds,
-                          max_connections=max_connections, progress=progress)
-                for protocol, n in configurations]
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console or Console(stderr=True),
+        transient=True,
+    ) as progress:
+        return [
+            _find_one(
+                host,
+                protocol=protocol,
+                rows_per_request=n,
+                rows=rows,
+                model=model,
+                budget_ms=budget_ms,
+                max_error_rate=max_error_rate,
+                step_seconds=step_seconds,
+                max_connections=max_connections,
+                progress=progress,
+            )
+            for protocol, n in configurations
+        ]
 
 
-def _find_one(host: str, *, protocol: str, rows_per_request: int, rows: Any, model: str, budget_ms: float,
-              max_error_rate: float, step_seconds: float, max_connections: int,
-              progress: Progress) -> dict[str, Any]:
-    payload = payloads.sample(rows, protocol=protocol, model=model, rows_per_request=rows_per_request, count=1)[0]
+def _find_one(
+    host: str,
+    *,
+    protocol: str,
+    rows_per_request: int,
+    rows: Any,
+    model: str,
+    budget_ms: float,
+    max_error_rate: float,
+    step_seconds: float,
+    max_connections: int,
+    progress: Progress,
+) -> dict[str, Any]:
+    payload = payloads.sample(
+        rows, protocol=protocol, model=model, rows_per_request=rows_per_request, count=1
+    )[0]
     label = f"{protocol}, {rows_per_request} row(s)"
     task = progress.add_task(label, total=step_seconds)
 
@@ -120,14 +171,24 @@ def _find_one(host: str, *, protocol: str, rows_per_request: int, rows: Any, mod
         progress.update(task, description=f"knee {label}: {connections} connection(s)", completed=0)
         return base(connections)
 
-    steps, best = find(measure, budget_ms=budget_ms, max_error_rate=max_error_rate, max_connections=max_connections)
+    steps, best = find(
+        measure, budget_ms=budget_ms, max_error_rate=max_error_rate, max_connections=max_connections
+    )
     progress.remove_task(task)
-    return {"protocol": protocol, "rows_per_request": rows_per_request, "budget_ms": budget_ms,
-            "max_error_rate": max_error_rate, "knee": asdict(best) if best else None,
-            "knee_rows_per_s": best.rps * rows_per_request if best else None, "steps": [asdict(s) for s in steps]}
+    return {
+        "protocol": protocol,
+        "rows_per_request": rows_per_request,
+        "budget_ms": budget_ms,
+        "max_error_rate": max_error_rate,
+        "knee": asdict(best) if best else None,
+        "knee_rows_per_s": best.rps * rows_per_request if best else None,
+        "steps": [asdict(s) for s in steps],
+    }
 
 
-def knee_table(results: list[dict[str, Any]], *, title: str = "knee: highest rate with p99 within budget") -> Table:
+def knee_table(
+    results: list[dict[str, Any]], *, title: str = "knee: highest rate with p99 within budget"
+) -> Table:
     table = Table(title=title)
     for col in ("configuration", "knee req/s", "rows/s", "connections", "p99 ms at knee", "steps"):
         table.add_column(col, justify="left" if col == "configuration" else "right")
@@ -137,14 +198,23 @@ def knee_table(results: list[dict[str, Any]], *, title: str = "knee: highest rat
         if k is None:
             table.add_row(config, "[red]none within budget[/]", "", "", "", str(len(r["steps"])))
         else:
-            table.add_row(config, f"{k['rps']:,.0f}", f"{r['knee_rows_per_s']:,.0f}", str(k["connections"]),
-                          f"{k['p99_ms']:.2f}", str(len(r["steps"])))
+            table.add_row(
+                config,
+                f"{k['rps']:,.0f}",
+                f"{r['knee_rows_per_s']:,.0f}",
+                str(k["connections"]),
+                f"{k['p99_ms']:.2f}",
+                str(len(r["steps"])),
+            )
     return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.knee", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.knee",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--host", required=True)
     p.add_argument("--protocols", default="v2,v2-binary,v1")
     p.add_argument("--rows", default="1", help="rows per request, comma-separated (default 1)")
@@ -156,10 +226,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-connections", type=int, default=1024)
     p.add_argument("--json", type=Path, default=None, help="write the steps and knees here")
     args = p.parse_args(argv)
-    configurations = [(proto.strip(), int(n)) for proto in args.protocols.split(",") for n in args.rows.split(",")]
-    results = find_knees(args.host, configurations=configurations, rows=payloads.load_rows(args.data),
-                         model=args.model, budget_ms=args.budget_ms, max_error_rate=args.max_error_rate,
-                         step_seconds=args.step_seconds, max_connections=args.max_connections)
+    configurations = [
+        (proto.strip(), int(n)) for proto in args.protocols.split(",") for n in args.rows.split(",")
+    ]
+    results = find_knees(
+        args.host,
+        configurations=configurations,
+        rows=payloads.load_rows(args.data),
+        model=args.model,
+        budget_ms=args.budget_ms,
+        max_error_rate=args.max_error_rate,
+        step_seconds=args.step_seconds,
+        max_connections=args.max_connections,
+    )
     Console().print(knee_table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

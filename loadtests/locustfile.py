@@ -64,8 +64,10 @@ def _payloads() -> list[payloads.Payload]:
     rows = _rows()
     rng = np.random.default_rng(os.getpid())
     picks = rng.integers(0, len(rows), size=(256, ROWS))
-    return [payloads.build(rows[idx], protocol=PROTOCOL, model=MODEL, input_name=INPUT, version=VERSION)
-            for idx in picks]
+    return [
+        payloads.build(rows[idx], protocol=PROTOCOL, model=MODEL, input_name=INPUT, version=VERSION)
+        for idx in picks
+    ]
 
 
 PAYLOADS = _payloads()
@@ -87,8 +89,14 @@ class InferenceUser(FastHttpUser):
         self.turn = (self.turn + 1) % len(PAYLOADS)
         p = PAYLOADS[self.turn]
         headers = {**p.headers, "x-user-id": self.user_id}
-        with self.client.request(p.method, p.path, data=p.body, headers=headers, name=REQUEST_NAME,  # type: ignore[arg-type]
-                                 catch_response=True) as resp:
+        with self.client.request(
+            p.method,
+            p.path,
+            data=p.body,
+            headers=headers,
+            name=REQUEST_NAME,  # type: ignore[arg-type]
+            catch_response=True,
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {(resp.text or '')[:120]}")
             elif MARKER not in (resp.content or b""):
@@ -153,7 +161,8 @@ class _Shape(LoadTestShape):
     def tick(self) -> tuple[int, float] | None:
         options = self.runner.environment.parsed_options if self.runner else None
         return shapes.users_at(
-            self.kind, self.get_run_time(),
+            self.kind,
+            self.get_run_time(),
             users=int(getattr(options, "num_users", None) or 1),
             spawn_rate=float(getattr(options, "spawn_rate", None) or 1.0),
             run_time_s=float(getattr(options, "run_time", None) or shapes.DEFAULT_RUN_TIME_S),
@@ -163,5 +172,8 @@ class _Shape(LoadTestShape):
 if SHAPE:
     if SHAPE not in shapes.SHAPES:
         raise SystemExit(f"FERRYMAN_LT_SHAPE={SHAPE!r}: choose from {', '.join(shapes.SHAPES)}")
-    ScenarioShape = type(f"{SHAPE.title()}Shape", (_Shape,), {"abstract": False, "kind": SHAPE,
-                                                              "__doc__": f"the {SHAPE} scenario"})
+    ScenarioShape = type(
+        f"{SHAPE.title()}Shape",
+        (_Shape,),
+        {"abstract": False, "kind": SHAPE, "__doc__": f"the {SHAPE} scenario"},
+    )

@@ -39,8 +39,14 @@ def load_rows(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(rows, dtype=np.float32)
 
 
-def build(rows: np.ndarray, *, protocol: str, model: str = DEFAULT_MODEL, input_name: str = DEFAULT_INPUT,
-          version: str | None = None) -> Payload:
+def build(
+    rows: np.ndarray,
+    *,
+    protocol: str,
+    model: str = DEFAULT_MODEL,
+    input_name: str = DEFAULT_INPUT,
+    version: str | None = None,
+) -> Payload:
     """One request carrying ``rows`` (a 2-D batch) in ``protocol``."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
@@ -50,20 +56,37 @@ def build(rows: np.ndarray, *, protocol: str, model: str = DEFAULT_MODEL, input_
     pinned = f"/versions/{version}" if version else ""
     if protocol == "v1":
         body = orjson.dumps({"instances": batch}, option=orjson.OPT_SERIALIZE_NUMPY)
-        return Payload("POST", f"/v1/models/{model}{pinned}:predict", body,
-                       {"Content-Type": "application/json"}, rows=len(batch))
+        return Payload(
+            "POST",
+            f"/v1/models/{model}{pinned}:predict",
+            body,
+            {"Content-Type": "application/json"},
+            rows=len(batch),
+        )
     path = f"/v2/models/{model}{pinned}/infer"
     if protocol == "v2":
         body, _ = encode_request({input_name: batch})
         return Payload("POST", path, body, {"Content-Type": "application/json"}, rows=len(batch))
     body, header_length = encode_request({input_name: batch}, binary=True, binary_output=True)
-    return Payload("POST", path, body, {"Content-Type": "application/octet-stream",
-                                        "Inference-Header-Content-Length": str(header_length)},
-                   rows=len(batch))
+    return Payload(
+        "POST",
+        path,
+        body,
+        {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)},
+        rows=len(batch),
+    )
 
 
-def sample(rows: np.ndarray, *, protocol: str, model: str = DEFAULT_MODEL, input_name: str = DEFAULT_INPUT,
-           rows_per_request: int = 1, count: int = 64, seed: int = 0) -> list[Payload]:
+def sample(
+    rows: np.ndarray,
+    *,
+    protocol: str,
+    model: str = DEFAULT_MODEL,
+    input_name: str = DEFAULT_INPUT,
+    rows_per_request: int = 1,
+    count: int = 64,
+    seed: int = 0,
+) -> list[Payload]:
     """``count`` payloads of ``rows_per_request`` rows each, drawn (with a fixed seed) from ``rows``."""
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(rows), size=(count, rows_per_request))

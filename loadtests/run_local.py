@@ -45,16 +45,32 @@ SCENARIOS = (
 )
 
 
-def run_scenarios(server: ServerProcess, *, data: Path, users: int, duration_s: float, budget_ms: float,
-                  max_error_rate: float, console: Console) -> list[dict[str, Any]]:
+def run_scenarios(
+    server: ServerProcess,
+    *,
+    data: Path,
+    users: int,
+    duration_s: float,
+    budget_ms: float,
+    max_error_rate: float,
+    console: Console,
+) -> list[dict[str, Any]]:
     locustfile = loadtest.find_locustfile(ROOT / "loadtests" / "locustfile.py")
     results = []
     for sc in SCENARIOS:
         n = max(1, round(users * sc.users_factor))
         console.print(f"[bold]{sc.name}[/]: {n} users, {sc.shape}, {sc.protocol}, {duration_s:g} s")
-        config = loadtest.RunConfig(host=server.url, users=n, spawn_rate=max(1.0, n / 2), duration_s=duration_s,
-                                    budget_ms=budget_ms, max_error_rate=max_error_rate, protocol=sc.protocol,
-                                    shape=sc.shape, out=WORK / sc.name)
+        config = loadtest.RunConfig(
+            host=server.url,
+            users=n,
+            spawn_rate=max(1.0, n / 2),
+            duration_s=duration_s,
+            budget_ms=budget_ms,
+            max_error_rate=max_error_rate,
+            protocol=sc.protocol,
+            shape=sc.shape,
+            out=WORK / sc.name,
+        )
         result = loadtest.run(config, locustfile=locustfile, data=data)
         result["scenario"] = sc.name
         results.append(result)
@@ -68,15 +84,26 @@ def scenarios_table(results: list[dict[str, Any]]) -> Table:
     for r in results:
         e = r["exact"]
         verdict = "[green]PASS[/]" if r["passed"] else "[red]FAIL[/]: " + "; ".join(r["reasons"])
-        table.add_row(r["scenario"], str(r["users"]), f"{e['requests']:,}", f"{r['rps']:,.0f}",
-                      f"{e['error_rate']:.2%}", f"{e['p50_ms']:.2f}", f"{e['p99_ms']:.2f}",
-                      f"{r['budget_ms']:g} ms", verdict)
+        table.add_row(
+            r["scenario"],
+            str(r["users"]),
+            f"{e['requests']:,}",
+            f"{r['rps']:,.0f}",
+            f"{e['error_rate']:.2%}",
+            f"{e['p50_ms']:.2f}",
+            f"{e['p99_ms']:.2f}",
+            f"{r['budget_ms']:g} ms",
+            verdict,
+        )
     return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.run_local", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.run_local",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--users", type=int, default=20)
     p.add_argument("--duration", type=float, default=20.0, help="seconds per scenario")
     p.add_argument("--budget-ms", type=float, default=100.0)
@@ -99,20 +126,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"ferryman {kind} ready at {server.url} ({server.startup_seconds:.1f} s)")
     knees: list[dict[str, Any]] = []
     try:
-        results = run_scenarios(server, data=data, users=args.users, duration_s=args.duration,
-                                budget_ms=args.budget_ms, max_error_rate=args.max_error_rate, console=console)
+        results = run_scenarios(
+            server,
+            data=data,
+            users=args.users,
+            duration_s=args.duration,
+            budget_ms=args.budget_ms,
+            max_error_rate=args.max_error_rate,
+            console=console,
+        )
         if not args.no_knee:
-            knees = knee.find_knees(server.url, configurations=[(proto, 1) for proto in payloads.PROTOCOLS],
-                                    rows=payloads.load_rows(data), model=payloads.DEFAULT_MODEL,
-                                    budget_ms=args.budget_ms, max_error_rate=args.max_error_rate,
-                                    step_seconds=args.knee_step_seconds, max_connections=1024)
+            knees = knee.find_knees(
+                server.url,
+                configurations=[(proto, 1) for proto in payloads.PROTOCOLS],
+                rows=payloads.load_rows(data),
+                model=payloads.DEFAULT_MODEL,
+                budget_ms=args.budget_ms,
+                max_error_rate=args.max_error_rate,
+                step_seconds=args.knee_step_seconds,
+                max_connections=1024,
+            )
     finally:
         server.cleanup()
     console.print(scenarios_table(results))
     if knees:
-        console.print(knee.knee_table(knees, title=f"knee: highest rate with p99 <= {args.budget_ms:g} ms (wrk)"))
-    (WORK / "summary.json").write_text(json.dumps({"server": kind, "scenarios": results, "knees": knees},
-                                                  indent=2, default=float) + "\n")
+        console.print(
+            knee.knee_table(knees, title=f"knee: highest rate with p99 <= {args.budget_ms:g} ms (wrk)")
+        )
+    (WORK / "summary.json").write_text(
+        json.dumps({"server": kind, "scenarios": results, "knees": knees}, indent=2, default=float) + "\n"
+    )
     console.print(f"reports: {WORK}/<scenario>/report.html, {WORK / 'summary.json'}")
     return 0 if all(r["passed"] for r in results) else 1
 

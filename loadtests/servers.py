@@ -21,8 +21,17 @@ from pathlib import Path
 from ferryman import processes
 from ferryman.processes import HOST, ServerFailed, free_port, wait_http
 
-__all__ = ["HOST", "ServerFailed", "ServerProcess", "ferryman_argv", "ferryman_help", "free_port", "local_ferryman",
-           "running", "wait_http"]
+__all__ = [
+    "HOST",
+    "ServerFailed",
+    "ServerProcess",
+    "ferryman_argv",
+    "ferryman_help",
+    "free_port",
+    "local_ferryman",
+    "running",
+    "wait_http",
+]
 
 
 def ferryman_argv() -> list[str]:
@@ -35,8 +44,9 @@ def ferryman_argv() -> list[str]:
 def ferryman_help(command: str) -> str | None:
     """``ferryman COMMAND --help`` text, or None when the command does not exist (yet)."""
     try:
-        out = subprocess.run([*ferryman_argv(), command, "--help"], capture_output=True, text=True, timeout=60,
-                             check=False)
+        out = subprocess.run(
+            [*ferryman_argv(), command, "--help"], capture_output=True, text=True, timeout=60, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout if out.returncode == 0 else None
@@ -54,7 +64,11 @@ def local_ferryman(spec: Path, *, state_dir: Path, startup_timeout: float = 120.
         argv = [*ferryman_argv(), "serve", str(spec), "--host", HOST, "--port", str(port)]
     else:
         argv = [*ferryman_argv(), "up", str(spec), "--port", str(port)]
-        for flag, value in (("--host", HOST), ("--admin-port", str(free_port())), ("--state-dir", str(state_dir))):
+        for flag, value in (
+            ("--host", HOST),
+            ("--admin-port", str(free_port())),
+            ("--state-dir", str(state_dir)),
+        ):
             if flag in options:
                 argv += [flag, value]
     return ServerProcess(argv, port=port, startup_timeout=startup_timeout)
@@ -63,9 +77,16 @@ def local_ferryman(spec: Path, *, state_dir: Path, startup_timeout: float = 120.
 class ServerProcess:
     """One server subprocess on ``port``, ready when ``GET ready_path`` answers 200."""
 
-    def __init__(self, argv: Sequence[str], *, port: int, ready_path: str = "/v2/health/ready",
-                 env: Mapping[str, str] | None = None, startup_timeout: float = 60.0,
-                 cwd: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        port: int,
+        ready_path: str = "/v2/health/ready",
+        env: Mapping[str, str] | None = None,
+        startup_timeout: float = 60.0,
+        cwd: str | Path | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.port = port
         self.ready_path = ready_path
@@ -93,10 +114,13 @@ class ServerProcess:
 
     def start(self) -> None:
         t0 = time.monotonic()
-        self.process = processes.start(self.argv, log_path=self.log_path, env=self.env, cwd=self.cwd,
-                                       new_session=True)
+        self.process = processes.start(
+            self.argv, log_path=self.log_path, env=self.env, cwd=self.cwd, new_session=True
+        )
         try:
-            wait_http(self.url + self.ready_path, timeout=self.startup_timeout, alive=self.alive, interval=0.2)
+            wait_http(
+                self.url + self.ready_path, timeout=self.startup_timeout, alive=self.alive, interval=0.2
+            )
         except ServerFailed as err:
             self.stop()
             raise ServerFailed(f"{err}\n--- output ---\n{self.output()}") from err

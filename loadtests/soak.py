@@ -34,8 +34,9 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
-def sample_memory(server: ServerProcess, stop: threading.Event, samples: list[tuple[float, float]],
-                  every_s: float = 5.0) -> None:
+def sample_memory(
+    server: ServerProcess, stop: threading.Event, samples: list[tuple[float, float]], every_s: float = 5.0
+) -> None:
     t0 = dt.datetime.now().timestamp()
     while not stop.wait(every_s):
         if server.process is None:
@@ -55,36 +56,51 @@ def rss_growth(samples: list[tuple[float, float]]) -> float | None:
 
 def markdown(result: dict[str, Any], samples: list[tuple[float, float]], *, minutes: float, kind: str) -> str:
     e = result["exact"]
-    lines = ["# Soak test", "",
-             f"Latest run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}, `python -m loadtests.soak --minutes "
-             f"{minutes:g}` against `ferryman {kind}` on the sample models, steady v2 JSON traffic from "
-             f"{result['users']} Locust users.", "",
-             "| measure | value |", "| --- | ---: |",
-             f"| requests | {e['requests']:,} |", f"| throughput | {result['rps']:,.1f} req/s |",
-             f"| errors | {e['failures']:,} ({e['error_rate']:.3%}) |",
-             f"| p50 / p95 / p99 (exact) | {e['p50_ms']:.2f} / {e['p95_ms']:.2f} / {e['p99_ms']:.2f} ms |",
-             f"| budget | p99 <= {result['budget_ms']:g} ms, errors <= {result['max_error_rate']:.2%} |",
-             f"| verdict | {'PASS' if result['passed'] else 'FAIL: ' + '; '.join(result['reasons'])} |"]
+    lines = [
+        "# Soak test",
+        "",
+        f"Latest run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}, `python -m loadtests.soak --minutes "
+        f"{minutes:g}` against `ferryman {kind}` on the sample models, steady v2 JSON traffic from "
+        f"{result['users']} Locust users.",
+        "",
+        "| measure | value |",
+        "| --- | ---: |",
+        f"| requests | {e['requests']:,} |",
+        f"| throughput | {result['rps']:,.1f} req/s |",
+        f"| errors | {e['failures']:,} ({e['error_rate']:.3%}) |",
+        f"| p50 / p95 / p99 (exact) | {e['p50_ms']:.2f} / {e['p95_ms']:.2f} / {e['p99_ms']:.2f} ms |",
+        f"| budget | p99 <= {result['budget_ms']:g} ms, errors <= {result['max_error_rate']:.2%} |",
+        f"| verdict | {'PASS' if result['passed'] else 'FAIL: ' + '; '.join(result['reasons'])} |",
+    ]
     if samples:
         first, last = samples[0][1], samples[-1][1]
         peak = max(s[1] for s in samples)
         lines += [f"| server RSS first / last / peak | {first:.0f} / {last:.0f} / {peak:.0f} MiB |"]
     growth = result.get("rss_growth_mib")
     if growth is not None:
-        lines += [f"| RSS growth after warm-up | {growth:+.1f} MiB (bound {result['max_rss_growth_mib']:g} MiB) |"]
+        lines += [
+            f"| RSS growth after warm-up | {growth:+.1f} MiB (bound {result['max_rss_growth_mib']:g} MiB) |"
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.soak", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--users", type=int, default=20)
     p.add_argument("--budget-ms", type=float, default=100.0)
     p.add_argument("--max-error-rate", type=float, default=0.01)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "soak.md")
-    p.add_argument("--max-rss-growth-mib", type=float, default=64.0,
-                   help="fail when the server's resident memory grows more than this after the first quarter")
+    p.add_argument(
+        "--max-rss-growth-mib",
+        type=float,
+        default=64.0,
+        help="fail when the server's resident memory grows more than this after the first quarter",
+    )
     args = p.parse_args(argv)
     console = Console()
     examples = WORK / "examples"
@@ -102,12 +118,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     sampler = threading.Thread(target=sample_memory, args=(server, stop, samples), daemon=True)
     sampler.start()
     try:
-        config = loadtest.RunConfig(host=server.url, users=args.users, spawn_rate=max(1.0, args.users / 2),
-                                    duration_s=args.minutes * 60, budget_ms=args.budget_ms,
-                                    max_error_rate=args.max_error_rate, protocol="v2", shape="steady",
-                                    out=WORK / "soak")
-        result = loadtest.run(config, locustfile=loadtest.find_locustfile(ROOT / "loadtests" / "locustfile.py"),
-                              data=examples / "traffic.npy")
+        config = loadtest.RunConfig(
+            host=server.url,
+            users=args.users,
+            spawn_rate=max(1.0, args.users / 2),
+            duration_s=args.minutes * 60,
+            budget_ms=args.budget_ms,
+            max_error_rate=args.max_error_rate,
+            protocol="v2",
+            shape="steady",
+            out=WORK / "soak",
+        )
+        result = loadtest.run(
+            config,
+            locustfile=loadtest.find_locustfile(ROOT / "loadtests" / "locustfile.py"),
+            data=examples / "traffic.npy",
+        )
     except FerrymanError as err:
         console.print(f"[red]error:[/] {err}")
         return 2
@@ -120,8 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["max_rss_growth_mib"] = args.max_rss_growth_mib
     if growth is not None and growth > args.max_rss_growth_mib:
         result["passed"] = False
-        result["reasons"] = [*result.get("reasons", []),
-                             f"server memory grew {growth:.0f} MiB (bound {args.max_rss_growth_mib:g} MiB)"]
+        result["reasons"] = [
+            *result.get("reasons", []),
+            f"server memory grew {growth:.0f} MiB (bound {args.max_rss_growth_mib:g} MiB)",
+        ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(result, samples, minutes=args.minutes, kind=kind))
     console.print(f"written: {args.out}")

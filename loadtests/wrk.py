@@ -69,8 +69,12 @@ def wrk_binary() -> str:
 
 def lua_script(payload: Payload, body_file: Path) -> str:
     """The wrk script that sends ``payload`` (body read from ``body_file``) and reports as JSON."""
-    lines = [f"local f = assert(io.open({json.dumps(str(body_file))}, \"rb\"))",
-             "wrk.body = f:read(\"*a\")", "f:close()", f"wrk.method = {json.dumps(payload.method)}"]
+    lines = [
+        f'local f = assert(io.open({json.dumps(str(body_file))}, "rb"))',
+        'wrk.body = f:read("*a")',
+        "f:close()",
+        f"wrk.method = {json.dumps(payload.method)}",
+    ]
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in payload.headers.items()]
     return "\n".join(lines) + "\n" + _DONE
 
@@ -78,22 +82,36 @@ def lua_script(payload: Payload, body_file: Path) -> str:
 def parse_output(stdout: str, *, connections: int) -> WrkResult:
     for line in stdout.splitlines():
         if line.startswith(MARKER):
-            doc = json.loads(line[len(MARKER):])
+            doc = json.loads(line[len(MARKER) :])
             break
     else:
         raise WrkError(f"wrk printed no result:\n{stdout[-2000:]}")
     seconds = doc["duration_us"] / 1e6
     return WrkResult(
-        connections=connections, requests=doc["requests"], duration_s=seconds,
+        connections=connections,
+        requests=doc["requests"],
+        duration_s=seconds,
         rps=doc["requests"] / seconds if seconds > 0 else 0.0,
-        p50_ms=doc["p50_us"] / 1000, p90_ms=doc["p90_us"] / 1000, p99_ms=doc["p99_us"] / 1000,
-        max_ms=doc["max_us"] / 1000, mean_ms=doc["mean_us"] / 1000, non_2xx=doc["status_errors"],
+        p50_ms=doc["p50_us"] / 1000,
+        p90_ms=doc["p90_us"] / 1000,
+        p99_ms=doc["p99_us"] / 1000,
+        max_ms=doc["max_us"] / 1000,
+        mean_ms=doc["mean_us"] / 1000,
+        non_2xx=doc["status_errors"],
         socket_errors=doc["connect_errors"] + doc["read_errors"] + doc["write_errors"] + doc["timeouts"],
     )
 
 
-def run(base_url: str, payload: Payload, *, duration_s: float, connections: int = 16, threads: int = 1,
-        timeout_s: float = 2.0, tick: Callable[[float], None] | None = None) -> WrkResult:
+def run(
+    base_url: str,
+    payload: Payload,
+    *,
+    duration_s: float,
+    connections: int = 16,
+    threads: int = 1,
+    timeout_s: float = 2.0,
+    tick: Callable[[float], None] | None = None,
+) -> WrkResult:
     """``wrk -t{threads} -c{connections} -d{duration}`` against ``base_url + payload.path``."""
     exe = wrk_binary()
     with tempfile.TemporaryDirectory(prefix="ferryman-wrk-") as tmp:
@@ -101,8 +119,16 @@ def run(base_url: str, payload: Payload, *, duration_s: float, connections: int 
         body_file.write_bytes(payload.body)
         script = Path(tmp) / "request.lua"
         script.write_text(lua_script(payload, body_file))
-        argv = [exe, f"-t{threads}", f"-c{max(connections, threads)}", f"-d{max(1, round(duration_s))}s",
-                f"--timeout={max(1, round(timeout_s))}s", "-s", str(script), base_url.rstrip("/") + payload.path]
+        argv = [
+            exe,
+            f"-t{threads}",
+            f"-c{max(connections, threads)}",
+            f"-d{max(1, round(duration_s))}s",
+            f"--timeout={max(1, round(timeout_s))}s",
+            "-s",
+            str(script),
+            base_url.rstrip("/") + payload.path,
+        ]
         with tempfile.TemporaryFile() as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
             t0 = time.monotonic()

@@ -144,7 +144,9 @@ def render_readme(readme: str, values_text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--chart", type=Path, default=DEFAULT_CHART, help="chart directory (default: charts/ferryman)")
+    p.add_argument(
+        "--chart", type=Path, default=DEFAULT_CHART, help="chart directory (default: charts/ferryman)"
+    )
     p.add_argument("--check", action="store_true", help="exit 1 when README.md's table is out of date")
     p.add_argument("--stdout", action="store_true", help="print the table instead of writing README.md")
     args = p.parse_args(argv)
@@ -161,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         if updated != readme:
-            print(f"{readme_path} values table is out of date: run python scripts/helm-docs.py", file=sys.stderr)
+            print(
+                f"{readme_path} values table is out of date: run python scripts/helm-docs.py", file=sys.stderr
+            )
             return 1
         return 0
     if updated != readme:

@@ -27,19 +27,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="short runs (a few minutes in all)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md", help="Markdown report")
     p.add_argument("--json", type=Path, default=None, help="raw results (default: --out with .json)")
-    p.add_argument("--contenders", default=None,
-                   help=f"comma-separated subset, in order (default: all): {', '.join(contenders.REGISTRY)}")
+    p.add_argument(
+        "--contenders",
+        default=None,
+        help=f"comma-separated subset, in order (default: all): {', '.join(contenders.REGISTRY)}",
+    )
     p.add_argument("--duration", type=float, default=None, help="seconds of load per contender")
     p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up per contender")
     p.add_argument("--batch-duration", type=float, default=None, help="seconds of 256-row batches")
     p.add_argument("--connections", type=int, default=None, help="wrk connections (default 16)")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="measure each contender this many times, best round counts (default 3; quick 2)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="measure each contender this many times, best round counts (default 3; quick 2)",
+    )
     p.add_argument("--no-batch", action="store_true", help="skip the 256-row batch runs")
-    p.add_argument("--workdir", type=Path, default=REPO_ROOT / ".cache" / "bench",
-                   help="where the sample models are exported")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=REPO_ROOT / ".cache" / "bench",
+        help="where the sample models are exported",
+    )
     p.add_argument("--list", action="store_true", help="list the contenders and exit")
-    p.add_argument("--no-compute", action="store_true", help="skip the compute-bound section (keep the old one)")
+    p.add_argument(
+        "--no-compute", action="store_true", help="skip the compute-bound section (keep the old one)"
+    )
     p.add_argument("--only-compute", action="store_true", help="run the compute-bound section only")
     p.add_argument("--no-grpc", action="store_true", help="skip the gRPC section (keep the old one)")
     p.add_argument("--only-grpc", action="store_true", help="run the gRPC section only")
@@ -49,9 +62,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace) -> Settings:
     s = QUICK if args.quick else Settings()
     changes: dict[str, object] = {}
-    for field, value in (("duration_s", args.duration), ("warmup_s", args.warmup),
-                         ("batch_duration_s", args.batch_duration), ("connections", args.connections),
-                         ("rounds", args.rounds)):
+    for field, value in (
+        ("duration_s", args.duration),
+        ("warmup_s", args.warmup),
+        ("batch_duration_s", args.batch_duration),
+        ("connections", args.connections),
+        ("rounds", args.rounds),
+    ):
         if value is not None:
             changes[field] = value
     if args.no_batch:

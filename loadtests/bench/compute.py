@@ -76,11 +76,16 @@ class NativePlain(FerrymanNative):
 
 
 class NativeBatchedTwoThreads(FerrymanNative):
-    name, label = "ferryman-batched-t2", "ferryman serve SPEC, batching on, 2 intra-op threads (batching.threads)"
+    name, label = (
+        "ferryman-batched-t2",
+        "ferryman serve SPEC, batching on, 2 intra-op threads (batching.threads)",
+    )
     metrics_batches = True
 
     def argv(self, ctx: BenchContext, port: int) -> list[str]:
-        return _serve(ctx.spec_variant("t2", batching={"maxBatchSize": 32, "maxDelayMs": 2, "threads": 2}), port)
+        return _serve(
+            ctx.spec_variant("t2", batching={"maxBatchSize": 32, "maxDelayMs": 2, "threads": 2}), port
+        )
 
 
 def _serve(spec: Path, port: int) -> list[str]:
@@ -92,11 +97,17 @@ class GatewayBatched(FerrymanGateway):
     metrics_batches = True
 
     def argv(self, ctx: BenchContext, port: int) -> list[str]:
-        return self._up(ctx, ctx.spec_variant("static", traffic={"strategy": "static", "candidate": None}), port)
+        return self._up(
+            ctx, ctx.spec_variant("static", traffic={"strategy": "static", "candidate": None}), port
+        )
 
 
 class RayBatch(ProcessContender):
-    name, label, group = "ray-serve-batch", "Ray Serve, @serve.batch (32, 2 ms), local Ray with 2 CPUs", "peer"
+    name, label, group = (
+        "ray-serve-batch",
+        "Ray Serve, @serve.batch (32, 2 ms), local Ray with 2 CPUs",
+        "peer",
+    )
     startup_timeout = 300.0
     start_attempts = 2
     once = True
@@ -117,8 +128,18 @@ class FastApiOrt(FastApi):
     label = "FastAPI + ORT in the handler (no batching)"
 
 
-CONTENDERS: dict[str, type[ProcessContender]] = {c.name: c for c in (
-    NativeBatched, NativePlain, GatewayBatched, NativeBatchedTwoThreads, RayBatch, KServe, FastApiOrt)}
+CONTENDERS: dict[str, type[ProcessContender]] = {
+    c.name: c
+    for c in (
+        NativeBatched,
+        NativePlain,
+        GatewayBatched,
+        NativeBatchedTwoThreads,
+        RayBatch,
+        KServe,
+        FastApiOrt,
+    )
+}
 
 
 # -- measuring --------------------------------------------------------------------------------------
@@ -161,16 +182,32 @@ def raw_limit(model_path: Path, rows: np.ndarray, *, seconds: float, threads: in
     for size in RAW_BATCH_SIZES:
         batch = np.ascontiguousarray(np.resize(rows, (size, rows.shape[1])), dtype=np.float32)
         r = raw_measure(str(model_path), batch, duration_s=seconds, threads=threads)
-        sweep.append({"batch_size": size, "rows_per_s": r["rows_per_s"], "p50_ms": r["p50_ms"],
-                      "p99_ms": r["p99_ms"]})
+        sweep.append(
+            {"batch_size": size, "rows_per_s": r["rows_per_s"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]}
+        )
     best = max(sweep, key=lambda e: e["rows_per_s"])
-    return {"name": "raw-ort", "label": f"raw ONNX Runtime in-process, best batch size ({threads} thread)",
-            "group": "limit", "status": "ok", "sweep": sweep, "best": best, "threads": threads}
+    return {
+        "name": "raw-ort",
+        "label": f"raw ONNX Runtime in-process, best batch size ({threads} thread)",
+        "group": "limit",
+        "status": "ok",
+        "sweep": sweep,
+        "best": best,
+        "threads": threads,
+    }
 
 
-def measure(contender: ProcessContender, ctx: BenchContext, settings: Settings, console: Console) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": contender.name, "label": contender.label, "group": contender.group,
-                             "status": "ok", "error": None, "levels": []}
+def measure(
+    contender: ProcessContender, ctx: BenchContext, settings: Settings, console: Console
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": contender.name,
+        "label": contender.label,
+        "group": contender.group,
+        "status": "ok",
+        "error": None,
+        "levels": [],
+    }
     reason = contender.unavailable(ctx)
     if reason:
         entry.update(status="n/a", error=reason)
@@ -196,7 +233,10 @@ def measure(contender: ProcessContender, ctx: BenchContext, settings: Settings, 
             level = {**result.as_dict(), "rows_per_s": result.rps, "mean_batch": mean_batch(before, after)}
             entry["levels"].append(level)
     except Exception as err:  # a contender's failure is a result, not a crash
-        entry.update(status="failed", error=f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}")
+        entry.update(
+            status="failed",
+            error=f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}",
+        )
         tail = contender.output()
         if tail:
             entry["output_tail"] = tail[-3000:]
@@ -231,19 +271,35 @@ def prepare(workdir: Path) -> BenchContext:
 
     directory = workdir / "compute"
     spec = directory / "deployment.yaml"
-    if not (spec.is_file() and (directory / "traffic.npy").is_file() and (directory / "models/v1/model.onnx").is_file()):
+    if not (
+        spec.is_file()
+        and (directory / "traffic.npy").is_file()
+        and (directory / "models/v1/model.onnx").is_file()
+    ):
         export_example(MODEL, directory, interval_seconds=3600.0, min_requests=1_000_000)
     doc = yaml.safe_load(spec.read_text())
     if not doc["spec"].get("batching"):
         raise RuntimeError(f"{spec}: the {MODEL} example should turn batching on")
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return BenchContext(workdir=directory, spec=spec, model_path=directory / "models/v1/model.onnx",
-                        model_name=MODEL, rows=payloads.load_rows(directory), repo_root=REPO_ROOT,
-                        env={"PYTHONPATH": pythonpath})
+    return BenchContext(
+        workdir=directory,
+        spec=spec,
+        model_path=directory / "models/v1/model.onnx",
+        model_name=MODEL,
+        rows=payloads.load_rows(directory),
+        repo_root=REPO_ROOT,
+        env={"PYTHONPATH": pythonpath},
+    )
 
 
-def run(ctx: BenchContext, settings: Settings, names: Sequence[str], *, console: Console,
-        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run(
+    ctx: BenchContext,
+    settings: Settings,
+    names: Sequence[str],
+    *,
+    console: Console,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     about = machine.describe()
     threads = default_threads()
     console.print(f"[bold]raw-ort[/]: batch sizes {RAW_BATCH_SIZES}, {threads} intra-op thread(s)")
@@ -262,9 +318,14 @@ def run(ctx: BenchContext, settings: Settings, names: Sequence[str], *, console:
         "generated_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "quick": settings.quick,
         "machine": about,
-        "settings": {**asdict(settings), "model": f"{MODEL} (ferryman examples; stable version v1)",
-                     "load_generator": "wrk -t1 -cN, closed loop", "rows_per_request": 1, "protocol": "v2 JSON",
-                     "ort_threads": threads},
+        "settings": {
+            **asdict(settings),
+            "model": f"{MODEL} (ferryman examples; stable version v1)",
+            "load_generator": "wrk -t1 -cN, closed loop",
+            "rows_per_request": 1,
+            "protocol": "v2 JSON",
+            "ort_threads": threads,
+        },
         "contenders": entries,
     }
     doc["comparisons"] = compute_report.compute(entries)
@@ -272,22 +333,40 @@ def run(ctx: BenchContext, settings: Settings, names: Sequence[str], *, console:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench.compute", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench.compute",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md",
-                   help="Markdown report whose compute-bound section is replaced (or appended)")
-    p.add_argument("--json", type=Path, default=None, help="raw results (default: benchmarks-compute.json beside --out)")
-    p.add_argument("--contenders", default=",".join(CONTENDERS), help=f"subset, in order: {', '.join(CONTENDERS)}")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "docs" / "benchmarks.md",
+        help="Markdown report whose compute-bound section is replaced (or appended)",
+    )
+    p.add_argument(
+        "--json", type=Path, default=None, help="raw results (default: benchmarks-compute.json beside --out)"
+    )
+    p.add_argument(
+        "--contenders", default=",".join(CONTENDERS), help=f"subset, in order: {', '.join(CONTENDERS)}"
+    )
     p.add_argument("--duration", type=float, default=None)
     p.add_argument("--workdir", type=Path, default=REPO_ROOT / ".cache" / "bench")
-    p.add_argument("--render", type=Path, default=None, metavar="JSON",
-                   help="only re-render the section of --out from an earlier run's JSON")
+    p.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="only re-render the section of --out from an earlier run's JSON",
+    )
     args = p.parse_args(argv)
     if args.render is not None:
         doc = json.loads(args.render.read_text())
         doc["comparisons"] = compute_report.compute(doc["contenders"])
-        args.out.write_text(compute_report.replace_section(args.out.read_text(), compute_report.markdown(doc)))
+        args.out.write_text(
+            compute_report.replace_section(args.out.read_text(), compute_report.markdown(doc))
+        )
         return 0
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONTENDERS]

@@ -31,23 +31,78 @@ class Comparison:
 COMPARISONS: tuple[Comparison, ...] = (
     Comparison("batching vs raw-ORT limit, 64 connections", "rows", "ferryman-batched", 64, RAW, target=0.8),
     Comparison("batching p99 at 64 connections (ms)", "p99", "ferryman-batched", 64, target=100.0),
-    Comparison("batching vs stock KServe, 64 connections", "rows", "ferryman-batched", 64, "kserve-stock", 64, 3.0),
-    Comparison("batching vs Ray Serve @serve.batch, 64 connections", "rows", "ferryman-batched", 64,
-               "ray-serve-batch", 64, 1.5),
-    Comparison("latency cost of batching at 1 connection (p50)", "latency-cost", "ferryman-batched", 1,
-               "ferryman-plain", 1, 0.10),
-    Comparison("batching vs no batching, 32 connections", "rows", "ferryman-batched", 32, "ferryman-plain", 32,
-               2.0, "must show"),
-    Comparison("batching vs raw-ORT best single-thread batch, 32 connections", "rows", "ferryman-batched", 32, RAW,
-               target=0.6, source="must show"),
-    Comparison("gateway with batching vs raw-ORT limit, 64 connections", "rows", "ferryman-gateway-batched", 64, RAW,
-               target=0.8),
-    Comparison("gateway with batching p99 at 64 connections (ms)", "p99", "ferryman-gateway-batched", 64, target=100.0),
-    Comparison("gateway with batching vs stock KServe, 64 connections", "rows", "ferryman-gateway-batched", 64,
-               "kserve-stock", 64),
+    Comparison(
+        "batching vs stock KServe, 64 connections", "rows", "ferryman-batched", 64, "kserve-stock", 64, 3.0
+    ),
+    Comparison(
+        "batching vs Ray Serve @serve.batch, 64 connections",
+        "rows",
+        "ferryman-batched",
+        64,
+        "ray-serve-batch",
+        64,
+        1.5,
+    ),
+    Comparison(
+        "latency cost of batching at 1 connection (p50)",
+        "latency-cost",
+        "ferryman-batched",
+        1,
+        "ferryman-plain",
+        1,
+        0.10,
+    ),
+    Comparison(
+        "batching vs no batching, 32 connections",
+        "rows",
+        "ferryman-batched",
+        32,
+        "ferryman-plain",
+        32,
+        2.0,
+        "must show",
+    ),
+    Comparison(
+        "batching vs raw-ORT best single-thread batch, 32 connections",
+        "rows",
+        "ferryman-batched",
+        32,
+        RAW,
+        target=0.6,
+        source="must show",
+    ),
+    Comparison(
+        "gateway with batching vs raw-ORT limit, 64 connections",
+        "rows",
+        "ferryman-gateway-batched",
+        64,
+        RAW,
+        target=0.8,
+    ),
+    Comparison(
+        "gateway with batching p99 at 64 connections (ms)",
+        "p99",
+        "ferryman-gateway-batched",
+        64,
+        target=100.0,
+    ),
+    Comparison(
+        "gateway with batching vs stock KServe, 64 connections",
+        "rows",
+        "ferryman-gateway-batched",
+        64,
+        "kserve-stock",
+        64,
+    ),
     Comparison("batching vs FastAPI + ORT, 64 connections", "rows", "ferryman-batched", 64, "fastapi", 64),
-    Comparison("2 intra-op threads vs 1 (batching.threads), 64 connections", "rows", "ferryman-batched-t2", 64,
-               "ferryman-batched", 64),
+    Comparison(
+        "2 intra-op threads vs 1 (batching.threads), 64 connections",
+        "rows",
+        "ferryman-batched-t2",
+        64,
+        "ferryman-batched",
+        64,
+    ),
 )
 
 
@@ -60,8 +115,9 @@ def level(entry: dict[str, Any] | None, connections: int) -> dict[str, Any] | No
     return None
 
 
-def _figure(by_name: dict[str, dict[str, Any]], name: str | None, at: int | None, kind: str
-            ) -> tuple[float | None, str | None]:
+def _figure(
+    by_name: dict[str, dict[str, Any]], name: str | None, at: int | None, kind: str
+) -> tuple[float | None, str | None]:
     if name is None:
         return None, None
     entry = by_name.get(name)
@@ -80,7 +136,9 @@ def _figure(by_name: dict[str, dict[str, Any]], name: str | None, at: int | None
     return float(lv[key]), None
 
 
-def compute(entries: list[dict[str, Any]], comparisons: tuple[Comparison, ...] = COMPARISONS) -> list[dict[str, Any]]:
+def compute(
+    entries: list[dict[str, Any]], comparisons: tuple[Comparison, ...] = COMPARISONS
+) -> list[dict[str, Any]]:
     by_name = {e["name"]: e for e in entries}
     out = []
     for c in comparisons:
@@ -156,41 +214,94 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "### The limit: raw ONNX Runtime in-process",
         "",
-        _row(["batch size", "rows/s", "p50 ms per run", "p99 ms per run"]), _row(["---:", "---:", "---:", "---:"]),
+        _row(["batch size", "rows/s", "p50 ms per run", "p99 ms per run"]),
+        _row(["---:", "---:", "---:", "---:"]),
     ]
     for e in raw["sweep"]:
-        lines.append(_row([str(e["batch_size"]), _num(e["rows_per_s"]), _num(e["p50_ms"], 2), _num(e["p99_ms"], 2)]))
-    lines += ["", f"Best: **{_num(raw['best']['rows_per_s'])} rows/s** at batch size {raw['best']['batch_size']}.", "",
-              "### Servers, 1-row requests", "",
-              _row(["contender", "what", "connections", "rows/s", "p50 ms", "p99 ms", "mean batch", "errors"]),
-              _row(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:"])]
+        lines.append(
+            _row([str(e["batch_size"]), _num(e["rows_per_s"]), _num(e["p50_ms"], 2), _num(e["p99_ms"], 2)])
+        )
+    lines += [
+        "",
+        f"Best: **{_num(raw['best']['rows_per_s'])} rows/s** at batch size {raw['best']['batch_size']}.",
+        "",
+        "### Servers, 1-row requests",
+        "",
+        _row(["contender", "what", "connections", "rows/s", "p50 ms", "p99 ms", "mean batch", "errors"]),
+        _row(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:"]),
+    ]
     for e in entries:
         if e["name"] == RAW:
             continue
         if e["status"] != "ok":
-            lines.append(_row([f"`{e['name']}`", e["label"], "", "", "", "", "", f"{e['status']}: {e.get('error') or ''}"]))
+            lines.append(
+                _row(
+                    [
+                        f"`{e['name']}`",
+                        e["label"],
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        f"{e['status']}: {e.get('error') or ''}",
+                    ]
+                )
+            )
             continue
         for lv in e["levels"]:
             errors = lv["non_2xx"] + lv["socket_errors"]
-            lines.append(_row([f"`{e['name']}`", e["label"], str(lv["connections"]), _num(lv["rows_per_s"]),
-                               _num(lv["p50_ms"], 2), _num(lv["p99_ms"], 2), _num(lv.get("mean_batch"), 1),
-                               str(errors)]))
-    lines += ["", "### Ratios against the targets", "",
-              _row(["comparison", "value", "target", "from", "result", "note"]), _row(["---", "---:", "---", "---", "---", "---"])]
+            lines.append(
+                _row(
+                    [
+                        f"`{e['name']}`",
+                        e["label"],
+                        str(lv["connections"]),
+                        _num(lv["rows_per_s"]),
+                        _num(lv["p50_ms"], 2),
+                        _num(lv["p99_ms"], 2),
+                        _num(lv.get("mean_batch"), 1),
+                        str(errors),
+                    ]
+                )
+            )
+    lines += [
+        "",
+        "### Ratios against the targets",
+        "",
+        _row(["comparison", "value", "target", "from", "result", "note"]),
+        _row(["---", "---:", "---", "---", "---", "---"]),
+    ]
     for c in doc["comparisons"]:
-        lines.append(_row([c["name"], _value(c), _target(c), c["source"] if c["target"] is not None else "",
-                           _met(c), c["note"] or ""]))
-    lines += ["", "### Reading the figures", "",
-              "- With 1-row requests and one connection there is nothing to merge: batching can only cost (a hand-off "
-              "to the version's worker thread and back). From 8 connections on, requests that arrive while a run is "
-              "going queue and share the next run; the mean batch follows the load up to `maxBatchSize`.",
-              "- Everything shares the machine's cores: the load generator (`wrk`), the server's event loop (HTTP, "
-              "JSON, routing, metrics, drift sampling: a fixed cost per request) and ONNX Runtime. The raw-ORT limit "
-              "has them all to itself and no per-request work at all, so on a 2-core machine a server cannot reach "
-              "it: the loop's per-request cost and wrk take the second core's time.",
-              "- Servers without batching run one row per model call whatever the load, so their rows/s stays near "
-              "the single-row limit (or below it, when ORT runs on the event loop and requests wait behind it).",
-              "", END, ""]
+        lines.append(
+            _row(
+                [
+                    c["name"],
+                    _value(c),
+                    _target(c),
+                    c["source"] if c["target"] is not None else "",
+                    _met(c),
+                    c["note"] or "",
+                ]
+            )
+        )
+    lines += [
+        "",
+        "### Reading the figures",
+        "",
+        "- With 1-row requests and one connection there is nothing to merge: batching can only cost (a hand-off "
+        "to the version's worker thread and back). From 8 connections on, requests that arrive while a run is "
+        "going queue and share the next run; the mean batch follows the load up to `maxBatchSize`.",
+        "- Everything shares the machine's cores: the load generator (`wrk`), the server's event loop (HTTP, "
+        "JSON, routing, metrics, drift sampling: a fixed cost per request) and ONNX Runtime. The raw-ORT limit "
+        "has them all to itself and no per-request work at all, so on a 2-core machine a server cannot reach "
+        "it: the loop's per-request cost and wrk take the second core's time.",
+        "- Servers without batching run one row per model call whatever the load, so their rows/s stays near "
+        "the single-row limit (or below it, when ORT runs on the event loop and requests wait behind it).",
+        "",
+        END,
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -198,7 +309,7 @@ def replace_section(document: str, section: str) -> str:
     """``document`` with its compute-bound section replaced by ``section`` (appended when it has none)."""
     start, end = document.find(START), document.find(END)
     if start != -1 and end != -1 and end > start:
-        return document[:start] + section.rstrip("\n") + document[end + len(END):]
+        return document[:start] + section.rstrip("\n") + document[end + len(END) :]
     return document.rstrip("\n") + "\n\n" + section
 
 
@@ -207,7 +318,7 @@ def section_of(document: str) -> str | None:
     start, end = document.find(START), document.find(END)
     if start == -1 or end == -1 or end < start:
         return None
-    return document[start:end + len(END)] + "\n"
+    return document[start : end + len(END)] + "\n"
 
 
 def summary_table(doc: dict[str, Any]) -> Table:

@@ -94,8 +94,14 @@ class ProcessContender(Contender):
 
     def start(self, ctx: BenchContext) -> None:
         port = free_port()
-        self.server = ServerProcess(self.argv(ctx, port), port=port, ready_path=self.ready_path, env=ctx.env,
-                                    startup_timeout=self.startup_timeout, cwd=ctx.repo_root)
+        self.server = ServerProcess(
+            self.argv(ctx, port),
+            port=port,
+            ready_path=self.ready_path,
+            env=ctx.env,
+            startup_timeout=self.startup_timeout,
+            cwd=ctx.repo_root,
+        )
         self.server.start()
         self.url = self.server.url
         self.startup_seconds = self.server.startup_seconds
@@ -146,8 +152,16 @@ def _contender_module(name: str) -> list[str]:
 
 
 def _model_args(ctx: BenchContext, port: int) -> list[str]:
-    return ["--model-path", str(ctx.model_path), "--model-name", ctx.model_name, "--host", HOST,
-            "--port", str(port)]
+    return [
+        "--model-path",
+        str(ctx.model_path),
+        "--model-name",
+        ctx.model_name,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+    ]
 
 
 @register
@@ -201,7 +215,11 @@ class RayStock(ProcessContender):
 
 @register
 class FerrymanNative(ProcessContender):
-    name, label, group = "ferryman-native", "ferryman serve SPEC (native runtime, direct; metrics + drift)", "ferryman"
+    name, label, group = (
+        "ferryman-native",
+        "ferryman serve SPEC (native runtime, direct; metrics + drift)",
+        "ferryman",
+    )
     batch = True
     waits_for_drift = True
 
@@ -213,7 +231,11 @@ class FerrymanNative(ProcessContender):
 class FerrymanNativeFile(ProcessContender):
     """The native runtime on the bare .onnx file: no spec, hence no drift monitoring (metrics stay on)."""
 
-    name, label, group = "ferryman-native-file", "ferryman serve MODEL.onnx (native, no spec: no drift)", "ferryman"
+    name, label, group = (
+        "ferryman-native-file",
+        "ferryman serve MODEL.onnx (native, no spec: no drift)",
+        "ferryman",
+    )
 
     def argv(self, ctx: BenchContext, port: int) -> list[str]:
         named = ctx.workdir / f"{ctx.model_name}.onnx"  # the file name is the model name
@@ -291,8 +313,10 @@ class _EntryPointRuntime(ProcessContender):
 
     def argv(self, ctx: BenchContext, port: int) -> list[str]:
         spec = ctx.spec_variant(self.runtime, runtime=self.runtime)
-        code = ("import sys; from ferryman.cli.runtimes import launcher; "
-                "launcher(sys.argv[1])(sys.argv[2], host=sys.argv[3], port=int(sys.argv[4]))")
+        code = (
+            "import sys; from ferryman.cli.runtimes import launcher; "
+            "launcher(sys.argv[1])(sys.argv[2], host=sys.argv[3], port=int(sys.argv[4]))"
+        )
         return [sys.executable, "-c", code, self.runtime, str(spec), HOST, str(port)]
 
 

@@ -78,7 +78,10 @@ class FerrymanGrpc(FerrymanNative):
 
 
 class KServeGrpc(KServeStock):
-    name, label = "kserve-stock", "stock KServe ModelServer + its gRPC server, custom kserve.Model (same ORT session)"
+    name, label = (
+        "kserve-stock",
+        "stock KServe ModelServer + its gRPC server, custom kserve.Model (same ORT session)",
+    )
     grpc_port = 0
 
     def unavailable(self, ctx: BenchContext) -> str | None:
@@ -90,12 +93,21 @@ class KServeGrpc(KServeStock):
 
 
 class GrpcCeiling(ProcessContender):
-    name, label, group = "grpcio-ceiling", "grpc.aio on uvloop, a fixed answer (no parsing, no model)", "limit"
+    name, label, group = (
+        "grpcio-ceiling",
+        "grpc.aio on uvloop, a fixed answer (no parsing, no model)",
+        "limit",
+    )
     grpc_port = 0
 
     def argv(self, ctx: BenchContext, port: int) -> list[str]:
         self.grpc_port = free_port()
-        return [*_contender_module("grpc_ceiling"), *_model_args(ctx, port), "--grpc-port", str(self.grpc_port)]
+        return [
+            *_contender_module("grpc_ceiling"),
+            *_model_args(ctx, port),
+            "--grpc-port",
+            str(self.grpc_port),
+        ]
 
 
 CONTENDERS: dict[str, tuple[type[ProcessContender], tuple[str, ...]]] = {
@@ -121,8 +133,11 @@ def check_grpc(target: str, message: bytes) -> None:
     from ferryman_runtimes.grpc import inference_pb2 as pb
 
     with grpclib.insecure_channel(target) as channel:
-        call = channel.unary_unary(f"/{CALL.rsplit('.', 1)[0]}/ModelInfer", request_serializer=None,
-                                   response_deserializer=pb.ModelInferResponse.FromString)
+        call = channel.unary_unary(
+            f"/{CALL.rsplit('.', 1)[0]}/ModelInfer",
+            request_serializer=None,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
         try:
             grpclib.channel_ready_future(channel).result(timeout=30)
             answer = call(message, timeout=30)
@@ -146,35 +161,60 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _load(contender: ProcessContender, transport: str, ctx: BenchContext, settings: Settings, *,
-          seconds: float) -> dict[str, Any]:
+def _load(
+    contender: ProcessContender, transport: str, ctx: BenchContext, settings: Settings, *, seconds: float
+) -> dict[str, Any]:
     """One load run, with the CPU time the server process and the load generator spent per row."""
     pid = contender.server.process.pid if contender.server and contender.server.process else 0
     server0, client0 = _process_cpu_s(pid), _children_cpu_s()
     result = _drive(contender, transport, ctx, settings, seconds=seconds)
     server_s, client_s = _process_cpu_s(pid) - server0, _children_cpu_s() - client0
     answered = result["requests"] or 1
-    return {**result, "server_cpu_us_per_row": 1e6 * server_s / answered,
-            "client_cpu_us_per_row": 1e6 * client_s / answered}
+    return {
+        **result,
+        "server_cpu_us_per_row": 1e6 * server_s / answered,
+        "client_cpu_us_per_row": 1e6 * client_s / answered,
+    }
 
 
-def _drive(contender: ProcessContender, transport: str, ctx: BenchContext, settings: Settings, *,
-           seconds: float) -> dict[str, Any]:
+def _drive(
+    contender: ProcessContender, transport: str, ctx: BenchContext, settings: Settings, *, seconds: float
+) -> dict[str, Any]:
     if transport == "grpc":
         target = f"{HOST}:{contender.grpc_port}"  # type: ignore[attr-defined]
-        g = ghz.run(target, infer_message(ctx.rows[:1], model=ctx.model_name), proto=PROTO, call=CALL,
-                    duration_s=seconds, concurrency=settings.streams)
-        return {**g.as_dict(), "rows_per_s": g.rps, "load_generator": f"ghz -c{settings.streams} --connections 1"}
+        g = ghz.run(
+            target,
+            infer_message(ctx.rows[:1], model=ctx.model_name),
+            proto=PROTO,
+            call=CALL,
+            duration_s=seconds,
+            concurrency=settings.streams,
+        )
+        return {
+            **g.as_dict(),
+            "rows_per_s": g.rps,
+            "load_generator": f"ghz -c{settings.streams} --connections 1",
+        }
     single = payloads.build(ctx.rows[:1], protocol="v2", model=ctx.model_name)
     w = wrk.run(contender.url, single, duration_s=seconds, connections=settings.streams)
-    return {**w.as_dict(), "errors": w.non_2xx + w.socket_errors, "rows_per_s": w.rps,
-            "load_generator": f"wrk -t1 -c{settings.streams}"}
+    return {
+        **w.as_dict(),
+        "errors": w.non_2xx + w.socket_errors,
+        "rows_per_s": w.rps,
+        "load_generator": f"wrk -t1 -c{settings.streams}",
+    }
 
 
 def measure(name: str, ctx: BenchContext, settings: Settings, console: Console) -> dict[str, Any]:
     cls, transports = CONTENDERS[name]
     contender = cls()
-    entry: dict[str, Any] = {"name": name, "label": contender.label, "status": "ok", "error": None, "loads": {}}
+    entry: dict[str, Any] = {
+        "name": name,
+        "label": contender.label,
+        "status": "ok",
+        "error": None,
+        "loads": {},
+    }
     reason = contender.unavailable(ctx)
     if reason:
         entry.update(status="n/a", error=reason)
@@ -192,7 +232,9 @@ def measure(name: str, ctx: BenchContext, settings: Settings, console: Console) 
         for transport in transports:
             console.print(f"  {name}: {transport}, {settings.streams} in flight")
             _load(contender, transport, ctx, settings, seconds=settings.warmup_s)
-            entry["loads"][transport] = _load(contender, transport, ctx, settings, seconds=settings.duration_s)
+            entry["loads"][transport] = _load(
+                contender, transport, ctx, settings, seconds=settings.duration_s
+            )
     except Exception as err:  # a contender's failure is a result, not a crash
         first = str(err).splitlines()[0][:300] if str(err) else ""
         entry.update(status="failed", error=f"{type(err).__name__}: {first}")
@@ -236,10 +278,14 @@ def run(ctx: BenchContext, settings: Settings, names: Sequence[str], *, console:
         "generated_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "quick": settings.quick,
         "machine": about,
-        "settings": {**asdict(settings), "model": f"{ctx.model_name} (ferryman examples; stable version v1)",
-                     "rows_per_request": 1, "ghz": ghz.VERSION,
-                     "grpc_request": "ModelInferRequest, 1 FP32 row in raw_input_contents",
-                     "rest_request": "v2 JSON, 1 row"},
+        "settings": {
+            **asdict(settings),
+            "model": f"{ctx.model_name} (ferryman examples; stable version v1)",
+            "rows_per_request": 1,
+            "ghz": ghz.VERSION,
+            "grpc_request": "ModelInferRequest, 1 FP32 row in raw_input_contents",
+            "rest_request": "v2 JSON, 1 row",
+        },
         "contenders": entries,
     }
     doc["comparisons"] = grpc_report.compute(entries)
@@ -247,19 +293,35 @@ def run(ctx: BenchContext, settings: Settings, names: Sequence[str], *, console:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench.grpc", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench.grpc",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md",
-                   help="Markdown report whose gRPC section is replaced (or appended)")
-    p.add_argument("--json", type=Path, default=None, help="raw results (default: benchmarks-grpc.json beside --out)")
-    p.add_argument("--contenders", default=",".join(CONTENDERS), help=f"subset, in order: {', '.join(CONTENDERS)}")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "docs" / "benchmarks.md",
+        help="Markdown report whose gRPC section is replaced (or appended)",
+    )
+    p.add_argument(
+        "--json", type=Path, default=None, help="raw results (default: benchmarks-grpc.json beside --out)"
+    )
+    p.add_argument(
+        "--contenders", default=",".join(CONTENDERS), help=f"subset, in order: {', '.join(CONTENDERS)}"
+    )
     p.add_argument("--duration", type=float, default=None, help="seconds of load per contender and transport")
     p.add_argument("--warmup", type=float, default=None)
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--workdir", type=Path, default=REPO_ROOT / ".cache" / "bench")
-    p.add_argument("--render", type=Path, default=None, metavar="JSON",
-                   help="only re-render the section of --out from an earlier run's JSON")
+    p.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="only re-render the section of --out from an earlier run's JSON",
+    )
     args = p.parse_args(argv)
     if args.render is not None:
         doc = json.loads(args.render.read_text())
@@ -271,8 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown contender(s) {', '.join(unknown)} (known: {', '.join(CONTENDERS)})")
     settings = QUICK if args.quick else Settings()
-    changes = {k: v for k, v in (("duration_s", args.duration), ("warmup_s", args.warmup), ("rounds", args.rounds))
-               if v is not None}
+    changes = {
+        k: v
+        for k, v in (("duration_s", args.duration), ("warmup_s", args.warmup), ("rounds", args.rounds))
+        if v is not None
+    }
     settings = Settings(**{**asdict(settings), **changes})
     console = Console(stderr=True)
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -26,21 +26,38 @@ class Comparison:
 
 
 COMPARISONS: tuple[Comparison, ...] = (
-    Comparison("ferryman gRPC vs stock KServe gRPC (rows/s)", ("ferryman", "grpc"), ("kserve-stock", "grpc"), 3.0),
+    Comparison(
+        "ferryman gRPC vs stock KServe gRPC (rows/s)", ("ferryman", "grpc"), ("kserve-stock", "grpc"), 3.0
+    ),
     Comparison("ferryman gRPC vs ferryman REST (rows/s)", ("ferryman", "grpc"), ("ferryman", "rest"), 0.8),
-    Comparison("ferryman gRPC vs stock KServe gRPC (rows per server CPU second)", ("ferryman", "grpc"),
-               ("kserve-stock", "grpc"), cpu=True),
-    Comparison("ferryman gRPC vs ferryman REST (rows per server CPU second)", ("ferryman", "grpc"),
-               ("ferryman", "rest"), cpu=True),
-    Comparison("ferryman gRPC vs the grpcio ceiling (rows/s)", ("ferryman", "grpc"), ("grpcio-ceiling", "grpc")),
-    Comparison("stock KServe gRPC vs the grpcio ceiling (rows/s)", ("kserve-stock", "grpc"),
-               ("grpcio-ceiling", "grpc")),
+    Comparison(
+        "ferryman gRPC vs stock KServe gRPC (rows per server CPU second)",
+        ("ferryman", "grpc"),
+        ("kserve-stock", "grpc"),
+        cpu=True,
+    ),
+    Comparison(
+        "ferryman gRPC vs ferryman REST (rows per server CPU second)",
+        ("ferryman", "grpc"),
+        ("ferryman", "rest"),
+        cpu=True,
+    ),
+    Comparison(
+        "ferryman gRPC vs the grpcio ceiling (rows/s)", ("ferryman", "grpc"), ("grpcio-ceiling", "grpc")
+    ),
+    Comparison(
+        "stock KServe gRPC vs the grpcio ceiling (rows/s)",
+        ("kserve-stock", "grpc"),
+        ("grpcio-ceiling", "grpc"),
+    ),
     Comparison("ferryman gRPC p99 (ms)", ("ferryman", "grpc")),
     Comparison("stock KServe gRPC p99 (ms)", ("kserve-stock", "grpc")),
 )
 
 
-def _load(by_name: dict[str, dict[str, Any]], key: tuple[str, str]) -> tuple[dict[str, Any] | None, str | None]:
+def _load(
+    by_name: dict[str, dict[str, Any]], key: tuple[str, str]
+) -> tuple[dict[str, Any] | None, str | None]:
     name, transport = key
     entry = by_name.get(name)
     if entry is None:
@@ -55,7 +72,9 @@ def _load(by_name: dict[str, dict[str, Any]], key: tuple[str, str]) -> tuple[dic
     return load, None
 
 
-def compute(entries: list[dict[str, Any]], comparisons: tuple[Comparison, ...] = COMPARISONS) -> list[dict[str, Any]]:
+def compute(
+    entries: list[dict[str, Any]], comparisons: tuple[Comparison, ...] = COMPARISONS
+) -> list[dict[str, Any]]:
     by_name = {e["name"]: e for e in entries}
     out = []
     for c in comparisons:
@@ -73,8 +92,15 @@ def compute(entries: list[dict[str, Any]], comparisons: tuple[Comparison, ...] =
         met = None
         if value is not None and c.target is not None:
             met = value <= c.target if c.at_most else value >= c.target
-        out.append({**asdict(c), "kind": "p99" if c.denominator is None else "rows", "value": value, "met": met,
-                    "note": note})
+        out.append(
+            {
+                **asdict(c),
+                "kind": "p99" if c.denominator is None else "rows",
+                "value": value,
+                "met": met,
+                "note": note,
+            }
+        )
     return out
 
 
@@ -124,35 +150,85 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- {s['duration_s']:g} s per load after {s['warmup_s']:g} s of warm-up, one contender at a time; "
         f"{s['rounds']} round(s), per load the best round counts",
         "",
-        _row(["contender", "what", "transport", "rows/s", "p50 ms", "p99 ms", "server CPU us/row",
-              "load generator CPU us/row", "errors", "rounds (rows/s)"]),
+        _row(
+            [
+                "contender",
+                "what",
+                "transport",
+                "rows/s",
+                "p50 ms",
+                "p99 ms",
+                "server CPU us/row",
+                "load generator CPU us/row",
+                "errors",
+                "rounds (rows/s)",
+            ]
+        ),
         _row(["---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---"]),
     ]
     for e in doc["contenders"]:
         if e["status"] != "ok":
-            lines.append(_row([f"`{e['name']}`", e["label"], "", "", "", "", "", "",
-                               f"{e['status']}: {e.get('error') or ''}", ""]))
+            lines.append(
+                _row(
+                    [
+                        f"`{e['name']}`",
+                        e["label"],
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        f"{e['status']}: {e.get('error') or ''}",
+                        "",
+                    ]
+                )
+            )
             continue
         for transport, load in e["loads"].items():
             rounds = ", ".join(_num(x) for x in load.get("rounds_rows_per_s", []))
-            lines.append(_row([f"`{e['name']}`", e["label"], transport, _num(load["rows_per_s"]),
-                               _num(load["p50_ms"], 2), _num(load["p99_ms"], 2),
-                               _num(load.get("server_cpu_us_per_row")), _num(load.get("client_cpu_us_per_row")),
-                               str(load["errors"]), rounds]))
-    lines += ["", "### Ratios against the targets (issue 21)", "",
-              _row(["comparison", "value", "target", "result", "note"]), _row(["---", "---:", "---", "---", "---"])]
+            lines.append(
+                _row(
+                    [
+                        f"`{e['name']}`",
+                        e["label"],
+                        transport,
+                        _num(load["rows_per_s"]),
+                        _num(load["p50_ms"], 2),
+                        _num(load["p99_ms"], 2),
+                        _num(load.get("server_cpu_us_per_row")),
+                        _num(load.get("client_cpu_us_per_row")),
+                        str(load["errors"]),
+                        rounds,
+                    ]
+                )
+            )
+    lines += [
+        "",
+        "### Ratios against the targets (issue 21)",
+        "",
+        _row(["comparison", "value", "target", "result", "note"]),
+        _row(["---", "---:", "---", "---", "---"]),
+    ]
     for c in doc["comparisons"]:
         lines.append(_row([c["name"], _value(c), _target(c), _met(c), c["note"] or ""]))
-    lines += ["", "### Reading the figures", "", *_cost_note(doc["contenders"]),
-              "- Each server runs one process with the model's session on its event loop; the load generator shares "
-              "the machine's cores with it, and ghz spends several times more CPU per call than wrk (the load "
-              "generator column), which the gRPC rows' rows/s pay for on a small machine. The CPU columns are "
-              "the fairer comparison.",
-              "- ferryman's gRPC service is an adapter over the REST path's app: the same admission, validation, "
-              "routing, metrics and drift sampling run per call, with protobuf in place of JSON. KServe's gRPC "
-              "server converts each message into its own request object, runs the model's `predict` through its "
-              "data plane and converts the answer back.",
-              "", END, ""]
+    lines += [
+        "",
+        "### Reading the figures",
+        "",
+        *_cost_note(doc["contenders"]),
+        "- Each server runs one process with the model's session on its event loop; the load generator shares "
+        "the machine's cores with it, and ghz spends several times more CPU per call than wrk (the load "
+        "generator column), which the gRPC rows' rows/s pay for on a small machine. The CPU columns are "
+        "the fairer comparison.",
+        "- ferryman's gRPC service is an adapter over the REST path's app: the same admission, validation, "
+        "routing, metrics and drift sampling run per call, with protobuf in place of JSON. KServe's gRPC "
+        "server converts each message into its own request object, runs the model's `predict` through its "
+        "data plane and converts the answer back.",
+        "",
+        END,
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -166,23 +242,28 @@ def _cpu(entries: list[dict[str, Any]], name: str, transport: str) -> float | No
 
 def _cost_note(entries: list[dict[str, Any]]) -> list[str]:
     """What the server CPU per row says (it does not depend on what else runs on the machine)."""
-    ceiling, grpc, rest = (_cpu(entries, "grpcio-ceiling", "grpc"), _cpu(entries, "ferryman", "grpc"),
-                           _cpu(entries, "ferryman", "rest"))
+    ceiling, grpc, rest = (
+        _cpu(entries, "grpcio-ceiling", "grpc"),
+        _cpu(entries, "ferryman", "grpc"),
+        _cpu(entries, "ferryman", "rest"),
+    )
     if ceiling is None or grpc is None or rest is None:
         return []
-    return [f"- Server CPU per row: the gRPC library alone (`grpcio-ceiling`: grpc.aio answering a fixed message) "
-            f"costs {ceiling:,.0f} us per call; ferryman's whole REST path (HTTP parsing, JSON, validation, routing, "
-            f"ONNX Runtime, metrics, drift sampling) costs {rest:,.0f} us per row and its gRPC path {grpc:,.0f} us. "
-            f"On the same cores, a grpcio server with an empty handler would already be "
-            f"held to about {rest / ceiling:.2f}x REST's rows per CPU second, so the \"0.8x REST\" target is out of reach of any grpcio server here; the gap "
-            "between ferryman's gRPC row and the ceiling is the same per-request work REST does."]
+    return [
+        f"- Server CPU per row: the gRPC library alone (`grpcio-ceiling`: grpc.aio answering a fixed message) "
+        f"costs {ceiling:,.0f} us per call; ferryman's whole REST path (HTTP parsing, JSON, validation, routing, "
+        f"ONNX Runtime, metrics, drift sampling) costs {rest:,.0f} us per row and its gRPC path {grpc:,.0f} us. "
+        f"On the same cores, a grpcio server with an empty handler would already be "
+        f'held to about {rest / ceiling:.2f}x REST\'s rows per CPU second, so the "0.8x REST" target is out of reach of any grpcio server here; the gap '
+        "between ferryman's gRPC row and the ceiling is the same per-request work REST does."
+    ]
 
 
 def replace_section(document: str, section: str) -> str:
     """``document`` with its gRPC section replaced by ``section`` (appended when it has none)."""
     start, end = document.find(START), document.find(END)
     if start != -1 and end != -1 and end > start:
-        return document[:start] + section.rstrip("\n") + document[end + len(END):]
+        return document[:start] + section.rstrip("\n") + document[end + len(END) :]
     return document.rstrip("\n") + "\n\n" + section
 
 
@@ -191,7 +272,7 @@ def section_of(document: str) -> str | None:
     start, end = document.find(START), document.find(END)
     if start == -1 or end == -1 or end < start:
         return None
-    return document[start:end + len(END)] + "\n"
+    return document[start : end + len(END)] + "\n"
 
 
 def summary_table(doc: dict[str, Any]) -> Table:

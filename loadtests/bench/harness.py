@@ -68,12 +68,22 @@ def prepare(workdir: Path) -> BenchContext:
 
     examples = workdir / "examples"
     spec = examples / "deployment.yaml"
-    if not (spec.is_file() and (examples / "traffic.npy").is_file() and (examples / "models/v1/model.onnx").is_file()):
+    if not (
+        spec.is_file()
+        and (examples / "traffic.npy").is_file()
+        and (examples / "models/v1/model.onnx").is_file()
+    ):
         export(examples, interval_seconds=3600.0, min_requests=1_000_000)
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return BenchContext(workdir=workdir, spec=spec, model_path=examples / "models/v1/model.onnx",
-                        model_name=MODEL_NAME, rows=payloads.load_rows(examples), repo_root=REPO_ROOT,
-                        env={"PYTHONPATH": pythonpath})
+    return BenchContext(
+        workdir=workdir,
+        spec=spec,
+        model_path=examples / "models/v1/model.onnx",
+        model_name=MODEL_NAME,
+        rows=payloads.load_rows(examples),
+        repo_root=REPO_ROOT,
+        env={"PYTHONPATH": pythonpath},
+    )
 
 
 def batch_rows(rows: np.ndarray, n: int) -> np.ndarray:
@@ -91,8 +101,9 @@ def check_answer(url: str, payload: Payload) -> None:
     except httpx.HTTPError as err:
         raise ContenderFailed(f"no answer to a v2 request: {type(err).__name__}: {err}") from err
     binary = "Inference-Header-Content-Length" in payload.headers
-    ok = resp.status_code == 200 and (b'"outputs"' in resp.content or
-                                      (binary and "inference-header-content-length" in resp.headers))
+    ok = resp.status_code == 200 and (
+        b'"outputs"' in resp.content or (binary and "inference-header-content-length" in resp.headers)
+    )
     if not ok:
         raise ContenderFailed(f"bad answer to a v2 request: HTTP {resp.status_code}: {resp.text[:200]}")
 
@@ -103,16 +114,23 @@ class Bench:
         self.settings = settings
         self.console = console or Console(stderr=True)
         self.single = payloads.build(ctx.rows[:1], protocol="v2", model=ctx.model_name)
-        self.batch = payloads.build(batch_rows(ctx.rows, settings.batch_rows), protocol="v2-binary",
-                                    model=ctx.model_name)
+        self.batch = payloads.build(
+            batch_rows(ctx.rows, settings.batch_rows), protocol="v2-binary", model=ctx.model_name
+        )
 
     def run(self, contenders: list[Contender]) -> dict[str, Any]:
         about = machine.describe()
         entries: list[dict[str, Any]] = []
         rounds: list[list[dict[str, Any]]] = [[] for _ in contenders]
         plan = [(r, i) for r in range(max(1, self.settings.rounds)) for i in range(len(contenders))]
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                      console=self.console, transient=False) as progress:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        ) as progress:
             overall = progress.add_task("contenders", total=len(plan))
             phase = progress.add_task("", total=1.0)
             for r, i in plan:
@@ -132,17 +150,30 @@ class Bench:
             "generated_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
             "quick": s.quick,
             "machine": about,
-            "settings": {**asdict(s), "load_generator": f"wrk -t{s.threads} -c{s.connections}",
-                         "model": f"{self.ctx.model_name} GBT (ferryman examples, stable version v1)",
-                         "rows_per_request": 1, "protocol": "v2 JSON", "batch_protocol": "v2 binary"},
+            "settings": {
+                **asdict(s),
+                "load_generator": f"wrk -t{s.threads} -c{s.connections}",
+                "model": f"{self.ctx.model_name} GBT (ferryman examples, stable version v1)",
+                "rows_per_request": 1,
+                "protocol": "v2 JSON",
+                "batch_protocol": "v2 binary",
+            },
             "contenders": entries,
         }
         doc["comparisons"] = report.compute(entries)
         return doc
 
     def measure(self, c: Contender, progress: Progress, phase: TaskID) -> dict[str, Any]:
-        entry: dict[str, Any] = {"name": c.name, "label": c.label, "group": c.group, "status": "ok",
-                                 "error": None, "startup_s": None, "result": None, "batch": None}
+        entry: dict[str, Any] = {
+            "name": c.name,
+            "label": c.label,
+            "group": c.group,
+            "status": "ok",
+            "error": None,
+            "startup_s": None,
+            "result": None,
+            "batch": None,
+        }
         reason = c.unavailable(self.ctx)
         if reason:
             entry.update(status="n/a", error=reason)
@@ -154,8 +185,12 @@ class Bench:
                 self._over_http(c, entry, progress, phase)
         except Exception as err:  # a contender's failure is a result, not a crash
             tail = c.output()
-            entry.update(status="failed", error=f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
-                         if str(err) else type(err).__name__)
+            entry.update(
+                status="failed",
+                error=f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                if str(err)
+                else type(err).__name__,
+            )
             if tail:
                 entry["output_tail"] = tail[-3000:]
             self.console.print(f"[red]{c.name} failed:[/] {entry['error']}")
@@ -173,13 +208,20 @@ class Bench:
         entry["result"] = rawort.measure(str(self.ctx.model_path), self.ctx.rows[:1], duration_s=s.duration_s)
         if s.batch:
             progress.update(phase, description=f"raw-ort: {s.batch_rows} rows per call")
-            entry["batch"] = rawort.measure(str(self.ctx.model_path), batch_rows(self.ctx.rows, s.batch_rows),
-                                            duration_s=s.batch_duration_s)
+            entry["batch"] = rawort.measure(
+                str(self.ctx.model_path),
+                batch_rows(self.ctx.rows, s.batch_rows),
+                duration_s=s.batch_duration_s,
+            )
 
     def _over_http(self, c: Contender, entry: dict[str, Any], progress: Progress, phase: TaskID) -> None:
         s = self.settings
-        progress.update(phase, description=f"{c.name}: starting (up to {c.startup_timeout:.0f} s)",
-                        completed=0, total=None)
+        progress.update(
+            phase,
+            description=f"{c.name}: starting (up to {c.startup_timeout:.0f} s)",
+            completed=0,
+            total=None,
+        )
         for attempt in range(1, c.start_attempts + 1):
             try:
                 c.start(self.ctx)
@@ -187,8 +229,9 @@ class Bench:
             except ServerFailed as err:
                 if attempt == c.start_attempts:
                     raise
-                self.console.print(f"[yellow]{c.name} did not start ({str(err).splitlines()[0][:120]}); "
-                                   f"trying again[/]")
+                self.console.print(
+                    f"[yellow]{c.name} did not start ({str(err).splitlines()[0][:120]}); trying again[/]"
+                )
                 c.stop()
         entry["startup_s"] = round(c.startup_seconds, 2)
         check_answer(c.url, self.single)
@@ -200,12 +243,21 @@ class Bench:
             raise ContenderFailed("no request completed")
         if c.batch and s.batch:
             check_answer(c.url, self.batch)
-            self._wrk(c, self.batch, min(1.0, s.warmup_s) if s.warmup_s > 0 else 0, progress, phase, "warm-up")
-            b = self._wrk(c, self.batch, s.batch_duration_s, progress, phase, f"{s.batch_rows} rows, v2 binary")
-            entry["batch"] = {**b.as_dict(), "rows_per_request": s.batch_rows, "rows_per_s": b.rps * s.batch_rows}
+            self._wrk(
+                c, self.batch, min(1.0, s.warmup_s) if s.warmup_s > 0 else 0, progress, phase, "warm-up"
+            )
+            b = self._wrk(
+                c, self.batch, s.batch_duration_s, progress, phase, f"{s.batch_rows} rows, v2 binary"
+            )
+            entry["batch"] = {
+                **b.as_dict(),
+                "rows_per_request": s.batch_rows,
+                "rows_per_s": b.rps * s.batch_rows,
+            }
 
-    def _wrk(self, c: Contender, payload: Payload, seconds: float, progress: Progress, phase: TaskID,
-             what: str) -> wrk.WrkResult:
+    def _wrk(
+        self, c: Contender, payload: Payload, seconds: float, progress: Progress, phase: TaskID, what: str
+    ) -> wrk.WrkResult:
         if seconds <= 0:
             return wrk.WrkResult(self.settings.connections, 0, 0.0, 0.0, 0, 0, 0, 0, 0, 0, 0)
         progress.update(phase, description=f"{c.name}: {what}", completed=0, total=seconds)
@@ -213,5 +265,11 @@ class Bench:
         def tick(elapsed: float) -> None:
             progress.update(phase, completed=min(elapsed, seconds))
 
-        return wrk.run(c.url, payload, duration_s=seconds, connections=self.settings.connections,
-                       threads=self.settings.threads, tick=tick)
+        return wrk.run(
+            c.url,
+            payload,
+            duration_s=seconds,
+            connections=self.settings.connections,
+            threads=self.settings.threads,
+            tick=tick,
+        )

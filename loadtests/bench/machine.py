@@ -9,8 +9,18 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("onnxruntime", "numpy", "orjson", "uvicorn", "uvloop", "httptools", "fastapi", "kserve", "ray",
-            "locust")
+PACKAGES = (
+    "onnxruntime",
+    "numpy",
+    "orjson",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "fastapi",
+    "kserve",
+    "ray",
+    "locust",
+)
 
 
 def _cpu_model() -> str:

@@ -26,15 +26,23 @@ COMPARISONS: tuple[Comparison, ...] = (
     Comparison("gateway vs stock KServe", "throughput", "ferryman-gateway", "kserve-stock", 10.0),
     Comparison("gateway vs plain Ray Serve", "throughput", "ferryman-gateway", "ray-stock", 40.0),
     Comparison("gateway p99 at 16 connections", "p99", "ferryman-gateway", None, 5.0),
-    Comparison("drift + metrics cost (gateway on vs off)", "cost", "ferryman-gateway", "ferryman-gateway-plain", 0.10),
+    Comparison(
+        "drift + metrics cost (gateway on vs off)", "cost", "ferryman-gateway", "ferryman-gateway-plain", 0.10
+    ),
     Comparison("native vs minimal ASGI", "throughput", "ferryman-native", "minimal-asgi", 0.7),
     Comparison("native vs FastAPI", "throughput", "ferryman-native", "fastapi"),
     Comparison("native vs stock KServe", "throughput", "ferryman-native", "kserve-stock"),
     Comparison("native vs plain Ray Serve", "throughput", "ferryman-native", "ray-stock"),
     Comparison("native p99 at 16 connections", "p99", "ferryman-native", None, 5.0),
-    Comparison("native vs raw ORT (share of the in-process limit)", "throughput", "ferryman-native", "raw-ort"),
-    Comparison("drift cost in the native runtime (spec vs bare .onnx)", "cost", "ferryman-native",
-               "ferryman-native-file"),
+    Comparison(
+        "native vs raw ORT (share of the in-process limit)", "throughput", "ferryman-native", "raw-ort"
+    ),
+    Comparison(
+        "drift cost in the native runtime (spec vs bare .onnx)",
+        "cost",
+        "ferryman-native",
+        "ferryman-native-file",
+    ),
     Comparison("ferryman Ray runtime vs plain Ray Serve", "throughput", "ferryman-ray", "ray-stock"),
     Comparison("ferryman KServe runtime vs stock KServe", "throughput", "ferryman-kserve", "kserve-stock"),
     Comparison("native 256-row batches vs raw ORT (rows/s)", "batch", "ferryman-native", "raw-ort"),
@@ -62,7 +70,9 @@ def _figure(entry: dict[str, Any] | None, kind: str) -> tuple[float | None, str 
     return float(result["p99_ms"] if kind == "p99" else result["rps"]), None
 
 
-def compute(entries: list[dict[str, Any]], comparisons: tuple[Comparison, ...] = COMPARISONS) -> list[dict[str, Any]]:
+def compute(
+    entries: list[dict[str, Any]], comparisons: tuple[Comparison, ...] = COMPARISONS
+) -> list[dict[str, Any]]:
     """Evaluate every comparison whose contenders were part of this run."""
     by_name = {e["name"]: e for e in entries}
     out: list[dict[str, Any]] = []
@@ -145,14 +155,30 @@ def _num(entry: dict[str, Any], key: str, fmt: str) -> str:
 
 def results_table(doc: dict[str, Any]) -> Table:
     s = doc["settings"]
-    table = Table(title=f"1 row per request, {s['protocol']}, {s['load_generator']}, {s['duration_s']:g} s each, "
-                        f"best of {s['rounds']} round(s)")
-    for col, justify in (("contender", "left"), ("req/s", "right"), ("p50 ms", "right"), ("p99 ms", "right"),
-                         ("requests", "right"), ("non-2xx", "right"), ("status", "left")):
+    table = Table(
+        title=f"1 row per request, {s['protocol']}, {s['load_generator']}, {s['duration_s']:g} s each, "
+        f"best of {s['rounds']} round(s)"
+    )
+    for col, justify in (
+        ("contender", "left"),
+        ("req/s", "right"),
+        ("p50 ms", "right"),
+        ("p99 ms", "right"),
+        ("requests", "right"),
+        ("non-2xx", "right"),
+        ("status", "left"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for e in doc["contenders"]:
-        table.add_row(e["name"], _num(e, "rps", ",.0f"), _num(e, "p50_ms", ".2f"), _num(e, "p99_ms", ".2f"),
-                      _num(e, "requests", ","), _num(e, "non_2xx", ","), _status(e)[:60])
+        table.add_row(
+            e["name"],
+            _num(e, "rps", ",.0f"),
+            _num(e, "p50_ms", ".2f"),
+            _num(e, "p99_ms", ".2f"),
+            _num(e, "requests", ","),
+            _num(e, "non_2xx", ","),
+            _status(e)[:60],
+        )
     return table
 
 
@@ -162,7 +188,9 @@ def ratios_table(doc: dict[str, Any]) -> Table:
         table.add_column(col, justify="right" if col in ("value", "target") else "left")
     for r in doc["comparisons"]:
         color = {True: "green", False: "red", None: "white"}[r["met"]]
-        table.add_row(r["name"], format_value(r), format_target(r), f"[{color}]{_met(r)}[/]", (r["note"] or "")[:50])
+        table.add_row(
+            r["name"], format_value(r), format_target(r), f"[{color}]{_met(r)}[/]", (r["note"] or "")[:50]
+        )
     return table
 
 
@@ -185,15 +213,20 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "## Machine",
         "",
-        _md_row(["", ""]), _md_row(["---", "---"]),
+        _md_row(["", ""]),
+        _md_row(["---", "---"]),
         _md_row(["CPU", f"{m['cpu']} ({m['usable_cores']} usable of {m['cores']} cores)"]),
         _md_row(["memory", f"{m['memory_gib']} GiB"]),
         _md_row(["OS", m["os"]]),
         _md_row(["Python", m["python"]]),
         _md_row(["load generator", m["wrk"]]),
         _md_row(["packages", ", ".join(f"{k} {v}" for k, v in m["versions"].items())]),
-        _md_row(["load average (1/5/15 min) before / after",
-                 f"{m['load_average_before']} / {m.get('load_average_after', [])}"]),
+        _md_row(
+            [
+                "load average (1/5/15 min) before / after",
+                f"{m['load_average_before']} / {m.get('load_average_after', [])}",
+            ]
+        ),
         "",
         "## Settings",
         "",
@@ -211,38 +244,85 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "## Throughput and latency",
         "",
-        _md_row(["contender", "what", "req/s", "p50 ms", "p99 ms", "requests", "non-2xx", "socket errors",
-                 "startup s", "req/s per round", "status"]),
+        _md_row(
+            [
+                "contender",
+                "what",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "requests",
+                "non-2xx",
+                "socket errors",
+                "startup s",
+                "req/s per round",
+                "status",
+            ]
+        ),
         _md_row(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---"]),
     ]
     for e in doc["contenders"]:
         startup = f"{e['startup_s']:.1f}" if e.get("startup_s") else ""
         per_round = " / ".join(f"{x:,.0f}" for x in e.get("rounds_rps", []))
-        lines.append(_md_row([f"`{e['name']}`", e["label"], _num(e, "rps", ",.0f"), _num(e, "p50_ms", ".3f"),
-                              _num(e, "p99_ms", ".3f"), _num(e, "requests", ","), _num(e, "non_2xx", ","),
-                              _num(e, "socket_errors", ","), startup, per_round, _status(e)]))
-    lines += ["", "## Ratios and targets", "",
-              _md_row(["comparison", "value", "target", "met", "note"]),
-              _md_row(["---", "---:", "---:", "---", "---"])]
+        lines.append(
+            _md_row(
+                [
+                    f"`{e['name']}`",
+                    e["label"],
+                    _num(e, "rps", ",.0f"),
+                    _num(e, "p50_ms", ".3f"),
+                    _num(e, "p99_ms", ".3f"),
+                    _num(e, "requests", ","),
+                    _num(e, "non_2xx", ","),
+                    _num(e, "socket_errors", ","),
+                    startup,
+                    per_round,
+                    _status(e),
+                ]
+            )
+        )
+    lines += [
+        "",
+        "## Ratios and targets",
+        "",
+        _md_row(["comparison", "value", "target", "met", "note"]),
+        _md_row(["---", "---:", "---:", "---", "---"]),
+    ]
     for r in doc["comparisons"]:
         lines.append(_md_row([r["name"], format_value(r), format_target(r), _met(r), r["note"] or ""]))
     batch = [e for e in doc["contenders"] if e.get("batch")]
     lines += ["", f"## Large batches ({s['batch_rows']} rows per request)", ""]
     if batch:
-        lines += [_md_row(["contender", "rows/s", "req/s", "p50 ms", "p99 ms", "non-2xx"]),
-                  _md_row(["---", "---:", "---:", "---:", "---:", "---:"])]
+        lines += [
+            _md_row(["contender", "rows/s", "req/s", "p50 ms", "p99 ms", "non-2xx"]),
+            _md_row(["---", "---:", "---:", "---:", "---:", "---:"]),
+        ]
         for e in batch:
             b = e["batch"]
-            lines.append(_md_row([f"`{e['name']}`", f"{b['rows_per_s']:,.0f}", f"{b['rps']:,.0f}",
-                                  f"{b['p50_ms']:.3f}", f"{b['p99_ms']:.3f}", f"{b.get('non_2xx', 0):,}"]))
+            lines.append(
+                _md_row(
+                    [
+                        f"`{e['name']}`",
+                        f"{b['rows_per_s']:,.0f}",
+                        f"{b['rps']:,.0f}",
+                        f"{b['p50_ms']:.3f}",
+                        f"{b['p99_ms']:.3f}",
+                        f"{b.get('non_2xx', 0):,}",
+                    ]
+                )
+            )
     else:
         lines.append("Not measured in this run.")
-    lines += ["", "## Notes", "",
-              "- `raw-ort` is the limit: `session.run` on one row, called back to back in-process (no HTTP, "
-              "no parsing); its p50/p99 are per call.",
-              "- `non-2xx` is wrk's count of responses with status >= 400; every contender's answer is also "
-              "checked once for a well-formed v2 response before it is measured.",
-              "- n/a: the contender's module or command does not exist yet in this checkout; failed: it did "
-              "not start or did not answer correctly (the error is shown).",
-              ""]
+    lines += [
+        "",
+        "## Notes",
+        "",
+        "- `raw-ort` is the limit: `session.run` on one row, called back to back in-process (no HTTP, "
+        "no parsing); its p50/p99 are per call.",
+        "- `non-2xx` is wrk's count of responses with status >= 400; every contender's answer is also "
+        "checked once for a well-formed v2 response before it is measured.",
+        "- n/a: the contender's module or command does not exist yet in this checkout; failed: it did "
+        "not start or did not answer correctly (the error is shown).",
+        "",
+    ]
     return "\n".join(lines)

@@ -31,11 +31,22 @@ def build_app(model_path: str, model_name: str) -> FastAPI:
             x = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
             results = session.run(output_names, {input_name: x})
         except Exception as err:
-            return Response(orjson.dumps({"error": str(err)[:200]}), status_code=400, media_type="application/json")
-        outputs = [{"name": n, "datatype": "INT64" if r.dtype == np.int64 else "FP32", "shape": list(r.shape),
-                    "data": r.ravel()} for n, r in zip(output_names, results, strict=True)]
-        return Response(orjson.dumps({"model_name": model_name, "outputs": outputs},
-                                     option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+            return Response(
+                orjson.dumps({"error": str(err)[:200]}), status_code=400, media_type="application/json"
+            )
+        outputs = [
+            {
+                "name": n,
+                "datatype": "INT64" if r.dtype == np.int64 else "FP32",
+                "shape": list(r.shape),
+                "data": r.ravel(),
+            }
+            for n, r in zip(output_names, results, strict=True)
+        ]
+        return Response(
+            orjson.dumps({"model_name": model_name, "outputs": outputs}, option=orjson.OPT_SERIALIZE_NUMPY),
+            media_type="application/json",
+        )
 
     return app
 
@@ -44,8 +55,16 @@ def main() -> None:
     import uvicorn
 
     args = server_args(__doc__ or "")
-    uvicorn.run(build_app(args.model_path, args.model_name), host=args.host, port=args.port, workers=1,
-                loop="uvloop", http="httptools", access_log=False, log_level="warning")
+    uvicorn.run(
+        build_app(args.model_path, args.model_name),
+        host=args.host,
+        port=args.port,
+        workers=1,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import uvloop
 from ferryman_runtimes.grpc import inference_pb2 as pb
 from loadtests.contenders.ort_session import server_args
 
-_READY = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\nconnection: close\r\n\r\n{\"ready\": true}"
+_READY = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\nconnection: close\r\n\r\n{"ready": true}'
 
 
 def answer(model: str) -> bytes:
@@ -33,8 +33,13 @@ async def serve(*, host: str, port: int, grpc_port: int, model: str) -> None:
         return fixed
 
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer)}),))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer)}
+            ),
+        )
+    )
     server.add_insecure_port(f"{host}:{grpc_port}")
     await server.start()
 

@@ -34,15 +34,22 @@ class OrtModel(kserve.Model):
         self.ready = True
         return self.ready
 
-    async def predict(self, payload: Any, headers: dict[str, str] | None = None,
-                      response_headers: dict[str, str] | None = None) -> InferResponse:
+    async def predict(
+        self,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> InferResponse:
         assert isinstance(payload, InferRequest)
         x = payload.inputs[0].as_numpy().astype(np.float32, copy=False)
         results = self.session.run(self.output_names, {self.input_name: x})
-        outputs = [InferOutput(name=n, shape=list(r.shape), datatype=_DATATYPE[r.dtype], data=r.ravel().tolist())
-                   for n, r in zip(self.output_names, results, strict=True)]
-        return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
-                             infer_outputs=outputs)
+        outputs = [
+            InferOutput(name=n, shape=list(r.shape), datatype=_DATATYPE[r.dtype], data=r.ravel().tolist())
+            for n, r in zip(self.output_names, results, strict=True)
+        ]
+        return InferResponse(
+            response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=outputs
+        )
 
 
 def main() -> None:

@@ -48,16 +48,29 @@ class MinimalApp:
             results = self.session.run(self.output_names, {self.input_name: x})
         except Exception as err:
             return await self._send(send, 400, orjson.dumps({"error": str(err)[:200]}))
-        outputs = [{"name": n, "datatype": "INT64" if r.dtype == np.int64 else "FP32", "shape": list(r.shape),
-                    "data": r.ravel()} for n, r in zip(self.output_names, results, strict=True)]
-        payload = orjson.dumps({"model_name": self.model_name, "outputs": outputs},
-                               option=orjson.OPT_SERIALIZE_NUMPY)
+        outputs = [
+            {
+                "name": n,
+                "datatype": "INT64" if r.dtype == np.int64 else "FP32",
+                "shape": list(r.shape),
+                "data": r.ravel(),
+            }
+            for n, r in zip(self.output_names, results, strict=True)
+        ]
+        payload = orjson.dumps(
+            {"model_name": self.model_name, "outputs": outputs}, option=orjson.OPT_SERIALIZE_NUMPY
+        )
         await self._send(send, 200, payload)
 
     @staticmethod
     async def _send(send: Any, status: int, payload: bytes) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*_JSON, (b"content-length", str(len(payload)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*_JSON, (b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -65,8 +78,17 @@ def main() -> None:
     import uvicorn
 
     args = server_args(__doc__ or "")
-    uvicorn.run(MinimalApp(args.model_path, args.model_name), host=args.host, port=args.port, workers=1,
-                loop="uvloop", http="httptools", lifespan="on", access_log=False, log_level="warning")
+    uvicorn.run(
+        MinimalApp(args.model_path, args.model_name),
+        host=args.host,
+        port=args.port,
+        workers=1,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

@@ -53,19 +53,34 @@ class BatchedOrt:
     async def __call__(self, request: Request) -> Response:
         if request.method != "POST":
             if request.url.path.endswith("/stats"):
-                return Response(orjson.dumps({"batches": self.batches, "requests": self.requests}),
-                                media_type="application/json")
+                return Response(
+                    orjson.dumps({"batches": self.batches, "requests": self.requests}),
+                    media_type="application/json",
+                )
             return Response(b'{"ready":true}', media_type="application/json")
         try:
             tensor = orjson.loads(await request.body())["inputs"][0]
             x = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
         except Exception as err:
-            return Response(orjson.dumps({"error": str(err)[:200]}), status_code=400, media_type="application/json")
+            return Response(
+                orjson.dumps({"error": str(err)[:200]}), status_code=400, media_type="application/json"
+            )
         results = await self.run_batch(x)
-        outputs = [{"name": n, "datatype": "INT64" if r.dtype == np.int64 else "FP32", "shape": list(r.shape),
-                    "data": r.ravel()} for n, r in zip(self.output_names, results, strict=True)]
-        return Response(orjson.dumps({"model_name": self.model_name, "outputs": outputs},
-                                     option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+        outputs = [
+            {
+                "name": n,
+                "datatype": "INT64" if r.dtype == np.int64 else "FP32",
+                "shape": list(r.shape),
+                "data": r.ravel(),
+            }
+            for n, r in zip(self.output_names, results, strict=True)
+        ]
+        return Response(
+            orjson.dumps(
+                {"model_name": self.model_name, "outputs": outputs}, option=orjson.OPT_SERIALIZE_NUMPY
+            ),
+            media_type="application/json",
+        )
 
 
 def batch_args() -> argparse.Namespace:
@@ -91,8 +106,12 @@ def main() -> None:
     signal.signal(signal.SIGINT, _stop)
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
-        app = BatchedOrt.bind(args.model_path, args.model_name, batching.max_batch_size,  # type: ignore[attr-defined]
-                              batching.batch_wait_timeout_s)
+        app = BatchedOrt.bind(
+            args.model_path,
+            args.model_name,
+            batching.max_batch_size,  # type: ignore[attr-defined]
+            batching.batch_wait_timeout_s,
+        )
         serve.run(app, name="bench", route_prefix="/")
         print("ray serve (batched) ready", flush=True)
         while not stop.wait(0.5):

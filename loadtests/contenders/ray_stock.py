@@ -36,11 +36,24 @@ class OrtDeployment:
             x = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
             results = self.session.run(self.output_names, {self.input_name: x})
         except Exception as err:
-            return Response(orjson.dumps({"error": str(err)[:200]}), status_code=400, media_type="application/json")
-        outputs = [{"name": n, "datatype": "INT64" if r.dtype == np.int64 else "FP32", "shape": list(r.shape),
-                    "data": r.ravel()} for n, r in zip(self.output_names, results, strict=True)]
-        return Response(orjson.dumps({"model_name": self.model_name, "outputs": outputs},
-                                     option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+            return Response(
+                orjson.dumps({"error": str(err)[:200]}), status_code=400, media_type="application/json"
+            )
+        outputs = [
+            {
+                "name": n,
+                "datatype": "INT64" if r.dtype == np.int64 else "FP32",
+                "shape": list(r.shape),
+                "data": r.ravel(),
+            }
+            for n, r in zip(self.output_names, results, strict=True)
+        ]
+        return Response(
+            orjson.dumps(
+                {"model_name": self.model_name, "outputs": outputs}, option=orjson.OPT_SERIALIZE_NUMPY
+            ),
+            media_type="application/json",
+        )
 
 
 def main() -> None:

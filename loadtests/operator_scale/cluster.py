@@ -43,15 +43,27 @@ class Cluster:
         return Path(self.info["KUBECONFIG"])
 
     def kubectl(self, *args: str, input: str | None = None, timeout: float = 300) -> str:
-        cmd = [str(Path(self.info["FERRYMAN_K8S_BIN"]) / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
+        cmd = [
+            str(Path(self.info["FERRYMAN_K8S_BIN"]) / "kubectl"),
+            "--kubeconfig",
+            str(self.kubeconfig),
+            *args,
+        ]
         proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout
 
     def apply(self, docs: list[dict[str, Any]]) -> None:
-        self.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=ferryman-bench", "-f", "-",
-                     input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+        self.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=ferryman-bench",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
+        )
 
     def pid(self, name: str) -> int:
         return int((self.run_dir / "pids" / f"{name}.pid").read_text().strip())
@@ -61,41 +73,76 @@ class Cluster:
 def cluster(run_dir: Path, *, nodes: int, keep: bool = False) -> Iterator[Cluster]:
     """A fresh control plane with ``nodes`` KWOK nodes and no real node in ``run_dir``; stopped afterwards."""
     env = {**os.environ, "FERRYMAN_REAL_NODE": "0", "FERRYMAN_CLUSTER_NODES": str(nodes)}
-    proc = subprocess.run(["bash", str(SCRIPTS / "up.sh"), str(run_dir)], env=env, capture_output=True, text=True,
-                          timeout=1800, check=False)
+    proc = subprocess.run(
+        ["bash", str(SCRIPTS / "up.sh"), str(run_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"scripts/cluster/up.sh failed:\n{proc.stderr[-3000:]}")
-    info = dict(line.split("=", 1) for line in (run_dir / "cluster.env").read_text().splitlines() if "=" in line)
+    info = dict(
+        line.split("=", 1) for line in (run_dir / "cluster.env").read_text().splitlines() if "=" in line
+    )
     try:
         yield Cluster(run_dir, info)
     finally:
         if not keep:
-            subprocess.run(["bash", str(SCRIPTS / "down.sh"), str(run_dir)], capture_output=True, text=True,
-                           timeout=600, check=False)
+            subprocess.run(
+                ["bash", str(SCRIPTS / "down.sh"), str(run_dir)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
 
 
 def install(c: Cluster, *, namespaces: list[str]) -> Path:
     """The CRD, the namespaces, and the operator's ServiceAccount bound to exactly its rbac.yaml (cluster-wide,
     as the chart does it). Returns the operator's kubeconfig (a token of that ServiceAccount)."""
-    c.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=ferryman-bench", "-f", str(CRD_FILE))
-    c.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.serving.ferryman.dev", "--timeout=60s")
+    c.kubectl(
+        "apply", "--server-side", "--force-conflicts", "--field-manager=ferryman-bench", "-f", str(CRD_FILE)
+    )
+    c.kubectl(
+        "wait", "--for=condition=Established", "crd/modeldeployments.serving.ferryman.dev", "--timeout=60s"
+    )
     cluster_role, lease_role = [d for d in yaml.safe_load_all(RBAC_FILE.read_text()) if d]
     subject = [{"kind": "ServiceAccount", "name": SA, "namespace": SYSTEM_NS}]
-    docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
-                                  for n in [SYSTEM_NS, *namespaces]]
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in [SYSTEM_NS, *namespaces]
+    ]
     c.apply(docs)
-    c.apply([
-        cluster_role,
-        {**lease_role, "metadata": {**lease_role["metadata"], "namespace": SYSTEM_NS}},
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA, "namespace": SYSTEM_NS}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": SA},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                     "name": cluster_role["metadata"]["name"]}, "subjects": subject},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": f"{SA}-leader-election", "namespace": SYSTEM_NS},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": lease_role["metadata"]["name"]},
-         "subjects": subject},
-    ])
+    c.apply(
+        [
+            cluster_role,
+            {**lease_role, "metadata": {**lease_role["metadata"], "namespace": SYSTEM_NS}},
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA, "namespace": SYSTEM_NS}},
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": SA},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": cluster_role["metadata"]["name"],
+                },
+                "subjects": subject,
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": f"{SA}-leader-election", "namespace": SYSTEM_NS},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": lease_role["metadata"]["name"],
+                },
+                "subjects": subject,
+            },
+        ]
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -108,10 +155,14 @@ def install(c: Cluster, *, namespaces: list[str]) -> Path:
     token = c.kubectl("-n", SYSTEM_NS, "create", "token", SA, "--duration=6h").strip()
     admin = yaml.safe_load(c.kubeconfig.read_text())
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "operator",
         "clusters": [{"name": "bench", "cluster": admin["clusters"][0]["cluster"]}],
         "users": [{"name": SA, "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "bench", "user": SA, "namespace": SYSTEM_NS}}],
+        "contexts": [
+            {"name": "operator", "context": {"cluster": "bench", "user": SA, "namespace": SYSTEM_NS}}
+        ],
     }
     path = c.run_dir / "operator.kubeconfig"
     path.write_text(yaml.safe_dump(config))
@@ -133,19 +184,38 @@ class OperatorProcess:
         processes.stop(self.process, timeout=30)
 
 
-def start_operator(kubeconfig: Path, *, port: int, log_path: Path, source: Path | None = None,
-                   env: dict[str, str] | None = None) -> OperatorProcess:
+def start_operator(
+    kubeconfig: Path,
+    *,
+    port: int,
+    log_path: Path,
+    source: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> OperatorProcess:
     """``python -m ferryman_operator`` cluster-wide with default settings; ``source``: another checkout's
     ``operators/`` directory (the operator before a change), first on PYTHONPATH."""
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "FERRYMAN_LEASE_NAMESPACE": SYSTEM_NS,
-                   "FERRYMAN_HEALTH_ADDRESS": f"127.0.0.1:{port}", "FERRYMAN_IDENTITY": "bench-operator",
-                   "FERRYMAN_IMAGE": "ferryman.bench/ferryman:dev", **(env or {})}
+    environment = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "FERRYMAN_LEASE_NAMESPACE": SYSTEM_NS,
+        "FERRYMAN_HEALTH_ADDRESS": f"127.0.0.1:{port}",
+        "FERRYMAN_IDENTITY": "bench-operator",
+        "FERRYMAN_IMAGE": "ferryman.bench/ferryman:dev",
+        **(env or {}),
+    }
     environment.pop("KUBECONFIG", None)
     if source is not None:
-        environment["PYTHONPATH"] = os.pathsep.join([str(source), environment.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        environment["PYTHONPATH"] = os.pathsep.join([str(source), environment.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
     with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "ferryman_operator", "--kubeconfig", str(kubeconfig)],
-                                   stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=str(ROOT))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ferryman_operator", "--kubeconfig", str(kubeconfig)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd=str(ROOT),
+        )
     op = OperatorProcess(process, f"http://127.0.0.1:{port}/healthz", log_path)
     deadline = time.monotonic() + 120
     while True:

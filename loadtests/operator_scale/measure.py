@@ -32,8 +32,15 @@ from loadtests.operator_scale.cluster import (
     start_operator,
 )
 
-OPERATOR_RESOURCES = ("modeldeployments", "deployments", "services", "configmaps", "events", "rayservices",
-                      "inferenceservices")
+OPERATOR_RESOURCES = (
+    "modeldeployments",
+    "deployments",
+    "services",
+    "configmaps",
+    "events",
+    "rayservices",
+    "inferenceservices",
+)
 WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE")
 SMALL = {"cpu": "100m", "memory": "128Mi"}
 
@@ -69,20 +76,24 @@ class Result:
 
 def manifest(i: int, namespace: str) -> dict[str, Any]:
     return {
-        "apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment",
+        "apiVersion": "serving.ferryman.dev/v1alpha1",
+        "kind": "ModelDeployment",
         "metadata": {"name": f"model-{i:04d}", "namespace": namespace},
         "spec": {
             "runtime": "native",
             # small requests: 1,000 of these (3,000 pods, 450 CPUs requested) fit on 32 KWOK nodes of 32 CPUs
-            "versions": [{"name": "v1", "uri": f"s3://models/scale/{i}/v1/model.onnx", "resources": SMALL},
-                         {"name": "v2", "uri": f"s3://models/scale/{i}/v2/model.onnx", "resources": SMALL}],
+            "versions": [
+                {"name": "v1", "uri": f"s3://models/scale/{i}/v1/model.onnx", "resources": SMALL},
+                {"name": "v2", "uri": f"s3://models/scale/{i}/v2/model.onnx", "resources": SMALL},
+            ],
             "traffic": {"strategy": "canary", "stable": "v1", "candidate": "v2"},
         },
     }
 
 
-def _delta(after: dict[tuple[tuple[str, str], ...], float],
-           before: dict[tuple[tuple[str, str], ...], float]) -> dict[tuple[tuple[str, str], ...], float]:
+def _delta(
+    after: dict[tuple[tuple[str, str], ...], float], before: dict[tuple[tuple[str, str], ...], float]
+) -> dict[tuple[tuple[str, str], ...], float]:
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
 
 
@@ -99,8 +110,11 @@ def by_verb(delta: dict[tuple[tuple[str, str], ...], float]) -> Counter[str]:
 def _ready(dep: dict[str, Any]) -> bool:
     status = dep.get("status") or {}
     want = (dep.get("spec") or {}).get("replicas", 1)
-    return (status.get("observedGeneration", 0) >= dep["metadata"].get("generation", 1)
-            and status.get("availableReplicas", 0) >= want and status.get("updatedReplicas", 0) >= want)
+    return (
+        status.get("observedGeneration", 0) >= dep["metadata"].get("generation", 1)
+        and status.get("availableReplicas", 0) >= want
+        and status.get("updatedReplicas", 0) >= want
+    )
 
 
 async def _admin(c: Cluster) -> KubeClient:
@@ -108,14 +122,26 @@ async def _admin(c: Cluster) -> KubeClient:
     return KubeClient(connection_info(), retries=8)
 
 
-async def measure(c: Cluster, *, n: int, namespaces: int, label: str, source: Path | None, idle: float,
-                  settle: float, timeout: float, port: int, log_dir: Path,
-                  env: dict[str, str] | None = None) -> Result:
+async def measure(
+    c: Cluster,
+    *,
+    n: int,
+    namespaces: int,
+    label: str,
+    source: Path | None,
+    idle: float,
+    settle: float,
+    timeout: float,
+    port: int,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+) -> Result:
     result = Result(n=n, label=label)
     ns_names = [f"scale-{j}" for j in range(namespaces)]
     kubeconfig = install(c, namespaces=ns_names)
-    op = start_operator(kubeconfig, port=port, log_path=log_dir / f"operator-{label}-{n}.log", source=source,
-                        env=env)
+    op = start_operator(
+        kubeconfig, port=port, log_path=log_dir / f"operator-{label}-{n}.log", source=source, env=env
+    )
     pid = op.process.pid
     admin = await _admin(c)
     phases: set[tuple[str, str]] = set()
@@ -154,9 +180,15 @@ async def measure(c: Cluster, *, n: int, namespaces: int, label: str, source: Pa
         if len(ready_deps) >= 3 * n and "deployments" not in marks:
             marks["deployments"] = time.monotonic()
 
-    watchers = [Informer(admin, MODEL_DEPLOYMENT, on_event=md_event),
-                Informer(admin, DEPLOYMENT, label_selector="app.kubernetes.io/managed-by=ferryman-operator",
-                         on_event=dep_event)]
+    watchers = [
+        Informer(admin, MODEL_DEPLOYMENT, on_event=md_event),
+        Informer(
+            admin,
+            DEPLOYMENT,
+            label_selector="app.kubernetes.io/managed-by=ferryman-operator",
+            on_event=dep_event,
+        ),
+    ]
     tasks = [asyncio.create_task(w.run()) for w in watchers]
     try:
         await asyncio.gather(*(w.synced.wait() for w in watchers))
@@ -172,19 +204,25 @@ async def measure(c: Cluster, *, n: int, namespaces: int, label: str, source: Pa
         result.apply_seconds = round(time.monotonic() - t0, 1)
         while not {"phase", "reflected", "deployments"} <= marks.keys():
             if time.monotonic() - t0 > timeout:
-                result.notes.append(f"timed out after {timeout:.0f}s: {len(phases)} phases, {len(ready_deps)} "
-                                    f"Deployments ready, {len(ready_mds)} Ready")
+                result.notes.append(
+                    f"timed out after {timeout:.0f}s: {len(phases)} phases, {len(ready_deps)} "
+                    f"Deployments ready, {len(ready_mds)} Ready"
+                )
                 break
             await asyncio.sleep(0.2)
-        for name, attr in (("phase", "phase_seconds"), ("deployments", "deployments_ready_seconds"),
-                           ("reflected", "reflected_seconds")):
+        for name, attr in (
+            ("phase", "phase_seconds"),
+            ("deployments", "deployments_ready_seconds"),
+            ("reflected", "reflected_seconds"),
+        ):
             if name in marks:
                 setattr(result, attr, round(marks[name] - t0, 1))
         result.cpu_to_ready = round(marks.get("cpu_ready", cpu_seconds(pid)), 1)
         result.rss_mb = round(marks.get("rss_ready", rss_mb(pid)), 1)
         converged = apiserver_counters(c)
-        result.converge_by_verb = dict(by_verb(_delta(converged["apiserver_request_total"],
-                                                      before["apiserver_request_total"])))
+        result.converge_by_verb = dict(
+            by_verb(_delta(converged["apiserver_request_total"], before["apiserver_request_total"]))
+        )
         # quiet: let the first analysis of every canary happen (30 s interval), then count a window
         await asyncio.sleep(settle)
         health0, cpu0, api0 = _health(op), cpu_seconds(pid), cpu_seconds(c.pid("kube-apiserver"))
@@ -200,14 +238,22 @@ async def measure(c: Cluster, *, n: int, namespaces: int, label: str, source: Pa
         result.rss_idle_mb = round(rss_mb(pid), 1)
         verbs = by_verb(_delta(end["apiserver_request_total"], start["apiserver_request_total"]))
         result.idle_by_verb = dict(verbs)
-        result.idle_writes = sum(v for k, v in verbs.items()
-                                 if k.split()[1] in WRITE_VERBS and not k.startswith("leases"))
-        result.idle_gets = sum(v for k, v in verbs.items() if k.split()[1] == "GET" and not k.startswith("leases"))
-        result.idle_lists = sum(v for k, v in verbs.items() if k.split()[1] == "LIST" and not k.startswith("leases"))
-        flows = _delta(end["apiserver_flowcontrol_dispatched_requests_total"],
-                       start["apiserver_flowcontrol_dispatched_requests_total"])
-        result.idle_operator_requests = int(sum(v for k, v in flows.items()
-                                                if dict(k).get("flow_schema") == "service-accounts"))
+        result.idle_writes = sum(
+            v for k, v in verbs.items() if k.split()[1] in WRITE_VERBS and not k.startswith("leases")
+        )
+        result.idle_gets = sum(
+            v for k, v in verbs.items() if k.split()[1] == "GET" and not k.startswith("leases")
+        )
+        result.idle_lists = sum(
+            v for k, v in verbs.items() if k.split()[1] == "LIST" and not k.startswith("leases")
+        )
+        flows = _delta(
+            end["apiserver_flowcontrol_dispatched_requests_total"],
+            start["apiserver_flowcontrol_dispatched_requests_total"],
+        )
+        result.idle_operator_requests = int(
+            sum(v for k, v in flows.items() if dict(k).get("flow_schema") == "service-accounts")
+        )
         result.idle_by_flow_schema = {dict(k).get("flow_schema", "?"): int(v) for k, v in flows.items()}
         if health0 is not None and health1 is not None and "reconciles" in health1:
             result.idle_reconciles_per_s = round((health1["reconciles"] - health0["reconciles"]) / elapsed, 2)

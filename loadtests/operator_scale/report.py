@@ -8,13 +8,42 @@ from typing import Any
 # The issue's table (issue 22), measured before the watch caches with the same setup: default settings of
 # that operator (resync 10 s, re-apply 300 s, 4 workers).
 ISSUE_BEFORE = [
-    {"n": 10, "phase": "8 s", "reflected": "5 → 8 s", "rss": "87 MB", "cpu": "2 s", "writes": "32", "rps": "1"},
-    {"n": 100, "phase": "16 s", "reflected": "58 → 80 s", "rss": "91 MB", "cpu": "17 s", "writes": "206",
-     "rps": "10"},
-    {"n": 300, "phase": "49 s", "reflected": "176 → 216 s", "rss": "97 MB", "cpu": "95 s", "writes": "608",
-     "rps": "30"},
-    {"n": 1000, "phase": "147 s", "reflected": "584 → 749 s", "rss": "101 MB", "cpu": "386 s", "writes": "3,085",
-     "rps": "53 (saturated)"},
+    {
+        "n": 10,
+        "phase": "8 s",
+        "reflected": "5 → 8 s",
+        "rss": "87 MB",
+        "cpu": "2 s",
+        "writes": "32",
+        "rps": "1",
+    },
+    {
+        "n": 100,
+        "phase": "16 s",
+        "reflected": "58 → 80 s",
+        "rss": "91 MB",
+        "cpu": "17 s",
+        "writes": "206",
+        "rps": "10",
+    },
+    {
+        "n": 300,
+        "phase": "49 s",
+        "reflected": "176 → 216 s",
+        "rss": "97 MB",
+        "cpu": "95 s",
+        "writes": "608",
+        "rps": "30",
+    },
+    {
+        "n": 1000,
+        "phase": "147 s",
+        "reflected": "584 → 749 s",
+        "rss": "101 MB",
+        "cpu": "386 s",
+        "writes": "3,085",
+        "rps": "53 (saturated)",
+    },
 ]
 
 TARGETS = {  # at N = 1,000
@@ -36,10 +65,12 @@ def row(r: Mapping[str, Any]) -> str:
     own = r.get("idle_reconciles_per_s") is not None
     rps = f"{r['idle_reconciles_per_s']:g}" if own else "—"
     renewals = f"{r['idle_lease_renewals']:,}" if own else "—"
-    return (f"| {r['n']:,} | {r['label']} | {_s(r['apply_seconds'])} | {_s(r['phase_seconds'])} | {reflected} | "
-            f"{r['rss_mb']:.0f} MB | "
-            f"{r['cpu_to_ready']:g} s | {r['idle_writes']:,} | {r['idle_gets']:,} | {r['idle_lists']:,} | "
-            f"{r['idle_operator_requests']:,} | {renewals} | {rps} | {r['idle_cpu_cores']:.3f} |")
+    return (
+        f"| {r['n']:,} | {r['label']} | {_s(r['apply_seconds'])} | {_s(r['phase_seconds'])} | {reflected} | "
+        f"{r['rss_mb']:.0f} MB | "
+        f"{r['cpu_to_ready']:g} s | {r['idle_writes']:,} | {r['idle_gets']:,} | {r['idle_lists']:,} | "
+        f"{r['idle_operator_requests']:,} | {renewals} | {rps} | {r['idle_cpu_cores']:.3f} |"
+    )
 
 
 def target_lines(r: Mapping[str, Any]) -> list[str]:
@@ -49,22 +80,46 @@ def target_lines(r: Mapping[str, Any]) -> list[str]:
     phase = r.get("phase_seconds")
     after_last = None if phase is None else round(phase - r["apply_seconds"], 1)
     checks = [
-        ("every status phase set within 30 s of the apply (from the first create)", phase,
-         phase is not None and phase <= TARGETS["phase_seconds"]),
-        ("... from the last create", after_last, after_last is not None and after_last <= TARGETS["phase_seconds"]),
-        ("Ready reflected within 5 s of the Deployments being ready", lag,
-         lag is not None and lag <= TARGETS["reflect_lag_seconds"]),
+        (
+            "every status phase set within 30 s of the apply (from the first create)",
+            phase,
+            phase is not None and phase <= TARGETS["phase_seconds"],
+        ),
+        (
+            "... from the last create",
+            after_last,
+            after_last is not None and after_last <= TARGETS["phase_seconds"],
+        ),
+        (
+            "Ready reflected within 5 s of the Deployments being ready",
+            lag,
+            lag is not None and lag <= TARGETS["reflect_lag_seconds"],
+        ),
         ("a quiet minute: 0 writes except the Lease renewals", r["idle_writes"], r["idle_writes"] == 0),
         ("a quiet minute: fewer GETs than ModelDeployments", r["idle_gets"], r["idle_gets"] < r["n"]),
-        ("operator idle CPU ≤ 0.05 core", r["idle_cpu_cores"], r["idle_cpu_cores"] <= TARGETS["idle_cpu_cores"]),
-        ("operator RSS ≤ 200 MB", max(r["rss_mb"], r["rss_idle_mb"]),
-         max(r["rss_mb"], r["rss_idle_mb"]) <= TARGETS["rss_mb"]),
+        (
+            "operator idle CPU ≤ 0.05 core",
+            r["idle_cpu_cores"],
+            r["idle_cpu_cores"] <= TARGETS["idle_cpu_cores"],
+        ),
+        (
+            "operator RSS ≤ 200 MB",
+            max(r["rss_mb"], r["rss_idle_mb"]),
+            max(r["rss_mb"], r["rss_idle_mb"]) <= TARGETS["rss_mb"],
+        ),
     ]
     return [f"| {what} | {value} | {'met' if ok else '**missed**'} |" for what, value, ok in checks]
 
 
-def render(results: Sequence[Mapping[str, Any]], *, nodes: int, namespaces: int, idle: float, settle: float,
-           machine: str) -> str:
+def render(
+    results: Sequence[Mapping[str, Any]],
+    *,
+    nodes: int,
+    namespaces: int,
+    idle: float,
+    settle: float,
+    machine: str,
+) -> str:
     out = [
         "# The operator at scale",
         "",
@@ -85,7 +140,7 @@ def render(results: Sequence[Mapping[str, Any]], *, nodes: int, namespaces: int,
         "*writes*, *GETs*, *LISTs*: counted by the apiserver (`apiserver_request_total`) on the kinds the operator "
         "touches (ModelDeployments, Deployments, Services, ConfigMaps, Events; Leases excluded, because the fake "
         "nodes renew theirs); *operator requests*: every request of the operator's ServiceAccount "
-        "(`apiserver_flowcontrol_dispatched_requests_total{flow_schema=\"service-accounts\"}`, which only the "
+        '(`apiserver_flowcontrol_dispatched_requests_total{flow_schema="service-accounts"}`, which only the '
         "operator uses here), Lease renewals included; *Lease renewals*: the operator's own count.",
         "",
         "How to read it: *Deployments ready* is the control plane's own pace (kube-controller-manager, the "
@@ -106,36 +161,57 @@ def render(results: Sequence[Mapping[str, Any]], *, nodes: int, namespaces: int,
         "| N | every phase set | pods Ready → reflected in status | operator RSS | operator CPU to Ready | "
         "writes in 60 idle s | idle reconciles/s |",
         "|---|---|---|---|---|---|---|",
-        *[f"| {b['n']:,} | {b['phase']} | {b['reflected']} | {b['rss']} | {b['cpu']} | {b['writes']} | {b['rps']} |"
-          for b in ISSUE_BEFORE],
+        *[
+            f"| {b['n']:,} | {b['phase']} | {b['reflected']} | {b['rss']} | {b['cpu']} | {b['writes']} | {b['rps']} |"
+            for b in ISSUE_BEFORE
+        ],
     ]
     largest = max((r for r in results if r["label"] == "after"), key=lambda r: r["n"], default=None)
     if largest is not None:
-        out += ["", f"## Targets (N = {largest['n']:,}, this run)", "", "| target | measured | |", "|---|---|---|",
-                *target_lines(largest), "",
-                f"The phase is counted from the first create, and the apiserver took {largest['apply_seconds']:g} s "
-                f"to accept the {largest['n']:,} creates (16 in flight), while the operator's first status writes "
-                "and applies and the control plane's ReplicaSets and Pods shared the same cores; the second line "
-                "counts from the last create."]
-    out += ["", "## Why the difference", "",
-            "- Reads come from watch caches (ModelDeployments, and every owned kind by label): no GET per pass; "
-            "a GET only after a 409, to decide again on fresh data.",
-            "- Reconciles come from watch events (a Deployment's pods became ready → its owner, at once) and "
-            "per-resource timers (the next analysis), not from a 10 s resync; the resync is a 10 min safety net "
-            "spread over its period.",
-            "- Writes only on change: an object is applied when the hash stamped on it at its last apply differs "
-            "from what the spec asks, or someone edited it (its generation moved); the status is written when it "
-            "changed materially, not for a repeated analysis hold (one `AnalysisHold` Event per new reason).",
-            "- A new resource's status is written before its objects, ahead of the queue: every phase shows early.",
-            "- 16 workers (`operator.workers`), requests retried on 429/5xx with backoff and `Retry-After`.",
-            ]
-    out += ["", "## Requests by resource and verb", "",
-            "From the apiserver's `apiserver_request_total` (the operator's kinds; Leases include the fake nodes').", ""]
+        out += [
+            "",
+            f"## Targets (N = {largest['n']:,}, this run)",
+            "",
+            "| target | measured | |",
+            "|---|---|---|",
+            *target_lines(largest),
+            "",
+            f"The phase is counted from the first create, and the apiserver took {largest['apply_seconds']:g} s "
+            f"to accept the {largest['n']:,} creates (16 in flight), while the operator's first status writes "
+            "and applies and the control plane's ReplicaSets and Pods shared the same cores; the second line "
+            "counts from the last create.",
+        ]
+    out += [
+        "",
+        "## Why the difference",
+        "",
+        "- Reads come from watch caches (ModelDeployments, and every owned kind by label): no GET per pass; "
+        "a GET only after a 409, to decide again on fresh data.",
+        "- Reconciles come from watch events (a Deployment's pods became ready → its owner, at once) and "
+        "per-resource timers (the next analysis), not from a 10 s resync; the resync is a 10 min safety net "
+        "spread over its period.",
+        "- Writes only on change: an object is applied when the hash stamped on it at its last apply differs "
+        "from what the spec asks, or someone edited it (its generation moved); the status is written when it "
+        "changed materially, not for a repeated analysis hold (one `AnalysisHold` Event per new reason).",
+        "- A new resource's status is written before its objects, ahead of the queue: every phase shows early.",
+        "- 16 workers (`operator.workers`), requests retried on 429/5xx with backoff and `Retry-After`.",
+    ]
+    out += [
+        "",
+        "## Requests by resource and verb",
+        "",
+        "From the apiserver's `apiserver_request_total` (the operator's kinds; Leases include the fake nodes').",
+        "",
+    ]
     for r in results:
-        out.append(f"- N = {r['n']:,} ({r['label']}), convergence: "
-                   + (", ".join(f"{k} {v:,}" for k, v in sorted(r["converge_by_verb"].items())) or "none"))
-        out.append(f"- N = {r['n']:,} ({r['label']}), quiet window: "
-                   + (", ".join(f"{k} {v:,}" for k, v in sorted(r["idle_by_verb"].items())) or "none"))
+        out.append(
+            f"- N = {r['n']:,} ({r['label']}), convergence: "
+            + (", ".join(f"{k} {v:,}" for k, v in sorted(r["converge_by_verb"].items())) or "none")
+        )
+        out.append(
+            f"- N = {r['n']:,} ({r['label']}), quiet window: "
+            + (", ".join(f"{k} {v:,}" for k, v in sorted(r["idle_by_verb"].items())) or "none")
+        )
     notes = [f"- N = {r['n']:,} ({r['label']}): {note}" for r in results for note in r.get("notes") or []]
     if notes:
         out += ["", "## Notes", "", *notes]

@@ -29,8 +29,11 @@ async def _run(operator: Operator) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = from_env(kubeconfig=args.kubeconfig, namespaces=args.namespaces)
-    logging.basicConfig(level=getattr(logging, settings.log_level, logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level, logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("httpx", "httpcore", "kopf"):  # per-request chatter
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:

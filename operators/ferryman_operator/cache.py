@@ -27,8 +27,16 @@ from ferryman_operator.kube.kinds import MODEL_DEPLOYMENT, Kind
 Key = tuple[str, str]  # (namespace, ModelDeployment name)
 OwnedKey = tuple[str, str]  # (kind name, object name)
 OWNED_SELECTOR = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
-_KEEP_META = ("name", "namespace", "uid", "resourceVersion", "generation", "labels", "ownerReferences",
-              "deletionTimestamp")
+_KEEP_META = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "labels",
+    "ownerReferences",
+    "deletionTimestamp",
+)
 
 
 def trim_owned(obj: Obj) -> Obj:
@@ -62,19 +70,32 @@ class Cache:
     """``on_md(event_type, new, old)`` and ``on_owned(owner_key, event_type, new, old)`` are called for every
     change the watches deliver (not for the echo of the operator's own writes)."""
 
-    def __init__(self, kube: KubeClient, *, namespaces: Iterable[str], kinds: Iterable[Kind],
-                 on_md: Callable[[str, Obj | None, Obj | None], None],
-                 on_owned: Callable[[Key, str, Obj | None, Obj | None], None]) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        *,
+        namespaces: Iterable[str],
+        kinds: Iterable[Kind],
+        on_md: Callable[[str, Obj | None, Obj | None], None],
+        on_owned: Callable[[Key, str, Obj | None, Obj | None], None],
+    ) -> None:
         scopes: list[str | None] = list(namespaces) or [None]
         self.on_owned = on_owned
-        self.md_informers = {ns: Informer(kube, MODEL_DEPLOYMENT, ns, on_event=on_md, transform=strip_managed_fields)
-                             for ns in scopes}
+        self.md_informers = {
+            ns: Informer(kube, MODEL_DEPLOYMENT, ns, on_event=on_md, transform=strip_managed_fields)
+            for ns in scopes
+        }
         self.owned_informers: dict[tuple[str, str | None], Informer] = {}
         for kind in kinds:
             for ns in scopes:
                 self.owned_informers[(kind.kind, ns)] = Informer(
-                    kube, kind, ns, label_selector=OWNED_SELECTOR, transform=trim_owned,
-                    on_event=lambda t, new, old: self._owned_event(t, new, old))
+                    kube,
+                    kind,
+                    ns,
+                    label_selector=OWNED_SELECTOR,
+                    transform=trim_owned,
+                    on_event=lambda t, new, old: self._owned_event(t, new, old),
+                )
         self.by_owner: dict[Key, dict[OwnedKey, Obj]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -113,7 +134,9 @@ class Cache:
         return self.by_owner.get(key, {})
 
     def available(self, kind: Kind, namespace: str) -> bool:
-        informer = self.owned_informers.get((kind.kind, namespace)) or self.owned_informers.get((kind.kind, None))
+        informer = self.owned_informers.get((kind.kind, namespace)) or self.owned_informers.get(
+            (kind.kind, None)
+        )
         return informer is not None and informer.available
 
     # -- the operator's own writes --------------------------------------------------------------------
@@ -124,8 +147,9 @@ class Cache:
 
     def remember_owned(self, obj: Obj) -> None:
         meta = obj["metadata"]
-        informer = (self.owned_informers.get((obj["kind"], meta.get("namespace")))
-                    or self.owned_informers.get((obj["kind"], None)))
+        informer = self.owned_informers.get((obj["kind"], meta.get("namespace"))) or self.owned_informers.get(
+            (obj["kind"], None)
+        )
         if informer is None:
             return
         informer.put(obj)

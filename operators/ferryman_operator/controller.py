@@ -88,7 +88,9 @@ class Applied:
 def needs_apply(desired_digest: str, cached: dict[str, Any] | None, record: Applied | None) -> bool:
     """Whether an owned object must be applied: missing, different from what the spec now asks, or edited
     by someone else since our last apply. Pure."""
-    if cached is not None and (record is None or not newer(record.resource_version, resource_version(cached))):
+    if cached is not None and (
+        record is None or not newer(record.resource_version, resource_version(cached))
+    ):
         # the cache is at least as new as our last write
         stamped = ((cached.get("metadata") or {}).get("annotations") or {}).get(names.ANNOTATION_APPLIED)
         if stamped != desired_digest:
@@ -104,16 +106,27 @@ def next_analysis_in(state: RolloutState, md: ModelDeployment, *, now: float) ->
     if state.phase != rollout.Phase.progressing or state.candidate is None:
         return None
     t = md.spec.traffic
-    interval = t.canary.interval_seconds if state.strategy == rollout.Strategy.canary \
+    interval = (
+        t.canary.interval_seconds
+        if state.strategy == rollout.Strategy.canary
         else t.blue_green.analysis_interval_seconds
+    )
     return max(state.step_started_at, state.analyzed_at) + interval - now
 
 
 class Controller:
-    def __init__(self, *, kube: KubeClient, cache: Cache, settings: Settings, prometheus: PrometheusStats,
-                 preflight: Preflight, is_leader: Callable[[], bool] = lambda: True,
-                 schedule: Callable[[Key, float], None] = lambda key, delay: None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        kube: KubeClient,
+        cache: Cache,
+        settings: Settings,
+        prometheus: PrometheusStats,
+        preflight: Preflight,
+        is_leader: Callable[[], bool] = lambda: True,
+        schedule: Callable[[Key, float], None] = lambda key, delay: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.kube = kube
         self.cache = cache
         self.settings = settings
@@ -169,7 +182,9 @@ class Controller:
 
     def _parse(self, key: Key, body: dict[str, Any]) -> ModelDeployment:
         meta = body["metadata"]
-        annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != reconcile.ANNOTATION_ACTION}
+        annotations = {
+            k: v for k, v in (meta.get("annotations") or {}).items() if k != reconcile.ANNOTATION_ACTION
+        }
         token = (meta.get("uid"), meta.get("generation"), digest([meta.get("labels"), annotations]))
         cached = self._parsed.get(key)
         if cached is None or cached[0] != token:
@@ -214,31 +229,45 @@ class Controller:
             return
 
         held = self._held.get(key)
-        saved = held[1] if held is not None and held[0] == previous.get("rollout") else reconcile.saved_state(body)
+        saved = (
+            held[1]
+            if held is not None and held[0] == previous.get("rollout")
+            else reconcile.saved_state(body)
+        )
         readiness = backend.readiness(md, self._observe(key, backend, md))
-        spec_decision = reconcile.decide_spec(md, saved, readiness=readiness, now=now,
-                                              saved_identity=previous.get("rolloutIdentity"))
+        spec_decision = reconcile.decide_spec(
+            md, saved, readiness=readiness, now=now, saved_identity=previous.get("rolloutIdentity")
+        )
         state = spec_decision.state
         decisions: list[RolloutDecision] = list(spec_decision.decisions)
         extra_events: list[tuple[str, str, str]] = []
         last_action: dict[str, Any] | None = None
 
-        requested = reconcile.parse_action((body["metadata"].get("annotations") or {}).get(reconcile.ANNOTATION_ACTION))
+        requested = reconcile.parse_action(
+            (body["metadata"].get("annotations") or {}).get(reconcile.ANNOTATION_ACTION)
+        )
         if requested is not None:
             action, version = requested
             try:
-                state, decision = reconcile.apply_action(state, action, version, now=now,
-                                                         actor=f"annotation:{reconcile.ANNOTATION_ACTION}")
+                state, decision = reconcile.apply_action(
+                    state, action, version, now=now, actor=f"annotation:{reconcile.ANNOTATION_ACTION}"
+                )
                 decisions.append(decision)
                 last_action = {"action": action, "version": version, "at": iso(now), "result": "applied"}
             except (Conflict, SpecError) as err:
-                last_action = {"action": action, "version": version, "at": iso(now), "result": f"rejected: {err}"}
+                last_action = {
+                    "action": action,
+                    "version": version,
+                    "at": iso(now),
+                    "result": f"rejected: {err}",
+                }
                 extra_events.append(("Warning", "ActionRejected", f"{action}: {err}"))
 
         due = reconcile.analysis_due(state, md, now=now)
         if due is not None:
-            stats = await self.prometheus.stats(model=md.name, version=due, namespace=namespace,
-                                                window_seconds=now - state.step_started_at)
+            stats = await self.prometheus.stats(
+                model=md.name, version=due, namespace=namespace, window_seconds=now - state.step_started_at
+            )
             state, analysed = reconcile.analyse(state, md, stats=stats, now=now)
             if analysed is not None:
                 decisions.append(analysed)
@@ -249,21 +278,42 @@ class Controller:
         first = not previous
         applied_problem, applied = None, False
         if not first:
-            ctx = Context(md=md, namespace=namespace, owner=names.owner_reference(body), state=state,
-                          table=rollout.table_for(md, state), settings=self.settings)
+            ctx = Context(
+                md=md,
+                namespace=namespace,
+                owner=names.owner_reference(body),
+                state=state,
+                table=rollout.table_for(md, state),
+                settings=self.settings,
+            )
             applied_problem, applied = await self._apply(key, backend, ctx, body=body)
         if applied:
             readiness = backend.readiness(md, self._observe(key, backend, md))
-        new_status = status.build(previous=previous, md=md, state=state, readiness=readiness, problem=applied_problem,
-                                  waiting=spec_decision.waiting, generation=generation,
-                                  endpoint=backend.endpoint(md, namespace), now=iso(now))
+        new_status = status.build(
+            previous=previous,
+            md=md,
+            state=state,
+            readiness=readiness,
+            problem=applied_problem,
+            waiting=spec_decision.waiting,
+            generation=generation,
+            endpoint=backend.endpoint(md, namespace),
+            now=iso(now),
+        )
         if last_action is not None:
             new_status["lastAction"] = last_action
         changed = status.material(new_status) != status.material(previous)
-        if changed and not decisions and last_action is None and status.only_ready_message(new_status, previous):
+        if (
+            changed
+            and not decisions
+            and last_action is None
+            and status.only_ready_message(new_status, previous)
+        ):
             # progress while not ready ("0/1 replicas ready" -> ...): at most one write per resource every
             # MESSAGE_WRITE_SECONDS; becoming Ready is a change of status and is written at once
-            hold_off = self._written_at.get(key, -MESSAGE_WRITE_SECONDS) + MESSAGE_WRITE_SECONDS - time.monotonic()
+            hold_off = (
+                self._written_at.get(key, -MESSAGE_WRITE_SECONDS) + MESSAGE_WRITE_SECONDS - time.monotonic()
+            )
             if hold_off > 0:
                 self.schedule(key, hold_off)
                 return
@@ -289,7 +339,9 @@ class Controller:
         if wait is not None:
             self.schedule(key, max(wait, 0.0) + 0.05)
 
-    def _decision_events(self, key: Key, decisions: list[RolloutDecision], state: RolloutState) -> list[tuple[str, str, str]]:
+    def _decision_events(
+        self, key: Key, decisions: list[RolloutDecision], state: RolloutState
+    ) -> list[tuple[str, str, str]]:
         """Log and explain decisions. Holds: one Event and one log line when the reason changes (a run of
         identical holds is counted, not repeated)."""
         namespace, name = key
@@ -304,13 +356,24 @@ class Controller:
                     log.debug("%s/%s: hold #%d (%s)", namespace, name, count + 1, decision.reason)
                     continue
                 self._hold[key] = (reason, 1)
-                log.info("%s/%s: hold (%s)%s", namespace, name, decision.reason,
-                         f" after {count} holds for another reason" if count and reason != before else "")
+                log.info(
+                    "%s/%s: hold (%s)%s",
+                    namespace,
+                    name,
+                    decision.reason,
+                    f" after {count} holds for another reason" if count and reason != before else "",
+                )
                 out.append(failed or ("Normal", "AnalysisHold", decision.reason))
                 continue
             self._hold.pop(key, None)
-            log.info("%s/%s: %s -> %s (%s)", namespace, name, decision.action.value, decision.weights,
-                     decision.reason)
+            log.info(
+                "%s/%s: %s -> %s (%s)",
+                namespace,
+                name,
+                decision.action.value,
+                decision.weights,
+                decision.reason,
+            )
             event = reconcile.event_for(decision, state)
             if event is not None:
                 out.append(event)
@@ -319,41 +382,66 @@ class Controller:
     # -- effects --------------------------------------------------------------------------------------
     def _observe(self, key: Key, backend: Backend, md: ModelDeployment) -> Observed:
         owned = self.cache.owned(key)
-        return {(kind.kind, obj_name): owned.get((kind.kind, obj_name)) for kind, obj_name in backend.watched(md)}
+        return {
+            (kind.kind, obj_name): owned.get((kind.kind, obj_name)) for kind, obj_name in backend.watched(md)
+        }
 
     def _build(self, backend: Backend, ctx: Context) -> list[dict[str, Any]]:
         """The desired objects, each stamped with the hash of what it is (``names.ANNOTATION_APPLIED``)."""
         objects = []
         for obj in backend.desired(ctx):
             meta = obj["metadata"]
-            objects.append({**obj, "metadata": {**meta, "annotations": {**(meta.get("annotations") or {}),
-                                                                        names.ANNOTATION_APPLIED: digest(obj)}}})
+            objects.append(
+                {
+                    **obj,
+                    "metadata": {
+                        **meta,
+                        "annotations": {
+                            **(meta.get("annotations") or {}),
+                            names.ANNOTATION_APPLIED: digest(obj),
+                        },
+                    },
+                }
+            )
         return objects
 
-    def _desired_stamps(self, key: Key, backend: Backend, ctx: Context, body: dict[str, Any]
-                        ) -> tuple[list[tuple[str, str, str]], list[dict[str, Any]] | None]:
+    def _desired_stamps(
+        self, key: Key, backend: Backend, ctx: Context, body: dict[str, Any]
+    ) -> tuple[list[tuple[str, str, str]], list[dict[str, Any]] | None]:
         """(kind, name, stamp) of every desired object, and the objects when they had to be built now. Only
         the stamps are kept between passes (the objects are most of the memory at a thousand resources)."""
-        token = (body["metadata"].get("uid"), body["metadata"].get("generation"), repr(ctx.table),
-                 ctx.state.phase, backend.name, id(self.settings))
+        token = (
+            body["metadata"].get("uid"),
+            body["metadata"].get("generation"),
+            repr(ctx.table),
+            ctx.state.phase,
+            backend.name,
+            id(self.settings),
+        )
         cached = self._desired.get(key)
         if cached is not None and cached[0] == token:
             return cached[1], None
         objects = self._build(backend, ctx)
-        stamps = [(o["kind"], o["metadata"]["name"], o["metadata"]["annotations"][names.ANNOTATION_APPLIED])
-                  for o in objects]
+        stamps = [
+            (o["kind"], o["metadata"]["name"], o["metadata"]["annotations"][names.ANNOTATION_APPLIED])
+            for o in objects
+        ]
         self._desired[key] = (token, stamps)
         return stamps, objects
 
-    async def _apply(self, key: Key, backend: Backend, ctx: Context, *,
-                     body: dict[str, Any]) -> tuple[Problem | None, bool]:
+    async def _apply(
+        self, key: Key, backend: Backend, ctx: Context, *, body: dict[str, Any]
+    ) -> tuple[Problem | None, bool]:
         """Apply the desired objects that differ from the cached ones; prune the ones no longer desired.
         Returns (problem, whether anything was written)."""
         stamps, objects = self._desired_stamps(key, backend, ctx, body)
         owned = self.cache.owned(key)
         records = self._applied.setdefault(key, {})
-        stale = {(kind, name) for kind, name, stamp in stamps
-                 if needs_apply(stamp, owned.get((kind, name)), records.get((kind, name)))}
+        stale = {
+            (kind, name)
+            for kind, name, stamp in stamps
+            if needs_apply(stamp, owned.get((kind, name)), records.get((kind, name)))
+        }
         if stale and objects is None:
             objects = self._build(backend, ctx)
         wanted = [o for o in objects or [] if (o["kind"], o["metadata"]["name"]) in stale]
@@ -370,21 +458,29 @@ class Controller:
                 what = f"{kind} {obj_name}"
                 log.error("%s/%s: apply %s failed: %s", *key, what, result)
                 hint = _HINTS.get(result.status, "").format(kind=kind, api=obj["apiVersion"])
-                problem = problem or Problem("ApplyFailed", f"{what}: the apiserver refused it: {result.status} "
-                                                            f"{result.reason}: {result.message}{hint}")
+                problem = problem or Problem(
+                    "ApplyFailed",
+                    f"{what}: the apiserver refused it: {result.status} "
+                    f"{result.reason}: {result.message}{hint}",
+                )
                 continue
             if isinstance(result, BaseException):
                 raise result
             self.writes += 1
             result.setdefault("apiVersion", obj["apiVersion"])
             result.setdefault("kind", kind)
-            records[(kind, obj_name)] = Applied(obj["metadata"]["annotations"][names.ANNOTATION_APPLIED],
-                                                edit_marker(result), resource_version(result))
+            records[(kind, obj_name)] = Applied(
+                obj["metadata"]["annotations"][names.ANNOTATION_APPLIED],
+                edit_marker(result),
+                resource_version(result),
+            )
             self.cache.remember_owned(result)
         if problem is not None:
             return problem, True
         wrote = bool(wanted)
-        if await self._prune(key, {(kind, name) for kind, name, _stamp in stamps}, uid=body["metadata"]["uid"]):
+        if await self._prune(
+            key, {(kind, name) for kind, name, _stamp in stamps}, uid=body["metadata"]["uid"]
+        ):
             wrote = True
         return None, wrote
 
@@ -396,7 +492,11 @@ class Controller:
         deleted = False
         for (kind_name, obj_name), obj in list(self.cache.owned(key).items()):
             meta = obj["metadata"]
-            if kind_name not in _PRUNABLE or (kind_name, obj_name) in desired or meta.get("deletionTimestamp"):
+            if (
+                kind_name not in _PRUNABLE
+                or (kind_name, obj_name) in desired
+                or meta.get("deletionTimestamp")
+            ):
                 continue
             if not any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or []):
                 continue
@@ -404,8 +504,15 @@ class Controller:
             try:
                 await self.kube.delete(kind_of(obj), namespace, obj_name, uid=meta.get("uid"))
             except ApiError as err:
-                log.warning("%s/%s: could not delete %s %s (%s); trying again in %.0fs", namespace, name, kind_name,
-                            obj_name, err, PRUNE_RETRY_SECONDS)
+                log.warning(
+                    "%s/%s: could not delete %s %s (%s); trying again in %.0fs",
+                    namespace,
+                    name,
+                    kind_name,
+                    obj_name,
+                    err,
+                    PRUNE_RETRY_SECONDS,
+                )
                 self.schedule(key, PRUNE_RETRY_SECONDS)
                 continue
             self.writes += 1
@@ -413,7 +520,9 @@ class Controller:
             deleted = True
         return deleted
 
-    async def _degraded(self, body: dict[str, Any], problem: Problem, *, generation: int | None, now: float) -> None:
+    async def _degraded(
+        self, body: dict[str, Any], problem: Problem, *, generation: int | None, now: float
+    ) -> None:
         previous = body.get("status") or {}
         new_status = status.invalid(previous=previous, problem=problem, generation=generation, now=iso(now))
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -431,9 +540,14 @@ class Controller:
                 "apiVersion": "v1",
                 "kind": "Event",
                 "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-                "involvedObject": {"apiVersion": body["apiVersion"], "kind": body["kind"], "name": meta["name"],
-                                   "namespace": meta["namespace"], "uid": meta["uid"],
-                                   "resourceVersion": meta.get("resourceVersion")},
+                "involvedObject": {
+                    "apiVersion": body["apiVersion"],
+                    "kind": body["kind"],
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta["uid"],
+                    "resourceVersion": meta.get("resourceVersion"),
+                },
                 "type": kind,
                 "reason": reason,
                 "message": message[:1000],
@@ -448,13 +562,21 @@ class Controller:
                 await self.kube.create(event)
                 self.writes += 1
             except ApiError as err:  # events are best effort: never fail a reconcile over them
-                log.warning("%s/%s: could not post event %s: %s", meta["namespace"], meta["name"], reason, err)
+                log.warning(
+                    "%s/%s: could not post event %s: %s", meta["namespace"], meta["name"], reason, err
+                )
 
     async def _clear_action(self, key: Key) -> None:
         try:
-            body = await self.kube.merge_patch(MODEL_DEPLOYMENT, key[0], key[1],
-                                               {"metadata": {"annotations": {reconcile.ANNOTATION_ACTION: None}}})
+            body = await self.kube.merge_patch(
+                MODEL_DEPLOYMENT,
+                key[0],
+                key[1],
+                {"metadata": {"annotations": {reconcile.ANNOTATION_ACTION: None}}},
+            )
             self.writes += 1
             self.cache.remember_md(body)
         except ApiError as err:
-            log.warning("%s/%s: could not remove the %s annotation: %s", *key, reconcile.ANNOTATION_ACTION, err)
+            log.warning(
+                "%s/%s: could not remove the %s annotation: %s", *key, reconcile.ANNOTATION_ACTION, err
+            )

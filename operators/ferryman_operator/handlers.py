@@ -56,27 +56,56 @@ class Operator:
         s = self.settings
         self.kube = KubeClient()
         await self._serve_health()
-        self.cache = Cache(self.kube, namespaces=s.namespaces, kinds=all_kinds(), on_md=self._md_event,
-                           on_owned=self._owned_event)
+        self.cache = Cache(
+            self.kube,
+            namespaces=s.namespaces,
+            kinds=all_kinds(),
+            on_md=self._md_event,
+            on_owned=self._owned_event,
+        )
         self.controller = Controller(
-            kube=self.kube, cache=self.cache, settings=s, is_leader=self.is_leader, schedule=self.queue.add_after,
-            prometheus=PrometheusStats(s.prometheus_url, namespace_label=s.prometheus_namespace_label,
-                                       extra_selector=s.analysis_selector),
-            preflight=Preflight(enabled=s.preflight, ttl=s.preflight_ttl_seconds))
+            kube=self.kube,
+            cache=self.cache,
+            settings=s,
+            is_leader=self.is_leader,
+            schedule=self.queue.add_after,
+            prometheus=PrometheusStats(
+                s.prometheus_url,
+                namespace_label=s.prometheus_namespace_label,
+                extra_selector=s.analysis_selector,
+            ),
+            preflight=Preflight(enabled=s.preflight, ttl=s.preflight_ttl_seconds),
+        )
         self.cache.start()
-        await self.cache.wait_synced()  # reconciling before the caches hold the owned objects would re-apply them
+        await (
+            self.cache.wait_synced()
+        )  # reconciling before the caches hold the owned objects would re-apply them
         self.synced = True
         self.queue.start()
         if s.leader_election:
-            self.elector = LeaderElector(self.kube, name=s.lease_name, namespace=s.lease_namespace,
-                                         identity=s.identity, lease_seconds=s.lease_seconds,
-                                         on_change=self._leadership)
+            self.elector = LeaderElector(
+                self.kube,
+                name=s.lease_name,
+                namespace=s.lease_namespace,
+                identity=s.identity,
+                lease_seconds=s.lease_seconds,
+                on_change=self._leadership,
+            )
             self._tasks.append(asyncio.create_task(self.elector.run(), name="leader-election"))
-            log.warning("%s: standing by until it holds the lease %s/%s", s.identity, s.lease_namespace, s.lease_name)
+            log.warning(
+                "%s: standing by until it holds the lease %s/%s", s.identity, s.lease_namespace, s.lease_name
+            )
         self._tasks.append(asyncio.create_task(self._resync(), name="resync"))
-        log.warning("ferryman operator %s started: namespaces=%s, %d workers, resync every %ss, prometheus=%s, "
-                    "%d ModelDeployments", s.identity, ",".join(s.namespaces) or "<all>", s.workers, s.resync_seconds,
-                    s.prometheus_url or "<none>", len(self.cache.md_keys()))
+        log.warning(
+            "ferryman operator %s started: namespaces=%s, %d workers, resync every %ss, prometheus=%s, "
+            "%d ModelDeployments",
+            s.identity,
+            ",".join(s.namespaces) or "<all>",
+            s.workers,
+            s.resync_seconds,
+            s.prometheus_url or "<none>",
+            len(self.cache.md_keys()),
+        )
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -171,8 +200,14 @@ class Operator:
                     code, body = b"200 OK", json.dumps(self.health()).encode()
                 else:
                     code, body = b"404 Not Found", b'{"error": "not found"}'
-                writer.write(b"HTTP/1.1 " + code + b"\r\nContent-Type: application/json\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+                writer.write(
+                    b"HTTP/1.1 "
+                    + code
+                    + b"\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\nConnection: close\r\n\r\n"
+                    + body
+                )
                 await writer.drain()
             except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                 pass

@@ -27,8 +27,17 @@ def micro_time(ts: float | None = None) -> str:
 
 
 class LeaderElector:
-    def __init__(self, kube: KubeClient, *, name: str, namespace: str, identity: str, lease_seconds: float,
-                 on_change: Callable[[bool], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        *,
+        name: str,
+        namespace: str,
+        identity: str,
+        lease_seconds: float,
+        on_change: Callable[[bool], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.kube = kube
         self.name = name
         self.namespace = namespace
@@ -86,13 +95,20 @@ class LeaderElector:
         duration = max(round(self.lease_seconds), 1)
         if lease is None:
             try:
-                self._lease = await self.kube.create({
-                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": duration,
-                             "acquireTime": micro_time(now_wall), "renewTime": micro_time(now_wall),
-                             "leaseTransitions": 0},
-                })
+                self._lease = await self.kube.create(
+                    {
+                        "apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease",
+                        "metadata": {"name": self.name, "namespace": self.namespace},
+                        "spec": {
+                            "holderIdentity": self.identity,
+                            "leaseDurationSeconds": duration,
+                            "acquireTime": micro_time(now_wall),
+                            "renewTime": micro_time(now_wall),
+                            "leaseTransitions": 0,
+                        },
+                    }
+                )
             except ApiError as err:
                 if err.status == 409:  # created by another candidate a moment ago
                     return False
@@ -103,7 +119,12 @@ class LeaderElector:
             return True
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or None
-        record = (holder, spec.get("renewTime"), spec.get("leaseDurationSeconds"), spec.get("leaseTransitions"))
+        record = (
+            holder,
+            spec.get("renewTime"),
+            spec.get("leaseDurationSeconds"),
+            spec.get("leaseTransitions"),
+        )
         if record != self._observed:
             self._observed, self._observed_at = record, self.clock()
         self.holder = holder
@@ -111,7 +132,9 @@ class LeaderElector:
         if holder not in (None, self.identity) and not expired:
             return False
         new_spec = dict(spec)
-        new_spec.update(holderIdentity=self.identity, leaseDurationSeconds=duration, renewTime=micro_time(now_wall))
+        new_spec.update(
+            holderIdentity=self.identity, leaseDurationSeconds=duration, renewTime=micro_time(now_wall)
+        )
         if holder != self.identity:
             new_spec["acquireTime"] = micro_time(now_wall)
             new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1

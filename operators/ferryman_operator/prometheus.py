@@ -50,7 +50,9 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def selector(*, model: str, version: str, namespace: str | None, namespace_label: str, extra: str = "") -> str:
+def selector(
+    *, model: str, version: str, namespace: str | None, namespace_label: str, extra: str = ""
+) -> str:
     parts = [f"model={_quote(model)}", f"version={_quote(version)}"]
     if namespace_label and namespace:
         parts.append(f"{namespace_label}={_quote(namespace)}")
@@ -111,7 +113,9 @@ def vector(doc: Any, by: Iterable[str]) -> dict[tuple[str, ...], float | None]:
     for series in doc.get("data", {}).get("result", []):
         metric = series.get("metric") or {}
         value = float(series["value"][1])
-        out[tuple(str(metric.get(k, "")) for k in labels)] = None if math.isnan(value) or math.isinf(value) else value
+        out[tuple(str(metric.get(k, "")) for k in labels)] = (
+            None if math.isnan(value) or math.isinf(value) else value
+        )
     return out
 
 
@@ -130,8 +134,15 @@ _Key = tuple[str, str, str]  # (namespace, model, version)
 
 
 class PrometheusStats:
-    def __init__(self, url: str, *, namespace_label: str = "namespace", extra_selector: str = "",
-                 timeout: float = 5.0, batch_delay: float = 0.2) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace_label: str = "namespace",
+        extra_selector: str = "",
+        timeout: float = 5.0,
+        batch_delay: float = 0.2,
+    ) -> None:
         self.url = url.rstrip("/")
         self.namespace_label = namespace_label
         self.extra_selector = extra_selector
@@ -142,10 +153,18 @@ class PrometheusStats:
         self._flush: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def stats(self, *, model: str, version: str, namespace: str | None, window_seconds: float) -> VersionStats:
+    async def stats(
+        self, *, model: str, version: str, namespace: str | None, window_seconds: float
+    ) -> VersionStats:
         if not self.url:
-            return VersionStats(version, 0, 0, None, source=SOURCE,
-                                note="no Prometheus configured (FERRYMAN_PROMETHEUS_URL is empty)")
+            return VersionStats(
+                version,
+                0,
+                0,
+                None,
+                source=SOURCE,
+                note="no Prometheus configured (FERRYMAN_PROMETHEUS_URL is empty)",
+            )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[VersionStats] = loop.create_future()
         key = ((namespace or "") if self.namespace_label else "", model, version)
@@ -168,7 +187,9 @@ class PrometheusStats:
                 try:
                     values = await self._query(client, by=by, window=window)
                 except httpx.TransportError as err:
-                    self._settle(waiters, f"Prometheus unreachable at {self.url}: {type(err).__name__}: {err}")
+                    self._settle(
+                        waiters, f"Prometheus unreachable at {self.url}: {type(err).__name__}: {err}"
+                    )
                     continue
                 except (QueryError, ValueError, KeyError, IndexError) as err:
                     self._settle(waiters, f"Prometheus query failed: {err}")
@@ -180,8 +201,9 @@ class PrometheusStats:
                         if not future.done():
                             future.set_result(result)
 
-    async def _query(self, client: httpx.AsyncClient, *, by: tuple[str, ...],
-                     window: int) -> dict[str, dict[tuple[str, ...], float | None]]:
+    async def _query(
+        self, client: httpx.AsyncClient, *, by: tuple[str, ...], window: int
+    ) -> dict[str, dict[tuple[str, ...], float | None]]:
         values = {}
         for name, promql in batch_queries(by=by, extra=self.extra_selector, window=window).items():
             self.queries_sent += 1
@@ -204,6 +226,15 @@ class PrometheusStats:
         requests = round(values["requests"] or 0.0)
         errors = min(round(values["errors"] or 0.0), requests)
         note = "" if requests else f"no requests for {model}/{version} in Prometheus over the window"
-        return VersionStats(version=version, requests=requests, errors=errors, p99_seconds=values["p99"],
-                            p50_seconds=values["p50"], p95_seconds=values["p95"], drift_share=values["drift"],
-                            drift_measured_at=values["drift_at"], source=SOURCE, note=note)
+        return VersionStats(
+            version=version,
+            requests=requests,
+            errors=errors,
+            p99_seconds=values["p99"],
+            p50_seconds=values["p50"],
+            p95_seconds=values["p95"],
+            drift_share=values["drift"],
+            drift_measured_at=values["drift_at"],
+            source=SOURCE,
+            note=note,
+        )

@@ -66,7 +66,9 @@ def saved_state(body: Mapping[str, Any]) -> RolloutState | None:
     try:
         return RolloutState.from_dict(doc)
     except (KeyError, TypeError, ValueError) as err:
-        log.error("ignoring unreadable status.rollout of %s: %s", (body.get("metadata") or {}).get("name"), err)
+        log.error(
+            "ignoring unreadable status.rollout of %s: %s", (body.get("metadata") or {}).get("name"), err
+        )
         return None
 
 
@@ -94,8 +96,11 @@ def routed_versions(state: RolloutState, md: ModelDeployment) -> tuple[str, ...]
 def usable(state: RolloutState, md: ModelDeployment) -> bool:
     """Whether a saved state can still be realised with ``md``'s versions (nothing it routes to vanished)."""
     known = {v.name for v in md.spec.versions}
-    return (state.stable in known and (state.candidate is None or state.candidate in known)
-            and set(state.weights) <= known)
+    return (
+        state.stable in known
+        and (state.candidate is None or state.candidate in known)
+        and set(state.weights) <= known
+    )
 
 
 def rollout_identity(md: ModelDeployment) -> str:
@@ -105,8 +110,14 @@ def rollout_identity(md: ModelDeployment) -> str:
     return rollout.rollout_identity(md)
 
 
-def decide_spec(md: ModelDeployment, saved: RolloutState | None, *, readiness: Readiness, now: float,
-                saved_identity: str | None = None) -> SpecDecision:
+def decide_spec(
+    md: ModelDeployment,
+    saved: RolloutState | None,
+    *,
+    readiness: Readiness,
+    now: float,
+    saved_identity: str | None = None,
+) -> SpecDecision:
     """Resume the saved rollout of this spec, or start the one the spec now describes.
 
     ``saved_identity`` is the :func:`rollout_identity` stored with ``saved``: when it still matches, only
@@ -129,14 +140,19 @@ def analysis_due(state: RolloutState, md: ModelDeployment, *, now: float) -> str
     if state.phase != Phase.progressing or state.candidate is None:
         return None
     t = md.spec.traffic
-    interval = t.canary.interval_seconds if state.strategy == Strategy.canary else t.blue_green.analysis_interval_seconds
+    interval = (
+        t.canary.interval_seconds
+        if state.strategy == Strategy.canary
+        else t.blue_green.analysis_interval_seconds
+    )
     if now - max(state.step_started_at, state.analyzed_at) < interval:
         return None
     return state.candidate
 
 
-def analyse(state: RolloutState, md: ModelDeployment, *, stats: VersionStats,
-            now: float) -> tuple[RolloutState, RolloutDecision | None]:
+def analyse(
+    state: RolloutState, md: ModelDeployment, *, stats: VersionStats, now: float
+) -> tuple[RolloutState, RolloutDecision | None]:
     """One analysis step of the core state machine with the stats fetched for the due candidate."""
     return rollout.tick(state, md, stats=lambda _version: stats, now=now)
 
@@ -149,8 +165,9 @@ def parse_action(value: str | None) -> tuple[str, str | None] | None:
     return action.strip().lower(), (version.strip() or None)
 
 
-def apply_action(state: RolloutState, action: str, version: str | None, *, now: float,
-                 actor: str) -> tuple[RolloutState, RolloutDecision]:
+def apply_action(
+    state: RolloutState, action: str, version: str | None, *, now: float, actor: str
+) -> tuple[RolloutState, RolloutDecision]:
     """A manual action on the rollout; ``ferryman.errors.Conflict`` when it makes no sense in this phase."""
     reason = f"{action} requested through the {ANNOTATION_ACTION} annotation"
     if action == "promote":
@@ -186,4 +203,3 @@ def event_for(decision: RolloutDecision, state: RolloutState) -> tuple[str, str,
         return None
     kind, reason = table[action]
     return kind, reason, message
-

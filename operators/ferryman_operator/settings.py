@@ -46,7 +46,9 @@ _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
 def _pull_policy(text: str) -> str:
     if text not in _PULL_POLICIES:
-        raise ValueError(f"FERRYMAN_IMAGE_PULL_POLICY must be one of {', '.join(_PULL_POLICIES)}, got {text!r}")
+        raise ValueError(
+            f"FERRYMAN_IMAGE_PULL_POLICY must be one of {', '.join(_PULL_POLICIES)}, got {text!r}"
+        )
     return text
 
 
@@ -59,10 +61,16 @@ def _env_list(text: str) -> tuple[dict[str, Any], ...]:
     if not isinstance(doc, list):
         raise ValueError("FERRYMAN_WORKLOAD_ENV must be a JSON list of {name, value | valueFrom} objects")
     for i, item in enumerate(doc):
-        if not (isinstance(item, dict) and isinstance(item.get("name"), str) and item["name"]
-                and set(item) <= {"name", "value", "valueFrom"} and ("value" in item) != ("valueFrom" in item)):
-            raise ValueError(f"FERRYMAN_WORKLOAD_ENV[{i}] must be {{name, value}} or {{name, valueFrom}}, "
-                             f"got {item!r}")
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("name"), str)
+            and item["name"]
+            and set(item) <= {"name", "value", "valueFrom"}
+            and ("value" in item) != ("valueFrom" in item)
+        ):
+            raise ValueError(
+                f"FERRYMAN_WORKLOAD_ENV[{i}] must be {{name, value}} or {{name, valueFrom}}, got {item!r}"
+            )
         if "value" in item and not isinstance(item["value"], str):
             raise ValueError(f"FERRYMAN_WORKLOAD_ENV[{i}].value must be a string, got {item['value']!r}")
     return tuple(doc)
@@ -95,8 +103,15 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def setting(env: str, meaning: str, default: Any = MISSING, *, parse: Callable[[str], Any] = str,
-            default_factory: Callable[[], Any] | None = None, text: str | None = None) -> Any:
+def setting(
+    env: str,
+    meaning: str,
+    default: Any = MISSING,
+    *,
+    parse: Callable[[str], Any] = str,
+    default_factory: Callable[[], Any] | None = None,
+    text: str | None = None,
+) -> Any:
     """A :class:`Settings` field read from ``env`` with ``parse``; ``text``: the default as ``env`` spells it
     when :func:`_text` would not (an empty variable means the ``default_factory``)."""
     metadata = {"env": env, "meaning": meaning, "parse": parse, "text": text}
@@ -108,56 +123,112 @@ def setting(env: str, meaning: str, default: Any = MISSING, *, parse: Callable[[
 @dataclass(frozen=True)
 class Settings:
     namespaces: tuple[str, ...] = setting(
-        "FERRYMAN_NAMESPACES", "comma-separated namespaces to watch; empty = every namespace (cluster-wide)",
-        (), parse=_names)
+        "FERRYMAN_NAMESPACES",
+        "comma-separated namespaces to watch; empty = every namespace (cluster-wide)",
+        (),
+        parse=_names,
+    )
     prometheus_url: str = setting(
-        "FERRYMAN_PROMETHEUS_URL", "Prometheus HTTP API base URL for rollout analysis; empty = no analysis "
-        "(rollouts hold, never promote on missing data)", "", parse=lambda t: t.rstrip("/"))
+        "FERRYMAN_PROMETHEUS_URL",
+        "Prometheus HTTP API base URL for rollout analysis; empty = no analysis "
+        "(rollouts hold, never promote on missing data)",
+        "",
+        parse=lambda t: t.rstrip("/"),
+    )
     prometheus_namespace_label: str = setting(
-        "FERRYMAN_PROMETHEUS_NAMESPACE_LABEL", "series label carrying the Kubernetes namespace "
-        "(added by ServiceMonitor/PodMonitor scraping); empty = none", "namespace")
+        "FERRYMAN_PROMETHEUS_NAMESPACE_LABEL",
+        "series label carrying the Kubernetes namespace "
+        "(added by ServiceMonitor/PodMonitor scraping); empty = none",
+        "namespace",
+    )
     analysis_selector: str = setting(
-        "FERRYMAN_ANALYSIS_SELECTOR", "extra PromQL label matchers for the analysis, e.g. 'container=\"gateway\"'", "")
+        "FERRYMAN_ANALYSIS_SELECTOR",
+        "extra PromQL label matchers for the analysis, e.g. 'container=\"gateway\"'",
+        "",
+    )
     resync_seconds: float = setting(
-        "FERRYMAN_RESYNC_SECONDS", "safety-net pass over every resource, spread over the period (reconciles "
-        "are driven by watch events and analysis timers, not by this)", 600.0,
-        parse=_positive("FERRYMAN_RESYNC_SECONDS"))
-    workers: int = setting("FERRYMAN_WORKERS", "reconciles in flight at once", 16,
-                           parse=lambda t: int(_positive("FERRYMAN_WORKERS")(t)))
-    image: str = setting("FERRYMAN_IMAGE", "ferryman image for version servers and the gateway", DEFAULT_IMAGE)
+        "FERRYMAN_RESYNC_SECONDS",
+        "safety-net pass over every resource, spread over the period (reconciles "
+        "are driven by watch events and analysis timers, not by this)",
+        600.0,
+        parse=_positive("FERRYMAN_RESYNC_SECONDS"),
+    )
+    workers: int = setting(
+        "FERRYMAN_WORKERS",
+        "reconciles in flight at once",
+        16,
+        parse=lambda t: int(_positive("FERRYMAN_WORKERS")(t)),
+    )
+    image: str = setting(
+        "FERRYMAN_IMAGE", "ferryman image for version servers and the gateway", DEFAULT_IMAGE
+    )
     image_pull_policy: str = setting(
-        "FERRYMAN_IMAGE_PULL_POLICY", "pull policy of the version servers and gateways: Always, IfNotPresent "
-        "or Never", "IfNotPresent", parse=_pull_policy)
+        "FERRYMAN_IMAGE_PULL_POLICY",
+        "pull policy of the version servers and gateways: Always, IfNotPresent or Never",
+        "IfNotPresent",
+        parse=_pull_policy,
+    )
     workload_env: tuple[dict[str, Any], ...] = setting(
-        "FERRYMAN_WORKLOAD_ENV", "JSON list of Kubernetes EnvVars added to every version server, e.g. the S3 "
-        "endpoint and credentials (valueFrom a Secret in the model's namespace)", (), parse=_env_list, text="[]")
-    ray_image: str = setting("FERRYMAN_RAY_IMAGE", "Ray image (ferryman + ray[serve]) for RayService clusters",
-                             DEFAULT_RAY_IMAGE)
-    kserve_runtime: str = setting("FERRYMAN_KSERVE_RUNTIME", "ClusterServingRuntime used by kserve InferenceServices",
-                                  "ferryman-onnx")
+        "FERRYMAN_WORKLOAD_ENV",
+        "JSON list of Kubernetes EnvVars added to every version server, e.g. the S3 "
+        "endpoint and credentials (valueFrom a Secret in the model's namespace)",
+        (),
+        parse=_env_list,
+        text="[]",
+    )
+    ray_image: str = setting(
+        "FERRYMAN_RAY_IMAGE", "Ray image (ferryman + ray[serve]) for RayService clusters", DEFAULT_RAY_IMAGE
+    )
+    kserve_runtime: str = setting(
+        "FERRYMAN_KSERVE_RUNTIME", "ClusterServingRuntime used by kserve InferenceServices", "ferryman-onnx"
+    )
     grpc: bool = setting(
-        "FERRYMAN_GRPC", "also serve the Open Inference Protocol v2 over gRPC on port 8081 of every gateway and "
-        "version server (native and kserve runtimes), routed like REST", False, parse=_bool)
-    preflight: bool = setting("FERRYMAN_PREFLIGHT", "check that http(s) model URIs answer before rolling them out",
-                              True, parse=_bool)
+        "FERRYMAN_GRPC",
+        "also serve the Open Inference Protocol v2 over gRPC on port 8081 of every gateway and "
+        "version server (native and kserve runtimes), routed like REST",
+        False,
+        parse=_bool,
+    )
+    preflight: bool = setting(
+        "FERRYMAN_PREFLIGHT",
+        "check that http(s) model URIs answer before rolling them out",
+        True,
+        parse=_bool,
+    )
     preflight_ttl_seconds: float = setting(
-        "FERRYMAN_PREFLIGHT_TTL_SECONDS", "how long a model URI check result is reused", 60.0, parse=float)
+        "FERRYMAN_PREFLIGHT_TTL_SECONDS", "how long a model URI check result is reused", 60.0, parse=float
+    )
     leader_election: bool = setting(
-        "FERRYMAN_LEADER_ELECTION", "elect one active replica through a coordination.k8s.io Lease", True,
-        parse=_bool)
+        "FERRYMAN_LEADER_ELECTION",
+        "elect one active replica through a coordination.k8s.io Lease",
+        True,
+        parse=_bool,
+    )
     lease_name: str = setting("FERRYMAN_LEASE_NAME", "name of the leader-election Lease", "ferryman-operator")
     lease_namespace: str = setting(
-        "FERRYMAN_LEASE_NAMESPACE", "namespace of the Lease; empty = the pod's namespace (or 'default')",
-        default_factory=_default_lease_namespace)
+        "FERRYMAN_LEASE_NAMESPACE",
+        "namespace of the Lease; empty = the pod's namespace (or 'default')",
+        default_factory=_default_lease_namespace,
+    )
     lease_seconds: float = setting(
-        "FERRYMAN_LEASE_SECONDS", "lease duration; a standby takes over this long after the leader vanished",
-        15.0, parse=_positive("FERRYMAN_LEASE_SECONDS"))
+        "FERRYMAN_LEASE_SECONDS",
+        "lease duration; a standby takes over this long after the leader vanished",
+        15.0,
+        parse=_positive("FERRYMAN_LEASE_SECONDS"),
+    )
     health_address: str = setting(
-        "FERRYMAN_HEALTH_ADDRESS", "host:port of the liveness endpoint (GET /healthz); empty = off", "0.0.0.0:8081")
-    identity: str = setting("FERRYMAN_IDENTITY", "this replica's identity in the Lease and Events; empty = "
-                            "hostname-pid", default_factory=_default_identity)
-    log_level: str = setting("FERRYMAN_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO",
-                             parse=lambda t: t.upper())
+        "FERRYMAN_HEALTH_ADDRESS",
+        "host:port of the liveness endpoint (GET /healthz); empty = off",
+        "0.0.0.0:8081",
+    )
+    identity: str = setting(
+        "FERRYMAN_IDENTITY",
+        "this replica's identity in the Lease and Events; empty = hostname-pid",
+        default_factory=_default_identity,
+    )
+    log_level: str = setting(
+        "FERRYMAN_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO", parse=lambda t: t.upper()
+    )
     kubeconfig: str | None = None  # a command-line flag only
 
     @property
@@ -173,12 +244,15 @@ def _default_text(f: Any) -> str:
 
 # env var -> (default as text, meaning): derived from the fields above
 ENV: dict[str, tuple[str, str]] = {
-    f.metadata["env"]: (_default_text(f), f.metadata["meaning"]) for f in fields(Settings) if "env" in f.metadata
+    f.metadata["env"]: (_default_text(f), f.metadata["meaning"])
+    for f in fields(Settings)
+    if "env" in f.metadata
 }
 
 
-def from_env(env: Mapping[str, str] | None = None, *, kubeconfig: str | None = None,
-             namespaces: Sequence[str] = ()) -> Settings:
+def from_env(
+    env: Mapping[str, str] | None = None, *, kubeconfig: str | None = None, namespaces: Sequence[str] = ()
+) -> Settings:
     """Settings from ``env`` (default: os.environ); explicit ``namespaces`` override FERRYMAN_NAMESPACES."""
     source = os.environ if env is None else env
     values: dict[str, Any] = {"kubeconfig": kubeconfig}
@@ -200,9 +274,21 @@ def from_env(env: Mapping[str, str] | None = None, *, kubeconfig: str | None = N
 
 def build_parser() -> argparse.ArgumentParser:
     epilog = "environment:\n" + "\n".join(f"  {k} (default {v[0]!r}): {v[1]}" for k, v in ENV.items())
-    p = argparse.ArgumentParser(prog="python -m ferryman_operator", description="the ferryman ModelDeployment operator",
-                                epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
-    p.add_argument("-n", "--namespace", action="append", default=[], dest="namespaces",
-                   help="watch this namespace (repeatable; overrides FERRYMAN_NAMESPACES)")
+    p = argparse.ArgumentParser(
+        prog="python -m ferryman_operator",
+        description="the ferryman ModelDeployment operator",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then $KUBECONFIG)"
+    )
+    p.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        dest="namespaces",
+        help="watch this namespace (repeatable; overrides FERRYMAN_NAMESPACES)",
+    )
     return p

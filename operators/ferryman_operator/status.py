@@ -29,10 +29,19 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 PHASE_DEGRADED = "Degraded"
 
-_ACTIVE_REASON = {Strategy.canary: "Canary", Strategy.blue_green: "BlueGreen", Strategy.ab_test: "ABTest",
-                  Strategy.shadow: "Shadow", Strategy.static: "Static"}
-_DONE_REASON = {Phase.stable: "Stable", Phase.promoted: "Promoted", Phase.rolled_back: "RolledBack",
-                Phase.paused: "Paused"}
+_ACTIVE_REASON = {
+    Strategy.canary: "Canary",
+    Strategy.blue_green: "BlueGreen",
+    Strategy.ab_test: "ABTest",
+    Strategy.shadow: "Shadow",
+    Strategy.static: "Static",
+}
+_DONE_REASON = {
+    Phase.stable: "Stable",
+    Phase.promoted: "Promoted",
+    Phase.rolled_back: "RolledBack",
+    Phase.paused: "Paused",
+}
 
 
 def traffic_split(weights: Mapping[str, int]) -> str:
@@ -40,10 +49,17 @@ def traffic_split(weights: Mapping[str, int]) -> str:
 
 
 def condition(type_: str, status: bool, reason: str, message: str) -> dict[str, str]:
-    return {"type": type_, "status": "True" if status else "False", "reason": reason, "message": message[:2000]}
+    return {
+        "type": type_,
+        "status": "True" if status else "False",
+        "reason": reason,
+        "message": message[:2000],
+    }
 
 
-def merge_conditions(previous: list[dict[str, Any]], new: list[dict[str, str]], *, now: str) -> list[dict[str, Any]]:
+def merge_conditions(
+    previous: list[dict[str, Any]], new: list[dict[str, str]], *, now: str
+) -> list[dict[str, Any]]:
     """``new`` with ``lastTransitionTime`` kept from ``previous`` where the status did not change."""
     before = {c.get("type"): c for c in previous or []}
     out = []
@@ -63,9 +79,18 @@ def _progressing(state: RolloutState, waiting: str | None) -> dict[str, str]:
     return condition(PROGRESSING, False, _DONE_REASON.get(state.phase, state.phase.value), last)
 
 
-def build(*, previous: Mapping[str, Any] | None, md: ModelDeployment, state: RolloutState, readiness: Readiness,
-          problem: Problem | None, waiting: str | None, generation: int | None, endpoint: str,
-          now: str) -> dict[str, Any]:
+def build(
+    *,
+    previous: Mapping[str, Any] | None,
+    md: ModelDeployment,
+    state: RolloutState,
+    readiness: Readiness,
+    problem: Problem | None,
+    waiting: str | None,
+    generation: int | None,
+    endpoint: str,
+    now: str,
+) -> dict[str, Any]:
     """The full status for a resource the operator could read (``problem`` set when it is Degraded)."""
     prev = dict(previous or {})
     if problem is not None:
@@ -73,11 +98,15 @@ def build(*, previous: Mapping[str, Any] | None, md: ModelDeployment, state: Rol
         degraded = condition(DEGRADED, True, problem.reason, problem.message)
     else:
         unready = readiness.unready(routed_versions(state, md))
-        ready = (condition(READY, False, "NotReady", "; ".join(unready)) if unready else
-                 condition(READY, True, "Ready", f"serving {traffic_split(state.weights)} at {endpoint}"))
+        ready = (
+            condition(READY, False, "NotReady", "; ".join(unready))
+            if unready
+            else condition(READY, True, "Ready", f"serving {traffic_split(state.weights)} at {endpoint}")
+        )
         degraded = condition(DEGRADED, False, "AsExpected", "")
-    conditions = merge_conditions(prev.get("conditions") or [], [ready, _progressing(state, waiting), degraded],
-                                  now=now)
+    conditions = merge_conditions(
+        prev.get("conditions") or [], [ready, _progressing(state, waiting), degraded], now=now
+    )
     status: dict[str, Any] = {
         "phase": PHASE_DEGRADED if problem is not None else state.phase.value,
         "observedGeneration": generation,
@@ -99,19 +128,26 @@ def build(*, previous: Mapping[str, Any] | None, md: ModelDeployment, state: Rol
     return status
 
 
-def invalid(*, previous: Mapping[str, Any] | None, problem: Problem, generation: int | None,
-            now: str) -> dict[str, Any]:
+def invalid(
+    *, previous: Mapping[str, Any] | None, problem: Problem, generation: int | None, now: str
+) -> dict[str, Any]:
     """Status for a spec the operator cannot use: Degraded, and the last good rollout state kept as is
     (fixing the spec resumes from it; nothing that was serving is touched)."""
     prev = dict(previous or {})
     progressing = next((c for c in prev.get("conditions") or [] if c.get("type") == PROGRESSING), None)
-    new = [condition(READY, False, problem.reason, problem.message),
-           {k: progressing[k] for k in ("type", "status", "reason", "message") if k in progressing}
-           if progressing else condition(PROGRESSING, False, problem.reason, problem.message),
-           condition(DEGRADED, True, problem.reason, problem.message)]
+    new = [
+        condition(READY, False, problem.reason, problem.message),
+        {k: progressing[k] for k in ("type", "status", "reason", "message") if k in progressing}
+        if progressing
+        else condition(PROGRESSING, False, problem.reason, problem.message),
+        condition(DEGRADED, True, problem.reason, problem.message),
+    ]
     status = {k: v for k, v in prev.items() if k not in ("conditions", "phase", "observedGeneration")}
-    status.update(phase=PHASE_DEGRADED, observedGeneration=generation,
-                  conditions=merge_conditions(prev.get("conditions") or [], new, now=now))
+    status.update(
+        phase=PHASE_DEGRADED,
+        observedGeneration=generation,
+        conditions=merge_conditions(prev.get("conditions") or [], new, now=now),
+    )
     return status
 
 
@@ -119,15 +155,20 @@ def conditions_of(status: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]
     return {c["type"]: c for c in (status or {}).get("conditions") or [] if "type" in c}
 
 
-def transition_events(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+def transition_events(
+    before: Mapping[str, Any] | None, after: Mapping[str, Any]
+) -> list[tuple[str, str, str]]:
     """Events for condition changes worth a line in ``kubectl describe``: became Degraded (or the reason or
     message changed), recovered, became Ready."""
     old, new = conditions_of(before), conditions_of(after)
     events = []
     deg_old, deg_new = old.get(DEGRADED, {}), new.get(DEGRADED, {})
     if deg_new.get("status") == "True":
-        if (deg_old.get("status"), deg_old.get("reason"), deg_old.get("message")) != \
-                ("True", deg_new.get("reason"), deg_new.get("message")):
+        if (deg_old.get("status"), deg_old.get("reason"), deg_old.get("message")) != (
+            "True",
+            deg_new.get("reason"),
+            deg_new.get("message"),
+        ):
             events.append(("Warning", deg_new.get("reason", DEGRADED), deg_new.get("message", "")))
     elif deg_old.get("status") == "True":
         events.append(("Normal", "Recovered", f"no longer degraded (was {deg_old.get('reason')})"))
@@ -156,8 +197,12 @@ def material(status: Mapping[str, Any] | None) -> dict[str, Any]:
         history = list(rollout.get("history") or [])
         if history and isinstance(history[-1], dict) and history[-1].get("action") == "hold":
             last = history[-1]
-            history[-1] = {"action": "hold", "reason": hold_reason(str(last.get("reason", ""))),
-                           "weights": last.get("weights"), "actor": last.get("actor")}
+            history[-1] = {
+                "action": "hold",
+                "reason": hold_reason(str(last.get("reason", ""))),
+                "weights": last.get("weights"),
+                "actor": last.get("actor"),
+            }
         rollout["history"] = history
         out["rollout"] = rollout
     return out
@@ -173,8 +218,9 @@ def only_ready_message(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
 
     def blank(st: Mapping[str, Any]) -> dict[str, Any]:
         out = material(st)
-        out["conditions"] = [{**c, "message": ""} if c.get("type") == READY else c
-                             for c in out.get("conditions") or []]
+        out["conditions"] = [
+            {**c, "message": ""} if c.get("type") == READY else c for c in out.get("conditions") or []
+        ]
         return out
 
     return blank(new) == blank(old)

@@ -19,8 +19,14 @@ log = logging.getLogger("ferryman.operator")
 
 
 class WorkQueue:
-    def __init__(self, handler: Callable[[Hashable], Awaitable[None]], *, workers: int = 4,
-                 retry_base: float = 1.0, retry_cap: float = 300.0) -> None:
+    def __init__(
+        self,
+        handler: Callable[[Hashable], Awaitable[None]],
+        *,
+        workers: int = 4,
+        retry_base: float = 1.0,
+        retry_cap: float = 300.0,
+    ) -> None:
         self.handler = handler
         self.workers = workers
         self.retry_base = retry_base
@@ -69,7 +75,9 @@ class WorkQueue:
         self.add(key)
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._work(), name=f"reconcile-worker-{i}") for i in range(self.workers)]
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"reconcile-worker-{i}") for i in range(self.workers)
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -100,7 +108,9 @@ class WorkQueue:
                 raise
             except Exception:
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
-                delay = min(self.retry_cap, self.retry_base * 2 ** (failures - 1)) * (0.5 + random.random() / 2)
+                delay = min(self.retry_cap, self.retry_base * 2 ** (failures - 1)) * (
+                    0.5 + random.random() / 2
+                )
                 log.exception("reconcile of %s failed (%d in a row); retrying in %.1fs", key, failures, delay)
                 self.add_after(key, delay)
             finally:

@@ -22,7 +22,9 @@ from ferryman.protocol.tensor import InferRequest, InferResponse
 from ferryman.telemetry import Finished, RequestObserver, RequestRecord, Settle
 
 QUANTILE_METHOD: Final = "inverted_cdf"  # nearest rank: an observed value, never interpolated
-MAX_SAMPLES = 2_000_000  # per (version, route); beyond this the oldest half is dropped (exact within the tail)
+MAX_SAMPLES = (
+    2_000_000  # per (version, route); beyond this the oldest half is dropped (exact within the tail)
+)
 
 
 @dataclass
@@ -58,7 +60,9 @@ class Accounting(RequestObserver):
         self._series: dict[tuple[str, str], _Series] = {}
 
     # RequestObserver -----------------------------------------------------------------------------
-    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
+    def finished(
+        self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None
+    ) -> None:
         self.finished_many(((record, request, response),))
 
     def finished_many(self, batch: Sequence[Finished]) -> None:
@@ -107,20 +111,33 @@ class Accounting(RequestObserver):
         if lat.size == 0:
             return VersionStats(version=version, requests=0, errors=0, p99_seconds=None)
         p50, p95, p99 = np.quantile(lat, [0.5, 0.95, 0.99], method=QUANTILE_METHOD)
-        return VersionStats(version=version, requests=int(lat.size), errors=errors, p99_seconds=float(p99),
-                            p50_seconds=float(p50), p95_seconds=float(p95))
+        return VersionStats(
+            version=version,
+            requests=int(lat.size),
+            errors=errors,
+            p99_seconds=float(p99),
+            p50_seconds=float(p50),
+            p95_seconds=float(p95),
+        )
 
     def totals(self) -> list[RouteTotals]:
         self.settle()
         out = []
         with self._lock:
-            items = [(k, s.count, s.errors, np.array(s.latencies, dtype=np.float64)) for k, s in self._series.items()]
+            items = [
+                (k, s.count, s.errors, np.array(s.latencies, dtype=np.float64))
+                for k, s in self._series.items()
+            ]
         for (version, route), count, errors, lat in sorted(items):
-            q = np.quantile(lat, [0.5, 0.95, 0.99], method=QUANTILE_METHOD) if lat.size else [None, None, None]
-            out.append(RouteTotals(version, route, count, errors,
-                                   *(None if x is None else float(x) for x in q)))
+            q = (
+                np.quantile(lat, [0.5, 0.95, 0.99], method=QUANTILE_METHOD)
+                if lat.size
+                else [None, None, None]
+            )
+            out.append(
+                RouteTotals(version, route, count, errors, *(None if x is None else float(x) for x in q))
+            )
         return out
-
 
 
 def _first_at_or_after(times: array, since: float) -> int:

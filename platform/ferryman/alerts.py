@@ -41,8 +41,10 @@ class SloConfig:
         from ferryman.metrics import REQUEST_BUCKETS
 
         if self.latency_seconds not in REQUEST_BUCKETS:
-            raise ValueError(f"latency threshold {self.latency_seconds} s is not a bucket boundary of "
-                             f"ferryman_request_duration_seconds ({', '.join(map(str, REQUEST_BUCKETS))})")
+            raise ValueError(
+                f"latency threshold {self.latency_seconds} s is not a bucket boundary of "
+                f"ferryman_request_duration_seconds ({', '.join(map(str, REQUEST_BUCKETS))})"
+            )
         if not 0 < self.latency_objective < 1 or not 0 <= self.max_error_ratio < 1:
             raise ValueError("objective must be in (0, 1) and the error ratio in [0, 1)")
 
@@ -68,26 +70,42 @@ WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 
 def latency_bad_ratio(window: str, slo: SloConfig) -> str:
     """Share of user-facing requests slower than the threshold over ``window``, per namespace and model."""
-    return (f'1 - (sum by ({BY}) (rate(ferryman_request_duration_seconds_bucket{{le="{slo.le}", {USER_FACING}}}[{window}]))'
-            f" / sum by ({BY}) (rate(ferryman_request_duration_seconds_count{{{USER_FACING}}}[{window}])))")
+    return (
+        f'1 - (sum by ({BY}) (rate(ferryman_request_duration_seconds_bucket{{le="{slo.le}", {USER_FACING}}}[{window}]))'
+        f" / sum by ({BY}) (rate(ferryman_request_duration_seconds_count{{{USER_FACING}}}[{window}])))"
+    )
 
 
 def error_ratio(window: str) -> str:
-    return (f'sum by ({BY}) (rate(ferryman_requests_total{{code=~"5..", {USER_FACING}}}[{window}]))'
-            f" / sum by ({BY}) (rate(ferryman_requests_total{{{USER_FACING}}}[{window}]))")
+    return (
+        f'sum by ({BY}) (rate(ferryman_requests_total{{code=~"5..", {USER_FACING}}}[{window}]))'
+        f" / sum by ({BY}) (rate(ferryman_requests_total{{{USER_FACING}}}[{window}]))"
+    )
 
 
 def _record(window: str) -> str:
     return f"ferryman:latency_slo_bad:ratio_rate{window}"
 
 
-def _alert(name: str, expr: str, *, severity: str, summary: str, description: str, runbook_base: str,
-           for_: str | None = None) -> dict[str, Any]:
+def _alert(
+    name: str,
+    expr: str,
+    *,
+    severity: str,
+    summary: str,
+    description: str,
+    runbook_base: str,
+    for_: str | None = None,
+) -> dict[str, Any]:
     rule: dict[str, Any] = {"alert": name, "expr": expr}
     if for_:
         rule["for"] = for_
     rule["labels"] = {"severity": severity, "team": "ml-platform"}
-    rule["annotations"] = {"summary": summary, "description": description, "runbook_url": f"{runbook_base}#{name.lower()}"}
+    rule["annotations"] = {
+        "summary": summary,
+        "description": description,
+        "runbook_url": f"{runbook_base}#{name.lower()}",
+    }
     return rule
 
 
@@ -97,65 +115,106 @@ def rules(slo: SloConfig | None = None, *, runbook_base: str = RUNBOOK_BASE) -> 
     budget = slo.error_budget
     recording = [{"record": _record(w), "expr": latency_bad_ratio(w, slo)} for w in WINDOWS]
     recording.append({"record": "ferryman:request_errors:ratio_rate5m", "expr": error_ratio("5m")})
-    recording.append({"record": "ferryman:requests:rate5m",
-                      "expr": f"sum by ({BY}) (rate(ferryman_requests_total{{{USER_FACING}}}[5m]))"})
+    recording.append(
+        {
+            "record": "ferryman:requests:rate5m",
+            "expr": f"sum by ({BY}) (rate(ferryman_requests_total{{{USER_FACING}}}[5m]))",
+        }
+    )
 
     burn_alerts = []
     for severity in ("page", "ticket"):
-        clauses = [f"({_record(long)} > {factor:g} * {budget:g} and {_record(short)} > {factor:g} * {budget:g})"
-                   for sev, long, short, factor, _ in BURN_WINDOWS if sev == severity]
+        clauses = [
+            f"({_record(long)} > {factor:g} * {budget:g} and {_record(short)} > {factor:g} * {budget:g})"
+            for sev, long, short, factor, _ in BURN_WINDOWS
+            if sev == severity
+        ]
         for_ = next(f for sev, *_, f in BURN_WINDOWS if sev == severity)
         name = "FerrymanLatencyBudgetBurn" if severity == "page" else "FerrymanLatencyBudgetBurnSlow"
         speed = "fast" if severity == "page" else "slowly"
-        burn_alerts.append(_alert(
-            name, "\n  or\n".join(clauses), severity=severity, for_=for_, runbook_base=rb,
-            summary=f"{{{{ $labels.model }}}} is burning its latency error budget {speed}",
-            description=(f"More than {budget:.2%} of requests to {{{{ $labels.namespace }}}}/{{{{ $labels.model }}}} "
-                         f"exceed {slo.latency_seconds * 1000:g} ms (SLO {slo.latency_objective:.2%}); "
-                         f"{{{{ $value | humanizePercentage }}}} of requests are slow over the long window.")))
+        burn_alerts.append(
+            _alert(
+                name,
+                "\n  or\n".join(clauses),
+                severity=severity,
+                for_=for_,
+                runbook_base=rb,
+                summary=f"{{{{ $labels.model }}}} is burning its latency error budget {speed}",
+                description=(
+                    f"More than {budget:.2%} of requests to {{{{ $labels.namespace }}}}/{{{{ $labels.model }}}} "
+                    f"exceed {slo.latency_seconds * 1000:g} ms (SLO {slo.latency_objective:.2%}); "
+                    f"{{{{ $value | humanizePercentage }}}} of requests are slow over the long window."
+                ),
+            )
+        )
 
     alerts = [
         *burn_alerts,
-        _alert("FerrymanHighErrorRate",
-               f"ferryman:request_errors:ratio_rate5m > {slo.max_error_ratio:g} and ferryman:requests:rate5m > 0",
-               severity="page", for_=slo.error_for, runbook_base=rb,
-               summary="{{ $labels.model }} answers more than "
-                       f"{slo.max_error_ratio:.0%} of requests with a server error",
-               description="{{ $value | humanizePercentage }} of requests to {{ $labels.namespace }}/"
-                           "{{ $labels.model }} failed with 5xx over the last 5 minutes."),
-        _alert("FerrymanDriftDetected",
-               "max by (namespace, model, version) (ferryman_drift_detected) == 1",
-               severity="warning", for_=slo.drift_for, runbook_base=rb,
-               summary="Input drift on {{ $labels.model }} version {{ $labels.version }}",
-               description="The share of drifted features (Evidently) reached the spec's threshold; see the "
-                           "Ferryman drift dashboard for the features involved."),
-        _alert("FerrymanPredictionDrift",
-               "max by (namespace, model, version) (ferryman_prediction_drift_detected) == 1",
-               severity="warning", for_=slo.prediction_drift_for, runbook_base=rb,
-               summary="Prediction drift on {{ $labels.model }} version {{ $labels.version }}",
-               description="The distribution of predictions differs from the predictions on the reference data."),
-        _alert("FerrymanRolloutRolledBack",
-               'max by (namespace, model) (ferryman_rollout_phase{phase="rolled_back"}) == 1',
-               severity="warning", runbook_base=rb,
-               summary="The rollout of {{ $labels.model }} was rolled back",
-               description="All traffic went back to the stable version; `ferryman status` shows the "
-                           "analysis that failed."),
-        _alert("FerrymanModelNotReady",
-               "min by (namespace, model, version) (ferryman_model_ready) == 0",
-               severity="page", for_=slo.not_ready_for, runbook_base=rb,
-               summary="{{ $labels.model }} version {{ $labels.version }} is not ready",
-               description="A server reports the version as not loaded/serving."),
-        _alert("FerrymanSpecReloadRejected",
-               "max by (namespace, model) (ferryman_spec_reload_rejected) == 1",
-               severity="warning", for_=slo.reload_rejected_for, runbook_base=rb,
-               summary="The edited spec of {{ $labels.model }} was rejected; the previous spec still runs",
-               description="The spec file on disk is not what serves traffic; `ferryman status` shows the "
-                           "validation error. Fix the file (or revert it) to clear this alert."),
+        _alert(
+            "FerrymanHighErrorRate",
+            f"ferryman:request_errors:ratio_rate5m > {slo.max_error_ratio:g} and ferryman:requests:rate5m > 0",
+            severity="page",
+            for_=slo.error_for,
+            runbook_base=rb,
+            summary="{{ $labels.model }} answers more than "
+            f"{slo.max_error_ratio:.0%} of requests with a server error",
+            description="{{ $value | humanizePercentage }} of requests to {{ $labels.namespace }}/"
+            "{{ $labels.model }} failed with 5xx over the last 5 minutes.",
+        ),
+        _alert(
+            "FerrymanDriftDetected",
+            "max by (namespace, model, version) (ferryman_drift_detected) == 1",
+            severity="warning",
+            for_=slo.drift_for,
+            runbook_base=rb,
+            summary="Input drift on {{ $labels.model }} version {{ $labels.version }}",
+            description="The share of drifted features (Evidently) reached the spec's threshold; see the "
+            "Ferryman drift dashboard for the features involved.",
+        ),
+        _alert(
+            "FerrymanPredictionDrift",
+            "max by (namespace, model, version) (ferryman_prediction_drift_detected) == 1",
+            severity="warning",
+            for_=slo.prediction_drift_for,
+            runbook_base=rb,
+            summary="Prediction drift on {{ $labels.model }} version {{ $labels.version }}",
+            description="The distribution of predictions differs from the predictions on the reference data.",
+        ),
+        _alert(
+            "FerrymanRolloutRolledBack",
+            'max by (namespace, model) (ferryman_rollout_phase{phase="rolled_back"}) == 1',
+            severity="warning",
+            runbook_base=rb,
+            summary="The rollout of {{ $labels.model }} was rolled back",
+            description="All traffic went back to the stable version; `ferryman status` shows the "
+            "analysis that failed.",
+        ),
+        _alert(
+            "FerrymanModelNotReady",
+            "min by (namespace, model, version) (ferryman_model_ready) == 0",
+            severity="page",
+            for_=slo.not_ready_for,
+            runbook_base=rb,
+            summary="{{ $labels.model }} version {{ $labels.version }} is not ready",
+            description="A server reports the version as not loaded/serving.",
+        ),
+        _alert(
+            "FerrymanSpecReloadRejected",
+            "max by (namespace, model) (ferryman_spec_reload_rejected) == 1",
+            severity="warning",
+            for_=slo.reload_rejected_for,
+            runbook_base=rb,
+            summary="The edited spec of {{ $labels.model }} was rejected; the previous spec still runs",
+            description="The spec file on disk is not what serves traffic; `ferryman status` shows the "
+            "validation error. Fix the file (or revert it) to clear this alert.",
+        ),
     ]
-    return {"groups": [
-        {"name": "ferryman.slo.recording", "interval": "30s", "rules": recording},
-        {"name": "ferryman.alerts", "rules": alerts},
-    ]}
+    return {
+        "groups": [
+            {"name": "ferryman.slo.recording", "interval": "30s", "rules": recording},
+            {"name": "ferryman.alerts", "rules": alerts},
+        ]
+    }
 
 
 class _Dumper(yaml.SafeDumper):
@@ -182,23 +241,41 @@ def rules_yaml(slo: SloConfig | None = None) -> str:
     return HEADER + dump(rules(slo))
 
 
-def prometheus_rule(slo: SloConfig | None = None, *, name: str = "ferryman", namespace: str | None = None,
-                    labels: dict[str, str] | None = None) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name,
-                                "labels": {"app.kubernetes.io/name": "ferryman", "app.kubernetes.io/component": "alerts",
-                                           **(labels or {})}}
+def prometheus_rule(
+    slo: SloConfig | None = None,
+    *,
+    name: str = "ferryman",
+    namespace: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "name": name,
+        "labels": {
+            "app.kubernetes.io/name": "ferryman",
+            "app.kubernetes.io/component": "alerts",
+            **(labels or {}),
+        },
+    }
     if namespace:
         metadata["namespace"] = namespace
-    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule", "metadata": metadata,
-            "spec": rules(slo)}
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": metadata,
+        "spec": rules(slo),
+    }
 
 
 RULES_FILE = "ferryman-rules.yaml"
 PROMETHEUS_RULE_FILE = "ferryman-prometheusrule.yaml"
 
 
-def export(directory: str | Path, *, slo: SloConfig | None = None,
-           kinds: tuple[str, ...] = ("rules", "prometheusrule")) -> list[Path]:
+def export(
+    directory: str | Path,
+    *,
+    slo: SloConfig | None = None,
+    kinds: tuple[str, ...] = ("rules", "prometheusrule"),
+) -> list[Path]:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -63,32 +63,61 @@ class Analysis:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Analysis:
-        return cls(version=d["version"], outcome=Outcome(d["outcome"]), reason=d["reason"],
-                   checks=tuple(Check(**c) for c in d.get("checks", [])), requests=d.get("requests", 0))
+        return cls(
+            version=d["version"],
+            outcome=Outcome(d["outcome"]),
+            reason=d["reason"],
+            checks=tuple(Check(**c) for c in d.get("checks", [])),
+            requests=d.get("requests", 0),
+        )
 
 
-def analyze(stats: VersionStats, *, budget: Budget, min_requests: int,
-            drift_threshold: float | None = None) -> Analysis:
+def analyze(
+    stats: VersionStats, *, budget: Budget, min_requests: int, drift_threshold: float | None = None
+) -> Analysis:
     if stats.note and stats.requests == 0:
         return Analysis(stats.version, Outcome.insufficient, f"no data: {stats.note}", requests=0)
     if stats.requests < max(min_requests, 1):
-        return Analysis(stats.version, Outcome.insufficient,
-                        f"only {stats.requests} of {max(min_requests, 1)} requests needed for a decision",
-                        requests=stats.requests)
+        return Analysis(
+            stats.version,
+            Outcome.insufficient,
+            f"only {stats.requests} of {max(min_requests, 1)} requests needed for a decision",
+            requests=stats.requests,
+        )
     checks = []
     budget_s = budget.p99_ms / 1000.0
     if stats.p99_seconds is None:
         return Analysis(stats.version, Outcome.insufficient, "p99 latency unknown", requests=stats.requests)
-    checks.append(Check("p99_latency_ms", round(stats.p99_seconds * 1000, 3), budget.p99_ms,
-                        stats.p99_seconds <= budget_s))
-    checks.append(Check("error_rate", round(stats.error_rate, 6), budget.max_error_rate,
-                        stats.error_rate <= budget.max_error_rate))
+    checks.append(
+        Check(
+            "p99_latency_ms", round(stats.p99_seconds * 1000, 3), budget.p99_ms, stats.p99_seconds <= budget_s
+        )
+    )
+    checks.append(
+        Check(
+            "error_rate",
+            round(stats.error_rate, 6),
+            budget.max_error_rate,
+            stats.error_rate <= budget.max_error_rate,
+        )
+    )
     if drift_threshold is not None and stats.drift_pending and stats.drift_share is None:
-        return Analysis(stats.version, Outcome.insufficient, "waiting for the first drift measurement",
-                        tuple(checks), stats.requests)
+        return Analysis(
+            stats.version,
+            Outcome.insufficient,
+            "waiting for the first drift measurement",
+            tuple(checks),
+            stats.requests,
+        )
     if drift_threshold is not None and stats.drift_share is not None:
-        checks.append(Check("drift_share", round(stats.drift_share, 4), drift_threshold,
-                            stats.drift_share < drift_threshold))
+        checks.append(
+            Check(
+                "drift_share",
+                round(stats.drift_share, 4),
+                drift_threshold,
+                stats.drift_share < drift_threshold,
+            )
+        )
     failed = [c for c in checks if not c.ok]
     if failed:
         reason = "; ".join(f"{c.name} {c.value} exceeds {c.threshold}" for c in failed)

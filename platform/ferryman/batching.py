@@ -120,8 +120,11 @@ class BatchQueue(Generic[T]):
 
     @classmethod
     def from_spec(cls, batching: Batching) -> BatchQueue[T]:
-        return cls(max_batch_size=batching.max_batch_size, max_delay=batching.max_delay_ms / 1000.0,
-                   max_queue=batching.max_queue_size)
+        return cls(
+            max_batch_size=batching.max_batch_size,
+            max_delay=batching.max_delay_ms / 1000.0,
+            max_queue=batching.max_queue_size,
+        )
 
     def __len__(self) -> int:
         return len(self._queue)

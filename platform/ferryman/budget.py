@@ -53,9 +53,17 @@ class LatencySummary:
         return self.failures / self.requests if self.requests else 0.0
 
     def as_dict(self) -> dict[str, float | int]:
-        return {"requests": self.requests, "failures": self.failures, "error_rate": self.error_rate,
-                "p50_ms": self.p50_ms, "p90_ms": self.p90_ms, "p95_ms": self.p95_ms,
-                "p99_ms": self.p99_ms, "max_ms": self.max_ms, "mean_ms": self.mean_ms}
+        return {
+            "requests": self.requests,
+            "failures": self.failures,
+            "error_rate": self.error_rate,
+            "p50_ms": self.p50_ms,
+            "p90_ms": self.p90_ms,
+            "p95_ms": self.p95_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+            "mean_ms": self.mean_ms,
+        }
 
 
 def summarize(times_ms: Sequence[float] | np.ndarray, *, failures: int = 0) -> LatencySummary:
@@ -65,11 +73,20 @@ def summarize(times_ms: Sequence[float] | np.ndarray, *, failures: int = 0) -> L
         raise ValueError(f"failures={failures} must be between 0 and the {arr.size} requests")
     if arr.size == 0:
         nan = float("nan")
-        return LatencySummary(requests=0, failures=0, p50_ms=nan, p90_ms=nan, p95_ms=nan, p99_ms=nan,
-                              max_ms=nan, mean_ms=nan)
+        return LatencySummary(
+            requests=0, failures=0, p50_ms=nan, p90_ms=nan, p95_ms=nan, p99_ms=nan, max_ms=nan, mean_ms=nan
+        )
     at = {q: float(arr[nearest_rank(arr.size, q) - 1]) for q in PERCENTILES}
-    return LatencySummary(requests=int(arr.size), failures=failures, p50_ms=at[50.0], p90_ms=at[90.0],
-                          p95_ms=at[95.0], p99_ms=at[99.0], max_ms=float(arr[-1]), mean_ms=float(arr.mean()))
+    return LatencySummary(
+        requests=int(arr.size),
+        failures=failures,
+        p50_ms=at[50.0],
+        p90_ms=at[90.0],
+        p95_ms=at[95.0],
+        p99_ms=at[99.0],
+        max_ms=float(arr[-1]),
+        mean_ms=float(arr.mean()),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +95,9 @@ class Verdict:
     reasons: tuple[str, ...]  # why it failed; empty when it passed
 
 
-def evaluate(summary: LatencySummary, *, budget_ms: float, max_error_rate: float,
-             min_requests: int = 1) -> Verdict:
+def evaluate(
+    summary: LatencySummary, *, budget_ms: float, max_error_rate: float, min_requests: int = 1
+) -> Verdict:
     """Fail when p99 exceeds the budget, the error rate exceeds its maximum, or too few requests ran."""
     reasons: list[str] = []
     if summary.requests < min_requests:
@@ -88,6 +106,8 @@ def evaluate(summary: LatencySummary, *, budget_ms: float, max_error_rate: float
         if summary.p99_ms > budget_ms:
             reasons.append(f"p99 {summary.p99_ms:.3f} ms exceeds the {budget_ms:g} ms budget")
         if summary.error_rate > max_error_rate:
-            reasons.append(f"error rate {summary.error_rate:.2%} exceeds the maximum {max_error_rate:.2%} "
-                           f"({summary.failures} of {summary.requests} requests failed)")
+            reasons.append(
+                f"error rate {summary.error_rate:.2%} exceeds the maximum {max_error_rate:.2%} "
+                f"({summary.failures} of {summary.requests} requests failed)"
+            )
     return Verdict(passed=not reasons, reasons=tuple(reasons))

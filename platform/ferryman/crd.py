@@ -121,36 +121,54 @@ def spec_schema() -> dict[str, Any]:
     schema = _model_schema(ModelDeploymentSpec, defaults=True)
     traffic = schema["properties"]["traffic"]
     traffic["x-kubernetes-validations"] = [
-        {"rule": "!has(self.abTest) || !has(self.abTest.weights) || size(self.abTest.weights) == 0 || "
-                 "self.abTest.weights.map(k, self.abTest.weights[k]).sum() == 100",
-         "message": "traffic.abTest.weights must sum to 100"},
-        {"rule": "!has(self.candidate) || !has(self.stable) || self.candidate != self.stable",
-         "message": "traffic.candidate must differ from traffic.stable"},
-        {"rule": "!has(self.strategy) || !(self.strategy in ['canary', 'blueGreen', 'shadow']) || has(self.candidate)",
-         "message": "traffic.candidate is required for canary, blueGreen and shadow strategies"},
-        {"rule": "!has(self.strategy) || self.strategy != 'abTest' || "
-                 "(has(self.abTest) && has(self.abTest.weights) && size(self.abTest.weights) > 0)",
-         "message": "traffic.abTest.weights is required for the abTest strategy"},
+        {
+            "rule": "!has(self.abTest) || !has(self.abTest.weights) || size(self.abTest.weights) == 0 || "
+            "self.abTest.weights.map(k, self.abTest.weights[k]).sum() == 100",
+            "message": "traffic.abTest.weights must sum to 100",
+        },
+        {
+            "rule": "!has(self.candidate) || !has(self.stable) || self.candidate != self.stable",
+            "message": "traffic.candidate must differ from traffic.stable",
+        },
+        {
+            "rule": "!has(self.strategy) || !(self.strategy in ['canary', 'blueGreen', 'shadow']) || has(self.candidate)",
+            "message": "traffic.candidate is required for canary, blueGreen and shadow strategies",
+        },
+        {
+            "rule": "!has(self.strategy) || self.strategy != 'abTest' || "
+            "(has(self.abTest) && has(self.abTest.weights) && size(self.abTest.weights) > 0)",
+            "message": "traffic.abTest.weights is required for the abTest strategy",
+        },
     ]
     steps = traffic["properties"]["canary"]["properties"]["steps"]
     steps["x-kubernetes-validations"] = [
         {"rule": "self.all(s, s >= 1 && s <= 100)", "message": "every step must be a percentage in 1..100"},
         {"rule": "self[size(self) - 1] == 100", "message": "the last step must be 100 (full promotion)"},
-        {"rule": "self.isSorted() && self.all(s, self.filter(t, t == s).size() == 1)",
-         "message": "steps must strictly increase"},
+        {
+            "rule": "self.isSorted() && self.all(s, self.filter(t, t == s).size() == 1)",
+            "message": "steps must strictly increase",
+        },
     ]
     schema["x-kubernetes-validations"] = [
-        {"rule": "self.versions.all(v, self.versions.filter(w, w.name == v.name).size() == 1)",
-         "message": "version names must be unique"},
-        {"rule": "!has(self.traffic) || !has(self.traffic.stable) || "
-                 "self.versions.exists(v, v.name == self.traffic.stable)",
-         "message": "traffic.stable must name one of spec.versions"},
-        {"rule": "!has(self.traffic) || !has(self.traffic.candidate) || "
-                 "self.versions.exists(v, v.name == self.traffic.candidate)",
-         "message": "traffic.candidate must name one of spec.versions"},
-        {"rule": "!has(self.traffic) || !has(self.traffic.abTest) || !has(self.traffic.abTest.weights) || "
-                 "self.traffic.abTest.weights.all(k, self.versions.exists(v, v.name == k))",
-         "message": "traffic.abTest.weights must name versions of spec.versions"},
+        {
+            "rule": "self.versions.all(v, self.versions.filter(w, w.name == v.name).size() == 1)",
+            "message": "version names must be unique",
+        },
+        {
+            "rule": "!has(self.traffic) || !has(self.traffic.stable) || "
+            "self.versions.exists(v, v.name == self.traffic.stable)",
+            "message": "traffic.stable must name one of spec.versions",
+        },
+        {
+            "rule": "!has(self.traffic) || !has(self.traffic.candidate) || "
+            "self.versions.exists(v, v.name == self.traffic.candidate)",
+            "message": "traffic.candidate must name one of spec.versions",
+        },
+        {
+            "rule": "!has(self.traffic) || !has(self.traffic.abTest) || !has(self.traffic.abTest.weights) || "
+            "self.traffic.abTest.weights.all(k, self.versions.exists(v, v.name == k))",
+            "message": "traffic.abTest.weights must name versions of spec.versions",
+        },
     ]
     return schema
 
@@ -172,39 +190,51 @@ def crd() -> dict[str, Any]:
         "spec": {
             "group": API_GROUP,
             "scope": "Namespaced",
-            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL, "singular": SINGULAR,
-                      "shortNames": SHORT_NAMES, "categories": ["ferryman", "all"]},
-            "versions": [{
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                    {"name": "Traffic", "type": "string", "jsonPath": ".status.trafficSplit"},
-                    {"name": "Stable", "type": "string", "jsonPath": ".status.stable"},
-                    {"name": "Candidate", "type": "string", "jsonPath": ".status.candidate"},
-                    {"name": "Runtime", "type": "string", "jsonPath": ".spec.runtime", "priority": 1},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "description": "A model served by ferryman, with its versions, budget and traffic strategy.",
-                    "required": ["spec"],
-                    "x-kubernetes-validations": [{
-                        "rule": f"size(self.metadata.name) <= 63 && self.metadata.name.matches('{_DNS_LABEL_CEL}')",
-                        "message": "metadata.name must be a DNS label (at most 63 characters: a-z, 0-9 and '-'), "
-                                   "it names the Services of the model",
-                    }],
-                    "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": spec_schema(),
-                        "status": status_schema(),
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": SHORT_NAMES,
+                "categories": ["ferryman", "all"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {"name": "Traffic", "type": "string", "jsonPath": ".status.trafficSplit"},
+                        {"name": "Stable", "type": "string", "jsonPath": ".status.stable"},
+                        {"name": "Candidate", "type": "string", "jsonPath": ".status.candidate"},
+                        {"name": "Runtime", "type": "string", "jsonPath": ".spec.runtime", "priority": 1},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A model served by ferryman, with its versions, budget and traffic strategy.",
+                            "required": ["spec"],
+                            "x-kubernetes-validations": [
+                                {
+                                    "rule": f"size(self.metadata.name) <= 63 && self.metadata.name.matches('{_DNS_LABEL_CEL}')",
+                                    "message": "metadata.name must be a DNS label (at most 63 characters: a-z, 0-9 and '-'), "
+                                    "it names the Services of the model",
+                                }
+                            ],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": status_schema(),
+                            },
+                        }
                     },
-                }},
-            }],
+                }
+            ],
         },
     }
 

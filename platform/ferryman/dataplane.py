@@ -44,7 +44,9 @@ class ModelRepository:
         try:
             return versions[v]
         except KeyError as err:
-            raise VersionNotFound(f"model {name!r} has no version {v!r} (versions: {sorted(versions)})") from err
+            raise VersionNotFound(
+                f"model {name!r} has no version {v!r} (versions: {sorted(versions)})"
+            ) from err
 
     def names(self) -> list[str]:
         return sorted(self.models)
@@ -68,11 +70,15 @@ class DataPlane:
             names = [o.name for o in request.outputs]
             unknown = [n for n in names if n not in model.output_names]
             if unknown:
-                raise InvalidInput(f"outputs: unknown output(s) {unknown}; model outputs are {model.output_names}")
+                raise InvalidInput(
+                    f"outputs: unknown output(s) {unknown}; model outputs are {model.output_names}"
+                )
         return feed, names
 
     @staticmethod
-    def respond(model: OnnxModel, request: InferRequest, names: list[str], arrays: list[np.ndarray]) -> InferResponse:
+    def respond(
+        model: OnnxModel, request: InferRequest, names: list[str], arrays: list[np.ndarray]
+    ) -> InferResponse:
         types = model.output_types
         outputs = [Tensor(n, types[n], list(a.shape), a) for n, a in zip(names, arrays, strict=True)]
         return InferResponse(model.name, model.version, outputs, request.id)
@@ -93,8 +99,13 @@ class DataPlane:
         }
 
 
-def load_versions(md: ModelDeployment, *, versions: Iterable[str] | None = None, cache_dir: Path | None = None,
-                  progress: bool = False) -> list[OnnxModel]:
+def load_versions(
+    md: ModelDeployment,
+    *,
+    versions: Iterable[str] | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = False,
+) -> list[OnnxModel]:
     """Fetch, verify and load every requested version; all or nothing (raises on the first failure)."""
     wanted = set(versions) if versions is not None else None
     loaded = []
@@ -110,7 +121,9 @@ def load_versions(md: ModelDeployment, *, versions: Iterable[str] | None = None,
     return loaded
 
 
-def repository_for(md: ModelDeployment, *, cache_dir: Path | None = None, progress: bool = False) -> ModelRepository:
+def repository_for(
+    md: ModelDeployment, *, cache_dir: Path | None = None, progress: bool = False
+) -> ModelRepository:
     repo = ModelRepository()
     for model in load_versions(md, cache_dir=cache_dir, progress=progress):
         repo.add(model, default=model.version == md.spec.traffic.stable)
@@ -118,7 +131,9 @@ def repository_for(md: ModelDeployment, *, cache_dir: Path | None = None, progre
     return repo
 
 
-def repository_for_file(path: Path, *, name: str | None = None, version: str = "1", threads: int = 1) -> ModelRepository:
+def repository_for_file(
+    path: Path, *, name: str | None = None, version: str = "1", threads: int = 1
+) -> ModelRepository:
     repo = ModelRepository()
     repo.add(OnnxModel.load(path, name=name or path.stem, version=version, threads=threads))
     repo.ready = True

@@ -49,13 +49,30 @@ class PlatformProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.proc = processes.start(
-            [sys.executable, "-m", "ferryman", "up", str(spec), "--port", str(self.port),
-             "--admin-port", str(self.admin_port), "--state-dir", str(state_dir)], log_path=log_path)
+            [
+                sys.executable,
+                "-m",
+                "ferryman",
+                "up",
+                str(spec),
+                "--port",
+                str(self.port),
+                "--admin-port",
+                str(self.admin_port),
+                "--state-dir",
+                str(state_dir),
+            ],
+            log_path=log_path,
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         try:
-            processes.wait_http(self.url + "/v2/health/ready", timeout=timeout,
-                                alive=lambda: self.proc.poll() is None, interval=0.2)
+            processes.wait_http(
+                self.url + "/v2/health/ready",
+                timeout=timeout,
+                alive=lambda: self.proc.poll() is None,
+                interval=0.2,
+            )
         except processes.ServerFailed as err:
             raise FerrymanError(f"ferryman up is not ready ({err}); see {self.log_path}") from err
 
@@ -64,8 +81,13 @@ class PlatformProcess:
         import json
 
         tok = json.loads(token)["token"]
-        r = httpx.request(method, f"http://127.0.0.1:{self.admin_port}{path}", json=body, timeout=10,
-                          headers={"authorization": f"Bearer {tok}", "x-ferryman-actor": "demo"})
+        r = httpx.request(
+            method,
+            f"http://127.0.0.1:{self.admin_port}{path}",
+            json=body,
+            timeout=10,
+            headers={"authorization": f"Bearer {tok}", "x-ferryman-actor": "demo"},
+        )
         doc: dict[str, Any] = r.json()
         return doc
 
@@ -87,17 +109,22 @@ async def drive(url: str, rows: np.ndarray, load: Load, *, stop: asyncio.Event, 
                 t0 = time.perf_counter()
                 try:
                     if proto == "v1":
-                        r = await client.post(f"/v1/models/{MODEL_NAME}:predict", json={"instances": row.tolist()})
+                        r = await client.post(
+                            f"/v1/models/{MODEL_NAME}:predict", json={"instances": row.tolist()}
+                        )
                         version = r.json().get("model_version") if r.status_code == 200 else None
                     else:
-                        body, hl = encode_request({INPUT_NAME: row}, binary=proto == "v2-binary",
-                                                  binary_output=proto == "v2-binary")
+                        body, hl = encode_request(
+                            {INPUT_NAME: row}, binary=proto == "v2-binary", binary_output=proto == "v2-binary"
+                        )
                         headers = {"inference-header-content-length": str(hl)} if hl is not None else {}
                         r = await client.post(f"/v2/models/{MODEL_NAME}/infer", content=body, headers=headers)
                         version = None
                         if r.status_code == 200:
                             rhl = r.headers.get("inference-header-content-length")
-                            version = decode_response(r.content, header_length=int(rhl) if rhl else None)["model_version"]
+                            version = decode_response(r.content, header_length=int(rhl) if rhl else None)[
+                                "model_version"
+                            ]
                 except httpx.HTTPError:
                     load.errors += 1
                     continue
@@ -117,12 +144,18 @@ def _live_view(status: dict[str, Any], load: Load, elapsed: float) -> Group:
     for v, w in r["weights"].items():
         bar = "█" * (w // 4)
         weights.add_row(f"[bold]{v}[/]", f"{w:3d}%", f"[cyan]{bar}[/]")
-    head = f"phase [bold]{r['phase']}[/]  step {r['stepIndex'] + 1 if r['stepIndex'] >= 0 else '-'}  " \
-           f"requests {len(load.latencies)}  errors {load.errors}  t={elapsed:.0f}s"
+    head = (
+        f"phase [bold]{r['phase']}[/]  step {r['stepIndex'] + 1 if r['stepIndex'] >= 0 else '-'}  "
+        f"requests {len(load.latencies)}  errors {load.errors}  t={elapsed:.0f}s"
+    )
     decisions = Table("action", "weights", "reason", title="analysis decisions", expand=True)
     for h in r["history"][-8:]:
-        decisions.add_row(h["action"], " ".join(f"{v}:{w}" for v, w in h["weights"].items()), h["reason"][:90])
-    return Group(Panel(Group(head, weights), title=f"canary rollout of {r['candidate'] or r['stable']}"), decisions)
+        decisions.add_row(
+            h["action"], " ".join(f"{v}:{w}" for v, w in h["weights"].items()), h["reason"][:90]
+        )
+    return Group(
+        Panel(Group(head, weights), title=f"canary rollout of {r['candidate'] or r['stable']}"), decisions
+    )
 
 
 def report(load: Load, status: dict[str, Any], *, budget_ms: float) -> Table:
@@ -151,13 +184,17 @@ def run(directory: Path, *, timeout: float = 180.0) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     with console.status("[bold]1/4[/] training and exporting two model versions (scikit-learn -> ONNX)"):
         result = export(directory, interval_seconds=4.0, min_requests=40)
-    console.print(f"[green]✓[/] exported v1 (acc {result.accuracy['v1']:.3f}) and v2 (acc {result.accuracy['v2']:.3f})"
-                  f" → {result.spec}")
+    console.print(
+        f"[green]✓[/] exported v1 (acc {result.accuracy['v1']:.3f}) and v2 (acc {result.accuracy['v2']:.3f})"
+        f" → {result.spec}"
+    )
     state = directory / "state"
     shutil.rmtree(state, ignore_errors=True)
     platform = PlatformProcess(result.spec, state_dir=state, log_path=directory / "ferryman-up.log")
     try:
-        with console.status("[bold]2/4[/] starting ferryman up (gateway + both versions + rollout controller)"):
+        with console.status(
+            "[bold]2/4[/] starting ferryman up (gateway + both versions + rollout controller)"
+        ):
             platform.wait_ready()
         console.print(f"[green]✓[/] serving on {platform.url} (admin on 127.0.0.1:{platform.admin_port})")
         rows = np.load(directory / "traffic.npy")
@@ -175,7 +212,9 @@ def run(directory: Path, *, timeout: float = 180.0) -> int:
         platform.stop()
 
 
-async def _drive_rollout(platform: PlatformProcess, rows: np.ndarray, load: Load, *, timeout: float) -> dict[str, Any]:
+async def _drive_rollout(
+    platform: PlatformProcess, rows: np.ndarray, load: Load, *, timeout: float
+) -> dict[str, Any]:
     stop = asyncio.Event()
     traffic = asyncio.create_task(drive(platform.url, rows, load, stop=stop))
     t0 = time.monotonic()

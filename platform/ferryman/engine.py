@@ -69,9 +69,17 @@ class OnnxModel:
         except Exception as err:
             raise ModelStoreError(f"{p}: ONNX Runtime cannot load the model: {err}") from err
         sig = from_ort_session(session)
-        return cls(name=name, version=version, path=p, session=session, signature=sig, opset=opset,
-                   output_names=sig.output_names, output_types={t.name: t.datatype for t in sig.outputs},
-                   _run=session._sess.run)
+        return cls(
+            name=name,
+            version=version,
+            path=p,
+            session=session,
+            signature=sig,
+            opset=opset,
+            output_names=sig.output_names,
+            output_types={t.name: t.datatype for t in sig.outputs},
+            _run=session._sess.run,
+        )
 
     def run(self, feed: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         names = outputs or self.output_names
@@ -81,8 +89,10 @@ class OnnxModel:
         """Run the session for the outputs ``names``; the arrays in that order (the data plane's call)."""
         try:
             return self._run(names, feed, None)  # type: ignore[no-any-return]
-        except (ort.capi.onnxruntime_pybind11_state.InvalidArgument,
-                ort.capi.onnxruntime_pybind11_state.InvalidGraph) as err:
+        except (
+            ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+            ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+        ) as err:
             raise InvalidInput(f"model rejected the input: {str(err).splitlines()[0][:300]}") from err
         except Exception as err:
             raise InferenceFailed(f"inference failed: {type(err).__name__}") from err

@@ -43,13 +43,26 @@ class Example:
 # Batching for the compute-bound examples: 32 rows a run is where the MLP's per-row cost levels off here.
 COMPUTE_BATCHING = {"maxBatchSize": 32, "maxDelayMs": 2}
 
-EXAMPLES: dict[str, Example] = {e.name: e for e in (
-    Example(MODEL_NAME, "gradient-boosted trees on breast-cancer (30 features), ~10 us a row: HTTP-bound"),
-    Example("digits-mlp", "wide MLP (3 x 2048) on the 8x8 digits (64 pixels), trained; milliseconds a row alone, "
-                          "a fraction of that in a batch: compute-bound", COMPUTE_BATCHING),
-    Example("digits-cnn", "small CNN over the 8x8 digits (64 pixels), RANDOM weights (throughput only), "
-                          "~0.5 ms a row: compute-bound", COMPUTE_BATCHING),
-)}
+EXAMPLES: dict[str, Example] = {
+    e.name: e
+    for e in (
+        Example(
+            MODEL_NAME, "gradient-boosted trees on breast-cancer (30 features), ~10 us a row: HTTP-bound"
+        ),
+        Example(
+            "digits-mlp",
+            "wide MLP (3 x 2048) on the 8x8 digits (64 pixels), trained; milliseconds a row alone, "
+            "a fraction of that in a batch: compute-bound",
+            COMPUTE_BATCHING,
+        ),
+        Example(
+            "digits-cnn",
+            "small CNN over the 8x8 digits (64 pixels), RANDOM weights (throughput only), "
+            "~0.5 ms a row: compute-bound",
+            COMPUTE_BATCHING,
+        ),
+    )
+}
 
 
 def _dataset() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -76,8 +89,9 @@ def to_onnx(estimator: object, n_features: int = N_FEATURES) -> bytes:
     return onx.SerializeToString()
 
 
-def export(directory: str | Path, *, strategy: str = "canary", interval_seconds: float = 5.0,
-           min_requests: int = 50) -> ExportResult:
+def export(
+    directory: str | Path, *, strategy: str = "canary", interval_seconds: float = 5.0, min_requests: int = 50
+) -> ExportResult:
     """The breast-cancer example (see the module docstring)."""
     from sklearn.ensemble import GradientBoostingClassifier
 
@@ -86,8 +100,9 @@ def export(directory: str | Path, *, strategy: str = "canary", interval_seconds:
     x_train, x_test, y_train, y_test = _dataset()
     configs = {
         "v1": GradientBoostingClassifier(n_estimators=60, max_depth=3, learning_rate=0.1, random_state=1),
-        "v2": GradientBoostingClassifier(n_estimators=100, max_depth=3, learning_rate=0.08, subsample=0.9,
-                                         random_state=2),
+        "v2": GradientBoostingClassifier(
+            n_estimators=100, max_depth=3, learning_rate=0.08, subsample=0.9, random_state=2
+        ),
     }
     paths: dict[str, Path] = {}
     accuracy: dict[str, float] = {}
@@ -102,31 +117,60 @@ def export(directory: str | Path, *, strategy: str = "canary", interval_seconds:
         paths[version] = path
     np.save(out / "traffic.npy", x_test)
     np.save(out / "traffic_labels.npy", y_test)
-    spec_path = write_spec(out, MODEL_NAME, paths, strategy=strategy, interval_seconds=interval_seconds,
-                           min_requests=min_requests)
+    spec_path = write_spec(
+        out,
+        MODEL_NAME,
+        paths,
+        strategy=strategy,
+        interval_seconds=interval_seconds,
+        min_requests=min_requests,
+    )
     return ExportResult(directory=out, spec=spec_path, versions=paths, accuracy=accuracy)
 
 
-def export_example(name: str, directory: str | Path, *, strategy: str = "canary", interval_seconds: float = 5.0,
-                   min_requests: int = 50) -> ExportResult:
+def export_example(
+    name: str,
+    directory: str | Path,
+    *,
+    strategy: str = "canary",
+    interval_seconds: float = 5.0,
+    min_requests: int = 50,
+) -> ExportResult:
     """Export the example ``name`` (a key of :data:`EXAMPLES`) into ``directory``, in the layout of :func:`export`."""
     example = EXAMPLES.get(name)
     if example is None:
         raise ValueError(f"unknown example {name!r} (examples: {', '.join(EXAMPLES)})")
     if name == MODEL_NAME:
-        return export(directory, strategy=strategy, interval_seconds=interval_seconds, min_requests=min_requests)
+        return export(
+            directory, strategy=strategy, interval_seconds=interval_seconds, min_requests=min_requests
+        )
     from ferryman.examples_compute import export_digits
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     paths, accuracy, _ = export_digits(out, kind=name.removeprefix("digits-"))
-    spec_path = write_spec(out, name, paths, strategy=strategy, interval_seconds=interval_seconds,
-                           min_requests=min_requests, batching=example.batching)
+    spec_path = write_spec(
+        out,
+        name,
+        paths,
+        strategy=strategy,
+        interval_seconds=interval_seconds,
+        min_requests=min_requests,
+        batching=example.batching,
+    )
     return ExportResult(directory=out, spec=spec_path, versions=paths, accuracy=accuracy, model=name)
 
 
-def write_spec(out: Path, name: str, paths: dict[str, Path], *, strategy: str, interval_seconds: float,
-               min_requests: int, batching: dict[str, Any] | None = None) -> Path:
+def write_spec(
+    out: Path,
+    name: str,
+    paths: dict[str, Path],
+    *,
+    strategy: str,
+    interval_seconds: float,
+    min_requests: int,
+    batching: dict[str, Any] | None = None,
+) -> Path:
     """``out/deployment.yaml``: v1 stable, v2 candidate, drift on, ``spec.batching`` when given."""
     spec: dict[str, Any] = {
         "apiVersion": "serving.ferryman.dev/v1alpha1",
@@ -148,9 +192,16 @@ def write_spec(out: Path, name: str, paths: dict[str, Path], *, strategy: str, i
                 "strategy": strategy,
                 "stable": "v1",
                 "candidate": "v2",
-                "canary": {"steps": [5, 25, 50, 100], "intervalSeconds": interval_seconds,
-                           "failureThreshold": 2, "minRequests": min_requests},
-                "abTest": {"weights": {"v1": 50, "v2": 50}, "sticky": {"source": "header", "name": "x-user-id"}},
+                "canary": {
+                    "steps": [5, 25, 50, 100],
+                    "intervalSeconds": interval_seconds,
+                    "failureThreshold": 2,
+                    "minRequests": min_requests,
+                },
+                "abTest": {
+                    "weights": {"v1": 50, "v2": 50},
+                    "sticky": {"source": "header", "name": "x-user-id"},
+                },
             },
             "drift": {"enabled": True, "windowSize": 500, "everyRows": 250, "threshold": 0.5},
         },

@@ -37,7 +37,8 @@ def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
     x, y = load_digits(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(
-        x.astype(np.float32), y.astype(np.int64), test_size=0.3, random_state=7, stratify=y)
+        x.astype(np.float32), y.astype(np.int64), test_size=0.3, random_state=7, stratify=y
+    )
     return x_train, x_test, y_train, y_test
 
 
@@ -50,14 +51,23 @@ def mlp_onnx(x_train: np.ndarray, y_train: np.ndarray, *, seed: int) -> tuple[by
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    clf = MLPClassifier(hidden_layer_sizes=(MLP_WIDTH,) * 3, max_iter=MLP_EPOCHS, batch_size=128,
-                        learning_rate_init=1e-3, random_state=seed)
+    clf = MLPClassifier(
+        hidden_layer_sizes=(MLP_WIDTH,) * 3,
+        max_iter=MLP_EPOCHS,
+        batch_size=128,
+        learning_rate_init=1e-3,
+        random_state=seed,
+    )
     pipe = Pipeline([("scale", StandardScaler()), ("mlp", clf)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # a few epochs are plenty for digits
         pipe.fit(x_train, y_train)
-    onx = to_onnx(pipe, initial_types=[(INPUT_NAME, FloatTensorType([None, N_FEATURES]))],
-                  options={id(clf): {"zipmap": False}}, target_opset={"": OPSET, "ai.onnx.ml": 3})
+    onx = to_onnx(
+        pipe,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, N_FEATURES]))],
+        options={id(clf): {"zipmap": False}},
+        target_opset={"": OPSET, "ai.onnx.ml": 3},
+    )
     onx.ir_version = min(onx.ir_version, IR_VERSION)
     _describe(onx, weights="trained (scikit-learn digits)", cost="compute-bound wide MLP")
     return onx.SerializeToString(), pipe
@@ -74,8 +84,11 @@ def cnn_onnx(*, seed: int, channels: tuple[int, int, int] = (64, 128, 128), hidd
     inits = []
 
     def weight(name: str, shape: tuple[int, ...], fan_in: int) -> str:
-        inits.append(numpy_helper.from_array(
-            (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32), name))
+        inits.append(
+            numpy_helper.from_array(
+                (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32), name
+            )
+        )
         return name
 
     def bias(name: str, n: int) -> str:
@@ -92,27 +105,40 @@ def cnn_onnx(*, seed: int, channels: tuple[int, int, int] = (64, 128, 128), hidd
         helper.make_node("Reshape", ["scaled", "image_shape"], ["image"]),
         helper.make_node("Conv", ["image", weight("w1", (c1, 1, 3, 3), 9), bias("b1", c1)], ["c1"], **conv),
         helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("Conv", ["r1", weight("w2", (c2, c1, 3, 3), 9 * c1), bias("b2", c2)], ["c2"], **conv),
+        helper.make_node(
+            "Conv", ["r1", weight("w2", (c2, c1, 3, 3), 9 * c1), bias("b2", c2)], ["c2"], **conv
+        ),
         helper.make_node("Relu", ["c2"], ["r2"]),
         helper.make_node("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Conv", ["p2", weight("w3", (c3, c2, 3, 3), 9 * c2), bias("b3", c3)], ["c3"], **conv),
+        helper.make_node(
+            "Conv", ["p2", weight("w3", (c3, c2, 3, 3), 9 * c2), bias("b3", c3)], ["c3"], **conv
+        ),
         helper.make_node("Relu", ["c3"], ["r3"]),
         helper.make_node("Reshape", ["r3", "flat_shape"], ["flat"]),
         helper.make_node("Gemm", ["flat", weight("w4", (flat, hidden), flat), bias("b4", hidden)], ["d4"]),
         helper.make_node("Relu", ["d4"], ["r4"]),
-        helper.make_node("Gemm", ["r4", weight("w5", (hidden, N_CLASSES), hidden), bias("b5", N_CLASSES)],
-                         ["logits"]),
+        helper.make_node(
+            "Gemm", ["r4", weight("w5", (hidden, N_CLASSES), hidden), bias("b5", N_CLASSES)], ["logits"]
+        ),
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
         helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
     ]
     graph = helper.make_graph(
-        nodes, "digits_cnn",
+        nodes,
+        "digits_cnn",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, N_FEATURES])],
-        [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
-         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, N_CLASSES])],
-        inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
-                              producer_name="ferryman.examples_compute")
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, N_CLASSES]),
+        ],
+        inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+        producer_name="ferryman.examples_compute",
+    )
     _describe(model, weights="random", cost="compute-bound CNN (throughput only: its labels mean nothing)")
     return model.SerializeToString()
 
@@ -120,7 +146,9 @@ def cnn_onnx(*, seed: int, channels: tuple[int, int, int] = (64, 128, 128), hidd
 def _describe(model: Any, *, weights: str, cost: str) -> None:
     from onnx import helper
 
-    helper.set_model_props(model, {"weights": weights, "purpose": cost, "dataset": "sklearn.datasets.load_digits"})
+    helper.set_model_props(
+        model, {"weights": weights, "purpose": cost, "dataset": "sklearn.datasets.load_digits"}
+    )
 
 
 def export_digits(directory: Path, *, kind: str) -> tuple[dict[str, Path], dict[str, float], np.ndarray]:

@@ -85,8 +85,16 @@ async def metrics_endpoint(request: Any, receive: Any, send: Any) -> None:
     keeps serving requests in between (at worst one GIL switch interval of delay, instead of the whole render).
     """
     body, content_type = await asyncio.get_running_loop().run_in_executor(None, exposition)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -101,7 +109,9 @@ def prepare_multiprocess(directory: str | Path | None = None) -> Path:
     Stale ``*.db`` files from a previous run are removed (they would otherwise be counted again).
     """
     if metrics.default_created() and not multiprocess_values():
-        raise RuntimeError("prepare_multiprocess() must run before ferryman metrics are created in this process")
+        raise RuntimeError(
+            "prepare_multiprocess() must run before ferryman metrics are created in this process"
+        )
     chosen = Path(directory or multiprocess_dir() or tempfile.mkdtemp(prefix="ferryman-metrics-"))
     chosen.mkdir(parents=True, exist_ok=True)
     for stale in chosen.glob("*.db"):

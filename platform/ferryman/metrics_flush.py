@@ -16,7 +16,9 @@ import weakref
 from typing import Any, Protocol
 
 ENV_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
-FLUSH_INTERVAL_SECONDS = 0.25  # multiprocess mode: each worker publishes this often (a scrape reads every worker)
+FLUSH_INTERVAL_SECONDS = (
+    0.25  # multiprocess mode: each worker publishes this often (a scrape reads every worker)
+)
 
 
 class Flushable(Protocol):

@@ -1,11 +1,11 @@
 """Wire metrics and drift monitoring into a server (the native runtime, the gateway, later Ray/KServe).
 
-    inst = instrument(md, repository)             # md is None for a bare .onnx file
-    InferenceApp(..., observer=inst.observer, extra_routes=inst.routes)
-    inst.drift                                    # the DriftMonitor, or None (drift off / no reference data)
-    inst.close()                                  # at shutdown: stops the drift worker and its process
+inst = instrument(md, repository)             # md is None for a bare .onnx file
+InferenceApp(..., observer=inst.observer, extra_routes=inst.routes)
+inst.drift                                    # the DriftMonitor, or None (drift off / no reference data)
+inst.close()                                  # at shutdown: stops the drift worker and its process
 
-    publish_rollout(md, state, tracker)           # the rollout driver's on_change: weights, phase, decisions
+publish_rollout(md, state, tracker)           # the rollout driver's on_change: weights, phase, decisions
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ class Instrumentation:
     routes: dict[tuple[str, str], Any]
     drift: DriftMonitor | None = None
     metrics: metrics.FerrymanMetrics = field(default_factory=metrics.default)
-    settle: Settle = field(default_factory=Settle)  # the readers' hook, bound to the deferred observer's drain
+    settle: Settle = field(
+        default_factory=Settle
+    )  # the readers' hook, bound to the deferred observer's drain
 
     @cached_property
     def observer(self) -> RequestObserver:
@@ -52,15 +54,22 @@ class Instrumentation:
             self.drift.stop()
 
 
-def instrument(md: ModelDeployment | None, repository: ModelRepository, *, drift: bool = True,
-               drift_config: DriftConfig | None = None, registry_metrics: metrics.FerrymanMetrics | None = None,
-               settle: Settle | None = None) -> Instrumentation:
+def instrument(
+    md: ModelDeployment | None,
+    repository: ModelRepository,
+    *,
+    drift: bool = True,
+    drift_config: DriftConfig | None = None,
+    registry_metrics: metrics.FerrymanMetrics | None = None,
+    settle: Settle | None = None,
+) -> Instrumentation:
     """Prometheus observer + ``/metrics``; with a spec, budget/readiness gauges and the drift monitor.
     ``settle``: the hook of the deferred observer the caller puts in front (``inst.observer`` by default)."""
     m = registry_metrics or metrics.default()
     hook = settle if settle is not None else Settle()
-    inst = Instrumentation(observers=[PrometheusObserver(m, settle=hook)], routes=dict(metrics_routes()),
-                           metrics=m, settle=hook)
+    inst = Instrumentation(
+        observers=[PrometheusObserver(m, settle=hook)], routes=dict(metrics_routes()), metrics=m, settle=hook
+    )
     for name, versions in repository.models.items():
         for version in versions:
             m.set_model_ready(name, version, repository.ready)
@@ -87,8 +96,13 @@ class DecisionTracker:
         self.last_at: float | None = None
 
 
-def publish_rollout(md: ModelDeployment, state: RolloutState, tracker: DecisionTracker, *,
-                    registry_metrics: metrics.FerrymanMetrics | None = None) -> None:
+def publish_rollout(
+    md: ModelDeployment,
+    state: RolloutState,
+    tracker: DecisionTracker,
+    *,
+    registry_metrics: metrics.FerrymanMetrics | None = None,
+) -> None:
     """Mirror a rollout state into the gauges and count the controller's new analysis decisions."""
     from ferryman.rollout import table_for
 

@@ -40,8 +40,9 @@ def check_deployment(md: ModelDeployment, *, cache_dir: Path | None = None) -> l
     return problems
 
 
-def _check_reference(md: ModelDeployment, v: ModelVersion, model: OnnxModel, *,
-                     cache_dir: Path | None) -> str | None:
+def _check_reference(
+    md: ModelDeployment, v: ModelVersion, model: OnnxModel, *, cache_dir: Path | None
+) -> str | None:
     """The drift monitor's checks of one version's reference data (``monitor_for_deployment``'s)."""
     from ferryman.drift import DriftConfig, DriftMonitor, add_model_version, load_reference
     from ferryman.store import fetch, redact

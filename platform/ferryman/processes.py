@@ -81,19 +81,38 @@ def free_port_below_ephemeral(host: str = HOST, *, count: int = 1, lowest: int =
 
 
 # -- start, wait, stop ------------------------------------------------------------------------------
-def start(argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None,
-          cwd: str | Path | None = None, new_session: bool = False) -> subprocess.Popen[bytes]:
+def start(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    new_session: bool = False,
+) -> subprocess.Popen[bytes]:
     """Run ``argv`` with stdout and stderr in ``log_path`` (truncated) and unbuffered Python output.
     ``new_session`` puts it in a process group of its own, which ``stop(..., group=True)`` signals whole."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:
-        return subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd,
-                                start_new_session=new_session)
+        return subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=new_session,
+        )
 
 
-def wait_http(url: str, *, timeout: float = 60.0, status: int = 200, alive: Callable[[], bool] | None = None,
-              verify: Any = True, headers: Mapping[str, str] | None = None,
-              interval: float = 0.1) -> httpx.Response:
+def wait_http(
+    url: str,
+    *,
+    timeout: float = 60.0,
+    status: int = 200,
+    alive: Callable[[], bool] | None = None,
+    verify: Any = True,
+    headers: Mapping[str, str] | None = None,
+    interval: float = 0.1,
+) -> httpx.Response:
     """Poll ``url`` until it answers ``status`` and return that answer; ``alive()`` turning False (the
     server exited) ends the wait at once. Raises :class:`ServerFailed` with the last answer or error."""
     deadline = time.monotonic() + timeout
@@ -120,8 +139,14 @@ def _signal(process: subprocess.Popen[bytes], sig: int, *, group: bool) -> None:
             process.send_signal(sig)
 
 
-def stop(process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 20.0,
-         group: bool = False, kill_group: bool | None = None) -> int:
+def stop(
+    process: subprocess.Popen[bytes],
+    *,
+    sig: int = signal.SIGTERM,
+    timeout: float = 20.0,
+    group: bool = False,
+    kill_group: bool | None = None,
+) -> int:
     """Send ``sig`` (SIGTERM: a clean shutdown), wait up to ``timeout``, then SIGKILL; returns the exit code.
 
     ``group``: send ``sig`` to the process group the process leads (``start(..., new_session=True)``), not

@@ -64,7 +64,9 @@ class _Hist:
         """Many observations; the values that are not finite are left out."""
         values = values.astype(np.float64, copy=False)
         total = float(values.sum())
-        if total - total != 0.0:  # a NaN or an infinity among them (or a sum that overflowed): keep the finite
+        if (
+            total - total != 0.0
+        ):  # a NaN or an infinity among them (or a sum that overflowed): keep the finite
             values = values[np.isfinite(values)]
             total = float(values.sum())
         if values.size == 0:
@@ -131,8 +133,18 @@ class _PredictionPlan:
     """Which response outputs feed the prediction distribution for one (model, version, output names), and
     their cumulative counts: class labels, the top class probability, or a regressor's values."""
 
-    __slots__ = ("classes", "confidence", "confidence_output", "label_output", "metrics", "model", "names",
-                 "value", "value_output", "version")
+    __slots__ = (
+        "classes",
+        "confidence",
+        "confidence_output",
+        "label_output",
+        "metrics",
+        "model",
+        "names",
+        "value",
+        "value_output",
+        "version",
+    )
 
     def __init__(self, metrics: FerrymanMetrics, model: str, version: str, outputs: list[Tensor]) -> None:
         self.metrics, self.model, self.version = metrics, model, version
@@ -146,16 +158,23 @@ class _PredictionPlan:
                 self.label_output = i
             elif kind == "f" and t.data.ndim == 2 and t.data.shape[1] > 1 and self.confidence_output is None:
                 self.confidence_output = i
-            elif kind == "f" and (t.data.ndim == 1 or (t.data.ndim == 2 and t.data.shape[1] == 1)) \
-                    and self.value_output is None:
+            elif (
+                kind == "f"
+                and (t.data.ndim == 1 or (t.data.ndim == 2 and t.data.shape[1] == 1))
+                and self.value_output is None
+            ):
                 self.value_output = i
         if self.label_output is not None:
             self.value_output = None  # a classifier: its float outputs are scores, not values
         self.classes = _Counts(self._class, limit=MAX_CLASSES, other=_OTHER)
-        self.confidence = (_Hist(metrics.prediction_confidence.labels(model, version))
-                           if self.confidence_output is not None else None)
-        self.value = (_Hist(metrics.prediction_value.labels(model, version))
-                      if self.value_output is not None else None)
+        self.confidence = (
+            _Hist(metrics.prediction_confidence.labels(model, version))
+            if self.confidence_output is not None
+            else None
+        )
+        self.value = (
+            _Hist(metrics.prediction_value.labels(model, version)) if self.value_output is not None else None
+        )
 
     def matches(self, outputs: list[Tensor]) -> bool:
         names = self.names
@@ -278,7 +297,9 @@ class PrometheusObserver(RequestObserver):
         in_flight = self._in_flight
         in_flight[model] = in_flight.get(model, 0) + 1
 
-    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
+    def finished(
+        self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None
+    ) -> None:
         self.finished_many(((record, request, response),))
 
     def finished_many(self, batch: Sequence[Finished]) -> None:

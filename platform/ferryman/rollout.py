@@ -120,9 +120,16 @@ class RolloutState:
             previous_stable=d.get("previousStable"),
             resume_phase=Phase(d["resumePhase"]) if d.get("resumePhase") else None,
             last_analysis=Analysis.from_dict(d["lastAnalysis"]) if d.get("lastAnalysis") else None,
-            history=tuple(RolloutDecision(action=Action(h["action"]), reason=h["reason"], at=epoch_seconds(h["at"]),
-                                   weights=h["weights"], actor=h.get("actor", "controller"))
-                          for h in d.get("history", [])),
+            history=tuple(
+                RolloutDecision(
+                    action=Action(h["action"]),
+                    reason=h["reason"],
+                    at=epoch_seconds(h["at"]),
+                    weights=h["weights"],
+                    actor=h.get("actor", "controller"),
+                )
+                for h in d.get("history", [])
+            ),
             spec_hash=d.get("specHash", ""),
             started_at=epoch_seconds(d.get("startedAt", 0.0)),
         )
@@ -131,7 +138,9 @@ class RolloutState:
 def iso_time(seconds: float) -> str:
     """Epoch seconds as RFC 3339 UTC with microseconds (``1970-01-01T00:00:00Z`` for the 0 of "never")."""
     stamp = datetime.fromtimestamp(seconds, tz=UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if stamp.microsecond else stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if stamp.microsecond else stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
 
 
 def epoch_seconds(value: Any) -> float:
@@ -155,22 +164,34 @@ def rollout_identity(md: ModelDeployment) -> str:
     """
     spec = md.spec
     t = spec.traffic
-    doc = {"versions": [{"name": v.name, "uri": v.uri, "sha256": v.sha256} for v in spec.versions],
-           "routing": {"strategy": t.strategy.value, "stable": t.stable, "candidate": t.candidate,
-                       "steps": list(t.canary.steps), "ab": t.ab_test.model_dump(mode="json"),
-                       "shadow": t.shadow.percent if t.shadow is not None else None, "pin": t.pin_header}}
+    doc = {
+        "versions": [{"name": v.name, "uri": v.uri, "sha256": v.sha256} for v in spec.versions],
+        "routing": {
+            "strategy": t.strategy.value,
+            "stable": t.stable,
+            "candidate": t.candidate,
+            "steps": list(t.canary.steps),
+            "ab": t.ab_test.model_dump(mode="json"),
+            "shadow": t.shadow.percent if t.shadow is not None else None,
+            "pin": t.pin_header,
+        },
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
 spec_hash = rollout_identity  # the name RolloutState.spec_hash and older callers know it by
 
 
-def _record(state: RolloutState, decision: RolloutDecision, **changes: Any) -> tuple[RolloutState, RolloutDecision]:
+def _record(
+    state: RolloutState, decision: RolloutDecision, **changes: Any
+) -> tuple[RolloutState, RolloutDecision]:
     history = (*state.history, decision)[-HISTORY_LIMIT:]
     return replace(state, history=history, **changes), decision
 
 
-def start(md: ModelDeployment, *, now: float, previous: RolloutState | None = None) -> tuple[RolloutState, RolloutDecision]:
+def start(
+    md: ModelDeployment, *, now: float, previous: RolloutState | None = None
+) -> tuple[RolloutState, RolloutDecision]:
     """Begin the rollout a spec describes. ``previous`` carries the stable version of an earlier rollout.
 
     A promoted version stays stable when the spec is edited; and when it is the spec's candidate (the spec
@@ -179,27 +200,47 @@ def start(md: ModelDeployment, *, now: float, previous: RolloutState | None = No
     t = md.spec.traffic
     stable = t.stable or md.spec.versions[0].name
     known = {v.name for v in md.spec.versions}
-    if previous is not None and previous.stable in known and (
-            previous.stable != t.candidate or previous.phase in (Phase.promoted, Phase.stable)):
+    if (
+        previous is not None
+        and previous.stable in known
+        and (previous.stable != t.candidate or previous.phase in (Phase.promoted, Phase.stable))
+    ):
         stable = previous.stable
     candidate = t.candidate if t.candidate != stable else None
-    base = RolloutState(strategy=t.strategy, phase=Phase.stable, stable=stable, candidate=candidate,
-                        weights={stable: 100}, step_started_at=now, spec_hash=rollout_identity(md),
-                        started_at=now, history=previous.history if previous else ())
+    base = RolloutState(
+        strategy=t.strategy,
+        phase=Phase.stable,
+        stable=stable,
+        candidate=candidate,
+        weights={stable: 100},
+        step_started_at=now,
+        spec_hash=rollout_identity(md),
+        started_at=now,
+        history=previous.history if previous else (),
+    )
     strategy = t.strategy
     if strategy == Strategy.canary and candidate:
         first = t.canary.steps[0]
         weights = _split(stable, candidate, first)
         reason = f"canary of {candidate} started at {first}% (steps {t.canary.steps})"
-        return _record(base, RolloutDecision(Action.start, reason, now, weights), phase=Phase.progressing,
-                       weights=weights, step_index=0)
+        return _record(
+            base,
+            RolloutDecision(Action.start, reason, now, weights),
+            phase=Phase.progressing,
+            weights=weights,
+            step_index=0,
+        )
     if strategy == Strategy.blue_green and candidate:
         reason = f"blue-green: {candidate} deployed as preview (reachable by pin), {stable} active"
-        return _record(base, RolloutDecision(Action.start, reason, now, base.weights), phase=Phase.progressing)
+        return _record(
+            base, RolloutDecision(Action.start, reason, now, base.weights), phase=Phase.progressing
+        )
     if strategy == Strategy.ab_test:
         weights = dict(t.ab_test.weights)
         reason = f"A/B test started with weights {weights}, sticky by {t.ab_test.sticky.source.value} {t.ab_test.sticky.name!r}"
-        return _record(base, RolloutDecision(Action.start, reason, now, weights), phase=Phase.running, weights=weights)
+        return _record(
+            base, RolloutDecision(Action.start, reason, now, weights), phase=Phase.running, weights=weights
+        )
     if strategy == Strategy.shadow and candidate:
         reason = f"shadowing {candidate}: mirrored traffic only, {stable} answers every caller"
         return _record(base, RolloutDecision(Action.start, reason, now, base.weights), phase=Phase.running)
@@ -215,22 +256,32 @@ def _split(stable: str, candidate: str, percent: int) -> dict[str, int]:
 StatsFn = Callable[[str], VersionStats]
 
 
-def tick(state: RolloutState, md: ModelDeployment, *, stats: StatsFn, now: float) -> tuple[RolloutState, RolloutDecision | None]:
+def tick(
+    state: RolloutState, md: ModelDeployment, *, stats: StatsFn, now: float
+) -> tuple[RolloutState, RolloutDecision | None]:
     """Run one analysis if an interval has elapsed. ``stats(version)`` reads the window since the step began."""
     if state.phase != Phase.progressing or state.candidate is None:
         return state, None
     candidate_name: str = state.candidate
     spec = md.spec
     if state.strategy == Strategy.canary:
-        interval, threshold, min_req = (spec.traffic.canary.interval_seconds, spec.traffic.canary.failure_threshold,
-                                        spec.traffic.canary.min_requests)
+        interval, threshold, min_req = (
+            spec.traffic.canary.interval_seconds,
+            spec.traffic.canary.failure_threshold,
+            spec.traffic.canary.min_requests,
+        )
     else:
         bg = spec.traffic.blue_green
         interval, threshold, min_req = bg.analysis_interval_seconds, bg.failure_threshold, bg.min_requests
     if now - max(state.step_started_at, state.analyzed_at) < interval:
         return state, None
     drift_threshold = spec.drift.threshold if spec.drift.enabled else None
-    result = analyze(own_inputs(stats(candidate_name), state), budget=spec.budget, min_requests=min_req, drift_threshold=drift_threshold)
+    result = analyze(
+        own_inputs(stats(candidate_name), state),
+        budget=spec.budget,
+        min_requests=min_req,
+        drift_threshold=drift_threshold,
+    )
     waiting = state.last_analysis is not None and state.last_analysis.outcome == Outcome.insufficient
     state = replace(state, last_analysis=result, analyzed_at=now)
     if result.outcome == Outcome.insufficient:
@@ -243,24 +294,48 @@ def tick(state: RolloutState, md: ModelDeployment, *, stats: StatsFn, now: float
     if result.outcome == Outcome.failed:
         failures = state.failures + 1
         if failures >= threshold:
-            return rollback(replace(state, failures=failures), now=now,
-                            reason=f"analysis failed {failures}x (threshold {threshold}): {result.reason}")
+            return rollback(
+                replace(state, failures=failures),
+                now=now,
+                reason=f"analysis failed {failures}x (threshold {threshold}): {result.reason}",
+            )
         reason = f"analysis failed ({failures}/{threshold}): {result.reason}"
-        return _record(state, RolloutDecision(Action.hold, reason, now, state.weights), failures=failures,
-                       step_started_at=now)
+        return _record(
+            state,
+            RolloutDecision(Action.hold, reason, now, state.weights),
+            failures=failures,
+            step_started_at=now,
+        )
     # passed
     if state.strategy == Strategy.blue_green:
         if not spec.traffic.blue_green.auto_promote:
-            return _record(state, RolloutDecision(Action.hold, f"preview passed, awaiting manual promotion: {result.reason}",
-                                           now, state.weights), failures=0, step_started_at=now)
+            return _record(
+                state,
+                RolloutDecision(
+                    Action.hold,
+                    f"preview passed, awaiting manual promotion: {result.reason}",
+                    now,
+                    state.weights,
+                ),
+                failures=0,
+                step_started_at=now,
+            )
         return promote(replace(state, failures=0), now=now, reason=f"preview passed: {result.reason}")
     steps = spec.traffic.canary.steps
     if state.step_index + 1 >= len(steps):
         return promote(replace(state, failures=0), now=now, reason=f"final step passed: {result.reason}")
     nxt = state.step_index + 1
     weights = _split(state.stable, candidate_name, steps[nxt])
-    return _record(state, RolloutDecision(Action.advance, f"step {nxt + 1}/{len(steps)} -> {steps[nxt]}%: {result.reason}",
-                                   now, weights), weights=weights, step_index=nxt, failures=0, step_started_at=now)
+    return _record(
+        state,
+        RolloutDecision(
+            Action.advance, f"step {nxt + 1}/{len(steps)} -> {steps[nxt]}%: {result.reason}", now, weights
+        ),
+        weights=weights,
+        step_index=nxt,
+        failures=0,
+        step_started_at=now,
+    )
 
 
 def analysed_versions(state: RolloutState) -> tuple[str, ...]:
@@ -277,8 +352,14 @@ def own_inputs(stats: VersionStats, state: RolloutState) -> VersionStats:
     return stats
 
 
-def promote(state: RolloutState, *, now: float, reason: str = "manual promotion", actor: str = "controller",
-            version: str | None = None) -> tuple[RolloutState, RolloutDecision]:
+def promote(
+    state: RolloutState,
+    *,
+    now: float,
+    reason: str = "manual promotion",
+    actor: str = "controller",
+    version: str | None = None,
+) -> tuple[RolloutState, RolloutDecision]:
     """Make the candidate (or ``version``, e.g. the winning A/B arm) take all traffic."""
     winner = version or state.candidate
     if winner is None:
@@ -286,13 +367,24 @@ def promote(state: RolloutState, *, now: float, reason: str = "manual promotion"
     if winner not in state.weights and winner != state.candidate:
         raise Conflict(f"cannot promote {winner!r}: not part of this rollout")
     weights = {winner: 100}
-    return _record(state, RolloutDecision(Action.promote, reason, now, weights, actor), phase=Phase.promoted,
-                   weights=weights, previous_stable=state.stable if winner != state.stable else state.previous_stable,
-                   stable=winner, candidate=None, failures=0, step_started_at=now, resume_phase=None, step_index=-1)
+    return _record(
+        state,
+        RolloutDecision(Action.promote, reason, now, weights, actor),
+        phase=Phase.promoted,
+        weights=weights,
+        previous_stable=state.stable if winner != state.stable else state.previous_stable,
+        stable=winner,
+        candidate=None,
+        failures=0,
+        step_started_at=now,
+        resume_phase=None,
+        step_index=-1,
+    )
 
 
-def rollback(state: RolloutState, *, now: float, reason: str = "manual rollback",
-             actor: str = "controller") -> tuple[RolloutState, RolloutDecision]:
+def rollback(
+    state: RolloutState, *, now: float, reason: str = "manual rollback", actor: str = "controller"
+) -> tuple[RolloutState, RolloutDecision]:
     """Return all traffic to stable. After a promotion, returns to the previous stable (instant undo)."""
     target: str
     abandoned: str | None
@@ -303,26 +395,50 @@ def rollback(state: RolloutState, *, now: float, reason: str = "manual rollback"
     else:  # Stable, RolledBack, or a promotion with nothing before it
         raise Conflict(f"nothing to roll back (phase {state.phase.value})")
     weights = {target: 100}
-    return _record(state, RolloutDecision(Action.rollback, reason, now, weights, actor), phase=Phase.rolled_back,
-                   weights=weights, stable=target, candidate=abandoned, previous_stable=None,
-                   step_started_at=now, resume_phase=None, step_index=-1)
+    return _record(
+        state,
+        RolloutDecision(Action.rollback, reason, now, weights, actor),
+        phase=Phase.rolled_back,
+        weights=weights,
+        stable=target,
+        candidate=abandoned,
+        previous_stable=None,
+        step_started_at=now,
+        resume_phase=None,
+        step_index=-1,
+    )
 
 
-def pause(state: RolloutState, *, now: float, actor: str = "controller", reason: str = "paused") -> tuple[RolloutState, RolloutDecision]:
+def pause(
+    state: RolloutState, *, now: float, actor: str = "controller", reason: str = "paused"
+) -> tuple[RolloutState, RolloutDecision]:
     if not state.active:
         raise Conflict(f"cannot pause: rollout is {state.phase.value}")
-    return _record(state, RolloutDecision(Action.pause, reason, now, state.weights, actor), phase=Phase.paused,
-                   resume_phase=state.phase)
+    return _record(
+        state,
+        RolloutDecision(Action.pause, reason, now, state.weights, actor),
+        phase=Phase.paused,
+        resume_phase=state.phase,
+    )
 
 
-def resume(state: RolloutState, *, now: float, actor: str = "controller", reason: str = "resumed") -> tuple[RolloutState, RolloutDecision]:
+def resume(
+    state: RolloutState, *, now: float, actor: str = "controller", reason: str = "resumed"
+) -> tuple[RolloutState, RolloutDecision]:
     if state.phase != Phase.paused or state.resume_phase is None:
         raise Conflict(f"cannot resume: rollout is {state.phase.value}")
-    return _record(state, RolloutDecision(Action.resume, reason, now, state.weights, actor), phase=state.resume_phase,
-                   resume_phase=None, step_started_at=now)
+    return _record(
+        state,
+        RolloutDecision(Action.resume, reason, now, state.weights, actor),
+        phase=state.resume_phase,
+        resume_phase=None,
+        step_started_at=now,
+    )
 
 
-def reconcile_spec(state: RolloutState | None, md: ModelDeployment, *, now: float) -> tuple[RolloutState, RolloutDecision | None]:
+def reconcile_spec(
+    state: RolloutState | None, md: ModelDeployment, *, now: float
+) -> tuple[RolloutState, RolloutDecision | None]:
     """Resume a saved rollout of the same spec; start a new one when the spec changed (or none was saved).
 
     "Changed" is :func:`rollout_identity`: an edit of analysis settings keeps the rollout (and its traffic)
@@ -341,5 +457,11 @@ def table_for(md: ModelDeployment, state: RolloutState) -> RouteTable:
     running = state.phase in (Phase.running, Phase.progressing, Phase.paused)
     sticky = base.sticky if strategy == Strategy.ab_test and running else None
     shadow, percent = (base.shadow, base.shadow_percent) if running and state.candidate else (None, 0.0)
-    return replace(base, stable=state.stable, candidate=state.candidate if running else None, sticky=sticky,
-                   shadow=shadow, shadow_percent=percent)
+    return replace(
+        base,
+        stable=state.stable,
+        candidate=state.candidate if running else None,
+        sticky=sticky,
+        shadow=shadow,
+        shadow_percent=percent,
+    )

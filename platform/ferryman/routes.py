@@ -40,12 +40,28 @@ from ferryman.spec import StickyKey, StickySource
 FORMAT = "ferryman.routes/v1"
 ROUTES_KEY = "routes.json"
 
-_KEYS = {"format", "model", "versions", "weights", "stable", "candidate", "sticky", "shadow", "pinHeader", "salt",
-         "backends", "grpcBackends"}
+_KEYS = {
+    "format",
+    "model",
+    "versions",
+    "weights",
+    "stable",
+    "candidate",
+    "sticky",
+    "shadow",
+    "pinHeader",
+    "salt",
+    "backends",
+    "grpcBackends",
+}
 
 
-def table_to_dict(table: RouteTable, *, backends: Mapping[str, str] | None = None,
-                  grpc_backends: Mapping[str, str] | None = None) -> dict[str, Any]:
+def table_to_dict(
+    table: RouteTable,
+    *,
+    backends: Mapping[str, str] | None = None,
+    grpc_backends: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "format": FORMAT,
         "model": table.model,
@@ -65,8 +81,12 @@ def table_to_dict(table: RouteTable, *, backends: Mapping[str, str] | None = Non
     return doc
 
 
-def table_to_json(table: RouteTable, *, backends: Mapping[str, str] | None = None,
-                  grpc_backends: Mapping[str, str] | None = None) -> str:
+def table_to_json(
+    table: RouteTable,
+    *,
+    backends: Mapping[str, str] | None = None,
+    grpc_backends: Mapping[str, str] | None = None,
+) -> str:
     """Stable text (sorted keys, fixed separators): equal tables give byte-equal ConfigMaps."""
     doc = table_to_dict(table, backends=backends, grpc_backends=grpc_backends)
     return json.dumps(doc, sort_keys=True, indent=1) + "\n"
@@ -83,11 +103,16 @@ def table_from_dict(doc: Any, *, source: str = ROUTES_KEY) -> RouteTable:
         raise SpecError(f"{source}: format must be {FORMAT!r}, got {doc.get('format')!r}")
     try:
         versions = tuple(_str(v, "versions[]") for v in doc["versions"])
-        weights = tuple((_str(w["version"], "weights[].version"), _int(w["weight"], "weights[].weight"))
-                        for w in doc["weights"])
+        weights = tuple(
+            (_str(w["version"], "weights[].version"), _int(w["weight"], "weights[].weight"))
+            for w in doc["weights"]
+        )
         sticky_doc = doc.get("sticky")
-        sticky = (StickyKey(source=StickySource(sticky_doc["source"]), name=_str(sticky_doc["name"], "sticky.name"))
-                  if sticky_doc else None)
+        sticky = (
+            StickyKey(source=StickySource(sticky_doc["source"]), name=_str(sticky_doc["name"], "sticky.name"))
+            if sticky_doc
+            else None
+        )
         shadow_doc = doc.get("shadow")
         return RouteTable(
             model=_str(doc["model"], "model"),
@@ -126,7 +151,9 @@ def backends_from_dict(doc: Mapping[str, Any]) -> dict[str, str]:
 def grpc_backends_from_dict(doc: Mapping[str, Any]) -> dict[str, str]:
     """The per-version gRPC addresses (``host:port``) of a routes document (empty: the versions serve no gRPC)."""
     backends = doc.get("grpcBackends") or {}
-    if not isinstance(backends, dict) or not all(isinstance(v, str) and _is_address(v) for v in backends.values()):
+    if not isinstance(backends, dict) or not all(
+        isinstance(v, str) and _is_address(v) for v in backends.values()
+    ):
         raise SpecError(f"{ROUTES_KEY}: grpcBackends must map version names to host:port addresses")
     return dict(backends)
 

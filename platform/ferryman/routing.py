@@ -116,12 +116,16 @@ def sticky_key(table: RouteTable, inputs: RoutingInputs) -> str | None:
     return None if value is None else str(value)
 
 
-def decide(table: RouteTable, inputs: RoutingInputs, *, draw: float, shadow_draw: float = 1.0) -> RouteDecision:
+def decide(
+    table: RouteTable, inputs: RoutingInputs, *, draw: float, shadow_draw: float = 1.0
+) -> RouteDecision:
     """Choose the version. ``draw`` and ``shadow_draw`` are uniform in [0, 1), supplied by the caller."""
     pinned = inputs.path_version or inputs.headers.get(table.pin_header)
     if pinned:
         if pinned not in table.versions:
-            raise VersionNotFound(f"model {table.model!r} has no version {pinned!r} (versions: {list(table.versions)})")
+            raise VersionNotFound(
+                f"model {table.model!r} has no version {pinned!r} (versions: {list(table.versions)})"
+            )
         return RouteDecision(pinned, ROUTE_PINNED)
     key = sticky_key(table, inputs)
     version = pick_weighted(table, hash_point(key, table.salt) if key is not None else draw)
@@ -152,7 +156,15 @@ def initial_table(md: ModelDeployment, *, weights: Mapping[str, int] | None = No
         shadow, percent = t.candidate, t.shadow.percent
     elif t.strategy == Strategy.shadow and t.candidate is not None:
         shadow, percent = t.candidate, 100.0
-    return RouteTable(model=md.name, versions=versions, weights=ordered, stable=stable, candidate=t.candidate,
-                      sticky=sticky, shadow=shadow, shadow_percent=percent, pin_header=t.pin_header.lower(),
-                      salt=md.name)
-
+    return RouteTable(
+        model=md.name,
+        versions=versions,
+        weights=ordered,
+        stable=stable,
+        candidate=t.candidate,
+        sticky=sticky,
+        shadow=shadow,
+        shadow_percent=percent,
+        pin_header=t.pin_header.lower(),
+        salt=md.name,
+    )

@@ -42,8 +42,17 @@ DISPATCH_MODES = ("inline", "remote")
 
 _CPU = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m?)$")
 _MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
-_MEMORY_UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-                 "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_MEMORY_UNITS = {
+    None: 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
 
 
 def version_deployment(version: str) -> str:
@@ -71,15 +80,25 @@ def parse_memory(quantity: str) -> int:
 def route_config(md: ModelDeployment, state: RolloutState | None = None) -> dict[str, Any]:
     """The ingress ``user_config``: the part of a rollout state that decides routing (JSON-safe)."""
     s = state if state is not None else start(md, now=0.0)[0]
-    return {"strategy": s.strategy.value, "phase": s.phase.value, "stable": s.stable,
-            "candidate": s.candidate, "weights": dict(s.weights)}
+    return {
+        "strategy": s.strategy.value,
+        "phase": s.phase.value,
+        "stable": s.stable,
+        "candidate": s.candidate,
+        "weights": dict(s.weights),
+    }
 
 
 def table_from_route_config(md: ModelDeployment, cfg: dict[str, Any]) -> RouteTable:
     """Inverse of :func:`route_config`: the route table the ingress applies (via ``rollout.table_for``)."""
     try:
-        state = RolloutState(strategy=Strategy(cfg["strategy"]), phase=Phase(cfg["phase"]), stable=str(cfg["stable"]),
-                             candidate=cfg.get("candidate"), weights={str(k): int(v) for k, v in cfg["weights"].items()})
+        state = RolloutState(
+            strategy=Strategy(cfg["strategy"]),
+            phase=Phase(cfg["phase"]),
+            stable=str(cfg["stable"]),
+            candidate=cfg.get("candidate"),
+            weights={str(k): int(v) for k, v in cfg["weights"].items()},
+        )
     except (KeyError, ValueError, TypeError, AttributeError) as err:
         raise ValueError(f"invalid ingress user_config {cfg!r}: {err}") from err
     return table_for(md, state)
@@ -118,14 +137,27 @@ def _ingress_replicas(md: ModelDeployment) -> int:
 
 def _replicas(count: int) -> dict[str, Any]:
     if count == 0:  # scale to zero: Ray starts a replica when a request needs this version
-        return {"autoscaling_config": {"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1,
-                                       "target_ongoing_requests": 4}}
+        return {
+            "autoscaling_config": {
+                "min_replicas": 0,
+                "initial_replicas": 0,
+                "max_replicas": 1,
+                "target_ongoing_requests": 4,
+            }
+        }
     return {"num_replicas": count}
 
 
-def application(md: ModelDeployment, *, state: RolloutState | None = None, cpus: float | None = None,
-                metrics_dir: str = DEFAULT_METRICS_DIR, inline_below_ms: float = DEFAULT_INLINE_BELOW_MS,
-                dispatch: Mapping[str, str] | None = None, route_prefix: str = "/") -> dict[str, Any]:
+def application(
+    md: ModelDeployment,
+    *,
+    state: RolloutState | None = None,
+    cpus: float | None = None,
+    metrics_dir: str = DEFAULT_METRICS_DIR,
+    inline_below_ms: float = DEFAULT_INLINE_BELOW_MS,
+    dispatch: Mapping[str, str] | None = None,
+    route_prefix: str = "/",
+) -> dict[str, Any]:
     """One entry of ``applications``: the ingress and one deployment per version, all from the spec.
 
     ``dispatch`` forces a version ``"inline"`` (computed in the ingress) or ``"remote"`` (through its
@@ -134,7 +166,9 @@ def application(md: ModelDeployment, *, state: RolloutState | None = None, cpus:
     known = {v.name for v in md.spec.versions}
     for version, mode in (dispatch or {}).items():
         if version not in known or mode not in DISPATCH_MODES:
-            raise ValueError(f"dispatch: {version}={mode} (versions: {sorted(known)}; modes: {DISPATCH_MODES})")
+            raise ValueError(
+                f"dispatch: {version}={mode} (versions: {sorted(known)}; modes: {DISPATCH_MODES})"
+            )
     scale = _cpu_scale(md, cpus)
     limits = md.spec.limits
     deployment = md.to_dict()
@@ -153,19 +187,25 @@ def application(md: ModelDeployment, *, state: RolloutState | None = None, cpus:
         actor: dict[str, Any] = {"num_cpus": _cpus(parse_cpu(v.resources.cpu) * scale)}
         if cpus is None:  # on a cluster the memory request is scheduled; locally it would only get in the way
             actor["memory"] = parse_memory(v.resources.memory)
-        deployments.append({
-            "name": version_deployment(v.name),
-            **_replicas(v.replicas),
-            "max_ongoing_requests": max(2 * batching["max_batch_size"], 8),
-            "user_config": batching,
-            "ray_actor_options": actor,
-            "graceful_shutdown_timeout_s": limits.request_timeout_seconds,
-        })
+        deployments.append(
+            {
+                "name": version_deployment(v.name),
+                **_replicas(v.replicas),
+                "max_ongoing_requests": max(2 * batching["max_batch_size"], 8),
+                "user_config": batching,
+                "ray_actor_options": actor,
+                "graceful_shutdown_timeout_s": limits.request_timeout_seconds,
+            }
+        )
     return {
         "name": md.name,
         "route_prefix": route_prefix,
         "import_path": IMPORT_PATH,
-        "args": {"deployment": deployment, "inline_below_ms": inline_below_ms, "dispatch": dict(dispatch or {})},
+        "args": {
+            "deployment": deployment,
+            "inline_below_ms": inline_below_ms,
+            "dispatch": dict(dispatch or {}),
+        },
         "runtime_env": {"env_vars": {ENV_METRICS_DIR: metrics_dir}},
         # Per-request access logs cost ~9% of the ingress's CPU; our metrics already count every request.
         "logging_config": {"enable_access_log": False, "log_level": "WARNING"},
@@ -173,9 +213,17 @@ def application(md: ModelDeployment, *, state: RolloutState | None = None, cpus:
     }
 
 
-def serve_config(md: ModelDeployment, *, state: RolloutState | None = None, cpus: float | None = None,
-                 metrics_dir: str = DEFAULT_METRICS_DIR, inline_below_ms: float = DEFAULT_INLINE_BELOW_MS,
-                 dispatch: Mapping[str, str] | None = None, host: str = "0.0.0.0", port: int = 8000) -> dict[str, Any]:
+def serve_config(
+    md: ModelDeployment,
+    *,
+    state: RolloutState | None = None,
+    cpus: float | None = None,
+    metrics_dir: str = DEFAULT_METRICS_DIR,
+    inline_below_ms: float = DEFAULT_INLINE_BELOW_MS,
+    dispatch: Mapping[str, str] | None = None,
+    host: str = "0.0.0.0",
+    port: int = 8000,
+) -> dict[str, Any]:
     """The full Ray Serve config (``serve deploy`` / KubeRay ``serveConfigV2``) for one ModelDeployment.
 
     ``state`` is the rollout state whose traffic split the ingress applies (default: the spec's first
@@ -184,8 +232,16 @@ def serve_config(md: ModelDeployment, *, state: RolloutState | None = None, cpus
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": host, "port": port},
-        "applications": [application(md, state=state, cpus=cpus, metrics_dir=metrics_dir,
-                                     inline_below_ms=inline_below_ms, dispatch=dispatch)],
+        "applications": [
+            application(
+                md,
+                state=state,
+                cpus=cpus,
+                metrics_dir=metrics_dir,
+                inline_below_ms=inline_below_ms,
+                dispatch=dispatch,
+            )
+        ],
     }
 
 

@@ -20,10 +20,16 @@ class TensorSpec:
     fixed: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)  # (axis, size) pairs
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "fixed", tuple((axis, d) for axis, d in enumerate(self.shape) if d is not None))
+        object.__setattr__(
+            self, "fixed", tuple((axis, d) for axis, d in enumerate(self.shape) if d is not None)
+        )
 
     def to_v2(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": [-1 if d is None else d for d in self.shape]}
+        return {
+            "name": self.name,
+            "datatype": self.datatype,
+            "shape": [-1 if d is None else d for d in self.shape],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +61,18 @@ def from_ort_session(session: Any) -> Signature:
 
     def specs(nodes: Any) -> tuple[TensorSpec, ...]:
         return tuple(
-            TensorSpec(name=n.name, datatype=ONNX_TO_V2.get(n.type, n.type), shape=tuple(_dim(d) for d in n.shape))
+            TensorSpec(
+                name=n.name, datatype=ONNX_TO_V2.get(n.type, n.type), shape=tuple(_dim(d) for d in n.shape)
+            )
             for n in nodes
         )
 
     return Signature(inputs=specs(session.get_inputs()), outputs=specs(session.get_outputs()))
 
 
-def validate_inputs(signature: Signature, tensors: list[Tensor], *, max_rows: int | None = None) -> dict[str, np.ndarray]:
+def validate_inputs(
+    signature: Signature, tensors: list[Tensor], *, max_rows: int | None = None
+) -> dict[str, np.ndarray]:
     """Check names, datatypes (cast policy), ranks, fixed dims and (with ``max_rows``) the batch size.
 
     Returns the feed for ONNX Runtime.
@@ -75,14 +85,20 @@ def validate_inputs(signature: Signature, tensors: list[Tensor], *, max_rows: in
         by_name = {t.name: t for t in tensors}
         extra = [n for n in by_name if n not in {s.name for s in expected}]
         if extra:
-            raise InvalidInput(f"unexpected input(s) {', '.join(map(repr, extra))}; model expects {signature.input_names}")
+            raise InvalidInput(
+                f"unexpected input(s) {', '.join(map(repr, extra))}; model expects {signature.input_names}"
+            )
         missing = [s.name for s in expected if s.name not in by_name]
         if missing:
-            raise InvalidInput(f"missing input(s) {', '.join(map(repr, missing))}; model expects {signature.input_names}")
+            raise InvalidInput(
+                f"missing input(s) {', '.join(map(repr, missing))}; model expects {signature.input_names}"
+            )
         pairs = [(s, by_name[s.name]) for s in expected]
     for spec, t in pairs:
         if t.datatype != spec.datatype and not can_cast(t.datatype, spec.datatype):
-            raise InvalidInput(f"input {spec.name!r}: datatype {t.datatype} cannot be cast to the model's {spec.datatype}")
+            raise InvalidInput(
+                f"input {spec.name!r}: datatype {t.datatype} cannot be cast to the model's {spec.datatype}"
+            )
         arr = t.data
         if arr.ndim != len(spec.shape):
             raise InvalidInput(

@@ -64,28 +64,50 @@ class Batching(_Model):
     lets a batch fill while another one runs."""
 
     max_batch_size: Annotated[int, Field(ge=1, le=4096, description="most rows in one model run")] = 32
-    max_delay_ms: Annotated[float, Field(
-        ge=0, le=1000, description="longest a queued request waits for its batch to fill once the run ahead of "
-                                   "it is done")] = 2.0
-    max_queue_size: Annotated[int, Field(
-        ge=1, le=65_536, description="requests waiting per version; beyond it a request gets 503 + Retry-After")] = 256
-    threads: Annotated[int | None, Field(
-        ge=1, le=64, description="ONNX Runtime intra-op threads of a batched version's session (default: one "
-                                 "per core but one, at least 1; the event loop keeps a core)")] = None
+    max_delay_ms: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=1000,
+            description="longest a queued request waits for its batch to fill once the run ahead of "
+            "it is done",
+        ),
+    ] = 2.0
+    max_queue_size: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=65_536,
+            description="requests waiting per version; beyond it a request gets 503 + Retry-After",
+        ),
+    ] = 256
+    threads: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=64,
+            description="ONNX Runtime intra-op threads of a batched version's session (default: one "
+            "per core but one, at least 1; the event loop keeps a core)",
+        ),
+    ] = None
 
 
 class ModelVersion(_Model):
     """One servable version of the model."""
 
     name: Annotated[str, Field(min_length=1, max_length=40, pattern=_VERSION_NAME)]
-    uri: Annotated[str, Field(min_length=1, description="file://, plain path, http(s):// or s3:// URI of the .onnx file")]
+    uri: Annotated[
+        str, Field(min_length=1, description="file://, plain path, http(s):// or s3:// URI of the .onnx file")
+    ]
     sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
     replicas: Annotated[int, Field(ge=0, le=100)] = 1
     resources: Resources = Field(default_factory=Resources)
     reference_data: Annotated[
         str | None, Field(description="URI of a .npy/.csv file of reference inputs for drift monitoring")
     ] = None
-    batching: Annotated[Batching | None, Field(description="this version's batching (overrides spec.batching)")] = None
+    batching: Annotated[
+        Batching | None, Field(description="this version's batching (overrides spec.batching)")
+    ] = None
 
 
 class Budget(_Model):
@@ -96,7 +118,9 @@ class Budget(_Model):
 
 
 class CanaryPolicy(_Model):
-    steps: Annotated[list[int], Field(min_length=1, max_length=20)] = Field(default_factory=lambda: [5, 25, 50, 100])
+    steps: Annotated[list[int], Field(min_length=1, max_length=20)] = Field(
+        default_factory=lambda: [5, 25, 50, 100]
+    )
     interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 30.0
     failure_threshold: Annotated[int, Field(ge=1, le=100)] = 2
     min_requests: Annotated[int, Field(ge=0)] = 50
@@ -134,7 +158,9 @@ class StickyKey(_Model):
 
 
 class ABTestPolicy(_Model):
-    weights: Annotated[dict[str, Annotated[int, Field(ge=0, le=100)]], Field(max_length=10)] = Field(default_factory=dict)
+    weights: Annotated[dict[str, Annotated[int, Field(ge=0, le=100)]], Field(max_length=10)] = Field(
+        default_factory=dict
+    )
     sticky: StickyKey = Field(default_factory=StickyKey)
 
     @field_validator("weights")
@@ -166,13 +192,22 @@ class Drift(_Model):
     enabled: bool = True
     window_size: Annotated[int, Field(ge=10, le=1_000_000)] = 500
     every_rows: Annotated[int, Field(ge=1)] = 250
-    threshold: Annotated[float, Field(gt=0, le=1, description="dataset drift share that counts as drifted")] = 0.5
+    threshold: Annotated[
+        float, Field(gt=0, le=1, description="dataset drift share that counts as drifted")
+    ] = 0.5
     sample_percent: Annotated[float, Field(ge=0, le=100)] = 100.0
-    windows_per_second: Annotated[float, Field(
-        gt=0, le=1_000, description="rate gate: under sustained traffic keep at most this many windows' worth of "
-                                    "rows a second (a burst of one window is kept whole)")] = 2.0
-    min_interval_seconds: Annotated[float, Field(
-        ge=0, le=86_400, description="never compute drift for one version more often than this")] = 5.0
+    windows_per_second: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=1_000,
+            description="rate gate: under sustained traffic keep at most this many windows' worth of "
+            "rows a second (a burst of one window is kept whole)",
+        ),
+    ] = 2.0
+    min_interval_seconds: Annotated[
+        float, Field(ge=0, le=86_400, description="never compute drift for one version more often than this")
+    ] = 5.0
 
 
 class Limits(_Model):
@@ -198,8 +233,10 @@ class ModelDeploymentSpec(_Model):
     budget: Budget = Field(default_factory=Budget)
     traffic: Traffic = Field(default_factory=Traffic)
     drift: Drift = Field(default_factory=Drift)
-    batching: Annotated[Batching | None, Field(
-        description="adaptive batching for every version (absent: each request runs on its own)")] = None
+    batching: Annotated[
+        Batching | None,
+        Field(description="adaptive batching for every version (absent: each request runs on its own)"),
+    ] = None
     limits: Limits = Field(default_factory=Limits)
     threads: Annotated[int, Field(ge=1, le=64, description="ONNX Runtime intra-op threads per session")] = 1
 
@@ -218,7 +255,9 @@ class ModelDeploymentSpec(_Model):
                 raise ValueError(f"traffic.{field}: unknown version {value!r} (known: {', '.join(names)})")
         for arm in t.ab_test.weights:
             if arm not in known:
-                raise ValueError(f"traffic.abTest.weights: unknown version {arm!r} (known: {', '.join(names)})")
+                raise ValueError(
+                    f"traffic.abTest.weights: unknown version {arm!r} (known: {', '.join(names)})"
+                )
         if t.candidate is not None and t.candidate == t.stable:
             raise ValueError(f"traffic.candidate: must differ from traffic.stable ({t.stable!r})")
         needs_candidate = {Strategy.canary, Strategy.blue_green, Strategy.shadow}

@@ -67,8 +67,9 @@ class RequestObserver(ABC):
         return None
 
     @abstractmethod
-    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
-        ...
+    def finished(
+        self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None
+    ) -> None: ...
 
     def finished_many(self, batch: Sequence[Finished]) -> None:
         finished = self.finished
@@ -79,11 +80,15 @@ class RequestObserver(ABC):
 def _require_observers(observers: Sequence[object]) -> None:
     for o in observers:
         if not isinstance(o, RequestObserver):
-            raise TypeError(f"{type(o).__qualname__} is not a ferryman.telemetry.RequestObserver (subclass it)")
+            raise TypeError(
+                f"{type(o).__qualname__} is not a ferryman.telemetry.RequestObserver (subclass it)"
+            )
 
 
 class NullObserver(RequestObserver):
-    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
+    def finished(
+        self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None
+    ) -> None:
         return None
 
     def finished_many(self, batch: Sequence[Finished]) -> None:
@@ -102,7 +107,9 @@ class CompositeObserver(RequestObserver):
         for o in self._starters:
             o.started(model)
 
-    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
+    def finished(
+        self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None
+    ) -> None:
         for o in self.observers:
             o.finished(record, request, response)
 
@@ -173,14 +180,18 @@ class DeferredObserver(RequestObserver):
         self._queue.extend(batch)
         self.drain()
 
-    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
+    def finished(
+        self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None
+    ) -> None:
         self._queue.append((record, request, response))
         try:
             loop = get_running_loop()
         except RuntimeError:  # no event loop in this thread: report now
             self.drain()
             return
-        if self._scheduled_on is not loop:  # the turn's first request (or a new loop: a stopped one's callback never runs)
+        if (
+            self._scheduled_on is not loop
+        ):  # the turn's first request (or a new loop: a stopped one's callback never runs)
             self._scheduled_on = loop
             loop.call_soon(self._end_of_turn)
 

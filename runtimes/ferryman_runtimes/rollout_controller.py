@@ -84,11 +84,20 @@ class Feedback:
 
 
 class RolloutController:
-    def __init__(self, *, md: ModelDeployment, spec_path: Path | None, accounting: StatsSource, state_path: Path,
-                 target: RolloutTarget, drift: DriftSource | None = None,
-                 on_change: Callable[[RolloutState], None] | None = None,
-                 on_reload: Callable[[ModelDeployment], None] | None = None,
-                 on_reload_result: Callable[[str], None] | None = None, tick_seconds: float = 0.25) -> None:
+    def __init__(
+        self,
+        *,
+        md: ModelDeployment,
+        spec_path: Path | None,
+        accounting: StatsSource,
+        state_path: Path,
+        target: RolloutTarget,
+        drift: DriftSource | None = None,
+        on_change: Callable[[RolloutState], None] | None = None,
+        on_reload: Callable[[ModelDeployment], None] | None = None,
+        on_reload_result: Callable[[str], None] | None = None,
+        tick_seconds: float = 0.25,
+    ) -> None:
         """``target`` is where decisions take effect. ``on_reload_result`` hears "accepted" or "rejected" for
         every attempt to adopt an edited spec."""
         self.md = md
@@ -115,8 +124,12 @@ class RolloutController:
                 log.error("ignoring unreadable rollout state in %s: %s", state_path, err)
         self.state, decision = rollout.reconcile_spec(previous, md, now=time.time())
         if decision is None:
-            log.info("resumed rollout from %s: phase %s, weights %s", state_path, self.state.phase.value,
-                     self.state.weights)
+            log.info(
+                "resumed rollout from %s: phase %s, weights %s",
+                state_path,
+                self.state.phase.value,
+                self.state.weights,
+            )
         self._applied(decision)
 
     # -- effects ------------------------------------------------------------------------------------
@@ -126,8 +139,13 @@ class RolloutController:
         self.target.apply(self.md, self.state)
         self.persist()
         if decision is not None:
-            log.info("rollout %s: %s -> weights %s (%s)", self.md.name, decision.action.value, decision.weights,
-                     decision.reason)
+            log.info(
+                "rollout %s: %s -> weights %s (%s)",
+                self.md.name,
+                decision.action.value,
+                decision.weights,
+                decision.reason,
+            )
         if self.on_change is not None:
             self.on_change(self.state)
 
@@ -142,12 +160,16 @@ class RolloutController:
         for version in rollout.analysed_versions(self.state):
             try:
                 self.drift.reset(version)
-            except Exception:  # monitoring must never block a rollout; the start time still guards the analysis
+            except (
+                Exception
+            ):  # monitoring must never block a rollout; the start time still guards the analysis
                 log.exception("resetting drift of %s failed", version)
 
     def persist(self) -> None:
-        write_json(self.state_path, {"state": self.state.to_dict(),
-                                     "feedback": {k: vars(v) for k, v in self.feedback.items()}})
+        write_json(
+            self.state_path,
+            {"state": self.state.to_dict(), "feedback": {k: vars(v) for k, v in self.feedback.items()}},
+        )
 
     def stats(self, version: str) -> VersionStats:
         elapsed = time.time() - self.state.step_started_at
@@ -157,8 +179,14 @@ class RolloutController:
             share = self.drift.drift_share(version)
             monitored = _has_reference(self.md, version)
             if share is not None or monitored:
-                s = VersionStats(**{**_fields(s), "drift_share": share, "drift_pending": monitored and share is None,
-                                    "drift_measured_at": self.drift.measured_at(version)})
+                s = VersionStats(
+                    **{
+                        **_fields(s),
+                        "drift_share": share,
+                        "drift_pending": monitored and share is None,
+                        "drift_measured_at": self.drift.measured_at(version),
+                    }
+                )
         return s
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -236,7 +264,9 @@ class RolloutController:
     def reload(self, md: ModelDeployment) -> RolloutDecision | None:
         """Adopt an edited spec. Raises (and changes nothing) when a new version cannot be loaded."""
         if md.name != self.md.name:
-            raise InvalidInput(f"spec renames the model from {self.md.name!r} to {md.name!r}; start a new ferryman up")
+            raise InvalidInput(
+                f"spec renames the model from {self.md.name!r} to {md.name!r}; start a new ferryman up"
+            )
         self.target.load(md, previous=self.md)
         self.md = md
         if self.on_reload is not None:
@@ -252,7 +282,9 @@ class RolloutController:
     def act(self, action: str, *, actor: str, reason: str, version: str | None = None) -> RolloutDecision:
         now = time.time()
         if action == "promote":
-            self.state, decision = rollout.promote(self.state, now=now, reason=reason, actor=actor, version=version)
+            self.state, decision = rollout.promote(
+                self.state, now=now, reason=reason, actor=actor, version=version
+            )
         elif action == "rollback":
             self.state, decision = rollout.rollback(self.state, now=now, reason=reason, actor=actor)
         elif action == "pause":
@@ -284,17 +316,32 @@ class RolloutController:
         arms = []
         for t in self.accounting.totals():
             f = self.feedback.get(t.version)
-            row: dict[str, Any] = {"version": t.version, "route": t.route, "requests": t.requests, "errors": t.errors,
-                                   "errorRate": t.errors / t.requests if t.requests else 0.0,
-                                   "p50Ms": _ms(t.p50_seconds), "p95Ms": _ms(t.p95_seconds),
-                                   "p99Ms": _ms(t.p99_seconds)}
+            row: dict[str, Any] = {
+                "version": t.version,
+                "route": t.route,
+                "requests": t.requests,
+                "errors": t.errors,
+                "errorRate": t.errors / t.requests if t.requests else 0.0,
+                "p50Ms": _ms(t.p50_seconds),
+                "p95Ms": _ms(t.p95_seconds),
+                "p99Ms": _ms(t.p99_seconds),
+            }
             if f is not None and f.total:
                 lo, hi = wilson_interval(f.correct, f.total)
-                row["accuracy"] = {"correct": f.correct, "total": f.total, "value": f.correct / f.total,
-                                   "ci95": [lo, hi]}
+                row["accuracy"] = {
+                    "correct": f.correct,
+                    "total": f.total,
+                    "value": f.correct / f.total,
+                    "ci95": [lo, hi],
+                }
             arms.append(row)
-        return {"model": self.md.name, "rollout": s.to_dict(), "traffic": arms, "shadow": self.target.shadow(),
-                "specReload": self.reload_status()}
+        return {
+            "model": self.md.name,
+            "rollout": s.to_dict(),
+            "traffic": arms,
+            "shadow": self.target.shadow(),
+            "specReload": self.reload_status(),
+        }
 
     def reload_status(self) -> dict[str, Any] | None:
         """The last attempt to adopt an edited spec (None: none yet), and whether the file on disk is what

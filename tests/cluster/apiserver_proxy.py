@@ -67,7 +67,9 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def fail(self, method: str, pattern: str, *, times: int, status: int = 429, retry_after: str | None = "1") -> Rule:
+    def fail(
+        self, method: str, pattern: str, *, times: int, status: int = 429, retry_after: str | None = "1"
+    ) -> Rule:
         rule = Rule(method.upper(), re.compile(pattern), times, status, retry_after)
         with self._lock:
             self.rules.append(rule)
@@ -75,7 +77,9 @@ class FaultProxy:
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", 0), self._loop)
+        future = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", 0), self._loop
+        )
         self._server = future.result(timeout=10)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -111,7 +115,9 @@ class FaultProxy:
                 lines = head.decode("latin-1").split("\r\n")
                 method, target, _version = lines[0].split(" ", 2)
                 headers = [line for line in lines[1:] if line]
-                length = next((int(h.split(":", 1)[1]) for h in headers if h.lower().startswith("content-length:")), 0)
+                length = next(
+                    (int(h.split(":", 1)[1]) for h in headers if h.lower().startswith("content-length:")), 0
+                )
                 body = await reader.readexactly(length) if length else b""
                 rule = self._match(method, target)
                 if rule is not None:
@@ -125,13 +131,15 @@ class FaultProxy:
         finally:
             writer.close()
 
-    async def _forward(self, method: str, target: str, headers: list[str], body: bytes,
-                       writer: asyncio.StreamWriter) -> None:
+    async def _forward(
+        self, method: str, target: str, headers: list[str], body: bytes, writer: asyncio.StreamWriter
+    ) -> None:
         host, port = self._upstream
         up_reader, up_writer = await asyncio.open_connection(host, port, ssl=self._tls, server_hostname=host)
         kept = [h for h in headers if not h.lower().startswith(("connection:", "host:", "keep-alive:"))]
-        request = "\r\n".join([f"{method} {target} HTTP/1.1", f"Host: {host}:{port}", *kept, "Connection: close",
-                               "", ""]).encode("latin-1")
+        request = "\r\n".join(
+            [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}", *kept, "Connection: close", "", ""]
+        ).encode("latin-1")
         up_writer.write(request + body)
         await up_writer.drain()
         with self._lock:
@@ -145,12 +153,21 @@ class FaultProxy:
 
 
 def _status_answer(rule: Rule) -> bytes:
-    doc: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                           "message": rule.message, "reason": http.HTTPStatus(rule.status).phrase.replace(" ", ""), "code": rule.status}
+    doc: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": rule.message,
+        "reason": http.HTTPStatus(rule.status).phrase.replace(" ", ""),
+        "code": rule.status,
+    }
     body = json.dumps(doc).encode()
     extra = f"Retry-After: {rule.retry_after}\r\n" if rule.retry_after else ""
-    head = (f"HTTP/1.1 {rule.status} {http.HTTPStatus(rule.status).phrase}\r\nContent-Type: application/json\r\n{extra}"
-            f"Content-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {rule.status} {http.HTTPStatus(rule.status).phrase}\r\nContent-Type: application/json\r\n{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 

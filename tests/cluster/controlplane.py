@@ -50,7 +50,9 @@ NODE_SELECTOR_ANNOTATION = "scheduler.alpha.kubernetes.io/node-selector"
 DEFAULT_TOLERATIONS_ANNOTATION = "scheduler.alpha.kubernetes.io/defaultTolerations"
 
 
-def namespace_manifest(name: str, *, on: Placement, pod_security: str | None = "restricted") -> dict[str, Any]:
+def namespace_manifest(
+    name: str, *, on: Placement, pod_security: str | None = "restricted"
+) -> dict[str, Any]:
     """A Namespace whose pods are placed on the KWOK nodes (``on="kwok"``) or on the real node
     (``on="real"``) by the PodNodeSelector / PodTolerationRestriction admission plugins."""
     annotations = {NODE_SELECTOR_ANNOTATION: f"type={on}"}
@@ -110,8 +112,17 @@ def binaries_ready() -> bool:
         check=True,
     )
     bin_dir, containerd_dir, node_cache, coredns_glob = proc.stdout.split()
-    names = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy",
-             "kwok", "kubectl", "helm"]
+    names = [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "kube-proxy",
+        "kwok",
+        "kubectl",
+        "helm",
+    ]
     return (
         all((Path(bin_dir) / n).is_file() for n in names)
         and (Path(bin_dir) / "kwok-stages.yaml").is_file()
@@ -233,7 +244,9 @@ class ControlPlane:
             )
         self._cleanup_tmp()
         if proc is not None and proc.returncode != 0:
-            raise ControlPlaneError(f"scripts/cluster/down.sh failed (exit {proc.returncode}):\n{_tail(proc.stdout)}")
+            raise ControlPlaneError(
+                f"scripts/cluster/down.sh failed (exit {proc.returncode}):\n{_tail(proc.stdout)}"
+            )
 
     def _cleanup_tmp(self) -> None:
         if self._tmp is not None:
@@ -360,13 +373,17 @@ class ControlPlane:
     def _require_real_node(self) -> None:
         self.node_name  # noqa: B018 - the property raises without a real node
 
-    def ctr(self, *args: str, input: bytes | None = None, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+    def ctr(
+        self, *args: str, input: bytes | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[bytes]:
         """Run ``ctr`` against the real node's containerd, in the ``k8s.io`` namespace kubelet uses."""
         self._require_real_node()
         cmd = [self.info["CTR"], "--address", self.info["CONTAINERD_ADDRESS"], "-n", "k8s.io", *args]
         proc = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, check=False)
         if proc.returncode != 0:
-            raise ControlPlaneError(f"ctr {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr.decode()}")
+            raise ControlPlaneError(
+                f"ctr {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr.decode()}"
+            )
         return proc
 
     def import_image(self, archive: str | os.PathLike[str]) -> None:

@@ -49,7 +49,9 @@ HOST = "127.0.0.1"
 
 # -- CRD and RBAC -------------------------------------------------------------------------------------
 def install_crd(cp: ControlPlane, path: Path = CRD_FILE) -> None:
-    cp.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=ferryman-tests", "-f", str(path))
+    cp.kubectl(
+        "apply", "--server-side", "--force-conflicts", "--field-manager=ferryman-tests", "-f", str(path)
+    )
     cp.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
 
 
@@ -63,26 +65,46 @@ def operator_kubeconfig(cp: ControlPlane, namespace: str, directory: Path) -> Pa
     cp.apply(cluster_role)  # cluster-scoped, identical for every test
     lease_role = {**lease_role, "metadata": {**lease_role["metadata"], "namespace": namespace}}
     subject = [{"kind": "ServiceAccount", "name": SA, "namespace": namespace}]
-    cp.apply([
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA, "namespace": namespace}},
-        lease_role,
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": SA, "namespace": namespace},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role["metadata"]["name"]},
-         "subjects": subject},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": f"{SA}-leader-election", "namespace": namespace},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": lease_role["metadata"]["name"]},
-         "subjects": subject},
-    ])
+    cp.apply(
+        [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA, "namespace": namespace}},
+            lease_role,
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": SA, "namespace": namespace},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": cluster_role["metadata"]["name"],
+                },
+                "subjects": subject,
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": f"{SA}-leader-election", "namespace": namespace},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": lease_role["metadata"]["name"],
+                },
+                "subjects": subject,
+            },
+        ]
+    )
     token = cp.kubectl("-n", namespace, "create", "token", SA, "--duration=2h").stdout.strip()
     admin = yaml.safe_load(cp.kubeconfig.read_text())
     cluster = admin["clusters"][0]["cluster"]
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "operator",
         "clusters": [{"name": "test", "cluster": cluster}],
         "users": [{"name": SA, "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "test", "user": SA, "namespace": namespace}}],
+        "contexts": [
+            {"name": "operator", "context": {"cluster": "test", "user": SA, "namespace": namespace}}
+        ],
     }
     path = directory / f"{namespace}-operator.kubeconfig"
     path.write_text(yaml.safe_dump(config))
@@ -121,8 +143,15 @@ class OperatorProcess:
 
 
 @contextlib.contextmanager
-def start_operator(cp: ControlPlane, namespace: str, *, kubeconfig: Path, identity: str,
-                   env: dict[str, str] | None = None, wait_leader: bool = True) -> Iterator[OperatorProcess]:
+def start_operator(
+    cp: ControlPlane,
+    namespace: str,
+    *,
+    kubeconfig: Path,
+    identity: str,
+    env: dict[str, str] | None = None,
+    wait_leader: bool = True,
+) -> Iterator[OperatorProcess]:
     port = free_port()
     log_fd, log_name = tempfile.mkstemp(prefix=f"ferryman-operator-{identity}-", suffix=".log")
     environment = {
@@ -141,11 +170,19 @@ def start_operator(cp: ControlPlane, namespace: str, *, kubeconfig: Path, identi
     with os.fdopen(log_fd, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "ferryman_operator", "--kubeconfig", str(kubeconfig), "-n", namespace],
-            stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=str(REPO_ROOT),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd=str(REPO_ROOT),
         )
-    op = OperatorProcess(process=process, identity=identity, health_url=f"http://{HOST}:{port}/healthz",
-                         log_path=Path(log_name))
+    op = OperatorProcess(
+        process=process,
+        identity=identity,
+        health_url=f"http://{HOST}:{port}/healthz",
+        log_path=Path(log_name),
+    )
     try:
+
         def healthy() -> bool:
             if not op.alive():
                 raise AssertionError(f"operator {identity} exited ({process.returncode}):\n{op.logs()}")
@@ -196,8 +233,9 @@ def conditions(md: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in (md.get("status") or {}).get("conditions") or []}
 
 
-def condition_is(cp: ControlPlane, namespace: str, name: str, type_: str, status: str,
-                 reason: str | None = None) -> dict[str, Any] | None:
+def condition_is(
+    cp: ControlPlane, namespace: str, name: str, type_: str, status: str, reason: str | None = None
+) -> dict[str, Any] | None:
     md = get_md(cp, namespace, name)
     c = conditions(md).get(type_)
     if c and c["status"] == status and (reason is None or c.get("reason") == reason):
@@ -206,8 +244,13 @@ def condition_is(cp: ControlPlane, namespace: str, name: str, type_: str, status
 
 
 def events(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
-    items = cp.get_json("-n", namespace, "events", "--field-selector",
-                        f"involvedObject.kind=ModelDeployment,involvedObject.name={name}")["items"]
+    items = cp.get_json(
+        "-n",
+        namespace,
+        "events",
+        "--field-selector",
+        f"involvedObject.kind=ModelDeployment,involvedObject.name={name}",
+    )["items"]
     return sorted(items, key=lambda e: (e.get("lastTimestamp") or "", e["metadata"]["creationTimestamp"]))
 
 

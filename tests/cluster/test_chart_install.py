@@ -40,8 +40,12 @@ CRD_NAME = "modeldeployments.serving.ferryman.dev"
 RELEASE = f"ferryman-{uuid.uuid4().hex[:6]}"
 INSTALL_VALUES: dict[str, Any] = {
     "kserve": {"enabled": True},
-    "monitoring": {"release": "kube-prometheus-stack", "serviceMonitor": {"enabled": True},
-                   "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True}},
+    "monitoring": {
+        "release": "kube-prometheus-stack",
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "dashboards": {"enabled": True},
+    },
     "operator": {"preflight": {"enabled": False}, "resyncSeconds": 1},  # the example's URIs are placeholders
     "loadtest": {"enabled": True, "workers": {"replicas": 2}, "duration": "30s"},
 }
@@ -74,10 +78,19 @@ class Release:
 
     def helm(self, *args: str, check: bool = True, timeout: float = 150) -> subprocess.CompletedProcess[str]:
         env = self.cp.env()
-        env.update(HELM_CACHE_HOME=str(self.workdir / "helm-cache"), HELM_CONFIG_HOME=str(self.workdir / "helm-config"),
-                   HELM_DATA_HOME=str(self.workdir / "helm-data"))
-        proc = subprocess.run([str(self.cp.bin("helm")), *args, "--kubeconfig", str(self.cp.kubeconfig)],
-                              capture_output=True, text=True, env=env, timeout=timeout, check=False)
+        env.update(
+            HELM_CACHE_HOME=str(self.workdir / "helm-cache"),
+            HELM_CONFIG_HOME=str(self.workdir / "helm-config"),
+            HELM_DATA_HOME=str(self.workdir / "helm-data"),
+        )
+        proc = subprocess.run(
+            [str(self.cp.bin("helm")), *args, "--kubeconfig", str(self.cp.kubeconfig)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
         return proc
@@ -105,8 +118,11 @@ class Release:
 def _namespace(cp: ControlPlane, prefix: str) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     cp.apply(namespace_manifest(name, on="kwok"))  # restricted; pods on the KWOK nodes
-    wait_for(lambda: cp.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode == 0,
-             timeout=60, what=f"the default ServiceAccount of {name}")
+    wait_for(
+        lambda: cp.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode == 0,
+        timeout=60,
+        what=f"the default ServiceAccount of {name}",
+    )
     return name
 
 
@@ -114,8 +130,13 @@ def _namespace(cp: ControlPlane, prefix: str) -> str:
 def release(control_plane: ControlPlane) -> Iterator[Release]:
     cp = control_plane
     with tempfile.TemporaryDirectory(prefix="ferryman-chart-") as tmp:
-        rel = Release(cp=cp, name=RELEASE, namespace=_namespace(cp, "chart"), models=_namespace(cp, "models"),
-                      workdir=Path(tmp))
+        rel = Release(
+            cp=cp,
+            name=RELEASE,
+            namespace=_namespace(cp, "chart"),
+            models=_namespace(cp, "models"),
+            workdir=Path(tmp),
+        )
         try:
             yield rel
         finally:
@@ -128,13 +149,22 @@ def _labelled(rel: Release) -> set[tuple[str, str, str]]:
     """(kind, namespace, name) of every object of every listable kind carrying the release's labels."""
     kinds = rel.cp.kubectl("api-resources", "--verbs=list,delete", "-o", "name").stdout.split()
     out = rel.cp.kubectl("get", ",".join(kinds), "--all-namespaces", "-l", rel.selector, "-o", "json").stdout
-    return {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in json.loads(out)["items"]}
+    return {
+        (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"])
+        for o in json.loads(out)["items"]
+    }
 
 
 def _keys(objs: list[dict[str, Any]], default_ns: str) -> set[tuple[str, str, str]]:
     cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "ClusterServingRuntime"}
-    return {(o["kind"], "" if o["kind"] in cluster_scoped else o["metadata"].get("namespace", default_ns),
-             o["metadata"]["name"]) for o in objs}
+    return {
+        (
+            o["kind"],
+            "" if o["kind"] in cluster_scoped else o["metadata"].get("namespace", default_ns),
+            o["metadata"]["name"],
+        )
+        for o in objs
+    }
 
 
 def _no_orphans(rel: Release, expected: set[tuple[str, str, str]]) -> None:
@@ -156,16 +186,57 @@ def _no_orphans(rel: Release, expected: set[tuple[str, str, str]]) -> None:
 # -- install -------------------------------------------------------------------------------------------
 def test_install_every_object_accepted(release: Release) -> None:
     rel = release
-    rel.helm("install", rel.name, str(CHART), "-n", rel.namespace, "-f", rel.values_file(INSTALL_VALUES, "install"),
-             "--wait", "--timeout", "120s")
+    rel.helm(
+        "install",
+        rel.name,
+        str(CHART),
+        "-n",
+        rel.namespace,
+        "-f",
+        rel.values_file(INSTALL_VALUES, "install"),
+        "--wait",
+        "--timeout",
+        "120s",
+    )
     manifest = rel.manifest()
     kinds = {o["kind"] for o in manifest}
-    assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Lease",
-            "ServiceMonitor", "PrometheusRule", "ClusterServingRuntime", "ConfigMap", "Job", "Service"} <= kinds
+    assert {
+        "Deployment",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Lease",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ClusterServingRuntime",
+        "ConfigMap",
+        "Job",
+        "Service",
+    } <= kinds
     # Every rendered object exists as rendered (the apiserver and the upstream CRD schemas accepted it).
-    live = json.loads(rel.cp.kubectl("get", "-f", "-", "-o", "json", input=yaml.safe_dump_all(
-        [{**o, "metadata": {**o["metadata"], "namespace": o["metadata"].get("namespace", rel.namespace)}}
-         for o in manifest])).stdout)
+    live = json.loads(
+        rel.cp.kubectl(
+            "get",
+            "-f",
+            "-",
+            "-o",
+            "json",
+            input=yaml.safe_dump_all(
+                [
+                    {
+                        **o,
+                        "metadata": {
+                            **o["metadata"],
+                            "namespace": o["metadata"].get("namespace", rel.namespace),
+                        },
+                    }
+                    for o in manifest
+                ]
+            ),
+        ).stdout
+    )
     assert _keys(live["items"], rel.namespace) == _keys(manifest, rel.namespace)
     by_key = {(o["kind"], o["metadata"]["name"]): o for o in live["items"]}
     sm = by_key[("ServiceMonitor", f"{rel.name}-workloads")]
@@ -174,11 +245,25 @@ def test_install_every_object_accepted(release: Release) -> None:
     assert csr["spec"]["supportedModelFormats"][0]["name"] == "onnx"
     # The load test's pods were admitted under "restricted" (KWOK runs them: master and both workers).
     jobs = [o for o in live["items"] if o["kind"] == "Job"]
-    assert sorted(j["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] for j in jobs) == [
-        "loadtest-master", "loadtest-worker"]
-    wait_for(lambda: len(rel.cp.get_json("-n", rel.namespace, "pods", "-l",
-                                         f"app.kubernetes.io/instance={rel.name},ferryman.dev/loadtest-run=r1")["items"]) == 3,
-             timeout=60, what="the load test's three pods")
+    assert sorted(
+        j["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] for j in jobs
+    ) == ["loadtest-master", "loadtest-worker"]
+    wait_for(
+        lambda: (
+            len(
+                rel.cp.get_json(
+                    "-n",
+                    rel.namespace,
+                    "pods",
+                    "-l",
+                    f"app.kubernetes.io/instance={rel.name},ferryman.dev/loadtest-run=r1",
+                )["items"]
+            )
+            == 3
+        ),
+        timeout=60,
+        what="the load test's three pods",
+    )
     # crds/ was installed with the release.
     crd = rel.cp.get_json("customresourcedefinition", CRD_NAME)
     assert {c["type"]: c["status"] for c in crd["status"]["conditions"]}["Established"] == "True"
@@ -188,8 +273,13 @@ def test_operator_pod_ready_under_restricted_pod_security(release: Release) -> N
     rel = release
     deploy = rel.cp.get_json("-n", rel.namespace, "deployment", f"{rel.name}-operator")
     assert deploy["status"].get("readyReplicas") == 1
-    pods = rel.cp.get_json("-n", rel.namespace, "pods", "-l",
-                           "app.kubernetes.io/component=operator,app.kubernetes.io/instance=" + rel.name)["items"]
+    pods = rel.cp.get_json(
+        "-n",
+        rel.namespace,
+        "pods",
+        "-l",
+        "app.kubernetes.io/component=operator,app.kubernetes.io/instance=" + rel.name,
+    )["items"]
     assert len(pods) == 1
     pod = pods[0]
     ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
@@ -260,10 +350,14 @@ def test_rbac_least_privilege(release: Release) -> None:
 
 # -- the operator with the chart's identity and settings ------------------------------------------------------
 def _sa_kubeconfig(rel: Release) -> Path:
-    token = rel.cp.kubectl("-n", rel.namespace, "create", "token", rel.service_account, "--duration=30m").stdout.strip()
+    token = rel.cp.kubectl(
+        "-n", rel.namespace, "create", "token", rel.service_account, "--duration=30m"
+    ).stdout.strip()
     admin = yaml.safe_load(rel.cp.kubeconfig.read_text())
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "sa",
         "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"]}],
         "users": [{"name": "sa", "user": {"token": token}}],
         "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
@@ -300,10 +394,17 @@ def operator(release: Release) -> Iterator[tuple[str, str]]:
     env.update(_chart_env(rel, health=f"127.0.0.1:{port}", identity=identity))
     log = rel.workdir / "operator.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ferryman_operator", "--kubeconfig", str(_sa_kubeconfig(rel))],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ferryman_operator", "--kubeconfig", str(_sa_kubeconfig(rel))],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}/healthz"
     try:
+
         def healthy() -> bool:
             assert proc.poll() is None, f"operator exited:\n{log.read_text()[-4000:]}"
             return httpx.get(url, timeout=2).status_code == 200
@@ -343,24 +444,44 @@ def test_example_modeldeployment_reconciles(release: Release, operator: tuple[st
     assert status["weights"] == {"v1": 95, "v2": 5}, status
     # What the native backend creates, owned by the ModelDeployment, with Ready (KWOK) pods.
     for deploy in (f"{name}-gateway", f"{name}-v1", f"{name}-v2"):
-        rel.cp.kubectl("-n", rel.models, "rollout", "status", f"deployment/{deploy}", "--timeout=90s", timeout=100)
+        rel.cp.kubectl(
+            "-n", rel.models, "rollout", "status", f"deployment/{deploy}", "--timeout=90s", timeout=100
+        )
         obj = rel.cp.get_json("-n", rel.models, "deployment", deploy)
         assert obj["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
-        assert obj["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/ferryman-dev/ferryman:0.1.0"
+        assert (
+            obj["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/ferryman-dev/ferryman:0.1.0"
+        )
     services = {s["metadata"]["name"] for s in rel.cp.get_json("-n", rel.models, "services")["items"]}
     assert {name, f"{name}-v1", f"{name}-v2"} <= services  # the model's endpoint is the Service `name`
     lease = rel.cp.get_json("-n", rel.namespace, "lease", f"{rel.name}-operator")
     assert lease["spec"]["holderIdentity"] == identity  # the chart's Lease, held by the operator
     assert lease["metadata"]["labels"]["app.kubernetes.io/instance"] == rel.name
-    events = rel.cp.get_json("-n", rel.models, "events", "--field-selector",
-                             f"involvedObject.kind=ModelDeployment,involvedObject.name={name}")["items"]
+    events = rel.cp.get_json(
+        "-n",
+        rel.models,
+        "events",
+        "--field-selector",
+        f"involvedObject.kind=ModelDeployment,involvedObject.name={name}",
+    )["items"]
     assert events, "the operator explains its decisions in Events"
 
     # Deleting the resource removes everything the operator made (owner references).
     rel.cp.kubectl("delete", "-n", rel.models, "modeldeployment", name, "--wait=true", timeout=60)
-    wait_for(lambda: not rel.cp.get_json("-n", rel.models, "deployments,services,configmaps", "-l",
-                                          f"serving.ferryman.dev/deployment={name}")["items"],
-             timeout=60, interval=1, what="garbage collection of the example's objects")
+    wait_for(
+        lambda: (
+            not rel.cp.get_json(
+                "-n",
+                rel.models,
+                "deployments,services,configmaps",
+                "-l",
+                f"serving.ferryman.dev/deployment={name}",
+            )["items"]
+        ),
+        timeout=60,
+        interval=1,
+        what="garbage collection of the example's objects",
+    )
 
 
 # -- upgrade and uninstall -----------------------------------------------------------------------------------
@@ -371,8 +492,18 @@ def test_upgrade_with_changed_values_leaves_no_orphans(release: Release) -> None
     lease_name = f"{rel.name}-operator"
     lease_before = rel.cp.get_json("-n", rel.namespace, "lease", lease_name)["spec"]
     assert lease_before.get("leaseTransitions", 0) >= 1  # the operator held it (test above)
-    rel.helm("upgrade", rel.name, str(CHART), "-n", rel.namespace, "-f", rel.values_file(UPGRADE_VALUES, "upgrade"),
-             "--wait", "--timeout", "120s")
+    rel.helm(
+        "upgrade",
+        rel.name,
+        str(CHART),
+        "-n",
+        rel.namespace,
+        "-f",
+        rel.values_file(UPGRADE_VALUES, "upgrade"),
+        "--wait",
+        "--timeout",
+        "120s",
+    )
     manifest = rel.manifest()
     kinds = {o["kind"] for o in manifest}
     assert "ServiceMonitor" not in kinds and "ClusterServingRuntime" not in kinds
@@ -404,7 +535,9 @@ def test_uninstall_leaves_nothing(release: Release) -> None:
 # -- the CRD upgrade procedure of docs/helm.md -----------------------------------------------------------------
 def _documented_crd_upgrade() -> list[str]:
     text = (REPO_ROOT / "docs" / "helm.md").read_text()
-    lines = re.findall(r"^kubectl apply --server-side --force-conflicts -f charts/ferryman/crds/\s*$", text, re.M)
+    lines = re.findall(
+        r"^kubectl apply --server-side --force-conflicts -f charts/ferryman/crds/\s*$", text, re.M
+    )
     assert lines, "docs/helm.md no longer documents the CRD upgrade command"
     return lines[0].split()
 
@@ -416,7 +549,9 @@ def _older_crd() -> dict[str, Any]:
     spec_props = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert "threads" in spec_props
     del spec_props["threads"]
-    version["additionalPrinterColumns"] = [c for c in version["additionalPrinterColumns"] if c["name"] != "Runtime"]
+    version["additionalPrinterColumns"] = [
+        c for c in version["additionalPrinterColumns"] if c["name"] != "Runtime"
+    ]
     return crd
 
 
@@ -434,16 +569,34 @@ def test_crd_upgrade_procedure(control_plane: ControlPlane, release: Release) ->
     try:
         # An older chart's CRD is in the cluster (replace: exactly that object, as an install would leave it).
         cp.kubectl("replace", "-f", "-", input=json.dumps(_older_crd()))
-        assert "threads" not in _live_version(cp)["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-        old = cp.kubectl("create", "--dry-run=server", "--validate=strict", "-n", release.models, "-f", "-",
-                         input=json.dumps(example), check=False)
+        assert (
+            "threads"
+            not in _live_version(cp)["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        )
+        old = cp.kubectl(
+            "create",
+            "--dry-run=server",
+            "--validate=strict",
+            "-n",
+            release.models,
+            "-f",
+            "-",
+            input=json.dumps(example),
+            check=False,
+        )
         assert old.returncode != 0 and "threads" in old.stderr, old.stderr
 
         # The documented command, verbatim, from the repository root.
         cmd = _documented_crd_upgrade()
         assert cmd[0] == "kubectl"
-        proc = subprocess.run([str(cp.bin("kubectl")), "--kubeconfig", str(cp.kubeconfig), *cmd[1:]], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=60, check=False)
+        proc = subprocess.run(
+            [str(cp.bin("kubectl")), "--kubeconfig", str(cp.kubeconfig), *cmd[1:]],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stderr
         assert f"customresourcedefinition.apiextensions.k8s.io/{CRD_NAME} serverside-applied" in proc.stdout
         cp.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
@@ -451,8 +604,18 @@ def test_crd_upgrade_procedure(control_plane: ControlPlane, release: Release) ->
         live = _live_version(cp)
         assert "threads" in live["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
         assert "Runtime" in {c["name"] for c in live["additionalPrinterColumns"]}
-        new = cp.kubectl("create", "--dry-run=server", "--validate=strict", "-n", release.models, "-f", "-",
-                         "-o", "json", input=json.dumps(example))
+        new = cp.kubectl(
+            "create",
+            "--dry-run=server",
+            "--validate=strict",
+            "-n",
+            release.models,
+            "-f",
+            "-",
+            "-o",
+            "json",
+            input=json.dumps(example),
+        )
         assert json.loads(new.stdout)["spec"]["threads"] == 2
     finally:
         cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"), check=False)

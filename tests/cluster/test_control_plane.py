@@ -33,6 +33,7 @@ def test_upstream_crds_are_the_ones_crds_sh_fetches() -> None:
     fetched = sorted(upstream_crds.crd(f)["metadata"]["name"] for f in upstream_crds.FILES)
     assert fetched == sorted(UPSTREAM_CRDS)
 
+
 RESTRICTED_CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},

@@ -42,16 +42,36 @@ pytestmark = pytest.mark.cluster
 
 def ready_condition(message: str) -> dict[str, str]:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"type": "Ready", "status": "True", "reason": "Ready", "message": message, "lastTransitionTime": now}
+    return {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Ready",
+        "message": message,
+        "lastTransitionTime": now,
+    }
 
 
 def mark_ready(cp: ControlPlane, namespace: str, kind: str, name: str, status: dict[str, Any]) -> None:
-    cp.kubectl("-n", namespace, "patch", kind, name, "--subresource=status", "--type=merge",
-               "-p", json.dumps({"status": status}))
+    cp.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        kind,
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
 
 
-RUNTIME_FILE = Path(__file__).resolve().parents[2] / "runtimes" / "ferryman_runtimes" / "kserve" / \
-    "clusterservingruntime.yaml"
+RUNTIME_FILE = (
+    Path(__file__).resolve().parents[2]
+    / "runtimes"
+    / "ferryman_runtimes"
+    / "kserve"
+    / "clusterservingruntime.yaml"
+)
 
 
 def builder_context(sample_spec: Path, namespace: str, model_url: str) -> Context:
@@ -59,18 +79,42 @@ def builder_context(sample_spec: Path, namespace: str, model_url: str) -> Contex
     doc["metadata"]["namespace"] = namespace
     md = parse_deployment(doc)
     state, _ = rollout.start(md, now=0.0)
-    owner = {"apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "name": md.name,
-             "uid": "00000000-0000-4000-8000-000000000001", "controller": True, "blockOwnerDeletion": True}
-    return Context(md=md, namespace=namespace, owner=owner, state=state, table=rollout.table_for(md, state),
-                   settings=Settings(image="registry.example/ferryman:1.2.3", ray_image="rayproject/ray:2.60.0",
-                                     identity="t"))
+    owner = {
+        "apiVersion": "serving.ferryman.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": md.name,
+        "uid": "00000000-0000-4000-8000-000000000001",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    return Context(
+        md=md,
+        namespace=namespace,
+        owner=owner,
+        state=state,
+        table=rollout.table_for(md, state),
+        settings=Settings(
+            image="registry.example/ferryman:1.2.3", ray_image="rayproject/ray:2.60.0", identity="t"
+        ),
+    )
 
 
 def strict_dry_run(cp: ControlPlane, namespace: str, obj: dict[str, Any]) -> Any:
     """Create ``obj`` with a server-side dry run and ``fieldValidation=Strict`` (kubectl --validate=strict):
     the schema's errors and any field it would prune are refused."""
-    return cp.kubectl("-n", namespace, "create", "--dry-run=server", "--validate=strict", "-o", "json", "-f", "-",
-                      input=json.dumps(obj), check=False)
+    return cp.kubectl(
+        "-n",
+        namespace,
+        "create",
+        "--dry-run=server",
+        "--validate=strict",
+        "-o",
+        "json",
+        "-f",
+        "-",
+        input=json.dumps(obj),
+        check=False,
+    )
 
 
 def missing(stored: Any, sent: Any, path: str = "spec") -> list[str]:
@@ -78,24 +122,43 @@ def missing(stored: Any, sent: Any, path: str = "spec") -> list[str]:
     if isinstance(sent, dict):
         if not isinstance(stored, dict):
             return [path]
-        return [p for k, v in sent.items() for p in (missing(stored[k], v, f"{path}.{k}") if k in stored
-                                                      else [f"{path}.{k}"])]
+        return [
+            p
+            for k, v in sent.items()
+            for p in (missing(stored[k], v, f"{path}.{k}") if k in stored else [f"{path}.{k}"])
+        ]
     if isinstance(sent, list):
         if not isinstance(stored, list) or len(stored) != len(sent):
             return [path]
-        return [p for i, (a, b) in enumerate(zip(stored, sent, strict=True)) for p in missing(a, b, f"{path}[{i}]")]
+        return [
+            p
+            for i, (a, b) in enumerate(zip(stored, sent, strict=True))
+            for p in missing(a, b, f"{path}[{i}]")
+        ]
     return [] if stored == sent else [path]
 
 
-def test_the_builders_output_passes_strict_validation(control_plane: ControlPlane, namespace: str,
-                                                       sample_spec: Path, model_url: str) -> None:
+def test_the_builders_output_passes_strict_validation(
+    control_plane: ControlPlane, namespace: str, sample_spec: Path, model_url: str
+) -> None:
     ctx = builder_context(sample_spec, namespace, model_url)
     runtime = yaml.safe_load(RUNTIME_FILE.read_text())
-    chart_runtime = helm.one(helm.render([helm.CHART / "ci" / "kserve-on-values.yaml"]), "ClusterServingRuntime")
-    objects = [*(o for o in kserve.KServeBackend().desired(ctx) if o["kind"] == "InferenceService"),
-               *RayBackend().desired(ctx), runtime, chart_runtime]
-    assert [o["kind"] for o in objects] == ["InferenceService", "InferenceService", "RayService",
-                                            "ClusterServingRuntime", "ClusterServingRuntime"]
+    chart_runtime = helm.one(
+        helm.render([helm.CHART / "ci" / "kserve-on-values.yaml"]), "ClusterServingRuntime"
+    )
+    objects = [
+        *(o for o in kserve.KServeBackend().desired(ctx) if o["kind"] == "InferenceService"),
+        *RayBackend().desired(ctx),
+        runtime,
+        chart_runtime,
+    ]
+    assert [o["kind"] for o in objects] == [
+        "InferenceService",
+        "InferenceService",
+        "RayService",
+        "ClusterServingRuntime",
+        "ClusterServingRuntime",
+    ]
     for obj in objects:
         proc = strict_dry_run(control_plane, namespace, obj)
         assert proc.returncode == 0, f"{obj['kind']} {obj['metadata']['name']}: {proc.stderr}"
@@ -104,8 +167,9 @@ def test_the_builders_output_passes_strict_validation(control_plane: ControlPlan
         assert not pruned, f"{obj['kind']}: the apiserver dropped {pruned}"
 
 
-def test_an_unknown_field_in_the_builders_output_is_refused(control_plane: ControlPlane, namespace: str,
-                                                            sample_spec: Path, model_url: str) -> None:
+def test_an_unknown_field_in_the_builders_output_is_refused(
+    control_plane: ControlPlane, namespace: str, sample_spec: Path, model_url: str
+) -> None:
     isvc = kserve.inference_service(builder_context(sample_spec, namespace, model_url), "v1")
     isvc = json.loads(json.dumps(isvc))  # a copy: the builder shares its security-context dicts
     isvc["spec"]["predictor"]["model"]["resources"]["limit"] = {"cpu": "1"}
@@ -114,17 +178,32 @@ def test_an_unknown_field_in_the_builders_output_is_refused(control_plane: Contr
     assert 'unknown field "spec.predictor.model.resources.limit"' in proc.stderr, proc.stderr
 
 
-def test_ray_backend_writes_a_valid_rayservice(crd: ControlPlane, namespace: str, tmp_path: Path,
-                                               sample_spec: Path, model_url: str) -> None:
+def test_ray_backend_writes_a_valid_rayservice(
+    crd: ControlPlane, namespace: str, tmp_path: Path, sample_spec: Path, model_url: str
+) -> None:
     name = "bc-ray"
-    with start_operator(crd, namespace, kubeconfig=operator_kubeconfig(crd, namespace, tmp_path), identity="op-a"):
-        doc = sample_manifest(sample_spec, name=name, base_url=model_url, runtime="ray",
-                              traffic={"strategy": "abTest", "abTest": {"weights": {"v1": 70, "v2": 30}}})
+    with start_operator(
+        crd, namespace, kubeconfig=operator_kubeconfig(crd, namespace, tmp_path), identity="op-a"
+    ):
+        doc = sample_manifest(
+            sample_spec,
+            name=name,
+            base_url=model_url,
+            runtime="ray",
+            traffic={"strategy": "abTest", "abTest": {"weights": {"v1": 70, "v2": 30}}},
+        )
         crd.apply(doc, "-n", namespace)
         # the first status comes before the objects ("not found"), the next one once the RayService is written
-        md = wait_for(lambda: (m := condition_is(crd, namespace, name, "Ready", "False", "NotReady"))
-                      and "RayService Ready=Unknown" in {c["type"]: c for c in m["status"]["conditions"]}["Ready"]["message"]
-                      and m, timeout=60, what="RayService written, not ready yet")
+        md = wait_for(
+            lambda: (
+                (m := condition_is(crd, namespace, name, "Ready", "False", "NotReady"))
+                and "RayService Ready=Unknown"
+                in {c["type"]: c for c in m["status"]["conditions"]}["Ready"]["message"]
+                and m
+            ),
+            timeout=60,
+            what="RayService written, not ready yet",
+        )
         rs = crd.get_json("-n", namespace, "rayservice", name)  # stored: the upstream schema accepted it
         assert rs["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
         assert rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] == 2
@@ -140,26 +219,47 @@ def test_ray_backend_writes_a_valid_rayservice(crd: ControlPlane, namespace: str
         assert app["args"]["deployment"]["metadata"]["name"] == name
         deployments = {d["name"]: d for d in app["deployments"]}
         assert set(deployments) == {INGRESS, version_deployment("v1"), version_deployment("v2")}
-        assert deployments[INGRESS]["user_config"] == {"strategy": "abTest", "phase": "Running", "stable": "v1",
-                                                       "candidate": None, "weights": {"v1": 70, "v2": 30}}
+        assert deployments[INGRESS]["user_config"] == {
+            "strategy": "abTest",
+            "phase": "Running",
+            "stable": "v1",
+            "candidate": None,
+            "weights": {"v1": 70, "v2": 30},
+        }
 
-        mark_ready(crd, namespace, "rayservice", name,
-                   {"conditions": [ready_condition("serve applications running")], "serviceStatus": "Running"})
+        mark_ready(
+            crd,
+            namespace,
+            "rayservice",
+            name,
+            {"conditions": [ready_condition("serve applications running")], "serviceStatus": "Running"},
+        )
         md = wait_for(lambda: condition_is(crd, namespace, name, "Ready", "True"), timeout=60, what="Ready")
         assert md["status"]["phase"] == "Running"  # an A/B test runs until stopped
         assert md["status"]["endpoint"] == f"http://{name}-serve-svc.{namespace}.svc.cluster.local:8000"
         assert md["status"]["trafficSplit"] == "v1 70%, v2 30%"
 
 
-def test_kserve_backend_inferenceservices_then_runtime_switch(crd: ControlPlane, namespace: str, tmp_path: Path,
-                                                              sample_spec: Path, model_url: str) -> None:
+def test_kserve_backend_inferenceservices_then_runtime_switch(
+    crd: ControlPlane, namespace: str, tmp_path: Path, sample_spec: Path, model_url: str
+) -> None:
     name = "bc-kserve"
-    with start_operator(crd, namespace, kubeconfig=operator_kubeconfig(crd, namespace, tmp_path), identity="op-a"):
-        doc = sample_manifest(sample_spec, name=name, base_url=model_url, runtime="kserve",
-                              traffic={"strategy": "shadow", "stable": "v1", "candidate": "v2"})
+    with start_operator(
+        crd, namespace, kubeconfig=operator_kubeconfig(crd, namespace, tmp_path), identity="op-a"
+    ):
+        doc = sample_manifest(
+            sample_spec,
+            name=name,
+            base_url=model_url,
+            runtime="kserve",
+            traffic={"strategy": "shadow", "stable": "v1", "candidate": "v2"},
+        )
         crd.apply(doc, "-n", namespace)
-        md = wait_for(lambda: condition_is(crd, namespace, name, "Ready", "False", "NotReady"), timeout=60,
-                      what="InferenceServices written, not ready yet")
+        md = wait_for(
+            lambda: condition_is(crd, namespace, name, "Ready", "False", "NotReady"),
+            timeout=60,
+            what="InferenceServices written, not ready yet",
+        )
         for v in ("v1", "v2"):
             isvc = crd.get_json("-n", namespace, "inferenceservice", f"{name}-{v}")
             model = isvc["spec"]["predictor"]["model"]
@@ -174,17 +274,27 @@ def test_kserve_backend_inferenceservices_then_runtime_switch(crd: ControlPlane,
         assert routes["backends"]["v2"] == f"http://{name}-v2-predictor.{namespace}.svc.cluster.local"
 
         for v in ("v1", "v2"):
-            mark_ready(crd, namespace, "inferenceservice", f"{name}-{v}",
-                       {"conditions": [ready_condition("predictor ready")]})
+            mark_ready(
+                crd,
+                namespace,
+                "inferenceservice",
+                f"{name}-{v}",
+                {"conditions": [ready_condition("predictor ready")]},
+            )
         md = wait_for(lambda: condition_is(crd, namespace, name, "Ready", "True"), timeout=60, what="Ready")
         assert md["status"]["trafficSplit"] == "v1 100%"  # the shadow gets copies, callers only v1
 
         # switch the runtime: the native objects appear, the InferenceServices are pruned
         doc["spec"]["runtime"] = "native"
         crd.apply(doc, "-n", namespace)
-        wait_for(lambda: not crd.get_json("-n", namespace, "inferenceservices")["items"], timeout=60,
-                 what="InferenceServices pruned")
-        wait_for(lambda: condition_is(crd, namespace, name, "Ready", "True"), timeout=60, what="Ready on native")
+        wait_for(
+            lambda: not crd.get_json("-n", namespace, "inferenceservices")["items"],
+            timeout=60,
+            what="InferenceServices pruned",
+        )
+        wait_for(
+            lambda: condition_is(crd, namespace, name, "Ready", "True"), timeout=60, what="Ready on native"
+        )
         names = {d["metadata"]["name"] for d in crd.get_json("-n", namespace, "deployments")["items"]}
         assert names == {f"{name}-v1", f"{name}-v2", f"{name}-gateway"}
 
@@ -192,9 +302,14 @@ def test_kserve_backend_inferenceservices_then_runtime_switch(crd: ControlPlane,
         bad = sample_manifest(sample_spec, name="bc-file", base_url=model_url, runtime="kserve")
         bad["spec"]["versions"][0]["uri"] = "file:///models/v1/model.onnx"
         crd.apply(bad, "-n", namespace)
-        md = wait_for(lambda: condition_is(crd, namespace, "bc-file", "Degraded", "True", "UnsupportedSpec"),
-                      timeout=60, what="Degraded/UnsupportedSpec")
+        md = wait_for(
+            lambda: condition_is(crd, namespace, "bc-file", "Degraded", "True", "UnsupportedSpec"),
+            timeout=60,
+            what="Degraded/UnsupportedSpec",
+        )
         message = {c["type"]: c for c in md["status"]["conditions"]}["Degraded"]["message"]
         assert "version v1: uri 'file:///models/v1/model.onnx' cannot be a KServe storageUri" in message
-        assert crd.kubectl("-n", namespace, "get", "inferenceservice", "bc-file-v2", check=False).returncode != 0
+        assert (
+            crd.kubectl("-n", namespace, "get", "inferenceservice", "bc-file-v2", check=False).returncode != 0
+        )
         assert get_md(crd, namespace, "bc-file")["status"]["phase"] == "Degraded"

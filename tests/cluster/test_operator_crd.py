@@ -25,8 +25,12 @@ BASE: dict[str, Any] = {
     "apiVersion": "serving.ferryman.dev/v1alpha1",
     "kind": "ModelDeployment",
     "metadata": {"name": "ok"},
-    "spec": {"versions": [{"name": "v1", "uri": "https://models.example/v1.onnx"},
-                          {"name": "v2", "uri": "https://models.example/v2.onnx"}]},
+    "spec": {
+        "versions": [
+            {"name": "v1", "uri": "https://models.example/v1.onnx"},
+            {"name": "v2", "uri": "https://models.example/v2.onnx"},
+        ]
+    },
 }
 
 
@@ -78,32 +82,58 @@ def test_valid_resource_defaulted_and_listed_with_printer_columns(crd: ControlPl
 
 
 INVALID = [
-    pytest.param({"traffic": {"strategy": "abTest", "abTest": {"weights": {"v1": 50, "v2": 40}}}},
-                 "traffic.abTest.weights must sum to 100", id="weights-not-100"),
+    pytest.param(
+        {"traffic": {"strategy": "abTest", "abTest": {"weights": {"v1": 50, "v2": 40}}}},
+        "traffic.abTest.weights must sum to 100",
+        id="weights-not-100",
+    ),
     pytest.param({"traffic": {"strategy": "linear"}}, 'Unsupported value: "linear"', id="unknown-strategy"),
-    pytest.param({"versions": [{"name": "v1", "uri": "u", "replicas": -1}]},
-                 "spec.versions[0].replicas", id="negative-replicas"),
+    pytest.param(
+        {"versions": [{"name": "v1", "uri": "u", "replicas": -1}]},
+        "spec.versions[0].replicas",
+        id="negative-replicas",
+    ),
     pytest.param({"versions": []}, "spec.versions", id="empty-versions"),
-    pytest.param({"versions": [{"name": "v1", "uri": "u"}, {"name": "v1", "uri": "u"}]},
-                 "version names must be unique", id="duplicate-versions"),
-    pytest.param({"traffic": {"strategy": "canary"}}, "traffic.candidate is required", id="canary-without-candidate"),
-    pytest.param({"traffic": {"strategy": "canary", "candidate": "v2", "canary": {"steps": [50, 25, 100]}}},
-                 "steps must strictly increase", id="steps-decrease"),
-    pytest.param({"traffic": {"strategy": "canary", "candidate": "v2", "canary": {"steps": [5, 50]}}},
-                 "the last step must be 100", id="steps-not-ending-at-100"),
-    pytest.param({"traffic": {"stable": "v9"}}, "traffic.stable must name one of spec.versions", id="unknown-stable"),
-    pytest.param({"traffic": {"strategy": "abTest", "abTest": {"weights": {"v1": 50, "v9": 50}}}},
-                 "traffic.abTest.weights must name versions", id="unknown-arm"),
+    pytest.param(
+        {"versions": [{"name": "v1", "uri": "u"}, {"name": "v1", "uri": "u"}]},
+        "version names must be unique",
+        id="duplicate-versions",
+    ),
+    pytest.param(
+        {"traffic": {"strategy": "canary"}}, "traffic.candidate is required", id="canary-without-candidate"
+    ),
+    pytest.param(
+        {"traffic": {"strategy": "canary", "candidate": "v2", "canary": {"steps": [50, 25, 100]}}},
+        "steps must strictly increase",
+        id="steps-decrease",
+    ),
+    pytest.param(
+        {"traffic": {"strategy": "canary", "candidate": "v2", "canary": {"steps": [5, 50]}}},
+        "the last step must be 100",
+        id="steps-not-ending-at-100",
+    ),
+    pytest.param(
+        {"traffic": {"stable": "v9"}}, "traffic.stable must name one of spec.versions", id="unknown-stable"
+    ),
+    pytest.param(
+        {"traffic": {"strategy": "abTest", "abTest": {"weights": {"v1": 50, "v9": 50}}}},
+        "traffic.abTest.weights must name versions",
+        id="unknown-arm",
+    ),
     pytest.param({"budget": {"p99Ms": 0}}, "spec.budget.p99Ms", id="zero-budget"),
     pytest.param({"versions": [{"name": "V1!", "uri": "u"}]}, "spec.versions[0].name", id="bad-version-name"),
-    pytest.param({"versions": [{"name": "v1", "uri": "u", "resources": {"cpu": "lots"}}]},
-                 "spec.versions[0].resources.cpu", id="bad-quantity"),
+    pytest.param(
+        {"versions": [{"name": "v1", "uri": "u", "resources": {"cpu": "lots"}}]},
+        "spec.versions[0].resources.cpu",
+        id="bad-quantity",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("spec", "message"), INVALID)
-def test_invalid_resource_rejected_with_clear_message(crd: ControlPlane, namespace: str, spec: dict[str, Any],
-                                                      message: str) -> None:
+def test_invalid_resource_rejected_with_clear_message(
+    crd: ControlPlane, namespace: str, spec: dict[str, Any], message: str
+) -> None:
     name = f"bad-{uuid.uuid4().hex[:6]}"
     proc = create(crd, namespace, manifest(name, **spec))
     assert proc.returncode != 0
@@ -125,13 +155,17 @@ def test_name_must_be_a_dns_label(crd: ControlPlane, namespace: str) -> None:
     assert "metadata.name must be a DNS label" in proc.stderr
 
 
-def test_unknown_field_rejected_by_strict_validation_and_pruned_otherwise(crd: ControlPlane, namespace: str) -> None:
+def test_unknown_field_rejected_by_strict_validation_and_pruned_otherwise(
+    crd: ControlPlane, namespace: str
+) -> None:
     doc = manifest("typo")
     doc["spec"]["versions"][0]["replicaz"] = 3
     strict = create(crd, namespace, doc)  # kubectl's default is --validate=strict
     assert strict.returncode != 0
     assert 'unknown field "spec.versions[0].replicaz"' in strict.stderr
-    applied = crd.kubectl("-n", namespace, "apply", "--server-side", "-f", "-", input=json.dumps(doc), check=False)
+    applied = crd.kubectl(
+        "-n", namespace, "apply", "--server-side", "-f", "-", input=json.dumps(doc), check=False
+    )
     assert applied.returncode != 0 and "replicaz" in applied.stderr
     lenient = create(crd, namespace, doc, "--validate=false")
     assert lenient.returncode == 0, lenient.stderr

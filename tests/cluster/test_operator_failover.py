@@ -33,8 +33,9 @@ def lease_holder(cp: ControlPlane, namespace: str) -> str | None:
     return holder
 
 
-def test_standby_takes_over_mid_rollout_and_resumes(crd: ControlPlane, namespace: str, tmp_path: Path,
-                                                     sample_spec: Path, model_url: str) -> None:
+def test_standby_takes_over_mid_rollout_and_resumes(
+    crd: ControlPlane, namespace: str, tmp_path: Path, sample_spec: Path, model_url: str
+) -> None:
     exporter = MetricsExporter().start()
     exporter.serve(NAME, "v1", Profile(latency_seconds=0.01), route="stable")
     exporter.serve(NAME, "v2", Profile(latency_seconds=0.01), route="candidate")
@@ -43,26 +44,52 @@ def test_standby_takes_over_mid_rollout_and_resumes(crd: ControlPlane, namespace
     try:
         with prometheus({"ferryman": [exporter.address]}, namespace=namespace) as prom:
             env = {"FERRYMAN_PROMETHEUS_URL": prom.url}
-            with start_operator(crd, namespace, kubeconfig=kubeconfig, identity="op-a", env=env) as a, \
-                    start_operator(crd, namespace, kubeconfig=kubeconfig, identity="op-b", env=env,
-                                   wait_leader=False) as b:
+            with (
+                start_operator(crd, namespace, kubeconfig=kubeconfig, identity="op-a", env=env) as a,
+                start_operator(
+                    crd, namespace, kubeconfig=kubeconfig, identity="op-b", env=env, wait_leader=False
+                ) as b,
+            ):
                 assert a.health()["leader"] is True
                 assert b.health()["leader"] is False
                 assert lease_holder(crd, namespace) == "op-a"
 
-                traffic = {"strategy": "canary", "stable": "v1", "candidate": "v2",
-                           "canary": {"steps": steps, "intervalSeconds": 2, "failureThreshold": 2, "minRequests": 20}}
-                crd.apply(sample_manifest(sample_spec, name=NAME, base_url=model_url, traffic=traffic),
-                          "-n", namespace)
-                wait_for(lambda: get_md(crd, namespace, NAME).get("status", {}).get("rollout", {}).get("stepIndex", 0) >= 1,
-                         timeout=90, what="the canary to reach its second step")
+                traffic = {
+                    "strategy": "canary",
+                    "stable": "v1",
+                    "candidate": "v2",
+                    "canary": {
+                        "steps": steps,
+                        "intervalSeconds": 2,
+                        "failureThreshold": 2,
+                        "minRequests": 20,
+                    },
+                }
+                crd.apply(
+                    sample_manifest(sample_spec, name=NAME, base_url=model_url, traffic=traffic),
+                    "-n",
+                    namespace,
+                )
+                wait_for(
+                    lambda: (
+                        get_md(crd, namespace, NAME).get("status", {}).get("rollout", {}).get("stepIndex", 0)
+                        >= 1
+                    ),
+                    timeout=90,
+                    what="the canary to reach its second step",
+                )
                 assert b.health()["leader"] is False  # the standby never acted while the leader lived
 
                 a.kill()
                 wait_for(lambda: b.health()["leader"], timeout=30, what="op-b to acquire the lease")
                 assert lease_holder(crd, namespace) == "op-b"
-                md = wait_for(lambda: (m := get_md(crd, namespace, NAME)).get("status", {}).get("phase") == "Promoted"
-                              and m, timeout=120, what="the promotion, finished by op-b")
+                md = wait_for(
+                    lambda: (
+                        (m := get_md(crd, namespace, NAME)).get("status", {}).get("phase") == "Promoted" and m
+                    ),
+                    timeout=120,
+                    what="the promotion, finished by op-b",
+                )
                 assert "standing by" in b.logs() and "became the leader" in b.logs()
     finally:
         exporter.stop()

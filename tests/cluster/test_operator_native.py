@@ -47,8 +47,12 @@ def exporter() -> Iterator[MetricsExporter]:
 
 
 def canary(candidate: str, *, steps: list[int], interval: float = 2.0, stable: str = "v1") -> dict[str, Any]:
-    return {"strategy": "canary", "stable": stable, "candidate": candidate,
-            "canary": {"steps": steps, "intervalSeconds": interval, "failureThreshold": 2, "minRequests": 20}}
+    return {
+        "strategy": "canary",
+        "stable": stable,
+        "candidate": candidate,
+        "canary": {"steps": steps, "intervalSeconds": interval, "failureThreshold": 2, "minRequests": 20},
+    }
 
 
 def actions(md: dict[str, Any]) -> list[tuple[str, dict[str, int]]]:
@@ -57,16 +61,20 @@ def actions(md: dict[str, Any]) -> list[tuple[str, dict[str, int]]]:
 
 
 def owned_objects(cp: ControlPlane, namespace: str) -> dict[str, list[dict[str, Any]]]:
-    return {kind: cp.get_json("-n", namespace, kind, "-l", LABEL)["items"]
-            for kind in ("deployments", "services", "configmaps")}
+    return {
+        kind: cp.get_json("-n", namespace, kind, "-l", LABEL)["items"]
+        for kind in ("deployments", "services", "configmaps")
+    }
 
 
-def test_sample_becomes_ready_idempotent_and_deletion_cascades(crd: ControlPlane, namespace: str, tmp_path: Path,
-                                                               sample_spec: Path, model_url: str) -> None:
+def test_sample_becomes_ready_idempotent_and_deletion_cascades(
+    crd: ControlPlane, namespace: str, tmp_path: Path, sample_spec: Path, model_url: str
+) -> None:
     kubeconfig = operator_kubeconfig(crd, namespace, tmp_path)
     with start_operator(crd, namespace, kubeconfig=kubeconfig, identity="op-a"):
-        doc = sample_manifest(sample_spec, name=NAME, base_url=model_url,
-                              traffic={"strategy": "static", "stable": "v1"})
+        doc = sample_manifest(
+            sample_spec, name=NAME, base_url=model_url, traffic={"strategy": "static", "stable": "v1"}
+        )
         crd.apply(doc, "-n", namespace)
         md = wait_for(lambda: condition_is(crd, namespace, NAME, "Ready", "True"), timeout=90, what="Ready")
         status = md["status"]
@@ -78,9 +86,19 @@ def test_sample_becomes_ready_idempotent_and_deletion_cascades(crd: ControlPlane
 
         objects = owned_objects(crd, namespace)
         assert sorted(d["metadata"]["name"] for d in objects["deployments"]) == [
-            f"{NAME}-gateway", f"{NAME}-v1", f"{NAME}-v2"]
-        assert sorted(s["metadata"]["name"] for s in objects["services"]) == [NAME, f"{NAME}-v1", f"{NAME}-v2"]
-        assert sorted(c["metadata"]["name"] for c in objects["configmaps"]) == [f"{NAME}-routes", f"{NAME}-versions"]
+            f"{NAME}-gateway",
+            f"{NAME}-v1",
+            f"{NAME}-v2",
+        ]
+        assert sorted(s["metadata"]["name"] for s in objects["services"]) == [
+            NAME,
+            f"{NAME}-v1",
+            f"{NAME}-v2",
+        ]
+        assert sorted(c["metadata"]["name"] for c in objects["configmaps"]) == [
+            f"{NAME}-routes",
+            f"{NAME}-versions",
+        ]
         uid = md["metadata"]["uid"]
         for items in objects.values():
             for obj in items:
@@ -96,64 +114,106 @@ def test_sample_becomes_ready_idempotent_and_deletion_cascades(crd: ControlPlane
         table = table_from_dict(routes_of(crd, namespace, NAME))
         assert table.weights == (("v1", 100),)
         assert routes_of(crd, namespace, NAME)["backends"] == {
-            v: f"http://{NAME}-{v}.{namespace}.svc.cluster.local:8080" for v in ("v1", "v2")}
+            v: f"http://{NAME}-{v}.{namespace}.svc.cluster.local:8080" for v in ("v1", "v2")
+        }
         assert "Ready" in [e["reason"] for e in events(crd, namespace, NAME)]
 
         # idempotent: further reconciles (every 0.5 s) write nothing
-        before = {o["metadata"]["name"] + o["kind"]: o["metadata"]["resourceVersion"]
-                  for items in owned_objects(crd, namespace).values() for o in items}
+        before = {
+            o["metadata"]["name"] + o["kind"]: o["metadata"]["resourceVersion"]
+            for items in owned_objects(crd, namespace).values()
+            for o in items
+        }
         before_md = get_md(crd, namespace, NAME)["metadata"]["resourceVersion"]
         time.sleep(3)  # six resyncs
-        after = {o["metadata"]["name"] + o["kind"]: o["metadata"]["resourceVersion"]
-                 for items in owned_objects(crd, namespace).values() for o in items}
+        after = {
+            o["metadata"]["name"] + o["kind"]: o["metadata"]["resourceVersion"]
+            for items in owned_objects(crd, namespace).values()
+            for o in items
+        }
         assert after == before
         assert get_md(crd, namespace, NAME)["metadata"]["resourceVersion"] == before_md
 
         # scaling a version is applied without starting a new rollout
         doc["spec"]["versions"][0]["replicas"] = 2
         crd.apply(doc, "-n", namespace)
-        wait_for(lambda: crd.get_json("-n", namespace, "deployment", f"{NAME}-v1")["status"].get("readyReplicas") == 2,
-                 timeout=60, what="v1 scaled to 2 ready replicas")
-        md = wait_for(lambda: (m := get_md(crd, namespace, NAME))["status"]["observedGeneration"] == 2 and m,
-                      timeout=30, what="the scaled generation observed")
+        wait_for(
+            lambda: (
+                crd.get_json("-n", namespace, "deployment", f"{NAME}-v1")["status"].get("readyReplicas") == 2
+            ),
+            timeout=60,
+            what="v1 scaled to 2 ready replicas",
+        )
+        md = wait_for(
+            lambda: (m := get_md(crd, namespace, NAME))["status"]["observedGeneration"] == 2 and m,
+            timeout=30,
+            what="the scaled generation observed",
+        )
         assert [h["action"] for h in md["status"]["rollout"]["history"]] == ["start"]
 
     # the operator is gone: the garbage collector alone removes what it created
     crd.kubectl("-n", namespace, "delete", "modeldeployment", NAME)
-    wait_for(lambda: not any(owned_objects(crd, namespace).values()), timeout=60,
-             what="owned objects to be garbage-collected")
-    wait_for(lambda: crd.get_json("-n", namespace, "pods", "-l", LABEL)["items"] == [], timeout=60,
-             what="pods to be deleted")
+    wait_for(
+        lambda: not any(owned_objects(crd, namespace).values()),
+        timeout=60,
+        what="owned objects to be garbage-collected",
+    )
+    wait_for(
+        lambda: crd.get_json("-n", namespace, "pods", "-l", LABEL)["items"] == [],
+        timeout=60,
+        what="pods to be deleted",
+    )
 
 
-def test_canary_promotes_a_good_version_and_rolls_back_a_bad_one(crd: ControlPlane, namespace: str,
-                                                                 tmp_path: Path, sample_spec: Path, model_url: str,
-                                                                 exporter: MetricsExporter) -> None:
+def test_canary_promotes_a_good_version_and_rolls_back_a_bad_one(
+    crd: ControlPlane,
+    namespace: str,
+    tmp_path: Path,
+    sample_spec: Path,
+    model_url: str,
+    exporter: MetricsExporter,
+) -> None:
     """Two ModelDeployments rolled out side by side by one operator: "good" gets a new version whose
     analyses pass (promoted through every step), "bad" a candidate whose p99 breaks the budget (rolled back)."""
     exporter.serve("good", "v1", Profile(latency_seconds=0.01), route="stable")
     exporter.serve("good", "v2", Profile(latency_seconds=0.012), route="candidate")
     exporter.serve("bad", "v1", Profile(latency_seconds=0.01), route="stable")
-    exporter.serve("bad", "v2", Profile(latency_seconds=0.3), route="candidate")  # p99 ~300 ms > 100 ms budget
+    exporter.serve(
+        "bad", "v2", Profile(latency_seconds=0.3), route="candidate"
+    )  # p99 ~300 ms > 100 ms budget
     kubeconfig = operator_kubeconfig(crd, namespace, tmp_path)
-    with prometheus({"ferryman": [exporter.address]}, namespace=namespace) as prom, \
-            start_operator(crd, namespace, kubeconfig=kubeconfig, identity="op-a",
-                           env={"FERRYMAN_PROMETHEUS_URL": prom.url}):
-        good = sample_manifest(sample_spec, name="good", base_url=model_url,
-                               traffic={"strategy": "static", "stable": "v1"})
+    with (
+        prometheus({"ferryman": [exporter.address]}, namespace=namespace) as prom,
+        start_operator(
+            crd, namespace, kubeconfig=kubeconfig, identity="op-a", env={"FERRYMAN_PROMETHEUS_URL": prom.url}
+        ),
+    ):
+        good = sample_manifest(
+            sample_spec, name="good", base_url=model_url, traffic={"strategy": "static", "stable": "v1"}
+        )
         v2 = good["spec"]["versions"].pop()
         crd.apply(good, "-n", namespace)
-        bad = sample_manifest(sample_spec, name="bad", base_url=model_url, traffic=canary("v2", steps=[25, 50, 100]))
+        bad = sample_manifest(
+            sample_spec, name="bad", base_url=model_url, traffic=canary("v2", steps=[25, 50, 100])
+        )
         crd.apply(bad, "-n", namespace)
-        wait_for(lambda: condition_is(crd, namespace, "good", "Ready", "True"), timeout=90, what="good/v1 Ready")
+        wait_for(
+            lambda: condition_is(crd, namespace, "good", "Ready", "True"), timeout=90, what="good/v1 Ready"
+        )
 
         good["spec"]["versions"].append(v2)  # a new version, rolled out as a canary
         good["spec"]["traffic"] = canary("v2", steps=[25, 50, 100])
         crd.apply(good, "-n", namespace)
-        promoted = wait_for(lambda: (m := get_md(crd, namespace, "good")).get("status", {}).get("phase") == "Promoted"
-                            and m, timeout=120, what="promotion of good/v2")
-        rolled_back = wait_for(lambda: (m := get_md(crd, namespace, "bad")).get("status", {}).get("phase")
-                               == "RolledBack" and m, timeout=60, what="rollback of bad/v2")
+        promoted = wait_for(
+            lambda: (m := get_md(crd, namespace, "good")).get("status", {}).get("phase") == "Promoted" and m,
+            timeout=120,
+            what="promotion of good/v2",
+        )
+        rolled_back = wait_for(
+            lambda: (m := get_md(crd, namespace, "bad")).get("status", {}).get("phase") == "RolledBack" and m,
+            timeout=60,
+            what="rollback of bad/v2",
+        )
 
     # good: every step on a passing analysis, then promoted
     assert actions(promoted) == [
@@ -172,7 +232,11 @@ def test_canary_promotes_a_good_version_and_rolls_back_a_bad_one(crd: ControlPla
     assert table.weights == (("v2", 100),) and table.stable == "v2"
     reasons = [e["reason"] for e in events(crd, namespace, "good")]
     assert [r for r in reasons if r in ("RolloutStarted", "StepAdvanced", "Promoted")][-4:] == [
-        "RolloutStarted", "StepAdvanced", "StepAdvanced", "Promoted"]
+        "RolloutStarted",
+        "StepAdvanced",
+        "StepAdvanced",
+        "Promoted",
+    ]
     conds = {c["type"]: c for c in status["conditions"]}
     assert conds["Progressing"]["status"] == "False" and conds["Progressing"]["reason"] == "Promoted"
     assert conds["Ready"]["status"] == "True"

@@ -40,12 +40,14 @@ def deployments(cp: ControlPlane, namespace: str) -> set[str]:
     return {d["metadata"]["name"] for d in cp.get_json("-n", namespace, "deployments")["items"]}
 
 
-def test_unreachable_model_degrades_keeps_serving_and_recovers(crd: ControlPlane, namespace: str, tmp_path: Path,
-                                                                 sample_spec: Path, model_url: str) -> None:
+def test_unreachable_model_degrades_keeps_serving_and_recovers(
+    crd: ControlPlane, namespace: str, tmp_path: Path, sample_spec: Path, model_url: str
+) -> None:
     kubeconfig = operator_kubeconfig(crd, namespace, tmp_path)
     with start_operator(crd, namespace, kubeconfig=kubeconfig, identity="op-a") as op:
-        doc = sample_manifest(sample_spec, name=NAME, base_url=model_url,
-                              traffic={"strategy": "static", "stable": "v1"})
+        doc = sample_manifest(
+            sample_spec, name=NAME, base_url=model_url, traffic={"strategy": "static", "stable": "v1"}
+        )
         v2 = doc["spec"]["versions"].pop()
         crd.apply(doc, "-n", namespace)
         wait_for(lambda: condition_is(crd, namespace, NAME, "Ready", "True"), timeout=90, what="v1 Ready")
@@ -55,8 +57,11 @@ def test_unreachable_model_degrades_keeps_serving_and_recovers(crd: ControlPlane
         doc["spec"]["versions"].append(v2)
         doc["spec"]["traffic"] = {"strategy": "canary", "stable": "v1", "candidate": "v2"}
         crd.apply(doc, "-n", namespace)
-        md = wait_for(lambda: condition_is(crd, namespace, NAME, "Degraded", "True", "ModelUnreachable"),
-                      timeout=60, what="Degraded/ModelUnreachable")
+        md = wait_for(
+            lambda: condition_is(crd, namespace, NAME, "Degraded", "True", "ModelUnreachable"),
+            timeout=60,
+            what="Degraded/ModelUnreachable",
+        )
         message = {c["type"]: c for c in md["status"]["conditions"]}["Degraded"]["message"]
         assert message.startswith("version v2: model http://127.0.0.1:") and "is unreachable" in message
         assert md["status"]["phase"] == "Degraded"
@@ -69,8 +74,11 @@ def test_unreachable_model_degrades_keeps_serving_and_recovers(crd: ControlPlane
 
         v2["uri"] = good_uri
         crd.apply(doc, "-n", namespace)
-        md = wait_for(lambda: condition_is(crd, namespace, NAME, "Progressing", "True", "Canary"), timeout=60,
-                      what="the canary to start once v2 is reachable")
+        md = wait_for(
+            lambda: condition_is(crd, namespace, NAME, "Progressing", "True", "Canary"),
+            timeout=60,
+            what="the canary to start once v2 is reachable",
+        )
         assert {c["type"]: c for c in md["status"]["conditions"]}["Degraded"]["status"] == "False"
         assert md["status"]["weights"] == {"v1": 95, "v2": 5}
         assert deployments(crd, namespace) == {f"{NAME}-v1", f"{NAME}-v2", f"{NAME}-gateway"}
@@ -81,21 +89,36 @@ def test_unreachable_model_degrades_keeps_serving_and_recovers(crd: ControlPlane
         # and the annotation is removed once handled
         annotate = ("-n", namespace, "annotate", "--overwrite", "modeldeployment", NAME)
         crd.kubectl(*annotate, "serving.ferryman.dev/action=explode")
-        wait_for(lambda: "ActionRejected" in [e["reason"] for e in events(crd, namespace, NAME)], timeout=30,
-                 what="ActionRejected event")
+        wait_for(
+            lambda: "ActionRejected" in [e["reason"] for e in events(crd, namespace, NAME)],
+            timeout=30,
+            what="ActionRejected event",
+        )
         crd.kubectl(*annotate, "serving.ferryman.dev/action=promote")
-        md = wait_for(lambda: (m := get_md(crd, namespace, NAME))["status"]["phase"] == "Promoted" and m,
-                      timeout=30, what="manual promotion")
+        md = wait_for(
+            lambda: (m := get_md(crd, namespace, NAME))["status"]["phase"] == "Promoted" and m,
+            timeout=30,
+            what="manual promotion",
+        )
         assert md["status"]["weights"] == {"v2": 100}
-        assert md["status"]["lastAction"]["action"] == "promote" and md["status"]["lastAction"]["result"] == "applied"
+        assert (
+            md["status"]["lastAction"]["action"] == "promote"
+            and md["status"]["lastAction"]["result"] == "applied"
+        )
         assert md["status"]["rollout"]["history"][-1]["actor"] == "annotation:serving.ferryman.dev/action"
-        wait_for(lambda: "serving.ferryman.dev/action" not in (get_md(crd, namespace, NAME)["metadata"]
-                                                               .get("annotations") or {}),
-                 timeout=30, what="the handled annotation to be removed")
+        wait_for(
+            lambda: (
+                "serving.ferryman.dev/action"
+                not in (get_md(crd, namespace, NAME)["metadata"].get("annotations") or {})
+            ),
+            timeout=30,
+            what="the handled annotation to be removed",
+        )
 
 
-def test_spec_stored_under_a_looser_crd_is_degraded_not_fatal(crd: ControlPlane, namespace: str, tmp_path: Path,
-                                                              sample_spec: Path, model_url: str) -> None:
+def test_spec_stored_under_a_looser_crd_is_degraded_not_fatal(
+    crd: ControlPlane, namespace: str, tmp_path: Path, sample_spec: Path, model_url: str
+) -> None:
     """An older CRD without the CEL rules let a resource in that the current spec rejects (CRD upgrades do
     not re-validate stored objects). The operator reports it and keeps serving everything else."""
     looser = copy.deepcopy(generated_crd())
@@ -105,27 +128,45 @@ def test_spec_stored_under_a_looser_crd_is_degraded_not_fatal(crd: ControlPlane,
     looser_file.write_text(yaml.safe_dump(looser))
     install_crd(crd, looser_file)
     try:
-        bad = sample_manifest(sample_spec, name="stale", base_url=model_url,
-                              traffic={"strategy": "abTest", "abTest": {"weights": {"v1": 50, "v9": 50}}})
+        bad = sample_manifest(
+            sample_spec,
+            name="stale",
+            base_url=model_url,
+            traffic={"strategy": "abTest", "abTest": {"weights": {"v1": 50, "v9": 50}}},
+        )
         crd.kubectl("-n", namespace, "create", "-f", "-", input=json.dumps(bad))
     finally:
         install_crd(crd, CRD_FILE)
     # the current CRD refuses the same resource
-    again = crd.kubectl("-n", namespace, "create", "-f", "-",
-                        input=json.dumps({**bad, "metadata": {"name": "stale2"}}), check=False)
+    again = crd.kubectl(
+        "-n",
+        namespace,
+        "create",
+        "-f",
+        "-",
+        input=json.dumps({**bad, "metadata": {"name": "stale2"}}),
+        check=False,
+    )
     assert "traffic.abTest.weights must name versions" in again.stderr
 
     good = sample_manifest(sample_spec, name="fresh", base_url=model_url, traffic={"strategy": "static"})
     crd.apply(good, "-n", namespace)
-    with start_operator(crd, namespace, kubeconfig=operator_kubeconfig(crd, namespace, tmp_path),
-                        identity="op-a") as op:
-        md = wait_for(lambda: condition_is(crd, namespace, "stale", "Degraded", "True", "InvalidSpec"), timeout=60,
-                      what="Degraded/InvalidSpec")
+    with start_operator(
+        crd, namespace, kubeconfig=operator_kubeconfig(crd, namespace, tmp_path), identity="op-a"
+    ) as op:
+        md = wait_for(
+            lambda: condition_is(crd, namespace, "stale", "Degraded", "True", "InvalidSpec"),
+            timeout=60,
+            what="Degraded/InvalidSpec",
+        )
         message = {c["type"]: c for c in md["status"]["conditions"]}["Degraded"]["message"]
         assert "traffic.abTest.weights: unknown version 'v9'" in message
         assert md["status"]["observedGeneration"] == md["metadata"]["generation"]
-        wait_for(lambda: condition_is(crd, namespace, "fresh", "Ready", "True"), timeout=90,
-                 what="the valid resource next to it to be served")
+        wait_for(
+            lambda: condition_is(crd, namespace, "fresh", "Ready", "True"),
+            timeout=90,
+            what="the valid resource next to it to be served",
+        )
         assert [e["reason"] for e in events(crd, namespace, "stale")] == ["InvalidSpec"]
         assert op.alive() and op.health()["leader"] is True
         assert not [d for d in deployments(crd, namespace) if d.startswith("stale")]
@@ -139,8 +180,9 @@ def _strip_rules(schema: dict[str, Any]) -> None:
         _strip_rules(schema["items"])
 
 
-def test_status_write_conflict_is_retried_with_fresh_data(crd: ControlPlane, namespace: str, sample_spec: Path,
-                                                          model_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_status_write_conflict_is_retried_with_fresh_data(
+    crd: ControlPlane, namespace: str, sample_spec: Path, model_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A writer slips in between the controller's (cached) read and its status write: the write, conditional on
     the cached resourceVersion, is refused (409); the controller reads the resource fresh, decides again and
     writes a status consistent with the latest object."""
@@ -162,8 +204,16 @@ def test_status_write_conflict_is_retried_with_fresh_data(crd: ControlPlane, nam
     class RacingKube(KubeClient):
         async def replace_status(self, obj: dict[str, Any]) -> dict[str, Any]:
             if not attempts:  # someone edits the spec after our read, before our write
-                crd.kubectl("-n", namespace, "apply", "--server-side", "--field-manager=ferryman-tests", "-f", "-",
-                            input=yaml.safe_dump(edited))
+                crd.kubectl(
+                    "-n",
+                    namespace,
+                    "apply",
+                    "--server-side",
+                    "--field-manager=ferryman-tests",
+                    "-f",
+                    "-",
+                    input=yaml.safe_dump(edited),
+                )
             try:
                 result = await super().replace_status(obj)
             except ApiError as err:
@@ -174,12 +224,20 @@ def test_status_write_conflict_is_retried_with_fresh_data(crd: ControlPlane, nam
 
     async def run() -> None:
         kube = RacingKube()
-        cache = Cache(kube, namespaces=[namespace], kinds=all_kinds(), on_md=lambda *_: None,
-                      on_owned=lambda *_: None)
+        cache = Cache(
+            kube, namespaces=[namespace], kinds=all_kinds(), on_md=lambda *_: None, on_owned=lambda *_: None
+        )
         cache.start()
-        await cache.wait_synced()  # the controller reads the resource from its watch cache (stale after the edit)
-        controller = Controller(kube=kube, cache=cache, settings=Settings(identity="in-test"),
-                                prometheus=PrometheusStats(""), preflight=Preflight(enabled=False))
+        await (
+            cache.wait_synced()
+        )  # the controller reads the resource from its watch cache (stale after the edit)
+        controller = Controller(
+            kube=kube,
+            cache=cache,
+            settings=Settings(identity="in-test"),
+            prometheus=PrometheusStats(""),
+            preflight=Preflight(enabled=False),
+        )
         try:
             await controller.reconcile((namespace, NAME))
         finally:

@@ -45,21 +45,31 @@ def kubeconfig(crd: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Pa
 def canary(name: str, *, interval: float = 1.0, v1_replicas: int = 1) -> dict[str, Any]:
     """A canary with s3:// models (nothing for the operator to fetch; KWOK makes the pods ready)."""
     return {
-        "apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+        "apiVersion": "serving.ferryman.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
         "spec": {
             "runtime": "native",
-            "versions": [{"name": "v1", "uri": f"s3://models/{name}/v1/model.onnx", "replicas": v1_replicas},
-                         {"name": "v2", "uri": f"s3://models/{name}/v2/model.onnx"}],
-            "traffic": {"strategy": "canary", "stable": "v1", "candidate": "v2",
-                        "canary": {"intervalSeconds": interval}},
+            "versions": [
+                {"name": "v1", "uri": f"s3://models/{name}/v1/model.onnx", "replicas": v1_replicas},
+                {"name": "v2", "uri": f"s3://models/{name}/v2/model.onnx"},
+            ],
+            "traffic": {
+                "strategy": "canary",
+                "stable": "v1",
+                "candidate": "v2",
+                "canary": {"intervalSeconds": interval},
+            },
         },
     }
 
 
 def versions(cp: ControlPlane, namespace: str) -> dict[str, str]:
     """resourceVersion of every ModelDeployment and every object the operator owns."""
-    out = {f"md/{m['metadata']['name']}": m["metadata"]["resourceVersion"]
-           for m in cp.get_json("-n", namespace, "modeldeployments")["items"]}
+    out = {
+        f"md/{m['metadata']['name']}": m["metadata"]["resourceVersion"]
+        for m in cp.get_json("-n", namespace, "modeldeployments")["items"]
+    }
     for kind in KINDS:
         for o in cp.get_json("-n", namespace, kind, "-l", LABEL)["items"]:
             out[f"{kind}/{o['metadata']['name']}"] = o["metadata"]["resourceVersion"]
@@ -73,8 +83,9 @@ def held(cp: ControlPlane, namespace: str, name: str) -> bool:
     return ready and any(h["action"] == "hold" for h in history)
 
 
-def test_idle_is_quiet_and_changes_converge_through_watches(crd: ControlPlane, namespace: str,
-                                                             kubeconfig: Path) -> None:
+def test_idle_is_quiet_and_changes_converge_through_watches(
+    crd: ControlPlane, namespace: str, kubeconfig: Path
+) -> None:
     names = ["alpha", "beta", "gamma"]
     with start_operator(crd, namespace, kubeconfig=kubeconfig, identity="op-watch") as op:
         crd.apply([{**canary(n), "metadata": {"name": n, "namespace": namespace}} for n in names])
@@ -82,9 +93,16 @@ def test_idle_is_quiet_and_changes_converge_through_watches(crd: ControlPlane, n
             wait_for(lambda n=n: held(crd, namespace, n), timeout=90, what=f"{n} Ready and holding")
 
         # -- idle: the analysis keeps running every second, and nothing is written or read ---------------
-        before, events_before, health_before = versions(crd, namespace), len(events(crd, namespace, "alpha")), op.health()
-        wait_for(lambda: op.health()["reconciles"] >= health_before["reconciles"] + 3 * len(names), timeout=60,
-                 what="analysis passes while idle")
+        before, events_before, health_before = (
+            versions(crd, namespace),
+            len(events(crd, namespace, "alpha")),
+            op.health(),
+        )
+        wait_for(
+            lambda: op.health()["reconciles"] >= health_before["reconciles"] + 3 * len(names),
+            timeout=60,
+            what="analysis passes while idle",
+        )
         health = op.health()
         assert versions(crd, namespace) == before
         assert len(events(crd, namespace, "alpha")) == events_before
@@ -97,34 +115,52 @@ def test_idle_is_quiet_and_changes_converge_through_watches(crd: ControlPlane, n
         # -- a spec edit converges through the ModelDeployment's watch --------------------------------------
         lists = health["lists"]
         crd.apply({**canary("alpha", v1_replicas=2), "metadata": {"name": "alpha", "namespace": namespace}})
-        wait_for(lambda: crd.get_json("-n", namespace, "deployment", "alpha-v1")["status"].get("readyReplicas") == 2,
-                 timeout=60, what="alpha-v1 scaled to 2")
-        md = wait_for(lambda: (m := get_md(crd, namespace, "alpha"))["status"].get("observedGeneration") == 2 and m,
-                      timeout=30, what="generation 2 observed")
+        wait_for(
+            lambda: (
+                crd.get_json("-n", namespace, "deployment", "alpha-v1")["status"].get("readyReplicas") == 2
+            ),
+            timeout=60,
+            what="alpha-v1 scaled to 2",
+        )
+        md = wait_for(
+            lambda: (m := get_md(crd, namespace, "alpha"))["status"].get("observedGeneration") == 2 and m,
+            timeout=30,
+            what="generation 2 observed",
+        )
         assert md["metadata"]["generation"] == 2
 
         # -- an owned object deleted by hand comes back (its watch's DELETED event) ---------------------------
         uid = crd.get_json("-n", namespace, "service", "beta-v2")["metadata"]["uid"]
         crd.kubectl("-n", namespace, "delete", "service", "beta-v2")
-        wait_for(lambda: crd.get_json("-n", namespace, "service", "beta-v2")["metadata"]["uid"] != uid, timeout=30,
-                 what="beta-v2 Service re-created")
+        wait_for(
+            lambda: crd.get_json("-n", namespace, "service", "beta-v2")["metadata"]["uid"] != uid,
+            timeout=30,
+            what="beta-v2 Service re-created",
+        )
 
         # -- an owned object edited by hand is repaired (its watch's MODIFIED event) ---------------------------
         good = routes_of(crd, namespace, "gamma")
         patch = {"data": {"routes.json": json.dumps({**good, "weights": [{"version": "v2", "weight": 100}]})}}
-        crd.kubectl("-n", namespace, "patch", "configmap", "gamma-routes", "--type=merge", "-p", json.dumps(patch))
+        crd.kubectl(
+            "-n", namespace, "patch", "configmap", "gamma-routes", "--type=merge", "-p", json.dumps(patch)
+        )
         wait_for(lambda: routes_of(crd, namespace, "gamma") == good, timeout=30, what="gamma-routes repaired")
         assert op.health()["lists"] == lists  # every change came through the running watches
 
 
-def test_a_429_while_listing_and_pruning_is_retried(crd: ControlPlane, namespace: str, kubeconfig: Path,
-                                                    tmp_path: Path) -> None:
+def test_a_429_while_listing_and_pruning_is_retried(
+    crd: ControlPlane, namespace: str, kubeconfig: Path, tmp_path: Path
+) -> None:
     with FaultProxy(crd) as proxy:
         proxy.fail("GET", rf"^/apis/apps/v1/namespaces/{namespace}/deployments\?(?!.*watch=)", times=2)
         config = proxied_kubeconfig(kubeconfig, proxy, tmp_path / "proxied.kubeconfig")
         with start_operator(crd, namespace, kubeconfig=config, identity="op-429") as op:
-            crd.apply({**canary("delta", interval=3600), "metadata": {"name": "delta", "namespace": namespace}})
-            wait_for(lambda: condition_is(crd, namespace, "delta", "Ready", "True"), timeout=90, what="delta Ready")
+            crd.apply(
+                {**canary("delta", interval=3600), "metadata": {"name": "delta", "namespace": namespace}}
+            )
+            wait_for(
+                lambda: condition_is(crd, namespace, "delta", "Ready", "True"), timeout=90, what="delta Ready"
+            )
 
             # the next reconcile prunes v2 (removed from the spec); the apiserver refuses the deletes twice
             proxy.fail("DELETE", rf"/namespaces/{namespace}/(deployments|services)/delta-v2$", times=2)
@@ -132,12 +168,28 @@ def test_a_429_while_listing_and_pruning_is_retried(crd: ControlPlane, namespace
             doc["spec"]["versions"].pop()
             doc["spec"]["traffic"] = {"strategy": "static", "stable": "v1"}
             crd.apply({**doc, "metadata": {"name": "delta", "namespace": namespace}})
-            wait_for(lambda: not crd.get_json("-n", namespace, "deployments,services", "-l",
-                                              f"{LABEL},serving.ferryman.dev/version=v2")["items"],
-                     timeout=60, what="delta-v2 pruned")
-            md = wait_for(lambda: condition_is(crd, namespace, "delta", "Ready", "True") if
-                          get_md(crd, namespace, "delta")["status"].get("observedGeneration") == 2 else None,
-                          timeout=30, what="generation 2 Ready")
+            wait_for(
+                lambda: (
+                    not crd.get_json(
+                        "-n",
+                        namespace,
+                        "deployments,services",
+                        "-l",
+                        f"{LABEL},serving.ferryman.dev/version=v2",
+                    )["items"]
+                ),
+                timeout=60,
+                what="delta-v2 pruned",
+            )
+            md = wait_for(
+                lambda: (
+                    condition_is(crd, namespace, "delta", "Ready", "True")
+                    if get_md(crd, namespace, "delta")["status"].get("observedGeneration") == 2
+                    else None
+                ),
+                timeout=30,
+                what="generation 2 Ready",
+            )
             assert md["status"]["weights"] == {"v1": 100}
             health = op.health()
     injected = [(m, status) for m, _target, status in proxy.injected]

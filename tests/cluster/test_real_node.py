@@ -156,7 +156,13 @@ def test_kubelet_and_kube_proxy_identities(control_plane: ControlPlane) -> None:
     assert _whoami(cp, node_dir / "kube-proxy.kubeconfig")["username"] == "system:kube-proxy"
     # Node authorizer + NodeRestriction: the kubelet may not touch another node.
     denied = cp.kubectl(
-        "--kubeconfig", str(node_dir / "kubelet.kubeconfig"), "label", "node", "kwok-node-0", "x=y", check=False
+        "--kubeconfig",
+        str(node_dir / "kubelet.kubeconfig"),
+        "label",
+        "node",
+        "kwok-node-0",
+        "x=y",
+        check=False,
     )
     assert denied.returncode != 0
     assert "forbidden" in denied.stderr.lower()
@@ -172,8 +178,10 @@ def test_kubelet_api_requires_authentication(control_plane: ControlPlane) -> Non
     # ... and anonymous requests are refused.
     assert err.value.code == 401
     # The apiserver's own client certificate (system:kubelet-api-admin) gets through.
-    ctx.load_cert_chain(cp.run_dir / "pki" / "apiserver-kubelet-client.crt",
-                        cp.run_dir / "pki" / "apiserver-kubelet-client.key")
+    ctx.load_cert_chain(
+        cp.run_dir / "pki" / "apiserver-kubelet-client.crt",
+        cp.run_dir / "pki" / "apiserver-kubelet-client.key",
+    )
     with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
         assert json.loads(resp.read())["kind"] == "PodList"
 
@@ -221,7 +229,9 @@ def test_pod_resolves_service_names(served: Served) -> None:
 
 
 def test_pod_reaches_apiserver_through_kubernetes_service(served: Served) -> None:
-    slices = served.cp.get_json("-n", "default", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes")
+    slices = served.cp.get_json(
+        "-n", "default", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes"
+    )
     addresses = [a for s in slices["items"] for e in s.get("endpoints") or [] for a in e["addresses"]]
     assert addresses == [served.cp.node_ip]
     who = served.exec("/probe", "whoami")
@@ -264,8 +274,11 @@ def test_plain_namespace_pods_land_on_real_node(control_plane: ControlPlane) -> 
     plain = f"t-plain-{uuid.uuid4().hex[:8]}"
     cp.kubectl("create", "namespace", plain)  # no annotations: what `kubectl create namespace` makes
     try:
-        wait_for(lambda: cp.kubectl("-n", plain, "get", "sa", "default", check=False).returncode == 0,
-                 timeout=60, what="the default ServiceAccount")
+        wait_for(
+            lambda: cp.kubectl("-n", plain, "get", "sa", "default", check=False).returncode == 0,
+            timeout=60,
+            what="the default ServiceAccount",
+        )
         cp.apply(probe_pod("plain", cp.info["PROBE_IMAGE"], {"app": "plain"}), "-n", plain)
         pod = wait_pod_ready(cp, plain, "plain")
         assert pod["spec"]["nodeName"] == cp.node_name

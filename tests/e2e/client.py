@@ -23,8 +23,18 @@ TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
 def infer_body(rows: np.ndarray) -> bytes:
     data = np.ascontiguousarray(rows, dtype=np.float32)
-    return orjson.dumps({"inputs": [{"name": "input", "shape": list(data.shape), "datatype": "FP32",
-                                     "data": data.ravel().tolist()}]})
+    return orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(data.shape),
+                    "datatype": "FP32",
+                    "data": data.ravel().tolist(),
+                }
+            ]
+        }
+    )
 
 
 def infer_url(base: str, model: str) -> str:
@@ -56,7 +66,7 @@ def _one(client: httpx.Client, url: str, body: bytes, result: Result) -> None:
 def sample(base: str, model: str, rows: np.ndarray, n: int) -> Result:
     """``n`` requests one after the other (rows cycled)."""
     result = Result()
-    bodies = [infer_body(rows[i:i + 1]) for i in range(min(len(rows), 64))]
+    bodies = [infer_body(rows[i : i + 1]) for i in range(min(len(rows), 64))]
     with httpx.Client(timeout=TIMEOUT) as client:
         for i in range(n):
             _one(client, infer_url(base, model), bodies[i % len(bodies)], result)
@@ -68,7 +78,7 @@ class Background:
 
     def __init__(self, base: str, model: str, rows: np.ndarray, *, rate: float = 20.0) -> None:
         self.url = infer_url(base, model)
-        self.bodies = [infer_body(rows[i:i + 1]) for i in range(min(len(rows), 64))]
+        self.bodies = [infer_body(rows[i : i + 1]) for i in range(min(len(rows), 64))]
         self.period = 1.0 / rate
         self._result = Result()
         self._lock = threading.Lock()

@@ -76,9 +76,13 @@ def model_store(node: kube.RealNode, model_files: dict[str, tuple[Path, str]]) -
 
 
 @pytest.fixture(scope="session")
-def release(control_plane: ControlPlane, ferryman_images: Images, model_store: ModelStore) -> Iterator[Release]:
+def release(
+    control_plane: ControlPlane, ferryman_images: Images, model_store: ModelStore
+) -> Iterator[Release]:
     rel = Release(control_plane)
-    values = local_values(ferryman_images, prometheus_url=promstack.url(), workload_env=model_store.workload_env())
+    values = local_values(
+        ferryman_images, prometheus_url=promstack.url(), workload_env=model_store.workload_env()
+    )
     try:
         rel.install(values)
     except AssertionError as err:
@@ -103,22 +107,39 @@ def prometheus(control_plane: ControlPlane, ferryman_images: Images, release: Re
     except Exception as err:
         pytest.fail(f"the Prometheus image could not be built or loaded: {err}", pytrace=False)
     kube.wait_not_terminating(cp, promstack.NAMESPACE)
-    cp.apply(promstack.manifests(image=image, sd_image=ferryman_images.runtime,
-                                 release=release.base_values.get("monitoring", {}).get("release", "ferryman-e2e")))
+    cp.apply(
+        promstack.manifests(
+            image=image,
+            sd_image=ferryman_images.runtime,
+            release=release.base_values.get("monitoring", {}).get("release", "ferryman-e2e"),
+        )
+    )
     kube.wait_available(cp, promstack.NAMESPACE, promstack.NAME, timeout=180)
     url = f"http://{kube.cluster_ip(cp, promstack.NAMESPACE, promstack.NAME)}:{promstack.PORT}"
     try:
         yield url
     finally:
         if not os.environ.get("FERRYMAN_E2E_KEEP"):
-            cp.kubectl("delete", "namespace", promstack.NAMESPACE, "--wait=false", "--ignore-not-found", check=False)
-            cp.kubectl("delete", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/part-of=ferryman-e2e",
-                       check=False)
+            cp.kubectl(
+                "delete", "namespace", promstack.NAMESPACE, "--wait=false", "--ignore-not-found", check=False
+            )
+            cp.kubectl(
+                "delete",
+                "clusterrole,clusterrolebinding",
+                "-l",
+                "app.kubernetes.io/part-of=ferryman-e2e",
+                check=False,
+            )
 
 
 @pytest.fixture
-def models_ns(control_plane: ControlPlane, release: Release, prometheus: str, model_store: ModelStore,
-              request: pytest.FixtureRequest) -> Iterator[str]:
+def models_ns(
+    control_plane: ControlPlane,
+    release: Release,
+    prometheus: str,
+    model_store: ModelStore,
+    request: pytest.FixtureRequest,
+) -> Iterator[str]:
     name = kube.create_namespace(control_plane)
     control_plane.apply(model_store.secret(name))
     try:

@@ -27,8 +27,14 @@ class E2EError(AssertionError):
     pass
 
 
-def wait_for(fn: Callable[[], Any], *, timeout: float, interval: float = 1.0, what: str,
-             on_timeout: Callable[[], str] | None = None) -> Any:
+def wait_for(
+    fn: Callable[[], Any],
+    *,
+    timeout: float,
+    interval: float = 1.0,
+    what: str,
+    on_timeout: Callable[[], str] | None = None,
+) -> Any:
     """``tests.helpers.polling.wait_for`` at the pace of kubectl calls (one a second unless told)."""
     return polling.wait_for(fn, timeout=timeout, interval=interval, what=what, on_timeout=on_timeout)
 
@@ -50,16 +56,20 @@ def _is_kwok(node: dict[str, Any]) -> bool:
 
 
 def _ready(node: dict[str, Any]) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
+    return any(
+        c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", [])
+    )
 
 
 def real_node(cp: ControlPlane, *, timeout: float = 120) -> RealNode:
     """The cluster's real (kubelet) node, Ready; raises E2EError saying what is missing otherwise."""
     missing = [k for k in ("NODE_NAME", "NODE_IP", "CTR", "CONTAINERD_ADDRESS") if not cp.info.get(k)]
     if cp.info.get("REAL_NODE") != "1" or missing:
-        raise E2EError(f"the test cluster has no real node (REAL_NODE={cp.info.get('REAL_NODE')!r}, missing: "
-                       f"{', '.join(missing) or '-'} in {cp.run_dir / 'cluster.env'}); scripts/cluster/up.sh "
-                       f"starts one unless FERRYMAN_REAL_NODE=0 (docs/cluster.md)")
+        raise E2EError(
+            f"the test cluster has no real node (REAL_NODE={cp.info.get('REAL_NODE')!r}, missing: "
+            f"{', '.join(missing) or '-'} in {cp.run_dir / 'cluster.env'}); scripts/cluster/up.sh "
+            f"starts one unless FERRYMAN_REAL_NODE=0 (docs/cluster.md)"
+        )
     name = cp.info["NODE_NAME"]
 
     def ready() -> bool:
@@ -68,10 +78,16 @@ def real_node(cp: ControlPlane, *, timeout: float = 120) -> RealNode:
             raise E2EError(f"node {name} is a KWOK node, not a kubelet")
         return _ready(node)
 
-    wait_for(ready, timeout=timeout, interval=1, what=f"node {name} to be Ready",
-             on_timeout=lambda: cp.kubectl("describe", "node", name, check=False).stdout[-4000:])
-    return RealNode(name=name, ip=cp.info["NODE_IP"], ctr=cp.info["CTR"],
-                    containerd_address=cp.info["CONTAINERD_ADDRESS"])
+    wait_for(
+        ready,
+        timeout=timeout,
+        interval=1,
+        what=f"node {name} to be Ready",
+        on_timeout=lambda: cp.kubectl("describe", "node", name, check=False).stdout[-4000:],
+    )
+    return RealNode(
+        name=name, ip=cp.info["NODE_IP"], ctr=cp.info["CTR"], containerd_address=cp.info["CONTAINERD_ADDRESS"]
+    )
 
 
 def create_namespace(cp: ControlPlane, prefix: str = "e2e") -> str:
@@ -82,6 +98,7 @@ def create_namespace(cp: ControlPlane, prefix: str = "e2e") -> str:
 def wait_not_terminating(cp: ControlPlane, name: str, *, timeout: float = 180) -> None:
     """Wait until namespace ``name`` is not being deleted (an earlier session's teardown deletes without
     waiting; objects applied into a terminating namespace vanish with it)."""
+
     def settled() -> bool:
         proc = cp.kubectl("get", "namespace", name, "-o", "json", check=False)
         return proc.returncode != 0 or json.loads(proc.stdout)["status"].get("phase") != "Terminating"
@@ -90,8 +107,15 @@ def wait_not_terminating(cp: ControlPlane, name: str, *, timeout: float = 180) -
 
 
 def delete_namespace(cp: ControlPlane, name: str, *, wait: bool = False) -> None:
-    cp.kubectl("delete", "namespace", name, f"--wait={str(wait).lower()}", "--ignore-not-found",
-               check=False, timeout=180)
+    cp.kubectl(
+        "delete",
+        "namespace",
+        name,
+        f"--wait={str(wait).lower()}",
+        "--ignore-not-found",
+        check=False,
+        timeout=180,
+    )
 
 
 def pods(cp: ControlPlane, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -101,7 +125,8 @@ def pods(cp: ControlPlane, namespace: str, selector: str) -> list[dict[str, Any]
 
 def pod_ready(pod: dict[str, Any]) -> bool:
     return pod.get("metadata", {}).get("deletionTimestamp") is None and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
+        c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", [])
+    )
 
 
 def deployment_available(cp: ControlPlane, namespace: str, name: str) -> bool:
@@ -111,23 +136,32 @@ def deployment_available(cp: ControlPlane, namespace: str, name: str) -> bool:
     d = json.loads(proc.stdout)
     want = d["spec"].get("replicas", 1)
     st = d.get("status", {})
-    return (st.get("observedGeneration", 0) >= d["metadata"]["generation"] and st.get("updatedReplicas", 0) == want
-            and st.get("availableReplicas", 0) == want and st.get("replicas", 0) == want)
+    return (
+        st.get("observedGeneration", 0) >= d["metadata"]["generation"]
+        and st.get("updatedReplicas", 0) == want
+        and st.get("availableReplicas", 0) == want
+        and st.get("replicas", 0) == want
+    )
 
 
 def diagnostics(cp: ControlPlane, namespace: str, *, log_lines: int = 40) -> str:
     """Pods (phase, node, container states), recent events and each container's last log lines."""
-    out = [f"--- pods in {namespace} ---", cp.kubectl("-n", namespace, "get", "pods", "-o", "wide",
-                                                       check=False).stdout]
+    out = [
+        f"--- pods in {namespace} ---",
+        cp.kubectl("-n", namespace, "get", "pods", "-o", "wide", check=False).stdout,
+    ]
     proc = cp.kubectl("-n", namespace, "get", "pods", "-o", "json", check=False)
     items = json.loads(proc.stdout)["items"] if proc.returncode == 0 else []
     for pod in items:
         pname = pod["metadata"]["name"]
         for cs in pod.get("status", {}).get("containerStatuses", []) or []:
-            out.append(f"{pname}/{cs['name']}: ready={cs.get('ready')} restarts={cs.get('restartCount')} "
-                       f"state={json.dumps(cs.get('state'))} last={json.dumps(cs.get('lastState'))}")
-            logs = cp.kubectl("-n", namespace, "logs", pname, "-c", cs["name"], f"--tail={log_lines}",
-                              check=False).stdout
+            out.append(
+                f"{pname}/{cs['name']}: ready={cs.get('ready')} restarts={cs.get('restartCount')} "
+                f"state={json.dumps(cs.get('state'))} last={json.dumps(cs.get('lastState'))}"
+            )
+            logs = cp.kubectl(
+                "-n", namespace, "logs", pname, "-c", cs["name"], f"--tail={log_lines}", check=False
+            ).stdout
             if logs.strip():
                 out.append(f"--- logs {pname}/{cs['name']} ---\n{logs}")
     events = cp.kubectl("-n", namespace, "get", "events", "--sort-by=.lastTimestamp", check=False).stdout
@@ -136,8 +170,13 @@ def diagnostics(cp: ControlPlane, namespace: str, *, log_lines: int = 40) -> str
 
 
 def wait_available(cp: ControlPlane, namespace: str, name: str, *, timeout: float = 300) -> None:
-    wait_for(lambda: deployment_available(cp, namespace, name), timeout=timeout, interval=1,
-             what=f"deployment {namespace}/{name} to be available", on_timeout=lambda: diagnostics(cp, namespace))
+    wait_for(
+        lambda: deployment_available(cp, namespace, name),
+        timeout=timeout,
+        interval=1,
+        what=f"deployment {namespace}/{name} to be available",
+        on_timeout=lambda: diagnostics(cp, namespace),
+    )
 
 
 def cluster_ip(cp: ControlPlane, namespace: str, service: str) -> str:

@@ -50,12 +50,22 @@ def printed_row(cp: ControlPlane, namespace: str, name: str) -> dict[str, str]:
 
 def gateway_weights(base: str, model: str) -> dict[str, float]:
     samples = parse_exposition(httpx.get(f"{base}/metrics", timeout=5).text)
-    return {dict(labels)["version"]: value for (n, labels), value in samples.items()
-            if n == "ferryman_traffic_weight_ratio" and dict(labels).get("model") == model}
+    return {
+        dict(labels)["version"]: value
+        for (n, labels), value in samples.items()
+        if n == "ferryman_traffic_weight_ratio" and dict(labels).get("model") == model
+    }
 
 
-def wait_phase(cp: ControlPlane, namespace: str, name: str, phases: tuple[str, ...], *, timeout: float,
-               bad: tuple[str, ...] = ()) -> dict[str, Any]:
+def wait_phase(
+    cp: ControlPlane,
+    namespace: str,
+    name: str,
+    phases: tuple[str, ...],
+    *,
+    timeout: float,
+    bad: tuple[str, ...] = (),
+) -> dict[str, Any]:
     def reached() -> dict[str, Any] | None:
         st = status(cp, namespace, name)
         if st.get("phase") in bad:
@@ -67,8 +77,9 @@ def wait_phase(cp: ControlPlane, namespace: str, name: str, phases: tuple[str, .
         return f"status: phase={st.get('phase')} {history(st)}\n{diagnostics(cp, namespace)}"
 
     try:
-        found: dict[str, Any] = wait_for(reached, timeout=timeout, interval=1, what=f"{name} to be {'/'.join(phases)}",
-                                         on_timeout=explain)
+        found: dict[str, Any] = wait_for(
+            reached, timeout=timeout, interval=1, what=f"{name} to be {'/'.join(phases)}", on_timeout=explain
+        )
     except AssertionError as err:
         if "went" in str(err):
             raise AssertionError(f"{err}\n{diagnostics(cp, namespace)}") from err
@@ -80,5 +91,9 @@ def history(st: dict[str, Any]) -> str:
     r = st.get("rollout") or {}
     lines = [f"  {h.get('action')}: {h.get('reason')} {h.get('weights')}" for h in r.get("history", [])]
     last = r.get("lastAnalysis")
-    return "history:\n" + "\n".join(lines) + (f"\nlastAnalysis: {last}" if last else "") + \
-        f"\nconditions: {st.get('conditions')}"
+    return (
+        "history:\n"
+        + "\n".join(lines)
+        + (f"\nlastAnalysis: {last}" if last else "")
+        + f"\nconditions: {st.get('conditions')}"
+    )

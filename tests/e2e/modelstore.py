@@ -47,6 +47,7 @@ class ModelStore:
 
     def workload_env(self) -> list[dict[str, Any]]:
         """The chart's ``workloads.env``: the endpoint in plain text, the keys from the namespace's Secret."""
+
         def secret(key: str) -> dict[str, Any]:
             return {"valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": key, "optional": True}}}
 
@@ -59,16 +60,25 @@ class ModelStore:
 
     @staticmethod
     def secret(namespace: str) -> dict[str, Any]:
-        return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                "metadata": {"name": SECRET_NAME, "namespace": namespace},
-                "stringData": {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}}
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {"name": SECRET_NAME, "namespace": namespace},
+            "stringData": {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY},
+        }
 
 
 def _upload(endpoint: str, directory: Path) -> None:
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
-                      aws_secret_access_key=SECRET_KEY)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
     s3.create_bucket(Bucket=BUCKET)
     for path in sorted(directory.rglob("*")):
         if path.is_file():

@@ -59,7 +59,9 @@ def targets(pod_monitors: list[dict[str, Any]], pods: list[dict[str, Any]]) -> l
             for pod in pods:
                 pmeta, status = pod["metadata"], pod.get("status") or {}
                 labels = pmeta.get("labels") or {}
-                if not _namespace_selected(pm, pmeta["namespace"]) or not _matches(labels, spec.get("selector") or {}):
+                if not _namespace_selected(pm, pmeta["namespace"]) or not _matches(
+                    labels, spec.get("selector") or {}
+                ):
                     continue
                 if status.get("phase") in ("Failed", "Succeeded") or not status.get("podIP"):
                     continue
@@ -69,10 +71,16 @@ def targets(pod_monitors: list[dict[str, Any]], pods: list[dict[str, Any]]) -> l
                             continue
                         if "port" in ep and port.get("name") != ep["port"]:
                             continue
-                        job = labels.get(spec.get("jobLabel") or "", "") or f"{meta['namespace']}/{meta['name']}"
+                        job = (
+                            labels.get(spec.get("jobLabel") or "", "")
+                            or f"{meta['namespace']}/{meta['name']}"
+                        )
                         target_labels = {
-                            "namespace": pmeta["namespace"], "pod": pmeta["name"], "container": container["name"],
-                            "endpoint": str(ep.get("portNumber") or ep.get("port")), "job": job,
+                            "namespace": pmeta["namespace"],
+                            "pod": pmeta["name"],
+                            "container": container["name"],
+                            "endpoint": str(ep.get("portNumber") or ep.get("port")),
+                            "job": job,
                             "__metrics_path__": ep.get("path", "/metrics"),
                             "podmonitor": f"{meta['namespace']}/{meta['name']}/{i}",
                         }
@@ -80,8 +88,12 @@ def targets(pod_monitors: list[dict[str, Any]], pods: list[dict[str, Any]]) -> l
                             target_labels["__scrape_interval__"] = ep["interval"]
                         if ep.get("scrapeTimeout"):
                             target_labels["__scrape_timeout__"] = ep["scrapeTimeout"]
-                        groups.append({"targets": [f"{status['podIP']}:{port['containerPort']}"],
-                                       "labels": target_labels})
+                        groups.append(
+                            {
+                                "targets": [f"{status['podIP']}:{port['containerPort']}"],
+                                "labels": target_labels,
+                            }
+                        )
     return groups
 
 

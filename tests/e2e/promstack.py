@@ -50,14 +50,24 @@ def _run(*cmd: str, timeout: float = 300) -> str:
 def _buildah(*args: str) -> list[str]:
     """buildah on the store scripts/images/*.sh use (~/.cache/ferryman/buildah), never the system's."""
     cache = Path(os.environ.get("FERRYMAN_CACHE", Path.home() / ".cache" / "ferryman"))
-    return ["buildah", "--root", str(cache / "buildah" / "storage"), "--runroot", str(cache / "buildah" / "run"),
-            "--storage-driver", "overlay", *args]
+    return [
+        "buildah",
+        "--root",
+        str(cache / "buildah" / "storage"),
+        "--runroot",
+        str(cache / "buildah" / "run"),
+        "--storage-driver",
+        "overlay",
+        *args,
+    ]
 
 
 def prometheus_image(cp: ControlPlane) -> str:
     """Build (or reuse) the Prometheus image and make sure the node's containerd has it; its reference."""
     if not PROMETHEUS_BINARY.is_file():
-        raise RuntimeError(f"{PROMETHEUS_BINARY} is missing: apt-get install prometheus (scripts/system-deps.sh)")
+        raise RuntimeError(
+            f"{PROMETHEUS_BINARY} is missing: apt-get install prometheus (scripts/system-deps.sh)"
+        )
     files = [PROMETHEUS_BINARY, *(Path(os.path.realpath(lib)) for lib in _LIBS)]
     digest = hashlib.sha256()
     for f in files:
@@ -75,13 +85,27 @@ def prometheus_image(cp: ControlPlane) -> str:
                 _run(*_buildah("copy", "--quiet", container, str(PROMETHEUS_BINARY), "/bin/prometheus"))
                 for lib, real in zip(_LIBS, files[1:], strict=True):
                     _run(*_buildah("copy", "--quiet", container, str(real), lib))
-                _run(*_buildah("config", "--entrypoint", json.dumps(["/bin/prometheus"]), "--user", f"{UID}:{UID}",
-                               "--workingdir", "/prometheus", container))
+                _run(
+                    *_buildah(
+                        "config",
+                        "--entrypoint",
+                        json.dumps(["/bin/prometheus"]),
+                        "--user",
+                        f"{UID}:{UID}",
+                        "--workingdir",
+                        "/prometheus",
+                        container,
+                    )
+                )
                 _run(*_buildah("commit", "--quiet", container, ref))
             finally:
                 subprocess.run(_buildah("rm", container), capture_output=True, check=False)
         archive = Path(tmp) / "prometheus.tar"
-        _run(*_buildah("push", "--quiet", "--signature-policy", str(policy), ref, f"docker-archive:{archive}:{ref}"))
+        _run(
+            *_buildah(
+                "push", "--quiet", "--signature-policy", str(policy), ref, f"docker-archive:{archive}:{ref}"
+            )
+        )
         cp.import_image(archive)
     return ref
 
@@ -93,9 +117,16 @@ SD_FILE = "/sd/targets.json"
 
 def config() -> dict[str, Any]:
     """One job whose targets (and their labels, path, interval) come from the sidecar's file."""
-    return {"global": {"scrape_interval": "2s", "scrape_timeout": "2s", "evaluation_interval": "2s"},
-            "scrape_configs": [{"job_name": "podmonitors", "honor_labels": False,
-                                "file_sd_configs": [{"files": [SD_FILE], "refresh_interval": "2s"}]}]}
+    return {
+        "global": {"scrape_interval": "2s", "scrape_timeout": "2s", "evaluation_interval": "2s"},
+        "scrape_configs": [
+            {
+                "job_name": "podmonitors",
+                "honor_labels": False,
+                "file_sd_configs": [{"files": [SD_FILE], "refresh_interval": "2s"}],
+            }
+        ],
+    }
 
 
 def manifests(*, image: str, sd_image: str, release: str) -> list[dict[str, Any]]:
@@ -103,55 +134,133 @@ def manifests(*, image: str, sd_image: str, release: str) -> list[dict[str, Any]
     selecting PodMonitors labelled ``release=<release>``."""
     labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "ferryman-e2e"}
     meta = {"name": NAME, "namespace": NAMESPACE, "labels": labels}
-    container_security = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-                          "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    container_security = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     return [
-        {"apiVersion": "v1", "kind": "Namespace",
-         "metadata": {"name": NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        },
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": "ferryman-e2e-prometheus", "labels": labels},
-         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-                   {"apiGroups": ["monitoring.coreos.com"], "resources": ["podmonitors"],
-                    "verbs": ["get", "list", "watch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": "ferryman-e2e-prometheus", "labels": labels},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ferryman-e2e-prometheus"},
-         "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
-         "data": {"prometheus.yml": yaml.safe_dump(config(), sort_keys=False),
-                  "podmonitor_sd.py": SD_SCRIPT.read_text()}},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
-         "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": labels},
-                  "template": {"metadata": {"labels": labels}, "spec": {
-                      "serviceAccountName": NAME,
-                      "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
-                                          "seccompProfile": {"type": "RuntimeDefault"}},
-                      "containers": [{
-                          "name": NAME, "image": image, "imagePullPolicy": "Never",
-                          "args": ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
-                                   f"--web.listen-address=0.0.0.0:{PORT}", "--storage.tsdb.retention.time=2h",
-                                   "--web.enable-lifecycle", "--log.level=info"],
-                          "ports": [{"name": "web", "containerPort": PORT}],
-                          "readinessProbe": {"httpGet": {"path": "/-/ready", "port": "web"}, "periodSeconds": 2},
-                          "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
-                          "securityContext": container_security,
-                          "volumeMounts": [{"name": "config", "mountPath": "/etc/prometheus", "readOnly": True},
-                                           {"name": "data", "mountPath": "/prometheus"},
-                                           {"name": "sd", "mountPath": "/sd", "readOnly": True}]},
-                          {"name": "podmonitor-sd", "image": sd_image, "imagePullPolicy": "IfNotPresent",
-                           "command": ["python3", "/etc/prometheus/podmonitor_sd.py", SD_FILE, release],
-                           "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
-                           "resources": {"requests": {"cpu": "20m", "memory": "64Mi"},
-                                         "limits": {"memory": "256Mi"}},
-                           "securityContext": container_security,
-                           "volumeMounts": [{"name": "config", "mountPath": "/etc/prometheus", "readOnly": True},
-                                            {"name": "sd", "mountPath": "/sd"}]}],
-                      "volumes": [{"name": "config", "configMap": {"name": NAME}},
-                                  {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}},
-                                  {"name": "sd", "emptyDir": {"sizeLimit": "16Mi"}}]}}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": meta,
-         "spec": {"selector": labels, "ports": [{"name": "web", "port": PORT, "targetPort": "web"}]}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "ferryman-e2e-prometheus", "labels": labels},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                {
+                    "apiGroups": ["monitoring.coreos.com"],
+                    "resources": ["podmonitors"],
+                    "verbs": ["get", "list", "watch"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "ferryman-e2e-prometheus", "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "ferryman-e2e-prometheus",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": meta,
+            "data": {
+                "prometheus.yml": yaml.safe_dump(config(), sort_keys=False),
+                "podmonitor_sd.py": SD_SCRIPT.read_text(),
+            },
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": {
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": NAME,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": UID,
+                            "runAsGroup": UID,
+                            "fsGroup": UID,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [
+                            {
+                                "name": NAME,
+                                "image": image,
+                                "imagePullPolicy": "Never",
+                                "args": [
+                                    "--config.file=/etc/prometheus/prometheus.yml",
+                                    "--storage.tsdb.path=/prometheus",
+                                    f"--web.listen-address=0.0.0.0:{PORT}",
+                                    "--storage.tsdb.retention.time=2h",
+                                    "--web.enable-lifecycle",
+                                    "--log.level=info",
+                                ],
+                                "ports": [{"name": "web", "containerPort": PORT}],
+                                "readinessProbe": {
+                                    "httpGet": {"path": "/-/ready", "port": "web"},
+                                    "periodSeconds": 2,
+                                },
+                                "resources": {
+                                    "requests": {"cpu": "50m", "memory": "128Mi"},
+                                    "limits": {"memory": "1Gi"},
+                                },
+                                "securityContext": container_security,
+                                "volumeMounts": [
+                                    {"name": "config", "mountPath": "/etc/prometheus", "readOnly": True},
+                                    {"name": "data", "mountPath": "/prometheus"},
+                                    {"name": "sd", "mountPath": "/sd", "readOnly": True},
+                                ],
+                            },
+                            {
+                                "name": "podmonitor-sd",
+                                "image": sd_image,
+                                "imagePullPolicy": "IfNotPresent",
+                                "command": ["python3", "/etc/prometheus/podmonitor_sd.py", SD_FILE, release],
+                                "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+                                "resources": {
+                                    "requests": {"cpu": "20m", "memory": "64Mi"},
+                                    "limits": {"memory": "256Mi"},
+                                },
+                                "securityContext": container_security,
+                                "volumeMounts": [
+                                    {"name": "config", "mountPath": "/etc/prometheus", "readOnly": True},
+                                    {"name": "sd", "mountPath": "/sd"},
+                                ],
+                            },
+                        ],
+                        "volumes": [
+                            {"name": "config", "configMap": {"name": NAME}},
+                            {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}},
+                            {"name": "sd", "emptyDir": {"sizeLimit": "16Mi"}},
+                        ],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {"selector": labels, "ports": [{"name": "web", "port": PORT, "targetPort": "web"}]},
+        },
     ]
 
 
@@ -161,16 +270,25 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tests.e2e.promstack", description=main.__doc__)
-    parser.add_argument("run_dir", nargs="?", default=os.environ.get("FERRYMAN_CLUSTER_RUN_DIR", ".cache/cluster"))
+    parser.add_argument(
+        "run_dir", nargs="?", default=os.environ.get("FERRYMAN_CLUSTER_RUN_DIR", ".cache/cluster")
+    )
     parser.add_argument("--release", default="ferryman-e2e", help="the PodMonitors' release label to select")
     parser.add_argument("--images-env", default=".cache/images.env", help="written by make images")
     args = parser.parse_args(argv)
     cp = ControlPlane.attach(args.run_dir)
-    values = dict(line.split("=", 1) for line in Path(args.images_env).read_text().splitlines()
-                  if "=" in line and not line.startswith("#"))
-    cp.apply(manifests(image=prometheus_image(cp), sd_image=values["FERRYMAN_LOCAL_IMAGE"], release=args.release))
+    values = dict(
+        line.split("=", 1)
+        for line in Path(args.images_env).read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    cp.apply(
+        manifests(image=prometheus_image(cp), sd_image=values["FERRYMAN_LOCAL_IMAGE"], release=args.release)
+    )
     cp.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{NAME}", "--timeout=180s")
-    print(f"prometheus: {url()} (from the host: http://{cp.get_json('-n', NAMESPACE, 'service', NAME)['spec']['clusterIP']}:{PORT})")
+    print(
+        f"prometheus: {url()} (from the host: http://{cp.get_json('-n', NAMESPACE, 'service', NAME)['spec']['clusterIP']}:{PORT})"
+    )
     return 0
 
 

@@ -40,7 +40,11 @@ class Images:
 
 
 def _read_env(path: Path) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return dict(
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
 
 
 def build_images(run_dir: Path) -> Images:
@@ -49,7 +53,9 @@ def build_images(run_dir: Path) -> Images:
     prebuilt = os.environ.get("FERRYMAN_E2E_IMAGES_ENV")
     if prebuilt:  # iterating on the tests: images make images built and loaded already
         values = _read_env(Path(prebuilt))
-        return Images(runtime=values["FERRYMAN_LOCAL_IMAGE"], operator=values["FERRYMAN_LOCAL_OPERATOR_IMAGE"])
+        return Images(
+            runtime=values["FERRYMAN_LOCAL_IMAGE"], operator=values["FERRYMAN_LOCAL_OPERATOR_IMAGE"]
+        )
     if "images" in cluster_session.build_errors:
         raise RuntimeError(f"scripts/images/build.sh failed:\n{cluster_session.build_errors['images']}")
     env_file = Path(tempfile.mkstemp(prefix="ferryman-images-", suffix=".env")[1])
@@ -62,12 +68,16 @@ def build_images(run_dir: Path) -> Images:
     finally:
         env_file.unlink(missing_ok=True)
     if not values.get("FERRYMAN_LOCAL_IMAGES_LOADED"):
-        raise RuntimeError("scripts/images/build.sh built the images but did not load them into the node:\n"
-                           + "\n".join(proc.stderr.splitlines()[-10:]))
+        raise RuntimeError(
+            "scripts/images/build.sh built the images but did not load them into the node:\n"
+            + "\n".join(proc.stderr.splitlines()[-10:])
+        )
     return Images(runtime=values["FERRYMAN_LOCAL_IMAGE"], operator=values["FERRYMAN_LOCAL_OPERATOR_IMAGE"])
 
 
-def local_values(images: Images, *, prometheus_url: str, workload_env: list[dict[str, Any]]) -> dict[str, Any]:
+def local_values(
+    images: Images, *, prometheus_url: str, workload_env: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The values a person trying the chart on the test cluster sets (docs/helm.md), as one document."""
     repo, tag = Images.split(images.operator)
     return {
@@ -89,10 +99,19 @@ class Release:
     def helm(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = self.cp.env()
         cache = self._values_dir / "helm"
-        env.update(HELM_CACHE_HOME=str(cache / "cache"), HELM_CONFIG_HOME=str(cache / "config"),
-                   HELM_DATA_HOME=str(cache / "data"))
-        proc = subprocess.run([str(self.cp.bin("helm")), *args], env=env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        env.update(
+            HELM_CACHE_HOME=str(cache / "cache"),
+            HELM_CONFIG_HOME=str(cache / "config"),
+            HELM_DATA_HOME=str(cache / "data"),
+        )
+        proc = subprocess.run(
+            [str(self.cp.bin("helm")), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr.strip()}")
         return proc
@@ -105,19 +124,49 @@ class Release:
 
     def install(self, values: dict[str, Any]) -> Release:
         wait_not_terminating(self.cp, self.namespace)
-        self.cp.apply({"apiVersion": "v1", "kind": "Namespace",
-                       "metadata": {"name": self.namespace,
-                                    "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
-        self.helm("install", self.name, str(CHART), "-n", self.namespace, "-f", str(E2E_VALUES),
-                  "-f", str(self._values_file(values)), "--wait", "--timeout", "5m")
+        self.cp.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": self.namespace,
+                    "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+                },
+            }
+        )
+        self.helm(
+            "install",
+            self.name,
+            str(CHART),
+            "-n",
+            self.namespace,
+            "-f",
+            str(E2E_VALUES),
+            "-f",
+            str(self._values_file(values)),
+            "--wait",
+            "--timeout",
+            "5m",
+        )
         self.base_values = values
         wait_available(self.cp, self.namespace, self.operator_deployment(), timeout=180)
         return self
 
     def upgrade(self, values: dict[str, Any]) -> None:
         """``helm upgrade`` with the install's values plus ``values`` (later files win, maps merge)."""
-        self.helm("upgrade", self.name, str(CHART), "-n", self.namespace, "-f", str(E2E_VALUES),
-                  "-f", str(self._values_file(self.base_values)), "-f", str(self._values_file(values)))
+        self.helm(
+            "upgrade",
+            self.name,
+            str(CHART),
+            "-n",
+            self.namespace,
+            "-f",
+            str(E2E_VALUES),
+            "-f",
+            str(self._values_file(self.base_values)),
+            "-f",
+            str(self._values_file(values)),
+        )
 
     def uninstall(self) -> None:
         self.helm("uninstall", self.name, "-n", self.namespace, "--wait", "--timeout", "2m", check=False)
@@ -127,15 +176,17 @@ class Release:
         return int(doc["version"])
 
     def operator_deployment(self) -> str:
-        items = self.cp.get_json("-n", self.namespace, "deployments", "-l",
-                                 "app.kubernetes.io/component=operator")["items"]
+        items = self.cp.get_json(
+            "-n", self.namespace, "deployments", "-l", "app.kubernetes.io/component=operator"
+        )["items"]
         assert len(items) == 1, [d["metadata"]["name"] for d in items]
         name: str = items[0]["metadata"]["name"]
         return name
 
     def operator_pods(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.cp.get_json("-n", self.namespace, "pods", "-l",
-                                                       "app.kubernetes.io/component=operator")["items"]
+        items: list[dict[str, Any]] = self.cp.get_json(
+            "-n", self.namespace, "pods", "-l", "app.kubernetes.io/component=operator"
+        )["items"]
         return [p for p in items if not p["metadata"].get("deletionTimestamp")]
 
     def lease(self) -> dict[str, Any]:

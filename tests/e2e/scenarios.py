@@ -44,20 +44,37 @@ BACKENDS = (Backend("native", runtime="native"),)
 POD_RESOURCES = {"cpu": "100m", "memory": "512Mi"}
 
 
-def canary(steps: list[int], *, interval: float, min_requests: int, failure_threshold: int = 2) -> dict[str, Any]:
-    return {"strategy": "canary", "stable": "v1", "candidate": "v2",
-            "canary": {"steps": steps, "intervalSeconds": interval, "minRequests": min_requests,
-                       "failureThreshold": failure_threshold}}
+def canary(
+    steps: list[int], *, interval: float, min_requests: int, failure_threshold: int = 2
+) -> dict[str, Any]:
+    return {
+        "strategy": "canary",
+        "stable": "v1",
+        "candidate": "v2",
+        "canary": {
+            "steps": steps,
+            "intervalSeconds": interval,
+            "minRequests": min_requests,
+            "failureThreshold": failure_threshold,
+        },
+    }
 
 
 def static(version: str = "v1") -> dict[str, Any]:
     return {"strategy": "static", "stable": version}
 
 
-def model_deployment(sample_spec: Path, store: ModelStore, *, name: str, backend: Backend,
-                     traffic: dict[str, Any], budget_ms: float,
-                     files: dict[str, tuple[str, str]] | None = None,
-                     replicas: dict[str, int] | None = None) -> dict[str, Any]:
+def model_deployment(
+    sample_spec: Path,
+    store: ModelStore,
+    *,
+    name: str,
+    backend: Backend,
+    traffic: dict[str, Any],
+    budget_ms: float,
+    files: dict[str, tuple[str, str]] | None = None,
+    replicas: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """The sample spec for the cluster. ``files`` maps a version to (path in the store, sha256) to
     replace its model (e.g. the slow one); v1 is fetched over HTTP, the others over S3."""
     doc: dict[str, Any] = yaml.safe_load(sample_spec.read_text())
@@ -65,14 +82,24 @@ def model_deployment(sample_spec: Path, store: ModelStore, *, name: str, backend
     for v in doc["spec"]["versions"]:
         rel, sha = (files or {}).get(v["name"], (v["uri"], v.get("sha256")))
         uri = store.http(rel) if v["name"] == "v1" else store.s3(rel)
-        entry = {"name": v["name"], "uri": uri, "replicas": (replicas or {}).get(v["name"], 1),
-                 "resources": POD_RESOURCES}
+        entry = {
+            "name": v["name"],
+            "uri": uri,
+            "replicas": (replicas or {}).get(v["name"], 1),
+            "resources": POD_RESOURCES,
+        }
         if sha:
             entry["sha256"] = sha
         versions.append(entry)
     return {
-        "apiVersion": doc["apiVersion"], "kind": doc["kind"], "metadata": {"name": name},
-        "spec": {"runtime": backend.runtime, "versions": versions,
-                 "budget": {"p99Ms": budget_ms, "maxErrorRate": 0.01},
-                 "traffic": traffic, "drift": {"enabled": False}},
+        "apiVersion": doc["apiVersion"],
+        "kind": doc["kind"],
+        "metadata": {"name": name},
+        "spec": {
+            "runtime": backend.runtime,
+            "versions": versions,
+            "budget": {"p99Ms": budget_ms, "maxErrorRate": 0.01},
+            "traffic": traffic,
+            "drift": {"enabled": False},
+        },
     }

@@ -13,7 +13,8 @@ from tests.e2e.release import Images, Release
 
 
 def test_operator_pod_runs_from_the_local_image_and_holds_the_lease(
-        control_plane: ControlPlane, release: Release, ferryman_images: Images) -> None:
+    control_plane: ControlPlane, release: Release, ferryman_images: Images
+) -> None:
     pods = release.operator_pods()
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
     pod = pods[0]
@@ -26,6 +27,7 @@ def test_operator_pod_runs_from_the_local_image_and_holds_the_lease(
     assert status["restartCount"] == 0, status
 
     name = pod["metadata"]["name"]
+
     def held() -> dict[str, Any] | None:
         lease = release.lease()
         return lease if lease["spec"].get("holderIdentity") == name else None

@@ -20,9 +20,15 @@ from tests.e2e.test_rollouts import _deploy
 
 def _run(cp: ControlPlane, release: Release, *, namespace: str, p99_ms: float) -> tuple[str, dict[str, Any]]:
     """One load-test run (a helm upgrade); the master Job's final condition and its gate line."""
-    release.upgrade({"loadtest": {"enabled": True, "target": {"modelDeployment": "breast-cancer",
-                                                               "namespace": namespace},
-                                  "budget": {"p99Ms": p99_ms, "maxErrorRate": 0.01}}})
+    release.upgrade(
+        {
+            "loadtest": {
+                "enabled": True,
+                "target": {"modelDeployment": "breast-cancer", "namespace": namespace},
+                "budget": {"p99Ms": p99_ms, "maxErrorRate": 0.01},
+            }
+        }
+    )
     run = f"r{release.helm_revision()}"
     selector = f"app.kubernetes.io/component=loadtest-master,ferryman.dev/loadtest-run={run}"
 
@@ -34,8 +40,13 @@ def _run(cp: ControlPlane, release: Release, *, namespace: str, p99_ms: float) -
                 return jobs[0]["metadata"]["name"], c["type"]
         return None
 
-    job, condition = wait_for(finished, timeout=420, interval=2, what=f"the load-test run {run} to finish",
-                              on_timeout=lambda: diagnostics(cp, release.namespace))
+    job, condition = wait_for(
+        finished,
+        timeout=420,
+        interval=2,
+        what=f"the load-test run {run} to finish",
+        on_timeout=lambda: diagnostics(cp, release.namespace),
+    )
     logs = cp.kubectl("-n", release.namespace, "logs", f"job/{job}", check=False).stdout
     lines = [ln for ln in logs.splitlines() if "ferryman-budget-gate:" in ln]
     assert lines, f"no gate line in the master's log:\n{logs[-3000:]}"
@@ -43,14 +54,25 @@ def _run(cp: ControlPlane, release: Release, *, namespace: str, p99_ms: float) -
     return condition, gate
 
 
-def test_locust_job_gates_the_latency_budget(control_plane: ControlPlane, release: Release, models_ns: str,
-                                             model_store: ModelStore, sample_spec: Path,
-                                             model_files: dict[str, Any]) -> None:
+def test_locust_job_gates_the_latency_budget(
+    control_plane: ControlPlane,
+    release: Release,
+    models_ns: str,
+    model_store: ModelStore,
+    sample_spec: Path,
+    model_files: dict[str, Any],
+) -> None:
     cp = control_plane
     slow_path, slow_sha = model_files["slow"]
-    manifest = scenarios.model_deployment(sample_spec, model_store, name="breast-cancer",
-                                          backend=scenarios.BACKENDS[0], budget_ms=60_000,
-                                          traffic=scenarios.static("v1"), files={"v1": (str(slow_path), slow_sha)})
+    manifest = scenarios.model_deployment(
+        sample_spec,
+        model_store,
+        name="breast-cancer",
+        backend=scenarios.BACKENDS[0],
+        budget_ms=60_000,
+        traffic=scenarios.static("v1"),
+        files={"v1": (str(slow_path), slow_sha)},
+    )
     manifest["spec"]["versions"] = manifest["spec"]["versions"][:1]
     _deploy(cp, models_ns, manifest, scenarios.BACKENDS[0])
     try:

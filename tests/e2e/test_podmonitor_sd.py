@@ -9,18 +9,33 @@ from tests.e2e.podmonitor_sd import targets
 from tests.helpers import helm
 
 
-def _pod(name: str, ns: str, labels: dict[str, str], *, ip: str = "10.245.0.9", phase: str = "Running",
-         port: int = 8080, container: str = "server") -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": ns, "labels": labels},
-            "spec": {"containers": [{"name": container, "ports": [{"name": "http", "containerPort": port}]}]},
-            "status": {"phase": phase, "podIP": ip}}
+def _pod(
+    name: str,
+    ns: str,
+    labels: dict[str, str],
+    *,
+    ip: str = "10.245.0.9",
+    phase: str = "Running",
+    port: int = 8080,
+    container: str = "server",
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {"containers": [{"name": container, "ports": [{"name": "http", "containerPort": port}]}]},
+        "status": {"phase": phase, "podIP": ip},
+    }
 
 
 def test_targets_follow_the_charts_pod_monitor() -> None:
     helm.require_helm()
-    objs = helm.render(values={"monitoring": {"release": "ferryman-e2e",
-                                              "podMonitor": {"enabled": True, "interval": "2s",
-                                                             "scrapeTimeout": "2s"}}})
+    objs = helm.render(
+        values={
+            "monitoring": {
+                "release": "ferryman-e2e",
+                "podMonitor": {"enabled": True, "interval": "2s", "scrapeTimeout": "2s"},
+            }
+        }
+    )
     [pm] = helm.by_kind(objs, "PodMonitor")
     workload = {"app.kubernetes.io/managed-by": "ferryman-operator", "app.kubernetes.io/component": "gateway"}
     pods = [

@@ -34,24 +34,40 @@ def _deploy(cp: ControlPlane, namespace: str, manifest: dict[str, Any], backend:
     cp.apply({**manifest, "metadata": {**manifest["metadata"], "namespace": namespace}})
     name = manifest["metadata"]["name"]
     for v in manifest["spec"]["versions"]:
-        wait_for(lambda v=v: cp.kubectl("-n", namespace, "get", "deployment", f"{name}-{v['name']}",
-                                        check=False).returncode == 0,
-                 timeout=60, what=f"the operator to create {name}-{v['name']}",
-                 on_timeout=lambda: mdep.history(mdep.status(cp, namespace, name)))
+        wait_for(
+            lambda v=v: (
+                cp.kubectl(
+                    "-n", namespace, "get", "deployment", f"{name}-{v['name']}", check=False
+                ).returncode
+                == 0
+            ),
+            timeout=60,
+            what=f"the operator to create {name}-{v['name']}",
+            on_timeout=lambda: mdep.history(mdep.status(cp, namespace, name)),
+        )
         wait_available(cp, namespace, f"{name}-{v['name']}", timeout=300)
     wait_available(cp, namespace, f"{name}-gateway", timeout=300)
     base = f"http://{cluster_ip(cp, namespace, backend.service(name))}:{backend.port}"
-    wait_for(lambda: httpx.get(f"{base}/v2/health/ready", timeout=3).status_code == 200, timeout=60,
-             what=f"the gateway at {base} to be ready", on_timeout=lambda: diagnostics(cp, namespace))
+    wait_for(
+        lambda: httpx.get(f"{base}/v2/health/ready", timeout=3).status_code == 200,
+        timeout=60,
+        what=f"the gateway at {base} to be ready",
+        on_timeout=lambda: diagnostics(cp, namespace),
+    )
     return base
 
 
-def _share_at(base: str, model: str, rows: np.ndarray, weights: dict[str, float], *, attempts: int = 5
-              ) -> tuple[dict[str, int], int]:
+def _share_at(
+    base: str, model: str, rows: np.ndarray, weights: dict[str, float], *, attempts: int = 5
+) -> tuple[dict[str, int], int]:
     """Count who answers ``SAMPLE`` requests while the gateway applies ``weights`` (checked before and after)."""
     for _ in range(attempts):
-        wait_for(lambda: mdep.gateway_weights(base, model) == weights, timeout=240, interval=1,
-                 what=f"the gateway to apply {weights} (the kubelet syncs the routes ConfigMap volume)")
+        wait_for(
+            lambda: mdep.gateway_weights(base, model) == weights,
+            timeout=240,
+            interval=1,
+            what=f"the gateway to apply {weights} (the kubelet syncs the routes ConfigMap volume)",
+        )
         result = sample(base, model, rows, SAMPLE)
         if mdep.gateway_weights(base, model) == weights:
             assert not result.failures, result.failures[:5]
@@ -60,12 +76,24 @@ def _share_at(base: str, model: str, rows: np.ndarray, weights: dict[str, float]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_canary_is_promoted_from_prometheus_data(control_plane: ControlPlane, models_ns: str, prometheus: str,
-                                                 model_store: ModelStore, sample_spec: Path, rows: np.ndarray,
-                                                 backend: scenarios.Backend) -> None:
+def test_canary_is_promoted_from_prometheus_data(
+    control_plane: ControlPlane,
+    models_ns: str,
+    prometheus: str,
+    model_store: ModelStore,
+    sample_spec: Path,
+    rows: np.ndarray,
+    backend: scenarios.Backend,
+) -> None:
     cp, name = control_plane, "breast-cancer"
-    manifest = scenarios.model_deployment(sample_spec, model_store, name=name, backend=backend, budget_ms=500,
-                                          traffic=scenarios.canary([50, 100], interval=10, min_requests=20))
+    manifest = scenarios.model_deployment(
+        sample_spec,
+        model_store,
+        name=name,
+        backend=backend,
+        budget_ms=500,
+        traffic=scenarios.canary([50, 100], interval=10, min_requests=20),
+    )
     base = _deploy(cp, models_ns, manifest, backend)
 
     with Background(base, name, rows, rate=15) as client:
@@ -75,8 +103,11 @@ def test_canary_is_promoted_from_prometheus_data(control_plane: ControlPlane, mo
         assert 107 <= counts["v2"] <= 193, f"v2 answered {counts['v2']} of {total} at the 50 % step: {counts}"
 
         st = mdep.wait_phase(cp, models_ns, name, ("Promoted",), bad=("RolledBack", "Degraded"), timeout=420)
-        wait_for(lambda: mdep.gateway_weights(base, name) == {"v1": 0.0, "v2": 1.0}, timeout=240,
-                 what="the gateway to send everything to v2")
+        wait_for(
+            lambda: mdep.gateway_weights(base, name) == {"v1": 0.0, "v2": 1.0},
+            timeout=240,
+            what="the gateway to send everything to v2",
+        )
         after = sample(base, name, rows, 20)
         stats = client.stop()
     assert dict(after.versions) == {"v2": 20}, after
@@ -89,9 +120,14 @@ def test_canary_is_promoted_from_prometheus_data(control_plane: ControlPlane, mo
     assert "advance" in actions and actions[-1] == "promote", mdep.history(st)
     analysis = st["rollout"].get("lastAnalysis") or {}
     assert analysis.get("outcome") == "pass" and analysis.get("requests", 0) >= 20, mdep.history(st)
-    series = httpx.get(f"{prometheus}/api/v1/query", timeout=10, params={
-        "query": f'sum by (version) (ferryman_requests_total{{namespace="{models_ns}", model="{name}", '
-                 f'container="gateway"}})'}).json()["data"]["result"]
+    series = httpx.get(
+        f"{prometheus}/api/v1/query",
+        timeout=10,
+        params={
+            "query": f'sum by (version) (ferryman_requests_total{{namespace="{models_ns}", model="{name}", '
+            f'container="gateway"}})'
+        },
+    ).json()["data"]["result"]
     assert {s["metric"]["version"] for s in series} >= {"v1", "v2"}, series
 
     # what a person sees: the phase and the traffic column filled in
@@ -103,20 +139,35 @@ def test_canary_is_promoted_from_prometheus_data(control_plane: ControlPlane, mo
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_slow_candidate_is_rolled_back_without_failing_a_request(
-        control_plane: ControlPlane, models_ns: str, prometheus: str, model_store: ModelStore, sample_spec: Path,
-        rows: np.ndarray, model_files: dict[str, Any], backend: scenarios.Backend) -> None:
+    control_plane: ControlPlane,
+    models_ns: str,
+    prometheus: str,
+    model_store: ModelStore,
+    sample_spec: Path,
+    rows: np.ndarray,
+    model_files: dict[str, Any],
+    backend: scenarios.Backend,
+) -> None:
     cp, name = control_plane, "breast-cancer"
     slow_path, slow_sha = model_files["slow"]
     manifest = scenarios.model_deployment(
-        sample_spec, model_store, name=name, backend=backend, budget_ms=150,
+        sample_spec,
+        model_store,
+        name=name,
+        backend=backend,
+        budget_ms=150,
         traffic=scenarios.canary([50, 100], interval=10, min_requests=10, failure_threshold=2),
-        files={"v2": (str(slow_path), slow_sha)})
+        files={"v2": (str(slow_path), slow_sha)},
+    )
     base = _deploy(cp, models_ns, manifest, backend)
 
     with Background(base, name, rows, rate=10) as client:
         st = mdep.wait_phase(cp, models_ns, name, ("RolledBack",), bad=("Promoted", "Degraded"), timeout=420)
-        wait_for(lambda: mdep.gateway_weights(base, name) == {"v1": 1.0, "v2": 0.0}, timeout=240,
-                 what="the gateway to send everything back to v1")
+        wait_for(
+            lambda: mdep.gateway_weights(base, name) == {"v1": 1.0, "v2": 0.0},
+            timeout=240,
+            what="the gateway to send everything back to v1",
+        )
         time.sleep(2)  # a few more requests on the restored split
         stats = client.stop()
     assert stats.versions["v2"] > 0, f"the candidate never served a request: {stats}"

@@ -51,30 +51,41 @@ def _progress(session: pytest.Session, line: str) -> None:
         reporter.write_line(line)
 
 
-def build_images(run_dir: Path | None = None, *, env_file: Path | None = None,
-                 timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+def build_images(
+    run_dir: Path | None = None, *, env_file: Path | None = None, timeout: float = 3600
+) -> subprocess.CompletedProcess[str]:
     """``scripts/images/build.sh [RUN_DIR]`` with the images tests/e2e needs (loaded into the node when
     RUN_DIR runs one); the finished process (stdout: the references)."""
     env = {**os.environ, "FERRYMAN_IMAGES": E2E_IMAGES}
     if env_file is not None:
         env["FERRYMAN_IMAGES_ENV"] = str(env_file)
     args = ["bash", str(IMAGES_SCRIPT)] + ([str(run_dir)] if run_dir is not None else [])
-    return subprocess.run(args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return
-    if _uses(session, "control_plane") and not os.environ.get("FERRYMAN_CLUSTER_RUN_DIR") and not binaries_ready():
-        _progress(session, "building the test cluster's binaries (scripts/cluster/build.sh, node-build.sh)...")
+    if (
+        _uses(session, "control_plane")
+        and not os.environ.get("FERRYMAN_CLUSTER_RUN_DIR")
+        and not binaries_ready()
+    ):
+        _progress(
+            session, "building the test cluster's binaries (scripts/cluster/build.sh, node-build.sh)..."
+        )
         t0 = time.monotonic()
         try:
             build()
         except Exception as exc:  # reported by the control_plane fixture: only the cluster tests fail
             build_errors["cluster"] = str(exc)
-        _progress(session, f"cluster binaries: {'failed' if 'cluster' in build_errors else 'ready'} "
-                           f"({time.monotonic() - t0:.0f} s)")
+        _progress(
+            session,
+            f"cluster binaries: {'failed' if 'cluster' in build_errors else 'ready'} "
+            f"({time.monotonic() - t0:.0f} s)",
+        )
     if _uses(session, IMAGES_FIXTURE) and not os.environ.get("FERRYMAN_E2E_IMAGES_ENV"):
         _progress(session, f"building the ferryman images ({E2E_IMAGES}; scripts/images/build.sh)...")
         t0 = time.monotonic()
@@ -84,12 +95,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 build_errors["images"] = "\n".join(proc.stderr.splitlines()[-40:])
         except subprocess.TimeoutExpired as exc:
             build_errors["images"] = f"scripts/images/build.sh timed out: {exc}"
-        _progress(session, f"images: {'failed' if 'images' in build_errors else 'ready'} "
-                           f"({time.monotonic() - t0:.0f} s)")
+        _progress(
+            session,
+            f"images: {'failed' if 'images' in build_errors else 'ready'} ({time.monotonic() - t0:.0f} s)",
+        )
     if _uses(session, "control_plane") and not os.environ.get("FERRYMAN_CLUSTER_RUN_DIR"):
         # on timeout up.sh fails in the fixture, naming the node's owner
-        wait_for_real_node_slot(float(os.environ.get("FERRYMAN_REAL_NODE_WAIT", "1800")),
-                                note=lambda line: _progress(session, line))
+        wait_for_real_node_slot(
+            float(os.environ.get("FERRYMAN_REAL_NODE_WAIT", "1800")),
+            note=lambda line: _progress(session, line),
+        )
 
 
 @pytest.fixture(scope="session")

@@ -73,8 +73,10 @@ class MetricsExporter:
 
         self._server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
         self.address = f"{HOST}:{self._server.server_address[1]}"
-        self._threads = [threading.Thread(target=self._server.serve_forever, daemon=True, name="exporter"),
-                         threading.Thread(target=self._feed, daemon=True, name="exporter-feed")]
+        self._threads = [
+            threading.Thread(target=self._server.serve_forever, daemon=True, name="exporter"),
+            threading.Thread(target=self._feed, daemon=True, name="exporter-feed"),
+        ]
         for t in self._threads:
             t.start()
         return self
@@ -100,7 +102,23 @@ class MetricsExporter:
                 carry[(model, version, route)] = due - n
                 for _ in range(n):
                     draw = rng.random()
-                    code = 500 if draw < p.error_ratio else 400 if draw < p.error_ratio + p.client_error_ratio else 200
+                    code = (
+                        500
+                        if draw < p.error_ratio
+                        else 400
+                        if draw < p.error_ratio + p.client_error_ratio
+                        else 200
+                    )
                     seconds = p.latency_seconds * rng.uniform(0.8, 1.0)
-                    self.observer.finished(RequestRecord(model=model, version=version, route=route, protocol="v2",
-                                                         code=code, seconds=seconds), None, None)
+                    self.observer.finished(
+                        RequestRecord(
+                            model=model,
+                            version=version,
+                            route=route,
+                            protocol="v2",
+                            code=code,
+                            seconds=seconds,
+                        ),
+                        None,
+                        None,
+                    )

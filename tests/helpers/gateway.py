@@ -49,8 +49,13 @@ INFER_PATH = f"/v2/models/{MODEL}/infer"
 
 
 # -- specs ---------------------------------------------------------------------------------------------
-def spec_document(*, versions: Mapping[str, str | Path], traffic: Mapping[str, Any],
-                  budget: Mapping[str, Any] | None = None, name: str = MODEL) -> dict[str, Any]:
+def spec_document(
+    *,
+    versions: Mapping[str, str | Path],
+    traffic: Mapping[str, Any],
+    budget: Mapping[str, Any] | None = None,
+    name: str = MODEL,
+) -> dict[str, Any]:
     return {
         "apiVersion": "serving.ferryman.dev/v1alpha1",
         "kind": "ModelDeployment",
@@ -77,8 +82,14 @@ def write_spec(path: Path, **document: Any) -> Path:
 
 
 # -- polling -------------------------------------------------------------------------------------------
-def wait_until(condition: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.2,
-               what: str = "condition", detail: Callable[[], Any] | None = None) -> Any:
+def wait_until(
+    condition: Callable[[], Any],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    what: str = "condition",
+    detail: Callable[[], Any] | None = None,
+) -> Any:
     """Call ``condition`` until it returns something truthy (returned); bounded by attempts and time.
     On timeout the error shows ``detail()`` (e.g. the rollout status) when given."""
     attempts = max(int(timeout / interval) + 1, 1)
@@ -122,8 +133,15 @@ class UpServer:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def admin(self, method: str, path: str, *, body: Any = None, token: str | None = None,
-              headers: Mapping[str, str] | None = None) -> httpx.Response:
+    def admin(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
         """Call the admin API with the state dir's token (or ``token``; ``""`` sends no Authorization)."""
         token = self.token if token is None else token
         hdrs = {"authorization": f"Bearer {token}"} if token else {}
@@ -156,8 +174,14 @@ class UpServer:
         return processes.stop(self.process, sig=sig, timeout=timeout)
 
 
-def start_up(spec: Path, state_dir: Path, *, args: Sequence[str] = (), env: Mapping[str, str] | None = None,
-             timeout: float = 90.0) -> UpServer:
+def start_up(
+    spec: Path,
+    state_dir: Path,
+    *,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = 90.0,
+) -> UpServer:
     """Start ``ferryman up`` and return it once ready (the caller must ``stop()`` it)."""
     port, admin_port = free_port(), free_port()
     while admin_port == port:
@@ -170,12 +194,32 @@ def start_up(spec: Path, state_dir: Path, *, args: Sequence[str] = (), env: Mapp
     full_env.update({"PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})})
     with os.fdopen(fd, "wb") as log:
         process = subprocess.Popen(
-            [*ferryman_command(), "up", str(spec), "--host", HOST, "--port", str(port), "--admin-port",
-             str(admin_port), "--state-dir", str(state_dir), *args],
-            stdout=log, stderr=subprocess.STDOUT, env=full_env,
+            [
+                *ferryman_command(),
+                "up",
+                str(spec),
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--admin-port",
+                str(admin_port),
+                "--state-dir",
+                str(state_dir),
+                *args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
         )
-    server = UpServer(process=process, port=port, admin_port=admin_port, state_dir=state_dir, spec=spec,
-                      log_path=Path(log_name))
+    server = UpServer(
+        process=process,
+        port=port,
+        admin_port=admin_port,
+        state_dir=state_dir,
+        spec=spec,
+        log_path=Path(log_name),
+    )
     try:
         wait_http(server.url + "/v2/health/ready", timeout=timeout, alive=server.alive)
         wait_until(lambda: _admin_ready(server), timeout=30, what="the admin API")
@@ -204,9 +248,12 @@ def ferryman_up(spec: Path, state_dir: Path, **kwargs: Any) -> Iterator[UpServer
 
 
 # -- clients -------------------------------------------------------------------------------------------
-def v2_body(row: np.ndarray, *, extra: Mapping[str, Any] | None = None, request_id: str | None = None) -> dict[str, Any]:
-    inputs: list[dict[str, Any]] = [{"name": "input", "shape": [1, 30], "datatype": "FP32",
-                                     "data": [float(x) for x in row]}]
+def v2_body(
+    row: np.ndarray, *, extra: Mapping[str, Any] | None = None, request_id: str | None = None
+) -> dict[str, Any]:
+    inputs: list[dict[str, Any]] = [
+        {"name": "input", "shape": [1, 30], "datatype": "FP32", "data": [float(x) for x in row]}
+    ]
     for name, value in (extra or {}).items():
         datatype = "BYTES" if isinstance(value, str) else "INT64"
         inputs.append({"name": name, "shape": [1], "datatype": datatype, "data": [value]})
@@ -259,9 +306,16 @@ class Client:
             self.conn.close()  # the next request reconnects
             raise
 
-    def infer(self, row: np.ndarray, *, version: str | None = None, headers: Mapping[str, str] | None = None,
-              cookies: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None,
-              request_id: str | None = None) -> Reply:
+    def infer(
+        self,
+        row: np.ndarray,
+        *,
+        version: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> Reply:
         path = INFER_PATH if version is None else f"/v2/models/{MODEL}/versions/{version}/infer"
         hdrs = dict(headers or {})
         if cookies:
@@ -291,8 +345,17 @@ class Load:
     ``pace`` seconds between a thread's requests keeps a long background load from burning the CPU that the
     server and the controller under test need (the box is small and shared)."""
 
-    def __init__(self, url: str, rows: np.ndarray, *, threads: int = 4, max_requests: int = 200_000,
-                 max_seconds: float = 120.0, headers: Mapping[str, str] | None = None, pace: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        rows: np.ndarray,
+        *,
+        threads: int = 4,
+        max_requests: int = 200_000,
+        max_seconds: float = 120.0,
+        headers: Mapping[str, str] | None = None,
+        pace: float = 0.0,
+    ) -> None:
         self.url = url
         self.pace = pace
         self.rows = rows
@@ -332,8 +395,13 @@ class Load:
                 try:
                     resp = client.infer(row, headers=self.headers)
                     version = resp.json().get("model_version") if resp.status_code == 200 else None
-                    outcome = Outcome(t0, time.monotonic(), resp.status_code, version,
-                                      "" if resp.status_code == 200 else resp.text[:200])
+                    outcome = Outcome(
+                        t0,
+                        time.monotonic(),
+                        resp.status_code,
+                        version,
+                        "" if resp.status_code == 200 else resp.text[:200],
+                    )
                 except (OSError, http.client.HTTPException, ValueError) as err:
                     outcome = Outcome(t0, time.monotonic(), 0, None, f"{type(err).__name__}: {err}")
                 with self._lock:
@@ -358,6 +426,7 @@ class Load:
 
 def phase_reached(up: UpServer, phase: str) -> Callable[[], dict[str, Any] | None]:
     """A :func:`wait_until` condition: the rollout document once its phase is ``phase``."""
+
     def check() -> dict[str, Any] | None:
         r = up.rollout()
         return r if r["phase"] == phase else None
@@ -375,8 +444,14 @@ def actions(rollout: Mapping[str, Any]) -> list[str]:
     return [h["action"] for h in rollout["history"]]
 
 
-def arms_for(url: str, keys: Sequence[str], rows: np.ndarray, request: Callable[[str], dict[str, Any]], *,
-             threads: int = 4) -> dict[str, str]:
+def arms_for(
+    url: str,
+    keys: Sequence[str],
+    rows: np.ndarray,
+    request: Callable[[str], dict[str, Any]],
+    *,
+    threads: int = 4,
+) -> dict[str, str]:
     """Send one request per key (``request(key)`` gives :meth:`Client.infer` keyword arguments, e.g. a sticky
     header) from ``threads`` clients; return the version that answered each key."""
     out: dict[str, str] = {}

@@ -30,8 +30,12 @@ ENV_SH = REPO_ROOT / "scripts" / "cluster" / "env.sh"
 
 @lru_cache(maxsize=1)
 def helm_binary() -> Path | None:
-    proc = subprocess.run(["bash", "-c", 'source "$1"; echo "${FERRYMAN_K8S_BIN}"', "env.sh", str(ENV_SH)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["bash", "-c", 'source "$1"; echo "${FERRYMAN_K8S_BIN}"', "env.sh", str(ENV_SH)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     path = Path(proc.stdout.strip()) / "helm"
     return path if proc.returncode == 0 and path.is_file() else None
 
@@ -43,8 +47,9 @@ def require_helm() -> Path:
     return helm
 
 
-def run_helm(*args: str, env: Mapping[str, str] | None = None, timeout: float = 120.0,
-             check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_helm(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 120.0, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run helm; with check=True a failure raises AssertionError carrying stderr."""
     helm = require_helm()
     full_env = dict(os.environ)
@@ -55,8 +60,9 @@ def run_helm(*args: str, env: Mapping[str, str] | None = None, timeout: float = 
     full_env.setdefault("HELM_DATA_HOME", str(cache / "data"))
     if env:
         full_env.update(env)
-    proc = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=timeout, env=full_env,
-                          check=False)
+    proc = subprocess.run(
+        [str(helm), *args], capture_output=True, text=True, timeout=timeout, env=full_env, check=False
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr.strip()}")
     return proc
@@ -73,19 +79,34 @@ def _args(values_files: Sequence[Path | str], values: Mapping[str, Any] | None, 
     return args
 
 
-def render(values_files: Sequence[Path | str] = (), values: Mapping[str, Any] | None = None, *,
-           release: str = "ferryman", namespace: str = "ferryman-system", extra: Iterable[str] = ()) -> list[dict[str, Any]]:
+def render(
+    values_files: Sequence[Path | str] = (),
+    values: Mapping[str, Any] | None = None,
+    *,
+    release: str = "ferryman",
+    namespace: str = "ferryman-system",
+    extra: Iterable[str] = (),
+) -> list[dict[str, Any]]:
     """``helm template`` the chart; the rendered objects (empty documents dropped)."""
     with tempfile.TemporaryDirectory() as tmp:
-        proc = run_helm("template", release, str(CHART), "--namespace", namespace,
-                        *_args(values_files, values, Path(tmp)), *extra)
+        proc = run_helm(
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            *_args(values_files, values, Path(tmp)),
+            *extra,
+        )
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
 def render_error(values: Mapping[str, Any], *, values_files: Sequence[Path | str] = ()) -> str:
     """The error of a ``helm template`` expected to fail (AssertionError if it succeeds)."""
     with tempfile.TemporaryDirectory() as tmp:
-        proc = run_helm("template", "ferryman", str(CHART), *_args(values_files, values, Path(tmp)), check=False)
+        proc = run_helm(
+            "template", "ferryman", str(CHART), *_args(values_files, values, Path(tmp)), check=False
+        )
     if proc.returncode == 0:
         raise AssertionError(f"helm template accepted {values!r}")
     return proc.stderr
@@ -98,7 +119,9 @@ def by_kind(objs: Iterable[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 def one(objs: Iterable[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[str, Any]:
     """The single object of ``kind`` (whose name ends with ``name_suffix``, if given)."""
     found = [o for o in by_kind(objs, kind) if o["metadata"]["name"].endswith(name_suffix)]
-    assert len(found) == 1, f"expected one {kind} *{name_suffix}, got {[o['metadata']['name'] for o in found]}"
+    assert len(found) == 1, (
+        f"expected one {kind} *{name_suffix}, got {[o['metadata']['name'] for o in found]}"
+    )
     return found[0]
 
 

@@ -53,10 +53,14 @@ def two_input_model(path: Path) -> Path:
     graph = helper.make_graph(
         [helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Mul", ["a", "b"], ["prod"])],
         "two_inputs",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 2]),
-         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 2])],
-        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 2]),
-         helper.make_tensor_value_info("prod", TensorProto.FLOAT, ["N", 2])],
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 2]),
+        ],
+        [
+            helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("prod", TensorProto.FLOAT, ["N", 2]),
+        ],
     )
     return _save(graph, path)
 
@@ -82,18 +86,22 @@ def reference_outputs(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.n
 
 def _sample_signature() -> tuple[list[onnx.ValueInfoProto], list[onnx.ValueInfoProto]]:
     inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 30])]
-    outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
-               helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])]
+    outputs = [
+        helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2]),
+    ]
     return inputs, outputs
 
 
 def _classifier_head(logits_bias: str) -> tuple[list[onnx.NodeProto], onnx.TensorProto]:
     """``probabilities = softmax(input @ W + bias)``, ``label = argmax``; ``bias`` is a scalar tensor name."""
     w = np.random.default_rng(11).standard_normal((30, 2)).astype(np.float32) * 0.01
-    nodes = [helper.make_node("MatMul", ["input", "W"], ["logits"]),
-             helper.make_node("Add", ["logits", logits_bias], ["biased"]),
-             helper.make_node("Softmax", ["biased"], ["probabilities"], axis=1),
-             helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0)]
+    nodes = [
+        helper.make_node("MatMul", ["input", "W"], ["logits"]),
+        helper.make_node("Add", ["logits", logits_bias], ["biased"]),
+        helper.make_node("Softmax", ["biased"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+    ]
     return nodes, helper.make_tensor("W", TensorProto.FLOAT, [30, 2], w.ravel().tolist())
 
 
@@ -101,15 +109,21 @@ def _loop_model(path: Path, trips: int, *, size: int) -> Path:
     rng = np.random.default_rng(5)
     a = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
     body = helper.make_graph(
-        [helper.make_node("MatMul", ["state_in", "A"], ["product"]),
-         helper.make_node("Tanh", ["product"], ["state_out"]),
-         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        [
+            helper.make_node("MatMul", ["state_in", "A"], ["product"]),
+            helper.make_node("Tanh", ["product"], ["state_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
         "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("state_in", TensorProto.FLOAT, [size, size])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [size, size])],
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_in", TensorProto.FLOAT, [size, size]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [size, size]),
+        ],
         initializer=[helper.make_tensor("A", TensorProto.FLOAT, [size, size], a.ravel().tolist())],
     )
     head, w = _classifier_head("nothing_after")
@@ -120,17 +134,27 @@ def _loop_model(path: Path, trips: int, *, size: int) -> Path:
         helper.make_node("Add", ["eye", "nothing"], ["state0"]),
         helper.make_node("Loop", ["trips", "true", "state0"], ["state_final"], body=body),
         helper.make_node("ReduceSum", ["state_final"], ["loop_sum"], keepdims=0),
-        helper.make_node("Mul", ["loop_sum", "zero"], ["nothing_after"]),  # and the answer depends on the loop
+        helper.make_node(
+            "Mul", ["loop_sum", "zero"], ["nothing_after"]
+        ),  # and the answer depends on the loop
         *head,
     ]
     inputs, outputs = _sample_signature()
-    graph = helper.make_graph(nodes, "slow", inputs, outputs, initializer=[
-        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
-        helper.make_tensor("trips", TensorProto.INT64, [], [trips]),
-        helper.make_tensor("true", TensorProto.BOOL, [], [True]),
-        helper.make_tensor("eye", TensorProto.FLOAT, [size, size], np.eye(size, dtype=np.float32).ravel().tolist()),
-        w,
-    ])
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        inputs,
+        outputs,
+        initializer=[
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor("trips", TensorProto.INT64, [], [trips]),
+            helper.make_tensor("true", TensorProto.BOOL, [], [True]),
+            helper.make_tensor(
+                "eye", TensorProto.FLOAT, [size, size], np.eye(size, dtype=np.float32).ravel().tolist()
+            ),
+            w,
+        ],
+    )
     return _save(graph, path)
 
 
@@ -172,9 +196,15 @@ def failing_model(path: Path) -> Path:
         *head,
     ]
     inputs, outputs = _sample_signature()
-    graph = helper.make_graph(nodes, "failing", inputs, outputs, initializer=[
-        # 30 * rows elements never split into 1,000,003 rows (a prime) for any realistic batch
-        helper.make_tensor("impossible_shape", TensorProto.INT64, [2], [1_000_003, -1]),
-        w,
-    ])
+    graph = helper.make_graph(
+        nodes,
+        "failing",
+        inputs,
+        outputs,
+        initializer=[
+            # 30 * rows elements never split into 1,000,003 rows (a prime) for any realistic batch
+            helper.make_tensor("impossible_shape", TensorProto.INT64, [2], [1_000_003, -1]),
+            w,
+        ],
+    )
     return _save(graph, path)

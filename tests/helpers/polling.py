@@ -7,8 +7,14 @@ from collections.abc import Callable
 from typing import Any
 
 
-def wait_for(fn: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.25, what: str = "condition",
-             on_timeout: Callable[[], str] | None = None) -> Any:
+def wait_for(
+    fn: Callable[[], Any],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.25,
+    what: str = "condition",
+    on_timeout: Callable[[], str] | None = None,
+) -> Any:
     """Call ``fn`` until it returns something truthy and return that; an exception counts as "not yet".
     After ``timeout`` seconds, fail with ``what``, the last value or exception and ``on_timeout()`` if given
     (e.g. diagnostics of the cluster)."""

@@ -89,8 +89,15 @@ class Prometheus:
             raise PrometheusError(f"{expr} returned {len(result)} series")
         return float(result[0]["value"][1])
 
-    def wait_for(self, expr: str, predicate: Callable[[list[dict[str, Any]]], bool] = bool, *,
-                 timeout: float = 60.0, interval: float = 0.5, what: str | None = None) -> list[dict[str, Any]]:
+    def wait_for(
+        self,
+        expr: str,
+        predicate: Callable[[list[dict[str, Any]]], bool] = bool,
+        *,
+        timeout: float = 60.0,
+        interval: float = 0.5,
+        what: str | None = None,
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         last: Any = None
         while True:
@@ -101,7 +108,9 @@ class Prometheus:
             except (PrometheusError, httpx.HTTPError) as err:
                 last = err
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what or expr} (last: {last!r})")
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what or expr} (last: {last!r})"
+                )
             time.sleep(interval)
 
     def targets(self) -> list[dict[str, Any]]:
@@ -117,37 +126,61 @@ class Prometheus:
         return found
 
 
-def config(targets: Mapping[str, Sequence[str]], *, namespace: str = "ferryman-test",
-           rule_files: Sequence[str | Path] = ()) -> dict[str, Any]:
+def config(
+    targets: Mapping[str, Sequence[str]],
+    *,
+    namespace: str = "ferryman-test",
+    rule_files: Sequence[str | Path] = (),
+) -> dict[str, Any]:
     """A Prometheus config: one scrape job per entry of ``targets`` ({job: ["host:port", ...]})."""
     return {
-        "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
-                   "evaluation_interval": SCRAPE_INTERVAL},
+        "global": {
+            "scrape_interval": SCRAPE_INTERVAL,
+            "scrape_timeout": SCRAPE_INTERVAL,
+            "evaluation_interval": SCRAPE_INTERVAL,
+        },
         "rule_files": [str(p) for p in rule_files],
         "scrape_configs": [
-            {"job_name": job, "metrics_path": "/metrics",
-             "static_configs": [{"targets": list(hosts), "labels": {"namespace": namespace}}]}
+            {
+                "job_name": job,
+                "metrics_path": "/metrics",
+                "static_configs": [{"targets": list(hosts), "labels": {"namespace": namespace}}],
+            }
             for job, hosts in targets.items()
         ],
     }
 
 
 @contextlib.contextmanager
-def prometheus(targets: Mapping[str, Sequence[str]], *, namespace: str = "ferryman-test",
-               rule_files: Sequence[str | Path] = (), timeout: float = 60.0) -> Iterator[Prometheus]:
+def prometheus(
+    targets: Mapping[str, Sequence[str]],
+    *,
+    namespace: str = "ferryman-test",
+    rule_files: Sequence[str | Path] = (),
+    timeout: float = 60.0,
+) -> Iterator[Prometheus]:
     binary = prometheus_binary()
     if binary is None:
-        raise PrometheusError("prometheus is not installed (apt-get install prometheus; scripts/system-deps.sh)")
+        raise PrometheusError(
+            "prometheus is not installed (apt-get install prometheus; scripts/system-deps.sh)"
+        )
     directory = Path(tempfile.mkdtemp(prefix="ferryman-prometheus-"))
     config_path = directory / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config(targets, namespace=namespace, rule_files=rule_files)))
     port = free_port()
     with (directory / "prometheus.log").open("wb") as log:
         process = subprocess.Popen(
-            [binary, f"--config.file={config_path}", f"--storage.tsdb.path={directory / 'data'}",
-             f"--web.listen-address={HOST}:{port}", "--storage.tsdb.retention.time=1h", "--log.level=warn",
-             "--web.enable-lifecycle"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                binary,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={directory / 'data'}",
+                f"--web.listen-address={HOST}:{port}",
+                "--storage.tsdb.retention.time=1h",
+                "--log.level=warn",
+                "--web.enable-lifecycle",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = Prometheus(process=process, port=port, directory=directory)
     try:
@@ -160,8 +193,12 @@ def prometheus(targets: Mapping[str, Sequence[str]], *, namespace: str = "ferrym
 
 def _wait_ready(server: Prometheus, *, timeout: float) -> None:
     try:
-        wait_http(f"{server.url}/-/ready", timeout=timeout, interval=0.2,
-                  alive=lambda: server.process.poll() is None)
+        wait_http(
+            f"{server.url}/-/ready",
+            timeout=timeout,
+            interval=0.2,
+            alive=lambda: server.process.poll() is None,
+        )
     except ServerFailed as err:
         raise PrometheusError(f"prometheus is not ready ({err}):\n{server.output()}") from err
 
@@ -177,8 +214,9 @@ def parse_exposition(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], 
     return samples
 
 
-def sample_sum(samples: Mapping[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-               **labels: str) -> float:
+def sample_sum(
+    samples: Mapping[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
     """Sum of the samples named ``name`` whose labels include ``labels``."""
     want = set(labels.items())
     return sum(v for (n, lbls), v in samples.items() if n == name and want <= lbls)

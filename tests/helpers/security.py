@@ -52,11 +52,17 @@ def make_ca(directory: Path, name: str = "ferryman test CA") -> Authority:
     key = _key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name.replace(' ', '-')}.pem"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -71,13 +77,22 @@ def issue_cert(ca: Authority, *, host: str = HOST) -> tuple[bytes, bytes]:
 
     key = _key()
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-            .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
-            .sign(ca.key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
@@ -90,8 +105,10 @@ def served_fingerprint(port: int, *, host: str = HOST, timeout: float = 10.0) ->
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection((host, port), timeout=timeout) as raw, \
-            context.wrap_socket(raw, server_hostname=host) as tls:
+    with (
+        socket.create_connection((host, port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return hashlib.sha256(der).hexdigest()
@@ -156,22 +173,37 @@ class Process:
         return self.process.poll() is None
 
 
-def wait_ready(url: str, *, verify: Any = True, timeout: float = 90.0, alive: Callable[[], bool] | None = None,
-               headers: Mapping[str, str] | None = None) -> None:
+def wait_ready(
+    url: str,
+    *,
+    verify: Any = True,
+    timeout: float = 90.0,
+    alive: Callable[[], bool] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> None:
     wait_http(url, verify=verify, timeout=timeout, alive=alive, headers=headers)
 
 
 @contextlib.contextmanager
-def ferryman_process(args: Sequence[str], *, port: int, scheme: str = "http", verify: Any = True,
-                     ready_path: str = "/v2/health/ready", env: Mapping[str, str] | None = None,
-                     timeout: float = 90.0) -> Iterator[Process]:
+def ferryman_process(
+    args: Sequence[str],
+    *,
+    port: int,
+    scheme: str = "http",
+    verify: Any = True,
+    ready_path: str = "/v2/health/ready",
+    env: Mapping[str, str] | None = None,
+    timeout: float = 90.0,
+) -> Iterator[Process]:
     """``ferryman ARGS`` (which must listen on ``port``), yielded once ``ready_path`` answers 200; stopped after."""
     fd, log_name = tempfile.mkstemp(prefix="ferryman-sec-", suffix=".log")
     full_env = dict(os.environ)
     full_env.pop("FERRYMAN_ADMIN_TOKEN", None)
     full_env.update({"PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})})
     with os.fdopen(fd, "wb") as log:
-        process = subprocess.Popen([*ferryman_command(), *args], stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        process = subprocess.Popen(
+            [*ferryman_command(), *args], stdout=log, stderr=subprocess.STDOUT, env=full_env
+        )
     proc = Process(process, Path(log_name), port, f"{scheme}://{HOST}:{port}")
     try:
         try:
@@ -185,8 +217,15 @@ def ferryman_process(args: Sequence[str], *, port: int, scheme: str = "http", ve
 
 
 # -- raw sockets -----------------------------------------------------------------------------------------
-def raw_exchange(port: int, data: bytes, *, trickle: bytes = b"", trickle_every: float = 0.2,
-                 max_trickle: int = 200, timeout: float = 30.0) -> bytes:
+def raw_exchange(
+    port: int,
+    data: bytes,
+    *,
+    trickle: bytes = b"",
+    trickle_every: float = 0.2,
+    max_trickle: int = 200,
+    timeout: float = 30.0,
+) -> bytes:
     """Send ``data``; then send ``trickle`` one byte at a time until the server answers (or ``max_trickle``
     bytes); return everything the server sent before closing (or before ``timeout``)."""
     with socket.create_connection((HOST, port), timeout=timeout) as s:

@@ -28,8 +28,16 @@ from typing import Any
 from ferryman.processes import ServerFailed, stop, wait_http
 from tests.helpers.ports import bound_socket, free_port
 
-__all__ = ["CliServer", "ServerFailed", "ThreadedServer", "ferryman_command", "run_ferryman", "serve_app",
-           "serve_cli", "wait_http"]
+__all__ = [
+    "CliServer",
+    "ServerFailed",
+    "ThreadedServer",
+    "ferryman_command",
+    "run_ferryman",
+    "serve_app",
+    "serve_cli",
+    "wait_http",
+]
 
 HOST = "127.0.0.1"
 
@@ -54,11 +62,23 @@ def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
-def run_ferryman(args: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 120.0,
-                 cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_ferryman(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+    cwd: str | Path | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``ferryman ARGS`` to completion and return it (stdout/stderr captured as text)."""
-    return subprocess.run([*ferryman_command(), *args], env=_env(env), timeout=timeout, cwd=cwd,
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [*ferryman_command(), *args],
+        env=_env(env),
+        timeout=timeout,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 @dataclass
@@ -85,8 +105,14 @@ class CliServer:
 
 
 @contextlib.contextmanager
-def serve_cli(target: str | Path, *, args: Sequence[str] = (), env: Mapping[str, str] | None = None,
-              ready_path: str = "/v2/health/ready", timeout: float = 60.0) -> Iterator[CliServer]:
+def serve_cli(
+    target: str | Path,
+    *,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    ready_path: str = "/v2/health/ready",
+    timeout: float = 60.0,
+) -> Iterator[CliServer]:
     """Start ``ferryman serve TARGET --port <free> ARGS`` and yield it once ``ready_path`` answers 200."""
     port = free_port()
     fd, log_name = tempfile.mkstemp(prefix="ferryman-serve-", suffix=".log")
@@ -94,7 +120,9 @@ def serve_cli(target: str | Path, *, args: Sequence[str] = (), env: Mapping[str,
     with os.fdopen(fd, "wb") as log:
         process = subprocess.Popen(
             [*ferryman_command(), "serve", str(target), "--host", HOST, "--port", str(port), *args],
-            stdout=log, stderr=subprocess.STDOUT, env=_env(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(env),
         )
     server = CliServer(process=process, port=port, log_path=log_path)
     try:

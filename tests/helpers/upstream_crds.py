@@ -31,8 +31,16 @@ SERVICE_MONITORS = "monitoring.coreos.com_servicemonitors.yaml"
 POD_MONITORS = "monitoring.coreos.com_podmonitors.yaml"
 PROMETHEUS_RULES = "monitoring.coreos.com_prometheusrules.yaml"
 HTTP_ROUTES = "gateway.networking.k8s.io_httproutes.yaml"
-FILES = (INFERENCE_SERVICES, SERVING_RUNTIMES, CLUSTER_SERVING_RUNTIMES, RAY_SERVICES, SERVICE_MONITORS,
-         POD_MONITORS, PROMETHEUS_RULES, HTTP_ROUTES)
+FILES = (
+    INFERENCE_SERVICES,
+    SERVING_RUNTIMES,
+    CLUSTER_SERVING_RUNTIMES,
+    RAY_SERVICES,
+    SERVICE_MONITORS,
+    POD_MONITORS,
+    PROMETHEUS_RULES,
+    HTTP_ROUTES,
+)
 
 # Every object's own header: not part of the structural schema's properties check (metadata is ObjectMeta).
 _ROOT_FIELDS = frozenset({"apiVersion", "kind", "metadata"})
@@ -46,8 +54,14 @@ class UpstreamCRDsMissing(RuntimeError):
 def directory() -> Path:
     """The directory crds.sh prints (fetching the CRDs first if they are not in the cache yet)."""
     try:
-        proc = subprocess.run(["bash", str(CRDS_SH)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=900, check=False)
+        proc = subprocess.run(
+            ["bash", str(CRDS_SH)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
     except subprocess.TimeoutExpired as exc:
         raise UpstreamCRDsMissing(f"{CRDS_SH} did not finish in {exc.timeout}s") from exc
     if proc.returncode != 0:

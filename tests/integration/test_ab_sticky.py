@@ -13,9 +13,14 @@ from tests.helpers.gateway import MODEL, actions, arms_for, ferryman_up, wait_un
 
 
 def _ab(versions: dict[str, Path], *, v1: int, source: str, name: str) -> dict[str, Any]:
-    return {"versions": versions, "traffic": {
-        "strategy": "abTest", "stable": "v1",
-        "abTest": {"weights": {"v1": v1, "v2": 100 - v1}, "sticky": {"source": source, "name": name}}}}
+    return {
+        "versions": versions,
+        "traffic": {
+            "strategy": "abTest",
+            "stable": "v1",
+            "abTest": {"weights": {"v1": v1, "v2": 100 - v1}, "sticky": {"source": source, "name": name}},
+        },
+    }
 
 
 def _share(arms: dict[str, str], version: str) -> float:
@@ -23,10 +28,12 @@ def _share(arms: dict[str, str], version: str) -> float:
 
 
 def test_header_key_keeps_its_arm_and_50_50_to_60_40_moves_only_the_necessary_keys(
-        sample_models, traffic: np.ndarray, tmp_path: Path) -> None:
+    sample_models, traffic: np.ndarray, tmp_path: Path
+) -> None:
     keys = [f"user-{i}" for i in range(800)]
-    spec = write_spec(tmp_path / "deployment.yaml", **_ab(sample_models.versions, v1=50, source="header",
-                                                          name="x-user-id"))
+    spec = write_spec(
+        tmp_path / "deployment.yaml", **_ab(sample_models.versions, v1=50, source="header", name="x-user-id")
+    )
 
     def header(key: str) -> dict[str, Any]:
         return {"headers": {"x-user-id": key}}
@@ -35,13 +42,17 @@ def test_header_key_keeps_its_arm_and_50_50_to_60_40_moves_only_the_necessary_ke
         rollout = up.rollout()
         assert rollout["phase"] == "Running" and rollout["weights"] == {"v1": 50, "v2": 50}
         first = arms_for(up.url, keys, traffic, header)
-        again = arms_for(up.url, keys[::-1], traffic[::-1], header)  # other order, other rows, other connections
+        again = arms_for(
+            up.url, keys[::-1], traffic[::-1], header
+        )  # other order, other rows, other connections
         assert again == first
         assert 0.45 <= _share(first, "v1") <= 0.55
 
         # edit the spec file: the controller notices and re-splits 60/40
         write_spec(spec, **_ab(sample_models.versions, v1=60, source="header", name="x-user-id"))
-        wait_until(lambda: up.rollout()["weights"] == {"v1": 60, "v2": 40}, timeout=30, what="the 60/40 split")
+        wait_until(
+            lambda: up.rollout()["weights"] == {"v1": 60, "v2": 40}, timeout=30, what="the 60/40 split"
+        )
         assert actions(up.rollout()).count("start") == 2
         after = arms_for(up.url, keys, traffic, header)
         assert arms_for(up.url, keys[:200], traffic, header) == {k: after[k] for k in keys[:200]}
@@ -57,10 +68,12 @@ def test_header_key_keeps_its_arm_and_50_50_to_60_40_moves_only_the_necessary_ke
 
 
 def test_cookie_and_input_field_keys_are_sticky_and_reload_switches_the_key(
-        sample_models, traffic: np.ndarray, tmp_path: Path) -> None:
+    sample_models, traffic: np.ndarray, tmp_path: Path
+) -> None:
     keys = [f"visitor-{i}" for i in range(600)]
-    spec = write_spec(tmp_path / "deployment.yaml", **_ab(sample_models.versions, v1=50, source="cookie",
-                                                          name="ab_user"))
+    spec = write_spec(
+        tmp_path / "deployment.yaml", **_ab(sample_models.versions, v1=50, source="cookie", name="ab_user")
+    )
 
     def cookie(key: str) -> dict[str, Any]:
         return {"cookies": {"theme": "dark", "ab_user": key}}

@@ -29,11 +29,21 @@ MODEL = "breast-cancer"
 
 
 def canary_spec(path: Path, sample_models: Any) -> Path:
-    doc = {"apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": MODEL},
-           "spec": {"versions": [{"name": v, "uri": str(sample_models.versions[v])} for v in ("v1", "v2")],
-                    "traffic": {"strategy": "canary", "stable": "v1", "candidate": "v2",
-                                "canary": {"steps": [10, 50, 100], "intervalSeconds": 3600}},
-                    "drift": {"enabled": False}}}
+    doc = {
+        "apiVersion": "serving.ferryman.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": MODEL},
+        "spec": {
+            "versions": [{"name": v, "uri": str(sample_models.versions[v])} for v in ("v1", "v2")],
+            "traffic": {
+                "strategy": "canary",
+                "stable": "v1",
+                "candidate": "v2",
+                "canary": {"steps": [10, 50, 100], "intervalSeconds": 3600},
+            },
+            "drift": {"enabled": False},
+        },
+    }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -67,9 +77,13 @@ def test_no_token_or_a_wrong_one_is_401_and_changes_nothing(up: UpServer) -> Non
     ]
     with httpx.Client(base_url=up.admin_url, timeout=30) as c:
         for headers in attempts:
-            for method, path, body in (("GET", "/status", None), ("POST", "/pause", {"reason": "r"}),
-                                       ("POST", "/promote", {}), ("POST", "/reload", {}),
-                                       ("POST", "/feedback", {"id": "x", "label": 1})):
+            for method, path, body in (
+                ("GET", "/status", None),
+                ("POST", "/pause", {"reason": "r"}),
+                ("POST", "/promote", {}),
+                ("POST", "/reload", {}),
+                ("POST", "/feedback", {"id": "x", "label": 1}),
+            ):
                 resp = c.request(method, path, json=body, headers=headers)
                 assert resp.status_code == 401, (headers, path, resp.text)
                 assert "admin token" in resp.json()["error"]
@@ -80,8 +94,9 @@ def test_no_token_or_a_wrong_one_is_401_and_changes_nothing(up: UpServer) -> Non
 
 
 def test_actions_are_audited_with_actor_and_reason(up: UpServer) -> None:
-    resp = up.admin("POST", "/pause", body={"reason": "incident 4711: p99 alert"},
-                    headers={"x-ferryman-actor": "alice"})
+    resp = up.admin(
+        "POST", "/pause", body={"reason": "incident 4711: p99 alert"}, headers={"x-ferryman-actor": "alice"}
+    )
     assert resp.status_code == 200, resp.text
     resp = up.admin("POST", "/resume", body={})
     assert resp.status_code == 200, resp.text
@@ -95,10 +110,14 @@ def test_actions_are_audited_with_actor_and_reason(up: UpServer) -> None:
     assert (resume["actor"], resume["reason"]) == ("admin", "resume requested by admin")
 
     audit = [line for line in up.output().splitlines() if "ferryman.audit" in line]
-    assert any("action=pause" in line and "actor=alice" in line and "incident 4711: p99 alert" in line
-               for line in audit), audit
-    assert any("action=resume" in line and "actor=admin" in line and "resume requested by admin" in line
-               for line in audit), audit
+    assert any(
+        "action=pause" in line and "actor=alice" in line and "incident 4711: p99 alert" in line
+        for line in audit
+    ), audit
+    assert any(
+        "action=resume" in line and "actor=admin" in line and "resume requested by admin" in line
+        for line in audit
+    ), audit
     assert any("action=reload" in line and "actor=bob" in line for line in audit), audit
     assert up.token not in up.output()
 
@@ -108,15 +127,21 @@ def test_admin_listens_on_loopback_only(up: UpServer) -> None:
     assert info["url"] == f"http://127.0.0.1:{up.admin_port}"
     proc = psutil.Process(up.process.pid)
     connections = getattr(proc, "net_connections", None) or proc.connections  # psutil >= 6 renamed it
-    listening = {(c.laddr.ip, c.laddr.port) for c in connections(kind="tcp")
-                 if c.status == psutil.CONN_LISTEN}
+    listening = {
+        (c.laddr.ip, c.laddr.port) for c in connections(kind="tcp") if c.status == psutil.CONN_LISTEN
+    }
     assert ("127.0.0.1", up.admin_port) in listening
     assert not any(port == up.admin_port and ip != "127.0.0.1" for ip, port in listening), listening
     assert _refused("127.0.0.2", up.admin_port)  # bound to one loopback address, not a wildcard
     # the data-plane port serves none of the control routes, with or without the token
     headers = {"authorization": f"Bearer {up.token}"}
-    for method, path in (("GET", "/status"), ("POST", "/promote"), ("POST", "/rollback"), ("POST", "/reload"),
-                         ("POST", "/feedback")):
+    for method, path in (
+        ("GET", "/status"),
+        ("POST", "/promote"),
+        ("POST", "/rollback"),
+        ("POST", "/reload"),
+        ("POST", "/feedback"),
+    ):
         resp = httpx.request(method, up.url + path, headers=headers, json={}, timeout=10)
         assert resp.status_code == 404, (path, resp.status_code)
     assert up.rollout()["phase"] == "Progressing"
@@ -126,13 +151,26 @@ def test_admin_host_flag_moves_the_listener(sample_models: Any, tmp_path: Path) 
     spec = canary_spec(tmp_path / "deployment.yaml", sample_models)
     state = tmp_path / "state"
     port, admin_port = free_port(), free_port()
-    args = ["up", str(spec), "--host", "127.0.0.1", "--port", str(port), "--admin-host", "127.0.0.2",
-            "--admin-port", str(admin_port), "--state-dir", str(state)]
+    args = [
+        "up",
+        str(spec),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--admin-host",
+        "127.0.0.2",
+        "--admin-port",
+        str(admin_port),
+        "--state-dir",
+        str(state),
+    ]
     with ferryman_process(args, port=port):
         token = json.loads((state / "token.json").read_text())["token"]
         assert (state / "token.json").stat().st_mode & 0o077 == 0  # the token file is private
-        resp = httpx.get(f"http://127.0.0.2:{admin_port}/status", headers={"authorization": f"Bearer {token}"},
-                         timeout=10)
+        resp = httpx.get(
+            f"http://127.0.0.2:{admin_port}/status", headers={"authorization": f"Bearer {token}"}, timeout=10
+        )
         assert resp.status_code == 200
         assert httpx.get(f"http://127.0.0.2:{admin_port}/status", timeout=10).status_code == 401
         assert _refused("127.0.0.1", admin_port)

@@ -37,7 +37,9 @@ CLIENTS = 16
 
 def write_spec(directory: Path, name: str, model: Path, *, batching: dict[str, Any] | None) -> Path:
     spec: dict[str, Any] = {
-        "apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+        "apiVersion": "serving.ferryman.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
         "spec": {"versions": [{"name": "v1", "uri": str(model)}], "drift": {"enabled": False}},
     }
     if batching is not None:
@@ -70,9 +72,14 @@ def serve_spec(spec: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def batched(cnn_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NativeApp, ThreadedServer]]:
-    app, server = serve_spec(write_spec(tmp_path_factory.mktemp("spec"), "cnn", cnn_path,
-                                        batching={"maxBatchSize": 16, "maxDelayMs": 2}))
+def batched(
+    cnn_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[NativeApp, ThreadedServer]]:
+    app, server = serve_spec(
+        write_spec(
+            tmp_path_factory.mktemp("spec"), "cnn", cnn_path, batching={"maxBatchSize": 16, "maxDelayMs": 2}
+        )
+    )
     with server as s:
         yield app, s
 
@@ -85,10 +92,19 @@ def plain(cnn_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield s
 
 
-def v2(rows: np.ndarray, *, outputs: list[str] | None = None, request_id: str | None = None,
-       name: str = "input", datatype: str = "FP32") -> dict[str, Any]:
-    body: dict[str, Any] = {"inputs": [{"name": name, "datatype": datatype, "shape": list(rows.shape),
-                                        "data": rows.ravel().tolist()}]}
+def v2(
+    rows: np.ndarray,
+    *,
+    outputs: list[str] | None = None,
+    request_id: str | None = None,
+    name: str = "input",
+    datatype: str = "FP32",
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "inputs": [
+            {"name": name, "datatype": datatype, "shape": list(rows.shape), "data": rows.ravel().tolist()}
+        ]
+    }
     if outputs is not None:
         body["outputs"] = [{"name": o} for o in outputs]
     if request_id is not None:
@@ -116,7 +132,8 @@ def reference(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def test_batched_answers_equal_unbatched_ones_bit_for_bit_and_each_goes_to_its_own_request(
-        batched: tuple[NativeApp, ThreadedServer], plain: ThreadedServer, cnn_path: Path, traffic: np.ndarray) -> None:
+    batched: tuple[NativeApp, ThreadedServer], plain: ThreadedServer, cnn_path: Path, traffic: np.ndarray
+) -> None:
     app, server = batched
     [batcher] = app.batchers.values()
     runs, requests = batcher.runs, batcher.requests
@@ -144,8 +161,9 @@ def test_batched_answers_equal_unbatched_ones_bit_for_bit_and_each_goes_to_its_o
     assert batcher.runs - runs < len(bodies)  # some runs answered several requests
 
 
-def test_binary_and_v1_requests_are_batched_too(batched: tuple[NativeApp, ThreadedServer], cnn_path: Path,
-                                                traffic: np.ndarray) -> None:
+def test_binary_and_v1_requests_are_batched_too(
+    batched: tuple[NativeApp, ThreadedServer], cnn_path: Path, traffic: np.ndarray
+) -> None:
     _, server = batched
     rows = traffic[:3]
     bodies = [{"instances": rows.tolist()}] * 48
@@ -155,23 +173,39 @@ def test_binary_and_v1_requests_are_batched_too(batched: tuple[NativeApp, Thread
         assert r.status_code == 200, r.text
         predictions = r.json()["predictions"]
         assert len(predictions) == 3
-    header = orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 64],
-                                       "parameters": {"binary_data_size": 3 * 64 * 4}}],
-                           "parameters": {"binary_data_output": True}})
-    r = httpx.post(f"{server.url}/v2/models/cnn/infer", content=header + rows.astype("<f4").tobytes(),
-                   headers={"inference-header-content-length": str(len(header))}, timeout=30)
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": [3, 64],
+                    "parameters": {"binary_data_size": 3 * 64 * 4},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    r = httpx.post(
+        f"{server.url}/v2/models/cnn/infer",
+        content=header + rows.astype("<f4").tobytes(),
+        headers={"inference-header-content-length": str(len(header))},
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
     hl = int(r.headers["inference-header-content-length"])
     meta = orjson.loads(r.content[:hl])
     offset = hl
     for out in meta["outputs"]:
         size = out["parameters"]["binary_data_size"]
-        data = np.frombuffer(r.content[offset:offset + size], dtype=want[out["name"]].dtype)
+        data = np.frombuffer(r.content[offset : offset + size], dtype=want[out["name"]].dtype)
         assert np.array_equal(data.reshape(out["shape"]), want[out["name"]])
         offset += size
 
 
-def test_bad_requests_are_rejected_alone(batched: tuple[NativeApp, ThreadedServer], traffic: np.ndarray) -> None:
+def test_bad_requests_are_rejected_alone(
+    batched: tuple[NativeApp, ThreadedServer], traffic: np.ndarray
+) -> None:
     _, server = batched
     good = v2(traffic[:2])
     bad = [
@@ -192,24 +226,37 @@ def test_bad_requests_are_rejected_alone(batched: tuple[NativeApp, ThreadedServe
 
 
 @pytest.fixture(scope="module")
-def shapes_and_lookup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ThreadedServer, ThreadedServer]]:
+def shapes_and_lookup(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ThreadedServer, ThreadedServer]]:
     """One server, two models: ``rowsum`` (input [N, M], M free) and ``lookup`` (fails on an index past 8)."""
     d = tmp_path_factory.mktemp("odd-models")
     rowsum = helper.make_graph(
-        [helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=0)], "rowsum",
+        [helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=0)],
+        "rowsum",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "M"])],
         [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N"])],
-        initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])])
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
+    )
     table = helper.make_tensor("table", TensorProto.FLOAT, [8, 2], [float(i) for i in range(16)])
     lookup = helper.make_graph(
-        [helper.make_node("Gather", ["table", "idx"], ["out"], axis=0)], "lookup",
+        [helper.make_node("Gather", ["table", "idx"], ["out"], axis=0)],
+        "lookup",
         [helper.make_tensor_value_info("idx", TensorProto.INT64, ["N"])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 2])], initializer=[table])
-    paths = {name: models._save(graph, d / f"{name}.onnx") for name, graph in (("rowsum", rowsum), ("lookup", lookup))}
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 2])],
+        initializer=[table],
+    )
+    paths = {
+        name: models._save(graph, d / f"{name}.onnx")
+        for name, graph in (("rowsum", rowsum), ("lookup", lookup))
+    }
     batching = {"maxBatchSize": 64, "maxDelayMs": 5}
     apps = {name: build_app(write_spec(d, name, path, batching=batching)) for name, path in paths.items()}
 
-    with serve_app(apps["rowsum"], http=PROTOCOL) as rowsum_server, serve_app(apps["lookup"], http=PROTOCOL) as lookup_server:
+    with (
+        serve_app(apps["rowsum"], http=PROTOCOL) as rowsum_server,
+        serve_app(apps["lookup"], http=PROTOCOL) as lookup_server,
+    ):
         yield rowsum_server, lookup_server
 
 
@@ -217,8 +264,10 @@ def test_requests_of_different_shapes_are_never_merged(shapes_and_lookup: Any) -
     server, _ = shapes_and_lookup
     rng = np.random.default_rng(3)
     # small integers: every sum is exact, whatever the order it is added in
-    rows = [rng.integers(-50, 50, size=(int(rng.integers(1, 4)), int(rng.integers(1, 6)))).astype(np.float32)
-            for _ in range(200)]
+    rows = [
+        rng.integers(-50, 50, size=(int(rng.integers(1, 4)), int(rng.integers(1, 6)))).astype(np.float32)
+        for _ in range(200)
+    ]
     replies = hammer(server.url, [v2(r, name="x") for r in rows], "/v2/models/rowsum/infer")
     for r, reply in zip(rows, replies, strict=True):
         assert reply.status_code == 200, reply.text  # a merge across widths could not even be concatenated
@@ -230,8 +279,11 @@ def test_a_request_the_model_rejects_never_fails_its_batch_mates(shapes_and_look
     _, server = shapes_and_lookup
     table = np.arange(16, dtype=np.float32).reshape(8, 2)
     indices = [[99] if i % 5 == 0 else [i % 8, (i * 3) % 8] for i in range(200)]
-    replies = hammer(server.url, [v2(np.array(ix, np.int64), name="idx", datatype="INT64") for ix in indices],
-                     "/v2/models/lookup/infer")
+    replies = hammer(
+        server.url,
+        [v2(np.array(ix, np.int64), name="idx", datatype="INT64") for ix in indices],
+        "/v2/models/lookup/infer",
+    )
     for ix, reply in zip(indices, replies, strict=True):
         if ix == [99]:
             assert reply.status_code in (400, 500) and "error" in reply.json()
@@ -242,8 +294,10 @@ def test_a_request_the_model_rejects_never_fails_its_batch_mates(shapes_and_look
 
 
 def raw_post(body: bytes, path: str = "/v2/models/cnn/infer") -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 def read_responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
@@ -268,9 +322,13 @@ def read_responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
 
 
 def test_pipelined_requests_are_answered_in_order_even_behind_a_batched_one(
-        batched: tuple[NativeApp, ThreadedServer], traffic: np.ndarray) -> None:
+    batched: tuple[NativeApp, ThreadedServer], traffic: np.ndarray
+) -> None:
     _, server = batched
-    first, second = orjson.dumps(v2(traffic[:1], request_id="first")), orjson.dumps(v2(traffic[1:3], request_id="second"))
+    first, second = (
+        orjson.dumps(v2(traffic[:1], request_id="first")),
+        orjson.dumps(v2(traffic[1:3], request_id="second")),
+    )
     health = b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(raw_post(first) + health + raw_post(second) + raw_post(b"{broken"))
@@ -283,7 +341,8 @@ def test_pipelined_requests_are_answered_in_order_even_behind_a_batched_one(
 
 
 def test_clients_that_disconnect_leave_their_batch_mates_unaffected(
-        batched: tuple[NativeApp, ThreadedServer], traffic: np.ndarray) -> None:
+    batched: tuple[NativeApp, ThreadedServer], traffic: np.ndarray
+) -> None:
     app, server = batched
     body = raw_post(orjson.dumps(v2(traffic[:1])))
     stop = threading.Event()
@@ -297,8 +356,11 @@ def test_clients_that_disconnect_leave_their_batch_mates_unaffected(
     for t in quitters:
         t.start()
     try:
-        replies = hammer(server.url, [v2(traffic[i % 50:i % 50 + 1], request_id=str(i)) for i in range(150)],
-                         "/v2/models/cnn/infer")
+        replies = hammer(
+            server.url,
+            [v2(traffic[i % 50 : i % 50 + 1], request_id=str(i)) for i in range(150)],
+            "/v2/models/cnn/infer",
+        )
     finally:
         stop.set()
         for t in quitters:
@@ -327,17 +389,24 @@ def test_the_kserve_contract_runtime_batches_itself(cnn_path: Path, traffic: np.
     from ferryman_runtimes.kserve.__main__ import parse
     from ferryman_runtimes.kserve.server import build_app as kserve_app
 
-    options = parse([f"--model_dir={cnn_path}", "--model_name=cnn", "--model_version=v3",
-                     '--batching={"maxBatchSize": 8, "maxDelayMs": 1}'])
+    options = parse(
+        [
+            f"--model_dir={cnn_path}",
+            "--model_name=cnn",
+            "--model_version=v3",
+            '--batching={"maxBatchSize": 8, "maxDelayMs": 1}',
+        ]
+    )
     app = kserve_app(options)
     [batcher] = app.batchers.values()
     assert batcher.queue.max_batch_size == 8
     with serve_app(app, http=PROTOCOL) as server:
-        replies = hammer(server.url, [v2(traffic[i:i + 1], request_id=str(i)) for i in range(64)],
-                         "/v2/models/cnn/infer")
+        replies = hammer(
+            server.url, [v2(traffic[i : i + 1], request_id=str(i)) for i in range(64)], "/v2/models/cnn/infer"
+        )
     for i, reply in enumerate(replies):
         assert reply.status_code == 200 and reply.json()["id"] == str(i)
-        want = reference(cnn_path, {"input": traffic[i:i + 1]})["label"]
+        want = reference(cnn_path, {"input": traffic[i : i + 1]})["label"]
         assert reply.json()["outputs"][0]["data"] == want.tolist()
     assert batcher.requests == 64
     with pytest.raises(SpecError, match="maxBatchSize"):
@@ -348,24 +417,37 @@ def test_the_cli_exports_a_compute_bound_example_whose_spec_batches(tmp_path: Pa
     from tests.helpers.servers import run_ferryman, serve_cli
 
     listed = run_ferryman(["examples", "list"])
-    assert listed.returncode == 0 and all(n in listed.stdout for n in ("breast-cancer", "digits-mlp", "digits-cnn"))
+    assert listed.returncode == 0 and all(
+        n in listed.stdout for n in ("breast-cancer", "digits-mlp", "digits-cnn")
+    )
     out = tmp_path / "cnn"
     exported = run_ferryman(["examples", "export", str(out), "--model", "digits-cnn"], timeout=300)
     assert exported.returncode == 0, exported.stderr
     spec = yaml.safe_load((out / "deployment.yaml").read_text())
     assert spec["metadata"]["name"] == "digits-cnn" and spec["spec"]["batching"]["maxBatchSize"] == 32
     assert [v["name"] for v in spec["spec"]["versions"]] == ["v1", "v2"]
-    assert all((out / "models" / v / f).is_file() for v in ("v1", "v2") for f in ("model.onnx", "reference.npy"))
+    assert all(
+        (out / "models" / v / f).is_file() for v in ("v1", "v2") for f in ("model.onnx", "reference.npy")
+    )
     rows = np.load(out / "traffic.npy")
     with serve_cli(out / "deployment.yaml") as server:
-        replies = hammer(server.url, [v2(rows[i:i + 1], request_id=str(i)) for i in range(96)],
-                         "/v2/models/digits-cnn/infer")
+        replies = hammer(
+            server.url,
+            [v2(rows[i : i + 1], request_id=str(i)) for i in range(96)],
+            "/v2/models/digits-cnn/infer",
+        )
         assert all(r.status_code == 200 and r.json()["id"] == str(i) for i, r in enumerate(replies))
         exposition = httpx.get(f"{server.url}/metrics").text
-    count = next(float(line.split()[-1]) for line in exposition.splitlines()
-                 if line.startswith('ferryman_batch_size_count{model="digits-cnn",version="v1"}'))
-    total = next(float(line.split()[-1]) for line in exposition.splitlines()
-                 if line.startswith('ferryman_batch_size_sum{model="digits-cnn",version="v1"}'))
+    count = next(
+        float(line.split()[-1])
+        for line in exposition.splitlines()
+        if line.startswith('ferryman_batch_size_count{model="digits-cnn",version="v1"}')
+    )
+    total = next(
+        float(line.split()[-1])
+        for line in exposition.splitlines()
+        if line.startswith('ferryman_batch_size_sum{model="digits-cnn",version="v1"}')
+    )
     assert total == 96 and 1 <= count <= 96  # every request counted once, in runs of one or more
     assert "ferryman_batch_queue_delay_seconds_count" in exposition
     unknown = run_ferryman(["examples", "export", str(tmp_path / "x"), "--model", "nope"])

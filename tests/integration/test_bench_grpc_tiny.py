@@ -40,11 +40,31 @@ def tiny_run(sample_models: Any, tmp_path_factory: pytest.TempPathFactory) -> tu
     work = tmp_path_factory.mktemp("bench-grpc")
     shutil.copytree(sample_models.directory, work / "examples")  # the harness reuses an existing export
     out = work / "bench.md"
-    out.write_text("# Benchmarks\n\nthe HTTP section\n\n<!-- compute-bound:start -->\nkept\n<!-- compute-bound:end -->\n")
+    out.write_text(
+        "# Benchmarks\n\nthe HTTP section\n\n<!-- compute-bound:start -->\nkept\n<!-- compute-bound:end -->\n"
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "loadtests.bench.grpc", "--duration", "1", "--warmup", "1", "--rounds", "1",
-         "--out", str(out), "--workdir", str(work)],
-        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
+        [
+            sys.executable,
+            "-m",
+            "loadtests.bench.grpc",
+            "--duration",
+            "1",
+            "--warmup",
+            "1",
+            "--rounds",
+            "1",
+            "--out",
+            str(out),
+            "--workdir",
+            str(work),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads((work / "benchmarks-grpc.json").read_text())
     return doc, out.read_text()
@@ -55,7 +75,10 @@ def test_document_structure(tiny_run: tuple[dict[str, Any], str]) -> None:
     assert doc["schema"] == 1 and doc["settings"]["streams"] == 16 and doc["settings"]["ghz"] == ghz.VERSION
     assert [e["name"] for e in doc["contenders"]] == ["grpcio-ceiling", "ferryman", "kserve-stock"]
     assert {name: set(e["loads"]) for name, e in ((e["name"], e) for e in doc["contenders"])} == {
-        "grpcio-ceiling": {"grpc"}, "ferryman": {"grpc", "rest"}, "kserve-stock": {"grpc"}}
+        "grpcio-ceiling": {"grpc"},
+        "ferryman": {"grpc", "rest"},
+        "kserve-stock": {"grpc"},
+    }
 
 
 def test_load_flowed_without_errors_and_cpu_was_counted(tiny_run: tuple[dict[str, Any], str]) -> None:
@@ -95,8 +118,10 @@ def test_the_section_replaces_only_its_own_part(tiny_run: tuple[dict[str, Any], 
 
 
 def test_a_missing_contender_is_reported_not_fatal() -> None:
-    rows = {c["name"]: c for c in grpc_report.compute([{"name": "ferryman", "status": "failed", "error": "boom",
-                                                          "loads": {}}])}
+    rows = {
+        c["name"]: c
+        for c in grpc_report.compute([{"name": "ferryman", "status": "failed", "error": "boom", "loads": {}}])
+    }
     assert rows["ferryman gRPC vs stock KServe gRPC (rows/s)"]["value"] is None
     assert rows["ferryman gRPC vs stock KServe gRPC (rows/s)"]["note"] == "ferryman: failed (boom)"
     assert rows["stock KServe gRPC p99 (ms)"]["note"] == "kserve-stock: not run"

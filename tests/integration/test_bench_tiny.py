@@ -24,7 +24,9 @@ from loadtests.bench.harness import Bench, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (scripts/system-deps.sh)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (scripts/system-deps.sh)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +35,33 @@ def tiny_run(sample_models: Any, tmp_path_factory: pytest.TempPathFactory) -> tu
     shutil.copytree(sample_models.directory, work / "examples")  # the harness reuses an existing export
     out = work / "bench.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "loadtests.bench", "--contenders", "raw-ort,minimal-asgi,ferryman-native",
-         "--duration", "1", "--warmup", "0", "--batch-duration", "1", "--rounds", "1", "--no-compute", "--no-grpc", "--out", str(out), "--workdir", str(work)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "loadtests.bench",
+            "--contenders",
+            "raw-ort,minimal-asgi,ferryman-native",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--batch-duration",
+            "1",
+            "--rounds",
+            "1",
+            "--no-compute",
+            "--no-grpc",
+            "--out",
+            str(out),
+            "--workdir",
+            str(work),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(out.with_suffix(".json").read_text())
     return doc, out.read_text()
@@ -44,8 +70,15 @@ def tiny_run(sample_models: Any, tmp_path_factory: pytest.TempPathFactory) -> tu
 def test_document_structure(tiny_run: tuple[dict[str, Any], str]) -> None:
     doc, _ = tiny_run
     assert doc["schema"] == 1
-    assert {"cpu", "cores", "memory_gib", "python", "versions", "load_average_before", "load_average_after"} <= set(
-        doc["machine"])
+    assert {
+        "cpu",
+        "cores",
+        "memory_gib",
+        "python",
+        "versions",
+        "load_average_before",
+        "load_average_after",
+    } <= set(doc["machine"])
     assert "onnxruntime" in doc["machine"]["versions"]
     assert doc["settings"]["load_generator"] == "wrk -t1 -c16"
     assert doc["settings"]["duration_s"] == 1.0
@@ -78,10 +111,13 @@ def test_ratios_come_from_the_measured_numbers(tiny_run: tuple[dict[str, Any], s
     assert native_vs_min["value"] == pytest.approx(expected)
     assert native_vs_min["met"] == (expected >= 0.7)
     share = rows["native vs raw ORT (share of the in-process limit)"]
-    assert share["value"] == pytest.approx(by["ferryman-native"]["result"]["rps"] / by["raw-ort"]["result"]["rps"])
+    assert share["value"] == pytest.approx(
+        by["ferryman-native"]["result"]["rps"] / by["raw-ort"]["result"]["rps"]
+    )
     batch = rows["native 256-row batches vs raw ORT (rows/s)"]
-    assert batch["value"] == pytest.approx(by["ferryman-native"]["batch"]["rows_per_s"]
-                                           / by["raw-ort"]["batch"]["rows_per_s"])
+    assert batch["value"] == pytest.approx(
+        by["ferryman-native"]["batch"]["rows_per_s"] / by["raw-ort"]["batch"]["rows_per_s"]
+    )
     p99 = rows["native p99 at 16 connections"]
     assert p99["value"] == by["ferryman-native"]["result"]["p99_ms"]
     assert "gateway vs minimal ASGI" not in rows  # the gateway was not part of this run
@@ -121,12 +157,19 @@ class _Missing(Contender):
 
 def test_failed_and_missing_contenders_are_reported(sample_models: Any, tmp_path: Path) -> None:
     examples = Path(sample_models.directory)
-    ctx = BenchContext(workdir=tmp_path, spec=Path(sample_models.spec), model_path=examples / "models/v1/model.onnx",
-                       model_name="breast-cancer", rows=payloads.load_rows(examples), repo_root=ROOT,
-                       env={"PYTHONPATH": str(ROOT)})
+    ctx = BenchContext(
+        workdir=tmp_path,
+        spec=Path(sample_models.spec),
+        model_path=examples / "models/v1/model.onnx",
+        model_name="breast-cancer",
+        rows=payloads.load_rows(examples),
+        repo_root=ROOT,
+        env={"PYTHONPATH": str(ROOT)},
+    )
     console = Console(file=io.StringIO(), width=120)
     doc = Bench(ctx, Settings(duration_s=1, warmup_s=0, batch=False, rounds=2), console=console).run(
-        [_ExitsAtOnce(), _Missing()])
+        [_ExitsAtOnce(), _Missing()]
+    )
     failed, missing = doc["contenders"]
     assert failed["status"] == "failed"
     assert "exited while waiting" in failed["error"]

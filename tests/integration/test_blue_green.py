@@ -11,13 +11,25 @@ from tests.helpers.gateway import Client, Load, actions, ferryman_up, wait_until
 
 
 def test_preview_by_pin_then_atomic_switch_then_instant_rollback(
-        sample_models, traffic: np.ndarray, tmp_path: Path) -> None:
+    sample_models, traffic: np.ndarray, tmp_path: Path
+) -> None:
     # a generous budget and two strikes: this test is about the switch, on a shared and busy machine
-    spec = write_spec(tmp_path / "deployment.yaml", versions=sample_models.versions,
-                      budget={"p99Ms": 250, "maxErrorRate": 0.01}, traffic={
-        "strategy": "blueGreen", "stable": "v1", "candidate": "v2",
-        "blueGreen": {"analysisIntervalSeconds": 0.5, "minRequests": 5, "failureThreshold": 2,
-                      "autoPromote": False}})
+    spec = write_spec(
+        tmp_path / "deployment.yaml",
+        versions=sample_models.versions,
+        budget={"p99Ms": 250, "maxErrorRate": 0.01},
+        traffic={
+            "strategy": "blueGreen",
+            "stable": "v1",
+            "candidate": "v2",
+            "blueGreen": {
+                "analysisIntervalSeconds": 0.5,
+                "minRequests": 5,
+                "failureThreshold": 2,
+                "autoPromote": False,
+            },
+        },
+    )
     with ferryman_up(spec, tmp_path / "state") as up:
         rollout = up.rollout()
         assert rollout["phase"] == "Progressing" and rollout["weights"] == {"v1": 100}
@@ -26,7 +38,9 @@ def test_preview_by_pin_then_atomic_switch_then_instant_rollback(
             assert {client.version_of(traffic[i]) for i in range(40)} == {"v1"}  # v2 takes no live traffic...
             # ...but the preview answers whoever pins it, by path or header
             assert {client.version_of(traffic[i], version="v2") for i in range(10)} == {"v2"}
-            assert {client.version_of(traffic[i], headers={"x-ferryman-version": "v2"}) for i in range(10)} == {"v2"}
+            assert {
+                client.version_of(traffic[i], headers={"x-ferryman-version": "v2"}) for i in range(10)
+            } == {"v2"}
 
         # the pre-promotion analysis runs on the preview's (pinned) traffic, then waits for a human
         def passed() -> list[dict[str, str]]:

@@ -18,10 +18,21 @@ CANDIDATE_PERCENT = 30
 def canary(sample_models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpServer]:
     d = tmp_path_factory.mktemp("canary")
     # held at the first step: the interval is far longer than the test
-    spec = write_spec(d / "deployment.yaml", versions=sample_models.versions, traffic={
-        "strategy": "canary", "stable": "v1", "candidate": "v2",
-        "canary": {"steps": [CANDIDATE_PERCENT, 100], "intervalSeconds": 86_400, "failureThreshold": 2,
-                   "minRequests": 10}})
+    spec = write_spec(
+        d / "deployment.yaml",
+        versions=sample_models.versions,
+        traffic={
+            "strategy": "canary",
+            "stable": "v1",
+            "candidate": "v2",
+            "canary": {
+                "steps": [CANDIDATE_PERCENT, 100],
+                "intervalSeconds": 86_400,
+                "failureThreshold": 2,
+                "minRequests": 10,
+            },
+        },
+    )
     with ferryman_up(spec, d / "state") as up:
         yield up
 
@@ -30,7 +41,9 @@ def _counts(up: UpServer) -> dict[tuple[str, str], int]:
     return {k: r["requests"] for k, r in traffic_rows(up.status()).items()}
 
 
-def test_observed_split_matches_weights_and_accounting_is_exact(canary: UpServer, traffic: np.ndarray) -> None:
+def test_observed_split_matches_weights_and_accounting_is_exact(
+    canary: UpServer, traffic: np.ndarray
+) -> None:
     rollout = canary.rollout()
     assert rollout["phase"] == "Progressing"
     assert rollout["weights"] == {"v1": 100 - CANDIDATE_PERCENT, "v2": CANDIDATE_PERCENT}
@@ -80,4 +93,3 @@ def test_pins_by_path_and_header_bypass_the_split(canary: UpServer, traffic: np.
     assert after[("v1", "pinned")] - before.get(("v1", "pinned"), 0) == 20
     # the pinned requests did not count as canary traffic
     assert after.get(("v2", "candidate"), 0) == before.get(("v2", "candidate"), 0)
-

@@ -126,10 +126,16 @@ def test_operator_defaults() -> None:
 
 def test_image_tag_digest_and_workload_image() -> None:
     objs = helm.render(values={"image": {"tag": "0.2.0-rc1"}})
-    assert helm.pod_spec(_operator(objs))["containers"][0]["image"] == "ghcr.io/ferryman-dev/ferryman:0.2.0-rc1"
+    assert (
+        helm.pod_spec(_operator(objs))["containers"][0]["image"] == "ghcr.io/ferryman-dev/ferryman:0.2.0-rc1"
+    )
     digest = "sha256:" + "ab" * 32
-    objs = helm.render(values={"image": {"repository": "registry.local/ferryman", "digest": digest},
-                               "workloads": {"image": "registry.local/ferryman-runtime:1.0"}})
+    objs = helm.render(
+        values={
+            "image": {"repository": "registry.local/ferryman", "digest": digest},
+            "workloads": {"image": "registry.local/ferryman-runtime:1.0"},
+        }
+    )
     assert helm.pod_spec(_operator(objs))["containers"][0]["image"] == f"registry.local/ferryman@{digest}"
     assert _env(objs)["FERRYMAN_IMAGE"] == "registry.local/ferryman-runtime:1.0"
 
@@ -159,7 +165,8 @@ def test_two_replicas_turn_leader_election_on() -> None:
     assert pdb["spec"]["selector"] == deploy["spec"]["selector"]
     anti = helm.pod_spec(deploy)["affinity"]["podAntiAffinity"]
     assert anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]["topologyKey"] == (
-        "kubernetes.io/hostname")
+        "kubernetes.io/hostname"
+    )
     assert deploy["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
@@ -179,11 +186,17 @@ def test_two_replicas_without_leader_election_rejected() -> None:
 def test_namespaced_mode_uses_roles_not_a_clusterrole() -> None:
     objs = helm.render([CHART / "ci" / "namespaced-values.yaml"], namespace=NAMESPACE)
     assert not helm.by_kind(objs, "ClusterRole") and not helm.by_kind(objs, "ClusterRoleBinding")
-    roles = {r["metadata"]["namespace"]: r for r in helm.by_kind(objs, "Role")
-             if r["metadata"]["name"].endswith("-operator")}
+    roles = {
+        r["metadata"]["namespace"]: r
+        for r in helm.by_kind(objs, "Role")
+        if r["metadata"]["name"].endswith("-operator")
+    }
     assert set(roles) == {"models", "models-staging"}
-    bindings = {b["metadata"]["namespace"]: b for b in helm.by_kind(objs, "RoleBinding")
-                if b["metadata"]["name"].endswith("-operator")}
+    bindings = {
+        b["metadata"]["namespace"]: b
+        for b in helm.by_kind(objs, "RoleBinding")
+        if b["metadata"]["name"].endswith("-operator")
+    }
     assert set(bindings) == set(roles)
     sa = helm.one(objs, "ServiceAccount")["metadata"]
     for binding in bindings.values():
@@ -231,8 +244,9 @@ def test_servicemonitor_with_release_label() -> None:
     assert sm["metadata"]["labels"]["release"] == "prometheus"
     assert sm["spec"]["namespaceSelector"] == {"any": True}
     assert sm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "ferryman-operator"}
-    assert sm["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s",
-                                        "scrapeTimeout": "10s"}]
+    assert sm["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
 
 
 def test_monitors_select_what_the_operator_labels() -> None:
@@ -260,7 +274,9 @@ def test_monitoring_scenario_podmonitor_rules_dashboards() -> None:
     for kind in ("PodMonitor", "PrometheusRule"):
         labels = helm.one(objs, kind)["metadata"]["labels"]
         assert labels["release"] == "kube-prometheus-stack" and labels["team"] == "ml-platform", kind
-    assert _env(objs)["FERRYMAN_PROMETHEUS_URL"] == "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
+    assert (
+        _env(objs)["FERRYMAN_PROMETHEUS_URL"] == "http://kube-prometheus-stack-prometheus.monitoring.svc:9090"
+    )
 
 
 def test_release_label_can_be_dropped() -> None:
@@ -269,7 +285,9 @@ def test_release_label_can_be_dropped() -> None:
 
 
 def test_both_monitors_rejected() -> None:
-    err = helm.render_error({"monitoring": {"podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}}})
+    err = helm.render_error(
+        {"monitoring": {"podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}}}
+    )
     assert "scraped twice" in err
 
 
@@ -286,8 +304,17 @@ def test_prometheusrule_carries_the_alert_rules_file() -> None:
 
 
 def test_dashboards_as_configmaps_for_the_grafana_sidecar() -> None:
-    objs = helm.render(values={"monitoring": {"dashboards": {"enabled": True, "namespace": "grafana",
-                                                             "annotations": {"grafana_folder": "ferryman"}}}})
+    objs = helm.render(
+        values={
+            "monitoring": {
+                "dashboards": {
+                    "enabled": True,
+                    "namespace": "grafana",
+                    "annotations": {"grafana_folder": "ferryman"},
+                }
+            }
+        }
+    )
     cms = _dashboards(objs)
     sources = sorted((ROOT / "monitoring" / "dashboards").glob("*.json"))
     assert len(cms) == len(sources) >= 3
@@ -297,8 +324,11 @@ def test_dashboards_as_configmaps_for_the_grafana_sidecar() -> None:
         assert cm["metadata"]["annotations"] == {"grafana_folder": "ferryman"}
         [(key, text)] = cm["data"].items()
         assert json.loads(text) == json.loads((ROOT / "monitoring" / "dashboards" / key).read_text())
-    custom = helm.render(values={"monitoring": {"dashboards": {"enabled": True, "label": "dashboards",
-                                                               "labelValue": "ferryman"}}})
+    custom = helm.render(
+        values={
+            "monitoring": {"dashboards": {"enabled": True, "label": "dashboards", "labelValue": "ferryman"}}
+        }
+    )
     labels = [c["metadata"]["labels"] for c in helm.by_kind(custom, "ConfigMap")]
     assert all(lab.get("dashboards") == "ferryman" for lab in labels if "dashboards" in lab)
     assert sum("dashboards" in lab for lab in labels) == len(sources)
@@ -312,7 +342,7 @@ def test_kserve_switch() -> None:
     runtime = helm.one(on, "ClusterServingRuntime")
     assert runtime["metadata"]["name"] == "ferryman-onnx" == _env(on)["FERRYMAN_KSERVE_RUNTIME"]
     formats = runtime["spec"]["supportedModelFormats"]
-    assert {"name": "onnx", "autoSelect": True} .items() <= formats[0].items()
+    assert {"name": "onnx", "autoSelect": True}.items() <= formats[0].items()
     assert set(runtime["spec"]["protocolVersions"]) == {"v1", "v2"}
     container = runtime["spec"]["containers"][0]
     assert container["name"] == "kserve-container"
@@ -333,16 +363,26 @@ def test_clusterservingruntime_matches_the_runtimes_manifest() -> None:
     chart's labels (values)."""
     committed = yaml.safe_load(RUNTIME_FILE.read_text())
     container = committed["spec"]["containers"][0]
-    objs = helm.render(values={"kserve": {"enabled": True, "runtime": {"image": container["image"],
-                                                                        "resources": container["resources"]}}})
+    objs = helm.render(
+        values={
+            "kserve": {
+                "enabled": True,
+                "runtime": {"image": container["image"], "resources": container["resources"]},
+            }
+        }
+    )
     rendered = helm.one(objs, "ClusterServingRuntime")
     assert rendered["apiVersion"] == committed["apiVersion"] and rendered["kind"] == committed["kind"]
     assert rendered["metadata"]["name"] == committed["metadata"]["name"]
     assert rendered["spec"] == committed["spec"]
     # With values: image, resources and pull secrets replaced, nothing else.
     resources = {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
-    objs = helm.render(values={"imagePullSecrets": [{"name": "ghcr"}], "kserve": {
-        "enabled": True, "runtime": {"image": "registry.local/rt:2", "resources": resources}}})
+    objs = helm.render(
+        values={
+            "imagePullSecrets": [{"name": "ghcr"}],
+            "kserve": {"enabled": True, "runtime": {"image": "registry.local/rt:2", "resources": resources}},
+        }
+    )
     spec = helm.one(objs, "ClusterServingRuntime")["spec"]
     assert spec.pop("imagePullSecrets") == [{"name": "ghcr"}]
     got = spec["containers"][0]
@@ -352,10 +392,16 @@ def test_clusterservingruntime_matches_the_runtimes_manifest() -> None:
 
 
 # -- load test ------------------------------------------------------------------------------------------------
-def _loadtest(objs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+def _loadtest(
+    objs: list[dict[str, Any]],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
     jobs = helm.by_kind(objs, "Job")
-    master = next(j for j in jobs if j["metadata"]["labels"]["app.kubernetes.io/component"] == "loadtest-master")
-    worker = next(j for j in jobs if j["metadata"]["labels"]["app.kubernetes.io/component"] == "loadtest-worker")
+    master = next(
+        j for j in jobs if j["metadata"]["labels"]["app.kubernetes.io/component"] == "loadtest-master"
+    )
+    worker = next(
+        j for j in jobs if j["metadata"]["labels"]["app.kubernetes.io/component"] == "loadtest-worker"
+    )
     service = helm.one(objs, "Service", "-loadtest-master")
     config = helm.one(objs, "ConfigMap", "-loadtest")
     return master, worker, service, config
@@ -387,30 +433,42 @@ def test_loadtest_scenario() -> None:
         assert job["metadata"]["name"].endswith("-r1")  # one run per release revision
     # The ConfigMap carries ferryman's locustfile (the chart's synced copy) and the gate.
     copies = CHART / "files" / "loadtest"
-    assert config["data"]["locustfile.py"] == (copies / "loadtests" / "locustfile.py").read_text().rstrip("\n")
-    assert config["data"]["ferryman_budget_gate.py"] == (copies / "ferryman_budget_gate.py").read_text().rstrip("\n")
+    assert config["data"]["locustfile.py"] == (copies / "loadtests" / "locustfile.py").read_text().rstrip(
+        "\n"
+    )
+    assert config["data"]["ferryman_budget_gate.py"] == (
+        copies / "ferryman_budget_gate.py"
+    ).read_text().rstrip("\n")
 
 
 def test_loadtest_explicit_host_and_revision() -> None:
-    objs = helm.render(values={"loadtest": {"enabled": True, "target": {"host": "http://gw.example:9000"}}},
-                       extra=["--is-upgrade"])
+    objs = helm.render(
+        values={"loadtest": {"enabled": True, "target": {"host": "http://gw.example:9000"}}},
+        extra=["--is-upgrade"],
+    )
     master, _, _, _ = _loadtest(objs)
     assert "--host=http://gw.example:9000" in helm.pod_spec(master)["containers"][0]["args"]
 
 
 # -- bad values -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("values", "message"), [
-    ({"operator": {"replicas": -1}}, "at '/operator/replicas': minimum: got -1, want 0"),
-    ({"operatorr": {"replicas": 1}}, "additional properties 'operatorr' not allowed"),
-    ({"operator": {"replicas": "two"}}, "at '/operator/replicas': got string, want integer"),
-    ({"operator": {"logLevel": "LOUD"}}, "at '/operator/logLevel'"),
-    ({"monitoring": {"release": 7}}, "at '/monitoring/release': got number, want string"),
-    ({"workloads": {"grpc": {"enabled": "yes"}}}, "at '/workloads/grpc/enabled': got string, want boolean"),
-    ({"workloads": {"grpc": {"port": 9000}}}, "at '/workloads/grpc'"),
-    ({"loadtest": {"budget": {"p99Ms": 0}}}, "at '/loadtest/budget/p99Ms'"),
-    ({"prometheus": {"url": "not a url"}}, "at '/prometheus/url'"),
-    ({"operator": {"resources": {"requests": {"cpu": "lots"}}}}, "at '/operator/resources/requests/cpu'"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"operator": {"replicas": -1}}, "at '/operator/replicas': minimum: got -1, want 0"),
+        ({"operatorr": {"replicas": 1}}, "additional properties 'operatorr' not allowed"),
+        ({"operator": {"replicas": "two"}}, "at '/operator/replicas': got string, want integer"),
+        ({"operator": {"logLevel": "LOUD"}}, "at '/operator/logLevel'"),
+        ({"monitoring": {"release": 7}}, "at '/monitoring/release': got number, want string"),
+        (
+            {"workloads": {"grpc": {"enabled": "yes"}}},
+            "at '/workloads/grpc/enabled': got string, want boolean",
+        ),
+        ({"workloads": {"grpc": {"port": 9000}}}, "at '/workloads/grpc'"),
+        ({"loadtest": {"budget": {"p99Ms": 0}}}, "at '/loadtest/budget/p99Ms'"),
+        ({"prometheus": {"url": "not a url"}}, "at '/prometheus/url'"),
+        ({"operator": {"resources": {"requests": {"cpu": "lots"}}}}, "at '/operator/resources/requests/cpu'"),
+    ],
+)
 def test_bad_values_rejected_with_a_clear_message(values: dict[str, Any], message: str) -> None:
     err = helm.render_error(values)
     assert "values don't meet the specifications of the schema" in err
@@ -457,29 +515,58 @@ def _processes() -> Iterator[list[subprocess.Popen[str]]]:
                 p.wait()
 
 
-def _start_distributed(tmp: Path, server: CliServer, data: Path, budget_ms: float,
-                       procs: list[subprocess.Popen[str]]) -> tuple[subprocess.Popen[str], subprocess.Popen[str]]:
+def _start_distributed(
+    tmp: Path, server: CliServer, data: Path, budget_ms: float, procs: list[subprocess.Popen[str]]
+) -> tuple[subprocess.Popen[str], subprocess.Popen[str]]:
     """Start the rendered master and worker commands; returns both (the master's stdout is piped)."""
-    objs = helm.render(values={"loadtest": {"enabled": True, "users": 4, "spawnRate": 4, "duration": "3s",
-                                            "shape": "none", "workers": {"replicas": 1},
-                                            "expectWorkersMaxWait": 60, "target": {"host": server.url},
-                                            "budget": {"p99Ms": budget_ms, "maxErrorRate": 0.01}}})
+    objs = helm.render(
+        values={
+            "loadtest": {
+                "enabled": True,
+                "users": 4,
+                "spawnRate": 4,
+                "duration": "3s",
+                "shape": "none",
+                "workers": {"replicas": 1},
+                "expectWorkersMaxWait": 60,
+                "target": {"host": server.url},
+                "budget": {"p99Ms": budget_ms, "maxErrorRate": 0.01},
+            }
+        }
+    )
     master, worker, _, config = _loadtest(objs)
     config["__volumes"] = helm.pod_spec(master)["volumes"]
     tmp.mkdir(parents=True)
     mapping = _materialize(config, tmp)
     port = str(free_port())
-    master_cmd = [*_local_command(master, mapping, {"--master-bind-port": port}), "--master-bind-host=127.0.0.1"]
+    master_cmd = [
+        *_local_command(master, mapping, {"--master-bind-port": port}),
+        "--master-bind-host=127.0.0.1",
+    ]
     worker_cmd = _local_command(worker, mapping, {"--master-host": "127.0.0.1", "--master-port": port})
     assert any(a.startswith("--master-host=") for a in helm.pod_spec(worker)["containers"][0]["args"])
     env = {**os.environ, "FERRYMAN_LT_DATA": str(data), "PYTHONUNBUFFERED": "1"}
     for e in helm.pod_spec(master)["containers"][0]["env"]:
         if e["name"] != "HOME":
             env[e["name"]] = e["value"]
-    m = subprocess.Popen(master_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True, cwd=tmp)
-    w = subprocess.Popen(worker_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True, cwd=tmp, text=True)
+    m = subprocess.Popen(
+        master_cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        cwd=tmp,
+    )
+    w = subprocess.Popen(
+        worker_cmd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=tmp,
+        text=True,
+    )
     procs += [m, w]
     return m, w
 
@@ -491,9 +578,9 @@ def _gate_result(master: subprocess.Popen[str]) -> tuple[int, dict[str, Any], st
     return master.returncode, json.loads(lines[0].split(": ", 1)[1]), out
 
 
-def test_in_cluster_loadtest_commands_gate_the_budget(tmp_path: Path, native_server: CliServer,
-                                                      sample_models: Any,
-                                                      _processes: list[subprocess.Popen[str]]) -> None:
+def test_in_cluster_loadtest_commands_gate_the_budget(
+    tmp_path: Path, native_server: CliServer, sample_models: Any, _processes: list[subprocess.Popen[str]]
+) -> None:
     """The master and worker commands the chart renders, run as processes on loopback against a real
     server: the master collects every request's exact time from the worker and gates on the budget.
     Two runs at once: one with a budget any request meets, one with a budget no request can meet."""

@@ -67,15 +67,21 @@ def records(app: InferenceApp) -> list[RequestRecord]:
 
 
 def body_for(*values: float) -> bytes:
-    return orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": list(values)}]})
+    return orjson.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": list(values)}]}
+    )
 
 
 def post(path: str, body: bytes, *, version: str = "1.1", extra: str = "") -> bytes:
-    return (f"POST {path} HTTP/{version}\r\nHost: t\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/{version}\r\nHost: t\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
 
 
-def read_responses(sock: socket.socket, count: int, *, timeout: float = 10.0) -> list[tuple[int, dict[str, str], bytes]]:
+def read_responses(
+    sock: socket.socket, count: int, *, timeout: float = 10.0
+) -> list[tuple[int, dict[str, str], bytes]]:
     """``count`` responses off a socket (content-length framed), in order."""
     sock.settimeout(timeout)
     buffer = b""
@@ -115,8 +121,11 @@ def test_direct_and_asgi_paths_answer_alike(server: ThreadedServer, records: lis
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         s.sendall(post(INFER, body_for(1, 2, 3)) + post(ENCODED, body_for(1, 2, 3)))
         (s1, h1, b1), (s2, h2, b2) = read_responses(s, 2)
-        [connection] = [c for c in server.server.server_state.connections
-                        if c.client and c.client[1] == s.getsockname()[1]]
+        [connection] = [
+            c
+            for c in server.server.server_state.connections
+            if c.client and c.client[1] == s.getsockname()[1]
+        ]
         assert connection.direct_answers == 1  # the first one; the percent-encoded one took the ASGI path
     assert (s1, s2) == (200, 200)
     assert b1 == b2 and y_of(b1) == [2, 3, 4]
@@ -148,7 +157,9 @@ def test_pipelined_requests_are_answered_in_order(server: ThreadedServer) -> Non
 def test_chunked_and_split_bodies(server: ThreadedServer) -> None:
     body = body_for(4, 5, 6)
     head = f"POST {INFER} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
-    chunked = b"".join(f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (body[:7], body[7:20], body[20:]))
+    chunked = b"".join(
+        f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (body[:7], body[7:20], body[20:])
+    )
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         s.sendall(head + chunked + b"0\r\n\r\n")
         [(status, _, payload)] = read_responses(s, 1)
@@ -164,8 +175,11 @@ def test_chunked_and_split_bodies(server: ThreadedServer) -> None:
 def test_expect_continue_and_http10(server: ThreadedServer) -> None:
     body = body_for(0, 0, 1)
     with socket.create_connection(("127.0.0.1", server.port)) as s:
-        s.sendall(post(INFER, b"", extra="Expect: 100-continue\r\n").replace(b"Content-Length: 0",
-                                                                              f"Content-Length: {len(body)}".encode()))
+        s.sendall(
+            post(INFER, b"", extra="Expect: 100-continue\r\n").replace(
+                b"Content-Length: 0", f"Content-Length: {len(body)}".encode()
+            )
+        )
         s.settimeout(10)
         assert s.recv(64).startswith(b"HTTP/1.1 100 Continue")
         s.sendall(body)
@@ -183,8 +197,9 @@ def test_expect_continue_and_http10(server: ThreadedServer) -> None:
         assert closed(s)
 
 
-def test_a_body_over_the_limit_is_413_and_recorded(server: ThreadedServer, app: InferenceApp,
-                                                   records: list[RequestRecord]) -> None:
+def test_a_body_over_the_limit_is_413_and_recorded(
+    server: ThreadedServer, app: InferenceApp, records: list[RequestRecord]
+) -> None:
     big = body_for(*([1.0] * 3)).replace(b"[1.0,1.0,1.0]", b"[" + b"1.0," * 2000 + b"1.0]")
     assert len(big) > MAX_BODY
     with socket.create_connection(("127.0.0.1", server.port)) as s:
@@ -195,15 +210,18 @@ def test_a_body_over_the_limit_is_413_and_recorded(server: ThreadedServer, app: 
         assert closed(s)
     head = f"POST {INFER} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", server.port)) as s:
-        s.sendall(head + f"{len(big):x}\r\n".encode() + big + b"\r\n0\r\n\r\n")  # undeclared: cut off on arrival
+        s.sendall(
+            head + f"{len(big):x}\r\n".encode() + big + b"\r\n0\r\n\r\n"
+        )  # undeclared: cut off on arrival
         [(status, _, payload)] = read_responses(s, 1)
         assert status == 413 and b"exceeds the limit" in payload
     assert [r.code for r in records] == [413, 413]
     assert app.in_flight == 0
 
 
-def test_a_client_that_leaves_mid_body_gives_its_slot_back(server: ThreadedServer, app: InferenceApp,
-                                                           records: list[RequestRecord]) -> None:
+def test_a_client_that_leaves_mid_body_gives_its_slot_back(
+    server: ThreadedServer, app: InferenceApp, records: list[RequestRecord]
+) -> None:
     """maxInFlight is 1: the slot a half-sent request holds must come back when its client goes away."""
     body = body_for(7, 8, 9)
     with socket.create_connection(("127.0.0.1", server.port)) as holder:
@@ -228,8 +246,9 @@ def test_a_client_that_leaves_mid_body_gives_its_slot_back(server: ThreadedServe
         assert status == 200 and y_of(payload) == [8, 9, 10]
 
 
-def test_a_trickled_body_times_out_with_408(server: ThreadedServer, app: InferenceApp,
-                                            records: list[RequestRecord]) -> None:
+def test_a_trickled_body_times_out_with_408(
+    server: ThreadedServer, app: InferenceApp, records: list[RequestRecord]
+) -> None:
     body = body_for(1, 1, 1)
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         s.sendall(post(INFER, body)[:-5])
@@ -251,8 +270,10 @@ def test_refused_then_served_on_one_connection(server: ThreadedServer) -> None:
 
 def test_keep_alive_closes_an_idle_connection_only(app: InferenceApp) -> None:
     """One timer per keep-alive period: a connection in use stays open past it, an idle one is closed."""
-    with serve_app(app, http=PROTOCOL, timeout_keep_alive=1) as server, \
-            socket.create_connection(("127.0.0.1", server.port)) as busy:
+    with (
+        serve_app(app, http=PROTOCOL, timeout_keep_alive=1) as server,
+        socket.create_connection(("127.0.0.1", server.port)) as busy,
+    ):
         t0 = time.monotonic()
         while time.monotonic() - t0 < 2.5:  # more than two periods, a request every 0.3 s
             busy.sendall(post(INFER, body_for(1, 1, 1)))

@@ -58,10 +58,14 @@ def drift_models(tmp_path_factory: pytest.TempPathFactory) -> DriftModels:
 
 def spec(models: DriftModels, path: Path, traffic: dict[str, Any]) -> Path:
     doc = {
-        "apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": MODEL},
+        "apiVersion": "serving.ferryman.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": MODEL},
         "spec": {
-            "versions": [{"name": v, "uri": str(p), "referenceData": str(models.reference)}
-                         for v, p in models.versions.items()],
+            "versions": [
+                {"name": v, "uri": str(p), "referenceData": str(models.reference)}
+                for v, p in models.versions.items()
+            ],
             "traffic": traffic,
             "drift": {"enabled": True, "windowSize": WINDOW, "everyRows": WINDOW, "threshold": THRESHOLD},
         },
@@ -72,7 +76,9 @@ def spec(models: DriftModels, path: Path, traffic: dict[str, Any]) -> Path:
 
 def infer(client: httpx.Client, x: np.ndarray, *, version: str | None = None) -> None:
     path = f"/v2/models/{MODEL}/versions/{version}/infer" if version else f"/v2/models/{MODEL}/infer"
-    body = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+    body = {
+        "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]
+    }
     r = client.post(path, json=body)
     assert r.status_code == 200, r.text
 
@@ -84,8 +90,11 @@ def drift_report(client: httpx.Client, version: str) -> dict[str, Any]:
     return report
 
 
-def wait_for_run(client: httpx.Client, version: str, *, rows_seen: int, timeout: float = 300) -> dict[str, Any]:
+def wait_for_run(
+    client: httpx.Client, version: str, *, rows_seen: int, timeout: float = 300
+) -> dict[str, Any]:
     """The report of the run that covered ``rows_seen`` rows (Evidently's first import can take a while)."""
+
     def done() -> dict[str, Any] | None:
         report = drift_report(client, version)
         return report if report["last_run"] and report["rows_seen"] >= rows_seen else None
@@ -124,19 +133,38 @@ def test_one_feature_x3_drifts_within_one_window_visible_in_prometheus(served: A
         samples = parse_exposition(client.get("/metrics").text)
         assert sample_sum(samples, "ferryman_drift_detected", model=MODEL, version="v1") == 1
         assert sample_sum(samples, "ferryman_drift_share", model=MODEL, version="v1") >= THRESHOLD
-        assert sample_sum(samples, "ferryman_drift_feature_drifted", model=MODEL, version="v1", feature="input_0") == 1
+        assert (
+            sample_sum(
+                samples, "ferryman_drift_feature_drifted", model=MODEL, version="v1", feature="input_0"
+            )
+            == 1
+        )
 
         prom.wait_for(f'ferryman_drift_detected{{model="{MODEL}", version="v1"}} == 1', timeout=60)
         above = prom.wait_for(
             f'max by (version) (ferryman_drift_share{{model="{MODEL}"}}) >= on() group_left '
-            f'max(ferryman_drift_share_threshold{{model="{MODEL}"}})', timeout=60)
+            f'max(ferryman_drift_share_threshold{{model="{MODEL}"}})',
+            timeout=60,
+        )
         assert [r["metric"]["version"] for r in above] == ["v1"]
 
 
 def test_the_rollout_analysis_vetoes_a_drifted_canary(drift_models: DriftModels, tmp_path: Path) -> None:
-    path = spec(drift_models, tmp_path / "deployment.yaml", {
-        "strategy": "canary", "stable": "v1", "candidate": "v2",
-        "canary": {"steps": [5, 25, 50, 100], "intervalSeconds": 1, "failureThreshold": 1, "minRequests": 60}})
+    path = spec(
+        drift_models,
+        tmp_path / "deployment.yaml",
+        {
+            "strategy": "canary",
+            "stable": "v1",
+            "candidate": "v2",
+            "canary": {
+                "steps": [5, 25, 50, 100],
+                "intervalSeconds": 1,
+                "failureThreshold": 1,
+                "minRequests": 60,
+            },
+        },
+    )
     with ferryman_up(path, tmp_path / "state") as up, httpx.Client(base_url=up.url, timeout=60) as client:
         shifted = rows(WINDOW, seed=4, scale0=3.0)
         for chunk in np.split(shifted, 4):  # four pinned requests fill v2's window: too few for an analysis
@@ -148,15 +176,20 @@ def test_the_rollout_analysis_vetoes_a_drifted_canary(drift_models: DriftModels,
 
         for x in rows(70, seed=5, scale0=3.0):  # enough requests: latency and errors are fine, drift is not
             infer(client, x.reshape(1, -1), version="v2")
-        rolled = wait_until(lambda: (r := up.rollout())["phase"] == "RolledBack" and r, timeout=60,
-                            what="the rollback")
+        rolled = wait_until(
+            lambda: (r := up.rollout())["phase"] == "RolledBack" and r, timeout=60, what="the rollback"
+        )
         assert rolled["weights"] == {"v1": 100}
         last = rolled["history"][-1]
         assert last["action"] == "rollback" and "drift_share" in last["reason"], last
 
         samples = parse_exposition(client.get("/metrics").text)
         assert sample_sum(samples, "ferryman_rollout_phase", model=MODEL, phase="rolled_back") == 1
-        assert sample_sum(samples, "ferryman_rollout_analysis_total", model=MODEL, version="v2",
-                          outcome="rollback") == 1
+        assert (
+            sample_sum(
+                samples, "ferryman_rollout_analysis_total", model=MODEL, version="v2", outcome="rollback"
+            )
+            == 1
+        )
         assert sample_sum(samples, "ferryman_traffic_weight_ratio", model=MODEL, version="v1") == 1
         assert sample_sum(samples, "ferryman_traffic_weight_ratio", model=MODEL, version="v2") == 0

@@ -39,11 +39,23 @@ MODEL = "breast-cancer"
 THREADS = 4
 
 
-def write_spec(path: Path, versions: dict[str, dict[str, Any]], traffic: dict[str, Any],
-               budget: dict[str, Any] | None = None) -> Path:
-    doc = {"apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": MODEL},
-           "spec": {"versions": [{"name": v, **fields} for v, fields in versions.items()], "traffic": traffic,
-                    "budget": budget or {"p99Ms": 5000, "maxErrorRate": 0.5}, "drift": {"enabled": False}}}
+def write_spec(
+    path: Path,
+    versions: dict[str, dict[str, Any]],
+    traffic: dict[str, Any],
+    budget: dict[str, Any] | None = None,
+) -> Path:
+    doc = {
+        "apiVersion": "serving.ferryman.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": MODEL},
+        "spec": {
+            "versions": [{"name": v, **fields} for v, fields in versions.items()],
+            "traffic": traffic,
+            "budget": budget or {"p99Ms": 5000, "maxErrorRate": 0.5},
+            "drift": {"enabled": False},
+        },
+    }
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
     os.replace(tmp, path)
@@ -63,26 +75,36 @@ def _workers(parent_pid: int) -> set[int]:
     return found
 
 
-def test_a_killed_worker_is_replaced_and_serving_continues(sample_models: Any, traffic: np.ndarray,
-                                                           tmp_path: Path) -> None:
-    spec = write_spec(tmp_path / "deployment.yaml", {"v1": {"uri": str(sample_models.versions["v1"])}},
-                      {"strategy": "static"})
+def test_a_killed_worker_is_replaced_and_serving_continues(
+    sample_models: Any, traffic: np.ndarray, tmp_path: Path
+) -> None:
+    spec = write_spec(
+        tmp_path / "deployment.yaml",
+        {"v1": {"uri": str(sample_models.versions["v1"])}},
+        {"strategy": "static"},
+    )
     with serve_cli(spec, args=["--workers", "2"], timeout=120) as server:
-        original = wait_until(lambda: w if len(w := _workers(server.process.pid)) == 2 else None, timeout=60,
-                              what="two workers")
+        original = wait_until(
+            lambda: w if len(w := _workers(server.process.pid)) == 2 else None, timeout=60, what="two workers"
+        )
         victim = min(original)
         with Load(server.url, traffic, threads=THREADS, max_seconds=120, pace=0.005) as load:
             wait_until(lambda: load.count() >= 100, timeout=60, what="load on the workers")
             os.kill(victim, signal.SIGKILL)
             # uvicorn notices the death and starts a replacement that loads the model and serves
-            replaced = wait_until(lambda: w if len(w := _workers(server.process.pid)) == 2 and victim not in w
-                                  else None, timeout=90, what="a replacement worker")
+            replaced = wait_until(
+                lambda: w if len(w := _workers(server.process.pid)) == 2 and victim not in w else None,
+                timeout=90,
+                what="a replacement worker",
+            )
             settled = load.count()
             wait_until(lambda: load.count() >= settled + 150, timeout=60, what="traffic after the restart")
             outcomes = load.stop()
         assert replaced - original and victim not in replaced
         errors = [o for o in outcomes if o.status != 200]
-        assert all(o.status == 0 for o in errors), Counter(o.status for o in errors)  # transport errors, never 5xx
+        assert all(o.status == 0 for o in errors), Counter(
+            o.status for o in errors
+        )  # transport errors, never 5xx
         assert len(errors) <= THREADS, [o.error for o in errors]  # at most the dead worker's connections
         after = outcomes[settled:]
         assert len(after) >= 150
@@ -93,14 +115,19 @@ def test_a_killed_worker_is_replaced_and_serving_continues(sample_models: Any, t
 
 # -- a reload that cannot be adopted ------------------------------------------------------------------------
 def test_a_missing_or_corrupt_model_on_reload_leaves_the_old_version_serving(
-        sample_models: Any, traffic: np.ndarray, tmp_path: Path) -> None:
+    sample_models: Any, traffic: np.ndarray, tmp_path: Path
+) -> None:
     models = tmp_path / "models"
     models.mkdir()
     v1 = Path(shutil.copy(sample_models.versions["v1"], models / "v1.onnx"))
     v2 = Path(shutil.copy(sample_models.versions["v2"], models / "v2.onnx"))
     good = {"v1": {"uri": str(v1), "sha256": sha256_of(v1)}, "v2": {"uri": str(v2), "sha256": sha256_of(v2)}}
-    traffic_spec = {"strategy": "canary", "stable": "v1", "candidate": "v2",
-                    "canary": {"steps": [50, 100], "intervalSeconds": 3600}}
+    traffic_spec = {
+        "strategy": "canary",
+        "stable": "v1",
+        "candidate": "v2",
+        "canary": {"steps": [50, 100], "intervalSeconds": 3600},
+    }
     spec = write_spec(tmp_path / "deployment.yaml", good, traffic_spec)
     row = traffic[:1]
     v2_says = reference_outputs(v2, {"input": row})["probabilities"]
@@ -125,11 +152,15 @@ def test_a_missing_or_corrupt_model_on_reload_leaves_the_old_version_serving(
                     pinned = client.infer(row[0], version="v2")
                 assert pinned.status_code == 200, pinned.text
                 got = {o["name"]: o["data"] for o in pinned.json()["outputs"]}
-                np.testing.assert_allclose(np.asarray(got["probabilities"]).reshape(v2_says.shape), v2_says,
-                                           rtol=1e-6)
+                np.testing.assert_allclose(
+                    np.asarray(got["probabilities"]).reshape(v2_says.shape), v2_says, rtol=1e-6
+                )
                 after = up.rollout()
                 assert (after["weights"], after["phase"], after["specHash"]) == (
-                    before["weights"], before["phase"], before["specHash"])
+                    before["weights"],
+                    before["phase"],
+                    before["specHash"],
+                )
             write_spec(spec, good, traffic_spec)
             resp = up.admin("POST", "/reload", body={})
             assert resp.status_code == 200, resp.text
@@ -145,9 +176,21 @@ def test_a_missing_or_corrupt_model_on_reload_leaves_the_old_version_serving(
 # -- SIGKILL mid-rollout ------------------------------------------------------------------------------------
 def test_sigkilled_up_resumes_its_rollout(sample_models: Any, traffic: np.ndarray, tmp_path: Path) -> None:
     versions = {v: {"uri": str(sample_models.versions[v])} for v in ("v1", "v2")}
-    spec = write_spec(tmp_path / "deployment.yaml", versions, {
-        "strategy": "canary", "stable": "v1", "candidate": "v2",
-        "canary": {"steps": [10, 50, 100], "intervalSeconds": 1.0, "minRequests": 40, "failureThreshold": 3}})
+    spec = write_spec(
+        tmp_path / "deployment.yaml",
+        versions,
+        {
+            "strategy": "canary",
+            "stable": "v1",
+            "candidate": "v2",
+            "canary": {
+                "steps": [10, 50, 100],
+                "intervalSeconds": 1.0,
+                "minRequests": 40,
+                "failureThreshold": 3,
+            },
+        },
+    )
     state = tmp_path / "state"
     up = start_up(spec, state)
     try:
@@ -204,7 +247,9 @@ while True:
 def test_a_writer_killed_mid_write_leaves_old_or_new_never_a_mix(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     for attempt in range(4):  # bounded; each kill lands somewhere in a stream of ~1 MB rewrites
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True
+        )
         try:
             assert writer.stdout is not None
             assert writer.stdout.readline().strip() == "ready"
@@ -219,9 +264,10 @@ def test_a_writer_killed_mid_write_leaves_old_or_new_never_a_mix(tmp_path: Path)
     for leftover in tmp_path.glob(".state.json.*"):  # torn temp files are never mistaken for the state
         leftover.unlink()
 
-    truncated = json.dumps({"generation": 3, "payload": [3] * 10})[:20]  # cut by something that is not write_json
+    truncated = json.dumps({"generation": 3, "payload": [3] * 10})[
+        :20
+    ]  # cut by something that is not write_json
     path.write_text(truncated)
     assert read_json(path) is None  # reported and set aside for inspection, not parsed as garbage
     assert not path.exists()
     assert path.with_name("state.json.corrupt-0").read_text() == truncated
-

@@ -45,23 +45,30 @@ class Report:
 def _runner(operation: Any, mode: GenerationMode, base_url: str, report: Report) -> Any:
     label = f"{operation.label} [{mode.value}]"
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: Any) -> None:
         report.calls += 1
         try:
             response = case.call(base_url=base_url, timeout=30)
         except Exception as err:  # a reset or refused connection: the server crashed or hung up
-            report.failures.append(f"{label}: transport error {type(err).__name__}: {err}\n"
-                                   f"  {case.as_curl_command()}")
+            report.failures.append(
+                f"{label}: transport error {type(err).__name__}: {err}\n  {case.as_curl_command()}"
+            )
             return
         report.statuses[response.status_code] = report.statuses.get(response.status_code, 0) + 1
         try:
             case.validate_response(response, checks=CHECKS)
         except Exception as err:
-            report.failures.append(f"{label}: HTTP {response.status_code}: {str(err)[:600]}\n"
-                                   f"  {case.as_curl_command()}")
+            report.failures.append(
+                f"{label}: HTTP {response.status_code}: {str(err)[:600]}\n  {case.as_curl_command()}"
+            )
 
     return run
 
@@ -84,7 +91,8 @@ def fuzz(base_url: str, *, model_routes_only: bool = False) -> Report:
 
 def _assert_clean(report: Report, url: str) -> None:
     assert not report.failures, f"{len(report.failures)} failure(s) of {report.calls} calls:\n" + "\n".join(
-        report.failures[:10])
+        report.failures[:10]
+    )
     assert report.calls >= 60
     assert sum(n for s, n in report.statuses.items() if 200 <= s < 300) > 0  # the happy path was exercised
     assert sum(n for s, n in report.statuses.items() if 400 <= s < 500) > 0  # and the rejections

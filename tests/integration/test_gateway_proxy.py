@@ -40,8 +40,14 @@ def _single_version_spec(spec: Path, version: str, out: Path) -> Path:
     return path
 
 
-def _write_routes(path: Path, spec: Path, *, weights: dict[str, int], backends: dict[str, str],
-                  shadow_percent: float | None = None) -> None:
+def _write_routes(
+    path: Path,
+    spec: Path,
+    *,
+    weights: dict[str, int],
+    backends: dict[str, str],
+    shadow_percent: float | None = None,
+) -> None:
     md = load_deployment(spec)
     table = initial_table(md, weights=weights)
     doc = table_to_dict(table, backends=backends)
@@ -61,8 +67,9 @@ def topology(sample_spec: Path, tmp_path_factory: pytest.TempPathFactory):
         routes = work / "routes.json"
         _write_routes(routes, sample_spec, weights={"v1": 70, "v2": 30}, backends=backends)
         port = free_port()
-        with ferryman_process(["gateway", "--routes", str(routes), "--host", "127.0.0.1", "--port", str(port)],
-                              port=port) as gw:
+        with ferryman_process(
+            ["gateway", "--routes", str(routes), "--host", "127.0.0.1", "--port", str(port)], port=port
+        ) as gw:
             yield {"url": gw.url, "routes": routes, "backends": backends, "spec": sample_spec, "gw": gw}
 
 
@@ -86,11 +93,16 @@ def test_weighted_split_pins_and_protocols(topology, traffic: np.ndarray) -> Non
         body, _ = encode_request({"input": traffic[:2]})
         r = client.post(f"{url}/v2/models/{MODEL}/versions/v2/infer", content=body)
         assert r.status_code == 200 and r.json()["model_version"] == "v2"
-        assert _versions(client, url, traffic, 20, headers={"x-ferryman-version": "v1"}) == Counter({"v1": 20})
+        assert _versions(client, url, traffic, 20, headers={"x-ferryman-version": "v1"}) == Counter(
+            {"v1": 20}
+        )
         # v2 binary passes through unchanged, both ways
         body, hl = encode_request({"input": traffic[:3]}, binary=True, binary_output=True)
-        r = client.post(f"{url}/v2/models/{MODEL}/infer", content=body,
-                        headers={"inference-header-content-length": str(hl)})
+        r = client.post(
+            f"{url}/v2/models/{MODEL}/infer",
+            content=body,
+            headers={"inference-header-content-length": str(hl)},
+        )
         assert r.status_code == 200
         doc = decode_response(r.content, header_length=int(r.headers["inference-header-content-length"]))
         assert doc["outputs"][1]["data"].shape == (3, 2)
@@ -110,7 +122,7 @@ def test_errors_are_4xx_and_named(topology, traffic: np.ndarray) -> None:
         assert (wrong.status_code, wrong.headers.get("allow")) == (405, "POST"), wrong.text
         assert client.get(f"{url}/v2/health/ready").status_code == 200
         metrics = client.get(f"{url}/metrics").text
-        assert 'ferryman_requests_total{' in metrics
+        assert "ferryman_requests_total{" in metrics
 
 
 def test_routes_file_changes_take_effect_and_bad_files_are_ignored(topology, traffic: np.ndarray) -> None:
@@ -131,7 +143,9 @@ def test_routes_file_changes_take_effect_and_bad_files_are_ignored(topology, tra
             time.sleep(2.5)
             assert _versions(client, url, traffic, 20) == Counter({"v2": 20})
         finally:
-            _write_routes(routes, topology["spec"], weights={"v1": 70, "v2": 30}, backends=topology["backends"])
+            _write_routes(
+                routes, topology["spec"], weights={"v1": 70, "v2": 30}, backends=topology["backends"]
+            )
 
 
 def test_backend_down_is_503_not_500(sample_spec: Path, tmp_path: Path, traffic: np.ndarray) -> None:
@@ -139,11 +153,30 @@ def test_backend_down_is_503_not_500(sample_spec: Path, tmp_path: Path, traffic:
     dead = f"http://127.0.0.1:{free_port()}"
     specs = {"v1": _single_version_spec(sample_spec, "v1", tmp_path)}
     with serve_cli(specs["v1"]) as v1:
-        _write_routes(routes, sample_spec, weights={"v1": 100}, backends={"v1": v1.url, "v2": dead},
-                      shadow_percent=100.0)
+        _write_routes(
+            routes,
+            sample_spec,
+            weights={"v1": 100},
+            backends={"v1": v1.url, "v2": dead},
+            shadow_percent=100.0,
+        )
         port = free_port()
-        with ferryman_process(["gateway", "--routes", str(routes), "--host", "127.0.0.1", "--port", str(port),
-                               "--no-metrics"], port=port) as gw, httpx.Client(timeout=10) as client:
+        with (
+            ferryman_process(
+                [
+                    "gateway",
+                    "--routes",
+                    str(routes),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--no-metrics",
+                ],
+                port=port,
+            ) as gw,
+            httpx.Client(timeout=10) as client,
+        ):
             # the shadow target is down: callers never notice
             assert _versions(client, gw.url, traffic, 30) == Counter({"v1": 30})
             body, _ = encode_request({"input": traffic[:1]})
@@ -151,8 +184,9 @@ def test_backend_down_is_503_not_500(sample_spec: Path, tmp_path: Path, traffic:
             assert r.status_code == 503 and "unavailable" in r.json()["error"]
 
 
-def test_a_connection_broken_before_the_answer_is_retried_once(sample_spec: Path, tmp_path: Path,
-                                                               traffic: np.ndarray) -> None:
+def test_a_connection_broken_before_the_answer_is_retried_once(
+    sample_spec: Path, tmp_path: Path, traffic: np.ndarray
+) -> None:
     """A version server that closes a connection without answering (a pod stopping while the gateway reuses
     its pooled connection) costs the caller nothing: the gateway sends the prediction again on a new
     connection. Only when the retry breaks too does the caller get a 503."""
@@ -178,19 +212,39 @@ def test_a_connection_broken_before_the_answer_is_retried_once(sample_spec: Path
                 if broken["left"] > 0:  # read the request, then hang up without a byte of answer
                     broken["left"] -= 1
                     continue
-                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
-                             b"content-length: %d\r\n\r\n%s" % (len(answered), answered))
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(answered), answered)
+                )
 
     listener = socket.create_server(("127.0.0.1", 0))
     threading.Thread(target=serve, args=(listener,), daemon=True).start()
     routes = tmp_path / "routes.json"
-    _write_routes(routes, sample_spec, weights={"v1": 100},
-                  backends={"v1": f"http://127.0.0.1:{listener.getsockname()[1]}"})
+    _write_routes(
+        routes,
+        sample_spec,
+        weights={"v1": 100},
+        backends={"v1": f"http://127.0.0.1:{listener.getsockname()[1]}"},
+    )
     port = free_port()
     body, _ = encode_request({"input": traffic[:1]})
     try:
-        with ferryman_process(["gateway", "--routes", str(routes), "--host", "127.0.0.1", "--port", str(port),
-                               "--no-metrics"], port=port) as gw, httpx.Client(timeout=10) as client:
+        with (
+            ferryman_process(
+                [
+                    "gateway",
+                    "--routes",
+                    str(routes),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--no-metrics",
+                ],
+                port=port,
+            ) as gw,
+            httpx.Client(timeout=10) as client,
+        ):
             r = client.post(f"{gw.url}/v2/models/{MODEL}/infer", content=body)
             assert r.status_code == 200 and r.json()["model_version"] == "v1", r.text
             assert broken["left"] == 0  # the first attempt really was hung up on

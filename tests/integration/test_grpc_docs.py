@@ -28,10 +28,18 @@ def _block(section: str) -> str:
 def test_the_tritonclient_example(sample_spec: Path, sample_models, tmp_path: Path) -> None:
     port = free_port()
     code = _block("### tritonclient").replace("localhost:8081", f"127.0.0.1:{port}")
-    with serve_cli(sample_spec, args=["--grpc-port", str(port)],
-                   env={"FERRYMAN_MODEL_CACHE": str(tmp_path / "cache")}):
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                                cwd=tmp_path, env=dict(os.environ), check=False)
+    with serve_cli(
+        sample_spec, args=["--grpc-port", str(port)], env={"FERRYMAN_MODEL_CACHE": str(tmp_path / "cache")}
+    ):
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env=dict(os.environ),
+            check=False,
+        )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "['v1', 'v2'] [('input', 'FP32', ['-1', '30'])]", lines
@@ -39,5 +47,7 @@ def test_the_tritonclient_example(sample_spec: Path, sample_models, tmp_path: Pa
     want = reference_outputs(Path(sample_models.versions["v1"]), {"input": x})["label"]
     assert lines[1] == f"v1 {want.tolist()}", lines
     assert lines[2] == "v2"
-    assert lines[3] == ("StatusCode.INVALID_ARGUMENT input 'input': dimension 1 is 5 but the model requires 30 "
-                        "(expected shape [-1, 30])"), lines
+    assert lines[3] == (
+        "StatusCode.INVALID_ARGUMENT input 'input': dimension 1 is 5 but the model requires 30 "
+        "(expected shape [-1, 30])"
+    ), lines

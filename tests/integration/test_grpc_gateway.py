@@ -32,10 +32,21 @@ def _up(spec: Path, state: Path) -> tuple[UpServer, str]:
 @pytest.fixture(scope="module")
 def canary(sample_models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[UpServer, str]]:
     d = tmp_path_factory.mktemp("grpc-canary")
-    spec = write_spec(d / "deployment.yaml", versions=sample_models.versions, traffic={
-        "strategy": "canary", "stable": "v1", "candidate": "v2",
-        "canary": {"steps": [CANDIDATE_PERCENT, 100], "intervalSeconds": 86_400, "failureThreshold": 2,
-                   "minRequests": 10}})
+    spec = write_spec(
+        d / "deployment.yaml",
+        versions=sample_models.versions,
+        traffic={
+            "strategy": "canary",
+            "stable": "v1",
+            "candidate": "v2",
+            "canary": {
+                "steps": [CANDIDATE_PERCENT, 100],
+                "intervalSeconds": 86_400,
+                "failureThreshold": 2,
+                "minRequests": 10,
+            },
+        },
+    )
     server, target = _up(spec, d / "state")
     try:
         yield server, target
@@ -57,8 +68,9 @@ def _counts(up: UpServer) -> dict[tuple[str, str], int]:
     return {k: r["requests"] for k, r in traffic_rows(up.status()).items()}
 
 
-def test_canary_weights_hold_over_grpc_and_accounting_is_exact(canary: tuple[UpServer, str],
-                                                               traffic: np.ndarray) -> None:
+def test_canary_weights_hold_over_grpc_and_accounting_is_exact(
+    canary: tuple[UpServer, str], traffic: np.ndarray
+) -> None:
     up, target = canary
     assert up.rollout()["weights"] == {"v1": 100 - CANDIDATE_PERCENT, "v2": CANDIDATE_PERCENT}
     before = _counts(up)
@@ -70,13 +82,16 @@ def test_canary_weights_hold_over_grpc_and_accounting_is_exact(canary: tuple[UpS
     assert after[("v1", "stable")] - before.get(("v1", "stable"), 0) == seen["v1"]
     assert after[("v2", "candidate")] - before.get(("v2", "candidate"), 0) == seen["v2"]
     samples = parse_exposition(httpx.get(f"{up.url}/metrics").text)
-    assert sample_sum(samples, "ferryman_requests_total", protocol="grpc-raw", route="candidate",
-                      code="200") >= seen["v2"]
+    assert (
+        sample_sum(samples, "ferryman_requests_total", protocol="grpc-raw", route="candidate", code="200")
+        >= seen["v2"]
+    )
     assert up.rollout()["weights"] == {"v1": 100 - CANDIDATE_PERCENT, "v2": CANDIDATE_PERCENT}
 
 
-def test_pins_by_model_version_and_by_metadata_bypass_the_split(canary: tuple[UpServer, str],
-                                                                traffic: np.ndarray) -> None:
+def test_pins_by_model_version_and_by_metadata_bypass_the_split(
+    canary: tuple[UpServer, str], traffic: np.ndarray
+) -> None:
     up, target = canary
     before = _counts(up)
     with tc.InferenceServerClient(target) as client:
@@ -92,34 +107,51 @@ def test_pins_by_model_version_and_by_metadata_bypass_the_split(canary: tuple[Up
     assert after.get(("v2", "candidate"), 0) == before.get(("v2", "candidate"), 0)
 
 
-def test_a_sticky_key_in_metadata_gets_the_arm_rest_gives_it(sample_models, traffic: np.ndarray,
-                                                            tmp_path: Path) -> None:
-    spec = write_spec(tmp_path / "deployment.yaml", versions=sample_models.versions, traffic={
-        "strategy": "abTest", "stable": "v1",
-        "abTest": {"weights": {"v1": 50, "v2": 50}, "sticky": {"source": "header", "name": "x-user-id"}}})
+def test_a_sticky_key_in_metadata_gets_the_arm_rest_gives_it(
+    sample_models, traffic: np.ndarray, tmp_path: Path
+) -> None:
+    spec = write_spec(
+        tmp_path / "deployment.yaml",
+        versions=sample_models.versions,
+        traffic={
+            "strategy": "abTest",
+            "stable": "v1",
+            "abTest": {"weights": {"v1": 50, "v2": 50}, "sticky": {"source": "header", "name": "x-user-id"}},
+        },
+    )
     keys = [f"user-{i}" for i in range(200)]
     up, target = _up(spec, tmp_path / "state")
     try:
         rest = arms_for(up.url, keys, traffic, lambda key: {"headers": {"x-user-id": key}})
         with tc.InferenceServerClient(target) as client:
-            over_grpc = {k: _version(client, traffic[(n * 7) % len(traffic)], headers={"x-user-id": k})
-                         for n, k in enumerate(keys)}
+            over_grpc = {
+                k: _version(client, traffic[(n * 7) % len(traffic)], headers={"x-user-id": k})
+                for n, k in enumerate(keys)
+            }
     finally:
         up.stop()
     assert over_grpc == rest
     assert 0.3 <= Counter(rest.values())["v1"] / len(keys) <= 0.7
 
 
-def test_shadow_copies_of_grpc_requests_run_on_the_candidate(sample_models, traffic: np.ndarray,
-                                                             tmp_path: Path) -> None:
-    spec = write_spec(tmp_path / "deployment.yaml", versions=sample_models.versions,
-                      traffic={"strategy": "shadow", "stable": "v1", "candidate": "v2"})
+def test_shadow_copies_of_grpc_requests_run_on_the_candidate(
+    sample_models, traffic: np.ndarray, tmp_path: Path
+) -> None:
+    spec = write_spec(
+        tmp_path / "deployment.yaml",
+        versions=sample_models.versions,
+        traffic={"strategy": "shadow", "stable": "v1", "candidate": "v2"},
+    )
     up, target = _up(spec, tmp_path / "state")
     try:
         with tc.InferenceServerClient(target) as client:
             answered = Counter(_version(client, traffic[i]) for i in range(40))
-        wait_until(lambda: traffic_rows(up.status()).get(("v2", "shadow"), {}).get("requests", 0) == 40,
-                   timeout=30, what="40 shadow copies", detail=up.status)
+        wait_until(
+            lambda: traffic_rows(up.status()).get(("v2", "shadow"), {}).get("requests", 0) == 40,
+            timeout=30,
+            what="40 shadow copies",
+            detail=up.status,
+        )
         rows = traffic_rows(up.status())
     finally:
         up.stop()

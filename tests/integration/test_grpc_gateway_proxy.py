@@ -43,30 +43,55 @@ def topology(sample_spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     work = tmp_path_factory.mktemp("grpc-proxy")
     specs = {v: _single_version_spec(sample_spec, v, work) for v in ("v1", "v2")}
     ports = {v: free_port() for v in specs}
-    with serve_cli(specs["v1"], args=["--grpc-port", str(ports["v1"])]) as v1, \
-            serve_cli(specs["v2"], args=["--grpc-port", str(ports["v2"])]) as v2:
+    with (
+        serve_cli(specs["v1"], args=["--grpc-port", str(ports["v1"])]) as v1,
+        serve_cli(specs["v2"], args=["--grpc-port", str(ports["v2"])]) as v2,
+    ):
         topo: dict[str, Any] = {
-            "spec": sample_spec, "routes": work / "routes.json", "servers": {"v1": v1, "v2": v2},
+            "spec": sample_spec,
+            "routes": work / "routes.json",
+            "servers": {"v1": v1, "v2": v2},
             "backends": {"v1": v1.url, "v2": v2.url},
             "grpc_backends": {v: f"127.0.0.1:{p}" for v, p in ports.items()},
         }
         _write(topo, weights={"v1": 70, "v2": 30})
         port, grpc_port = free_port(), free_port()
-        with ferryman_process(["gateway", "--routes", str(topo["routes"]), "--host", "127.0.0.1",
-                               "--port", str(port), "--grpc-port", str(grpc_port)], port=port) as gw:
+        with ferryman_process(
+            [
+                "gateway",
+                "--routes",
+                str(topo["routes"]),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--grpc-port",
+                str(grpc_port),
+            ],
+            port=port,
+        ) as gw:
             topo.update(url=gw.url, target=f"127.0.0.1:{grpc_port}", gw=gw)
             yield topo
 
 
-def _write(topo: Mapping[str, Any], *, weights: dict[str, int], sticky: str | None = None,
-           shadow: str | None = None, grpc_backends: Mapping[str, str] | None = None) -> None:
+def _write(
+    topo: Mapping[str, Any],
+    *,
+    weights: dict[str, int],
+    sticky: str | None = None,
+    shadow: str | None = None,
+    grpc_backends: Mapping[str, str] | None = None,
+) -> None:
     table = initial_table(load_deployment(topo["spec"]), weights=weights)
     if sticky is not None:
         table = dataclasses.replace(table, sticky=StickyKey(source=StickySource.header, name=sticky))
     if shadow is not None:
         table = dataclasses.replace(table, shadow=shadow, shadow_percent=100.0)
-    doc = table_to_dict(table, backends=topo["backends"],
-                        grpc_backends=topo["grpc_backends"] if grpc_backends is None else grpc_backends)
+    doc = table_to_dict(
+        table,
+        backends=topo["backends"],
+        grpc_backends=topo["grpc_backends"] if grpc_backends is None else grpc_backends,
+    )
     path: Path = topo["routes"]
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc))
@@ -79,8 +104,10 @@ def _route(topo: Mapping[str, Any], *, weights: dict[str, int], **kwargs: Any) -
 
     def loaded() -> bool:
         samples = _metrics(topo["url"])
-        return all(sample_sum(samples, "ferryman_traffic_weight_ratio", version=v) == w / 100
-                   for v, w in weights.items())
+        return all(
+            sample_sum(samples, "ferryman_traffic_weight_ratio", version=v) == w / 100
+            for v, w in weights.items()
+        )
 
     wait_until(loaded, timeout=30, what=f"the gateway to load {weights}")
 
@@ -122,20 +149,30 @@ def test_weights_hold_over_grpc_and_answers_match_rest(topology: dict[str, Any],
         answer = _infer(client, traffic[3], model_version="v2")
     assert set(seen) == {"v1", "v2"}
     assert abs(100.0 * seen["v2"] / n - 30) <= 6.5, seen  # 3.5 standard deviations
-    rest = httpx.post(f"{topology['url']}/v2/models/{MODEL}/versions/v2/infer", timeout=10, json={
-        "inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": traffic[3].tolist()}]}).json()
+    rest = httpx.post(
+        f"{topology['url']}/v2/models/{MODEL}/versions/v2/infer",
+        timeout=10,
+        json={
+            "inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": traffic[3].tolist()}]
+        },
+    ).json()
     for out in rest["outputs"]:
-        np.testing.assert_allclose(answer.as_numpy(out["name"]).ravel(), np.asarray(out["data"]).ravel(),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            answer.as_numpy(out["name"]).ravel(), np.asarray(out["data"]).ravel(), rtol=1e-6
+        )
     after = _metrics(topology["url"])
 
     def delta(**labels: str) -> float:
-        return (sample_sum(after, "ferryman_requests_total", **labels)
-                - sample_sum(before, "ferryman_requests_total", **labels))
+        return sample_sum(after, "ferryman_requests_total", **labels) - sample_sum(
+            before, "ferryman_requests_total", **labels
+        )
 
-    moved = {dict(labels)["route"] + "/" + dict(labels)["version"] + "/" + dict(labels)["code"]: value
-             - before.get((name, labels), 0.0) for (name, labels), value in after.items()
-             if name == "ferryman_requests_total" and dict(labels).get("protocol") == "grpc-raw"}
+    moved = {
+        dict(labels)["route"] + "/" + dict(labels)["version"] + "/" + dict(labels)["code"]: value
+        - before.get((name, labels), 0.0)
+        for (name, labels), value in after.items()
+        if name == "ferryman_requests_total" and dict(labels).get("protocol") == "grpc-raw"
+    }
     assert delta(protocol="grpc-raw", route="stable", version="v1", code="200") == seen["v1"], moved
     assert delta(protocol="grpc-raw", route="candidate", version="v2", code="200") == seen["v2"]
     assert delta(protocol="grpc-raw", route="pinned", version="v2", code="200") == 1, moved
@@ -161,25 +198,37 @@ def test_pins_errors_and_typed_contents(topology: dict[str, Any], traffic: np.nd
     item = request.inputs.add(name="input", datatype="FP32", shape=[1, 30])
     item.contents.fp32_contents.extend(traffic[0].astype(np.float32).tolist())
     with grpc.insecure_channel(topology["target"]) as channel:
-        call = channel.unary_unary(INFER, request_serializer=lambda m: m.SerializeToString(),
-                                   response_deserializer=pb.ModelInferResponse.FromString)
+        call = channel.unary_unary(
+            INFER,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
         response = call(request, timeout=10)
         assert response.model_version == "v1" and not response.raw_output_contents
-        assert all(len(o.contents.fp32_contents) + len(o.contents.int64_contents) > 0 for o in response.outputs)
-        short = pb.ModelInferRequest(model_name=MODEL,
-                                     raw_input_contents=[traffic[:2].astype(np.float32).tobytes()[:-4]])
+        assert all(
+            len(o.contents.fp32_contents) + len(o.contents.int64_contents) > 0 for o in response.outputs
+        )
+        short = pb.ModelInferRequest(
+            model_name=MODEL, raw_input_contents=[traffic[:2].astype(np.float32).tobytes()[:-4]]
+        )
         short.inputs.add(name="input", datatype="FP32", shape=[2, 30])
         with pytest.raises(grpc.RpcError) as caught:
             call(short, timeout=10)
-        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "needs 240 bytes" in caught.value.details()
-        malformed = channel.unary_unary(INFER, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        assert (
+            caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            and "needs 240 bytes" in caught.value.details()
+        )
+        malformed = channel.unary_unary(
+            INFER, request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
         with pytest.raises(grpc.RpcError) as caught:
             malformed(b"\xff\xff\xff", timeout=10)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_a_version_without_a_grpc_address_is_unavailable_not_internal(topology: dict[str, Any],
-                                                                     traffic: np.ndarray) -> None:
+def test_a_version_without_a_grpc_address_is_unavailable_not_internal(
+    topology: dict[str, Any], traffic: np.ndarray
+) -> None:
     _route(topology, weights={"v1": 90, "v2": 10}, grpc_backends={"v1": topology["grpc_backends"]["v1"]})
     try:
         with tc.InferenceServerClient(topology["target"]) as client:
@@ -190,14 +239,17 @@ def test_a_version_without_a_grpc_address_is_unavailable_not_internal(topology: 
         _write(topology, weights={"v1": 70, "v2": 30})
 
 
-def test_a_sticky_key_in_metadata_gets_the_arm_rest_gives_it(topology: dict[str, Any],
-                                                            traffic: np.ndarray) -> None:
+def test_a_sticky_key_in_metadata_gets_the_arm_rest_gives_it(
+    topology: dict[str, Any], traffic: np.ndarray
+) -> None:
     _route(topology, weights={"v1": 50, "v2": 50}, sticky="x-user-id")
     keys = [f"user-{i}" for i in range(120)]
     rest = arms_for(topology["url"], keys, traffic, lambda key: {"headers": {"x-user-id": key}})
     with tc.InferenceServerClient(topology["target"]) as client:
-        over_grpc = {k: _version(client, traffic[(n * 7) % len(traffic)], headers={"x-user-id": k})
-                     for n, k in enumerate(keys)}
+        over_grpc = {
+            k: _version(client, traffic[(n * 7) % len(traffic)], headers={"x-user-id": k})
+            for n, k in enumerate(keys)
+        }
         again = {k: _version(client, traffic[0], headers={"x-user-id": k}) for k in keys[:30]}
     assert over_grpc == rest
     assert again == {k: rest[k] for k in keys[:30]}
@@ -215,18 +267,22 @@ def test_shadow_copies_go_to_the_candidate_over_grpc(topology: dict[str, Any], t
 
     def copies() -> float:
         now = _metrics(gateway)
-        return (sample_sum(now, "ferryman_requests_total", protocol="shadow", version="v2", code="200")
-                - sample_sum(before, "ferryman_requests_total", protocol="shadow", version="v2", code="200"))
+        return sample_sum(
+            now, "ferryman_requests_total", protocol="shadow", version="v2", code="200"
+        ) - sample_sum(before, "ferryman_requests_total", protocol="shadow", version="v2", code="200")
 
     wait_until(lambda: copies() == n, timeout=30, what=f"{n} shadow copies")
     after_v2 = _metrics(candidate)
     # the candidate answered them over gRPC (the gateway forwards the caller's message as is)
-    assert (sample_sum(after_v2, "ferryman_requests_total", protocol="grpc-raw", code="200")
-            - sample_sum(before_v2, "ferryman_requests_total", protocol="grpc-raw", code="200")) == n
+    assert (
+        sample_sum(after_v2, "ferryman_requests_total", protocol="grpc-raw", code="200")
+        - sample_sum(before_v2, "ferryman_requests_total", protocol="grpc-raw", code="200")
+    ) == n
 
 
-def test_the_callers_api_key_reaches_the_version_server(sample_spec: Path, tmp_path: Path,
-                                                        traffic: np.ndarray) -> None:
+def test_the_callers_api_key_reaches_the_version_server(
+    sample_spec: Path, tmp_path: Path, traffic: np.ndarray
+) -> None:
     """A version server with API keys behind the gateway: the key travels in metadata (Bearer or x-api-key),
     its absence is the version server's UNAUTHENTICATED, passed through; the gateway's health stays open."""
     key = "k-" + "7" * 30
@@ -235,13 +291,31 @@ def test_the_callers_api_key_reaches_the_version_server(sample_spec: Path, tmp_p
     spec = _single_version_spec(sample_spec, "v1", tmp_path)
     grpc_port = free_port()
     with serve_cli(spec, args=["--grpc-port", str(grpc_port), "--api-keys", str(keys)]) as v1:
-        topo = {"spec": sample_spec, "routes": tmp_path / "routes.json", "backends": {"v1": v1.url},
-                "grpc_backends": {"v1": f"127.0.0.1:{grpc_port}"}}
+        topo = {
+            "spec": sample_spec,
+            "routes": tmp_path / "routes.json",
+            "backends": {"v1": v1.url},
+            "grpc_backends": {"v1": f"127.0.0.1:{grpc_port}"},
+        }
         _write(topo, weights={"v1": 100})
         port, gateway_grpc = free_port(), free_port()
-        with ferryman_process(["gateway", "--routes", str(topo["routes"]), "--host", "127.0.0.1",
-                               "--port", str(port), "--grpc-port", str(gateway_grpc)], port=port), \
-                tc.InferenceServerClient(f"127.0.0.1:{gateway_grpc}") as client:
+        with (
+            ferryman_process(
+                [
+                    "gateway",
+                    "--routes",
+                    str(topo["routes"]),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--grpc-port",
+                    str(gateway_grpc),
+                ],
+                port=port,
+            ),
+            tc.InferenceServerClient(f"127.0.0.1:{gateway_grpc}") as client,
+        ):
             assert client.is_server_ready()
             code, message = _status(lambda: _infer(client, traffic[0]))
             assert code == "StatusCode.UNAUTHENTICATED" and "API key" in message
@@ -251,8 +325,9 @@ def test_the_callers_api_key_reaches_the_version_server(sample_spec: Path, tmp_p
             assert code == "StatusCode.UNAUTHENTICATED"
 
 
-def test_a_call_whose_deadline_passes_is_recorded_as_deadline_exceeded(sample_spec: Path, tmp_path: Path,
-                                                                     traffic: np.ndarray) -> None:
+def test_a_call_whose_deadline_passes_is_recorded_as_deadline_exceeded(
+    sample_spec: Path, tmp_path: Path, traffic: np.ndarray
+) -> None:
     """The caller's deadline passes while the version server still computes: the caller gets
     DEADLINE_EXCEEDED and the gateway records the call as 408 (not a 502, nor a 200 a model run later); the
     forward carries what is left of the deadline and is cancelled with the call."""
@@ -261,18 +336,39 @@ def test_a_call_whose_deadline_passes_is_recorded_as_deadline_exceeded(sample_sp
     slow = slow_model(tmp_path / "breast-cancer.onnx", target_seconds=1.0)
     grpc_port = free_port()
     with serve_cli(slow, args=["--grpc-port", str(grpc_port)]) as v1:
-        topo = {"spec": sample_spec, "routes": tmp_path / "routes.json", "backends": {"v1": v1.url},
-                "grpc_backends": {"v1": f"127.0.0.1:{grpc_port}"}}
+        topo = {
+            "spec": sample_spec,
+            "routes": tmp_path / "routes.json",
+            "backends": {"v1": v1.url},
+            "grpc_backends": {"v1": f"127.0.0.1:{grpc_port}"},
+        }
         _write(topo, weights={"v1": 100})
         port, gateway_grpc = free_port(), free_port()
-        with ferryman_process(["gateway", "--routes", str(topo["routes"]), "--host", "127.0.0.1",
-                               "--port", str(port), "--grpc-port", str(gateway_grpc)], port=port) as gw, \
-                tc.InferenceServerClient(f"127.0.0.1:{gateway_grpc}") as client:
+        with (
+            ferryman_process(
+                [
+                    "gateway",
+                    "--routes",
+                    str(topo["routes"]),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--grpc-port",
+                    str(gateway_grpc),
+                ],
+                port=port,
+            ) as gw,
+            tc.InferenceServerClient(f"127.0.0.1:{gateway_grpc}") as client,
+        ):
             code, _ = _status(lambda: _infer(client, traffic[0], client_timeout=0.2))
             assert code == "StatusCode.DEADLINE_EXCEEDED"
 
             def recorded() -> dict[str, float]:
-                return {dict(labels)["code"]: value for (name, labels), value in _metrics(gw.url).items()
-                        if name == "ferryman_requests_total" and dict(labels).get("protocol") == "grpc-raw"}
+                return {
+                    dict(labels)["code"]: value
+                    for (name, labels), value in _metrics(gw.url).items()
+                    if name == "ferryman_requests_total" and dict(labels).get("protocol") == "grpc-raw"
+                }
 
             assert wait_until(recorded, timeout=20, what="the gateway's record of the call") == {"408": 1.0}

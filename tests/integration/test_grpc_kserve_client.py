@@ -81,7 +81,9 @@ def _run_scenario(target: str, version: str, sample_models, rows: np.ndarray, tm
     np.save(tmp_path / "label.npy", want["label"])
     np.save(tmp_path / "probabilities.npy", want["probabilities"])
     script = SCENARIO.format(target=target, model=MODEL, version=version, dir=str(tmp_path))
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert result.stdout.strip() == "ok", result.stdout
 
@@ -91,8 +93,9 @@ def rows(traffic: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(traffic[:9], dtype=np.float32)
 
 
-def test_kserve_grpc_client_against_ferryman_serve(sample_spec: Path, sample_models, rows: np.ndarray,
-                                                   tmp_path: Path) -> None:
+def test_kserve_grpc_client_against_ferryman_serve(
+    sample_spec: Path, sample_models, rows: np.ndarray, tmp_path: Path
+) -> None:
     port = free_port()
     with serve_cli(sample_spec, args=["--grpc-port", str(port)]):
         _run_scenario(f"127.0.0.1:{port}", "v1", sample_models, rows, tmp_path)
@@ -101,8 +104,16 @@ def test_kserve_grpc_client_against_ferryman_serve(sample_spec: Path, sample_mod
 @pytest.fixture(scope="module")
 def kserve_runtime(sample_models) -> Iterator[str]:
     port, grpc_port = free_port(), free_port()
-    args = ["-m", "ferryman_runtimes.kserve", f"--model_name={MODEL}", f"--model_dir={sample_models.versions['v2']}",
-            "--model_version=v2", "--host=127.0.0.1", f"--http_port={port}", f"--grpc_port={grpc_port}"]
+    args = [
+        "-m",
+        "ferryman_runtimes.kserve",
+        f"--model_name={MODEL}",
+        f"--model_dir={sample_models.versions['v2']}",
+        "--model_version=v2",
+        "--host=127.0.0.1",
+        f"--http_port={port}",
+        f"--grpc_port={grpc_port}",
+    ]
     process = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{port}/v2/health/ready", alive=lambda: process.poll() is None)
@@ -112,6 +123,7 @@ def kserve_runtime(sample_models) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def test_kserve_grpc_client_against_the_kserve_contract_runtime(kserve_runtime: str, sample_models,
-                                                               rows: np.ndarray, tmp_path: Path) -> None:
+def test_kserve_grpc_client_against_the_kserve_contract_runtime(
+    kserve_runtime: str, sample_models, rows: np.ndarray, tmp_path: Path
+) -> None:
     _run_scenario(kserve_runtime, "v2", sample_models, rows, tmp_path)

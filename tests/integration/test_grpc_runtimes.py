@@ -38,8 +38,12 @@ def _calls(target: str, model: str) -> list[str]:
 
 
 def _grpc_count(url: str) -> float:
-    return sample_sum(parse_exposition(httpx.get(f"{url}/metrics").text), "ferryman_requests_total",
-                      protocol="grpc-raw", code="200")
+    return sample_sum(
+        parse_exposition(httpx.get(f"{url}/metrics").text),
+        "ferryman_requests_total",
+        protocol="grpc-raw",
+        code="200",
+    )
 
 
 def _wait_for_count(url: str) -> None:
@@ -55,9 +59,17 @@ def add_one(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_kserve_contract_runtime_serves_grpc_with_two_workers(add_one: Path) -> None:
     port, grpc_port = free_port(), free_port()
-    args = ["-m", "ferryman_runtimes.kserve", "--model_name=adder", f"--model_dir={add_one.parent}",
-            "--model_version=7", "--host=127.0.0.1", f"--http_port={port}", f"--grpc_port={grpc_port}",
-            "--workers=2"]
+    args = [
+        "-m",
+        "ferryman_runtimes.kserve",
+        "--model_name=adder",
+        f"--model_dir={add_one.parent}",
+        "--model_version=7",
+        "--host=127.0.0.1",
+        f"--http_port={port}",
+        f"--grpc_port={grpc_port}",
+        "--workers=2",
+    ]
     process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"

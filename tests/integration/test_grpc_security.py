@@ -35,15 +35,30 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     write_atomically(d / "tls.crt", cert)
     write_atomically(d / "tls.key", key)
     port, grpc_port = free_port(), free_port()
-    args = ["serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port),
-            "--api-keys", str(keys), "--tls-cert", str(d / "tls.crt"), "--tls-key", str(d / "tls.key")]
+    args = [
+        "serve",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--grpc-port",
+        str(grpc_port),
+        "--api-keys",
+        str(keys),
+        "--tls-cert",
+        str(d / "tls.crt"),
+        "--tls-key",
+        str(d / "tls.key"),
+    ]
     with ferryman_process(args, port=port, scheme="https", verify=str(ca.cert_path)) as proc:
         yield {"dir": d, "ca": ca, "keys": keys, "target": f"127.0.0.1:{grpc_port}", "process": proc}
 
 
 def _client(secured: dict[str, Any], ca: Authority | None = None) -> tc.InferenceServerClient:
-    return tc.InferenceServerClient(secured["target"], ssl=True,
-                                    root_certificates=str((ca or secured["ca"]).cert_path))
+    return tc.InferenceServerClient(
+        secured["target"], ssl=True, root_certificates=str((ca or secured["ca"]).cert_path)
+    )
 
 
 def _infer(client: tc.InferenceServerClient, headers: dict[str, str] | None = None) -> np.ndarray:
@@ -66,8 +81,10 @@ def test_api_keys_from_metadata_and_health_stays_open(secured: dict[str, Any]) -
         assert client.is_server_live() and client.is_server_ready()  # probes need no key
         assert _code(lambda: _infer(client)) == "StatusCode.UNAUTHENTICATED"
         assert _code(lambda: client.get_model_metadata("add_one")) == "StatusCode.UNAUTHENTICATED"
-        assert _code(lambda: _infer(client, {"authorization": "Bearer wrong-key-000000000"})) == \
-            "StatusCode.UNAUTHENTICATED"
+        assert (
+            _code(lambda: _infer(client, {"authorization": "Bearer wrong-key-000000000"}))
+            == "StatusCode.UNAUTHENTICATED"
+        )
         np.testing.assert_array_equal(_infer(client, {"authorization": f"Bearer {KEY}"}), [[2, 3, 4]])
         np.testing.assert_array_equal(_infer(client, {"x-api-key": KEY}), [[2, 3, 4]])
         assert client.get_model_metadata("add_one", headers={"x-api-key": KEY}).name == "add_one"
@@ -76,6 +93,7 @@ def test_api_keys_from_metadata_and_health_stays_open(secured: dict[str, Any]) -
 def test_a_rotated_key_file_applies_without_restart(secured: dict[str, Any]) -> None:
     write_atomically(secured["keys"], NEW_KEY + "\n")
     with _client(secured) as client:
+
         def rotated() -> bool:
             try:
                 _infer(client, {"x-api-key": NEW_KEY})
@@ -91,7 +109,9 @@ def test_a_rotated_key_file_applies_without_restart(secured: dict[str, Any]) -> 
 def test_a_renewed_certificate_serves_new_handshakes(secured: dict[str, Any]) -> None:
     d: Path = secured["dir"]
     other = make_ca(d / "ca2", name="ferryman test CA two")
-    with _client(secured, other) as stranger:  # signed by the first CA: a client trusting only the second refuses
+    with _client(
+        secured, other
+    ) as stranger:  # signed by the first CA: a client trusting only the second refuses
         assert _code(stranger.is_server_live) == "StatusCode.UNAVAILABLE"
     cert, key = issue_cert(other)
     write_atomically(d / "tls.key", key)

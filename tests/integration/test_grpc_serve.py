@@ -35,8 +35,11 @@ INFER = "/inference.GRPCInferenceService/ModelInfer"
 def served(sample_spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CliServer, str]]:
     port = free_port()
     cache = tmp_path_factory.mktemp("grpc-cache")
-    with serve_cli(sample_spec, args=["--grpc-port", str(port), "--max-body-bytes", str(MAX_BODY)],
-                   env={"FERRYMAN_MODEL_CACHE": str(cache)}) as server:
+    with serve_cli(
+        sample_spec,
+        args=["--grpc-port", str(port), "--max-body-bytes", str(MAX_BODY)],
+        env={"FERRYMAN_MODEL_CACHE": str(cache)},
+    ) as server:
         yield server, f"127.0.0.1:{port}"
 
 
@@ -92,11 +95,16 @@ def test_live_ready_and_metadata(client: tc.InferenceServerClient) -> None:
     assert _status(lambda: client.get_model_metadata(MODEL, "v9"))[0] == "StatusCode.NOT_FOUND"
 
 
-def test_raw_and_typed_contents_answer_what_rest_answers(served: tuple[CliServer, str], client: tc.InferenceServerClient,
-                                                         stub: Any, traffic: np.ndarray) -> None:
+def test_raw_and_typed_contents_answer_what_rest_answers(
+    served: tuple[CliServer, str], client: tc.InferenceServerClient, stub: Any, traffic: np.ndarray
+) -> None:
     rows = traffic[:5].astype(np.float32)
-    rest = httpx.post(f"{served[0].url}/v2/models/{MODEL}/infer", json={"inputs": [
-        {"name": "input", "datatype": "FP32", "shape": [5, 30], "data": rows.ravel().tolist()}]}).json()
+    rest = httpx.post(
+        f"{served[0].url}/v2/models/{MODEL}/infer",
+        json={
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [5, 30], "data": rows.ravel().tolist()}]
+        },
+    ).json()
     expected = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in rest["outputs"]}
 
     raw = client.infer(MODEL, [_input(rows)], request_id="r-1")
@@ -113,8 +121,9 @@ def test_raw_and_typed_contents_answer_what_rest_answers(served: tuple[CliServer
     np.testing.assert_array_equal(got, expected["probabilities"].astype(np.float32))
 
 
-def test_model_version_pins_and_an_unknown_version_is_not_found(client: tc.InferenceServerClient,
-                                                                traffic: np.ndarray) -> None:
+def test_model_version_pins_and_an_unknown_version_is_not_found(
+    client: tc.InferenceServerClient, traffic: np.ndarray
+) -> None:
     rows = traffic[:1].astype(np.float32)
     assert client.infer(MODEL, [_input(rows)], model_version="v2").get_response().model_version == "v2"
     assert client.infer(MODEL, [_input(rows)]).get_response().model_version == "v1"  # the stable default
@@ -124,13 +133,16 @@ def test_model_version_pins_and_an_unknown_version_is_not_found(client: tc.Infer
     assert code == "StatusCode.NOT_FOUND" and "'nope' not found" in message
 
 
-def test_bad_inputs_are_invalid_argument_with_precise_messages(client: tc.InferenceServerClient, stub: Any,
-                                                               traffic: np.ndarray) -> None:
+def test_bad_inputs_are_invalid_argument_with_precise_messages(
+    client: tc.InferenceServerClient, stub: Any, traffic: np.ndarray
+) -> None:
     rows = traffic[:2].astype(np.float32)
     cases = {
         "wrong name": lambda: client.infer(MODEL, [_input(rows, name="features")]),
         "wrong shape": lambda: client.infer(MODEL, [_input(rows[:, :5])]),
-        "wrong datatype": lambda: client.infer(MODEL, [_input(np.array([[b"a"] * 30], np.object_), datatype="BYTES")]),
+        "wrong datatype": lambda: client.infer(
+            MODEL, [_input(np.array([[b"a"] * 30], np.object_), datatype="BYTES")]
+        ),
     }
     expected = {
         "wrong name": "unexpected input(s) 'features'; model expects ['input']",
@@ -146,13 +158,18 @@ def test_bad_inputs_are_invalid_argument_with_precise_messages(client: tc.Infere
     short.inputs.add(name="input", datatype="FP32", shape=[2, 30])
     code, message = _rpc_error(lambda: stub.ModelInfer(short))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert message == "raw_input_contents[0] (input): 236 bytes, but shape [2, 30] of FP32 needs 240 bytes (60 elements of 4)"
+    assert (
+        message
+        == "raw_input_contents[0] (input): 236 bytes, but shape [2, 30] of FP32 needs 240 bytes (60 elements of 4)"
+    )
 
     counted = _typed(rows)
     del counted.inputs[0].contents.fp32_contents[-1]
     code, message = _rpc_error(lambda: stub.ModelInfer(counted))
-    assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT,
-                               "inputs[0] (input).contents: 59 fp32_contents elements, but shape [2, 30] needs 60")
+    assert (code, message) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "inputs[0] (input).contents: 59 fp32_contents elements, but shape [2, 30] needs 60",
+    )
     code, message = _rpc_error(lambda: stub.ModelInfer(service_pb2.ModelInferRequest(inputs=counted.inputs)))
     assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "model_name: must be set")
 
@@ -161,8 +178,12 @@ def test_malformed_bytes_and_over_size_messages(served: tuple[CliServer, str], t
     with grpc.insecure_channel(served[1]) as channel:
         call = channel.unary_unary(INFER)  # bytes as they are
         code, message = _rpc_error(lambda: call(b"\xff\xff\xff\xff"))
-        assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a valid inference.ModelInferRequest" in message
-        code, _ = _rpc_error(lambda: channel.unary_unary("/inference.GRPCInferenceService/ModelReady")(b"\x0a\xff"))
+        assert (
+            code == grpc.StatusCode.INVALID_ARGUMENT and "not a valid inference.ModelInferRequest" in message
+        )
+        code, _ = _rpc_error(
+            lambda: channel.unary_unary("/inference.GRPCInferenceService/ModelReady")(b"\x0a\xff")
+        )
         assert code == grpc.StatusCode.INVALID_ARGUMENT
     big = np.zeros((600, 30), np.float32)  # 72 kB of raw contents over the 64 kB limit
     with tc.InferenceServerClient(served[1]) as client:
@@ -172,12 +193,16 @@ def test_malformed_bytes_and_over_size_messages(served: tuple[CliServer, str], t
 
 def _requests(url: str) -> dict[tuple[str, str], float]:
     samples = parse_exposition(httpx.get(f"{url}/metrics").text)
-    return {(p, c): sample_sum(samples, "ferryman_requests_total", protocol=p, code=c)
-            for p in ("grpc", "grpc-raw", "v2") for c in ("200", "400")}
+    return {
+        (p, c): sample_sum(samples, "ferryman_requests_total", protocol=p, code=c)
+        for p in ("grpc", "grpc-raw", "v2")
+        for c in ("200", "400")
+    }
 
 
-def test_metrics_count_grpc_requests_under_their_protocol(served: tuple[CliServer, str], stub: Any,
-                                                          client: tc.InferenceServerClient, traffic: np.ndarray) -> None:
+def test_metrics_count_grpc_requests_under_their_protocol(
+    served: tuple[CliServer, str], stub: Any, client: tc.InferenceServerClient, traffic: np.ndarray
+) -> None:
     before = _requests(served[0].url)
     rows = traffic[:1].astype(np.float32)
     for _ in range(7):
@@ -187,8 +212,14 @@ def test_metrics_count_grpc_requests_under_their_protocol(served: tuple[CliServe
     _status(lambda: client.infer(MODEL, [_input(rows[:, :3])]))
     after = _requests(served[0].url)
     delta = {k: after[k] - before[k] for k in after}
-    assert delta == {("grpc-raw", "200"): 7, ("grpc", "200"): 3, ("grpc-raw", "400"): 1, ("grpc", "400"): 0,
-                     ("v2", "200"): 0, ("v2", "400"): 0}
+    assert delta == {
+        ("grpc-raw", "200"): 7,
+        ("grpc", "200"): 3,
+        ("grpc-raw", "400"): 1,
+        ("grpc", "400"): 0,
+        ("v2", "200"): 0,
+        ("v2", "400"): 0,
+    }
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -205,9 +236,16 @@ def test_fuzzed_messages_over_the_wire_never_get_internal(stub: Any, message: An
 # -- adaptive batching ------------------------------------------------------------------------------
 def _slow_spec(tmp_path: Path, *, queue: int) -> Path:
     model = models.slow_model(tmp_path / "slow.onnx", target_seconds=0.1)
-    spec = {"apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "slow"},
-            "spec": {"versions": [{"name": "v1", "uri": str(model)}], "drift": {"enabled": False},
-                     "batching": {"maxBatchSize": 4, "maxQueueSize": queue}}}
+    spec = {
+        "apiVersion": "serving.ferryman.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "slow"},
+        "spec": {
+            "versions": [{"name": "v1", "uri": str(model)}],
+            "drift": {"enabled": False},
+            "batching": {"maxBatchSize": 4, "maxQueueSize": queue},
+        },
+    }
     path = tmp_path / "slow.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -230,7 +268,9 @@ def test_batching_applies_to_grpc_and_a_full_queue_is_resource_exhausted(tmp_pat
             outcomes = list(pool.map(call, range(16)))
         samples = parse_exposition(httpx.get(f"{server.url}/metrics").text)
     codes = {code for code, _ in outcomes}
-    assert codes == {"OK", "StatusCode.RESOURCE_EXHAUSTED"}, outcomes  # one running, one queued, the rest refused
+    assert codes == {"OK", "StatusCode.RESOURCE_EXHAUSTED"}, (
+        outcomes
+    )  # one running, one queued, the rest refused
     assert all("batch queue full" in m for c, m in outcomes if c != "OK")
     ok = sum(1 for c, _ in outcomes if c == "OK")
     # every answered gRPC request went through the version's batcher (counted once in ferryman_batch_size)

@@ -76,7 +76,7 @@ def parse_dockerfile(path: Path) -> dict[str, Stage]:
         elif instr in ("ENTRYPOINT", "CMD"):
             setattr(stage, instr.lower(), json.loads(rest))
         elif instr == "HEALTHCHECK":
-            stage.healthcheck = json.loads(rest[rest.index("CMD") + 3:].strip())
+            stage.healthcheck = json.loads(rest[rest.index("CMD") + 3 :].strip())
         elif instr == "COPY" and "--from=" in rest:
             stage.copies_from.append(re.search(r"--from=(\S+)", rest).group(1))  # type: ignore[union-attr]
     return stages
@@ -122,15 +122,20 @@ def test_runtime_image_runs_the_cluster_serving_runtime_command(runtime_image: d
 
 
 def run_healthcheck(stage: Stage, url: str) -> int:
-    env = {**os.environ, **{k: v for k, v in stage.env.items() if not k.startswith("PATH")},
-           "FERRYMAN_HEALTHCHECK_URL": url}
-    return subprocess.run(localise(stage.healthcheck), env=env, capture_output=True, timeout=30,
-                          check=False).returncode
+    env = {
+        **os.environ,
+        **{k: v for k, v in stage.env.items() if not k.startswith("PATH")},
+        "FERRYMAN_HEALTHCHECK_URL": url,
+    }
+    return subprocess.run(
+        localise(stage.healthcheck), env=env, capture_output=True, timeout=30, check=False
+    ).returncode
 
 
 @pytest.fixture(scope="module")
-def runtime_container(runtime_image: dict[str, Stage], sample_models, tmp_path_factory: pytest.TempPathFactory
-                      ) -> Iterator[str]:
+def runtime_container(
+    runtime_image: dict[str, Stage], sample_models, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     stage = runtime_image["runtime"]
     models = tmp_path_factory.mktemp("mnt") / "models"
     models.mkdir()
@@ -138,8 +143,12 @@ def runtime_container(runtime_image: dict[str, Stage], sample_models, tmp_path_f
     port = free_port()
     argv = [*stage.entrypoint, *stage.cmd]
     argv = [str(models) if a == "/mnt/models" else str(port) if a == "8080" else a for a in argv]
-    process = subprocess.Popen([*localise(argv), "--host", "127.0.0.1"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    process = subprocess.Popen(
+        [*localise(argv), "--host", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/v2/health/ready", timeout=60, alive=lambda: process.poll() is None)
@@ -156,8 +165,9 @@ def test_runtime_image_default_command_serves_the_model(runtime_container: str) 
     assert resp.json()["model_name"] == "model"
 
 
-def test_runtime_image_healthcheck_passes_when_ready_and_fails_when_down(runtime_image: dict[str, Stage],
-                                                                        runtime_container: str) -> None:
+def test_runtime_image_healthcheck_passes_when_ready_and_fails_when_down(
+    runtime_image: dict[str, Stage], runtime_container: str
+) -> None:
     stage = runtime_image["runtime"]
     assert stage.env["FERRYMAN_HEALTHCHECK_URL"] == "http://127.0.0.1:8080/v2/health/ready"
     assert run_healthcheck(stage, f"{runtime_container}/v2/health/ready") == 0
@@ -200,8 +210,9 @@ def test_operator_image_entrypoint_is_the_operator(operator_image: dict[str, Sta
     """The entrypoint imports and parses its flags; running it for real needs a cluster (tests/cluster)."""
     stage = operator_image["operator"]
     assert stage.entrypoint == ["python", "-m", "ferryman_operator"]
-    done = subprocess.run([*localise(stage.entrypoint), "--help"], capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = subprocess.run(
+        [*localise(stage.entrypoint), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ferryman_operator" in done.stdout and "--kubeconfig" in done.stdout
 
@@ -213,7 +224,7 @@ def test_ray_base_installs_ray_from_the_lock_on_the_python_image(runtime_image: 
     base = runtime_image["ray-base"]
     assert base.base == runtime_image["runtime"].base == runtime_image["deps"].base
     assert base.env["PATH"].startswith("/opt/ray/bin:")  # pip and python on PATH, as in rayproject/ray
-    ray_base = text[text.index("AS ray-base"):text.index("AS ray\n")]
+    ray_base = text[text.index("AS ray-base") : text.index("AS ray\n")]
     assert '-c /tmp/lock.txt "ray[serve]"' in ray_base
     assert "useradd --uid 1000 --gid 100" in ray_base  # the ray target runs as USER 1000:100
     assert runtime_image["ray"].user == "1000:100"

@@ -51,16 +51,27 @@ class Runtime:
         return self.log.read_text(errors="replace")
 
 
-RUNTIME_FILE = Path(__file__).resolve().parents[2] / "runtimes" / "ferryman_runtimes" / "kserve" / \
-    "clusterservingruntime.yaml"
+RUNTIME_FILE = (
+    Path(__file__).resolve().parents[2]
+    / "runtimes"
+    / "ferryman_runtimes"
+    / "kserve"
+    / "clusterservingruntime.yaml"
+)
 
 
 def inference_service(sample_models, version: str) -> dict:
     """The operator's InferenceService for ``version`` of the sample deployment."""
     md = parse_deployment(yaml.safe_load(Path(sample_models.spec).read_text()))
     state, _ = rollout.start(md, now=0.0)
-    ctx = Context(md=md, namespace="models", owner={}, state=state, table=rollout.table_for(md, state),
-                  settings=Settings(image="img:1", ray_image="ray:1", identity="t"))
+    ctx = Context(
+        md=md,
+        namespace="models",
+        owner={},
+        state=state,
+        table=rollout.table_for(md, state),
+        settings=Settings(image="img:1", ray_image="ray:1", identity="t"),
+    )
     return kserve.inference_service(ctx, version)
 
 
@@ -71,10 +82,22 @@ def container_command(sample_models, version: str, *, model_dir: Path, port: int
     [c] = yaml.safe_load(RUNTIME_FILE.read_text())["spec"]["containers"]
     assert c["command"][:2] == ["python", "-m"]
     args = [a.replace("{{.Name}}", isvc["metadata"]["name"]) for a in c["args"]]
-    args = [f"--model_dir={model_dir}" if a.startswith("--model_dir=") else
-            f"--http_port={port}" if a.startswith("--http_port=") else a for a in args]
-    return [sys.executable, *c["command"][1:], *args, *isvc["spec"]["predictor"]["model"]["args"],
-            "--host", "127.0.0.1"]
+    args = [
+        f"--model_dir={model_dir}"
+        if a.startswith("--model_dir=")
+        else f"--http_port={port}"
+        if a.startswith("--http_port=")
+        else a
+        for a in args
+    ]
+    return [
+        sys.executable,
+        *c["command"][1:],
+        *args,
+        *isvc["spec"]["predictor"]["model"]["args"],
+        "--host",
+        "127.0.0.1",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +112,12 @@ def mnt_models(sample_models, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def start(argv: list[str], port: int, *, timeout: float = 60.0, env: dict[str, str] | None = None) -> Runtime:
     fd, name = tempfile.mkstemp(prefix="ferryman-kserve-", suffix=".log")
     with os.fdopen(fd, "wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
     rt = Runtime(url=f"http://127.0.0.1:{port}", process=process, log=Path(name))
     try:
         wait_http(rt.url + "/v2/health/ready", timeout=timeout, alive=lambda: process.poll() is None)
@@ -166,8 +193,11 @@ def test_v2_json_equals_onnx_runtime(client: httpx.Client, sample_models, traffi
 def test_v2_binary_equals_onnx_runtime(client: httpx.Client, sample_models, traffic: np.ndarray) -> None:
     rows = traffic[9:40]
     body, hl = v2.encode_request({"input": rows}, binary=True, binary_output=True)
-    resp = client.post(f"/v2/models/{MODEL}/infer", content=body,
-                       headers={HL: str(hl), "content-type": "application/octet-stream"})
+    resp = client.post(
+        f"/v2/models/{MODEL}/infer",
+        content=body,
+        headers={HL: str(hl), "content-type": "application/octet-stream"},
+    )
     assert resp.status_code == 200, resp.text
     doc = v2.decode_response(resp.content, header_length=int(resp.headers[HL]))
     want = expected(sample_models, rows)
@@ -185,15 +215,28 @@ def test_v1_predict_equals_onnx_runtime(client: httpx.Client, sample_models, tra
     assert labels == expected(sample_models, rows)["label"].tolist()
 
 
-@pytest.mark.parametrize(("path", "body", "status"), [
-    (f"/v2/models/{MODEL}/infer", b"[1, 2", 400),
-    (f"/v2/models/{MODEL}/infer", orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32",
-                                                            "shape": [1, 2], "data": [1, 2]}]}), 400),
-    (f"/v2/models/{MODEL}/infer", orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32",
-                                                            "shape": [1, 30], "data": ["x"] * 30}]}), 400),
-    (f"/v1/models/{MODEL}:predict", orjson.dumps({"instances": "nope"}), 400),
-    ("/v2/models/other/infer", orjson.dumps({"inputs": []}), 404),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        (f"/v2/models/{MODEL}/infer", b"[1, 2", 400),
+        (
+            f"/v2/models/{MODEL}/infer",
+            orjson.dumps(
+                {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
+            ),
+            400,
+        ),
+        (
+            f"/v2/models/{MODEL}/infer",
+            orjson.dumps(
+                {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 30], "data": ["x"] * 30}]}
+            ),
+            400,
+        ),
+        (f"/v1/models/{MODEL}:predict", orjson.dumps({"instances": "nope"}), 400),
+        ("/v2/models/other/infer", orjson.dumps({"inputs": []}), 404),
+    ],
+)
 def test_bad_input_is_a_4xx_with_an_error(client: httpx.Client, path: str, body: bytes, status: int) -> None:
     resp = client.post(path, content=body)
     assert resp.status_code == status, resp.text
@@ -205,28 +248,40 @@ def test_metrics_count_the_requests(client: httpx.Client, traffic: np.ndarray) -
     for _ in range(5):
         assert client.post(f"/v2/models/{MODEL}/infer", content=body).status_code == 200
     text = client.get("/metrics").text
-    lines = [x for x in text.splitlines()
-             if x.startswith("ferryman_requests_total{") and 'code="200"' in x and 'protocol="v2"' in x]
+    lines = [
+        x
+        for x in text.splitlines()
+        if x.startswith("ferryman_requests_total{") and 'code="200"' in x and 'protocol="v2"' in x
+    ]
     assert sum(float(x.rsplit(" ", 1)[1]) for x in lines) >= 5, lines
     assert 'ferryman_model_ready{model="breast-cancer",version="v2"} 1.0' in text
 
 
 @pytest.mark.slow  # two more server processes to start
-def test_two_workers_answer_with_one_metrics_view(sample_models, mnt_models: Path, traffic: np.ndarray) -> None:
+def test_two_workers_answer_with_one_metrics_view(
+    sample_models, mnt_models: Path, traffic: np.ndarray
+) -> None:
     port = free_port()
-    rt = start([*container_command(sample_models, "v2", model_dir=mnt_models, port=port), "--workers", "2"], port)
+    rt = start(
+        [*container_command(sample_models, "v2", model_dir=mnt_models, port=port), "--workers", "2"], port
+    )
     try:
         body, _ = v2.encode_request({"input": traffic[:3]})
         with httpx.Client(base_url=rt.url, timeout=30) as c:
             for _ in range(30):
-                with httpx.Client(base_url=rt.url, timeout=30) as fresh:  # new connections spread over workers
+                with httpx.Client(
+                    base_url=rt.url, timeout=30
+                ) as fresh:  # new connections spread over workers
                     assert fresh.post(f"/v2/models/{MODEL}/infer", content=body).status_code == 200
             # each worker folds its samples into the shared files at least every 0.25 s: wait for one tick
             total = 0.0
             for _ in range(50):
                 text = c.get("/metrics").text
-                total = sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines()
-                            if x.startswith("ferryman_requests_total{") and 'code="200"' in x)
+                total = sum(
+                    float(x.rsplit(" ", 1)[1])
+                    for x in text.splitlines()
+                    if x.startswith("ferryman_requests_total{") and 'code="200"' in x
+                )
                 if total >= 30:
                     break
                 time.sleep(0.2)
@@ -246,8 +301,10 @@ def test_a_missing_model_fails_fast_with_a_clear_message(sample_models, tmp_path
 
 
 # -- the `kserve` entry point: a ModelDeployment spec in, the KServe-contract server out -----------------
-ENTRY_POINT = ("import json, sys; from ferryman.cli.runtimes import launcher; "
-               "launcher('kserve')(sys.argv[1], host='127.0.0.1', port=int(sys.argv[2]), **json.loads(sys.argv[3]))")
+ENTRY_POINT = (
+    "import json, sys; from ferryman.cli.runtimes import launcher; "
+    "launcher('kserve')(sys.argv[1], host='127.0.0.1', port=int(sys.argv[2]), **json.loads(sys.argv[3]))"
+)
 
 
 def entry_point_command(spec: Path, port: int, **kwargs: object) -> list[str]:
@@ -277,8 +334,9 @@ def test_entry_point_is_registered() -> None:
     assert ep.load() is run
 
 
-def test_entry_point_serves_the_stable_version_on_both_protocols(from_spec: Runtime, sample_models,
-                                                                 traffic: np.ndarray) -> None:
+def test_entry_point_serves_the_stable_version_on_both_protocols(
+    from_spec: Runtime, sample_models, traffic: np.ndarray
+) -> None:
     rows = traffic[:7]
     want = reference_outputs(Path(sample_models.versions["v1"]), {"input": rows})  # v1 is the spec's stable
     with httpx.Client(base_url=from_spec.url, timeout=30) as c:
@@ -300,7 +358,8 @@ def test_entry_point_serves_the_stable_version_on_both_protocols(from_spec: Runt
 
 
 def test_entry_point_lays_out_the_model_directory_like_the_storage_initializer(
-        from_spec: Runtime, model_root: Path, sample_models) -> None:
+    from_spec: Runtime, model_root: Path, sample_models
+) -> None:
     directory = model_root / MODEL / "v1"
     [entry] = list(directory.iterdir())  # exactly one file, under the URI's base name
     assert entry.name == "model.onnx"
@@ -328,7 +387,8 @@ class _QuietFiles(http.server.SimpleHTTPRequestHandler):
 
 
 def test_entry_point_downloads_a_remote_version_and_checks_its_sha256(
-        sample_models, tmp_path: Path, traffic: np.ndarray) -> None:
+    sample_models, tmp_path: Path, traffic: np.ndarray
+) -> None:
     doc = yaml.safe_load(Path(sample_models.spec).read_text())
     with files_over_http(Path(sample_models.directory)) as base:
         for v in doc["spec"]["versions"]:
@@ -351,7 +411,13 @@ def test_entry_point_downloads_a_remote_version_and_checks_its_sha256(
 
         doc["spec"]["versions"][1]["sha256"] = "0" * 64
         spec.write_text(yaml.safe_dump(doc))
-        done = subprocess.run(entry_point_command(spec, free_port(), version="v2", model_root=root),
-                              capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **cache})
+        done = subprocess.run(
+            entry_point_command(spec, free_port(), version="v2", model_root=root),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, **cache},
+        )
         assert done.returncode != 0
         assert "checksum mismatch" in done.stderr

@@ -45,10 +45,22 @@ def send(url: str, rows: np.ndarray, *, good: int, bad: int, threads: int = 8) -
         with httpx.Client(base_url=url, timeout=60) as client:
             for i in range(index, len(jobs), threads):
                 if jobs[i]:
-                    body = {"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32",
-                                        "data": rows[i % len(rows)].tolist()}]}
+                    body = {
+                        "inputs": [
+                            {
+                                "name": "input",
+                                "shape": [1, 30],
+                                "datatype": "FP32",
+                                "data": rows[i % len(rows)].tolist(),
+                            }
+                        ]
+                    }
                 else:
-                    body = {"inputs": [{"name": "input", "shape": [1, 29], "datatype": "FP32", "data": [0.0] * 29}]}
+                    body = {
+                        "inputs": [
+                            {"name": "input", "shape": [1, 29], "datatype": "FP32", "data": [0.0] * 29}
+                        ]
+                    }
                 r = client.post(f"/v2/models/{MODEL}/infer", json=body)
                 with lock:
                     codes.append(r.status_code)
@@ -70,8 +82,11 @@ def scrape(server: CliServer) -> dict:
 
 
 def worker_pids(directory: Path, kind: str = "counter") -> set[int]:
-    return {int(m.group(1)) for p in directory.glob(f"{kind}_*.db")
-            if (m := re.match(rf"{kind}_(\d+)\.db", p.name))}
+    return {
+        int(m.group(1))
+        for p in directory.glob(f"{kind}_*.db")
+        if (m := re.match(rf"{kind}_(\d+)\.db", p.name))
+    }
 
 
 def wait_for_workers(directory: Path, n: int, *, timeout: float = 120) -> set[int]:
@@ -87,8 +102,12 @@ def wait_for_workers(directory: Path, n: int, *, timeout: float = 120) -> set[in
 
 def assert_totals(server: CliServer, *, good: int, bad: int, scrapes: int = 12) -> None:
     # each worker folds its pending request metrics on a short timer (and the scraped one at the scrape)
-    wait_until(lambda: sample_sum(scrape(server), "ferryman_requests_total", model=MODEL) == good + bad,
-               timeout=30, interval=0.2, what="every worker's request metrics folded in")
+    wait_until(
+        lambda: sample_sum(scrape(server), "ferryman_requests_total", model=MODEL) == good + bad,
+        timeout=30,
+        interval=0.2,
+        what="every worker's request metrics folded in",
+    )
     for _ in range(scrapes):
         s = scrape(server)
         assert sample_sum(s, "ferryman_requests_total", model=MODEL, code="200") == good
@@ -102,13 +121,18 @@ def assert_totals(server: CliServer, *, good: int, bad: int, scrapes: int = 12) 
         assert sample_sum(s, "ferryman_model_ready", model=MODEL, version="v1") == 1  # min over live workers
 
 
-def test_two_workers_scrape_exact_totals_and_survive_a_worker_crash(spec_without_drift: Path, traffic: np.ndarray,
-                                                                      tmp_path: Path) -> None:
+def test_two_workers_scrape_exact_totals_and_survive_a_worker_crash(
+    spec_without_drift: Path, traffic: np.ndarray, tmp_path: Path
+) -> None:
     directory = tmp_path / "multiproc"
     directory.mkdir()
     (directory / "counter_999999.db").write_bytes(b"stale file of an earlier run")
-    with serve_cli(spec_without_drift, args=["--workers", "2"],
-                   env={"PROMETHEUS_MULTIPROC_DIR": str(directory)}, timeout=120) as server:
+    with serve_cli(
+        spec_without_drift,
+        args=["--workers", "2"],
+        env={"PROMETHEUS_MULTIPROC_DIR": str(directory)},
+        timeout=120,
+    ) as server:
         assert not (directory / "counter_999999.db").exists()  # wiped at start: not counted again
         ready = wait_for_workers(directory, 2)
         codes = send(server.url, traffic, good=GOOD, bad=BAD)

@@ -75,8 +75,10 @@ def test_model_metadata(client: httpx.Client) -> None:
     assert meta["versions"] == ["v1", "v2"]
     assert meta["platform"] == "onnxruntime_onnx"
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 30]}]
-    assert meta["outputs"] == [{"name": "label", "datatype": "INT64", "shape": [-1]},
-                               {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}]
+    assert meta["outputs"] == [
+        {"name": "label", "datatype": "INT64", "shape": [-1]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
+    ]
     assert meta["parameters"]["version"] == "v1"  # the stable version is the default
     pinned = client.get(f"/v2/models/{MODEL}/versions/v2").json()
     assert pinned["parameters"]["version"] == "v2"
@@ -104,8 +106,13 @@ def test_head_request(client: httpx.Client) -> None:
 @pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested"])
 def test_v2_json(client: httpx.Client, sample_models, rows: np.ndarray, nested: bool) -> None:
     data = rows.tolist() if nested else rows.ravel().tolist()
-    resp = client.post(f"/v2/models/{MODEL}/infer", json={
-        "id": "req-1", "inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape), "data": data}]})
+    resp = client.post(
+        f"/v2/models/{MODEL}/infer",
+        json={
+            "id": "req-1",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape), "data": data}],
+        },
+    )
     assert resp.headers["content-type"] == "application/json"
     doc = outputs_of(resp)
     assert doc["model_name"] == MODEL
@@ -114,10 +121,18 @@ def test_v2_json(client: httpx.Client, sample_models, rows: np.ndarray, nested: 
     assert_outputs_equal(doc, expected(sample_models, "v1", rows))
 
 
-def test_v2_json_fp64_is_cast_to_the_model_type(client: httpx.Client, sample_models, rows: np.ndarray) -> None:
+def test_v2_json_fp64_is_cast_to_the_model_type(
+    client: httpx.Client, sample_models, rows: np.ndarray
+) -> None:
     x64 = rows.astype(np.float64)
-    resp = client.post(f"/v2/models/{MODEL}/infer", json={
-        "inputs": [{"name": "input", "datatype": "FP64", "shape": list(rows.shape), "data": x64.ravel().tolist()}]})
+    resp = client.post(
+        f"/v2/models/{MODEL}/infer",
+        json={
+            "inputs": [
+                {"name": "input", "datatype": "FP64", "shape": list(rows.shape), "data": x64.ravel().tolist()}
+            ]
+        },
+    )
     assert_outputs_equal(outputs_of(resp), expected(sample_models, "v1", x64.astype(np.float32)))
 
 
@@ -150,9 +165,11 @@ def test_v2_binary_request_and_response(client: httpx.Client, sample_models, row
     assert hl is not None
     header = orjson.loads(payload[:hl])
     assert header["inputs"][0]["parameters"] == {"binary_data_size": rows.nbytes}
-    resp = client.post(f"/v2/models/{MODEL}/versions/v2/infer", content=payload,
-                       headers={"Inference-Header-Content-Length": str(hl),
-                                "Content-Type": "application/octet-stream"})
+    resp = client.post(
+        f"/v2/models/{MODEL}/versions/v2/infer",
+        content=payload,
+        headers={"Inference-Header-Content-Length": str(hl), "Content-Type": "application/octet-stream"},
+    )
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"] == "application/octet-stream"
     resp_hl = int(resp.headers[HL])
@@ -166,22 +183,29 @@ def test_v2_binary_request_and_response(client: httpx.Client, sample_models, row
     offset = resp_hl
     for out in resp_header["outputs"]:
         arr = want[out["name"]]
-        raw = resp.content[offset: offset + out["parameters"]["binary_data_size"]]
+        raw = resp.content[offset : offset + out["parameters"]["binary_data_size"]]
         offset += len(raw)
-        np.testing.assert_array_equal(np.frombuffer(raw, dtype=arr.dtype.newbyteorder("<")).reshape(out["shape"]),
-                                      arr)
+        np.testing.assert_array_equal(
+            np.frombuffer(raw, dtype=arr.dtype.newbyteorder("<")).reshape(out["shape"]), arr
+        )
 
 
 def test_v2_binary_request_json_response(client: httpx.Client, sample_models, rows: np.ndarray) -> None:
     payload, hl = v2.encode_request({"input": rows}, binary=True)
-    resp = client.post(f"/v2/models/{MODEL}/infer", content=payload, headers={"Inference-Header-Content-Length": str(hl)})
+    resp = client.post(
+        f"/v2/models/{MODEL}/infer", content=payload, headers={"Inference-Header-Content-Length": str(hl)}
+    )
     assert HL not in resp.headers
     assert_outputs_equal(outputs_of(resp), expected(sample_models, "v1", rows))
 
 
 def test_v2_per_output_binary_data(client: httpx.Client, sample_models, rows: np.ndarray) -> None:
-    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape), "data": rows.ravel().tolist()}],
-            "outputs": [{"name": "label"}, {"name": "probabilities", "parameters": {"binary_data": True}}]}
+    body = {
+        "inputs": [
+            {"name": "input", "datatype": "FP32", "shape": list(rows.shape), "data": rows.ravel().tolist()}
+        ],
+        "outputs": [{"name": "label"}, {"name": "probabilities", "parameters": {"binary_data": True}}],
+    }
     resp = client.post(f"/v2/models/{MODEL}/infer", json=body)
     hl = int(resp.headers[HL])
     header = orjson.loads(resp.content[:hl])
@@ -195,8 +219,10 @@ def test_v2_per_output_binary_data(client: httpx.Client, sample_models, rows: np
 def test_one_row_and_zero_rows(client: httpx.Client, sample_models, rows: np.ndarray) -> None:
     one = rows[:1]
     payload, _ = v2.encode_request({"input": one})
-    assert_outputs_equal(outputs_of(client.post(f"/v2/models/{MODEL}/infer", content=payload)),
-                         expected(sample_models, "v1", one))
+    assert_outputs_equal(
+        outputs_of(client.post(f"/v2/models/{MODEL}/infer", content=payload)),
+        expected(sample_models, "v1", one),
+    )
     empty = np.zeros((0, 30), dtype=np.float32)
     payload, _ = v2.encode_request({"input": empty})
     doc = outputs_of(client.post(f"/v2/models/{MODEL}/infer", content=payload))
@@ -205,9 +231,12 @@ def test_one_row_and_zero_rows(client: httpx.Client, sample_models, rows: np.nda
 
 # -- KServe v1 -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("version", [None, "v2"])
-def test_v1_instances_to_predictions(client: httpx.Client, sample_models, rows: np.ndarray,
-                                     version: str | None) -> None:
-    path = f"/v1/models/{MODEL}:predict" if version is None else f"/v1/models/{MODEL}/versions/{version}:predict"
+def test_v1_instances_to_predictions(
+    client: httpx.Client, sample_models, rows: np.ndarray, version: str | None
+) -> None:
+    path = (
+        f"/v1/models/{MODEL}:predict" if version is None else f"/v1/models/{MODEL}/versions/{version}:predict"
+    )
     resp = client.post(path, json={"instances": rows.tolist()})
     assert resp.status_code == 200, resp.text
     doc = resp.json()
@@ -217,12 +246,15 @@ def test_v1_instances_to_predictions(client: httpx.Client, sample_models, rows: 
     predictions = doc["predictions"]
     assert len(predictions) == rows.shape[0]
     np.testing.assert_array_equal([p["label"] for p in predictions], want["label"])
-    np.testing.assert_array_equal(np.array([p["probabilities"] for p in predictions], dtype=np.float32),
-                                  want["probabilities"])
+    np.testing.assert_array_equal(
+        np.array([p["probabilities"] for p in predictions], dtype=np.float32), want["probabilities"]
+    )
 
 
 # -- the KServe SDK's REST client ----------------------------------------------------------------------
-def test_kserve_rest_client(native_server: CliServer, sample_models, rows: np.ndarray, tmp_path: Path) -> None:
+def test_kserve_rest_client(
+    native_server: CliServer, sample_models, rows: np.ndarray, tmp_path: Path
+) -> None:
     """The SDK runs in its own interpreter: kserve's v2 gRPC stubs and tritonclient's (which the gRPC tests
     load into this process) declare the same protobuf symbols of package ``inference``, so one process
     cannot import both. The rows and the expected outputs travel as .npy files."""
@@ -231,7 +263,9 @@ def test_kserve_rest_client(native_server: CliServer, sample_models, rows: np.nd
     np.save(tmp_path / "label.npy", want["label"])
     np.save(tmp_path / "probabilities.npy", want["probabilities"])
     script = KSERVE_SCENARIO.format(url=native_server.url, model=MODEL, dir=str(tmp_path))
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert result.stdout.strip() == "ok", result.stdout
 
@@ -308,14 +342,20 @@ def test_two_inputs_v2_and_v1(tiny_server: ThreadedServer, tiny_models: dict[str
 
 def test_strings_json_and_binary(tiny_server: ThreadedServer) -> None:
     words = ["ferry", "", "ünïcode"]
-    resp = httpx.post(f"{tiny_server.url}/v2/models/echo/infer", json={
-        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [3], "data": words}]})
+    resp = httpx.post(
+        f"{tiny_server.url}/v2/models/echo/infer",
+        json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [3], "data": words}]},
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json()["outputs"] == [{"name": "same", "datatype": "BYTES", "shape": [3], "data": words}]
-    payload, hl = v2.encode_request({"text": np.array([w.encode() for w in words], dtype=object)},
-                                    binary=True, binary_output=True)
-    resp = httpx.post(f"{tiny_server.url}/v2/models/echo/infer", content=payload,
-                      headers={"Inference-Header-Content-Length": str(hl)})
+    payload, hl = v2.encode_request(
+        {"text": np.array([w.encode() for w in words], dtype=object)}, binary=True, binary_output=True
+    )
+    resp = httpx.post(
+        f"{tiny_server.url}/v2/models/echo/infer",
+        content=payload,
+        headers={"Inference-Header-Content-Length": str(hl)},
+    )
     doc = outputs_of(resp)
     assert [x.decode() for x in doc["outputs"][0]["data"]] == words
     resp = httpx.post(f"{tiny_server.url}/v1/models/echo:predict", json={"instances": words})

@@ -53,14 +53,27 @@ def server() -> Iterator[str]:
 
 
 def md(*uris: str) -> ModelDeployment:
-    return ModelDeployment.model_validate({"metadata": {"name": "m"}, "spec": {
-        "versions": [{"name": f"v{i}", "uri": u} for i, u in enumerate(uris, 1)]}})
+    return ModelDeployment.model_validate(
+        {
+            "metadata": {"name": "m"},
+            "spec": {"versions": [{"name": f"v{i}", "uri": u} for i, u in enumerate(uris, 1)]},
+        }
+    )
 
 
 def test_reachable_missing_and_unchecked(server: str) -> None:
     closed = f"http://127.0.0.1:{free_port()}/model.onnx"
-    problems = asyncio.run(Preflight(ttl=60).problems(md(f"{server}/model.onnx", f"{server}/missing.onnx", closed,
-                                                         "s3://bucket/m.onnx", "/models/m.onnx")))
+    problems = asyncio.run(
+        Preflight(ttl=60).problems(
+            md(
+                f"{server}/model.onnx",
+                f"{server}/missing.onnx",
+                closed,
+                "s3://bucket/m.onnx",
+                "/models/m.onnx",
+            )
+        )
+    )
     assert problems[0] == f"version v2: model {server}/missing.onnx is unreachable: HTTP 404 Not Found"
     assert problems[1].startswith(f"version v3: model {closed} is unreachable: ConnectError")
     assert len(problems) == 2
@@ -77,7 +90,10 @@ def test_results_are_cached_per_uri_and_credentials_redacted(server: str) -> Non
     check = Preflight(ttl=60)
 
     async def twice() -> list[list[str]]:
-        return [await check.problems(md(f"{server}/model.onnx")), await check.problems(md(f"{server}/model.onnx"))]
+        return [
+            await check.problems(md(f"{server}/model.onnx")),
+            await check.problems(md(f"{server}/model.onnx")),
+        ]
 
     assert asyncio.run(twice()) == [[], []]
     assert HITS == ["HEAD /model.onnx"]

@@ -32,11 +32,14 @@ def test_a_started_server_is_waited_for_and_stopped_cleanly(tmp_path: Path) -> N
     (tmp_path / "ready").write_text("ok")
     port = processes.free_port()
     log = tmp_path / "server.log"
-    server = processes.start([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                              "--directory", str(tmp_path)], log_path=log)
+    server = processes.start(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        log_path=log,
+    )
     try:
-        answer = processes.wait_http(f"http://127.0.0.1:{port}/ready", timeout=60,
-                                     alive=lambda: server.poll() is None)
+        answer = processes.wait_http(
+            f"http://127.0.0.1:{port}/ready", timeout=60, alive=lambda: server.poll() is None
+        )
         assert answer.text == "ok"
         with pytest.raises(ServerFailed, match=r"did not answer 200 .*HTTP 404"):
             processes.wait_http(f"http://127.0.0.1:{port}/missing", timeout=0.5)
@@ -85,9 +88,18 @@ def test_a_group_is_stopped_whole(tmp_path: Path) -> None:
 def test_stop_pid_stops_a_process_that_is_not_our_child(tmp_path: Path) -> None:
     log = tmp_path / "log"
     # the shell starts two grandchildren and exits: they are not ours to wait for
-    shell = subprocess.run(["sh", "-c", f"{sys.executable} -c 'import time; time.sleep(600)' >/dev/null 2>&1 & echo $!; "
-                                        f"{sys.executable} -c \"{IGNORES_TERM}\" >{log} 2>&1 & echo $!"],
-                           capture_output=True, text=True, check=True, timeout=30)
+    shell = subprocess.run(
+        [
+            "sh",
+            "-c",
+            f"{sys.executable} -c 'import time; time.sleep(600)' >/dev/null 2>&1 & echo $!; "
+            f'{sys.executable} -c "{IGNORES_TERM}" >{log} 2>&1 & echo $!',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
     polite, stubborn = (int(pid) for pid in shell.stdout.split())
     _wait_line(log, "up")
     assert processes.stop_pid(polite) is False  # ended by SIGTERM

@@ -16,12 +16,15 @@ REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "monitoring" / "alerts"
 TESTS = ALERTS / "tests"
 
-pytestmark = pytest.mark.skipif(promtool_binary() is None, reason="promtool not installed (scripts/system-deps.sh)")
+pytestmark = pytest.mark.skipif(
+    promtool_binary() is None, reason="promtool not installed (scripts/system-deps.sh)"
+)
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(promtool_binary()), *map(str, args)], capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run(
+        [str(promtool_binary()), *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_check_rules_passes_for_the_committed_and_the_prometheusrule_form(tmp_path: Path) -> None:

@@ -30,7 +30,9 @@ def block(section: str, language: str) -> str:
 def runs(command: list[str], cwd: Path) -> str:
     """Run an example (already pointed at the test server); its stdout. ``python3`` is this venv's."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=cwd, env=env, check=False)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=cwd, env=env, check=False
+    )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     return result.stdout
 

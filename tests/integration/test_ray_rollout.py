@@ -74,8 +74,9 @@ def _ports() -> tuple[int, int]:
 
 def start_driven(spec: Path, state_dir: Path) -> RayUp:
     port, admin_port = _ports()
-    server = start_local(spec, port, env=ENV,
-                         extra_args=["--state-dir", str(state_dir), "--admin-port", str(admin_port)])
+    server = start_local(
+        spec, port, env=ENV, extra_args=["--state-dir", str(state_dir), "--admin-port", str(admin_port)]
+    )
     up = RayUp(server, admin_port=admin_port, state_dir=state_dir)
     try:
         wait_until(lambda: _answers(up), timeout=60, what="the admin API")
@@ -94,9 +95,17 @@ def _answers(up: RayUp) -> bool:
 
 
 def canary(sample_models, path: Path, *, steps: list[int], interval: float) -> Path:
-    return write_spec(path, versions=sample_models.versions, budget={"p99Ms": 250, "maxErrorRate": 0.01}, traffic={
-        "strategy": "canary", "stable": "v1", "candidate": "v2",
-        "canary": {"steps": steps, "intervalSeconds": interval, "failureThreshold": 3, "minRequests": 20}})
+    return write_spec(
+        path,
+        versions=sample_models.versions,
+        budget={"p99Ms": 250, "maxErrorRate": 0.01},
+        traffic={
+            "strategy": "canary",
+            "stable": "v1",
+            "candidate": "v2",
+            "canary": {"steps": steps, "intervalSeconds": interval, "failureThreshold": 3, "minRequests": 20},
+        },
+    )
 
 
 def versions_seen(url: str, rows: np.ndarray, n: int) -> Counter[str]:
@@ -120,13 +129,22 @@ def test_traffic_advances_the_canary_to_promotion(advancing: RayUp, traffic: np.
     assert (first["phase"], first["weights"]) == ("Progressing", {"v1": 80, "v2": 20})
 
     with Load(up.url, traffic, threads=2, max_seconds=180, pace=0.005) as load:
-        promoted = wait_until(lambda: (r := up.rollout())["phase"] == "Promoted" and r, timeout=180, interval=0.5,
-                              what="the promotion", detail=up.rollout)
+        promoted = wait_until(
+            lambda: (r := up.rollout())["phase"] == "Promoted" and r,
+            timeout=180,
+            interval=0.5,
+            what="the promotion",
+            detail=up.rollout,
+        )
     outcomes = load.outcomes
     assert [o for o in outcomes if o.status != 200] == []
     assert actions(promoted).count("advance") == 2 and actions(promoted)[-1] == "promote", actions(promoted)
     assert [h["weights"] for h in promoted["history"] if h["action"] in ("start", "advance", "promote")] == [
-        {"v1": 80, "v2": 20}, {"v1": 50, "v2": 50}, {"v2": 100}, {"v2": 100}]
+        {"v1": 80, "v2": 20},
+        {"v1": 50, "v2": 50},
+        {"v2": 100},
+        {"v2": 100},
+    ]
     assert promoted["stable"] == "v2" and promoted["weights"] == {"v2": 100}
     seen = Counter(o.version for o in outcomes)
     assert seen["v1"] > 0 and seen["v2"] > 0
@@ -135,8 +153,12 @@ def test_traffic_advances_the_canary_to_promotion(advancing: RayUp, traffic: np.
     def accounted() -> int:
         return sum(r["requests"] for r in up.status()["traffic"])
 
-    wait_until(lambda: accounted() == len(outcomes), timeout=10, what="every request in the accounting",
-               detail=accounted)
+    wait_until(
+        lambda: accounted() == len(outcomes),
+        timeout=10,
+        what="every request in the accounting",
+        detail=accounted,
+    )
     rows = traffic_rows(up.status())
     per_version: Counter[str] = Counter()
     for (version, _route), row in rows.items():
@@ -162,8 +184,9 @@ def held(sample_models, tmp_path: Path) -> Iterator[tuple[RayUp, Path, Path]]:
         up.close()
 
 
-def test_rollback_returns_all_traffic_to_stable_and_a_restart_resumes(held: tuple[RayUp, Path, Path],
-                                                                      traffic: np.ndarray) -> None:
+def test_rollback_returns_all_traffic_to_stable_and_a_restart_resumes(
+    held: tuple[RayUp, Path, Path], traffic: np.ndarray
+) -> None:
     up, spec, state_dir = held
     seen = versions_seen(up.url, traffic, 200)
     assert set(seen) == {"v1", "v2"} and 30 <= seen["v2"] <= 95, seen  # 30 % of 200, 4 sd either side
@@ -176,9 +199,16 @@ def test_rollback_returns_all_traffic_to_stable_and_a_restart_resumes(held: tupl
         resp = up.admin("POST", "/rollback", {"reason": "v2 looks wrong"})
         assert resp.status_code == 200, resp.text
         decision = resp.json()["decision"]
-        assert (decision["action"], decision["weights"], decision["actor"]) == ("rollback", {"v1": 100}, "admin")
-        wait_until(lambda: versions_seen(up.url, traffic, 30) == Counter({"v1": 30}), timeout=20,
-                   what="all traffic on v1")
+        assert (decision["action"], decision["weights"], decision["actor"]) == (
+            "rollback",
+            {"v1": 100},
+            "admin",
+        )
+        wait_until(
+            lambda: versions_seen(up.url, traffic, 30) == Counter({"v1": 30}),
+            timeout=20,
+            what="all traffic on v1",
+        )
     assert load.errors() == []  # no request failed across the switch
     rollout = up.rollout()
     assert (rollout["phase"], rollout["stable"], rollout["weights"]) == ("RolledBack", "v1", {"v1": 100})

@@ -56,14 +56,19 @@ def ingress_md(sample_models) -> ModelDeployment:
 @pytest.fixture(scope="module")
 def ingress_url(ingress_md: ModelDeployment) -> Iterator[str]:
     md = ingress_md
-    table = table_from_route_config(md, route_config(md, start(md, now=0.0)[0]))  # what reconfigure() installs
-    app = RayIngressApp(DataPlane(repository_for(md), limits=md.spec.limits), table, remotes={},
-                        inline={"v1", "v2"})
+    table = table_from_route_config(
+        md, route_config(md, start(md, now=0.0)[0])
+    )  # what reconfigure() installs
+    app = RayIngressApp(
+        DataPlane(repository_for(md), limits=md.spec.limits), table, remotes={}, inline={"v1", "v2"}
+    )
     with serve_app(app) as server:
         yield server.url
 
 
-def test_ingress_app_answers_both_protocols_and_pins(ingress_url: str, sample_models, traffic: np.ndarray) -> None:
+def test_ingress_app_answers_both_protocols_and_pins(
+    ingress_url: str, sample_models, traffic: np.ndarray
+) -> None:
     rows = traffic[:4]
     with httpx.Client(base_url=ingress_url, timeout=30) as c:
         for version in ("v1", "v2"):
@@ -73,8 +78,10 @@ def test_ingress_app_answers_both_protocols_and_pins(ingress_url: str, sample_mo
             doc = v2.decode_response(resp.content)
             assert doc["model_version"] == version
             assert_outputs_equal(doc, expected(sample_models, version, rows))
-            resp = c.post(f"/v1/models/{MODEL}/versions/{version}:predict",
-                          content=orjson.dumps({"instances": rows.tolist()}))
+            resp = c.post(
+                f"/v1/models/{MODEL}/versions/{version}:predict",
+                content=orjson.dumps({"instances": rows.tolist()}),
+            )
             assert resp.status_code == 200, resp.text
 
 
@@ -96,7 +103,11 @@ def test_ingress_app_rejects_bad_input(ingress_url: str) -> None:
 def ray_server(sample_models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRay]:
     spec = tmp_path_factory.mktemp("ray-spec") / "deployment.yaml"
     spec.write_text(yaml.safe_dump(spec_doc(sample_models)))
-    server = start_local(spec, free_port_below_ephemeral(count=2), extra_args=["--dispatch", "v1=inline", "--dispatch", "v2=remote"])
+    server = start_local(
+        spec,
+        free_port_below_ephemeral(count=2),
+        extra_args=["--dispatch", "v1=inline", "--dispatch", "v2=remote"],
+    )
     try:
         yield server
     finally:
@@ -123,7 +134,9 @@ def assert_outputs_equal(doc: dict[str, Any], want: dict[str, np.ndarray]) -> No
 
 @pytest.mark.slow
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_v2_json_equals_onnx_runtime(client: httpx.Client, sample_models, traffic: np.ndarray, version: str) -> None:
+def test_v2_json_equals_onnx_runtime(
+    client: httpx.Client, sample_models, traffic: np.ndarray, version: str
+) -> None:
     rows = traffic[:7]
     body, _ = v2.encode_request({"input": rows})
     resp = client.post(f"/v2/models/{MODEL}/versions/{version}/infer", content=body)
@@ -135,12 +148,16 @@ def test_v2_json_equals_onnx_runtime(client: httpx.Client, sample_models, traffi
 
 @pytest.mark.slow
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_v2_binary_equals_onnx_runtime(client: httpx.Client, sample_models, traffic: np.ndarray,
-                                       version: str) -> None:
+def test_v2_binary_equals_onnx_runtime(
+    client: httpx.Client, sample_models, traffic: np.ndarray, version: str
+) -> None:
     rows = traffic[7:12]
     body, hl = v2.encode_request({"input": rows}, binary=True, binary_output=True)
-    resp = client.post(f"/v2/models/{MODEL}/versions/{version}/infer", content=body,
-                       headers={HL: str(hl), "content-type": "application/octet-stream"})
+    resp = client.post(
+        f"/v2/models/{MODEL}/versions/{version}/infer",
+        content=body,
+        headers={HL: str(hl), "content-type": "application/octet-stream"},
+    )
     assert resp.status_code == 200, resp.text
     assert HL in resp.headers
     doc = v2.decode_response(resp.content, header_length=int(resp.headers[HL]))
@@ -150,11 +167,13 @@ def test_v2_binary_equals_onnx_runtime(client: httpx.Client, sample_models, traf
 
 @pytest.mark.slow
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_v1_predict_equals_onnx_runtime(client: httpx.Client, sample_models, traffic: np.ndarray,
-                                        version: str) -> None:
+def test_v1_predict_equals_onnx_runtime(
+    client: httpx.Client, sample_models, traffic: np.ndarray, version: str
+) -> None:
     rows = traffic[12:16]
-    resp = client.post(f"/v1/models/{MODEL}/versions/{version}:predict",
-                       content=orjson.dumps({"instances": rows.tolist()}))
+    resp = client.post(
+        f"/v1/models/{MODEL}/versions/{version}:predict", content=orjson.dumps({"instances": rows.tolist()})
+    )
     assert resp.status_code == 200, resp.text
     predictions = resp.json()["predictions"]
     want = expected(sample_models, version, rows)
@@ -185,21 +204,42 @@ def test_canary_weights_are_observed(client: httpx.Client, traffic: np.ndarray) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("path", "body", "status", "fragment"), [
-    (INFER, b"{not json", 400, "JSON"),
-    (INFER, orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}),
-     400, "dimension 1"),
-    (INFER, orjson.dumps({"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1, 30], "data": [0] * 30}]}),
-     400, "nope"),
-    (f"/v2/models/{MODEL}/versions/v2/infer", orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32",
-                                                                        "shape": [2, 30], "data": [0] * 30}]}),
-     400, "shape"),
-    (f"/v1/models/{MODEL}:predict", orjson.dumps({"instances": [[1, 2]]}), 400, ""),
-    ("/v2/models/missing/infer", orjson.dumps({"inputs": []}), 404, "missing"),
-    (f"/v2/models/{MODEL}/versions/v9/infer", orjson.dumps({"inputs": []}), 404, "v9"),
-])
-def test_bad_requests_get_a_clear_4xx(client: httpx.Client, path: str, body: bytes, status: int,
-                                      fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "status", "fragment"),
+    [
+        (INFER, b"{not json", 400, "JSON"),
+        (
+            INFER,
+            orjson.dumps(
+                {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+            ),
+            400,
+            "dimension 1",
+        ),
+        (
+            INFER,
+            orjson.dumps(
+                {"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1, 30], "data": [0] * 30}]}
+            ),
+            400,
+            "nope",
+        ),
+        (
+            f"/v2/models/{MODEL}/versions/v2/infer",
+            orjson.dumps(
+                {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 30], "data": [0] * 30}]}
+            ),
+            400,
+            "shape",
+        ),
+        (f"/v1/models/{MODEL}:predict", orjson.dumps({"instances": [[1, 2]]}), 400, ""),
+        ("/v2/models/missing/infer", orjson.dumps({"inputs": []}), 404, "missing"),
+        (f"/v2/models/{MODEL}/versions/v9/infer", orjson.dumps({"inputs": []}), 404, "v9"),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(
+    client: httpx.Client, path: str, body: bytes, status: int, fragment: str
+) -> None:
     resp = client.post(path, content=body)
     assert resp.status_code == status, resp.text
     assert fragment in resp.json()["error"]
@@ -236,8 +276,11 @@ def test_metrics_cover_ingress_version_replicas_and_shadow(client: httpx.Client,
             samples[name] = float(value)
 
     def total(prefix: str, **labels: str) -> float:
-        return sum(v for k, v in samples.items()
-                   if k.startswith(prefix + "{") and all(f'{lk}="{lv}"' in k for lk, lv in labels.items()))
+        return sum(
+            v
+            for k, v in samples.items()
+            if k.startswith(prefix + "{") and all(f'{lk}="{lv}"' in k for lk, lv in labels.items())
+        )
 
     assert total("ferryman_requests_total", version="v1", route="pinned", code="200") >= 20
     assert total("ferryman_requests_total", version="v2", route="pinned", code="200") >= 20

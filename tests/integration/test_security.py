@@ -58,18 +58,32 @@ MARKER = 1234.5678125  # a payload value that must never reach the log
 NAME_MARKER = "payload-marker-not-for-logs"
 
 
-def spec(path: Path, versions: dict[str, Path], *, limits: dict[str, Any] | None = None,
-         traffic: dict[str, Any] | None = None) -> Path:
-    doc = {"apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": MODEL},
-           "spec": {"versions": [{"name": v, "uri": str(p)} for v, p in versions.items()],
-                    "traffic": traffic or {"strategy": "static"}, "drift": {"enabled": False},
-                    "limits": limits or {}}}
+def spec(
+    path: Path,
+    versions: dict[str, Path],
+    *,
+    limits: dict[str, Any] | None = None,
+    traffic: dict[str, Any] | None = None,
+) -> Path:
+    doc = {
+        "apiVersion": "serving.ferryman.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": MODEL},
+        "spec": {
+            "versions": [{"name": v, "uri": str(p)} for v, p in versions.items()],
+            "traffic": traffic or {"strategy": "static"},
+            "drift": {"enabled": False},
+            "limits": limits or {},
+        },
+    }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
 def row_body(value: float = 0.5) -> bytes:
-    return orjson.dumps({"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": [value] * 30}]})
+    return orjson.dumps(
+        {"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": [value] * 30}]}
+    )
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -87,11 +101,16 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def keyed(sample_models: Any, key_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     d = tmp_path_factory.mktemp("keyed")
-    target = spec(d / "deployment.yaml", {"v1": Path(sample_models.versions["v1"])},
-                  limits={"maxBodyBytes": MAX_BODY, "requestTimeoutSeconds": TIMEOUT_S, "maxInFlight": 1})
+    target = spec(
+        d / "deployment.yaml",
+        {"v1": Path(sample_models.versions["v1"])},
+        limits={"maxBodyBytes": MAX_BODY, "requestTimeoutSeconds": TIMEOUT_S, "maxInFlight": 1},
+    )
     port = free_port()
-    with ferryman_process(["serve", str(target), "--host", "127.0.0.1", "--port", str(port),
-                           "--api-keys", str(key_file)], port=port) as proc:
+    with ferryman_process(
+        ["serve", str(target), "--host", "127.0.0.1", "--port", str(port), "--api-keys", str(key_file)],
+        port=port,
+    ) as proc:
         yield proc
 
 
@@ -102,8 +121,14 @@ def client(keyed: Process) -> Iterator[httpx.Client]:
 
 
 def test_prediction_needs_a_valid_key(client: httpx.Client) -> None:
-    for headers in ({}, bearer("wrong-key-" + "x" * 20), {"x-api-key": "nope"}, {"authorization": f"Basic {KEY_1}"},
-                    {"authorization": f"Bearer {KEY_1}x"}, {"authorization": "Bearer"}):
+    for headers in (
+        {},
+        bearer("wrong-key-" + "x" * 20),
+        {"x-api-key": "nope"},
+        {"authorization": f"Basic {KEY_1}"},
+        {"authorization": f"Bearer {KEY_1}x"},
+        {"authorization": "Bearer"},
+    ):
         resp = client.post(INFER, content=row_body(), headers=headers)
         assert resp.status_code == 401, (headers, resp.text)
         assert resp.headers["www-authenticate"].startswith("Bearer")
@@ -152,8 +177,9 @@ def test_key_file_changes_apply_without_restart(client: httpx.Client, keyed: Pro
 
 
 def test_body_over_the_limit_is_413(client: httpx.Client) -> None:
-    big = orjson.dumps({"inputs": [{"name": "input", "shape": [20, 30], "datatype": "FP32",
-                                    "data": [0.123456] * 600}]})
+    big = orjson.dumps(
+        {"inputs": [{"name": "input", "shape": [20, 30], "datatype": "FP32", "data": [0.123456] * 600}]}
+    )
     assert len(big) > MAX_BODY
     resp = client.post(INFER, content=big, headers=bearer(KEY_1))
     assert resp.status_code == 413
@@ -162,14 +188,17 @@ def test_body_over_the_limit_is_413(client: httpx.Client) -> None:
 
 
 def _request_head(path: str, *, length: int, extra: str = "") -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY_1}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {length}\r\n{extra}\r\n").encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY_1}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n{extra}\r\n"
+    ).encode()
 
 
 def test_a_trickled_body_gets_408_and_frees_its_slot(client: httpx.Client, keyed: Process) -> None:
     body = row_body()
-    answer = raw_exchange(keyed.port, _request_head(INFER, length=len(body)) + body[:20], trickle=body[20:],
-                          trickle_every=0.25)
+    answer = raw_exchange(
+        keyed.port, _request_head(INFER, length=len(body)) + body[:20], trickle=body[20:], trickle_every=0.25
+    )
     assert status_of(answer) == 408, answer[:300]
     assert b"connection: close" in answer.lower()
     assert b"request body not received within" in answer
@@ -223,10 +252,14 @@ def test_beyond_max_in_flight_is_503_with_retry_after(client: httpx.Client, keye
 def test_the_log_holds_no_key_and_no_payload(client: httpx.Client, keyed: Process) -> None:
     marker_body = row_body(MARKER)
     assert client.post(INFER, content=marker_body, headers=bearer(KEY_1)).status_code == 200
-    bad = orjson.dumps({"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32",
-                                    "data": [NAME_MARKER] * 30}]})
+    bad = orjson.dumps(
+        {"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": [NAME_MARKER] * 30}]}
+    )
     assert client.post(INFER, content=bad, headers=bearer(KEY_1)).status_code == 400
-    assert client.post(INFER, content=b'{"inputs": [' + NAME_MARKER.encode(), headers=bearer(KEY_1)).status_code == 400
+    assert (
+        client.post(INFER, content=b'{"inputs": [' + NAME_MARKER.encode(), headers=bearer(KEY_1)).status_code
+        == 400
+    )
     assert client.post(INFER, content=marker_body, headers=bearer(NAME_MARKER)).status_code == 401
     output = keyed.output()
     assert "loaded 1 API key(s)" in output  # the log is live (and says how many keys, never which)
@@ -252,19 +285,42 @@ def secret(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tls_server(sample_models: Any, pki: tuple[Authority, Path, Path], secret: Path,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+def tls_server(
+    sample_models: Any,
+    pki: tuple[Authority, Path, Path],
+    secret: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Process]:
     ca, cert, key = pki
-    target = spec(tmp_path_factory.mktemp("tls-serve") / "deployment.yaml", {"v1": Path(sample_models.versions["v1"])})
+    target = spec(
+        tmp_path_factory.mktemp("tls-serve") / "deployment.yaml", {"v1": Path(sample_models.versions["v1"])}
+    )
     port = free_port()
-    with ferryman_process(["serve", str(target), "--host", "127.0.0.1", "--port", str(port), "--api-keys",
-                           str(secret), "--tls-cert", str(cert), "--tls-key", str(key)], port=port, scheme="https",
-                          verify=client_context(ca)) as proc:
+    with ferryman_process(
+        [
+            "serve",
+            str(target),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--api-keys",
+            str(secret),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+        ],
+        port=port,
+        scheme="https",
+        verify=client_context(ca),
+    ) as proc:
         yield proc
 
 
-def test_https_with_a_secret_dir_of_keys(tls_server: Process, pki: tuple[Authority, Path, Path],
-                                         secret: Path) -> None:
+def test_https_with_a_secret_dir_of_keys(
+    tls_server: Process, pki: tuple[Authority, Path, Path], secret: Path
+) -> None:
     ca = pki[0]
     with httpx.Client(base_url=tls_server.url, verify=client_context(ca), timeout=30) as c:
         assert c.post(INFER, content=row_body(), headers=bearer(KEY_1)).status_code == 200
@@ -283,20 +339,27 @@ def test_https_with_a_secret_dir_of_keys(tls_server: Process, pki: tuple[Authori
         httpx.get(tls_server.url.replace("https", "http") + "/v2/health/live", timeout=10)
 
 
-def test_certificate_files_are_reloaded_without_restart(tls_server: Process, pki: tuple[Authority, Path, Path]) -> None:
+def test_certificate_files_are_reloaded_without_restart(
+    tls_server: Process, pki: tuple[Authority, Path, Path]
+) -> None:
     ca, cert_path, key_path = pki
     old = served_fingerprint(tls_server.port)
     assert old == pem_fingerprint(cert_path.read_bytes())
     new_cert, new_key = issue_cert(ca)
     # the key first: it no longer matches the served certificate, so nothing changes yet
     write_atomically(key_path, new_key)
-    wait_until(lambda: "cannot be loaded" in tls_server.output(), timeout=20, what="the mismatch to be reported")
+    wait_until(
+        lambda: "cannot be loaded" in tls_server.output(), timeout=20, what="the mismatch to be reported"
+    )
     assert served_fingerprint(tls_server.port) == old
     with httpx.Client(verify=client_context(ca), timeout=30) as c:
         assert c.get(tls_server.url + "/v2/health/ready").status_code == 200
     write_atomically(cert_path, new_cert)
-    wait_until(lambda: served_fingerprint(tls_server.port) == pem_fingerprint(new_cert), timeout=20,
-               what="the new certificate to be served")
+    wait_until(
+        lambda: served_fingerprint(tls_server.port) == pem_fingerprint(new_cert),
+        timeout=20,
+        what="the new certificate to be served",
+    )
     with httpx.Client(base_url=tls_server.url, verify=client_context(ca), timeout=30) as c:
         assert c.get("/v2/health/ready").status_code == 200
     assert tls_server.alive()
@@ -304,21 +367,46 @@ def test_certificate_files_are_reloaded_without_restart(tls_server: Process, pki
 
 
 # -- the gateway: ferryman up with TLS and keys -------------------------------------------------------------
-def test_gateway_over_https_with_keys(sample_models: Any, pki: tuple[Authority, Path, Path],
-                                      tmp_path: Path) -> None:
+def test_gateway_over_https_with_keys(
+    sample_models: Any, pki: tuple[Authority, Path, Path], tmp_path: Path
+) -> None:
     ca, cert, key = pki
     keys = tmp_path / "keys"
     keys.write_text(KEY_1 + "\n")
-    target = spec(tmp_path / "deployment.yaml", {"v1": Path(sample_models.versions["v1"]),
-                                                 "v2": Path(sample_models.versions["v2"])},
-                  traffic={"strategy": "canary", "stable": "v1", "candidate": "v2",
-                           "canary": {"steps": [50, 100], "intervalSeconds": 3600}})
+    target = spec(
+        tmp_path / "deployment.yaml",
+        {"v1": Path(sample_models.versions["v1"]), "v2": Path(sample_models.versions["v2"])},
+        traffic={
+            "strategy": "canary",
+            "stable": "v1",
+            "candidate": "v2",
+            "canary": {"steps": [50, 100], "intervalSeconds": 3600},
+        },
+    )
     port, admin_port = free_port(), free_port()
     state = tmp_path / "state"
-    args = ["up", str(target), "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin_port),
-            "--state-dir", str(state), "--api-keys", str(keys), "--tls-cert", str(cert), "--tls-key", str(key)]
-    with ferryman_process(args, port=port, scheme="https", verify=client_context(ca)) as up, \
-            httpx.Client(base_url=up.url, verify=client_context(ca), timeout=30) as c:
+    args = [
+        "up",
+        str(target),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--admin-port",
+        str(admin_port),
+        "--state-dir",
+        str(state),
+        "--api-keys",
+        str(keys),
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+    ]
+    with (
+        ferryman_process(args, port=port, scheme="https", verify=client_context(ca)) as up,
+        httpx.Client(base_url=up.url, verify=client_context(ca), timeout=30) as c,
+    ):
         assert c.post(INFER, content=row_body()).status_code == 401
         versions = set()
         for _ in range(40):
@@ -349,11 +437,21 @@ def test_model_uri_credentials_never_reach_the_output(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there: the download fails
     uri = f"http://reader:pa55-not-for-logs@127.0.0.1:{port}/models/m.onnx?X-Amz-Signature=sig-not-for-logs"
     target = tmp_path / "deployment.yaml"
-    target.write_text(yaml.safe_dump({
-        "apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": MODEL},
-        "spec": {"versions": [{"name": "v1", "uri": uri}], "drift": {"enabled": False}}}))
-    result = run_ferryman(["-v", "serve", str(target), "--port", str(free_port())],
-                          env={"FERRYMAN_MODEL_CACHE": str(tmp_path / "cache")}, timeout=120)
+    target.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "serving.ferryman.dev/v1alpha1",
+                "kind": "ModelDeployment",
+                "metadata": {"name": MODEL},
+                "spec": {"versions": [{"name": "v1", "uri": uri}], "drift": {"enabled": False}},
+            }
+        )
+    )
+    result = run_ferryman(
+        ["-v", "serve", str(target), "--port", str(free_port())],
+        env={"FERRYMAN_MODEL_CACHE": str(tmp_path / "cache")},
+        timeout=120,
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "'v1'" in output and "***@127.0.0.1" in output and "X-Amz-Signature=***" in output, output

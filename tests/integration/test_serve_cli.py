@@ -34,8 +34,15 @@ def test_examples_export_writes_models_data_and_a_servable_spec(tmp_path: Path) 
     out = tmp_path / "exported"
     result = run_ferryman(["examples", "export", str(out)])
     assert result.returncode == 0, result.stderr
-    for rel in ("models/v1/model.onnx", "models/v2/model.onnx", "models/v1/reference.npy",
-                "models/v2/reference.npy", "traffic.npy", "traffic_labels.npy", "deployment.yaml"):
+    for rel in (
+        "models/v1/model.onnx",
+        "models/v2/model.onnx",
+        "models/v1/reference.npy",
+        "models/v2/reference.npy",
+        "traffic.npy",
+        "traffic_labels.npy",
+        "deployment.yaml",
+    ):
         assert (out / rel).is_file(), rel
     assert "deployment.yaml" in flat(result.stderr + result.stdout)
 
@@ -59,7 +66,9 @@ def test_examples_export_writes_models_data_and_a_servable_spec(tmp_path: Path) 
     payload, _ = v2.encode_request({"input": x})
     with serve_cli(spec, env={"FERRYMAN_MODEL_CACHE": str(tmp_path / "cache")}) as server:
         for version in ("v1", "v2"):
-            resp = httpx.post(f"{server.url}/v2/models/breast-cancer/versions/{version}/infer", content=payload)
+            resp = httpx.post(
+                f"{server.url}/v2/models/breast-cancer/versions/{version}/infer", content=payload
+            )
             assert resp.status_code == 200, resp.text
             got = {o["name"]: o["data"] for o in v2.decode_response(resp.content)["outputs"]}
             want = reference_outputs(out / "models" / version / "model.onnx", {"input": x})
@@ -71,8 +80,10 @@ def test_serve_a_single_onnx_file(tiny_models: dict[str, Path]) -> None:
     x = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32)
     with serve_cli(tiny_models["add_one"]) as server:
         assert httpx.get(f"{server.url}/v1/models").json() == {"models": ["add_one"]}
-        resp = httpx.post(f"{server.url}/v2/models/add_one/infer", json={
-            "inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": x.ravel().tolist()}]})
+        resp = httpx.post(
+            f"{server.url}/v2/models/add_one/infer",
+            json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": x.ravel().tolist()}]},
+        )
         assert resp.status_code == 200, resp.text
         doc = resp.json()
         assert doc["model_version"] == "1"
@@ -82,8 +93,16 @@ def test_serve_a_single_onnx_file(tiny_models: dict[str, Path]) -> None:
 
 
 def write_spec(path: Path, versions: list[dict[str, Any]], **spec: Any) -> Path:
-    path.write_text(yaml.safe_dump({"apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment",
-                                    "metadata": {"name": "m"}, "spec": {"versions": versions, **spec}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "serving.ferryman.dev/v1alpha1",
+                "kind": "ModelDeployment",
+                "metadata": {"name": "m"},
+                "spec": {"versions": versions, **spec},
+            }
+        )
+    )
     return path
 
 
@@ -100,12 +119,16 @@ def write_spec(path: Path, versions: list[dict[str, Any]], **spec: Any) -> Path:
     ],
     ids=lambda v: v if " " not in v and ":" not in v else "",
 )
-def test_serve_refuses_to_start_half_ready(tiny_models: dict[str, Path], tmp_path: Path, case: str,
-                                           message: str) -> None:
+def test_serve_refuses_to_start_half_ready(
+    tiny_models: dict[str, Path], tmp_path: Path, case: str, message: str
+) -> None:
     good = {"name": "v1", "uri": str(tiny_models["add_one"])}
-    uri = {"missing-file": str(tmp_path / "absent.onnx"), "checksum-mismatch": str(tiny_models["add_one"]),
-           "not-onnx": str(tiny_models["random_bytes"]),
-           "unsupported-opset": str(tiny_models["opset_9999"])}.get(case, str(tiny_models["add_one"]))
+    uri = {
+        "missing-file": str(tmp_path / "absent.onnx"),
+        "checksum-mismatch": str(tiny_models["add_one"]),
+        "not-onnx": str(tiny_models["random_bytes"]),
+        "unsupported-opset": str(tiny_models["opset_9999"]),
+    }.get(case, str(tiny_models["add_one"]))
     bad: dict[str, Any] = {"name": "v2", "uri": uri}
     extra: dict[str, Any] = {}
     if case == "checksum-mismatch":
@@ -121,8 +144,11 @@ def test_serve_refuses_to_start_half_ready(tiny_models: dict[str, Path], tmp_pat
 
     # A server that started would block until the timeout (TimeoutExpired fails the test): exiting on its
     # own, non-zero, with the reason, is "never starts half-ready".
-    result = run_ferryman(["serve", str(target), "--port", str(free_port())], timeout=60,
-                          env={"FERRYMAN_MODEL_CACHE": str(tmp_path / "cache")})
+    result = run_ferryman(
+        ["serve", str(target), "--port", str(free_port())],
+        timeout=60,
+        env={"FERRYMAN_MODEL_CACHE": str(tmp_path / "cache")},
+    )
     output = flat(result.stderr + result.stdout)
     assert result.returncode != 0, output
     assert "error:" in output
@@ -131,8 +157,11 @@ def test_serve_refuses_to_start_half_ready(tiny_models: dict[str, Path], tmp_pat
 
 
 def test_validate_reports_field_paths(tmp_path: Path) -> None:
-    spec = write_spec(tmp_path / "s.yaml", [{"name": "v1", "uri": "a.onnx"}, {"name": "v2", "uri": "b.onnx"}],
-                      traffic={"strategy": "abTest", "abTest": {"weights": {"v1": 60, "v2": 30}}})
+    spec = write_spec(
+        tmp_path / "s.yaml",
+        [{"name": "v1", "uri": "a.onnx"}, {"name": "v2", "uri": "b.onnx"}],
+        traffic={"strategy": "abTest", "abTest": {"weights": {"v1": 60, "v2": 30}}},
+    )
     result = run_ferryman(["validate", str(spec)])
     assert result.returncode == 2
     assert "spec.traffic.abTest.weights: weights must sum to 100, got 90" in flat(result.stderr)

@@ -32,7 +32,8 @@ def _mirrored(up: UpServer, version: str) -> dict[str, Any]:
 
 
 def test_candidate_sees_every_mirrored_request_and_callers_get_stable_answers(
-        sample_models, traffic: np.ndarray, tmp_path: Path) -> None:
+    sample_models, traffic: np.ndarray, tmp_path: Path
+) -> None:
     versions = sample_models.versions
     spec = write_spec(tmp_path / "deployment.yaml", **_shadow_spec(versions, candidate="v2"))
     rows = traffic[:150]
@@ -50,8 +51,12 @@ def test_candidate_sees_every_mirrored_request_and_callers_get_stable_answers(
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
         # every request was mirrored to v2, after the caller had its answer
-        wait_until(lambda: _mirrored(up, "v2")["requests"] == len(rows), timeout=30, what="all shadow copies",
-                   detail=lambda: (up.status()["shadow"], _mirrored(up, "v2")))
+        wait_until(
+            lambda: _mirrored(up, "v2")["requests"] == len(rows),
+            timeout=30,
+            what="all shadow copies",
+            detail=lambda: (up.status()["shadow"], _mirrored(up, "v2")),
+        )
         status = up.status()
         rows_by_route = traffic_rows(status)
         assert rows_by_route[("v1", "stable")]["requests"] == len(rows)
@@ -76,7 +81,9 @@ def _all_shadows_finished(up: UpServer, version: str) -> bool:
     return bool(status["shadow"]["requests"] == finished)
 
 
-def test_a_failing_candidate_causes_no_caller_errors(sample_models, traffic: np.ndarray, tmp_path: Path) -> None:
+def test_a_failing_candidate_causes_no_caller_errors(
+    sample_models, traffic: np.ndarray, tmp_path: Path
+) -> None:
     broken = models.failing_model(tmp_path / "broken.onnx")
     versions = {"v1": sample_models.versions["v1"], "broken": broken}
     spec = write_spec(tmp_path / "deployment.yaml", **_shadow_spec(versions, candidate="broken", percent=100))
@@ -96,8 +103,12 @@ def test_a_failing_candidate_causes_no_caller_errors(sample_models, traffic: np.
             ran = traffic_rows(status).get(("broken", "shadow"), {"requests": 0})["requests"]
             return bool(ran + status["shadow"]["dropped"] == len(outcomes) and ran > 0)
 
-        wait_until(accounted, timeout=30, what="every shadow copy to be accounted",
-                   detail=lambda: (up.status()["shadow"], _mirrored(up, "broken"), len(outcomes)))
+        wait_until(
+            accounted,
+            timeout=30,
+            what="every shadow copy to be accounted",
+            detail=lambda: (up.status()["shadow"], _mirrored(up, "broken"), len(outcomes)),
+        )
         mirrored = _mirrored(up, "broken")
         status = up.status()
         assert mirrored["errors"] == mirrored["requests"]  # every copy that ran failed, and no caller noticed

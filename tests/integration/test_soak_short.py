@@ -16,7 +16,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_rss_growth_ignores_warm_up_and_measures_the_tail() -> None:
-    samples = [(0, 100.0), (5, 140.0), (10, 141.0), (15, 142.0), (20, 145.0), (25, 146.0), (30, 150.0), (35, 151.0)]
+    samples = [
+        (0, 100.0),
+        (5, 140.0),
+        (10, 141.0),
+        (15, 142.0),
+        (20, 145.0),
+        (25, 146.0),
+        (30, 150.0),
+        (35, 151.0),
+    ]
     assert rss_growth(samples) == 151.0 - 140.0
     assert rss_growth(samples[:3]) is None
 
@@ -24,9 +33,28 @@ def test_rss_growth_ignores_warm_up_and_measures_the_tail() -> None:
 def test_short_soak_passes_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "soak.md"
     done = subprocess.run(
-        [sys.executable, "-m", "loadtests.soak", "--minutes", "0.4", "--users", "4", "--budget-ms", "2000",
-         "--max-error-rate", "0", "--max-rss-growth-mib", "256", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "loadtests.soak",
+            "--minutes",
+            "0.4",
+            "--users",
+            "4",
+            "--budget-ms",
+            "2000",
+            "--max-error-rate",
+            "0",
+            "--max-rss-growth-mib",
+            "256",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = out.read_text()

@@ -44,8 +44,9 @@ class FileServer:
 
 
 @pytest.fixture(scope="module")
-def file_server(tmp_path_factory: pytest.TempPathFactory, sample_models, tiny_models: dict[str, Path]
-                ) -> Iterator[FileServer]:
+def file_server(
+    tmp_path_factory: pytest.TempPathFactory, sample_models, tiny_models: dict[str, Path]
+) -> Iterator[FileServer]:
     root = tmp_path_factory.mktemp("http-root")
     for version, path in sample_models.versions.items():
         (root / f"{version}.onnx").write_bytes(Path(path).read_bytes())
@@ -119,12 +120,19 @@ def s3_endpoint(sample_models, tiny_models: dict[str, Path]) -> Iterator[str]:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     try:
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                              aws_access_key_id="test", aws_secret_access_key="test")
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
         client.create_bucket(Bucket=BUCKET)
         for version, path in sample_models.versions.items():
             client.upload_file(str(path), BUCKET, f"breast-cancer/{version}/model.onnx")
-        client.put_object(Bucket=BUCKET, Key="broken/model.onnx", Body=tiny_models["random_bytes"].read_bytes())
+        client.put_object(
+            Bucket=BUCKET, Key="broken/model.onnx", Body=tiny_models["random_bytes"].read_bytes()
+        )
         yield endpoint
     finally:
         server.stop()
@@ -132,8 +140,12 @@ def s3_endpoint(sample_models, tiny_models: dict[str, Path]) -> Iterator[str]:
 
 @pytest.fixture
 def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("FERRYMAN_S3_ENDPOINT", raising=False)
@@ -149,8 +161,9 @@ def test_s3_fetch_and_verify(s3_env: dict[str, str], sample_models, model_cache:
         fetch(f"s3://{BUCKET}/breast-cancer/v1/model.onnx", sha256="0" * 64, cache_dir=model_cache)
 
 
-def test_ferryman_s3_endpoint_overrides(s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
-                                        sample_models, model_cache: Path) -> None:
+def test_ferryman_s3_endpoint_overrides(
+    s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, sample_models, model_cache: Path
+) -> None:
     monkeypatch.setenv("FERRYMAN_S3_ENDPOINT", s3_env["AWS_ENDPOINT_URL"])
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens here
     got = fetch(f"s3://{BUCKET}/breast-cancer/v1/model.onnx", cache_dir=model_cache)
@@ -169,25 +182,35 @@ def test_s3_errors(s3_env: dict[str, str], model_cache: Path) -> None:
 
 # -- serving from remote stores ------------------------------------------------------------------------
 def remote_spec(tmp_path: Path, versions: list[dict[str, Any]]) -> Path:
-    spec = {"apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment",
-            "metadata": {"name": "breast-cancer"}, "spec": {"versions": versions}}
+    spec = {
+        "apiVersion": "serving.ferryman.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "breast-cancer"},
+        "spec": {"versions": versions},
+    }
     path = tmp_path / "remote.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
 
 
-def test_serve_versions_from_http_and_s3(s3_env: dict[str, str], file_server: FileServer, sample_models,
-                                         traffic: np.ndarray, tmp_path: Path) -> None:
+def test_serve_versions_from_http_and_s3(
+    s3_env: dict[str, str], file_server: FileServer, sample_models, traffic: np.ndarray, tmp_path: Path
+) -> None:
     v1, v2_path = Path(sample_models.versions["v1"]), Path(sample_models.versions["v2"])
-    spec = remote_spec(tmp_path, [
-        {"name": "v1", "uri": f"{file_server.url}/v1.onnx", "sha256": digest(v1)},
-        {"name": "v2", "uri": f"s3://{BUCKET}/breast-cancer/v2/model.onnx", "sha256": digest(v2_path)},
-    ])
+    spec = remote_spec(
+        tmp_path,
+        [
+            {"name": "v1", "uri": f"{file_server.url}/v1.onnx", "sha256": digest(v1)},
+            {"name": "v2", "uri": f"s3://{BUCKET}/breast-cancer/v2/model.onnx", "sha256": digest(v2_path)},
+        ],
+    )
     x = traffic[:9]
     payload, _ = v2.encode_request({"input": x})
     with serve_cli(spec, env={**s3_env, "FERRYMAN_MODEL_CACHE": str(tmp_path / "cache")}) as server:
         for version, path in (("v1", v1), ("v2", v2_path)):
-            resp = httpx.post(f"{server.url}/v2/models/breast-cancer/versions/{version}/infer", content=payload)
+            resp = httpx.post(
+                f"{server.url}/v2/models/breast-cancer/versions/{version}/infer", content=payload
+            )
             assert resp.status_code == 200, resp.text
             doc = v2.decode_response(resp.content)
             assert doc["model_version"] == version

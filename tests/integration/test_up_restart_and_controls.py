@@ -32,9 +32,16 @@ STEPS = [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]  # many small steps: traffi
 
 
 def _canary(versions: dict[str, Any], *, candidate: str = "v2") -> dict[str, Any]:
-    return {"versions": versions, "budget": {"p99Ms": 250, "maxErrorRate": 0.01}, "traffic": {
-        "strategy": "canary", "stable": "v1", "candidate": candidate,
-        "canary": {"steps": STEPS, "intervalSeconds": 0.5, "failureThreshold": 2, "minRequests": 10}}}
+    return {
+        "versions": versions,
+        "budget": {"p99Ms": 250, "maxErrorRate": 0.01},
+        "traffic": {
+            "strategy": "canary",
+            "stable": "v1",
+            "candidate": candidate,
+            "canary": {"steps": STEPS, "intervalSeconds": 0.5, "failureThreshold": 2, "minRequests": 10},
+        },
+    }
 
 
 def _saved(state_dir: Path) -> dict[str, Any]:
@@ -44,6 +51,7 @@ def _saved(state_dir: Path) -> dict[str, Any]:
 
 def _idle(up: UpServer, *, since: float) -> dict[str, Any]:
     """Wait for a hold for lack of data decided after ``since`` (traffic stopped then: nothing changes now)."""
+
     def holding() -> dict[str, Any] | None:
         r = up.rollout()
         last = r["history"][-1]
@@ -60,7 +68,8 @@ def _same_rollout(a: dict[str, Any], b: dict[str, Any]) -> None:
 
 
 def test_restart_resumes_the_saved_rollout_and_a_spec_edit_starts_a_new_one(
-        sample_models, traffic: np.ndarray, tmp_path: Path) -> None:
+    sample_models, traffic: np.ndarray, tmp_path: Path
+) -> None:
     state = tmp_path / "state"
     spec = write_spec(tmp_path / "deployment.yaml", **_canary(sample_models.versions))
 
@@ -87,8 +96,11 @@ def test_restart_resumes_the_saved_rollout_and_a_spec_edit_starts_a_new_one(
 
         # mid-rollout, under traffic: SIGKILL gives no chance to save anything beyond the last decision
         with Load(up.url, traffic, threads=3, max_seconds=90, pace=0.01):
-            wait_until(lambda: up.rollout()["stepIndex"] >= resumed["stepIndex"] + 1, timeout=60,
-                       what="another advance")
+            wait_until(
+                lambda: up.rollout()["stepIndex"] >= resumed["stepIndex"] + 1,
+                timeout=60,
+                what="another advance",
+            )
         _idle(up, since=time.time())
         up.stop(signal.SIGKILL)
     finally:
@@ -104,8 +116,9 @@ def test_restart_resumes_the_saved_rollout_and_a_spec_edit_starts_a_new_one(
         # a new version in the spec file: a new rollout of it starts, from the current stable
         versions = {**sample_models.versions, "v3": sample_models.versions["v2"]}
         write_spec(spec, **_canary(versions, candidate="v3"))
-        fresh = wait_until(lambda: (r := up.rollout())["candidate"] == "v3" and r, timeout=60,
-                           what="the new rollout")
+        fresh = wait_until(
+            lambda: (r := up.rollout())["candidate"] == "v3" and r, timeout=60, what="the new rollout"
+        )
         assert actions(fresh).count("start") == 2 and fresh["history"][-1]["action"] == "start"
         assert fresh["phase"] == "Progressing" and fresh["stepIndex"] == 0
         assert fresh["stable"] == "v1" and fresh["weights"] == {"v1": 95, "v3": 5}
@@ -113,13 +126,20 @@ def test_restart_resumes_the_saved_rollout_and_a_spec_edit_starts_a_new_one(
             assert client.version_of(traffic[0], version="v3") == "v3"  # the new version was loaded
 
 
-def test_cli_controls_admin_token_status_json_and_ab_feedback(sample_models, traffic: np.ndarray,
-                                                              tmp_path: Path) -> None:
+def test_cli_controls_admin_token_status_json_and_ab_feedback(
+    sample_models, traffic: np.ndarray, tmp_path: Path
+) -> None:
     labels = np.load(Path(sample_models.directory) / "traffic_labels.npy")
     state = tmp_path / "state"
-    spec = write_spec(tmp_path / "deployment.yaml", versions=sample_models.versions, traffic={
-        "strategy": "abTest", "stable": "v1",
-        "abTest": {"weights": {"v1": 50, "v2": 50}, "sticky": {"source": "header", "name": "x-user-id"}}})
+    spec = write_spec(
+        tmp_path / "deployment.yaml",
+        versions=sample_models.versions,
+        traffic={
+            "strategy": "abTest",
+            "stable": "v1",
+            "abTest": {"weights": {"v1": 50, "v2": 50}, "sticky": {"source": "header", "name": "x-user-id"}},
+        },
+    )
     cli = ["--state-dir", str(state)]
     with ferryman_up(spec, state) as up:
         # the admin API refuses anyone without the token, and changes nothing for them

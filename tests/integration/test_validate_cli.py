@@ -31,6 +31,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def http_404() -> Iterator[str]:
     """A real HTTP server that answers 404 to every path."""
+
     class NotFound(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_error(404, "no such model")
@@ -49,15 +50,27 @@ def http_404() -> Iterator[str]:
 
 
 def spec(path: Path, versions: list[dict[str, Any]], *, drift: bool = True) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "m"},
-        "spec": {"versions": versions, "traffic": {"strategy": "static", "stable": versions[0]["name"]},
-                 "drift": {"enabled": drift}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "serving.ferryman.dev/v1alpha1",
+                "kind": "ModelDeployment",
+                "metadata": {"name": "m"},
+                "spec": {
+                    "versions": versions,
+                    "traffic": {"strategy": "static", "stable": versions[0]["name"]},
+                    "drift": {"enabled": drift},
+                },
+            }
+        )
+    )
     return path
 
 
 def validate(path: Path, tmp_path: Path, *extra: str) -> tuple[int, str]:
-    result = run_ferryman(["validate", str(path), *extra], env={"FERRYMAN_MODEL_CACHE": str(tmp_path / "cache")})
+    result = run_ferryman(
+        ["validate", str(path), *extra], env={"FERRYMAN_MODEL_CACHE": str(tmp_path / "cache")}
+    )
     return result.returncode, flat(result.stdout + result.stderr)
 
 
@@ -65,8 +78,13 @@ def test_a_servable_spec_is_valid(model: Path, tmp_path: Path) -> None:
     reference = tmp_path / "reference.npy"
     np.save(reference, np.random.default_rng(1).normal(size=(50, 3)).astype(np.float32))
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
-    code, out = validate(spec(tmp_path / "ok.yaml", [{"name": "v1", "uri": str(model), "sha256": sha,
-                                                      "referenceData": str(reference)}]), tmp_path)
+    code, out = validate(
+        spec(
+            tmp_path / "ok.yaml",
+            [{"name": "v1", "uri": str(model), "sha256": sha, "referenceData": str(reference)}],
+        ),
+        tmp_path,
+    )
     assert code == 0, out
     assert "valid ModelDeployment 'm'" in out and "model files and reference data checked" in out
 
@@ -86,12 +104,15 @@ def test_a_sha256_mismatch_names_the_version_and_both_hashes(model: Path, tmp_pa
 def test_every_unservable_version_is_named(model: Path, tmp_path: Path, http_404: str) -> None:
     not_onnx = tmp_path / "notes.onnx"
     not_onnx.write_text("this is not a model")
-    path = spec(tmp_path / "bad.yaml", [
-        {"name": "good", "uri": str(model)},
-        {"name": "gone", "uri": str(tmp_path / "missing.onnx")},
-        {"name": "remote", "uri": f"{http_404}/models/v1.onnx"},
-        {"name": "text", "uri": str(not_onnx)},
-    ])
+    path = spec(
+        tmp_path / "bad.yaml",
+        [
+            {"name": "good", "uri": str(model)},
+            {"name": "gone", "uri": str(tmp_path / "missing.onnx")},
+            {"name": "remote", "uri": f"{http_404}/models/v1.onnx"},
+            {"name": "text", "uri": str(not_onnx)},
+        ],
+    )
     code, out = validate(path, tmp_path)
     assert code == 2, out
     assert "version 'gone'" in out and "model file not found" in out
@@ -103,17 +124,26 @@ def test_every_unservable_version_is_named(model: Path, tmp_path: Path, http_404
 def test_reference_data_is_checked_like_the_drift_monitor_does(model: Path, tmp_path: Path) -> None:
     narrow = tmp_path / "narrow.npy"
     np.save(narrow, np.zeros((40, 5), dtype=np.float32))  # the model takes 3 columns
-    path = spec(tmp_path / "ref.yaml", [
-        {"name": "v1", "uri": str(model), "referenceData": str(tmp_path / "missing.npy")},
-        {"name": "v2", "uri": str(model), "referenceData": str(narrow)},
-    ])
+    path = spec(
+        tmp_path / "ref.yaml",
+        [
+            {"name": "v1", "uri": str(model), "referenceData": str(tmp_path / "missing.npy")},
+            {"name": "v2", "uri": str(model), "referenceData": str(narrow)},
+        ],
+    )
     code, out = validate(path, tmp_path)
     assert code == 2, out
     assert "version 'v1' reference data" in out and "missing.npy" in out
     assert "version 'v2'" in out and "reference data has 5 columns" in out and "takes 3" in out
     # with drift monitoring off, serving never reads the reference data: nothing to refuse
-    code, out = validate(spec(tmp_path / "off.yaml", [
-        {"name": "v1", "uri": str(model), "referenceData": str(tmp_path / "missing.npy")}], drift=False), tmp_path)
+    code, out = validate(
+        spec(
+            tmp_path / "off.yaml",
+            [{"name": "v1", "uri": str(model), "referenceData": str(tmp_path / "missing.npy")}],
+            drift=False,
+        ),
+        tmp_path,
+    )
     assert code == 0, out
 
 
@@ -121,8 +151,9 @@ def test_serve_refuses_what_validate_refuses(model: Path, tmp_path: Path) -> Non
     """The same message from both commands: validate runs serve's own checks."""
     path = spec(tmp_path / "sha.yaml", [{"name": "v1", "uri": str(model), "sha256": "1" * 64}])
     code, out = validate(path, tmp_path)
-    served = run_ferryman(["serve", str(path), "--port", "1"], env={"FERRYMAN_MODEL_CACHE": str(tmp_path / "c")},
-                          timeout=120)
+    served = run_ferryman(
+        ["serve", str(path), "--port", "1"], env={"FERRYMAN_MODEL_CACHE": str(tmp_path / "c")}, timeout=120
+    )
     assert code == 2 and served.returncode != 0
     mismatch = "checksum mismatch (expected sha256 " + "1" * 64
     assert mismatch in out and mismatch in flat(served.stdout + served.stderr)

@@ -95,8 +95,12 @@ def test_routes_are_separate_rows_and_the_window_spans_them() -> None:
     feed(acc, "v2", [0.03] * 2, route="shadow", code=500)
     feed(acc, "v1", [0.001] * 4, route="stable")
     rows = {(t.version, t.route): (t.requests, t.errors) for t in acc.totals()}
-    assert rows == {("v1", "stable"): (4, 0), ("v2", "candidate"): (5, 0), ("v2", "pinned"): (3, 0),
-                    ("v2", "shadow"): (2, 2)}
+    assert rows == {
+        ("v1", "stable"): (4, 0),
+        ("v2", "candidate"): (5, 0),
+        ("v2", "pinned"): (3, 0),
+        ("v2", "shadow"): (2, 2),
+    }
     assert [(t.version, t.route) for t in acc.totals()] == sorted(rows)
     assert acc.window("v2", since=0.0).requests == 10
     only = acc.window("v2", since=0.0, routes={"candidate", "pinned"})

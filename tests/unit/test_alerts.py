@@ -15,9 +15,16 @@ from ferryman.metrics import FerrymanMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTS_DIR = REPO / "monitoring" / "alerts"
-EXPECTED = {"FerrymanLatencyBudgetBurn", "FerrymanLatencyBudgetBurnSlow", "FerrymanHighErrorRate",
-            "FerrymanDriftDetected", "FerrymanPredictionDrift", "FerrymanRolloutRolledBack", "FerrymanModelNotReady",
-            "FerrymanSpecReloadRejected"}
+EXPECTED = {
+    "FerrymanLatencyBudgetBurn",
+    "FerrymanLatencyBudgetBurnSlow",
+    "FerrymanHighErrorRate",
+    "FerrymanDriftDetected",
+    "FerrymanPredictionDrift",
+    "FerrymanRolloutRolledBack",
+    "FerrymanModelNotReady",
+    "FerrymanSpecReloadRejected",
+}
 
 
 def all_rules(doc: dict) -> list[dict]:
@@ -31,7 +38,9 @@ def test_the_alerts_the_issue_asks_for() -> None:
     for r in rules:
         if "alert" in r:
             assert r["labels"]["severity"] in {"page", "ticket", "warning"}
-            assert r["annotations"]["summary"] and r["annotations"]["runbook_url"].endswith(r["alert"].lower())
+            assert r["annotations"]["summary"] and r["annotations"]["runbook_url"].endswith(
+                r["alert"].lower()
+            )
 
 
 def test_multi_window_multi_burn_rate_on_the_100ms_slo() -> None:
@@ -63,7 +72,9 @@ def test_rules_only_use_metrics_that_exist() -> None:
     FerrymanMetrics(reg)
     known = set()
     for f in reg.collect():
-        known |= {f"{f.name}_total"} if f.type == "counter" else {f.name, f"{f.name}_bucket", f"{f.name}_count"}
+        known |= (
+            {f"{f.name}_total"} if f.type == "counter" else {f.name, f"{f.name}_bucket", f"{f.name}_count"}
+        )
     for r in all_rules(alerts.rules()):
         for name in re.findall(r"\bferryman_[a-z0-9_]+", r["expr"]):
             assert name in known, name
@@ -72,15 +83,20 @@ def test_rules_only_use_metrics_that_exist() -> None:
 def test_prometheus_rule_wraps_the_same_groups() -> None:
     pr = alerts.prometheus_rule(name="ferryman", namespace="serving", labels={"release": "kube-prometheus"})
     assert pr["apiVersion"] == "monitoring.coreos.com/v1" and pr["kind"] == "PrometheusRule"
-    assert pr["metadata"]["namespace"] == "serving" and pr["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert (
+        pr["metadata"]["namespace"] == "serving" and pr["metadata"]["labels"]["release"] == "kube-prometheus"
+    )
     assert pr["spec"] == alerts.rules()
 
 
 def test_committed_rules_are_what_the_code_generates(tmp_path: Path) -> None:
     committed = ALERTS_DIR / alerts.RULES_FILE
-    assert committed.read_text() == alerts.rules_yaml(), "stale: run `ferryman alerts export monitoring/alerts`"
+    assert committed.read_text() == alerts.rules_yaml(), (
+        "stale: run `ferryman alerts export monitoring/alerts`"
+    )
     written = alerts.export(tmp_path)
     assert {p.name for p in written} == {alerts.RULES_FILE, alerts.PROMETHEUS_RULE_FILE}
     assert yaml.safe_load((tmp_path / alerts.PROMETHEUS_RULE_FILE).read_text())["spec"] == alerts.rules()
-    assert (ALERTS_DIR / alerts.PROMETHEUS_RULE_FILE).read_text() == \
-        (tmp_path / alerts.PROMETHEUS_RULE_FILE).read_text()
+    assert (ALERTS_DIR / alerts.PROMETHEUS_RULE_FILE).read_text() == (
+        tmp_path / alerts.PROMETHEUS_RULE_FILE
+    ).read_text()

@@ -12,10 +12,19 @@ from ferryman.spec import Budget
 BUDGET = Budget(p99_ms=100, max_error_rate=0.01)
 
 
-def judge(requests: int = 200, errors: int = 0, p99_ms: float | None = 40.0, *, drift: float | None = None,
-          drift_threshold: float | None = None, min_requests: int = 50, note: str = "") -> Analysis:
-    stats = VersionStats("v2", requests, errors, None if p99_ms is None else p99_ms / 1000, drift_share=drift,
-                         note=note)
+def judge(
+    requests: int = 200,
+    errors: int = 0,
+    p99_ms: float | None = 40.0,
+    *,
+    drift: float | None = None,
+    drift_threshold: float | None = None,
+    min_requests: int = 50,
+    note: str = "",
+) -> Analysis:
+    stats = VersionStats(
+        "v2", requests, errors, None if p99_ms is None else p99_ms / 1000, drift_share=drift, note=note
+    )
     return analyze(stats, budget=BUDGET, min_requests=min_requests, drift_threshold=drift_threshold)
 
 
@@ -42,25 +51,35 @@ def test_error_rate_fails_and_both_reasons_are_given() -> None:
     assert judge(errors=3).reason == "error_rate 0.015 exceeds 0.01"
     both = judge(errors=3, p99_ms=101)
     assert both.outcome == Outcome.failed
-    assert "p99_latency_ms 101.0 exceeds 100.0" in both.reason and "error_rate 0.015 exceeds 0.01" in both.reason
+    assert (
+        "p99_latency_ms 101.0 exceeds 100.0" in both.reason and "error_rate 0.015 exceeds 0.01" in both.reason
+    )
 
 
 def test_drift_vetoes_an_otherwise_healthy_candidate() -> None:
     vetoed = judge(drift=0.6, drift_threshold=0.5)
     assert vetoed.outcome == Outcome.failed and vetoed.reason == "drift_share 0.6 exceeds 0.5"
-    assert judge(drift=0.5, drift_threshold=0.5).outcome == Outcome.failed  # at the threshold counts as drifted
+    assert (
+        judge(drift=0.5, drift_threshold=0.5).outcome == Outcome.failed
+    )  # at the threshold counts as drifted
     ok = judge(drift=0.2, drift_threshold=0.5)
     assert ok.outcome == Outcome.passed and "drift_share 0.2 <= 0.5" in ok.reason
     assert [c.name for c in judge(drift=0.9).checks] == ["p99_latency_ms", "error_rate"]  # monitoring off
-    assert [c.name for c in judge(drift_threshold=0.5).checks] == ["p99_latency_ms", "error_rate"]  # no data yet
+    assert [c.name for c in judge(drift_threshold=0.5).checks] == [
+        "p99_latency_ms",
+        "error_rate",
+    ]  # no data yet
 
 
-@pytest.mark.parametrize(("kwargs", "reason"), [
-    ({"requests": 49}, "only 49 of 50 requests needed for a decision"),
-    ({"requests": 0, "min_requests": 0}, "only 0 of 1 requests needed for a decision"),
-    ({"p99_ms": None}, "p99 latency unknown"),
-    ({"requests": 0, "note": "prometheus unreachable"}, "no data: prometheus unreachable"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"requests": 49}, "only 49 of 50 requests needed for a decision"),
+        ({"requests": 0, "min_requests": 0}, "only 0 of 1 requests needed for a decision"),
+        ({"p99_ms": None}, "p99 latency unknown"),
+        ({"requests": 0, "note": "prometheus unreachable"}, "no data: prometheus unreachable"),
+    ],
+)
 def test_missing_data_is_insufficient_never_a_pass(kwargs: dict[str, object], reason: str) -> None:
     a = judge(**kwargs)  # type: ignore[arg-type]
     assert a.outcome == Outcome.insufficient and a.reason == reason and a.checks == ()

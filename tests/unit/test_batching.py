@@ -36,12 +36,17 @@ DTYPES = (np.float32, np.float64, np.int64, np.int32, np.bool_)
 def compatible_feeds(draw: st.DrawFn) -> list[dict[str, np.ndarray]]:
     """Several requests' feeds that share input names, dtypes and non-batch dims, with 0..6 rows each."""
     names = draw(st.lists(st.sampled_from(["a", "b", "input", "x"]), min_size=1, max_size=3, unique=True))
-    spec = {n: (draw(st.sampled_from(DTYPES)), tuple(draw(st.lists(st.integers(1, 3), max_size=2)))) for n in names}
+    spec = {
+        n: (draw(st.sampled_from(DTYPES)), tuple(draw(st.lists(st.integers(1, 3), max_size=2))))
+        for n in names
+    }
     counts = draw(st.lists(st.integers(0, 6), min_size=1, max_size=8))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     feeds = []
     for rows in counts:
-        feeds.append({n: (rng.standard_normal((rows, *dims)) * 100).astype(dt) for n, (dt, dims) in spec.items()})
+        feeds.append(
+            {n: (rng.standard_normal((rows, *dims)) * 100).astype(dt) for n, (dt, dims) in spec.items()}
+        )
     return feeds
 
 
@@ -68,8 +73,8 @@ def test_split_follows_row_counts_in_order(counts: list[int], width: int) -> Non
     pieces = split([out, out[:, 0]], counts)
     start = 0
     for count, (two_d, one_d) in zip(counts, pieces, strict=True):
-        assert np.array_equal(two_d, out[start:start + count])
-        assert np.array_equal(one_d, out[start:start + count, 0])
+        assert np.array_equal(two_d, out[start : start + count])
+        assert np.array_equal(one_d, out[start : start + count, 0])
         start += count
 
 
@@ -162,11 +167,17 @@ def test_a_full_queue_refuses() -> None:
 
 
 @PROPS
-@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", None]), st.integers(1, 6), st.booleans()),
-                min_size=1, max_size=40),
-       st.integers(1, 8))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c", None]), st.integers(1, 6), st.booleans()),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(1, 8),
+)
 def test_every_request_runs_once_with_its_own_kind_within_the_limit(
-        offers: list[tuple[str | None, int, bool]], limit: int) -> None:
+    offers: list[tuple[str | None, int, bool]], limit: int
+) -> None:
     q = _queue(max_batch_size=limit, max_delay=0.001, max_queue=1000)
     now = 0.0
     seen: list[int] = []
@@ -216,9 +227,12 @@ def _lookup_model(path: Path) -> OnnxModel:
     """``out = table[idx]``: an index out of the table's 8 rows makes the run fail (a bad request)."""
     table = helper.make_tensor("table", TensorProto.FLOAT, [8, 2], [float(i) for i in range(16)])
     graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "idx"], ["out"], axis=0)], "lookup",
+        [helper.make_node("Gather", ["table", "idx"], ["out"], axis=0)],
+        "lookup",
         [helper.make_tensor_value_info("idx", TensorProto.INT64, ["N"])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 2])], initializer=[table])
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 2])],
+        initializer=[table],
+    )
     return OnnxModel.load(_save(graph, path), name="lookup", version="v1")
 
 
@@ -233,8 +247,10 @@ def cnn(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
 
 def test_merged_answers_equal_each_request_run_alone_bit_for_bit(cnn: OnnxModel) -> None:
     rng = np.random.default_rng(0)
-    jobs = [Job({"input": (rng.random((rows, 64)) * 16).astype(np.float32)}, cnn.output_names, None)  # type: ignore[arg-type]
-            for rows in (1, 3, 1, 5, 2)]
+    jobs = [
+        Job({"input": (rng.random((rows, 64)) * 16).astype(np.float32)}, cnn.output_names, None)  # type: ignore[arg-type]
+        for rows in (1, 3, 1, 5, 2)
+    ]
     merged = run_jobs(cnn, jobs)
     for job, got in zip(jobs, merged, strict=True):
         assert not isinstance(got, FerrymanError)
@@ -246,8 +262,10 @@ def test_merged_answers_equal_each_request_run_alone_bit_for_bit(cnn: OnnxModel)
 
 def test_a_request_the_model_rejects_fails_alone(tmp_path: Path) -> None:
     model = _lookup_model(tmp_path / "lookup.onnx")
-    jobs = [Job({"idx": np.array(idx, np.int64)}, ["out"], None)  # type: ignore[arg-type]
-            for idx in ([1, 2], [99], [7], [0, 0, 3])]
+    jobs = [
+        Job({"idx": np.array(idx, np.int64)}, ["out"], None)  # type: ignore[arg-type]
+        for idx in ([1, 2], [99], [7], [0, 0, 3])
+    ]
     results = run_jobs(model, jobs)
     assert isinstance(results[1], FerrymanError)
     for i, want in ((0, [1, 2]), (2, [7]), (3, [0, 0, 3])):
@@ -260,7 +278,9 @@ def test_requests_submitted_in_one_loop_turn_share_one_run_and_get_their_own_row
     rng = np.random.default_rng(1)
     feeds = [{"input": (rng.random((rows, 64)) * 16).astype(np.float32)} for rows in (1, 2, 1, 4)]
     sizes: list[tuple[int, int]] = []
-    batcher = VersionBatcher(cnn, Batching(max_batch_size=32), observe=lambda n, rows, delays: sizes.append((n, rows)))
+    batcher = VersionBatcher(
+        cnn, Batching(max_batch_size=32), observe=lambda n, rows, delays: sizes.append((n, rows))
+    )
 
     async def main() -> list[tuple[list[np.ndarray], float]]:
         futures = [batcher.submit(f, cnn.output_names) for f in feeds]

@@ -9,21 +9,50 @@ from loadtests.bench import compute_report as cr
 from loadtests.bench.compute import best_levels, mean_batch
 
 
-def _level(connections: int, rows: float, *, p50: float = 1.0, p99: float = 10.0, batch: float | None = None,
-           errors: int = 0) -> dict[str, Any]:
-    return {"connections": connections, "rows_per_s": rows, "rps": rows, "p50_ms": p50, "p99_ms": p99,
-            "mean_batch": batch, "non_2xx": errors, "socket_errors": 0}
+def _level(
+    connections: int,
+    rows: float,
+    *,
+    p50: float = 1.0,
+    p99: float = 10.0,
+    batch: float | None = None,
+    errors: int = 0,
+) -> dict[str, Any]:
+    return {
+        "connections": connections,
+        "rows_per_s": rows,
+        "rps": rows,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "mean_batch": batch,
+        "non_2xx": errors,
+        "socket_errors": 0,
+    }
 
 
 def _entry(name: str, *levels: dict[str, Any], status: str = "ok") -> dict[str, Any]:
-    return {"name": name, "label": name, "group": "x", "status": status, "error": None if status == "ok" else "why",
-            "levels": list(levels)}
+    return {
+        "name": name,
+        "label": name,
+        "group": "x",
+        "status": status,
+        "error": None if status == "ok" else "why",
+        "levels": list(levels),
+    }
 
 
-RAW = {"name": "raw-ort", "label": "raw", "group": "limit", "status": "ok", "threads": 1,
-       "sweep": [{"batch_size": 1, "rows_per_s": 400.0, "p50_ms": 2.5, "p99_ms": 3.0},
-                 {"batch_size": 32, "rows_per_s": 3000.0, "p50_ms": 10.0, "p99_ms": 12.0}],
-       "best": {"batch_size": 32, "rows_per_s": 3000.0, "p50_ms": 10.0, "p99_ms": 12.0}}
+RAW = {
+    "name": "raw-ort",
+    "label": "raw",
+    "group": "limit",
+    "status": "ok",
+    "threads": 1,
+    "sweep": [
+        {"batch_size": 1, "rows_per_s": 400.0, "p50_ms": 2.5, "p99_ms": 3.0},
+        {"batch_size": 32, "rows_per_s": 3000.0, "p50_ms": 10.0, "p99_ms": 12.0},
+    ],
+    "best": {"batch_size": 32, "rows_per_s": 3000.0, "p50_ms": 10.0, "p99_ms": 12.0},
+}
 
 
 def _by_name(comparisons: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -33,7 +62,12 @@ def _by_name(comparisons: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_ratios_and_targets() -> None:
     entries = [
         RAW,
-        _entry("ferryman-batched", _level(1, 300, p50=3.3), _level(32, 2000, batch=20.0), _level(64, 2700, p99=90.0)),
+        _entry(
+            "ferryman-batched",
+            _level(1, 300, p50=3.3),
+            _level(32, 2000, batch=20.0),
+            _level(64, 2700, p99=90.0),
+        ),
         _entry("ferryman-plain", _level(1, 330, p50=3.0), _level(32, 400), _level(64, 400)),
         _entry("kserve-stock", _level(64, 1000)),
         _entry("ray-serve-batch", status="failed"),
@@ -59,10 +93,24 @@ def test_a_level_with_errors_gives_no_ratio() -> None:
 
 
 def test_the_section_replaces_its_old_self_and_nothing_else() -> None:
-    doc = {"generated_at": "now", "quick": True, "json_name": "b.json", "machine": {"load_average": [1, 1, 1]},
-           "settings": {"model": "m", "connections": (1, 64), "duration_s": 1.0, "warmup_s": 1.0, "ort_threads": 1},
-           "contenders": [RAW, _entry("ferryman-batched", _level(1, 300), _level(64, 2700)),
-                          _entry("ray-serve-batch", status="n/a")]}
+    doc = {
+        "generated_at": "now",
+        "quick": True,
+        "json_name": "b.json",
+        "machine": {"load_average": [1, 1, 1]},
+        "settings": {
+            "model": "m",
+            "connections": (1, 64),
+            "duration_s": 1.0,
+            "warmup_s": 1.0,
+            "ort_threads": 1,
+        },
+        "contenders": [
+            RAW,
+            _entry("ferryman-batched", _level(1, 300), _level(64, 2700)),
+            _entry("ray-serve-batch", status="n/a"),
+        ],
+    }
     doc["comparisons"] = cr.compute(doc["contenders"])
     section = cr.markdown(doc)
     assert section.startswith(cr.START) and section.rstrip().endswith(cr.END)
@@ -70,7 +118,12 @@ def test_the_section_replaces_its_old_self_and_nothing_else() -> None:
     first = cr.replace_section("# Benchmarks\n\nmain part\n", section)
     assert first.startswith("# Benchmarks\n\nmain part\n") and cr.section_of(first) == section
     again = cr.replace_section(first + "\ntrailer\n", section.replace("0.90x", "0.91x"))
-    assert again.count(cr.START) == 1 and "0.91x" in again and "0.90x" not in again and again.endswith("trailer\n")
+    assert (
+        again.count(cr.START) == 1
+        and "0.91x" in again
+        and "0.90x" not in again
+        and again.endswith("trailer\n")
+    )
 
 
 def test_best_of_rounds_per_level_and_mean_batch() -> None:

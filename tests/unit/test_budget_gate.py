@@ -52,8 +52,10 @@ def test_nearest_rank_survives_float_noise() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(min_value=0.0, max_value=5000.0, allow_nan=False), min_size=1, max_size=400),
-       st.sampled_from([50.0, 90.0, 95.0, 99.0, 99.9]))
+@given(
+    st.lists(st.floats(min_value=0.0, max_value=5000.0, allow_nan=False), min_size=1, max_size=400),
+    st.sampled_from([50.0, 90.0, 95.0, 99.0, 99.9]),
+)
 def test_percentile_matches_its_definition(values: list[float], q: float) -> None:
     """p is a recorded value; at least q % of values are <= p; fewer than q % are < p."""
     p = budget.percentile(values, q)
@@ -64,6 +66,7 @@ def test_percentile_matches_its_definition(values: list[float], q: float) -> Non
 
 
 # -- the gate near 100 ms -----------------------------------------------------------------------------------
+
 
 def _slow_tail(n_fast: int, fast_ms: float, n_slow: int, slow_ms: float) -> np.ndarray:
     return np.concatenate([np.full(n_fast, fast_ms), np.full(n_slow, slow_ms)])
@@ -104,8 +107,14 @@ def test_locust_statistics_would_pass_what_the_exact_gate_fails() -> None:
         "buckets = Counter(bucket_response_time(t) for t in times)\n"
         "print(calculate_response_time_percentile(buckets, len(times), 0.99))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], input=json.dumps(times.tolist()), capture_output=True,
-                         text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(times.tolist()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     locust_p99 = float(out.stdout.strip())
     assert locust_p99 <= 100.0  # Locust: within budget
     exact = budget.summarize(times)
@@ -150,20 +159,41 @@ def test_summary_figures() -> None:
 
 # -- exact times written by Locust processes -------------------------------------------------------------
 
+
 def test_exact_times_from_every_process_are_aggregated(tmp_path: Path) -> None:
-    np.savez(tmp_path / "exact-a-1.npz", times_ms=np.array([1.0, 2.0, np.nan]), failed=np.array([False, False, True]))
+    np.savez(
+        tmp_path / "exact-a-1.npz",
+        times_ms=np.array([1.0, 2.0, np.nan]),
+        failed=np.array([False, False, True]),
+    )
     np.savez(tmp_path / "exact-b-2.npz", times_ms=np.array([104.0]), failed=np.array([True]))
     np.savez(tmp_path / "exact-master-3.npz", times_ms=np.empty(0), failed=np.empty(0, dtype=bool))
     (tmp_path / "unrelated.npz").write_bytes(b"")
     times, failures = loadtest.load_exact_times(tmp_path)
-    assert sorted(times.tolist()) == [1.0, 2.0, 104.0, math.inf]  # a request without a time is infinitely slow
+    assert sorted(times.tolist()) == [
+        1.0,
+        2.0,
+        104.0,
+        math.inf,
+    ]  # a request without a time is infinitely slow
     assert failures == 2
 
 
 # -- durations, shapes ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "seconds"), [("90", 90.0), ("30s", 30.0), ("2m", 120.0), ("1m30s", 90.0),
-                                                ("1h", 3600.0), ("1.5s", 1.5), ("500ms", 0.5)])
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90.0),
+        ("30s", 30.0),
+        ("2m", 120.0),
+        ("1m30s", 90.0),
+        ("1h", 3600.0),
+        ("1.5s", 1.5),
+        ("500ms", 0.5),
+    ],
+)
 def test_parse_duration(text: str, seconds: float) -> None:
     assert loadtest.parse_duration(text) == seconds
 
@@ -181,8 +211,10 @@ def test_steady_shape_holds_then_stops() -> None:
 
 
 def test_ramp_shape_climbs_in_steps_to_the_full_count() -> None:
-    counts = [shapes.users_at("ramp", t, users=50, spawn_rate=5, run_time_s=100)[0]  # type: ignore[index]
-              for t in range(0, 100, 5)]
+    counts = [
+        shapes.users_at("ramp", t, users=50, spawn_rate=5, run_time_s=100)[0]  # type: ignore[index]
+        for t in range(0, 100, 5)
+    ]
     assert counts[0] == 5
     assert counts[-1] == 50
     assert counts == sorted(counts)
@@ -201,6 +233,7 @@ def test_spike_shape_spikes_in_the_middle_fifth() -> None:
 
 
 # -- the knee search -------------------------------------------------------------------------------------
+
 
 def _step(c: int, rps: float, p99: float, err: float = 0.0) -> knee.Step:
     return knee.Step(connections=c, rps=rps, p99_ms=p99, error_rate=err, requests=1000)
@@ -236,11 +269,14 @@ def test_knee_search_stops_on_a_plateau_and_at_the_cap() -> None:
 
 # -- wrk glue ---------------------------------------------------------------------------------------------
 
+
 def test_wrk_output_is_parsed_from_the_json_line() -> None:
-    out = ("Running 1s test @ http://127.0.0.1:1/x\n  1 threads and 16 connections\n"
-           'FERRYMAN_WRK {"requests":2000,"duration_us":2000000,"bytes":1,"connect_errors":1,"read_errors":2,'
-           '"write_errors":0,"status_errors":5,"timeouts":3,"p50_us":1500,"p90_us":2500,"p99_us":100400,'
-           '"max_us":200000,"mean_us":1800.5}\n')
+    out = (
+        "Running 1s test @ http://127.0.0.1:1/x\n  1 threads and 16 connections\n"
+        'FERRYMAN_WRK {"requests":2000,"duration_us":2000000,"bytes":1,"connect_errors":1,"read_errors":2,'
+        '"write_errors":0,"status_errors":5,"timeouts":3,"p50_us":1500,"p90_us":2500,"p99_us":100400,'
+        '"max_us":200000,"mean_us":1800.5}\n'
+    )
     r = wrk.parse_output(out, connections=16)
     assert r.rps == 1000.0
     assert (r.p50_ms, r.p99_ms, r.max_ms) == (1.5, 100.4, 200.0)
@@ -255,21 +291,36 @@ def test_wrk_script_reads_the_body_file_and_sets_headers(tmp_path: Path) -> None
     script = wrk.lua_script(p, tmp_path / "body.bin")
     assert json.dumps(str(tmp_path / "body.bin")) in script
     assert 'wrk.method = "POST"' in script
-    assert f'wrk.headers["Inference-Header-Content-Length"] = "{p.headers["Inference-Header-Content-Length"]}"' in script
+    assert (
+        f'wrk.headers["Inference-Header-Content-Length"] = "{p.headers["Inference-Header-Content-Length"]}"'
+        in script
+    )
     assert "done = function(summary, latency, requests)" in script
 
 
 # -- benchmark ratios -------------------------------------------------------------------------------------
 
-def _entry(name: str, rps: float, p99: float = 1.0, status: str = "ok", rows_per_s: float | None = None) -> dict:
-    return {"name": name, "status": status, "result": {"rps": rps, "p99_ms": p99} if status == "ok" else None,
-            "batch": {"rows_per_s": rows_per_s} if rows_per_s else None}
+
+def _entry(
+    name: str, rps: float, p99: float = 1.0, status: str = "ok", rows_per_s: float | None = None
+) -> dict:
+    return {
+        "name": name,
+        "status": status,
+        "result": {"rps": rps, "p99_ms": p99} if status == "ok" else None,
+        "batch": {"rows_per_s": rows_per_s} if rows_per_s else None,
+    }
 
 
 def test_ratios_targets_and_missing_contenders() -> None:
-    entries = [_entry("minimal-asgi", 10_000), _entry("kserve-stock", 900), _entry("ray-stock", 0, status="n/a"),
-               _entry("ferryman-gateway", 8_000, p99=6.0, rows_per_s=400_000),
-               _entry("ferryman-gateway-plain", 8_500), _entry("raw-ort", 80_000, rows_per_s=1_000_000)]
+    entries = [
+        _entry("minimal-asgi", 10_000),
+        _entry("kserve-stock", 900),
+        _entry("ray-stock", 0, status="n/a"),
+        _entry("ferryman-gateway", 8_000, p99=6.0, rows_per_s=400_000),
+        _entry("ferryman-gateway-plain", 8_500),
+        _entry("raw-ort", 80_000, rows_per_s=1_000_000),
+    ]
     rows = {r["name"]: r for r in report.compute(entries)}
     assert rows["gateway vs minimal ASGI"]["value"] == pytest.approx(0.8)
     assert rows["gateway vs minimal ASGI"]["met"] is True
@@ -287,19 +338,31 @@ def test_ratios_targets_and_missing_contenders() -> None:
     assert report.format_target(rows["drift + metrics cost (gateway on vs off)"]) == "≤ 10%"
     # a missed ratio target that the minimal ASGI app misses too says so; one the floor meets says nothing
     assert rows["gateway vs stock KServe"]["note"] is None  # the floor is 11.1x KServe here: nothing to add
-    slow_floor = [_entry("minimal-asgi", 6_000), _entry("kserve-stock", 1_000), _entry("ferryman-gateway", 5_000)]
+    slow_floor = [
+        _entry("minimal-asgi", 6_000),
+        _entry("kserve-stock", 1_000),
+        _entry("ferryman-gateway", 5_000),
+    ]
     rows = {r["name"]: r for r in report.compute(slow_floor)}
     assert rows["gateway vs stock KServe"]["note"] == "the minimal ASGI app itself is 6.00x here"
     assert rows["gateway vs minimal ASGI"]["met"] is True and rows["gateway vs minimal ASGI"]["note"] is None
-    fast_floor = [_entry("minimal-asgi", 16_000), _entry("kserve-stock", 1_000), _entry("ferryman-gateway", 5_000)]
+    fast_floor = [
+        _entry("minimal-asgi", 16_000),
+        _entry("kserve-stock", 1_000),
+        _entry("ferryman-gateway", 5_000),
+    ]
     rows = {r["name"]: r for r in report.compute(fast_floor)}
     assert rows["gateway vs stock KServe"]["met"] is False and rows["gateway vs stock KServe"]["note"] is None
 
 
 def test_best_round_counts_and_failures_win() -> None:
     def ok(rps: float, rows_per_s: float | None = None) -> dict:
-        return {"name": "x", "status": "ok", "result": {"rps": rps},
-                "batch": {"rows_per_s": rows_per_s} if rows_per_s else None}
+        return {
+            "name": "x",
+            "status": "ok",
+            "result": {"rps": rps},
+            "batch": {"rows_per_s": rows_per_s} if rows_per_s else None,
+        }
 
     merged = best_of([ok(900, rows_per_s=50_000), ok(1000, rows_per_s=40_000), ok(950)])
     assert merged["result"]["rps"] == 1000

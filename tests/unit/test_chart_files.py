@@ -74,7 +74,8 @@ def test_copy_equals_source(source: str, copy: str) -> None:
     assert src.is_file(), f"{source} is missing"
     assert dst.is_file(), f"charts/ferryman/{copy} is missing: run bash scripts/chart-sync.sh"
     assert dst.read_bytes() == src.read_bytes(), (
-        f"charts/ferryman/{copy} differs from {source}: run bash scripts/chart-sync.sh")
+        f"charts/ferryman/{copy} differs from {source}: run bash scripts/chart-sync.sh"
+    )
 
 
 def test_chart_crd_serves_modeldeployments() -> None:
@@ -108,7 +109,8 @@ def test_readme_values_table_is_up_to_date() -> None:
     readme = (CHART / "README.md").read_text()
     values = (CHART / "values.yaml").read_text()
     assert helm_docs.render_readme(readme, values) == readme, (
-        "charts/ferryman/README.md values table is stale: run python scripts/helm-docs.py")
+        "charts/ferryman/README.md values table is stale: run python scripts/helm-docs.py"
+    )
 
 
 def _leaf_paths(node: Any, prefix: str = "") -> list[str]:
@@ -123,8 +125,11 @@ def _leaf_paths(node: Any, prefix: str = "") -> list[str]:
 def test_every_value_is_documented() -> None:
     text = (CHART / "values.yaml").read_text()
     documented = {d.key for d in helm_docs.parse(text)}
-    undocumented = [leaf for leaf in _leaf_paths(yaml.safe_load(text))
-                    if not any(leaf == d or leaf.startswith(d + ".") for d in documented)]
+    undocumented = [
+        leaf
+        for leaf in _leaf_paths(yaml.safe_load(text))
+        if not any(leaf == d or leaf.startswith(d + ".") for d in documented)
+    ]
     assert undocumented == [], f"values without a `# --` comment (on them or a parent): {undocumented}"
     assert all(d.description for d in helm_docs.parse(text))
 
@@ -192,7 +197,8 @@ def test_defaults_and_ci_scenarios_satisfy_the_schema(values_file: Path) -> None
 def _merge(base: Any, over: Any) -> Any:
     if isinstance(base, dict) and isinstance(over, dict):
         return {k: _merge(base.get(k), over[k]) if k in base else over[k] for k in over} | {
-            k: v for k, v in base.items() if k not in over}
+            k: v for k, v in base.items() if k not in over
+        }
     return over
 
 
@@ -223,16 +229,19 @@ def test_schema_declares_exactly_the_values() -> None:
     assert sorted(schema_paths - value_paths) == [], "schema properties values.yaml does not have"
 
 
-@pytest.mark.parametrize(("values", "path"), [
-    ({"operator": {"replicas": -1}}, ["operator", "replicas"]),
-    ({"operator": {"replicas": "two"}}, ["operator", "replicas"]),
-    ({"operatr": {}}, []),
-    ({"operator": {"logLevel": "verbose"}}, ["operator", "logLevel"]),
-    ({"monitoring": {"podMonitor": {"interval": "fast"}}}, ["monitoring", "podMonitor", "interval"]),
-    ({"loadtest": {"budget": {"maxErrorRate": 2}}}, ["loadtest", "budget", "maxErrorRate"]),
-    ({"operator": {"namespaces": ["Models"]}}, ["operator", "namespaces", 0]),
-    ({"prometheus": {"url": "prometheus:9090"}}, ["prometheus", "url"]),
-])
+@pytest.mark.parametrize(
+    ("values", "path"),
+    [
+        ({"operator": {"replicas": -1}}, ["operator", "replicas"]),
+        ({"operator": {"replicas": "two"}}, ["operator", "replicas"]),
+        ({"operatr": {}}, []),
+        ({"operator": {"logLevel": "verbose"}}, ["operator", "logLevel"]),
+        ({"monitoring": {"podMonitor": {"interval": "fast"}}}, ["monitoring", "podMonitor", "interval"]),
+        ({"loadtest": {"budget": {"maxErrorRate": 2}}}, ["loadtest", "budget", "maxErrorRate"]),
+        ({"operator": {"namespaces": ["Models"]}}, ["operator", "namespaces", 0]),
+        ({"prometheus": {"url": "prometheus:9090"}}, ["prometheus", "url"]),
+    ],
+)
 def test_schema_rejects_bad_values(values: dict[str, Any], path: list[Any]) -> None:
     errors = list(jsonschema.Draft7Validator(SCHEMA).iter_errors(_merge(DEFAULTS, values)))
     assert errors, f"schema accepted {values}"
@@ -259,8 +268,12 @@ def _operator_env(objs: list[dict[str, Any]]) -> dict[str, Any]:
 def test_chart_sets_every_operator_setting_and_the_operator_accepts_them() -> None:
     from ferryman_operator import settings
 
-    objs = helm.render(values={"operator": {"replicas": 2, "namespaces": ["models", "staging"]},
-                               "prometheus": {"url": "http://prometheus.monitoring:9090"}})
+    objs = helm.render(
+        values={
+            "operator": {"replicas": 2, "namespaces": ["models", "staging"]},
+            "prometheus": {"url": "http://prometheus.monitoring:9090"},
+        }
+    )
     env = _operator_env(objs)
     ferryman_env = {k: v for k, v in env.items() if k.startswith("FERRYMAN_")}
     assert set(ferryman_env) == set(settings.ENV), "chart env and operator settings differ"
@@ -289,8 +302,9 @@ def _rules(objs: list[dict[str, Any]], kind: str) -> set[tuple[str, str, str]]:
     return out
 
 
-OPERATOR_RBAC = [d for d in yaml.safe_load_all((ROOT / "operators" / "ferryman_operator" / "rbac.yaml").read_text())
-                 if d]
+OPERATOR_RBAC = [
+    d for d in yaml.safe_load_all((ROOT / "operators" / "ferryman_operator" / "rbac.yaml").read_text()) if d
+]
 
 
 def _operator_role(kind: str) -> dict[str, Any]:
@@ -322,9 +336,12 @@ def test_operator_rbac_covers_exactly_the_kinds_the_operator_touches() -> None:
     from ferryman_operator.backends.factory import all_kinds
     from ferryman_operator.kube import client
 
-    needed = {("serving.ferryman.dev", "modeldeployments"), ("serving.ferryman.dev", "modeldeployments/status"),
-              ("serving.ferryman.dev", "modeldeployments/finalizers"),  # owner references block deletion
-              (client.EVENT.api_version.rpartition("/")[0], client.EVENT.plural)}
+    needed = {
+        ("serving.ferryman.dev", "modeldeployments"),
+        ("serving.ferryman.dev", "modeldeployments/status"),
+        ("serving.ferryman.dev", "modeldeployments/finalizers"),  # owner references block deletion
+        (client.EVENT.api_version.rpartition("/")[0], client.EVENT.plural),
+    }
     for kind in all_kinds():
         assert kind.namespaced, kind
         needed.add((kind.api_version.rpartition("/")[0], kind.plural))
@@ -341,8 +358,14 @@ def test_lease_role_is_the_operators_narrowed_to_its_own_lease() -> None:
     operator = _rules([_operator_role("Role")], "Role")
     assert chart == operator, "the chart's Lease Role must grant what the operator's does"
     named = [r for r in role["rules"] if "resourceNames" in r]
-    assert named == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                      "resourceNames": ["ferryman-operator"], "verbs": ["get", "update"]}]
+    assert named == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["ferryman-operator"],
+            "verbs": ["get", "update"],
+        }
+    ]
     assert [r["verbs"] for r in role["rules"] if "resourceNames" not in r] == [["create"]]
 
 
@@ -352,9 +375,20 @@ def test_chart_rbac_never_grants_dangerous_permissions() -> None:
         for kind in ("ClusterRole", "Role"):
             for group, resource, verb in _rules(objs, kind):
                 assert "*" not in (group, resource, verb), (values_file.name, kind)
-                assert resource not in {"secrets", "pods", "pods/exec", "serviceaccounts/token", "nodes",
-                                        "clusterroles", "clusterrolebindings", "roles", "rolebindings"}, (
-                    values_file.name, kind, resource)
-                assert verb not in {"escalate", "bind", "impersonate", "deletecollection"}, (values_file.name, verb)
+                assert resource not in {
+                    "secrets",
+                    "pods",
+                    "pods/exec",
+                    "serviceaccounts/token",
+                    "nodes",
+                    "clusterroles",
+                    "clusterrolebindings",
+                    "roles",
+                    "rolebindings",
+                }, (values_file.name, kind, resource)
+                assert verb not in {"escalate", "bind", "impersonate", "deletecollection"}, (
+                    values_file.name,
+                    verb,
+                )
                 if resource == "namespaces":
                     assert verb in {"get", "list", "watch"}, values_file.name

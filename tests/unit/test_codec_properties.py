@@ -33,7 +33,9 @@ def _numeric_array(datatype: str, *, finite: bool) -> st.SearchStrategy[np.ndarr
     dtype = V2_TO_NUMPY[datatype]
     elements = None
     if dtype.kind == "f":
-        elements = hnp.from_dtype(dtype, allow_nan=not finite, allow_infinity=not finite, allow_subnormal=True)
+        elements = hnp.from_dtype(
+            dtype, allow_nan=not finite, allow_infinity=not finite, allow_subnormal=True
+        )
     return hnp.arrays(dtype, SHAPES, elements=elements)
 
 
@@ -77,7 +79,9 @@ def _assert_same(got: np.ndarray, want: np.ndarray) -> None:
     elif want.dtype.kind == "f":
         assert got.dtype == want.dtype
         # bit-exact, NaN payloads and signed zeros included
-        np.testing.assert_array_equal(got.view(f"u{want.dtype.itemsize}"), want.view(f"u{want.dtype.itemsize}"))
+        np.testing.assert_array_equal(
+            got.view(f"u{want.dtype.itemsize}"), want.view(f"u{want.dtype.itemsize}")
+        )
     else:
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
@@ -128,14 +132,21 @@ def test_v2_binary_request_with_non_finite_floats_is_refused_or_exact(inputs: di
 @given(tensors(binary=True), st.data())
 def test_v2_response_round_trip(outputs: dict[str, np.ndarray], data: st.DataObject) -> None:
     """Any subset of the outputs binary, the rest JSON (only finite floats and text go as JSON)."""
+
     def json_safe(arr: np.ndarray) -> bool:
         if arr.dtype.kind == "f":
             return bool(np.isfinite(arr).all())
         return arr.dtype != np.object_ or all(isinstance(x, str) for x in arr.flat)
 
-    binary = {n for n, a in outputs.items() if not json_safe(a) or data.draw(st.booleans(), label=f"binary {n}")}
-    response = InferResponse(model_name="m", model_version="1", id="r-1", outputs=[
-        v2.tensor_from_array(name, arr) for name, arr in outputs.items()])
+    binary = {
+        n for n, a in outputs.items() if not json_safe(a) or data.draw(st.booleans(), label=f"binary {n}")
+    }
+    response = InferResponse(
+        model_name="m",
+        model_version="1",
+        id="r-1",
+        outputs=[v2.tensor_from_array(name, arr) for name, arr in outputs.items()],
+    )
     body, header_length = v2.encode_response(response, binary_names=binary or None)
     assert (header_length is None) == (not binary)
     doc = v2.decode_response(body, header_length=header_length)
@@ -162,21 +173,37 @@ def test_v2_request_metadata_round_trips(inputs: dict[str, np.ndarray], binary_o
 
 
 # -- hostile input: only InvalidInput, ever -----------------------------------------------------------------
-SIGNATURE = Signature(inputs=(TensorSpec("x", "FP32", (None, 3)), TensorSpec("s", "BYTES", (None,))),
-                      outputs=(TensorSpec("y", "FP32", (None, 3)),))
-SINGLE = Signature(inputs=(TensorSpec("x", "INT64", (None, 2)),), outputs=(TensorSpec("y", "INT64", (None,)),))
+SIGNATURE = Signature(
+    inputs=(TensorSpec("x", "FP32", (None, 3)), TensorSpec("s", "BYTES", (None,))),
+    outputs=(TensorSpec("y", "FP32", (None, 3)),),
+)
+SINGLE = Signature(
+    inputs=(TensorSpec("x", "INT64", (None, 2)),), outputs=(TensorSpec("y", "INT64", (None,)),)
+)
 
-scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=10)
-nested_numbers = st.recursive(st.integers(-(2**65), 2**65) | st.floats(allow_nan=False) | st.booleans()
-                              | st.text(max_size=3), lambda inner: st.lists(inner, max_size=4), max_leaves=12)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=10,
+)
+nested_numbers = st.recursive(
+    st.integers(-(2**65), 2**65) | st.floats(allow_nan=False) | st.booleans() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4),
+    max_leaves=12,
+)
 
 
 @st.composite
 def near_valid_v2(draw: st.DrawFn) -> dict[str, Any]:
     """Documents shaped like v2 requests with one or more fields wrong (the interesting part of the space)."""
+
     def item() -> dict[str, Any]:
         doc: dict[str, Any] = {}
         if draw(st.booleans()):
@@ -188,15 +215,18 @@ def near_valid_v2(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()):
             doc["data"] = draw(nested_numbers | json_values)
         if draw(st.booleans()):
-            doc["parameters"] = draw(st.fixed_dictionaries({"binary_data_size": st.integers(-3, 64) | json_values})
-                                     | json_values)
+            doc["parameters"] = draw(
+                st.fixed_dictionaries({"binary_data_size": st.integers(-3, 64) | json_values}) | json_values
+            )
         return doc
 
     doc: dict[str, Any] = {"inputs": [item() for _ in range(draw(st.integers(0, 3)))]}
     for key in ("id", "parameters", "outputs"):
         if draw(st.booleans()):
-            doc[key] = draw(json_values | st.lists(st.fixed_dictionaries({"name": json_values,
-                                                                          "parameters": json_values})))
+            doc[key] = draw(
+                json_values
+                | st.lists(st.fixed_dictionaries({"name": json_values, "parameters": json_values}))
+            )
     return doc
 
 
@@ -216,13 +246,17 @@ def _decode_and_validate(body: bytes, header_length: int | None) -> None:
 
 @PROPS
 @given(st.binary(max_size=256), st.none() | st.integers(-4, 300))
-def test_v2_decode_of_arbitrary_bytes_only_raises_invalid_input(body: bytes, header_length: int | None) -> None:
+def test_v2_decode_of_arbitrary_bytes_only_raises_invalid_input(
+    body: bytes, header_length: int | None
+) -> None:
     _decode_and_validate(body, header_length)
 
 
 @settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(json_values | near_valid_v2(), st.binary(max_size=64), st.booleans())
-def test_v2_decode_of_arbitrary_json_only_raises_invalid_input(doc: Any, tail: bytes, with_binary: bool) -> None:
+def test_v2_decode_of_arbitrary_json_only_raises_invalid_input(
+    doc: Any, tail: bytes, with_binary: bool
+) -> None:
     header = json.dumps(doc).encode()  # the stdlib writes integers beyond 64 bits, which orjson must refuse
     if with_binary:
         _decode_and_validate(header + tail, len(header))
@@ -231,8 +265,11 @@ def test_v2_decode_of_arbitrary_json_only_raises_invalid_input(doc: Any, tail: b
 
 
 @PROPS
-@given(st.binary(max_size=256) | json_values.map(lambda d: json.dumps(d).encode())
-       | st.fixed_dictionaries({"instances": json_values}).map(lambda d: json.dumps(d).encode()))
+@given(
+    st.binary(max_size=256)
+    | json_values.map(lambda d: json.dumps(d).encode())
+    | st.fixed_dictionaries({"instances": json_values}).map(lambda d: json.dumps(d).encode())
+)
 def test_v1_decode_only_raises_invalid_input(body: bytes) -> None:
     for signature in (SIGNATURE, SINGLE):
         req = _only_invalid_input(lambda sig=signature: v1.decode_request(body, sig))

@@ -130,8 +130,15 @@ def test_uvicorn_fence_names_a_lost_method_or_state() -> None:
 
     real = uvicorn_http.HttpToolsProtocol
 
-    stripped = type("HttpToolsProtocol", (), {name: getattr(real, name) for name in uvicorn_http.METHODS
-                                               if name != "_unset_keepalive_if_required"})
+    stripped = type(
+        "HttpToolsProtocol",
+        (),
+        {
+            name: getattr(real, name)
+            for name in uvicorn_http.METHODS
+            if name != "_unset_keepalive_if_required"
+        },
+    )
     stripped.__init__ = real.__init__  # type: ignore[misc]
     with pytest.raises(UnsupportedVersion, match="_unset_keepalive_if_required"):
         uvicorn_http.check_internals("0.54.9", protocol=stripped)
@@ -141,8 +148,9 @@ def test_uvicorn_fence_names_a_lost_method_or_state() -> None:
         self.server_state = self.transport = self.flow = self.pipeline = self.scope = self.headers = None
         self.expect_100_continue = self.cycle = None
 
-    no_parser = type("HttpToolsProtocol", (), {**{n: getattr(real, n) for n in uvicorn_http.METHODS},
-                                                "__init__": init})
+    no_parser = type(
+        "HttpToolsProtocol", (), {**{n: getattr(real, n) for n in uvicorn_http.METHODS}, "__init__": init}
+    )
     with pytest.raises(UnsupportedVersion, match="no longer sets parser"):
         uvicorn_http.check_internals("0.54.9", protocol=no_parser)
     uvicorn_http.check_internals(uvicorn_http.VERSION)

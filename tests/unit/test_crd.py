@@ -13,7 +13,9 @@ from ferryman.crd import crd, crd_yaml
 from ferryman.spec import ModelDeploymentSpec
 from tests.helpers.servers import run_ferryman
 
-COMMITTED = Path(__file__).resolve().parents[2] / "operators" / "ferryman_operator" / "crd" / "modeldeployments.yaml"
+COMMITTED = (
+    Path(__file__).resolve().parents[2] / "operators" / "ferryman_operator" / "crd" / "modeldeployments.yaml"
+)
 
 
 def schema() -> dict[str, Any]:
@@ -55,8 +57,11 @@ def test_names_short_names_scope_and_status_subresource() -> None:
     doc = crd()
     assert doc["metadata"]["name"] == "modeldeployments.serving.ferryman.dev"
     names = doc["spec"]["names"]
-    assert (names["kind"], names["plural"], names["singular"]) == ("ModelDeployment", "modeldeployments",
-                                                                  "modeldeployment")
+    assert (names["kind"], names["plural"], names["singular"]) == (
+        "ModelDeployment",
+        "modeldeployments",
+        "modeldeployment",
+    )
     assert "mdep" in names["shortNames"]
     assert doc["spec"]["scope"] == "Namespaced"
     (version,) = doc["spec"]["versions"]
@@ -80,7 +85,9 @@ def test_structural_no_refs_no_unions_no_nulls() -> None:
         assert "$ref" not in node and "anyOf" not in node and "oneOf" not in node, path
         assert node.get("type") != "null", path
         assert node.get("additionalProperties") is not True, path  # free-form maps preserve unknown fields
-        free_form = node.get("type") == "object" and "properties" not in node and "additionalProperties" not in node
+        free_form = (
+            node.get("type") == "object" and "properties" not in node and "additionalProperties" not in node
+        )
         if free_form and path != ".metadata":  # the apiserver itself validates metadata
             assert node.get("x-kubernetes-preserve-unknown-fields") is True, path
         if "default" in node:
@@ -115,7 +122,10 @@ def test_defaults_mirror_the_pydantic_defaults() -> None:
     traffic = s["traffic"]["properties"]
     assert traffic["strategy"]["default"] == "static"
     assert traffic["canary"]["properties"]["steps"]["default"] == defaults.traffic.canary.steps
-    assert traffic["canary"]["properties"]["intervalSeconds"]["default"] == defaults.traffic.canary.interval_seconds
+    assert (
+        traffic["canary"]["properties"]["intervalSeconds"]["default"]
+        == defaults.traffic.canary.interval_seconds
+    )
     assert s["budget"]["properties"]["p99Ms"]["default"] == defaults.budget.p99_ms
     assert s["versions"]["items"]["properties"]["replicas"]["default"] == 1
     assert "default" not in traffic["stable"]  # computed (the first version), so no static default

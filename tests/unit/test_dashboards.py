@@ -93,8 +93,11 @@ def test_every_query_is_scoped_by_the_variables(built: dict[str, dict]) -> None:
 def test_queries_only_use_metrics_that_exist(built: dict[str, dict]) -> None:
     known = exposed_names()
     for doc in built.values():
-        exprs = [e for _, e in queries(doc)] + [e for _, e in annotation_queries(doc)] + \
-                [e for _, e in variable_queries(doc)]
+        exprs = (
+            [e for _, e in queries(doc)]
+            + [e for _, e in annotation_queries(doc)]
+            + [e for _, e in variable_queries(doc)]
+        )
         for expr in exprs:
             for name in re.findall(r"\bferryman_[a-z0-9_]+", expr):
                 assert name in known, f"{name} in {expr!r} is not a ferryman metric"

@@ -29,8 +29,16 @@ from ferryman.telemetry import (
 
 
 def record(i: int = 0, *, version: str = "v1", code: int = 200, model: str = "m") -> RequestRecord:
-    return RequestRecord(model=model, version=version, route="stable", protocol="v2", code=code,
-                         seconds=0.001 * (i + 1), compute_seconds=0.0005, rows=1)
+    return RequestRecord(
+        model=model,
+        version=version,
+        route="stable",
+        protocol="v2",
+        code=code,
+        seconds=0.001 * (i + 1),
+        compute_seconds=0.0005,
+        rows=1,
+    )
 
 
 class Log(RequestObserver):
@@ -45,7 +53,9 @@ class Log(RequestObserver):
     def started(self, model: str) -> None:
         self.started_models.append(model)
 
-    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
+    def finished(
+        self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None
+    ) -> None:
         self.calls.append(("one", 1))
         self.seconds.append(record.seconds)
         self.threads.add(threading.get_ident())
@@ -59,7 +69,9 @@ class BatchLog(Log):
 
 
 class Broken(RequestObserver):
-    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
+    def finished(
+        self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None
+    ) -> None:
         raise RuntimeError("observer bug")
 
 
@@ -148,15 +160,18 @@ def test_readers_settle_first_so_they_see_every_answered_request() -> None:
             observer.finished(record(i), None, None)
         # still inside the turn: the readers drain the queue themselves
         requests = accounting.window("v1", since=0.0).requests
-        count = reg.get_sample_value("ferryman_request_duration_seconds_count",
-                                     {"model": "m", "version": "v1", "route": "stable"})
+        count = reg.get_sample_value(
+            "ferryman_request_duration_seconds_count", {"model": "m", "version": "v1", "route": "stable"}
+        )
         return requests, count
 
     assert asyncio.run(main()) == (7, 7.0)
     assert [t.requests for t in accounting.totals()] == [7]  # nothing reported twice by the turn's own drain
 
 
-def test_a_broken_observer_is_logged_and_the_others_still_get_the_batch(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_broken_observer_is_logged_and_the_others_still_get_the_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     good = BatchLog()
     observer = DeferredObserver(CompositeObserver(Broken(), good))
 
@@ -226,7 +241,9 @@ def test_a_reader_draining_on_another_thread_loses_and_repeats_nothing() -> None
         thread.join()
     stats = accounting.window("v1", since=0.0)
     assert stats.requests == total
-    assert seen == sorted(seen) and seen and seen[-1] <= total  # never more than were answered, never fewer later
+    assert (
+        seen == sorted(seen) and seen and seen[-1] <= total
+    )  # never more than were answered, never fewer later
 
 
 def test_batches_count_exactly_like_single_requests() -> None:
@@ -237,9 +254,14 @@ def test_batches_count_exactly_like_single_requests() -> None:
     batch: list[Finished] = []
     for i in range(30):
         code = 500 if i % 7 == 0 else 200
-        response = InferResponse(model_name="m", model_version="v1", outputs=[
-            Tensor(name="label", datatype="INT64", shape=[1], data=labels[i % 3: i % 3 + 1]),
-            Tensor(name="probabilities", datatype="FP32", shape=[1, 2], data=probs[i % 3: i % 3 + 1])])
+        response = InferResponse(
+            model_name="m",
+            model_version="v1",
+            outputs=[
+                Tensor(name="label", datatype="INT64", shape=[1], data=labels[i % 3 : i % 3 + 1]),
+                Tensor(name="probabilities", datatype="FP32", shape=[1, 2], data=probs[i % 3 : i % 3 + 1]),
+            ],
+        )
         batch.append((record(i, version="v1" if i % 2 else "v2", code=code), None, response))
     for item in batch:
         one.finished(*item)
@@ -248,13 +270,24 @@ def test_batches_count_exactly_like_single_requests() -> None:
     many.flush()
 
     def samples(reg: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in reg.collect() if family.name.startswith("ferryman_") for s in family.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in reg.collect()
+            if family.name.startswith("ferryman_")
+            for s in family.samples
+        }
 
     got, want = samples(reg_many), samples(reg_one)
     assert got == want
-    assert want[("ferryman_requests_total", (("code", "500"), ("model", "m"), ("protocol", "v2"),
-                                             ("route", "stable"), ("version", "v2")))] == 3.0
+    assert (
+        want[
+            (
+                "ferryman_requests_total",
+                (("code", "500"), ("model", "m"), ("protocol", "v2"), ("route", "stable"), ("version", "v2")),
+            )
+        ]
+        == 3.0
+    )
 
 
 def test_deferred_wraps_once_and_leaves_null_alone() -> None:

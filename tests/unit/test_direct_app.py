@@ -54,8 +54,14 @@ def test_only_local_predictions_are_direct_targets() -> None:
     assert app.direct_target("POST", "/v2/models/m/infer")
     assert app.direct_target("POST", "/v2/models/m/versions/2/infer")
     assert app.direct_target("POST", "/v1/models/m:predict")
-    for method, path in [("GET", "/v2/models/m/infer"), ("POST", "/v2/models/m"), ("POST", "/v2/health/ready"),
-                         ("POST", "/v1/models/m:explain"), ("POST", "/v3/models/m/infer"), ("POST", "/")]:
+    for method, path in [
+        ("GET", "/v2/models/m/infer"),
+        ("POST", "/v2/models/m"),
+        ("POST", "/v2/health/ready"),
+        ("POST", "/v1/models/m:explain"),
+        ("POST", "/v3/models/m/infer"),
+        ("POST", "/"),
+    ]:
         assert not app.direct_target(method, path), (method, path)
     assert not Remote(DataPlane(ModelRepository())).direct_target("POST", "/v2/models/m/infer")
 

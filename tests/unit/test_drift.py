@@ -32,9 +32,16 @@ def gaussian(rows: int, seed: int, *, scale0: float = 1.0) -> np.ndarray:
 
 
 def thread_monitor(**config: object) -> DriftMonitor:
-    cfg = DriftConfig(**{"window_size": 200, "every_rows": 200, "threshold": 0.25, "isolation": "thread",
-                         "min_interval_seconds": 0.0,
-                         **config})  # type: ignore[arg-type]
+    cfg = DriftConfig(
+        **{
+            "window_size": 200,
+            "every_rows": 200,
+            "threshold": 0.25,
+            "isolation": "thread",
+            "min_interval_seconds": 0.0,
+            **config,
+        }
+    )  # type: ignore[arg-type]
     monitor = DriftMonitor("m", config=cfg, metrics=FerrymanMetrics(CollectorRegistry()))
     monitor.add_version("v1", reference=gaussian(600, seed=1), feature_names=["a", "b", "c", "d"])
     return monitor
@@ -89,8 +96,11 @@ def test_one_feature_scaled_3x_raises_the_drift_share_above_the_threshold_within
 
 def test_drift_runs_publish_gauges() -> None:
     registry = CollectorRegistry()
-    monitor = DriftMonitor("m", config=DriftConfig(window_size=100, every_rows=100, threshold=0.25,
-                                                   isolation="thread"), metrics=FerrymanMetrics(registry))
+    monitor = DriftMonitor(
+        "m",
+        config=DriftConfig(window_size=100, every_rows=100, threshold=0.25, isolation="thread"),
+        metrics=FerrymanMetrics(registry),
+    )
     monitor.add_version("v2", reference=gaussian(300, seed=1), feature_names=["a", "b", "c", "d"])
     monitor.observe("v2", gaussian(100, seed=5, scale0=3.0))
     report = monitor.run_now("v2")
@@ -126,8 +136,9 @@ class GatedRunner:
 
 def test_the_request_path_never_waits_for_a_drift_run() -> None:
     runner = GatedRunner()
-    monitor = DriftMonitor("m", config=DriftConfig(window_size=50, every_rows=50, isolation="thread"),
-                           runner=runner)
+    monitor = DriftMonitor(
+        "m", config=DriftConfig(window_size=50, every_rows=50, isolation="thread"), runner=runner
+    )
     monitor.add_version("v1", reference=gaussian(100, seed=1))
     monitor.start()
     try:
@@ -169,8 +180,15 @@ def test_stattest_engine_matches_evidently_data_drift_preset() -> None:
     current[:, 3] = np.round(current[:, 3])  # few distinct values: Evidently picks another test
     ref_pred = (reference[:, 1] > 0).astype(float)
     cur_pred = (current[:, 1] > 0.5).astype(float)
-    common = dict(reference=reference, current=current, feature_names=["a", "b", "c", "d"], drift_share=0.5,
-                  reference_predictions=ref_pred, current_predictions=cur_pred, prediction_kind="class")
+    common = dict(
+        reference=reference,
+        current=current,
+        feature_names=["a", "b", "c", "d"],
+        drift_share=0.5,
+        reference_predictions=ref_pred,
+        current_predictions=cur_pred,
+        prediction_kind="class",
+    )
     fast = compute(DriftJob(engine="stattest", **common))  # type: ignore[arg-type]
     preset = compute(DriftJob(engine="preset", **common))  # type: ignore[arg-type]
     assert [f.name for f in fast.features] == [f.name for f in preset.features] == ["a", "b", "c", "d"]
@@ -192,8 +210,13 @@ def test_process_runner_computes_in_a_child_process() -> None:
         while not runner.ready():  # the child reports once Evidently is imported and warmed up
             assert time.monotonic() < deadline, "drift process never reported ready"
             time.sleep(0.1)
-        job = DriftJob(engine="stattest", reference=gaussian(200, seed=1), current=gaussian(200, seed=2, scale0=3.0),
-                       feature_names=["a", "b", "c", "d"], drift_share=0.25)
+        job = DriftJob(
+            engine="stattest",
+            reference=gaussian(200, seed=1),
+            current=gaussian(200, seed=2, scale0=3.0),
+            feature_names=["a", "b", "c", "d"],
+            drift_share=0.25,
+        )
         result = runner.run(job)
         assert runner.pid is not None
         assert result.features[0].drifted and result.share >= 0.25
@@ -247,13 +270,24 @@ def test_monitor_for_the_sample_deployment(sample_spec: Path, traffic: np.ndarra
         x = row.reshape(1, -1)
         outputs = model.run({"input": x})
         request = InferRequest(inputs=[Tensor(name="input", datatype="FP32", shape=[1, 30], data=x)])
-        response = InferResponse(model_name=md.name, model_version="v1", outputs=[
-            Tensor(name=n, datatype="", shape=list(a.shape), data=a) for n, a in outputs.items()])
-        observer.finished(RequestRecord(model=md.name, version="v1", route="stable", protocol="v2", code=200,
-                                        seconds=0.001), request, response)
+        response = InferResponse(
+            model_name=md.name,
+            model_version="v1",
+            outputs=[Tensor(name=n, datatype="", shape=list(a.shape), data=a) for n, a in outputs.items()],
+        )
+        observer.finished(
+            RequestRecord(
+                model=md.name, version="v1", route="stable", protocol="v2", code=200, seconds=0.001
+            ),
+            request,
+            response,
+        )
     # failures and other models are not sampled
-    observer.finished(RequestRecord(model=md.name, version="v1", route="stable", protocol="v2", code=500,
-                                    seconds=0.001), request, None)
+    observer.finished(
+        RequestRecord(model=md.name, version="v1", route="stable", protocol="v2", code=500, seconds=0.001),
+        request,
+        None,
+    )
     report = monitor.run_now("v1")
     assert report.window_rows == 60 and report.error is None
     assert len(report.features) == 30 and report.features[0].name == "input_0"
@@ -315,16 +349,28 @@ def _response(probs: np.ndarray) -> InferResponse:
 
 
 def test_observed_requests_write_rows_and_argmax_predictions_in_order() -> None:
-    monitor = DriftMonitor("m", config=DriftConfig(window_size=10, every_rows=1000, isolation="thread",
-                                                   windows_per_second=float("inf")))
-    monitor.add_version("v1", reference=gaussian(50, seed=1), reference_predictions=np.zeros(50),
-                        prediction_kind="class", input_name="x", prediction_output="probabilities",
-                        prediction_op="argmax")
+    monitor = DriftMonitor(
+        "m",
+        config=DriftConfig(
+            window_size=10, every_rows=1000, isolation="thread", windows_per_second=float("inf")
+        ),
+    )
+    monitor.add_version(
+        "v1",
+        reference=gaussian(50, seed=1),
+        reference_predictions=np.zeros(50),
+        prediction_kind="class",
+        input_name="x",
+        prediction_output="probabilities",
+        prediction_op="argmax",
+    )
     a, b, c = gaussian(2, seed=2), gaussian(1, seed=3), gaussian(3, seed=4)
     monitor.observe_request("v1", _request(a), _response(np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)))
     monitor.observe_request("v1", _request(b), None)  # no prediction for this one
     monitor.observe_request("v1", _request(c), _response(np.array([[0.1, 0.9]] * 3, np.float32)))
-    monitor.observe_request("v1", _request(c), _response(np.array([[0.1, 0.9]] * 2, np.float32)))  # misaligned
+    monitor.observe_request(
+        "v1", _request(c), _response(np.array([[0.1, 0.9]] * 2, np.float32))
+    )  # misaligned
     state = monitor._versions["v1"]
     rows, predictions = state.window.snapshot()
     assert np.allclose(rows, np.concatenate([a, b, c, c]).astype(np.float32))
@@ -334,12 +380,14 @@ def test_observed_requests_write_rows_and_argmax_predictions_in_order() -> None:
 
 
 def test_the_rate_gate_passes_a_window_burst_then_its_rate_and_counts_the_rest(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A token bucket: one window's worth at once, then windows_per_second windows' worth a second."""
     clock = [1000.0]
     monkeypatch.setattr("ferryman.drift.monitor.time.monotonic", lambda: clock[0])
-    monitor = DriftMonitor("m", config=DriftConfig(window_size=4, every_rows=1000, isolation="thread",
-                                                   windows_per_second=1.0))  # 4 rows a second
+    monitor = DriftMonitor(
+        "m", config=DriftConfig(window_size=4, every_rows=1000, isolation="thread", windows_per_second=1.0)
+    )  # 4 rows a second
     monitor.add_version("v1", reference=gaussian(50, seed=1))
     batches = [gaussian(1, seed=10 + i) for i in range(13)]
     for rows in batches[:10]:  # a burst: the first window's worth is kept
@@ -359,8 +407,10 @@ def test_the_rate_gate_passes_a_window_burst_then_its_rate_and_counts_the_rest(
 
 
 def test_a_due_window_wakes_the_worker_once_per_run() -> None:
-    monitor = DriftMonitor("m", config=DriftConfig(window_size=8, every_rows=5, isolation="thread",
-                                                   windows_per_second=float("inf")))
+    monitor = DriftMonitor(
+        "m",
+        config=DriftConfig(window_size=8, every_rows=5, isolation="thread", windows_per_second=float("inf")),
+    )
     monitor.add_version("v1", reference=gaussian(50, seed=1))
     for i in range(4):
         monitor.observe_request("v1", _request(gaussian(1, seed=i)), None)
@@ -373,8 +423,12 @@ def test_a_due_window_wakes_the_worker_once_per_run() -> None:
 
 
 def test_rows_the_gate_skips_still_make_a_run_due_and_the_run_resets_the_count() -> None:
-    monitor = DriftMonitor("m", config=DriftConfig(window_size=4, every_rows=6, isolation="thread",
-                                                   windows_per_second=1e-6, min_rows=1))  # no refill to speak of
+    monitor = DriftMonitor(
+        "m",
+        config=DriftConfig(
+            window_size=4, every_rows=6, isolation="thread", windows_per_second=1e-6, min_rows=1
+        ),
+    )  # no refill to speak of
     monitor.add_version("v1", reference=gaussian(50, seed=1))
     for i in range(5):  # four kept (the burst), one skipped
         monitor.observe_request("v1", _request(gaussian(1, seed=i)), None)
@@ -429,8 +483,16 @@ def test_the_runtime_drift_defaults_are_the_specs() -> None:
     shared = set(Drift.model_fields) - {"enabled"}
     assert set(FROM_SPEC) == shared and shared <= {f.name for f in fields(DriftConfig)}
     assert DriftConfig.from_spec(Drift()) == DriftConfig()
-    custom = Drift(window_size=64, every_rows=7, threshold=0.3, sample_percent=12.5, windows_per_second=0.5,
-                   min_interval_seconds=1.0)
+    custom = Drift(
+        window_size=64,
+        every_rows=7,
+        threshold=0.3,
+        sample_percent=12.5,
+        windows_per_second=0.5,
+        min_interval_seconds=1.0,
+    )
     config = DriftConfig.from_spec(custom, isolation="thread")
-    assert {name: getattr(config, name) for name in FROM_SPEC} == {name: getattr(custom, name) for name in FROM_SPEC}
+    assert {name: getattr(config, name) for name in FROM_SPEC} == {
+        name: getattr(custom, name) for name in FROM_SPEC
+    }
     assert config.isolation == "thread"

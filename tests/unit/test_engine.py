@@ -52,7 +52,10 @@ def test_load_and_run_equal_onnxruntime(tiny_models: dict[str, Path]) -> None:
     model = OnnxModel.load(tiny_models["two_inputs"], name="t", version="3", threads=2)
     assert (model.name, model.version, model.opset) == ("t", "3", 17)
     assert model.output_names == ["sum", "prod"]
-    feed = {"a": np.array([[1, 2], [3, 4]], dtype=np.float32), "b": np.array([[5, 6], [7, 8]], dtype=np.float32)}
+    feed = {
+        "a": np.array([[1, 2], [3, 4]], dtype=np.float32),
+        "b": np.array([[5, 6], [7, 8]], dtype=np.float32),
+    }
     got = model.run(feed)
     want = reference_outputs(tiny_models["two_inputs"], feed)
     assert list(got) == ["sum", "prod"]

@@ -22,9 +22,12 @@ def _request(**fields: object) -> pb.ModelInferRequest:
     return pb.ModelInferRequest(model_name="m", **fields)  # type: ignore[arg-type]
 
 
-def _raw_input(name: str, arr: np.ndarray, datatype: str) -> tuple[pb.ModelInferRequest.InferInputTensor, bytes]:
-    return pb.ModelInferRequest.InferInputTensor(name=name, datatype=datatype, shape=list(arr.shape)), arr.astype(
-        arr.dtype.newbyteorder("<")).tobytes()
+def _raw_input(
+    name: str, arr: np.ndarray, datatype: str
+) -> tuple[pb.ModelInferRequest.InferInputTensor, bytes]:
+    return pb.ModelInferRequest.InferInputTensor(
+        name=name, datatype=datatype, shape=list(arr.shape)
+    ), arr.astype(arr.dtype.newbyteorder("<")).tobytes()
 
 
 def test_raw_contents_decode_to_the_same_array() -> None:
@@ -52,22 +55,37 @@ def test_bytes_raw_contents_are_length_prefixed() -> None:
     raw = b"\x01\x00\x00\x00a\x02\x00\x00\x00bc"
     req = codec.decode_request(_request(inputs=[item], raw_input_contents=[raw]))
     assert req.inputs[0].data.tolist() == [b"a", b"bc"]
-    with pytest.raises(InvalidInput, match=r"raw_input_contents\[0\] \(s\): BYTES element 1 claims 2 bytes, 1 left"):
+    with pytest.raises(
+        InvalidInput, match=r"raw_input_contents\[0\] \(s\): BYTES element 1 claims 2 bytes, 1 left"
+    ):
         codec.decode_request(_request(inputs=[item], raw_input_contents=[raw[:-1]]))
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda r: r.ClearField("inputs"), r"^inputs: must be a non-empty list$"),
-    (lambda r: setattr(r.inputs[0], "datatype", "FP8"), r"inputs\[0\] \(x\)\.datatype: unknown datatype 'FP8'"),
-    (lambda r: r.inputs[0].shape.__setitem__(0, -1), r"inputs\[0\] \(x\)\.shape: must be non-negative"),
-    (lambda r: r.raw_input_contents.__setitem__(0, b"\0" * 20),
-     r"raw_input_contents\[0\] \(x\): 20 bytes, but shape \[2, 3\] of FP32 needs 24 bytes"),
-    (lambda r: r.raw_input_contents.append(b""), r"raw_input_contents: 2 entries for 1 inputs"),
-    (lambda r: r.inputs[0].contents.fp32_contents.append(1.0), r"inputs\[0\] \(x\)\.contents: set although"),
-    (lambda r: (r.inputs.add(name="x", datatype="FP32"), r.raw_input_contents.append(b"")),
-     r"inputs\[1\]\.name: duplicate input 'x'"),
-    (lambda r: r.outputs.add(), r"outputs\[0\]\.name: must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r.ClearField("inputs"), r"^inputs: must be a non-empty list$"),
+        (
+            lambda r: setattr(r.inputs[0], "datatype", "FP8"),
+            r"inputs\[0\] \(x\)\.datatype: unknown datatype 'FP8'",
+        ),
+        (lambda r: r.inputs[0].shape.__setitem__(0, -1), r"inputs\[0\] \(x\)\.shape: must be non-negative"),
+        (
+            lambda r: r.raw_input_contents.__setitem__(0, b"\0" * 20),
+            r"raw_input_contents\[0\] \(x\): 20 bytes, but shape \[2, 3\] of FP32 needs 24 bytes",
+        ),
+        (lambda r: r.raw_input_contents.append(b""), r"raw_input_contents: 2 entries for 1 inputs"),
+        (
+            lambda r: r.inputs[0].contents.fp32_contents.append(1.0),
+            r"inputs\[0\] \(x\)\.contents: set although",
+        ),
+        (
+            lambda r: (r.inputs.add(name="x", datatype="FP32"), r.raw_input_contents.append(b"")),
+            r"inputs\[1\]\.name: duplicate input 'x'",
+        ),
+        (lambda r: r.outputs.add(), r"outputs\[0\]\.name: must be a non-empty string"),
+    ],
+)
 def test_malformed_messages_are_named_precisely(mutate, message) -> None:
     item, raw = _raw_input("x", np.zeros((2, 3), np.float32), "FP32")
     req = _request(inputs=[item], raw_input_contents=[raw])
@@ -79,8 +97,11 @@ def test_malformed_messages_are_named_precisely(mutate, message) -> None:
 def test_typed_count_mismatch_names_the_field_the_datatype_takes() -> None:
     item = pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[1, 2])
     item.contents.int_contents.extend([1, 2])
-    with pytest.raises(InvalidInput, match=r"0 fp32_contents elements, but shape \[1, 2\] needs 2 \(it carries "
-                                           r"int_contents; FP32 takes fp32_contents\)"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"0 fp32_contents elements, but shape \[1, 2\] needs 2 \(it carries "
+        r"int_contents; FP32 takes fp32_contents\)",
+    ):
         codec.decode_request(_request(inputs=[item]))
 
 
@@ -103,7 +124,9 @@ def test_fp16_only_raw_and_narrow_ints_range_checked_and_nan_refused() -> None:
 def _response() -> InferResponse:
     label = np.array([1, 0], np.int64)
     probs = np.array([[0.25, 0.75], [0.5, 0.5]], np.float32)
-    return InferResponse("m", "v2", [Tensor("label", "INT64", [2], label), Tensor("p", "FP32", [2, 2], probs)], "r9")
+    return InferResponse(
+        "m", "v2", [Tensor("label", "INT64", [2], label), Tensor("p", "FP32", [2, 2], probs)], "r9"
+    )
 
 
 def test_answers_in_the_requests_form() -> None:
@@ -126,15 +149,20 @@ def test_an_fp16_output_makes_every_output_raw() -> None:
     assert np.frombuffer(message.raw_output_contents[2], "<f2").tolist() == [1.5]
 
 
-_datatypes = st.sampled_from(["FP32", "FP64", "FP16", "INT8", "INT64", "UINT8", "UINT64", "BOOL", "BYTES", "", "X"])
+_datatypes = st.sampled_from(
+    ["FP32", "FP64", "FP16", "INT8", "INT64", "UINT8", "UINT64", "BOOL", "BYTES", "", "X"]
+)
 
 
 @st.composite
 def _messages(draw: st.DrawFn) -> pb.ModelInferRequest:
     req = pb.ModelInferRequest(model_name=draw(st.text(max_size=5)), id=draw(st.text(max_size=5)))
     for _ in range(draw(st.integers(0, 3))):
-        item = req.inputs.add(name=draw(st.sampled_from(["x", "y", ""])), datatype=draw(_datatypes),
-                              shape=draw(st.lists(st.integers(-2, 4), max_size=3)))
+        item = req.inputs.add(
+            name=draw(st.sampled_from(["x", "y", ""])),
+            datatype=draw(_datatypes),
+            shape=draw(st.lists(st.integers(-2, 4), max_size=3)),
+        )
         contents = item.contents
         contents.fp32_contents.extend(draw(st.lists(st.floats(width=32), max_size=6)))
         contents.int_contents.extend(draw(st.lists(st.integers(-(2**31), 2**31 - 1), max_size=6)))
@@ -171,22 +199,27 @@ def test_arbitrary_bytes_parse_or_raise_invalid_input(body: bytes) -> None:
         assert "not a valid inference.ModelInferRequest message" in str(err)
 
 
-@pytest.mark.parametrize(("error", "code"), [
-    (errors.InvalidInput("x"), grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.SpecError("x"), grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.ModelNotFound("x"), grpc.StatusCode.NOT_FOUND),
-    (errors.VersionNotFound("x"), grpc.StatusCode.NOT_FOUND),
-    (errors.PayloadTooLarge("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.Overloaded("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.Unauthorized("x"), grpc.StatusCode.UNAUTHENTICATED),
-    (errors.Forbidden("x"), grpc.StatusCode.PERMISSION_DENIED),
-    (errors.NotReady("x"), grpc.StatusCode.UNAVAILABLE),
-    (errors.ModelStoreError("x"), grpc.StatusCode.UNAVAILABLE),
-    (errors.RequestTimeout("x"), grpc.StatusCode.DEADLINE_EXCEEDED),
-    (errors.Conflict("x"), grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.InferenceFailed("x"), grpc.StatusCode.INTERNAL),
-])
-def test_one_table_for_raised_errors_and_rendered_answers(error: errors.FerrymanError, code: grpc.StatusCode) -> None:
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (errors.InvalidInput("x"), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.SpecError("x"), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.ModelNotFound("x"), grpc.StatusCode.NOT_FOUND),
+        (errors.VersionNotFound("x"), grpc.StatusCode.NOT_FOUND),
+        (errors.PayloadTooLarge("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.Overloaded("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.Unauthorized("x"), grpc.StatusCode.UNAUTHENTICATED),
+        (errors.Forbidden("x"), grpc.StatusCode.PERMISSION_DENIED),
+        (errors.NotReady("x"), grpc.StatusCode.UNAVAILABLE),
+        (errors.ModelStoreError("x"), grpc.StatusCode.UNAVAILABLE),
+        (errors.RequestTimeout("x"), grpc.StatusCode.DEADLINE_EXCEEDED),
+        (errors.Conflict("x"), grpc.StatusCode.FAILED_PRECONDITION),
+        (errors.InferenceFailed("x"), grpc.StatusCode.INTERNAL),
+    ],
+)
+def test_one_table_for_raised_errors_and_rendered_answers(
+    error: errors.FerrymanError, code: grpc.StatusCode
+) -> None:
     assert for_error(error) == (code, "x")
     assert for_answer(*error_answer(error)) == (code, "x")  # what the shared prediction path rendered
 

@@ -46,8 +46,13 @@ def _shape(fd: descriptor_pb2.FileDescriptorProto) -> dict[str, object]:
     def fields(m: descriptor_pb2.DescriptorProto, prefix: str) -> dict[str, object]:
         out: dict[str, object] = {}
         for f in m.field:
-            out[f"{prefix}{m.name}.{f.name}"] = (f.number, f.type, f.label, f.type_name.rsplit(".", 1)[-1],
-                                                 f.HasField("oneof_index"))
+            out[f"{prefix}{m.name}.{f.name}"] = (
+                f.number,
+                f.type,
+                f.label,
+                f.type_name.rsplit(".", 1)[-1],
+                f.HasField("oneof_index"),
+            )
         for nested in m.nested_type:
             out.update(fields(nested, f"{prefix}{m.name}."))
         return out
@@ -57,8 +62,12 @@ def _shape(fd: descriptor_pb2.FileDescriptorProto) -> dict[str, object]:
         shape.update(fields(m, ""))
     for s in fd.service:
         for method in s.method:
-            shape[f"{s.name}/{method.name}"] = (method.input_type, method.output_type, method.client_streaming,
-                                                method.server_streaming)
+            shape[f"{s.name}/{method.name}"] = (
+                method.input_type,
+                method.output_type,
+                method.client_streaming,
+                method.server_streaming,
+            )
     return shape
 
 
@@ -83,7 +92,8 @@ def test_tritons_service_carries_our_fields_under_the_same_numbers() -> None:
     spec = importlib.util.find_spec("tritonclient")
     assert spec is not None and spec.origin is not None
     theirs = descriptor_pb2.FileDescriptorProto.FromString(
-        _serialized_descriptor(Path(spec.origin).parent / "grpc" / "service_pb2.py"))
+        _serialized_descriptor(Path(spec.origin).parent / "grpc" / "service_pb2.py")
+    )
     ours = descriptor_pb2.FileDescriptorProto()
     pb.DESCRIPTOR.CopyToProto(ours)
     triton = _shape(theirs)

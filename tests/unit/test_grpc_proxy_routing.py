@@ -12,8 +12,9 @@ from ferryman.spec import StickyKey, StickySource
 from ferryman_runtimes.gateway.grpc_proxy import routing_inputs
 from ferryman_runtimes.grpc import inference_pb2 as pb
 
-TABLE = RouteTable(model="m", versions=("v1", "v2"), weights=(("v1", 50), ("v2", 50)), stable="v1",
-                   candidate="v2", salt="m")
+TABLE = RouteTable(
+    model="m", versions=("v1", "v2"), weights=(("v1", 50), ("v2", 50)), stable="v1", candidate="v2", salt="m"
+)
 
 
 def sticky(source: StickySource, name: str) -> RouteTable:
@@ -23,9 +24,15 @@ def sticky(source: StickySource, name: str) -> RouteTable:
 def test_pins_by_model_version_and_by_the_pin_header_only() -> None:
     inputs = routing_inputs(TABLE, version="v2", metadata={"x-ferryman-version": "v1", "x-other": "1"})
     assert inputs.path_version == "v2" and dict(inputs.headers) == {"x-ferryman-version": "v1"}
-    assert decide(TABLE, inputs, draw=0.0).version == "v2"  # the request's own field wins, as a REST path does
-    assert decide(TABLE, routing_inputs(TABLE, version=None, metadata={"x-ferryman-version": "v2"}),
-                  draw=0.0).route == "pinned"
+    assert (
+        decide(TABLE, inputs, draw=0.0).version == "v2"
+    )  # the request's own field wins, as a REST path does
+    assert (
+        decide(
+            TABLE, routing_inputs(TABLE, version=None, metadata={"x-ferryman-version": "v2"}), draw=0.0
+        ).route
+        == "pinned"
+    )
 
 
 def test_a_sticky_header_from_metadata_decides_like_rest() -> None:
@@ -47,7 +54,9 @@ def test_a_sticky_field_from_parameters_typed_or_raw_contents() -> None:
     table = sticky(StickySource.field, "user")
     by_param = pb.ModelInferRequest(model_name="m")
     by_param.parameters["user"].string_param = "carol"
-    assert dict(routing_inputs(table, version=None, metadata={}, request=by_param).fields) == {"user": "carol"}
+    assert dict(routing_inputs(table, version=None, metadata={}, request=by_param).fields) == {
+        "user": "carol"
+    }
     typed = pb.ModelInferRequest(model_name="m")
     typed.inputs.add(name="user", datatype="INT64", shape=[1]).contents.int64_contents.append(42)
     assert dict(routing_inputs(table, version=None, metadata={}, request=typed).fields) == {"user": 42}
@@ -56,5 +65,7 @@ def test_a_sticky_field_from_parameters_typed_or_raw_contents() -> None:
     raw.inputs.add(name="user", datatype="INT64", shape=[1])
     assert dict(routing_inputs(table, version=None, metadata={}, request=raw).fields) == {"user": 7}
     broken = pb.ModelInferRequest(model_name="m", raw_input_contents=[b"\1\2"])
-    broken.inputs.add(name="user", datatype="INT64", shape=[1])  # a short buffer: no key (the server says why)
+    broken.inputs.add(
+        name="user", datatype="INT64", shape=[1]
+    )  # a short buffer: no key (the server says why)
     assert dict(routing_inputs(table, version=None, metadata={}, request=broken).fields) == {}

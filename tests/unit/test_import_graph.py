@@ -69,7 +69,8 @@ def import_graph(packages: Mapping[str, Path]) -> dict[str, set[str]]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _runnable(tree: ast.AST) -> Iterator[ast.AST]:
@@ -148,31 +149,48 @@ def _package(root: Path, files: Mapping[str, str]) -> Path:
     return root
 
 
-@pytest.mark.parametrize("b_source", [
-    pytest.param("def f():\n    from pkg.a import X\n", id="inside-a-function"),
-    pytest.param("import typing\nif typing.TYPE_CHECKING:\n    pass\nelse:\n    from pkg import a\n", id="else-branch"),
-    pytest.param("try:\n    import pkg.a\nexcept ImportError:\n    pass\n", id="in-a-try"),
-    pytest.param("class K:\n    def m(self):\n        import pkg.a as a\n", id="in-a-method"),
-    pytest.param("from .a import X\n", id="relative"),
-    pytest.param("import pkg.sub.c\n", id="through-a-third-module"),
-])
+@pytest.mark.parametrize(
+    "b_source",
+    [
+        pytest.param("def f():\n    from pkg.a import X\n", id="inside-a-function"),
+        pytest.param(
+            "import typing\nif typing.TYPE_CHECKING:\n    pass\nelse:\n    from pkg import a\n",
+            id="else-branch",
+        ),
+        pytest.param("try:\n    import pkg.a\nexcept ImportError:\n    pass\n", id="in-a-try"),
+        pytest.param("class K:\n    def m(self):\n        import pkg.a as a\n", id="in-a-method"),
+        pytest.param("from .a import X\n", id="relative"),
+        pytest.param("import pkg.sub.c\n", id="through-a-third-module"),
+    ],
+)
 def test_a_deliberate_cycle_is_found(tmp_path: Path, b_source: str) -> None:
-    files = {"__init__.py": "", "a.py": "from pkg.b import Y\nX = 1\n", "b.py": b_source + "Y = 2\n",
-             "sub/__init__.py": "", "sub/c.py": "from pkg.a import X\n"}
+    files = {
+        "__init__.py": "",
+        "a.py": "from pkg.b import Y\nX = 1\n",
+        "b.py": b_source + "Y = 2\n",
+        "sub/__init__.py": "",
+        "sub/c.py": "from pkg.a import X\n",
+    }
     graph = import_graph({"pkg": _package(tmp_path / "pkg", files)})
     found = cycles(graph)
     assert len(found) == 1 and {"pkg.a", "pkg.b"} <= set(found[0])
 
 
 def test_type_checking_imports_are_not_edges(tmp_path: Path) -> None:
-    files = {"__init__.py": "", "a.py": "from pkg.b import Y\n",
-             "b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a import X\nY = 2\n"}
+    files = {
+        "__init__.py": "",
+        "a.py": "from pkg.b import Y\n",
+        "b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a import X\nY = 2\n",
+    }
     graph = import_graph({"pkg": _package(tmp_path / "pkg", files)})
     assert graph["pkg.a"] == {"pkg.b"} and graph["pkg.b"] == set()
     assert cycles(graph) == []
 
 
 def test_a_package_importing_its_submodules_is_not_a_cycle(tmp_path: Path) -> None:
-    files = {"__init__.py": "from pkg.a import X\nfrom pkg.b import Y\n", "a.py": "X = 1\n",
-             "b.py": "from pkg.a import X\nY = X\n"}
+    files = {
+        "__init__.py": "from pkg.a import X\nfrom pkg.b import Y\n",
+        "a.py": "X = 1\n",
+        "b.py": "from pkg.a import X\nY = X\n",
+    }
     assert cycles(import_graph({"pkg": _package(tmp_path / "pkg", files)})) == []

@@ -35,8 +35,14 @@ from tests.helpers import helm
 from tests.helpers import upstream_crds as crds
 
 RUNTIME_FILE = helm.REPO_ROOT / "runtimes" / "ferryman_runtimes" / "kserve" / "clusterservingruntime.yaml"
-OWNER = {"apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "name": "breast-cancer",
-         "uid": "u-1", "controller": True, "blockOwnerDeletion": True}
+OWNER = {
+    "apiVersion": "serving.ferryman.dev/v1alpha1",
+    "kind": "ModelDeployment",
+    "name": "breast-cancer",
+    "uid": "u-1",
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
 
 
 def assert_accepted(obj: dict[str, Any], filename: str, version: str) -> None:
@@ -59,9 +65,16 @@ def md(sample_models) -> ModelDeployment:
 
 def context(md: ModelDeployment) -> Context:
     state, _ = rollout.start(md, now=0.0)
-    return Context(md=md, namespace="models", owner=OWNER, state=state, table=rollout.table_for(md, state),
-                   settings=Settings(image="registry.example/ferryman:1.2.3", ray_image="rayproject/ray:2.60.0",
-                                     identity="t"))
+    return Context(
+        md=md,
+        namespace="models",
+        owner=OWNER,
+        state=state,
+        table=rollout.table_for(md, state),
+        settings=Settings(
+            image="registry.example/ferryman:1.2.3", ray_image="rayproject/ray:2.60.0", identity="t"
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +92,9 @@ def chart_runtimes() -> dict[str, dict[str, Any]]:
     """The chart's ClusterServingRuntime as installed: default kserve values and the kserve-on CI values."""
     return {
         "default": helm.one(helm.render(values={"kserve": {"enabled": True}}), "ClusterServingRuntime"),
-        "kserve-on": helm.one(helm.render([helm.CHART / "ci" / "kserve-on-values.yaml"]), "ClusterServingRuntime"),
+        "kserve-on": helm.one(
+            helm.render([helm.CHART / "ci" / "kserve-on-values.yaml"]), "ClusterServingRuntime"
+        ),
     }
 
 
@@ -108,8 +123,9 @@ def test_committed_cluster_serving_runtime_matches_the_upstream_crd() -> None:
 
 
 @pytest.mark.parametrize("values", ["default", "kserve-on"])
-def test_chart_cluster_serving_runtime_matches_the_upstream_crd(chart_runtimes: dict[str, dict[str, Any]],
-                                                                values: str) -> None:
+def test_chart_cluster_serving_runtime_matches_the_upstream_crd(
+    chart_runtimes: dict[str, dict[str, Any]], values: str
+) -> None:
     assert_accepted(chart_runtimes[values], crds.CLUSTER_SERVING_RUNTIMES, "v1alpha1")
 
 
@@ -120,8 +136,11 @@ def test_ray_service_matches_the_upstream_crd(ctx: Context) -> None:
 
 
 def test_chart_monitoring_objects_match_the_prometheus_operator_crds() -> None:
-    files = {"ServiceMonitor": crds.SERVICE_MONITORS, "PodMonitor": crds.POD_MONITORS,
-             "PrometheusRule": crds.PROMETHEUS_RULES}
+    files = {
+        "ServiceMonitor": crds.SERVICE_MONITORS,
+        "PodMonitor": crds.POD_MONITORS,
+        "PrometheusRule": crds.PROMETHEUS_RULES,
+    }
     objs = helm.render([helm.CHART / "ci" / "monitoring-on-values.yaml"])
     objs += helm.render(values={"monitoring": {"serviceMonitor": {"enabled": True}}})
     checked = [o for o in objs if o["kind"] in files]
@@ -134,9 +153,10 @@ def test_kserve_crds_follow_the_locked_kserve_package() -> None:
     """The CRDs' KServe release (scripts/cluster/env.sh) is the kserve package's in the lock, or the one before
     it when the Go module proxy does not serve that one (docs/cluster.md, "Upstream CRDs")."""
     env_sh = (helm.REPO_ROOT / "scripts" / "cluster" / "env.sh").read_text()
-    pinned = re.search(r'FERRYMAN_KSERVE_VERSION:=v(\d+)\.(\d+)\.\d+', env_sh)
-    locked = re.search(r"^kserve==(\d+)\.(\d+)\.\d+$", (helm.REPO_ROOT / "requirements" / "lock.txt").read_text(),
-                       re.M)
+    pinned = re.search(r"FERRYMAN_KSERVE_VERSION:=v(\d+)\.(\d+)\.\d+", env_sh)
+    locked = re.search(
+        r"^kserve==(\d+)\.(\d+)\.\d+$", (helm.REPO_ROOT / "requirements" / "lock.txt").read_text(), re.M
+    )
     assert pinned and locked
     (pin_major, pin_minor), (lock_major, lock_minor) = map(int, pinned.groups()), map(int, locked.groups())
     assert pin_major == lock_major and lock_minor - 1 <= pin_minor <= lock_minor
@@ -145,21 +165,29 @@ def test_kserve_crds_follow_the_locked_kserve_package() -> None:
 
 
 # -- the checks fail when they should ------------------------------------------------------------------------
-def test_an_unknown_field_in_the_builder_fails_the_schema_test(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unknown_field_in_the_builder_fails_the_schema_test(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The builder gains a field KServe does not know (``limit`` for ``limits``): the test above fails."""
-    monkeypatch.setattr(kserve, "predictor_resources",
-                        lambda r: {"requests": {"cpu": r.cpu}, "limit": {"cpu": r.cpu}})
+    monkeypatch.setattr(
+        kserve, "predictor_resources", lambda r: {"requests": {"cpu": r.cpu}, "limit": {"cpu": r.cpu}}
+    )
     with pytest.raises(AssertionError, match=r"\.spec\.predictor\.model\.resources\.limit: unknown field"):
         test_inference_services_match_the_upstream_crd(ctx, "v1")
 
 
-@pytest.mark.parametrize(("path", "field"), [
-    (["spec"], "predictorr"),
-    (["spec", "predictor"], "minReplica"),
-    (["spec", "predictor", "model"], "threads"),  # a ModelDeployment field, not KServe's
-    (["spec", "predictor", "securityContext"], "readOnlyRootFilesystem"),  # a container field on the pod
-])
-def test_unknown_fields_in_an_inference_service_are_refused(ctx: Context, path: list[str], field: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        (["spec"], "predictorr"),
+        (["spec", "predictor"], "minReplica"),
+        (["spec", "predictor", "model"], "threads"),  # a ModelDeployment field, not KServe's
+        (["spec", "predictor", "securityContext"], "readOnlyRootFilesystem"),  # a container field on the pod
+    ],
+)
+def test_unknown_fields_in_an_inference_service_are_refused(
+    ctx: Context, path: list[str], field: str
+) -> None:
     isvc = copy.deepcopy(kserve.inference_service(ctx, "v1"))  # it shares the security contexts' dicts
     node = isvc
     for key in path:
@@ -180,31 +208,51 @@ def test_unknown_fields_in_the_runtime_and_the_ray_service_are_refused(ctx: Cont
     runtime = committed_runtime()
     runtime["spec"]["containers"][0]["readinessProbes"] = {}
     assert crds.problems(runtime, crds.CLUSTER_SERVING_RUNTIMES, "v1alpha1") == [
-        ".spec.containers[0].readinessProbes: unknown field"]
+        ".spec.containers[0].readinessProbes: unknown field"
+    ]
     (rs,) = copy.deepcopy(RayBackend().desired(ctx))
     rs["spec"]["rayClusterConfig"]["headGroupSpec"]["replicas"] = 1
-    assert crds.problems(rs, crds.RAY_SERVICES, "v1") == [".spec.rayClusterConfig.headGroupSpec.replicas: unknown field"]
+    assert crds.problems(rs, crds.RAY_SERVICES, "v1") == [
+        ".spec.rayClusterConfig.headGroupSpec.replicas: unknown field"
+    ]
 
 
 def test_the_pruning_check_follows_the_schema_keywords() -> None:
-    schema = {"type": "object", "properties": {
-        "kept": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-        "map": {"type": "object", "additionalProperties": {"type": "object", "properties": {"a": {}}}},
-        "list": {"type": "array", "items": {"type": "object", "properties": {"a": {}}}},
-        "embedded": {"type": "object", "x-kubernetes-embedded-resource": True, "properties": {"spec": {}}},
-        "opaque": {"type": "object"},
-    }}
-    obj = {"apiVersion": "v1", "kind": "K", "metadata": {"anything": 1},
-           "kept": {"x": 1}, "map": {"k": {"a": 1, "b": 2}}, "list": [{"a": 1}, {"c": 1}],
-           "embedded": {"apiVersion": "v1", "kind": "K", "metadata": {}, "spec": {}, "other": 1},
-           "opaque": {"x": 1}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "kept": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            "map": {"type": "object", "additionalProperties": {"type": "object", "properties": {"a": {}}}},
+            "list": {"type": "array", "items": {"type": "object", "properties": {"a": {}}}},
+            "embedded": {
+                "type": "object",
+                "x-kubernetes-embedded-resource": True,
+                "properties": {"spec": {}},
+            },
+            "opaque": {"type": "object"},
+        },
+    }
+    obj = {
+        "apiVersion": "v1",
+        "kind": "K",
+        "metadata": {"anything": 1},
+        "kept": {"x": 1},
+        "map": {"k": {"a": 1, "b": 2}},
+        "list": [{"a": 1}, {"c": 1}],
+        "embedded": {"apiVersion": "v1", "kind": "K", "metadata": {}, "spec": {}, "other": 1},
+        "opaque": {"x": 1},
+    }
     assert crds.unknown_fields(obj, schema) == [".map.k.b", ".list[1].c", ".embedded.other", ".opaque.x"]
 
 
 # -- the runtime as KServe assembles it -----------------------------------------------------------------------
 def test_cluster_serving_runtime_contract() -> None:
     rt = committed_runtime()
-    assert rt["metadata"]["name"] == "ferryman-onnx" == Settings(image="i", ray_image="r", identity="t").kserve_runtime
+    assert (
+        rt["metadata"]["name"]
+        == "ferryman-onnx"
+        == Settings(image="i", ray_image="r", identity="t").kserve_runtime
+    )
     spec = rt["spec"]
     assert [f["name"] for f in spec["supportedModelFormats"]] == ["onnx"]
     assert spec["protocolVersions"] == ["v1", "v2"]
@@ -270,8 +318,9 @@ def merged_resources(runtime: dict[str, Any], predictor: dict[str, Any]) -> dict
 
 
 @pytest.mark.parametrize("values", ["committed", "default", "kserve-on"])
-def test_merged_requests_never_exceed_limits(ctx: Context, chart_runtimes: dict[str, dict[str, Any]],
-                                             values: str) -> None:
+def test_merged_requests_never_exceed_limits(
+    ctx: Context, chart_runtimes: dict[str, dict[str, Any]], values: str
+) -> None:
     """v2 asks for 2 CPUs, above every runtime's CPU limit: the predictor's own limits must win."""
     runtime = committed_runtime() if values == "committed" else chart_runtimes[values]
     runtime_resources = runtime["spec"]["containers"][0]["resources"]
@@ -315,11 +364,14 @@ def test_model_file_discovery(tmp_path: Path) -> None:
     assert find_model_file(want) == want  # a file given directly
 
 
-@pytest.mark.parametrize(("files", "message"), [
-    ([], "no .onnx model file"),
-    (["x.onnx", "y.onnx"], "several ONNX files"),
-    (["weights.bin"], "weights.bin"),
-])
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ([], "no .onnx model file"),
+        (["x.onnx", "y.onnx"], "several ONNX files"),
+        (["weights.bin"], "weights.bin"),
+    ],
+)
 def test_model_file_discovery_errors(tmp_path: Path, files: list[str], message: str) -> None:
     d = tmp_path / "models"
     d.mkdir()

@@ -22,15 +22,24 @@ from ferryman_operator.backends.native import NativeBackend, uri_problems
 from ferryman_operator.backends.ray import RayBackend
 from ferryman_operator.settings import Settings
 
-OWNER = {"apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "name": "m", "uid": "u-1",
-         "controller": True, "blockOwnerDeletion": True}
+OWNER = {
+    "apiVersion": "serving.ferryman.dev/v1alpha1",
+    "kind": "ModelDeployment",
+    "name": "m",
+    "uid": "u-1",
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
 
 
 def md(runtime: str = "native", **spec: Any) -> ModelDeployment:
-    doc: dict[str, Any] = {"runtime": runtime,
-                           "versions": [{"name": "v1", "uri": "https://h/v1.onnx", "replicas": 2},
-                                        {"name": "v2", "uri": "https://h/v2.onnx",
-                                         "resources": {"cpu": "2", "memory": "1Gi"}}]}
+    doc: dict[str, Any] = {
+        "runtime": runtime,
+        "versions": [
+            {"name": "v1", "uri": "https://h/v1.onnx", "replicas": 2},
+            {"name": "v2", "uri": "https://h/v2.onnx", "resources": {"cpu": "2", "memory": "1Gi"}},
+        ],
+    }
     doc.update(spec)
     return ModelDeployment.model_validate({"metadata": {"name": "m"}, "spec": doc})
 
@@ -39,8 +48,14 @@ def ctx(m: ModelDeployment, weights: dict[str, int] | None = None) -> Context:
     state, _ = rollout.start(m, now=0.0)
     if weights is not None:
         state = replace(state, weights=weights)
-    return Context(md=m, namespace="ns", owner=OWNER, state=state, table=rollout.table_for(m, state),
-                   settings=Settings(image="img:1", ray_image="ray:1", identity="t"))
+    return Context(
+        md=m,
+        namespace="ns",
+        owner=OWNER,
+        state=state,
+        table=rollout.table_for(m, state),
+        settings=Settings(image="img:1", ray_image="ray:1", identity="t"),
+    )
 
 
 def by_kind(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -62,9 +77,16 @@ def pod_specs(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_native_objects() -> None:
     c = ctx(md(), weights={"v1": 90, "v2": 10})
     objects = by_kind(NativeBackend().desired(c))
-    assert set(objects) == {("ConfigMap", "m-versions"), ("Deployment", "m-v1"), ("Service", "m-v1"),
-                            ("Deployment", "m-v2"), ("Service", "m-v2"), ("ConfigMap", "m-routes"),
-                            ("Deployment", "m-gateway"), ("Service", "m")}
+    assert set(objects) == {
+        ("ConfigMap", "m-versions"),
+        ("Deployment", "m-v1"),
+        ("Service", "m-v1"),
+        ("Deployment", "m-v2"),
+        ("Service", "m-v2"),
+        ("ConfigMap", "m-routes"),
+        ("Deployment", "m-gateway"),
+        ("Service", "m"),
+    }
     for obj in objects.values():
         meta = obj["metadata"]
         assert meta["namespace"] == "ns" and meta["ownerReferences"] == [OWNER]
@@ -79,7 +101,14 @@ def test_native_objects() -> None:
     assert container["image"] == "img:1"
     # the program is named: the image's ENTRYPOINT is the KServe runtime, which must never get these args
     assert container["command"] == ["ferryman"]
-    assert container["args"] == ["serve", "/etc/ferryman/spec/model.yaml", "--host", "0.0.0.0", "--port", "8080"]
+    assert container["args"] == [
+        "serve",
+        "/etc/ferryman/spec/model.yaml",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8080",
+    ]
     v2 = objects[("Deployment", "m-v2")]["spec"]["template"]["spec"]["containers"][0]
     assert v2["resources"] == {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
 
@@ -90,7 +119,9 @@ def test_native_objects() -> None:
     routes = objects[("ConfigMap", "m-routes")]["data"]["routes.json"]
     assert table_from_json(routes).weights == (("v1", 90), ("v2", 10))
     assert backends_from_dict(yaml.safe_load(routes)) == {
-        "v1": "http://m-v1.ns.svc.cluster.local:8080", "v2": "http://m-v2.ns.svc.cluster.local:8080"}
+        "v1": "http://m-v1.ns.svc.cluster.local:8080",
+        "v2": "http://m-v2.ns.svc.cluster.local:8080",
+    }
     gateway = objects[("Deployment", "m-gateway")]["spec"]["template"]["spec"]
     assert gateway["volumes"][0] == {"name": "routes", "configMap": {"name": "m-routes"}}
     assert NativeBackend().endpoint(c.md, "ns") == "http://m.ns.svc.cluster.local:8080"
@@ -99,8 +130,12 @@ def test_native_objects() -> None:
 def test_version_pods_roll_only_when_their_own_spec_changes() -> None:
     def hashes(m: ModelDeployment) -> dict[str, str]:
         objs = by_kind(NativeBackend().desired(ctx(m)))
-        return {v: objs[("Deployment", f"m-{v}")]["spec"]["template"]["metadata"]["annotations"][
-            names.ANNOTATION_SPEC_HASH] for v in ("v1", "v2")}
+        return {
+            v: objs[("Deployment", f"m-{v}")]["spec"]["template"]["metadata"]["annotations"][
+                names.ANNOTATION_SPEC_HASH
+            ]
+            for v in ("v1", "v2")
+        }
 
     base = hashes(md())
     changed = md()
@@ -137,6 +172,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard(runtime: str) -> N
 @pytest.mark.parametrize("runtime", ["native", "kserve", "ray"])
 def test_objects_never_share_security_contexts(runtime: str) -> None:
     """Editing one built object (as a caller or a later reconcile step may) leaves the next one intact."""
+
     def contexts() -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
 
@@ -164,13 +200,15 @@ def test_uri_checks_per_runtime() -> None:
     rel = md(versions=[{"name": "v1", "uri": "models/v1.onnx"}])
     assert uri_problems(rel) == [
         "version v1: uri 'models/v1.onnx' is a relative path, which has no meaning in a pod; use an absolute path "
-        "(image or volume), http(s):// or s3://"]
+        "(image or volume), http(s):// or s3://"
+    ]
     assert uri_problems(md()) == []
     local = md(versions=[{"name": "v1", "uri": "file:///m/v1.onnx"}, {"name": "v2", "uri": "s3://b/v2.onnx"}])
     assert NativeBackend().validate(local, Settings()) == []
     assert KServeBackend().validate(local, Settings()) == [
         "version v1: uri 'file:///m/v1.onnx' cannot be a KServe storageUri (use one of s3, gs, http, https, pvc, "
-        "oci, hdfs, webhdfs, hf)"]
+        "oci, hdfs, webhdfs, hf)"
+    ]
     assert RayBackend().validate(rel, Settings())
 
 
@@ -187,7 +225,9 @@ def test_kserve_objects() -> None:
     assert model["storageUri"] == "https://h/v1.onnx" and model["protocolVersion"] == "v2"
     assert model["args"] == ["--model_name=m", "--model_version=v1"]
     assert objects[("InferenceService", "m-v2")]["spec"]["predictor"]["model"]["args"] == [
-        "--model_name=m", "--model_version=v2"]
+        "--model_name=m",
+        "--model_version=v2",
+    ]
     routes = yaml.safe_load(objects[("ConfigMap", "m-routes")]["data"]["routes.json"])
     assert routes["backends"]["v2"] == "http://m-v2-predictor.ns.svc.cluster.local"
     assert ("Deployment", "m-gateway") in objects and ("Deployment", "m-v1") not in objects
@@ -199,7 +239,9 @@ def test_kserve_runtime_serves_the_model_under_the_deployment_name() -> None:
     from ferryman_runtimes.kserve.__main__ import parse
     from tests.helpers.helm import REPO_ROOT
 
-    runtime = yaml.safe_load((REPO_ROOT / "runtimes/ferryman_runtimes/kserve/clusterservingruntime.yaml").read_text())
+    runtime = yaml.safe_load(
+        (REPO_ROOT / "runtimes/ferryman_runtimes/kserve/clusterservingruntime.yaml").read_text()
+    )
     [container] = runtime["spec"]["containers"]
     isvc = by_kind(KServeBackend().desired(ctx(md("kserve"))))[("InferenceService", "m-v2")]
     args = [a.replace("{{.Name}}", isvc["metadata"]["name"]) for a in container["args"]]
@@ -228,15 +270,22 @@ def test_native_servers_and_gateway_serve_grpc_when_on() -> None:
         [container] = objects[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
         assert container["args"][-2:] == ["--grpc-port", "8081"]
         assert parser.parse_args(container["args"]).grpc_port == 8081
-        assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
-                                      {"name": "grpc", "containerPort": 8081, "protocol": "TCP"}]
+        assert container["ports"] == [
+            {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+        ]
     for name in ("m-v1", "m-v2", "m"):
         ports = objects[("Service", name)]["spec"]["ports"]
-        assert [(p["name"], p["port"], p["targetPort"]) for p in ports] == [("http", 8080, "http"),
-                                                                         ("grpc", 8081, "grpc")]
+        assert [(p["name"], p["port"], p["targetPort"]) for p in ports] == [
+            ("http", 8080, "http"),
+            ("grpc", 8081, "grpc"),
+        ]
         assert ports[1]["appProtocol"] == "kubernetes.io/h2c"
     routes = yaml.safe_load(objects[("ConfigMap", "m-routes")]["data"]["routes.json"])
-    assert routes["grpcBackends"] == {"v1": "m-v1.ns.svc.cluster.local:8081", "v2": "m-v2.ns.svc.cluster.local:8081"}
+    assert routes["grpcBackends"] == {
+        "v1": "m-v1.ns.svc.cluster.local:8081",
+        "v2": "m-v2.ns.svc.cluster.local:8081",
+    }
 
 
 def test_kserve_predictors_serve_grpc_on_kserves_port_when_on() -> None:
@@ -262,7 +311,10 @@ def test_ray_objects() -> None:
     assert ingress["name"] == "ingress" and ingress["user_config"]["weights"] == {"v1": 70, "v2": 30}
     workers = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     assert workers["replicas"] == 3  # 2 + 1 version replicas
-    assert workers["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "2", "memory": "1Gi"}
+    assert workers["template"]["spec"]["containers"][0]["resources"]["requests"] == {
+        "cpu": "2",
+        "memory": "1Gi",
+    }
     assert RayBackend().endpoint(c.md, "ns") == "http://m-serve-svc.ns.svc.cluster.local:8000"
 
 
@@ -283,20 +335,35 @@ def test_ray_pods_run_direct_ingress_behind_rays_haproxy() -> None:
     assert config["http_options"] == {"host": "0.0.0.0", "port": 8000}  # where HAProxy listens
 
 
-def deployment(replicas: int, *, available: int, updated: int | None = None, observed: int = 2) -> dict[str, Any]:
-    return {"metadata": {"generation": 2}, "spec": {"replicas": replicas},
-            "status": {"observedGeneration": observed, "availableReplicas": available,
-                       "updatedReplicas": available if updated is None else updated}}
+def deployment(
+    replicas: int, *, available: int, updated: int | None = None, observed: int = 2
+) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": 2},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": observed,
+            "availableReplicas": available,
+            "updatedReplicas": available if updated is None else updated,
+        },
+    }
 
 
-@pytest.mark.parametrize(("obj", "ready", "message"), [
-    (None, False, "v1: Deployment not found"),
-    (deployment(2, available=2), True, "v1: 2/2 replicas ready"),
-    (deployment(2, available=1), False, "v1: 1/2 replicas ready"),
-    (deployment(2, available=2, updated=1), False, "v1: 1/2 replicas ready"),
-    (deployment(2, available=2, observed=1), False, "v1: rollout of the new pod template not observed yet"),
-    (deployment(0, available=0), False, "v1: scaled to 0 replicas"),
-])
+@pytest.mark.parametrize(
+    ("obj", "ready", "message"),
+    [
+        (None, False, "v1: Deployment not found"),
+        (deployment(2, available=2), True, "v1: 2/2 replicas ready"),
+        (deployment(2, available=1), False, "v1: 1/2 replicas ready"),
+        (deployment(2, available=2, updated=1), False, "v1: 1/2 replicas ready"),
+        (
+            deployment(2, available=2, observed=1),
+            False,
+            "v1: rollout of the new pod template not observed yet",
+        ),
+        (deployment(0, available=0), False, "v1: scaled to 0 replicas"),
+    ],
+)
 def test_deployment_readiness(obj: dict[str, Any] | None, ready: bool, message: str) -> None:
     assert deployment_ready(obj, what="v1") == (ready, message)
 
@@ -305,8 +372,14 @@ def test_backend_readiness_from_observed_objects() -> None:
     m = md("kserve")
     ok = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
     failing = {"status": {"conditions": [{"type": "Ready", "status": "False", "message": "storage failed"}]}}
-    r = KServeBackend().readiness(m, {("InferenceService", "m-v1"): ok, ("InferenceService", "m-v2"): failing,
-                                      ("Deployment", "m-gateway"): deployment(1, available=1)})
+    r = KServeBackend().readiness(
+        m,
+        {
+            ("InferenceService", "m-v1"): ok,
+            ("InferenceService", "m-v2"): failing,
+            ("Deployment", "m-gateway"): deployment(1, available=1),
+        },
+    )
     assert r.version_ready("v1") and not r.version_ready("v2")
     assert r.unready(("v1", "v2")) == ["version v2: InferenceService Ready=False (storage failed)"]
     ray = RayBackend().readiness(md("ray"), {("RayService", "m"): {"status": {"serviceStatus": "Running"}}})
@@ -315,10 +388,13 @@ def test_backend_readiness_from_observed_objects() -> None:
     assert missing.unready(("v1",)) == ["version v1: Deployment not found", "gateway: Deployment not found"]
 
 
-@pytest.mark.parametrize(("parts", "expected"), [
-    (("m", "v1"), "m-v1"),
-    (("breast-cancer", "gateway"), "breast-cancer-gateway"),
-])
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (("m", "v1"), "m-v1"),
+        (("breast-cancer", "gateway"), "breast-cancer-gateway"),
+    ],
+)
 def test_plain_names_stay_readable(parts: tuple[str, ...], expected: str) -> None:
     assert names.dns_name(*parts) == expected
 
@@ -329,7 +405,9 @@ def test_names_are_dns_labels_and_distinct() -> None:
     dashed = names.version_object("m", "v1-2")
     digit = names.gateway_service("1model")
     for n in (long, dotted, dashed, digit):
-        assert len(n) <= 63 and n[0].isalpha() and all(ch.isalnum() or ch == "-" for ch in n) and n == n.lower()
+        assert (
+            len(n) <= 63 and n[0].isalpha() and all(ch.isalnum() or ch == "-" for ch in n) and n == n.lower()
+        )
     assert dotted != dashed
     assert names.version_object("m", "gateway") != names.gateway_deployment("m")
     assert names.version_object("m", "v1.2") == dotted  # stable
@@ -339,7 +417,13 @@ def test_factory() -> None:
     assert isinstance(backend_for(Runtime.native), NativeBackend)
     assert isinstance(backend_for(Runtime.ray), RayBackend)
     assert isinstance(backend_for(Runtime.kserve), KServeBackend)
-    assert {k.kind for k in all_kinds()} == {"Deployment", "Service", "ConfigMap", "RayService", "InferenceService"}
+    assert {k.kind for k in all_kinds()} == {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "RayService",
+        "InferenceService",
+    }
 
 
 def test_scrape_annotations_on_model_pods() -> None:
@@ -349,12 +433,20 @@ def test_scrape_annotations_on_model_pods() -> None:
 
 
 def test_native_pods_name_their_program_drain_before_stopping_and_get_the_workload_env() -> None:
-    env = ({"name": "AWS_ENDPOINT_URL", "value": "http://10.245.0.1:9000"},
-           {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "secret"}}})
+    env = (
+        {"name": "AWS_ENDPOINT_URL", "value": "http://10.245.0.1:9000"},
+        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "secret"}}},
+    )
     m = md()
     state, _ = rollout.start(m, now=0.0)
-    c = Context(md=m, namespace="ns", owner=OWNER, state=state, table=rollout.table_for(m, state),
-                settings=Settings(image="img:1", identity="t", image_pull_policy="Never", workload_env=env))
+    c = Context(
+        md=m,
+        namespace="ns",
+        owner=OWNER,
+        state=state,
+        table=rollout.table_for(m, state),
+        settings=Settings(image="img:1", identity="t", image_pull_policy="Never", workload_env=env),
+    )
     objects = by_kind(NativeBackend().desired(c))
     server = objects[("Deployment", "m-v1")]["spec"]["template"]["spec"]["containers"][0]
     gateway = objects[("Deployment", "m-gateway")]["spec"]["template"]["spec"]["containers"][0]

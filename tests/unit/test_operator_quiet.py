@@ -42,26 +42,59 @@ def test_needs_apply() -> None:
     cm = Applied("h1", "r20", "20")
     assert not needs_apply("h1", obj(stamp="h1", rv="20"), cm)
     assert needs_apply("h1", obj(stamp="h1", rv="21"), cm)
-    assert edit_marker(obj(stamp=None, rv="7")) == "r7" and edit_marker(obj(stamp=None, rv="7", generation=3)) == "g3"
+    assert (
+        edit_marker(obj(stamp=None, rv="7")) == "r7"
+        and edit_marker(obj(stamp=None, rv="7", generation=3)) == "g3"
+    )
     assert newer("11", "9") and not newer("9", "11") and newer("b", "a")
 
 
 def _status(history: list[dict[str, Any]], **rollout: Any) -> dict[str, Any]:
-    return {"phase": "Progressing", "weights": {"v1": 95, "v2": 5},
-            "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "ok",
-                            "lastTransitionTime": "2026-01-01T00:00:00Z"}],
-            "rollout": {"phase": "Progressing", "stepIndex": 0, "failures": 0, "analyzedAt": "T1",
-                        "lastAnalysis": {"requests": 1}, "history": history, **rollout}}
+    return {
+        "phase": "Progressing",
+        "weights": {"v1": 95, "v2": 5},
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Ready",
+                "message": "ok",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ],
+        "rollout": {
+            "phase": "Progressing",
+            "stepIndex": 0,
+            "failures": 0,
+            "analyzedAt": "T1",
+            "lastAnalysis": {"requests": 1},
+            "history": history,
+            **rollout,
+        },
+    }
 
 
 def test_a_repeated_hold_is_not_material_but_decisions_are() -> None:
-    start = {"action": "start", "reason": "canary started", "at": "T0", "weights": {"v1": 95, "v2": 5},
-             "actor": "controller"}
-    hold = {"action": "hold", "reason": "only 12 of 100 requests needed", "at": "T1", "weights": {"v1": 95, "v2": 5},
-            "actor": "controller"}
+    start = {
+        "action": "start",
+        "reason": "canary started",
+        "at": "T0",
+        "weights": {"v1": 95, "v2": 5},
+        "actor": "controller",
+    }
+    hold = {
+        "action": "hold",
+        "reason": "only 12 of 100 requests needed",
+        "at": "T1",
+        "weights": {"v1": 95, "v2": 5},
+        "actor": "controller",
+    }
     before = _status([start, hold])
-    again = _status([start, {**hold, "at": "T2", "reason": "only 40 of 100 requests needed"}], analyzedAt="T2",
-                    lastAnalysis={"requests": 40})
+    again = _status(
+        [start, {**hold, "at": "T2", "reason": "only 40 of 100 requests needed"}],
+        analyzedAt="T2",
+        lastAnalysis={"requests": 40},
+    )
     assert status.material(again) == status.material(before)
     assert status.hold_reason(hold["reason"]) == "only # of # requests needed"
     # the first hold after a decision, another reason, a failure, a step, a condition: all material
@@ -77,17 +110,40 @@ def test_a_repeated_hold_is_not_material_but_decisions_are() -> None:
 
 
 def test_next_analysis_in() -> None:
-    md = parse_deployment({
-        "apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "m"},
-        "spec": {"versions": [{"name": "v1", "uri": "s3://b/v1.onnx"}, {"name": "v2", "uri": "s3://b/v2.onnx"}],
-                 "traffic": {"strategy": "canary", "stable": "v1", "candidate": "v2",
-                             "canary": {"intervalSeconds": 30}}}})
-    state = RolloutState(strategy=Strategy.canary, phase=Phase.progressing, stable="v1", candidate="v2",
-                         weights={"v1": 95, "v2": 5}, step_index=0, step_started_at=100.0, analyzed_at=110.0)
+    md = parse_deployment(
+        {
+            "apiVersion": "serving.ferryman.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "m"},
+            "spec": {
+                "versions": [
+                    {"name": "v1", "uri": "s3://b/v1.onnx"},
+                    {"name": "v2", "uri": "s3://b/v2.onnx"},
+                ],
+                "traffic": {
+                    "strategy": "canary",
+                    "stable": "v1",
+                    "candidate": "v2",
+                    "canary": {"intervalSeconds": 30},
+                },
+            },
+        }
+    )
+    state = RolloutState(
+        strategy=Strategy.canary,
+        phase=Phase.progressing,
+        stable="v1",
+        candidate="v2",
+        weights={"v1": 95, "v2": 5},
+        step_index=0,
+        step_started_at=100.0,
+        analyzed_at=110.0,
+    )
     assert next_analysis_in(state, md, now=120.0) == 20.0
     assert next_analysis_in(state, md, now=150.0) == -10.0  # overdue: the caller runs it at once
-    stable = RolloutState(strategy=Strategy.canary, phase=Phase.stable, stable="v1", candidate=None,
-                          weights={"v1": 100})
+    stable = RolloutState(
+        strategy=Strategy.canary, phase=Phase.stable, stable="v1", candidate=None, weights={"v1": 100}
+    )
     assert next_analysis_in(stable, md, now=120.0) is None
 
 
@@ -98,7 +154,10 @@ def test_backoff_delay() -> None:
     assert backoff_delay(20, base=0.2, cap=10, rand=lambda: 1.0) == 10
     assert backoff_delay(1, base=0.2, cap=10, retry_after="3") == 3.0  # the server's Retry-After wins
     assert backoff_delay(1, base=0.2, cap=10, retry_after="120") == 10  # capped
-    assert backoff_delay(1, base=0.2, cap=10, retry_after="Wed, 21 Oct 2015 07:28:00 GMT", rand=lambda: 1.0) == 0.2
+    assert (
+        backoff_delay(1, base=0.2, cap=10, retry_after="Wed, 21 Oct 2015 07:28:00 GMT", rand=lambda: 1.0)
+        == 0.2
+    )
 
 
 def test_only_ready_message() -> None:

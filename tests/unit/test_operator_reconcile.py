@@ -19,12 +19,29 @@ from ferryman_operator.backends.base import Readiness
 BODY: dict[str, Any] = {
     "apiVersion": "serving.ferryman.dev/v1alpha1",
     "kind": "ModelDeployment",
-    "metadata": {"name": "m", "namespace": "ns", "uid": "u-1", "generation": 3, "resourceVersion": "17",
-                 "managedFields": [{"manager": "kubectl"}], "annotations": {"a": "b"}},
-    "spec": {"versions": [{"name": "v1", "uri": "s3://b/1.onnx"}, {"name": "v2", "uri": "s3://b/2.onnx"}],
-             "traffic": {"strategy": "canary", "stable": "v1", "candidate": "v2",
-                         "canary": {"steps": [25, 50, 100], "intervalSeconds": 10, "failureThreshold": 2,
-                                    "minRequests": 10}}},
+    "metadata": {
+        "name": "m",
+        "namespace": "ns",
+        "uid": "u-1",
+        "generation": 3,
+        "resourceVersion": "17",
+        "managedFields": [{"manager": "kubectl"}],
+        "annotations": {"a": "b"},
+    },
+    "spec": {
+        "versions": [{"name": "v1", "uri": "s3://b/1.onnx"}, {"name": "v2", "uri": "s3://b/2.onnx"}],
+        "traffic": {
+            "strategy": "canary",
+            "stable": "v1",
+            "candidate": "v2",
+            "canary": {
+                "steps": [25, 50, 100],
+                "intervalSeconds": 10,
+                "failureThreshold": 2,
+                "minRequests": 10,
+            },
+        },
+    },
 }
 
 READY = Readiness(versions={"v1": (True, "v1 ok"), "v2": (True, "v2 ok"), "v3": (True, "v3 ok")})
@@ -95,9 +112,9 @@ def test_new_rollout_waits_until_its_versions_are_ready() -> None:
     old = md(traffic={"strategy": "static", "stable": "v1"})
     saved, _ = rollout.start(old, now=10.0)
     new = md()
-    waiting = reconcile.decide_spec(new, saved, readiness=Readiness(versions={"v1": (True, ""),
-                                                                              "v2": (False, "v2: 0/1 ready")}),
-                                    now=20.0)
+    waiting = reconcile.decide_spec(
+        new, saved, readiness=Readiness(versions={"v1": (True, ""), "v2": (False, "v2: 0/1 ready")}), now=20.0
+    )
     assert waiting.state is saved and waiting.decisions == ()
     assert waiting.waiting == "the new rollout starts once ready: v2: 0/1 ready"
     started = reconcile.decide_spec(new, saved, readiness=READY, now=30.0)
@@ -132,8 +149,11 @@ def test_passing_analyses_walk_the_steps_and_failing_ones_roll_back() -> None:
         state, decision = reconcile.analyse(state, m, stats=good(), now=t)
         assert decision is not None
         seen.append((decision.action, decision.weights))
-    assert seen == [(Action.advance, {"v1": 50, "v2": 50}), (Action.advance, {"v2": 100}),
-                    (Action.promote, {"v2": 100})]
+    assert seen == [
+        (Action.advance, {"v1": 50, "v2": 50}),
+        (Action.advance, {"v2": 100}),
+        (Action.promote, {"v2": 100}),
+    ]
     state, _ = rollout.start(m, now=0.0)
     state, first = reconcile.analyse(state, m, stats=slow(), now=10.0)
     assert first is not None and first.action == Action.hold and state.failures == 1
@@ -141,10 +161,16 @@ def test_passing_analyses_walk_the_steps_and_failing_ones_roll_back() -> None:
     assert second is not None and second.action == Action.rollback and state.weights == {"v1": 100}
 
 
-@pytest.mark.parametrize(("value", "parsed"), [
-    (None, None), ("", None), ("promote", ("promote", None)), (" Promote:v2 ", ("promote", "v2")),
-    ("rollback", ("rollback", None)),
-])
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        (None, None),
+        ("", None),
+        ("promote", ("promote", None)),
+        (" Promote:v2 ", ("promote", "v2")),
+        ("rollback", ("rollback", None)),
+    ],
+)
 def test_parse_action(value: str | None, parsed: tuple[str, str | None] | None) -> None:
     assert reconcile.parse_action(value) == parsed
 
@@ -168,7 +194,10 @@ def test_events_explain_decisions_but_not_data_holds() -> None:
     m = md()
     state, start = rollout.start(m, now=0.0)
     assert reconcile.event_for(start, state) == (
-        "Normal", "RolloutStarted", "canary of v2 started at 25% (steps [25, 50, 100]) [traffic: v1 75%, v2 25%]")
+        "Normal",
+        "RolloutStarted",
+        "canary of v2 started at 25% (steps [25, 50, 100]) [traffic: v1 75%, v2 25%]",
+    )
     held_state, held = reconcile.analyse(state, m, stats=VersionStats("v2", 1, 0, 0.01), now=10.0)
     assert held is not None and held.action == Action.hold and reconcile.event_for(held, held_state) is None
     failed_state, failed = reconcile.analyse(state, m, stats=slow(), now=10.0)
@@ -184,8 +213,12 @@ def test_scaling_a_version_is_not_a_new_rollout() -> None:
     state, _ = rollout.start(m, now=0.0)
     promoted, _ = rollout.promote(state, now=5.0)
     identity = reconcile.rollout_identity(m)
-    scaled = md(versions=[{"name": "v1", "uri": "s3://b/1.onnx", "replicas": 3},
-                          {"name": "v2", "uri": "s3://b/2.onnx", "resources": {"cpu": "2", "memory": "1Gi"}}])
+    scaled = md(
+        versions=[
+            {"name": "v1", "uri": "s3://b/1.onnx", "replicas": 3},
+            {"name": "v2", "uri": "s3://b/2.onnx", "resources": {"cpu": "2", "memory": "1Gi"}},
+        ]
+    )
     # neither the operator's identity nor the core's spec hash counts scaling as a new rollout
     assert reconcile.rollout_identity(scaled) == identity and rollout.spec_hash(scaled) == promoted.spec_hash
     kept = reconcile.decide_spec(scaled, promoted, readiness=READY, now=9.0, saved_identity=identity)
@@ -204,30 +237,52 @@ def test_editing_analysis_settings_neither_restarts_a_canary_nor_undoes_a_promot
     stepped, _ = reconcile.analyse(state, m, stats=good(), now=10.0)
     assert stepped.weights == {"v1": 50, "v2": 50}
     identity = reconcile.rollout_identity(m)
-    tuned = md(traffic={"strategy": "canary", "stable": "v1", "candidate": "v2",
-                        "canary": {"steps": [25, 50, 100], "intervalSeconds": 3, "failureThreshold": 4,
-                                   "minRequests": 10}})
+    tuned = md(
+        traffic={
+            "strategy": "canary",
+            "stable": "v1",
+            "candidate": "v2",
+            "canary": {
+                "steps": [25, 50, 100],
+                "intervalSeconds": 3,
+                "failureThreshold": 4,
+                "minRequests": 10,
+            },
+        }
+    )
     assert reconcile.rollout_identity(tuned) == identity
     kept = reconcile.decide_spec(tuned, stepped, readiness=READY, now=11.0, saved_identity=identity)
     assert kept.decisions == () and kept.state == stepped
     promoted, _ = rollout.promote(stepped, now=12.0)
     after = reconcile.decide_spec(tuned, promoted, readiness=READY, now=13.0, saved_identity=identity)
-    assert after.decisions == () and after.state.weights == {"v2": 100} and after.state.phase == Phase.promoted
+    assert (
+        after.decisions == () and after.state.weights == {"v2": 100} and after.state.phase == Phase.promoted
+    )
     # a new identity that still names the promoted version as candidate keeps it at 100 %
-    resteps = md(traffic={"strategy": "canary", "stable": "v1", "candidate": "v2", "canary": {"steps": [10, 100]}})
+    resteps = md(
+        traffic={"strategy": "canary", "stable": "v1", "candidate": "v2", "canary": {"steps": [10, 100]}}
+    )
     moved = reconcile.decide_spec(resteps, promoted, readiness=READY, now=14.0, saved_identity=identity)
     assert moved.state.weights == {"v2": 100} and moved.state.candidate is None
 
 
 def test_a_new_rollout_is_not_judged_on_drift_measured_before_it_started() -> None:
-    m = md(drift={"enabled": True, "threshold": 0.5},
-           versions=[{"name": "v1", "uri": "s3://b/1.onnx", "referenceData": "s3://b/ref.npy"},
-                     {"name": "v2", "uri": "s3://b/2.onnx", "referenceData": "s3://b/ref.npy"}])
+    m = md(
+        drift={"enabled": True, "threshold": 0.5},
+        versions=[
+            {"name": "v1", "uri": "s3://b/1.onnx", "referenceData": "s3://b/ref.npy"},
+            {"name": "v2", "uri": "s3://b/2.onnx", "referenceData": "s3://b/ref.npy"},
+        ],
+    )
     state, _ = rollout.start(m, now=100.0)
-    stale = VersionStats("v2", requests=100, errors=0, p99_seconds=0.02, drift_share=1.0, drift_measured_at=90.0)
+    stale = VersionStats(
+        "v2", requests=100, errors=0, p99_seconds=0.02, drift_share=1.0, drift_measured_at=90.0
+    )
     held, decision = reconcile.analyse(state, m, stats=stale, now=110.0)
     assert decision is not None and decision.action == Action.hold and held.phase == Phase.progressing
     assert "waiting for the first drift measurement" in decision.reason
-    fresh = VersionStats("v2", requests=100, errors=0, p99_seconds=0.02, drift_share=1.0, drift_measured_at=105.0)
+    fresh = VersionStats(
+        "v2", requests=100, errors=0, p99_seconds=0.02, drift_share=1.0, drift_measured_at=105.0
+    )
     failed, decision = reconcile.analyse(state, m, stats=fresh, now=110.0)  # this rollout's own drift counts
     assert decision is not None and failed.failures == 1 and "drift_share 1.0 exceeds 0.5" in decision.reason

@@ -19,9 +19,17 @@ def test_defaults() -> None:
 
 
 def test_values_and_flags() -> None:
-    env = {"FERRYMAN_NAMESPACES": "a, b,,", "FERRYMAN_PROMETHEUS_URL": "http://prom:9090/",
-           "FERRYMAN_RESYNC_SECONDS": "0.5", "FERRYMAN_WORKERS": "3", "FERRYMAN_LEADER_ELECTION": "false", "FERRYMAN_PREFLIGHT": "0",
-           "FERRYMAN_LEASE_NAMESPACE": "ops", "FERRYMAN_IDENTITY": "pod-1", "FERRYMAN_LOG_LEVEL": "debug"}
+    env = {
+        "FERRYMAN_NAMESPACES": "a, b,,",
+        "FERRYMAN_PROMETHEUS_URL": "http://prom:9090/",
+        "FERRYMAN_RESYNC_SECONDS": "0.5",
+        "FERRYMAN_WORKERS": "3",
+        "FERRYMAN_LEADER_ELECTION": "false",
+        "FERRYMAN_PREFLIGHT": "0",
+        "FERRYMAN_LEASE_NAMESPACE": "ops",
+        "FERRYMAN_IDENTITY": "pod-1",
+        "FERRYMAN_LOG_LEVEL": "debug",
+    }
     s = from_env(env)
     assert s.namespaces == ("a", "b") and not s.clusterwide
     assert s.prometheus_url == "http://prom:9090" and s.resync_seconds == 0.5 and s.workers == 3
@@ -33,24 +41,36 @@ def test_values_and_flags() -> None:
 
 
 def test_workload_env_and_pull_policy() -> None:
-    s = from_env({"FERRYMAN_WORKLOAD_ENV": '[{"name": "A", "value": "1"}, '
-                                           '{"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]',
-                  "FERRYMAN_IMAGE_PULL_POLICY": "Never"})
-    assert s.workload_env == ({"name": "A", "value": "1"},
-                              {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}})
+    s = from_env(
+        {
+            "FERRYMAN_WORKLOAD_ENV": '[{"name": "A", "value": "1"}, '
+            '{"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]',
+            "FERRYMAN_IMAGE_PULL_POLICY": "Never",
+        }
+    )
+    assert s.workload_env == (
+        {"name": "A", "value": "1"},
+        {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+    )
     assert s.image_pull_policy == "Never"
     assert from_env({}).workload_env == () and from_env({}).image_pull_policy == "IfNotPresent"
 
 
-@pytest.mark.parametrize(("name", "value"), [("FERRYMAN_RESYNC_SECONDS", "0"), ("FERRYMAN_PREFLIGHT", "maybe"),
-                                             ("FERRYMAN_GRPC", "8081"),
-                                             ("FERRYMAN_LEASE_SECONDS", "soon"),
-                                             ("FERRYMAN_IMAGE_PULL_POLICY", "sometimes"),
-                                             ("FERRYMAN_WORKLOAD_ENV", "{not json"),
-                                             ("FERRYMAN_WORKLOAD_ENV", '{"A": "1"}'),
-                                             ("FERRYMAN_WORKLOAD_ENV", '[{"name": "A"}]'),
-                                             ("FERRYMAN_WORKLOAD_ENV", '[{"name": "A", "value": 1}]'),
-                                             ("FERRYMAN_WORKLOAD_ENV", '[{"name": "A", "value": "1", "x": 2}]')])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FERRYMAN_RESYNC_SECONDS", "0"),
+        ("FERRYMAN_PREFLIGHT", "maybe"),
+        ("FERRYMAN_GRPC", "8081"),
+        ("FERRYMAN_LEASE_SECONDS", "soon"),
+        ("FERRYMAN_IMAGE_PULL_POLICY", "sometimes"),
+        ("FERRYMAN_WORKLOAD_ENV", "{not json"),
+        ("FERRYMAN_WORKLOAD_ENV", '{"A": "1"}'),
+        ("FERRYMAN_WORKLOAD_ENV", '[{"name": "A"}]'),
+        ("FERRYMAN_WORKLOAD_ENV", '[{"name": "A", "value": 1}]'),
+        ("FERRYMAN_WORKLOAD_ENV", '[{"name": "A", "value": "1", "x": 2}]'),
+    ],
+)
 def test_invalid_values_stop_with_the_setting_named(name: str, value: str) -> None:
     with pytest.raises(SystemExit) as err:
         from_env({name: value})

@@ -15,30 +15,54 @@ ENDPOINT = "http://m.ns.svc.cluster.local:8080"
 
 
 def md(traffic: dict[str, Any] | None = None) -> ModelDeployment:
-    return ModelDeployment.model_validate({
-        "metadata": {"name": "m"},
-        "spec": {"versions": [{"name": "v1", "uri": "s3://b/1"}, {"name": "v2", "uri": "s3://b/2"}],
-                 "traffic": traffic or {"strategy": "canary", "candidate": "v2"}},
-    })
+    return ModelDeployment.model_validate(
+        {
+            "metadata": {"name": "m"},
+            "spec": {
+                "versions": [{"name": "v1", "uri": "s3://b/1"}, {"name": "v2", "uri": "s3://b/2"}],
+                "traffic": traffic or {"strategy": "canary", "candidate": "v2"},
+            },
+        }
+    )
 
 
 def ready(*versions: str, gateway: bool = True) -> Readiness:
-    return Readiness(versions={v: (v in versions, f"version {v}: {'1/1' if v in versions else '0/1'} replicas ready")
-                               for v in ("v1", "v2")},
-                     frontend=(gateway, "gateway: 1/1" if gateway else "gateway: 0/1 replicas ready"))
+    return Readiness(
+        versions={
+            v: (v in versions, f"version {v}: {'1/1' if v in versions else '0/1'} replicas ready")
+            for v in ("v1", "v2")
+        },
+        frontend=(gateway, "gateway: 1/1" if gateway else "gateway: 0/1 replicas ready"),
+    )
 
 
 def conds(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in s["conditions"]}
 
 
-def build(previous: dict[str, Any] | None, readiness: Readiness, *, problem: Problem | None = None,
-          waiting: str | None = None, now: str = "2026-01-01T00:00:00Z", m: ModelDeployment | None = None,
-          state: rollout.RolloutState | None = None) -> dict[str, Any]:
+def build(
+    previous: dict[str, Any] | None,
+    readiness: Readiness,
+    *,
+    problem: Problem | None = None,
+    waiting: str | None = None,
+    now: str = "2026-01-01T00:00:00Z",
+    m: ModelDeployment | None = None,
+    state: rollout.RolloutState | None = None,
+) -> dict[str, Any]:
     m = m or md()
     state = state or rollout.start(m, now=0.0)[0]
-    return status.build(previous=previous, md=m, state=state, readiness=readiness, problem=problem,
-                        waiting=waiting, generation=4, endpoint=ENDPOINT, now=now)
+    return status.build(
+        previous=previous,
+        md=m,
+        state=state,
+        readiness=readiness,
+        problem=problem,
+        waiting=waiting,
+        generation=4,
+        endpoint=ENDPOINT,
+        now=now,
+    )
 
 
 def test_ready_canary() -> None:
@@ -94,32 +118,43 @@ def test_problem_degrades_but_keeps_the_state() -> None:
     assert s["phase"] == "Degraded" and s["weights"] == {"v1": 95, "v2": 5}
     c = conds(s)
     assert (c["Degraded"]["status"], c["Degraded"]["reason"], c["Degraded"]["message"]) == (
-        "True", "ApplyFailed", "Deployment m-v1: refused")
+        "True",
+        "ApplyFailed",
+        "Deployment m-v1: refused",
+    )
     assert c["Ready"]["status"] == "False"
 
 
 def test_invalid_spec_keeps_the_last_good_status() -> None:
     good = build(None, ready("v1", "v2"))
-    bad = status.invalid(previous=good, problem=Problem("InvalidSpec", "spec.x: bad"), generation=5,
-                         now="2026-01-02T00:00:00Z")
+    bad = status.invalid(
+        previous=good, problem=Problem("InvalidSpec", "spec.x: bad"), generation=5, now="2026-01-02T00:00:00Z"
+    )
     assert bad["phase"] == "Degraded" and bad["observedGeneration"] == 5
     assert bad["rollout"] == good["rollout"] and bad["weights"] == good["weights"]
     c = conds(bad)
     assert c["Degraded"]["message"] == "spec.x: bad" and c["Ready"]["reason"] == "InvalidSpec"
     assert c["Progressing"] == conds(good)["Progressing"]
-    fresh = status.invalid(previous=None, problem=Problem("InvalidSpec", "spec.x: bad"), generation=1, now="t")
+    fresh = status.invalid(
+        previous=None, problem=Problem("InvalidSpec", "spec.x: bad"), generation=1, now="t"
+    )
     assert set(conds(fresh)) == {"Ready", "Progressing", "Degraded"}
 
 
 def test_transition_events() -> None:
     good = build(None, ready("v1", "v2"))
-    assert status.transition_events(None, good) == [("Normal", "Ready", f"serving v1 95%, v2 5% at {ENDPOINT}")]
+    assert status.transition_events(None, good) == [
+        ("Normal", "Ready", f"serving v1 95%, v2 5% at {ENDPOINT}")
+    ]
     assert status.transition_events(good, good) == []
-    bad = status.invalid(previous=good, problem=Problem("ModelUnreachable", "v2 unreachable"), generation=5, now="t")
+    bad = status.invalid(
+        previous=good, problem=Problem("ModelUnreachable", "v2 unreachable"), generation=5, now="t"
+    )
     assert status.transition_events(good, bad) == [("Warning", "ModelUnreachable", "v2 unreachable")]
     assert status.transition_events(bad, bad) == []
-    worse = status.invalid(previous=bad, problem=Problem("ModelUnreachable", "v1 and v2 unreachable"),
-                           generation=5, now="t")
+    worse = status.invalid(
+        previous=bad, problem=Problem("ModelUnreachable", "v1 and v2 unreachable"), generation=5, now="t"
+    )
     assert status.transition_events(bad, worse) == [("Warning", "ModelUnreachable", "v1 and v2 unreachable")]
     recovered = status.transition_events(worse, good)
     assert ("Normal", "Recovered", "no longer degraded (was ModelUnreachable)") in recovered

@@ -51,8 +51,6 @@ def test_config_is_a_valid_ray_serve_deploy_config(sample_models) -> None:
     assert sorted(d.name for d in app.deployments) == ["ingress", "version-v1", "version-v2"]
 
 
-
-
 def test_builder_creates_exactly_the_deployments_the_config_names(sample_models) -> None:
     from ferryman_runtimes.ray.app import build
 
@@ -106,8 +104,6 @@ def test_resources_from_the_spec_on_a_cluster_and_scaled_to_fit_locally(sample_m
     assert all("memory" not in d["ray_actor_options"] for d in local.values())
 
 
-
-
 def test_unknown_dispatch_version_or_mode_is_rejected(sample_models) -> None:
     md = _md(sample_models)
     with pytest.raises(ValueError, match="dispatch"):
@@ -134,10 +130,16 @@ def test_ingress_user_config_is_the_rollout_split(sample_models) -> None:
 
 
 def test_ab_and_shadow_settings_survive_the_round_trip(sample_models) -> None:
-    md = _md(sample_models, traffic={"strategy": "abTest", "stable": "v1", "candidate": "v2",
-                                     "abTest": {"weights": {"v1": 60, "v2": 40},
-                                                "sticky": {"source": "header", "name": "x-user"}},
-                                     "shadow": {"percent": 25}})
+    md = _md(
+        sample_models,
+        traffic={
+            "strategy": "abTest",
+            "stable": "v1",
+            "candidate": "v2",
+            "abTest": {"weights": {"v1": 60, "v2": 40}, "sticky": {"source": "header", "name": "x-user"}},
+            "shadow": {"percent": 25},
+        },
+    )
     table = config.table_from_route_config(md, config.route_config(md))
     assert table.weight_map == {"v1": 60, "v2": 40}
     assert table.sticky is not None and table.sticky.name == "x-user"
@@ -171,9 +173,19 @@ def test_stacked_batch_equals_one_run_per_request(gbt: OnnxModel, sample_models,
 
 
 def test_requested_outputs_are_grouped_separately(gbt: OnnxModel, traffic: np.ndarray) -> None:
-    results = run_batch(gbt, [Job({"input": traffic[:2]}, ["label"]), Job({"input": traffic[2:4]}),
-                              Job({"input": traffic[4:5]}, ["label"])])
-    assert [sorted(r) for r in results if isinstance(r, dict)] == [["label"], ["label", "probabilities"], ["label"]]
+    results = run_batch(
+        gbt,
+        [
+            Job({"input": traffic[:2]}, ["label"]),
+            Job({"input": traffic[2:4]}),
+            Job({"input": traffic[4:5]}, ["label"]),
+        ],
+    )
+    assert [sorted(r) for r in results if isinstance(r, dict)] == [
+        ["label"],
+        ["label", "probabilities"],
+        ["label"],
+    ]
 
 
 def test_one_bad_request_does_not_fail_its_batch(gbt: OnnxModel, traffic: np.ndarray) -> None:

@@ -23,16 +23,34 @@ from ferryman_runtimes.rollout_controller import RolloutController
 
 
 def deployment(*, interval: float = 1.0, min_requests: int = 5) -> ModelDeployment:
-    return parse_deployment({
-        "apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "m"},
-        "spec": {"versions": [{"name": v, "uri": f"/models/{v}.onnx"} for v in ("v1", "v2")],
-                 "budget": {"p99Ms": 100, "maxErrorRate": 0.01}, "drift": {"enabled": False},
-                 "traffic": {"strategy": "canary", "stable": "v1", "candidate": "v2",
-                             "canary": {"steps": [20, 100], "intervalSeconds": interval, "failureThreshold": 2,
-                                        "minRequests": min_requests}}}})
+    return parse_deployment(
+        {
+            "apiVersion": "serving.ferryman.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "m"},
+            "spec": {
+                "versions": [{"name": v, "uri": f"/models/{v}.onnx"} for v in ("v1", "v2")],
+                "budget": {"p99Ms": 100, "maxErrorRate": 0.01},
+                "drift": {"enabled": False},
+                "traffic": {
+                    "strategy": "canary",
+                    "stable": "v1",
+                    "candidate": "v2",
+                    "canary": {
+                        "steps": [20, 100],
+                        "intervalSeconds": interval,
+                        "failureThreshold": 2,
+                        "minRequests": min_requests,
+                    },
+                },
+            },
+        }
+    )
 
 
-def record(version: str, *, route: str = "candidate", code: int = 200, seconds: float = 0.01) -> RequestRecord:
+def record(
+    version: str, *, route: str = "candidate", code: int = 200, seconds: float = 0.01
+) -> RequestRecord:
     return RequestRecord(model="m", version=version, route=route, protocol="v2", code=code, seconds=seconds)
 
 
@@ -64,7 +82,10 @@ def test_hub_accounts_every_replica_exactly() -> None:
     assert (w.requests, w.errors) == (3, 1)
     assert w.p99_seconds == pytest.approx(0.040)
     assert hub.window("v1", 0.0).requests == 1
-    assert {(t.version, t.route): t.requests for t in hub.totals()} == {("v1", "stable"): 1, ("v2", "candidate"): 3}
+    assert {(t.version, t.route): t.requests for t in hub.totals()} == {
+        ("v1", "stable"): 1,
+        ("v2", "candidate"): 3,
+    }
     assert hub.received == 4
     assert hub.now() == 100.0
 
@@ -99,7 +120,10 @@ def test_shipper_keeps_what_accounting_keeps_and_ships_in_order() -> None:
     shipper.finished(record("v2", code=503, seconds=0.5), None, None)
     assert shipper.flush() == 2
     [(rows, counters, dropped)] = sink.batches
-    assert [(v, r, c, s) for v, r, c, s, _ in rows] == [("v1", "stable", 200, 0.01), ("v2", "candidate", 503, 0.5)]
+    assert [(v, r, c, s) for v, r, c, s, _ in rows] == [
+        ("v1", "stable", 200, 0.01),
+        ("v2", "candidate", 503, 0.5),
+    ]
     assert rows[0][4] <= rows[1][4] <= time.time()
     assert (counters, dropped) == ((4, 1, 0), 0)
     assert shipper.flush() == 0 and len(sink.batches) == 2  # counters travel even without rows
@@ -142,6 +166,7 @@ def test_shipper_into_hub_matches_direct_accounting() -> None:
     def to_hub(name: str) -> Callable[[list[Row], Counters, int], None]:
         def send(rows: list[Row], counters: Counters, dropped: int) -> None:
             hub.record(name, rows, counters, dropped)
+
         return send
 
     shippers = [StatsShipper(to_hub(name)) for name in ("a", "b")]
@@ -157,13 +182,23 @@ def test_shipper_into_hub_matches_direct_accounting() -> None:
 # -- the config rewrite and the target -----------------------------------------------------------------
 def test_with_route_changes_only_the_ingress_user_config() -> None:
     md = deployment()
-    config = serve_config(md, state=start(md, now=0.0)[0], cpus=2, metrics_dir="/tmp/x", host="127.0.0.1", port=1)
+    config = serve_config(
+        md, state=start(md, now=0.0)[0], cpus=2, metrics_dir="/tmp/x", host="127.0.0.1", port=1
+    )
     before = copy.deepcopy(config)
-    route = {"strategy": "canary", "phase": "Promoted", "stable": "v2", "candidate": None, "weights": {"v2": 100}}
+    route = {
+        "strategy": "canary",
+        "phase": "Promoted",
+        "stable": "v2",
+        "candidate": None,
+        "weights": {"v2": 100},
+    }
     out = with_route(config, route)
     assert config == before  # not mutated
     assert out["applications"][0]["deployments"][0]["user_config"] == route
-    out["applications"][0]["deployments"][0]["user_config"] = before["applications"][0]["deployments"][0]["user_config"]
+    out["applications"][0]["deployments"][0]["user_config"] = before["applications"][0]["deployments"][0][
+        "user_config"
+    ]
     assert out == before
     with pytest.raises(ValueError, match="ingress"):
         with_route({"applications": [{"deployments": [{"name": "other"}]}]}, route)
@@ -214,8 +249,13 @@ def test_rollout_controller_drives_a_ray_target_from_hub_stats(tmp_path: Path) -
     hub = StatsHub(model="m")
     deployed: list[dict[str, Any]] = []
     target = RayTarget(shadow=hub.shadow)
-    controller = RolloutController(md=md, spec_path=None, target=target, accounting=hub.accounting,
-                                   state_path=tmp_path / "m.rollout.json")
+    controller = RolloutController(
+        md=md,
+        spec_path=None,
+        target=target,
+        accounting=hub.accounting,
+        state_path=tmp_path / "m.rollout.json",
+    )
     target.attach(deployed.append, deployed_route=route_config(md, controller.state))
     assert controller.state.weights == {"v1": 80, "v2": 20}
     hub.record("a", [("v2", "candidate", 200, 0.01, time.time() + 1) for _ in range(10)], (2, 0, 0))
@@ -226,17 +266,29 @@ def test_rollout_controller_drives_a_ray_target_from_hub_stats(tmp_path: Path) -
     time.sleep(0.01)
     controller.step()  # the last step passes: promoted
     assert controller.state.phase == Phase.promoted
-    assert [(r["phase"], r["weights"]) for r in deployed] == [("Progressing", {"v2": 100}),
-                                                               ("Promoted", {"v2": 100})]
+    assert [(r["phase"], r["weights"]) for r in deployed] == [
+        ("Progressing", {"v2": 100}),
+        ("Promoted", {"v2": 100}),
+    ]
     controller.act("rollback", actor="t", reason="undo")
-    assert deployed[-1] == {"strategy": "canary", "phase": "RolledBack", "stable": "v1", "candidate": "v2",
-                            "weights": {"v1": 100}}
+    assert deployed[-1] == {
+        "strategy": "canary",
+        "phase": "RolledBack",
+        "stable": "v1",
+        "candidate": "v2",
+        "weights": {"v1": 100},
+    }
     status = controller.status()
     assert status["shadow"]["requests"] == 2
     assert {(r["version"], r["route"]): r["requests"] for r in status["traffic"]} == {("v2", "candidate"): 20}
     # a restart resumes from the state file
-    again = RolloutController(md=md, spec_path=None, target=RayTarget(), accounting=hub.accounting,
-                              state_path=tmp_path / "m.rollout.json")
+    again = RolloutController(
+        md=md,
+        spec_path=None,
+        target=RayTarget(),
+        accounting=hub.accounting,
+        state_path=tmp_path / "m.rollout.json",
+    )
     assert again.state.phase == Phase.rolled_back
 
 
@@ -266,8 +318,9 @@ def test_the_analysis_runs_off_the_event_loop_and_a_stale_verdict_is_dropped(tmp
     md = deployment(interval=0.001, min_requests=5)
     hub = StatsHub(model="m")
     slow = SlowStats(hub.accounting)
-    controller = RolloutController(md=md, spec_path=None, target=RayTarget(), accounting=slow,
-                                   state_path=tmp_path / "m.rollout.json")
+    controller = RolloutController(
+        md=md, spec_path=None, target=RayTarget(), accounting=slow, state_path=tmp_path / "m.rollout.json"
+    )
     hub.record("a", [("v2", "candidate", 200, 0.01, time.time() + 1) for _ in range(10)], (0, 0, 0))
     time.sleep(0.01)
 
@@ -295,7 +348,9 @@ def test_the_analysis_runs_off_the_event_loop_and_a_stale_verdict_is_dropped(tmp
 
     decision, busy = asyncio.run(scenario(act=True))
     assert busy >= 5
-    assert decision is None and controller.state.phase == Phase.paused  # the verdict on the old state: dropped
+    assert (
+        decision is None and controller.state.phase == Phase.paused
+    )  # the verdict on the old state: dropped
     assert controller.state.weights == {"v1": 80, "v2": 20}
     controller.act("resume", actor="t", reason="go on")
     slow.entered.clear()

@@ -19,35 +19,74 @@ INTERVAL = 10.0
 T0 = 1_000.0
 
 
-def deployment(traffic: dict[str, Any], *, versions: tuple[str, ...] = ("v1", "v2"),
-               drift: dict[str, Any] | None = None) -> ModelDeployment:
-    return parse_deployment({
-        "apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "m"},
-        "spec": {"versions": [{"name": v, "uri": f"/models/{v}.onnx"} for v in versions],
-                 "budget": {"p99Ms": 100, "maxErrorRate": 0.01},
-                 "drift": drift or {"enabled": False},
-                 "traffic": traffic}})
+def deployment(
+    traffic: dict[str, Any], *, versions: tuple[str, ...] = ("v1", "v2"), drift: dict[str, Any] | None = None
+) -> ModelDeployment:
+    return parse_deployment(
+        {
+            "apiVersion": "serving.ferryman.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "m"},
+            "spec": {
+                "versions": [{"name": v, "uri": f"/models/{v}.onnx"} for v in versions],
+                "budget": {"p99Ms": 100, "maxErrorRate": 0.01},
+                "drift": drift or {"enabled": False},
+                "traffic": traffic,
+            },
+        }
+    )
 
 
 def canary(steps: list[int] | None = None, **policy: Any) -> ModelDeployment:
-    return deployment({"strategy": "canary", "stable": "v1", "candidate": "v2", "canary": {
-        "steps": steps or [10, 50, 100], "intervalSeconds": INTERVAL, "failureThreshold": 2, "minRequests": 50,
-        **policy}})
+    return deployment(
+        {
+            "strategy": "canary",
+            "stable": "v1",
+            "candidate": "v2",
+            "canary": {
+                "steps": steps or [10, 50, 100],
+                "intervalSeconds": INTERVAL,
+                "failureThreshold": 2,
+                "minRequests": 50,
+                **policy,
+            },
+        }
+    )
 
 
 def blue_green(*, auto: bool, threshold: int = 1) -> ModelDeployment:
-    return deployment({"strategy": "blueGreen", "stable": "v1", "candidate": "v2", "blueGreen": {
-        "analysisIntervalSeconds": INTERVAL, "minRequests": 50, "failureThreshold": threshold,
-        "autoPromote": auto}})
+    return deployment(
+        {
+            "strategy": "blueGreen",
+            "stable": "v1",
+            "candidate": "v2",
+            "blueGreen": {
+                "analysisIntervalSeconds": INTERVAL,
+                "minRequests": 50,
+                "failureThreshold": threshold,
+                "autoPromote": auto,
+            },
+        }
+    )
 
 
 def ab_test() -> ModelDeployment:
-    return deployment({"strategy": "abTest", "abTest": {"weights": {"v1": 50, "v2": 50},
-                                                        "sticky": {"source": "cookie", "name": "uid"}}})
+    return deployment(
+        {
+            "strategy": "abTest",
+            "abTest": {"weights": {"v1": 50, "v2": 50}, "sticky": {"source": "cookie", "name": "uid"}},
+        }
+    )
 
 
-def stats(*, requests: int = 500, errors: int = 0, p99_ms: float = 20.0, drift: float | None = None,
-          asked: list[str] | None = None) -> Callable[[str], VersionStats]:
+def stats(
+    *,
+    requests: int = 500,
+    errors: int = 0,
+    p99_ms: float = 20.0,
+    drift: float | None = None,
+    asked: list[str] | None = None,
+) -> Callable[[str], VersionStats]:
     def read(version: str) -> VersionStats:
         if asked is not None:
             asked.append(version)
@@ -61,15 +100,21 @@ SLOW = stats(p99_ms=150.0)
 QUIET = stats(requests=3)
 
 
-def run(state: RolloutState, md: ModelDeployment, read: Callable[[str], VersionStats],
-        at: float) -> tuple[RolloutState, Any]:
+def run(
+    state: RolloutState, md: ModelDeployment, read: Callable[[str], VersionStats], at: float
+) -> tuple[RolloutState, Any]:
     return tick(state, md, stats=read, now=at)
 
 
 # -- start ----------------------------------------------------------------------------------------------
 def test_start_per_strategy() -> None:
     s, d = start(canary(), now=T0)
-    assert (s.phase, s.step_index, s.weights, s.candidate) == (Phase.progressing, 0, {"v1": 90, "v2": 10}, "v2")
+    assert (s.phase, s.step_index, s.weights, s.candidate) == (
+        Phase.progressing,
+        0,
+        {"v1": 90, "v2": 10},
+        "v2",
+    )
     assert d.action == Action.start and "canary of v2" in d.reason and s.history == (d,)
 
     s, _ = start(blue_green(auto=True), now=T0)
@@ -105,8 +150,11 @@ def test_a_healthy_canary_advances_through_every_step_then_promotes() -> None:
         s, d = run(s, md, stats(asked=asked), at)
         seen.append((d.action, dict(d.weights), s.step_index))
         assert s.step_started_at == at and s.failures == 0
-    assert seen == [(Action.advance, {"v1": 50, "v2": 50}, 1), (Action.advance, {"v2": 100}, 2),
-                    (Action.promote, {"v2": 100}, -1)]  # promoted: no step is active any more
+    assert seen == [
+        (Action.advance, {"v1": 50, "v2": 50}, 1),
+        (Action.advance, {"v2": 100}, 2),
+        (Action.promote, {"v2": 100}, -1),
+    ]  # promoted: no step is active any more
     assert set(asked) == {"v2"}  # only the candidate is judged
     assert (s.phase, s.stable, s.candidate, s.previous_stable) == (Phase.promoted, "v2", None, "v1")
     assert "final step passed" in s.history[-1].reason and "within budget" in s.history[-1].reason
@@ -119,7 +167,9 @@ def test_not_enough_data_holds_and_the_window_keeps_growing() -> None:
     s, d = run(s, md, QUIET, T0 + INTERVAL)
     assert d.action == Action.hold and "only 3 of 50 requests" in d.reason
     assert s.weights == {"v1": 90, "v2": 10} and s.step_index == 0 and s.failures == 0
-    assert s.step_started_at == T0 and s.analyzed_at == T0 + INTERVAL  # same window, next look in one interval
+    assert (
+        s.step_started_at == T0 and s.analyzed_at == T0 + INTERVAL
+    )  # same window, next look in one interval
     assert run(s, md, HEALTHY, T0 + INTERVAL + 1)[1] is None
     s, d = run(s, md, HEALTHY, T0 + 2 * INTERVAL)
     assert d.action == Action.advance
@@ -143,7 +193,11 @@ def test_a_failure_below_the_threshold_holds_and_restarts_the_window() -> None:
     s, _ = start(md, now=T0)
     at = T0 + INTERVAL
     s, d = run(s, md, SLOW, at)
-    assert d.action == Action.hold and d.reason.startswith("analysis failed (1/2)") and "p99_latency_ms" in d.reason
+    assert (
+        d.action == Action.hold
+        and d.reason.startswith("analysis failed (1/2)")
+        and "p99_latency_ms" in d.reason
+    )
     assert s.failures == 1 and s.step_started_at == at and s.weights == {"v1": 90, "v2": 10}
     assert s.last_analysis is not None and s.last_analysis.outcome.value == "fail"
     s, d = run(s, md, HEALTHY, at + INTERVAL)  # a pass clears the count
@@ -187,13 +241,23 @@ def test_pause_freezes_the_rollout_and_resume_restarts_the_window() -> None:
     md = canary()
     s, _ = start(md, now=T0)
     s, d = rollout.pause(s, now=T0 + 1, actor="ops", reason="investigating")
-    assert (s.phase, s.resume_phase, d.actor, d.reason) == (Phase.paused, Phase.progressing, "ops", "investigating")
+    assert (s.phase, s.resume_phase, d.actor, d.reason) == (
+        Phase.paused,
+        Phase.progressing,
+        "ops",
+        "investigating",
+    )
     assert s.weights == {"v1": 90, "v2": 10}
     assert run(s, md, HEALTHY, T0 + 100 * INTERVAL) == (s, None)
     with pytest.raises(Conflict):
         rollout.pause(s, now=T0 + 2)
     s, d = rollout.resume(s, now=T0 + 500)
-    assert (s.phase, s.resume_phase, s.step_started_at, d.action) == (Phase.progressing, None, T0 + 500, Action.resume)
+    assert (s.phase, s.resume_phase, s.step_started_at, d.action) == (
+        Phase.progressing,
+        None,
+        T0 + 500,
+        Action.resume,
+    )
     assert run(s, md, HEALTHY, T0 + 500 + INTERVAL - 1)[1] is None
     assert run(s, md, HEALTHY, T0 + 500 + INTERVAL)[1].action == Action.advance
     with pytest.raises(Conflict):
@@ -302,8 +366,15 @@ def test_reconcile_resumes_the_same_spec_and_restarts_for_a_new_one() -> None:
     resumed, d = reconcile_spec(s, canary(), now=T0 + 999)  # the same spec, parsed again (a restart)
     assert d is None and resumed == s
 
-    v3 = deployment({"strategy": "canary", "stable": "v1", "candidate": "v3",
-                     "canary": {"steps": [10, 50, 100], "intervalSeconds": INTERVAL}}, versions=("v1", "v2", "v3"))
+    v3 = deployment(
+        {
+            "strategy": "canary",
+            "stable": "v1",
+            "candidate": "v3",
+            "canary": {"steps": [10, 50, 100], "intervalSeconds": INTERVAL},
+        },
+        versions=("v1", "v2", "v3"),
+    )
     assert spec_hash(v3) != spec_hash(md)
     restarted, d = reconcile_spec(s, v3, now=T0 + 999)
     assert d is not None and d.action == Action.start
@@ -380,8 +451,13 @@ def test_editing_analysis_settings_keeps_the_running_canary_and_its_traffic() ->
     s, _ = run(s, md, HEALTHY, T0 + INTERVAL)
     assert s.step_index == 1
     tuned = canary(intervalSeconds=3, failureThreshold=5, minRequests=7)
-    tuned = tuned.model_copy(update={"spec": tuned.spec.model_copy(update={
-        "budget": tuned.spec.budget.model_copy(update={"p99_ms": 250.0})})})
+    tuned = tuned.model_copy(
+        update={
+            "spec": tuned.spec.model_copy(
+                update={"budget": tuned.spec.budget.model_copy(update={"p99_ms": 250.0})}
+            )
+        }
+    )
     assert spec_hash(tuned) == spec_hash(md)
     kept, d = reconcile_spec(s, tuned, now=T0 + INTERVAL + 1)
     assert d is None and kept == s
@@ -390,14 +466,21 @@ def test_editing_analysis_settings_keeps_the_running_canary_and_its_traffic() ->
     assert d is not None and d.action == Action.advance
 
 
-@pytest.mark.parametrize("change", [
-    {"steps": [20, 100]},
-    {"candidate": "v3"},
-    {"strategy": "blueGreen"},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"steps": [20, 100]},
+        {"candidate": "v3"},
+        {"strategy": "blueGreen"},
+    ],
+)
 def test_what_moves_traffic_is_a_new_rollout(change: dict[str, Any]) -> None:
-    traffic: dict[str, Any] = {"strategy": "canary", "stable": "v1", "candidate": "v2",
-                               "canary": {"steps": [10, 50, 100]}}
+    traffic: dict[str, Any] = {
+        "strategy": "canary",
+        "stable": "v1",
+        "candidate": "v2",
+        "canary": {"steps": [10, 50, 100]},
+    }
     edited = dict(traffic)
     if "steps" in change:
         edited["canary"] = {"steps": change["steps"]}
@@ -444,13 +527,23 @@ def test_after_a_rollback_the_same_candidate_can_be_rolled_out_again() -> None:
     s, _ = rollout.rollback(s, now=T0 + 1)
     assert s.step_index == -1
     retry, d = reconcile_spec(s, canary([20, 100]), now=T0 + 2)
-    assert d is not None and (retry.stable, retry.candidate, retry.weights) == ("v1", "v2", {"v1": 80, "v2": 20})
+    assert d is not None and (retry.stable, retry.candidate, retry.weights) == (
+        "v1",
+        "v2",
+        {"v1": 80, "v2": 20},
+    )
 
 
 def test_a_drift_result_from_before_the_rollout_started_does_not_count() -> None:
-    md = deployment({"strategy": "canary", "stable": "v1", "candidate": "v2",
-                     "canary": {"steps": [50, 100], "intervalSeconds": INTERVAL, "minRequests": 50}},
-                    drift={"enabled": True, "threshold": 0.5})
+    md = deployment(
+        {
+            "strategy": "canary",
+            "stable": "v1",
+            "candidate": "v2",
+            "canary": {"steps": [50, 100], "intervalSeconds": INTERVAL, "minRequests": 50},
+        },
+        drift={"enabled": True, "threshold": 0.5},
+    )
     s, _ = start(md, now=T0)
     assert s.started_at == T0
 

@@ -21,18 +21,28 @@ from ferryman.spec import StickyKey, StickySource
 
 
 def table(**changes: object) -> RouteTable:
-    base: dict[str, object] = {"model": "m", "versions": ("v1", "v2", "v3"), "weights": (("v1", 60), ("v2", 40)),
-                               "stable": "v1", "candidate": "v2", "pin_header": "x-ferryman-version", "salt": "m"}
+    base: dict[str, object] = {
+        "model": "m",
+        "versions": ("v1", "v2", "v3"),
+        "weights": (("v1", 60), ("v2", 40)),
+        "stable": "v1",
+        "candidate": "v2",
+        "pin_header": "x-ferryman-version",
+        "salt": "m",
+    }
     base.update(changes)
     return RouteTable(**base)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("t", [
-    table(),
-    table(sticky=StickyKey(source=StickySource.cookie, name="uid")),
-    table(shadow="v3", shadow_percent=12.5),
-    table(weights=(("v2", 100),), stable="v2", candidate=None),
-])
+@pytest.mark.parametrize(
+    "t",
+    [
+        table(),
+        table(sticky=StickyKey(source=StickySource.cookie, name="uid")),
+        table(shadow="v3", shadow_percent=12.5),
+        table(weights=(("v2", 100),), stable="v2", candidate=None),
+    ],
+)
 def test_round_trip(t: RouteTable) -> None:
     assert table_from_dict(table_to_dict(t)) == t
     assert table_from_json(table_to_json(t)) == t
@@ -40,7 +50,9 @@ def test_round_trip(t: RouteTable) -> None:
 
 
 def test_document_shape_keeps_weight_order_for_sticky_ranges() -> None:
-    doc = table_to_dict(table(weights=(("v2", 10), ("v1", 90))), backends={"v1": "http://a", "v2": "http://b"})
+    doc = table_to_dict(
+        table(weights=(("v2", 10), ("v1", 90))), backends={"v1": "http://a", "v2": "http://b"}
+    )
     assert doc["format"] == FORMAT
     assert doc["weights"] == [{"version": "v2", "weight": 10}, {"version": "v1", "weight": 90}]
     assert doc["backends"] == {"v1": "http://a", "v2": "http://b"}
@@ -49,7 +61,9 @@ def test_document_shape_keeps_weight_order_for_sticky_ranges() -> None:
 
 
 def test_grpc_backends_are_optional_host_port_addresses() -> None:
-    doc = table_to_dict(table(), backends={"v1": "http://a"}, grpc_backends={"v1": "a.ns.svc:8081", "v9": "x:1"})
+    doc = table_to_dict(
+        table(), backends={"v1": "http://a"}, grpc_backends={"v1": "a.ns.svc:8081", "v9": "x:1"}
+    )
     assert doc["grpcBackends"] == {"v1": "a.ns.svc:8081"}  # only versions of the table
     assert grpc_backends_from_dict(doc) == {"v1": "a.ns.svc:8081"}
     assert table_from_dict(doc) == table()
@@ -65,16 +79,22 @@ def test_equal_tables_give_identical_text() -> None:
     assert table_to_json(table()) != table_to_json(table(weights=(("v1", 50), ("v2", 50))))
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda d: d.update(format="ferryman.routes/v0"), "format must be"),
-    (lambda d: d.update(extra=1), "unknown field(s): extra"),
-    (lambda d: d.pop("model"), "missing field 'model'"),
-    (lambda d: d.update(weights=[{"version": "v1", "weight": 50}]), "weights must sum to 100"),
-    (lambda d: d.update(weights=[{"version": "v9", "weight": 100}]), "unknown version 'v9'"),
-    (lambda d: d.update(weights=[{"version": "v1", "weight": "100"}]), "weights[].weight must be an integer"),
-    (lambda d: d.update(sticky={"source": "ear", "name": "x"}), "'ear' is not a valid StickySource"),
-    (lambda d: d.update(stable=""), "stable must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(format="ferryman.routes/v0"), "format must be"),
+        (lambda d: d.update(extra=1), "unknown field(s): extra"),
+        (lambda d: d.pop("model"), "missing field 'model'"),
+        (lambda d: d.update(weights=[{"version": "v1", "weight": 50}]), "weights must sum to 100"),
+        (lambda d: d.update(weights=[{"version": "v9", "weight": 100}]), "unknown version 'v9'"),
+        (
+            lambda d: d.update(weights=[{"version": "v1", "weight": "100"}]),
+            "weights[].weight must be an integer",
+        ),
+        (lambda d: d.update(sticky={"source": "ear", "name": "x"}), "'ear' is not a valid StickySource"),
+        (lambda d: d.update(stable=""), "stable must be a non-empty string"),
+    ],
+)
 def test_bad_documents_are_rejected_with_the_reason(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
     doc = table_to_dict(table())
     mutate(doc)

@@ -27,28 +27,44 @@ VERSIONS = ("v1", "v2", "v3")
 
 
 def table(weights: dict[str, int], **kwargs: Any) -> RouteTable:
-    options: dict[str, Any] = {"model": "m", "versions": VERSIONS, "stable": "v1", "candidate": "v2", "salt": "m"}
+    options: dict[str, Any] = {
+        "model": "m",
+        "versions": VERSIONS,
+        "stable": "v1",
+        "candidate": "v2",
+        "salt": "m",
+    }
     options.update(kwargs)
     return RouteTable(weights=tuple(weights.items()), **options)
 
 
 def md(traffic: dict[str, Any]) -> Any:
-    return parse_deployment({"apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment",
-                             "metadata": {"name": "m"},
-                             "spec": {"versions": [{"name": v, "uri": f"/models/{v}.onnx"} for v in VERSIONS],
-                                      "traffic": traffic}})
+    return parse_deployment(
+        {
+            "apiVersion": "serving.ferryman.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "m"},
+            "spec": {
+                "versions": [{"name": v, "uri": f"/models/{v}.onnx"} for v in VERSIONS],
+                "traffic": traffic,
+            },
+        }
+    )
 
 
 NO_INPUTS = RoutingInputs()
 
 
 # -- the table ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("weights", "kwargs", "message"), [
-    ({"v1": 60, "v2": 30}, {}, "sum to 100"),
-    ({"v1": 50, "v9": 50}, {}, "unknown version 'v9'"),
-    ({"v1": 110, "v2": -10}, {}, "negative weight"),
-    ({"v1": 100}, {"shadow": "v9"}, "unknown shadow"),
-])
+@pytest.mark.parametrize(
+    ("weights", "kwargs", "message"),
+    [
+        ({"v1": 60, "v2": 30}, {}, "sum to 100"),
+        ({"v1": 50, "v9": 50}, {}, "unknown version 'v9'"),
+        ({"v1": 110, "v2": -10}, {}, "negative weight"),
+        ({"v1": 100}, {"shadow": "v9"}, "unknown shadow"),
+    ],
+)
 def test_invalid_tables_are_refused(weights: dict[str, int], kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         table(weights, **kwargs)
@@ -92,7 +108,9 @@ def test_route_labels_name_stable_and_candidate() -> None:
 
 
 # -- sticky arms ----------------------------------------------------------------------------------------
-def ab(weights: dict[str, int], source: StickySource = StickySource.header, name: str = "X-User-Id") -> RouteTable:
+def ab(
+    weights: dict[str, int], source: StickySource = StickySource.header, name: str = "X-User-Id"
+) -> RouteTable:
     return table(weights, sticky=StickyKey(source=source, name=name), candidate=None)
 
 
@@ -105,11 +123,14 @@ def test_hash_points_are_stable_uniform_and_salted() -> None:
     assert all(abs(c - 5_000) < 400 for c in deciles.values()), deciles
 
 
-@pytest.mark.parametrize(("source", "inputs"), [
-    (StickySource.header, lambda k: RoutingInputs(headers={"x-user-id": k})),
-    (StickySource.cookie, lambda k: RoutingInputs(cookies={"X-User-Id": k})),
-    (StickySource.field, lambda k: RoutingInputs(fields={"X-User-Id": k})),
-])
+@pytest.mark.parametrize(
+    ("source", "inputs"),
+    [
+        (StickySource.header, lambda k: RoutingInputs(headers={"x-user-id": k})),
+        (StickySource.cookie, lambda k: RoutingInputs(cookies={"X-User-Id": k})),
+        (StickySource.field, lambda k: RoutingInputs(fields={"X-User-Id": k})),
+    ],
+)
 def test_a_key_keeps_its_arm_whatever_the_draw(source: StickySource, inputs: Any) -> None:
     t = ab({"v1": 50, "v2": 50}, source)
     rng = random.Random(5)
@@ -124,8 +145,10 @@ def test_a_key_keeps_its_arm_whatever_the_draw(source: StickySource, inputs: Any
 def test_integer_field_keys_hash_like_their_text() -> None:
     t = ab({"v1": 50, "v2": 50}, StickySource.field, "user_id")
     for i in range(100):
-        assert (decide(t, RoutingInputs(fields={"user_id": i}), draw=0.0).version
-                == decide(t, RoutingInputs(fields={"user_id": str(i)}), draw=0.0).version)
+        assert (
+            decide(t, RoutingInputs(fields={"user_id": i}), draw=0.0).version
+            == decide(t, RoutingInputs(fields={"user_id": str(i)}), draw=0.0).version
+        )
 
 
 def test_requests_without_a_key_fall_back_to_the_draw() -> None:
@@ -155,8 +178,10 @@ def test_unchanged_weights_move_nobody_and_a_growing_arm_only_gains() -> None:
     for weights in steps:
         t = ab(weights)
         arms = {k: decide(t, RoutingInputs(headers={"x-user-id": k}), draw=0.0).version for k in keys}
-        assert arms == {k: decide(ab(dict(weights)), RoutingInputs(headers={"x-user-id": k}), draw=0.9).version
-                        for k in keys}
+        assert arms == {
+            k: decide(ab(dict(weights)), RoutingInputs(headers={"x-user-id": k}), draw=0.9).version
+            for k in keys
+        }
         if previous is not None:  # as v2 grows, a key once on v2 stays on v2
             assert all(arms[k] == "v2" for k in keys if previous[k] == "v2")
         previous = arms
@@ -165,7 +190,9 @@ def test_unchanged_weights_move_nobody_and_a_growing_arm_only_gains() -> None:
 # -- pins -----------------------------------------------------------------------------------------------
 def test_pins_by_path_or_header_bypass_weights_sticky_and_shadow() -> None:
     t = table({"v1": 100}, shadow="v2", shadow_percent=100.0, sticky=StickyKey(name="x-user-id"))
-    by_path = decide(t, RoutingInputs(path_version="v3", headers={"x-user-id": "k"}), draw=0.0, shadow_draw=0.0)
+    by_path = decide(
+        t, RoutingInputs(path_version="v3", headers={"x-user-id": "k"}), draw=0.0, shadow_draw=0.0
+    )
     assert (by_path.version, by_path.route, by_path.shadow) == ("v3", ROUTE_PINNED, None)
     by_header = decide(t, RoutingInputs(headers={"x-ferryman-version": "v2"}), draw=0.0, shadow_draw=0.0)
     assert (by_header.version, by_header.route) == ("v2", ROUTE_PINNED)
@@ -179,7 +206,9 @@ def test_a_custom_pin_header() -> None:
     assert decide(t, RoutingInputs(headers={"x-ferryman-version": "v3"}), draw=0.0).version == "v1"
 
 
-@pytest.mark.parametrize("inputs", [RoutingInputs(path_version="v9"), RoutingInputs(headers={"x-ferryman-version": "v9"})])
+@pytest.mark.parametrize(
+    "inputs", [RoutingInputs(path_version="v9"), RoutingInputs(headers={"x-ferryman-version": "v9"})]
+)
 def test_an_unknown_pin_is_a_404(inputs: RoutingInputs) -> None:
     with pytest.raises(VersionNotFound, match="'v9'") as err:
         decide(table({"v1": 100}), inputs, draw=0.0)
@@ -219,8 +248,14 @@ def test_initial_tables_per_strategy() -> None:
     assert canary.weights == (("v1", 100),) and canary.sticky is None and canary.shadow is None
     assert canary.salt == "m" and canary.candidate == "v2"
 
-    abt = initial_table(md({"strategy": "abTest", "abTest": {
-        "weights": {"v3": 20, "v1": 80}, "sticky": {"source": "cookie", "name": "uid"}}}))
+    abt = initial_table(
+        md(
+            {
+                "strategy": "abTest",
+                "abTest": {"weights": {"v3": 20, "v1": 80}, "sticky": {"source": "cookie", "name": "uid"}},
+            }
+        )
+    )
     assert abt.weights == (("v1", 80), ("v3", 20))  # spec version order, whatever the mapping order
     assert abt.sticky == StickyKey(source=StickySource.cookie, name="uid")
 

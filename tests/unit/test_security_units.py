@@ -82,19 +82,24 @@ def test_a_missing_source_is_a_clear_error(tmp_path: Path) -> None:
         ApiKeys(tmp_path / "absent")
 
 
-@pytest.mark.parametrize(("headers", "key"), [
-    ([(b"authorization", f"Bearer {K1}".encode())], K1.encode()),
-    ([(b"Authorization", f"bearer   {K1} ".encode())], K1.encode()),
-    ([(b"x-api-key", K1.encode())], K1.encode()),
-    ([(b"authorization", f"Basic {K1}".encode())], b""),
-    ([(b"authorization", b"Bearer")], b""),
-    ([], b""),
-])
+@pytest.mark.parametrize(
+    ("headers", "key"),
+    [
+        ([(b"authorization", f"Bearer {K1}".encode())], K1.encode()),
+        ([(b"Authorization", f"bearer   {K1} ".encode())], K1.encode()),
+        ([(b"x-api-key", K1.encode())], K1.encode()),
+        ([(b"authorization", f"Basic {K1}".encode())], b""),
+        ([(b"authorization", b"Bearer")], b""),
+        ([], b""),
+    ],
+)
 def test_the_key_a_request_carries(headers: list[tuple[bytes, bytes]], key: bytes) -> None:
     assert supplied_key(headers) == key
 
 
-async def _call(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, dict[bytes, bytes], bytes]:
+async def _call(
+    app: Any, path: str, headers: list[tuple[bytes, bytes]]
+) -> tuple[int, dict[bytes, bytes], bytes]:
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -149,25 +154,36 @@ def test_redact_hides_user_info_and_query_values() -> None:
     assert redact("/models/a@b?.onnx") == "/models/a@b?.onnx"  # a plain path is not a URI
 
 
-SIG = Signature(inputs=(TensorSpec("input", "FP32", (None, 30)),),
-                outputs=(TensorSpec("label", "INT64", (None,)), TensorSpec("probabilities", "FP32", (None, 2))))
-TWO = Signature(inputs=(TensorSpec("a", "INT64", (None, 2)), TensorSpec("text", "BYTES", (None,))),
-                outputs=(TensorSpec("y", "FP32", (None,)),))
+SIG = Signature(
+    inputs=(TensorSpec("input", "FP32", (None, 30)),),
+    outputs=(TensorSpec("label", "INT64", (None,)), TensorSpec("probabilities", "FP32", (None, 2))),
+)
+TWO = Signature(
+    inputs=(TensorSpec("a", "INT64", (None, 2)), TensorSpec("text", "BYTES", (None,))),
+    outputs=(TensorSpec("y", "FP32", (None,)),),
+)
 
 
 def _doc(sig: Signature, **kwargs: Any) -> dict[str, Any]:
-    model = openapi.ModelDoc(versions=["v1", "v2"], inputs=[t.to_v2() for t in sig.inputs],
-                             outputs=[t.to_v2() for t in sig.outputs])
+    model = openapi.ModelDoc(
+        versions=["v1", "v2"],
+        inputs=[t.to_v2() for t in sig.inputs],
+        outputs=[t.to_v2() for t in sig.outputs],
+    )
     return openapi.document(models={"m": model}, **kwargs)
 
 
 @pytest.mark.parametrize("sig", [SIG, TWO])
 def test_openapi_examples_are_valid_requests_for_the_model(sig: Signature) -> None:
     doc = _doc(sig)
-    v2_example = doc["paths"]["/v2/models/{model}/infer"]["post"]["requestBody"]["content"]["application/json"]
+    v2_example = doc["paths"]["/v2/models/{model}/infer"]["post"]["requestBody"]["content"][
+        "application/json"
+    ]
     request = v2.decode_request(orjson.dumps(v2_example["example"]))
     validate_inputs(sig, request.inputs)
-    v1_example = doc["paths"]["/v1/models/{model}:predict"]["post"]["requestBody"]["content"]["application/json"]
+    v1_example = doc["paths"]["/v1/models/{model}:predict"]["post"]["requestBody"]["content"][
+        "application/json"
+    ]
     validate_inputs(sig, v1.decode_request(orjson.dumps(v1_example["example"]), sig).inputs)
 
 
@@ -181,17 +197,23 @@ def test_openapi_document_shape() -> None:
     assert params["version"]["schema"]["enum"] == ["v1", "v2"]
     assert set(infer["responses"]) == {"200", "400", "404", "408", "413", "503"}
     assert "Retry-After" in infer["responses"]["503"]["headers"]
-    assert infer["responses"]["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert infer["responses"]["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
     assert "security" not in doc and "/metrics" in doc["paths"]
     ids = [op["operationId"] for path in doc["paths"].values() for op in path.values()]
     assert len(ids) == len(set(ids))
 
-    gateway = _doc(SIG, kind="gateway", route_headers=["x-ferryman-version", "x-user-id"], api_keys=True,
-                   metrics=False)
+    gateway = _doc(
+        SIG, kind="gateway", route_headers=["x-ferryman-version", "x-user-id"], api_keys=True, metrics=False
+    )
     assert gateway["info"]["title"] == "ferryman gateway"
     unpinned = {p["name"] for p in gateway["paths"]["/v2/models/{model}/infer"]["post"]["parameters"]}
     assert {"x-ferryman-version", "x-user-id"} <= unpinned
-    pinned = {p["name"] for p in gateway["paths"]["/v2/models/{model}/versions/{version}/infer"]["post"]["parameters"]}
+    pinned = {
+        p["name"]
+        for p in gateway["paths"]["/v2/models/{model}/versions/{version}/infer"]["post"]["parameters"]
+    }
     assert "x-ferryman-version" not in pinned  # the path already pins
     assert gateway["paths"]["/healthz"]["get"]["security"] == []
     assert "401" in gateway["paths"]["/v2"]["get"]["responses"]

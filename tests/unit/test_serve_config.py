@@ -13,10 +13,18 @@ from ferryman.spec import ModelDeployment
 
 
 def md(**spec: Any) -> ModelDeployment:
-    doc: dict[str, Any] = {"versions": [{"name": "v1", "uri": "s3://b/v1.onnx", "replicas": 2,
-                                         "resources": {"cpu": "500m", "memory": "1Gi"}},
-                                        {"name": "v2", "uri": "s3://b/v2.onnx", "replicas": 0}],
-                           "traffic": {"strategy": "canary", "candidate": "v2"}}
+    doc: dict[str, Any] = {
+        "versions": [
+            {
+                "name": "v1",
+                "uri": "s3://b/v1.onnx",
+                "replicas": 2,
+                "resources": {"cpu": "500m", "memory": "1Gi"},
+            },
+            {"name": "v2", "uri": "s3://b/v2.onnx", "replicas": 0},
+        ],
+        "traffic": {"strategy": "canary", "candidate": "v2"},
+    }
     doc.update(spec)
     return ModelDeployment.model_validate({"metadata": {"name": "m"}, "spec": doc})
 
@@ -34,8 +42,13 @@ def test_rollout_step_changes_only_the_ingress_user_config() -> None:
     b = serve_config.serve_config(m, state=promoted)
     da, db = a["applications"][0]["deployments"], b["applications"][0]["deployments"]
     assert da[0]["name"] == serve_config.INGRESS
-    assert da[0]["user_config"] == {"strategy": "canary", "phase": "Progressing", "stable": "v1",
-                                    "candidate": "v2", "weights": {"v1": 95, "v2": 5}}
+    assert da[0]["user_config"] == {
+        "strategy": "canary",
+        "phase": "Progressing",
+        "stable": "v1",
+        "candidate": "v2",
+        "weights": {"v1": 95, "v2": 5},
+    }
     assert db[0]["user_config"]["weights"] == {"v2": 100}
     assert da[1:] == db[1:] and a["applications"][0]["args"] == b["applications"][0]["args"]
     assert serve_config.table_from_route_config(m, da[0]["user_config"]).weights == (("v1", 95), ("v2", 5))

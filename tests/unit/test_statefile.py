@@ -49,7 +49,9 @@ def test_a_torn_temp_file_from_a_crash_is_never_read(tmp_path: Path) -> None:
     assert read_json(path) == {"step": 3}
 
 
-@pytest.mark.parametrize("content", [b'{"phase": "Progre', b"", b"\xff\xfe\x00garbage\x9c", b"not json at all"])
+@pytest.mark.parametrize(
+    "content", [b'{"phase": "Progre', b"", b"\xff\xfe\x00garbage\x9c", b"not json at all"]
+)
 def test_a_corrupt_file_is_moved_aside_and_reads_as_none(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "state.json"
     path.write_bytes(content)

@@ -28,7 +28,9 @@ def test_plain_path(tiny_models: dict[str, Path], model_cache: Path) -> None:
     assert not any(model_cache.iterdir())  # local files are used in place, never copied
 
 
-def test_file_uri_with_escaped_characters(tiny_models: dict[str, Path], tmp_path: Path, model_cache: Path) -> None:
+def test_file_uri_with_escaped_characters(
+    tiny_models: dict[str, Path], tmp_path: Path, model_cache: Path
+) -> None:
     spaced = tmp_path / "my models" / "add one.onnx"
     spaced.parent.mkdir()
     shutil.copy(tiny_models["add_one"], spaced)
@@ -87,14 +89,21 @@ def test_cache_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def spec_with(versions: list[dict[str, str]]):
-    return parse_deployment({"apiVersion": "serving.ferryman.dev/v1alpha1", "kind": "ModelDeployment",
-                             "metadata": {"name": "m"}, "spec": {"versions": versions}})
+    return parse_deployment(
+        {
+            "apiVersion": "serving.ferryman.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "m"},
+            "spec": {"versions": versions},
+        }
+    )
 
 
 def test_repository_from_a_spec(tiny_models: dict[str, Path], model_cache: Path) -> None:
     path = tiny_models["add_one"]
-    md = spec_with([{"name": "v1", "uri": str(path), "sha256": digest(path)},
-                    {"name": "v2", "uri": path.as_uri()}])
+    md = spec_with(
+        [{"name": "v1", "uri": str(path), "sha256": digest(path)}, {"name": "v2", "uri": path.as_uri()}]
+    )
     md.spec.traffic.stable = "v2"
     repo = repository_for(md, cache_dir=model_cache)
     assert repo.ready
@@ -115,13 +124,22 @@ def test_repository_for_a_single_file(tiny_models: dict[str, Path]) -> None:
 
 @pytest.mark.parametrize(
     ("version", "match"),
-    [("missing", "model file not found"), ("mismatch", "checksum mismatch"),
-     ("random_bytes", "not an ONNX model"), ("opset_9999", "unsupported opset 9999")],
+    [
+        ("missing", "model file not found"),
+        ("mismatch", "checksum mismatch"),
+        ("random_bytes", "not an ONNX model"),
+        ("opset_9999", "unsupported opset 9999"),
+    ],
 )
-def test_load_errors_name_the_version(tiny_models: dict[str, Path], tmp_path: Path, model_cache: Path,
-                                      version: str, match: str) -> None:
-    uri = {"missing": str(tmp_path / "absent.onnx"), "mismatch": str(tiny_models["add_one"]),
-           "random_bytes": str(tiny_models["random_bytes"]), "opset_9999": str(tiny_models["opset_9999"])}[version]
+def test_load_errors_name_the_version(
+    tiny_models: dict[str, Path], tmp_path: Path, model_cache: Path, version: str, match: str
+) -> None:
+    uri = {
+        "missing": str(tmp_path / "absent.onnx"),
+        "mismatch": str(tiny_models["add_one"]),
+        "random_bytes": str(tiny_models["random_bytes"]),
+        "opset_9999": str(tiny_models["opset_9999"]),
+    }[version]
     bad: dict[str, str] = {"name": "bad", "uri": uri}
     if version == "mismatch":
         bad["sha256"] = "f" * 64

@@ -13,11 +13,16 @@ from ferryman.protocol import v1
 from ferryman.protocol.tensor import InferResponse, Tensor
 from ferryman.signature import Signature, TensorSpec
 
-ONE_INPUT = Signature(inputs=(TensorSpec("input", "FP32", (None, 3)),),
-                      outputs=(TensorSpec("y", "FP32", (None, 3)),))
-TWO_INPUTS = Signature(inputs=(TensorSpec("a", "FP32", (None, 2)), TensorSpec("b", "INT64", (None,))),
-                       outputs=(TensorSpec("y", "FP32", (None,)),))
-STRINGS = Signature(inputs=(TensorSpec("text", "BYTES", (None,)),), outputs=(TensorSpec("same", "BYTES", (None,)),))
+ONE_INPUT = Signature(
+    inputs=(TensorSpec("input", "FP32", (None, 3)),), outputs=(TensorSpec("y", "FP32", (None, 3)),)
+)
+TWO_INPUTS = Signature(
+    inputs=(TensorSpec("a", "FP32", (None, 2)), TensorSpec("b", "INT64", (None,))),
+    outputs=(TensorSpec("y", "FP32", (None,)),),
+)
+STRINGS = Signature(
+    inputs=(TensorSpec("text", "BYTES", (None,)),), outputs=(TensorSpec("same", "BYTES", (None,)),)
+)
 
 
 def decode(doc: Any, signature: Signature = ONE_INPUT) -> list[Tensor]:
@@ -70,20 +75,45 @@ def test_strings() -> None:
         pytest.param({"instances": []}, ONE_INPUT, "instances: must be a non-empty list", id="empty"),
         pytest.param({"instances": "x"}, ONE_INPUT, "instances: must be a non-empty list", id="string"),
         pytest.param({"instances": [[1, 2, 3], [1]]}, ONE_INPUT, "instances: ragged instances", id="ragged"),
-        pytest.param({"instances": [["a", "b", "c"]]}, ONE_INPUT, "instances: instances must be numbers",
-                     id="strings-for-numbers"),
-        pytest.param({"instances": [[None, 1, 2]]}, ONE_INPUT, "instances: instances must be numbers", id="nulls"),
-        pytest.param({"instances": [[1, 2]]}, STRINGS, "instances: expected strings", id="numbers-for-strings"),
-        pytest.param({"instances": [[1.0, 2.0], [3.0, 4.0]]}, TWO_INPUTS, "each instance must be an object",
-                     id="rows-for-multi-input"),
-        pytest.param({"instances": [{"a": [1.0, 2.0]}]}, TWO_INPUTS, "instances: missing input 'b'",
-                     id="missing-input"),
-        pytest.param({"instances": [{"a": [1.0, 2.0], "b": 1}, {"a": [1.0, 2.0]}]}, TWO_INPUTS,
-                     "instances[1]: missing input 'b'", id="missing-in-one-instance"),
-        pytest.param({"instances": [{"a": [1.0, 2.0], "b": 1, "c": 2}]}, TWO_INPUTS,
-                     "instances: unexpected input(s) ['c']", id="extra-input"),
-        pytest.param({"instances": [{"a": [1.0, 2.0], "b": 1}, [1.0]]}, TWO_INPUTS,
-                     "each instance must be an object", id="mixed"),
+        pytest.param(
+            {"instances": [["a", "b", "c"]]},
+            ONE_INPUT,
+            "instances: instances must be numbers",
+            id="strings-for-numbers",
+        ),
+        pytest.param(
+            {"instances": [[None, 1, 2]]}, ONE_INPUT, "instances: instances must be numbers", id="nulls"
+        ),
+        pytest.param(
+            {"instances": [[1, 2]]}, STRINGS, "instances: expected strings", id="numbers-for-strings"
+        ),
+        pytest.param(
+            {"instances": [[1.0, 2.0], [3.0, 4.0]]},
+            TWO_INPUTS,
+            "each instance must be an object",
+            id="rows-for-multi-input",
+        ),
+        pytest.param(
+            {"instances": [{"a": [1.0, 2.0]}]}, TWO_INPUTS, "instances: missing input 'b'", id="missing-input"
+        ),
+        pytest.param(
+            {"instances": [{"a": [1.0, 2.0], "b": 1}, {"a": [1.0, 2.0]}]},
+            TWO_INPUTS,
+            "instances[1]: missing input 'b'",
+            id="missing-in-one-instance",
+        ),
+        pytest.param(
+            {"instances": [{"a": [1.0, 2.0], "b": 1, "c": 2}]},
+            TWO_INPUTS,
+            "instances: unexpected input(s) ['c']",
+            id="extra-input",
+        ),
+        pytest.param(
+            {"instances": [{"a": [1.0, 2.0], "b": 1}, [1.0]]},
+            TWO_INPUTS,
+            "each instance must be an object",
+            id="mixed",
+        ),
     ],
 )
 def test_decode_errors(doc: Any, signature: Signature, match: str) -> None:
@@ -98,25 +128,43 @@ def test_malformed_json() -> None:
 
 
 def test_single_output_predictions_are_rows() -> None:
-    resp = InferResponse(model_name="m", model_version="v2", outputs=[
-        Tensor(name="y", datatype="FP32", shape=[2, 2], data=np.array([[1, 2], [3, 4]], dtype=np.float32))])
+    resp = InferResponse(
+        model_name="m",
+        model_version="v2",
+        outputs=[
+            Tensor(name="y", datatype="FP32", shape=[2, 2], data=np.array([[1, 2], [3, 4]], dtype=np.float32))
+        ],
+    )
     doc = orjson.loads(v1.encode_response(resp))
     assert doc == {"predictions": [[1.0, 2.0], [3.0, 4.0]], "model_name": "m", "model_version": "v2"}
 
 
 def test_several_outputs_give_one_object_per_row() -> None:
-    resp = InferResponse(model_name="m", model_version="v1", outputs=[
-        Tensor(name="label", datatype="INT64", shape=[2], data=np.array([1, 0], dtype=np.int64)),
-        Tensor(name="probabilities", datatype="FP32", shape=[2, 2],
-               data=np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32)),
-    ])
+    resp = InferResponse(
+        model_name="m",
+        model_version="v1",
+        outputs=[
+            Tensor(name="label", datatype="INT64", shape=[2], data=np.array([1, 0], dtype=np.int64)),
+            Tensor(
+                name="probabilities",
+                datatype="FP32",
+                shape=[2, 2],
+                data=np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32),
+            ),
+        ],
+    )
     doc = orjson.loads(v1.encode_response(resp))
-    assert doc["predictions"] == [{"label": 1, "probabilities": [0.25, 0.75]},
-                                  {"label": 0, "probabilities": [0.5, 0.5]}]
+    assert doc["predictions"] == [
+        {"label": 1, "probabilities": [0.25, 0.75]},
+        {"label": 0, "probabilities": [0.5, 0.5]},
+    ]
     assert doc["model_version"] == "v1"
 
 
 def test_string_predictions() -> None:
-    resp = InferResponse(model_name="m", model_version="1", outputs=[
-        Tensor(name="same", datatype="BYTES", shape=[2], data=np.array(["a", "b"], dtype=object))])
+    resp = InferResponse(
+        model_name="m",
+        model_version="1",
+        outputs=[Tensor(name="same", datatype="BYTES", shape=[2], data=np.array(["a", "b"], dtype=object))],
+    )
     assert orjson.loads(v1.encode_response(resp))["predictions"] == ["a", "b"]

@@ -43,8 +43,11 @@ class Readiness:
 
     def unready(self, versions: list[str] | tuple[str, ...]) -> list[str]:
         """Messages for the given versions (and the frontend) that are not ready."""
-        out = [self.versions.get(v, (False, f"{v}: not deployed"))[1] or f"{v}: not ready"
-               for v in versions if not self.version_ready(v)]
+        out = [
+            self.versions.get(v, (False, f"{v}: not deployed"))[1] or f"{v}: not ready"
+            for v in versions
+            if not self.version_ready(v)
+        ]
         if not self.frontend[0]:
             out.append(self.frontend[1] or "frontend not ready")
         return out
@@ -66,8 +69,7 @@ class Backend(Protocol):
         """The objects whose status says whether the versions are ready."""
         ...
 
-    def readiness(self, md: ModelDeployment, observed: Observed) -> Readiness:
-        ...
+    def readiness(self, md: ModelDeployment, observed: Observed) -> Readiness: ...
 
     def endpoint(self, md: ModelDeployment, namespace: str) -> str:
         """The in-cluster URL clients call."""

@@ -36,7 +36,17 @@ from ferryman_operator.backends.base import Context, Observed, Readiness, Ref, c
 from ferryman_operator.kube.kinds import CONFIG_MAP, DEPLOYMENT, INFERENCE_SERVICE, SERVICE, Kind
 from ferryman_operator.settings import Settings
 
-STORAGE_SCHEMES = ("s3://", "gs://", "http://", "https://", "pvc://", "oci://", "hdfs://", "webhdfs://", "hf://")
+STORAGE_SCHEMES = (
+    "s3://",
+    "gs://",
+    "http://",
+    "https://",
+    "pvc://",
+    "oci://",
+    "hdfs://",
+    "webhdfs://",
+    "hf://",
+)
 DEPLOYMENT_MODE = "RawDeployment"
 
 
@@ -72,15 +82,20 @@ def inference_service(ctx: Context, version: str) -> dict[str, Any]:
         "env": [{"name": "FERRYMAN_THREADS", "value": str(md.spec.threads)}],
     }
     if ctx.settings.grpc:  # both, in order: merged into the runtime's container port by port
-        model["ports"] = [{"containerPort": w.HTTP_PORT, "protocol": "TCP"},
-                          {"name": "grpc", "containerPort": w.GRPC_PORT, "protocol": "TCP"}]
+        model["ports"] = [
+            {"containerPort": w.HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": w.GRPC_PORT, "protocol": "TCP"},
+        ]
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": w.metadata(ctx, names.version_object(md.name, version), component=names.COMPONENT_MODEL,
-                               version=version,
-                               annotations={"serving.kserve.io/deploymentMode": DEPLOYMENT_MODE,
-                                            **w.scrape_annotations()}),
+        "metadata": w.metadata(
+            ctx,
+            names.version_object(md.name, version),
+            component=names.COMPONENT_MODEL,
+            version=version,
+            annotations={"serving.kserve.io/deploymentMode": DEPLOYMENT_MODE, **w.scrape_annotations()},
+        ),
         "spec": {
             "predictor": {
                 "minReplicas": v.replicas,
@@ -108,8 +123,10 @@ class KServeBackend:
         problems = []
         for v in md.spec.versions:
             if not v.uri.startswith(STORAGE_SCHEMES):
-                problems.append(f"version {v.name}: uri {v.uri!r} cannot be a KServe storageUri "
-                                f"(use one of {', '.join(s[:-3] for s in STORAGE_SCHEMES)})")
+                problems.append(
+                    f"version {v.name}: uri {v.uri!r} cannot be a KServe storageUri "
+                    f"(use one of {', '.join(s[:-3] for s in STORAGE_SCHEMES)})"
+                )
         return problems
 
     def desired(self, ctx: Context) -> list[dict[str, Any]]:
@@ -121,7 +138,9 @@ class KServeBackend:
         return objects
 
     def watched(self, md: ModelDeployment) -> list[Ref]:
-        refs: list[Ref] = [(INFERENCE_SERVICE, names.version_object(md.name, v.name)) for v in md.spec.versions]
+        refs: list[Ref] = [
+            (INFERENCE_SERVICE, names.version_object(md.name, v.name)) for v in md.spec.versions
+        ]
         refs.append((DEPLOYMENT, names.gateway_deployment(md.name)))
         return refs
 
@@ -134,8 +153,13 @@ class KServeBackend:
                 continue
             status, message = condition(obj, "Ready")
             detail = f" ({message})" if message else ""
-            versions[v.name] = (status == "True", f"version {v.name}: InferenceService Ready={status}{detail}")
-        gateway = deployment_ready(observed.get(("Deployment", names.gateway_deployment(md.name))), what="gateway")
+            versions[v.name] = (
+                status == "True",
+                f"version {v.name}: InferenceService Ready={status}{detail}",
+            )
+        gateway = deployment_ready(
+            observed.get(("Deployment", names.gateway_deployment(md.name))), what="gateway"
+        )
         return Readiness(versions=versions, frontend=gateway)
 
     def endpoint(self, md: ModelDeployment, namespace: str) -> str:

@@ -43,8 +43,10 @@ def uri_problems(md: ModelDeployment) -> list[str]:
     for v in md.spec.versions:
         for field, uri in (("uri", v.uri), ("referenceData", v.reference_data)):
             if uri and not (uri.startswith(_SCHEMES) or uri.startswith("/")):
-                problems.append(f"version {v.name}: {field} {uri!r} is a relative path, which has no meaning in a "
-                                f"pod; use an absolute path (image or volume), http(s):// or s3://")
+                problems.append(
+                    f"version {v.name}: {field} {uri!r} is a relative path, which has no meaning in a "
+                    f"pod; use an absolute path (image or volume), http(s):// or s3://"
+                )
     return problems
 
 
@@ -59,12 +61,14 @@ class NativeBackend:
         md = ctx.md
         specs = {v.name: yaml.safe_dump(version_spec(md, v.name), sort_keys=True) for v in md.spec.versions}
         config_name = names.versions_config_map(md.name)
-        objects: list[dict[str, Any]] = [{
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": w.metadata(ctx, config_name, component=names.COMPONENT_CONFIG),
-            "data": {f"{v}.yaml": text for v, text in specs.items()},
-        }]
+        objects: list[dict[str, Any]] = [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": w.metadata(ctx, config_name, component=names.COMPONENT_CONFIG),
+                "data": {f"{v}.yaml": text for v, text in specs.items()},
+            }
+        ]
         backends, grpc_backends = {}, {}
         for v in md.spec.versions:
             obj_name = names.version_object(md.name, v.name)
@@ -74,28 +78,63 @@ class NativeBackend:
                 "image": ctx.settings.image,
                 "imagePullPolicy": ctx.settings.image_pull_policy,
                 "command": w.COMMAND,
-                "args": ["serve", f"{w.SPEC_DIR}/model.yaml", "--host", "0.0.0.0", "--port", str(w.HTTP_PORT),
-                         *w.grpc_args(ctx)],
+                "args": [
+                    "serve",
+                    f"{w.SPEC_DIR}/model.yaml",
+                    "--host",
+                    "0.0.0.0",
+                    "--port",
+                    str(w.HTTP_PORT),
+                    *w.grpc_args(ctx),
+                ],
                 "ports": w.container_ports(ctx),
-                "env": [{"name": "FERRYMAN_MODEL_CACHE", "value": f"{w.CACHE_DIR}/models"},
-                        *ctx.settings.workload_env],
+                "env": [
+                    {"name": "FERRYMAN_MODEL_CACHE", "value": f"{w.CACHE_DIR}/models"},
+                    *ctx.settings.workload_env,
+                ],
                 "resources": w.resources(v.resources),
                 "readinessProbe": w.http_probe("/v2/health/ready", period=5, failures=2),
                 "livenessProbe": w.http_probe("/v2/health/live", period=10, failures=3),
                 "startupProbe": w.http_probe("/v2/health/live", period=5, failures=60),
                 "lifecycle": w.LIFECYCLE,
                 "securityContext": w.container_security(),
-                "volumeMounts": [{"name": "spec", "mountPath": w.SPEC_DIR, "readOnly": True}, *w.scratch_mounts()],
+                "volumeMounts": [
+                    {"name": "spec", "mountPath": w.SPEC_DIR, "readOnly": True},
+                    *w.scratch_mounts(),
+                ],
             }
-            volumes = [{"name": "spec", "configMap": {"name": config_name,
-                                                      "items": [{"key": f"{v.name}.yaml", "path": "model.yaml"}]}},
-                       *w.scratch_volumes()]
-            annotations = {**w.scrape_annotations(), names.ANNOTATION_SPEC_HASH: names.short_hash(specs[v.name])}
-            objects.append(w.deployment(ctx, name=obj_name, component=names.COMPONENT_MODEL, replicas=v.replicas,
-                                        pod_labels=pod_labels, containers=[container], volumes=volumes,
-                                        pod_annotations=annotations, version=v.name))
-            objects.append(w.service(ctx, name=obj_name, component=names.COMPONENT_MODEL, pod_labels=pod_labels,
-                                     version=v.name))
+            volumes = [
+                {
+                    "name": "spec",
+                    "configMap": {
+                        "name": config_name,
+                        "items": [{"key": f"{v.name}.yaml", "path": "model.yaml"}],
+                    },
+                },
+                *w.scratch_volumes(),
+            ]
+            annotations = {
+                **w.scrape_annotations(),
+                names.ANNOTATION_SPEC_HASH: names.short_hash(specs[v.name]),
+            }
+            objects.append(
+                w.deployment(
+                    ctx,
+                    name=obj_name,
+                    component=names.COMPONENT_MODEL,
+                    replicas=v.replicas,
+                    pod_labels=pod_labels,
+                    containers=[container],
+                    volumes=volumes,
+                    pod_annotations=annotations,
+                    version=v.name,
+                )
+            )
+            objects.append(
+                w.service(
+                    ctx, name=obj_name, component=names.COMPONENT_MODEL, pod_labels=pod_labels, version=v.name
+                )
+            )
             backends[v.name] = w.service_url(ctx.namespace, obj_name)
             grpc_backends[v.name] = w.grpc_address(ctx.namespace, obj_name)
         objects.extend(w.gateway_objects(ctx, backends=backends, grpc_backends=grpc_backends))
@@ -107,10 +146,15 @@ class NativeBackend:
         return refs
 
     def readiness(self, md: ModelDeployment, observed: Observed) -> Readiness:
-        versions = {v.name: deployment_ready(observed.get(("Deployment", names.version_object(md.name, v.name))),
-                                             what=f"version {v.name}")
-                    for v in md.spec.versions}
-        gateway = deployment_ready(observed.get(("Deployment", names.gateway_deployment(md.name))), what="gateway")
+        versions = {
+            v.name: deployment_ready(
+                observed.get(("Deployment", names.version_object(md.name, v.name))), what=f"version {v.name}"
+            )
+            for v in md.spec.versions
+        }
+        gateway = deployment_ready(
+            observed.get(("Deployment", names.gateway_deployment(md.name))), what="gateway"
+        )
         return Readiness(versions=versions, frontend=gateway)
 
     def endpoint(self, md: ModelDeployment, namespace: str) -> str:

@@ -38,30 +38,36 @@ _SCHEMES = ("file://", "http://", "https://", "s3://", "/")
 # Ray's HAProxy in front of the ingress replicas on the Serve port. The replica ports are Ray's defaults.
 RAY_ENV = {**THROUGHPUT_ENV, "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_METRICS_EXPORT_PORT": "8080"}
 
+
 # Ray writes session files under /tmp/ray and caches under $HOME: writable root filesystem, but still
 # non-root, no privilege escalation, no capabilities, RuntimeDefault seccomp (restricted profile).
 def _ray_container_security() -> dict[str, Any]:
     return w.container_security(readOnlyRootFilesystem=False)
 
 
-def _pod(ctx: Context, *, container: str, component: str, cpu: str, memory: str,
-         ports: list[dict[str, Any]]) -> dict[str, Any]:
+def _pod(
+    ctx: Context, *, container: str, component: str, cpu: str, memory: str, ports: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {
-        "metadata": {"labels": names.labels(ctx.md.name, component),
-                     "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8080"}},
+        "metadata": {
+            "labels": names.labels(ctx.md.name, component),
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8080"},
+        },
         "spec": {
             "automountServiceAccountToken": False,
             "securityContext": w.pod_security(),
-            "containers": [{
-                "name": container,
-                "image": ctx.settings.ray_image,
-                "imagePullPolicy": "IfNotPresent",
-                "ports": ports,
-                "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
-                "securityContext": _ray_container_security(),
-                "env": [{"name": k, "value": v} for k, v in sorted(RAY_ENV.items())],
-                "volumeMounts": [{"name": "ray-tmp", "mountPath": "/tmp/ray"}],
-            }],
+            "containers": [
+                {
+                    "name": container,
+                    "image": ctx.settings.ray_image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "ports": ports,
+                    "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory}},
+                    "securityContext": _ray_container_security(),
+                    "env": [{"name": k, "value": v} for k, v in sorted(RAY_ENV.items())],
+                    "volumeMounts": [{"name": "ray-tmp", "mountPath": "/tmp/ray"}],
+                }
+            ],
             "volumes": [{"name": "ray-tmp", "emptyDir": {}}],
         },
     }
@@ -69,10 +75,16 @@ def _pod(ctx: Context, *, container: str, component: str, cpu: str, memory: str,
 
 def ray_service(ctx: Context) -> dict[str, Any]:
     md = ctx.md
-    biggest = max(md.spec.versions, key=lambda v: (parse_cpu(v.resources.cpu), parse_memory(v.resources.memory)))
+    biggest = max(
+        md.spec.versions, key=lambda v: (parse_cpu(v.resources.cpu), parse_memory(v.resources.memory))
+    )
     workers = sum(max(v.replicas, 1) for v in md.spec.versions)
-    head_ports = [{"name": "gcs", "containerPort": 6379}, {"name": "dashboard", "containerPort": 8265},
-                  {"name": "client", "containerPort": 10001}, {"name": "serve", "containerPort": SERVE_PORT}]
+    head_ports = [
+        {"name": "gcs", "containerPort": 6379},
+        {"name": "dashboard", "containerPort": 8265},
+        {"name": "client", "containerPort": 10001},
+        {"name": "serve", "containerPort": SERVE_PORT},
+    ]
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -83,19 +95,32 @@ def ray_service(ctx: Context) -> dict[str, Any]:
                 "rayVersion": RAY_VERSION,
                 "headGroupSpec": {
                     "rayStartParams": {"dashboard-host": "0.0.0.0"},
-                    "template": _pod(ctx, container="ray-head", component=names.COMPONENT_RAY, cpu="1",
-                                     memory="2Gi", ports=head_ports),
+                    "template": _pod(
+                        ctx,
+                        container="ray-head",
+                        component=names.COMPONENT_RAY,
+                        cpu="1",
+                        memory="2Gi",
+                        ports=head_ports,
+                    ),
                 },
-                "workerGroupSpecs": [{
-                    "groupName": "serve",
-                    "replicas": workers,
-                    "minReplicas": workers,
-                    "maxReplicas": workers,
-                    "rayStartParams": {},
-                    "template": _pod(ctx, container="ray-worker", component=names.COMPONENT_RAY,
-                                     cpu=biggest.resources.cpu, memory=biggest.resources.memory,
-                                     ports=[{"name": "serve", "containerPort": SERVE_PORT}]),
-                }],
+                "workerGroupSpecs": [
+                    {
+                        "groupName": "serve",
+                        "replicas": workers,
+                        "minReplicas": workers,
+                        "maxReplicas": workers,
+                        "rayStartParams": {},
+                        "template": _pod(
+                            ctx,
+                            container="ray-worker",
+                            component=names.COMPONENT_RAY,
+                            cpu=biggest.resources.cpu,
+                            memory=biggest.resources.memory,
+                            ports=[{"name": "serve", "containerPort": SERVE_PORT}],
+                        ),
+                    }
+                ],
             },
         },
     }
@@ -106,8 +131,11 @@ class RayBackend:
     kinds: tuple[Kind, ...] = (RAY_SERVICE,)
 
     def validate(self, md: ModelDeployment, settings: Settings) -> list[str]:
-        return [f"version {v.name}: uri {v.uri!r} is a relative path, which has no meaning on a Ray cluster"
-                for v in md.spec.versions if not v.uri.startswith(_SCHEMES)]
+        return [
+            f"version {v.name}: uri {v.uri!r} is a relative path, which has no meaning on a Ray cluster"
+            for v in md.spec.versions
+            if not v.uri.startswith(_SCHEMES)
+        ]
 
     def desired(self, ctx: Context) -> list[dict[str, Any]]:
         return [ray_service(ctx)]

@@ -64,8 +64,14 @@ def container_security(**overrides: Any) -> dict[str, Any]:
     return {**copy.deepcopy(CONTAINER_SECURITY), **overrides}
 
 
-def metadata(ctx: Context, name: str, *, component: str, version: str | None = None,
-             annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def metadata(
+    ctx: Context,
+    name: str,
+    *,
+    component: str,
+    version: str | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name,
         "namespace": ctx.namespace,
@@ -82,8 +88,12 @@ def resources(r: Resources) -> dict[str, Any]:
 
 
 def http_probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "failureThreshold": failures,
-            "timeoutSeconds": 2}
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 2,
+    }
 
 
 def scratch_volumes() -> list[dict[str, Any]]:
@@ -94,11 +104,23 @@ def scratch_mounts() -> list[dict[str, Any]]:
     return [{"name": "cache", "mountPath": CACHE_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
 
 
-def deployment(ctx: Context, *, name: str, component: str, replicas: int, pod_labels: dict[str, str],
-               containers: list[dict[str, Any]], volumes: list[dict[str, Any]],
-               pod_annotations: dict[str, str] | None = None, version: str | None = None) -> dict[str, Any]:
-    selector = {k: pod_labels[k] for k in (names.LABEL_DEPLOYMENT, names.LABEL_COMPONENT, names.LABEL_VERSION)
-                if k in pod_labels}
+def deployment(
+    ctx: Context,
+    *,
+    name: str,
+    component: str,
+    replicas: int,
+    pod_labels: dict[str, str],
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    pod_annotations: dict[str, str] | None = None,
+    version: str | None = None,
+) -> dict[str, Any]:
+    selector = {
+        k: pod_labels[k]
+        for k in (names.LABEL_DEPLOYMENT, names.LABEL_COMPONENT, names.LABEL_VERSION)
+        if k in pod_labels
+    }
     template_meta: dict[str, Any] = {"labels": pod_labels}
     if pod_annotations:
         template_meta["annotations"] = pod_annotations
@@ -139,14 +161,25 @@ def container_ports(ctx: Context) -> list[dict[str, Any]]:
     return ports
 
 
-def service(ctx: Context, *, name: str, component: str, pod_labels: dict[str, str],
-            version: str | None = None) -> dict[str, Any]:
-    selector = {k: pod_labels[k] for k in (names.LABEL_DEPLOYMENT, names.LABEL_COMPONENT, names.LABEL_VERSION)
-                if k in pod_labels}
+def service(
+    ctx: Context, *, name: str, component: str, pod_labels: dict[str, str], version: str | None = None
+) -> dict[str, Any]:
+    selector = {
+        k: pod_labels[k]
+        for k in (names.LABEL_DEPLOYMENT, names.LABEL_COMPONENT, names.LABEL_VERSION)
+        if k in pod_labels
+    }
     ports = [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}]
     if ctx.settings.grpc:
-        ports.append({"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
-                      "appProtocol": "kubernetes.io/h2c"})
+        ports.append(
+            {
+                "name": "grpc",
+                "port": GRPC_PORT,
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "kubernetes.io/h2c",
+            }
+        )
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -169,8 +202,9 @@ def grpc_address(namespace: str, name: str, port: int = GRPC_PORT) -> str:
 
 
 # -- the gateway ------------------------------------------------------------------------------------
-def gateway_objects(ctx: Context, *, backends: dict[str, str],
-                    grpc_backends: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def gateway_objects(
+    ctx: Context, *, backends: dict[str, str], grpc_backends: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Routes ConfigMap + gateway Deployment + the model's Service (named like the ModelDeployment).
     ``grpc_backends``: each version's gRPC address, when gRPC is on."""
     md = ctx.md
@@ -178,8 +212,11 @@ def gateway_objects(ctx: Context, *, backends: dict[str, str],
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(ctx, names.routes_config_map(md.name), component=names.COMPONENT_CONFIG),
-        "data": {ROUTES_KEY: table_to_json(ctx.table, backends=backends,
-                                           grpc_backends=grpc_backends if ctx.settings.grpc else None)},
+        "data": {
+            ROUTES_KEY: table_to_json(
+                ctx.table, backends=backends, grpc_backends=grpc_backends if ctx.settings.grpc else None
+            )
+        },
     }
     pod_labels = names.labels(md.name, names.COMPONENT_GATEWAY)
     container = {
@@ -187,8 +224,16 @@ def gateway_objects(ctx: Context, *, backends: dict[str, str],
         "image": ctx.settings.image,
         "imagePullPolicy": ctx.settings.image_pull_policy,
         "command": COMMAND,
-        "args": ["gateway", "--routes", f"{ROUTES_DIR}/{ROUTES_KEY}", "--host", "0.0.0.0",
-                 "--port", str(HTTP_PORT), *grpc_args(ctx)],
+        "args": [
+            "gateway",
+            "--routes",
+            f"{ROUTES_DIR}/{ROUTES_KEY}",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(HTTP_PORT),
+            *grpc_args(ctx),
+        ],
         "ports": container_ports(ctx),
         "env": [{"name": "FERRYMAN_MODEL", "value": md.name}],
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}},
@@ -198,14 +243,29 @@ def gateway_objects(ctx: Context, *, backends: dict[str, str],
         "securityContext": container_security(),
         "volumeMounts": [{"name": "routes", "mountPath": ROUTES_DIR, "readOnly": True}, *scratch_mounts()],
     }
-    volumes = [{"name": "routes", "configMap": {"name": names.routes_config_map(md.name)}}, *scratch_volumes()]
-    gateway = deployment(ctx, name=names.gateway_deployment(md.name), component=names.COMPONENT_GATEWAY,
-                         replicas=1, pod_labels=pod_labels, containers=[container], volumes=volumes,
-                         pod_annotations=scrape_annotations())
-    svc = service(ctx, name=names.gateway_service(md.name), component=names.COMPONENT_GATEWAY,
-                  pod_labels=pod_labels)
+    volumes = [
+        {"name": "routes", "configMap": {"name": names.routes_config_map(md.name)}},
+        *scratch_volumes(),
+    ]
+    gateway = deployment(
+        ctx,
+        name=names.gateway_deployment(md.name),
+        component=names.COMPONENT_GATEWAY,
+        replicas=1,
+        pod_labels=pod_labels,
+        containers=[container],
+        volumes=volumes,
+        pod_annotations=scrape_annotations(),
+    )
+    svc = service(
+        ctx, name=names.gateway_service(md.name), component=names.COMPONENT_GATEWAY, pod_labels=pod_labels
+    )
     return [routes, gateway, svc]
 
 
 def scrape_annotations() -> dict[str, str]:
-    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(HTTP_PORT), "prometheus.io/path": "/metrics"}
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(HTTP_PORT),
+        "prometheus.io/path": "/metrics",
+    }

@@ -73,8 +73,14 @@ class ApiError(Exception):
         return self.status == 410
 
 
-def backoff_delay(attempt: int, *, base: float, cap: float, retry_after: str | None = None,
-                  rand: Callable[[], float] = random.random) -> float:
+def backoff_delay(
+    attempt: int,
+    *,
+    base: float,
+    cap: float,
+    retry_after: str | None = None,
+    rand: Callable[[], float] = random.random,
+) -> float:
     """Seconds to wait before retry number ``attempt`` (1, 2, ...): the server's ``Retry-After`` (seconds)
     when it gave one, else full-jitter exponential backoff ``[0.5, 1) * min(cap, base * 2**(attempt-1))``."""
     if retry_after:
@@ -99,9 +105,16 @@ class KubeClient:
     """``retries``: attempts after the first for 429/5xx/connection failures; ``backoff``/``backoff_cap``:
     the first and the largest wait in seconds."""
 
-    def __init__(self, info: kopf.ConnectionInfo | None = None, *, timeout: float = 30.0, retries: int = 8,
-                 backoff: float = 0.2, backoff_cap: float = 10.0,
-                 login: Callable[[], kopf.ConnectionInfo] = connection_info) -> None:
+    def __init__(
+        self,
+        info: kopf.ConnectionInfo | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 8,
+        backoff: float = 0.2,
+        backoff_cap: float = 10.0,
+        login: Callable[[], kopf.ConnectionInfo] = connection_info,
+    ) -> None:
         self._timeout = timeout
         self._login = login
         self.retries = retries
@@ -117,8 +130,14 @@ class KubeClient:
             headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
         auth = httpx.BasicAuth(info.username, info.password or "") if info.username else None
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-        return httpx.AsyncClient(base_url=info.server, verify=info.as_ssl_context(), headers=headers, auth=auth,
-                                 timeout=self._timeout, limits=limits)
+        return httpx.AsyncClient(
+            base_url=info.server,
+            verify=info.as_ssl_context(),
+            headers=headers,
+            auth=auth,
+            timeout=self._timeout,
+            limits=limits,
+        )
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -128,8 +147,15 @@ class KubeClient:
         self._client = self._connect(self._login())
         await old.aclose()
 
-    async def request(self, method: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None,
-                      content_type: str = "application/json") -> Any:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
         content = None if body is None else orjson.dumps(body)
         headers = {"Content-Type": content_type} if content is not None else {}
         relogged = False
@@ -138,11 +164,14 @@ class KubeClient:
             self.counts[method] += 1
             retry_after: str | None = None
             try:
-                resp = await self._client.request(method, path, content=content, params=params, headers=headers)
+                resp = await self._client.request(
+                    method, path, content=content, params=params, headers=headers
+                )
             except httpx.TransportError as err:
                 if attempt >= self.retries:
-                    raise ApiError(0, "Unreachable", f"{type(err).__name__}: {err}", method=method,
-                                   path=path) from err
+                    raise ApiError(
+                        0, "Unreachable", f"{type(err).__name__}: {err}", method=method, path=path
+                    ) from err
                 status = 0
             else:
                 status = resp.status_code
@@ -158,7 +187,9 @@ class KubeClient:
             attempt += 1
             self.retried[status] += 1
             delay = backoff_delay(attempt, base=self.backoff, cap=self.backoff_cap, retry_after=retry_after)
-            log.info("%s %s: %s, retry %d in %.2fs", method, path, status or "connection failed", attempt, delay)
+            log.info(
+                "%s %s: %s, retry %d in %.2fs", method, path, status or "connection failed", attempt, delay
+            )
             await asyncio.sleep(delay)
 
     # -- reads ----------------------------------------------------------------------------------------
@@ -171,8 +202,15 @@ class KubeClient:
             raise
         return obj
 
-    async def list_page(self, kind: Kind, namespace: str | None, *, label_selector: str | None = None,
-                        limit: int = 500, cont: str | None = None) -> tuple[Items, str, str | None]:
+    async def list_page(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+        limit: int = 500,
+        cont: str | None = None,
+    ) -> tuple[Items, str, str | None]:
         """One page: (items, the list's resourceVersion, the continue token or None)."""
         params = {"limit": str(limit)}
         if label_selector:
@@ -187,30 +225,42 @@ class KubeClient:
         meta = doc.get("metadata") or {}
         return items, str(meta.get("resourceVersion", "")), meta.get("continue") or None
 
-    async def list(self, kind: Kind, namespace: str | None, *,
-                   label_selector: str | None = None) -> Items:
+    async def list(self, kind: Kind, namespace: str | None, *, label_selector: str | None = None) -> Items:
         items, _rv = await self.list_all(kind, namespace, label_selector=label_selector)
         return items
 
-    async def list_all(self, kind: Kind, namespace: str | None, *, label_selector: str | None = None,
-                       limit: int = 500) -> tuple[Items, str]:
+    async def list_all(
+        self, kind: Kind, namespace: str | None, *, label_selector: str | None = None, limit: int = 500
+    ) -> tuple[Items, str]:
         """Every page: (items, resourceVersion of the list, to start a watch from)."""
         out: Items = []
         cont: str | None = None
         while True:
-            items, rv, cont = await self.list_page(kind, namespace, label_selector=label_selector, limit=limit,
-                                                   cont=cont)
+            items, rv, cont = await self.list_page(
+                kind, namespace, label_selector=label_selector, limit=limit, cont=cont
+            )
             out.extend(items)
             if not cont:
                 return out, rv
 
-    async def watch(self, kind: Kind, namespace: str | None, *, resource_version: str,
-                    label_selector: str | None = None, timeout_seconds: int = 300) -> AsyncIterator[dict[str, Any]]:
+    async def watch(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[dict[str, Any]]:
         """Watch events (``{"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": ...}``) from
         ``resource_version`` until the server closes the stream after ``timeout_seconds``. A failure to
         open the stream raises :class:`ApiError` (410 when the version is too old: list again)."""
-        params = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
-                  "timeoutSeconds": str(timeout_seconds)}
+        params = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
         if label_selector:
             params["labelSelector"] = label_selector
         path = kind.path(namespace)
@@ -227,7 +277,9 @@ class KubeClient:
                     if line:
                         yield orjson.loads(line)
         except httpx.TransportError as err:
-            raise ApiError(0, "Unreachable", f"{type(err).__name__}: {err}", method="WATCH", path=path) from err
+            raise ApiError(
+                0, "Unreachable", f"{type(err).__name__}: {err}", method="WATCH", path=path
+            ) from err
 
     # -- writes ---------------------------------------------------------------------------------------
     async def apply(self, obj: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
@@ -235,35 +287,48 @@ class KubeClient:
         kind = kind_of(obj)
         meta = obj["metadata"]
         params = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
-        result: dict[str, Any] = await self.request("PATCH", kind.path(meta.get("namespace"), meta["name"]),
-                                                    body=obj, params=params,
-                                                    content_type="application/apply-patch+yaml")
+        result: dict[str, Any] = await self.request(
+            "PATCH",
+            kind.path(meta.get("namespace"), meta["name"]),
+            body=obj,
+            params=params,
+            content_type="application/apply-patch+yaml",
+        )
         return result
 
     async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         kind = kind_of(obj)
-        result: dict[str, Any] = await self.request("POST", kind.path(obj["metadata"].get("namespace")), body=obj)
+        result: dict[str, Any] = await self.request(
+            "POST", kind.path(obj["metadata"].get("namespace")), body=obj
+        )
         return result
 
     async def replace(self, obj: Mapping[str, Any], *, sub: str | None = None) -> dict[str, Any]:
         """PUT the object (or a subresource); ``metadata.resourceVersion`` makes it conditional."""
         kind = kind_of(obj)
         meta = obj["metadata"]
-        result: dict[str, Any] = await self.request("PUT", kind.path(meta.get("namespace"), meta["name"], sub),
-                                                    body=obj)
+        result: dict[str, Any] = await self.request(
+            "PUT", kind.path(meta.get("namespace"), meta["name"], sub), body=obj
+        )
         return result
 
     async def replace_status(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         return await self.replace(obj, sub="status")
 
-    async def merge_patch(self, kind: Kind, namespace: str | None, name: str,
-                          patch: Mapping[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request("PATCH", kind.path(namespace, name), body=patch,
-                                                    content_type="application/merge-patch+json")
+    async def merge_patch(
+        self, kind: Kind, namespace: str | None, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "PATCH", kind.path(namespace, name), body=patch, content_type="application/merge-patch+json"
+        )
         return result
 
     async def delete(self, kind: Kind, namespace: str | None, name: str, *, uid: str | None = None) -> bool:
-        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        body: dict[str, Any] = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "propagationPolicy": "Background",
+        }
         if uid:
             body["preconditions"] = {"uid": uid}
         try:

@@ -59,10 +59,18 @@ def strip_managed_fields(obj: Obj) -> Obj:
 
 
 class Informer:
-    def __init__(self, kube: KubeClient, kind: Kind, namespace: str | None = None, *,
-                 label_selector: str | None = None, on_event: Handler | None = None,
-                 transform: Callable[[Obj], Obj] = strip_managed_fields, watch_timeout: int = 300,
-                 absent_retry: float = 300.0) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        kind: Kind,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        on_event: Handler | None = None,
+        transform: Callable[[Obj], Obj] = strip_managed_fields,
+        watch_timeout: int = 300,
+        absent_retry: float = 300.0,
+    ) -> None:
         self.kube = kube
         self.kind = kind
         self.namespace = namespace
@@ -107,8 +115,13 @@ class Informer:
             except ApiError as err:
                 if err.status in (403, 404):
                     if self.available or not self.synced.is_set():
-                        log.warning("%r: not available (%s %s); looking again every %.0fs", self, err.status,
-                                    err.reason, self.absent_retry)
+                        log.warning(
+                            "%r: not available (%s %s); looking again every %.0fs",
+                            self,
+                            err.status,
+                            err.reason,
+                            self.absent_retry,
+                        )
                     self.available = False
                     self._replace({})
                     self.synced.set()
@@ -145,15 +158,24 @@ class Informer:
         failures = 0
         while True:
             try:
-                async for event in self.kube.watch(self.kind, self.namespace, resource_version=rv,
-                                                   label_selector=self.label_selector,
-                                                   timeout_seconds=self.watch_timeout):
+                async for event in self.kube.watch(
+                    self.kind,
+                    self.namespace,
+                    resource_version=rv,
+                    label_selector=self.label_selector,
+                    timeout_seconds=self.watch_timeout,
+                ):
                     kind, obj = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":
                         if obj.get("code") == 410:
                             return
-                        raise ApiError(int(obj.get("code") or 500), str(obj.get("reason", "")),
-                                       str(obj.get("message", "")), method="WATCH", path=self.kind.plural)
+                        raise ApiError(
+                            int(obj.get("code") or 500),
+                            str(obj.get("reason", "")),
+                            str(obj.get("message", "")),
+                            method="WATCH",
+                            path=self.kind.plural,
+                        )
                     rv = resource_version(obj) or rv
                     if kind == "BOOKMARK":
                         continue

@@ -36,12 +36,25 @@ LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases")
 RAY_SERVICE = Kind("ray.io/v1", "RayService", "rayservices")
 INFERENCE_SERVICE = Kind("serving.kserve.io/v1beta1", "InferenceService", "inferenceservices")
 HTTP_ROUTE = Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes")
-CLUSTER_SERVING_RUNTIME = Kind("serving.kserve.io/v1alpha1", "ClusterServingRuntime", "clusterservingruntimes",
-                               namespaced=False)
+CLUSTER_SERVING_RUNTIME = Kind(
+    "serving.kserve.io/v1alpha1", "ClusterServingRuntime", "clusterservingruntimes", namespaced=False
+)
 
-KINDS: dict[tuple[str, str], Kind] = {(k.api_version, k.kind): k for k in (
-    MODEL_DEPLOYMENT, DEPLOYMENT, SERVICE, CONFIG_MAP, EVENT, LEASE, RAY_SERVICE, INFERENCE_SERVICE, HTTP_ROUTE,
-    CLUSTER_SERVING_RUNTIME)}
+KINDS: dict[tuple[str, str], Kind] = {
+    (k.api_version, k.kind): k
+    for k in (
+        MODEL_DEPLOYMENT,
+        DEPLOYMENT,
+        SERVICE,
+        CONFIG_MAP,
+        EVENT,
+        LEASE,
+        RAY_SERVICE,
+        INFERENCE_SERVICE,
+        HTTP_ROUTE,
+        CLUSTER_SERVING_RUNTIME,
+    )
+}
 
 
 def kind_of(obj: Mapping[str, Any]) -> Kind:

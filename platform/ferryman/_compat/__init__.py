@@ -41,7 +41,8 @@ def require(distribution: str, version: str, *, at_least: str, below: str, uses:
     if not parse(at_least) <= parse(version) < parse(below):
         raise UnsupportedVersion(
             f"ferryman supports {distribution}>={at_least},<{below} (it uses {uses}); found {version}. "
-            f"Install a supported version: pip install '{distribution}>={at_least},<{below}'")
+            f"Install a supported version: pip install '{distribution}>={at_least},<{below}'"
+        )
     return version
 
 
@@ -52,7 +53,8 @@ def require_names(owner: object, names: Iterable[str], *, distribution: str, ver
         label = getattr(owner, "__qualname__", type(owner).__qualname__)
         raise UnsupportedVersion(
             f"{distribution} {version}: {label} lacks {', '.join(missing)}, which ferryman uses; "
-            "install a supported version (see pyproject.toml)")
+            "install a supported version (see pyproject.toml)"
+        )
 
 
 def require_assigned(function: object, names: Iterable[str], *, distribution: str, version: str) -> None:
@@ -64,4 +66,5 @@ def require_assigned(function: object, names: Iterable[str], *, distribution: st
     if missing:
         raise UnsupportedVersion(
             f"{distribution} {version}: {getattr(function, '__qualname__', function)} no longer sets "
-            f"{', '.join(missing)}, which ferryman uses; install a supported version (see pyproject.toml)")
+            f"{', '.join(missing)}, which ferryman uses; install a supported version (see pyproject.toml)"
+        )

@@ -25,11 +25,16 @@ def check(version: str) -> str:
     return require(DISTRIBUTION, version, at_least=AT_LEAST, below=BELOW, uses=USES)
 
 
-def check_internals(version: str, *, histogram: Any = Histogram, counter: Any = Counter,
-                    values: Any = _values) -> None:
+def check_internals(
+    version: str, *, histogram: Any = Histogram, counter: Any = Counter, values: Any = _values
+) -> None:
     """The private names exist: what a histogram and a counter child set up, and the value class."""
-    require_assigned(histogram._metric_init, ("_upper_bounds", "_buckets", "_sum"), distribution=DISTRIBUTION,
-                     version=version)
+    require_assigned(
+        histogram._metric_init,
+        ("_upper_bounds", "_buckets", "_sum"),
+        distribution=DISTRIBUTION,
+        version=version,
+    )
     require_assigned(counter._metric_init, ("_value",), distribution=DISTRIBUTION, version=version)
     require_names(values, ("ValueClass", "get_value_class"), distribution=DISTRIBUTION, version=version)
     require_names(values.ValueClass, ("inc",), distribution=DISTRIBUTION, version=version)

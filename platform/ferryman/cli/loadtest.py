@@ -65,12 +65,16 @@ def find_locustfile(explicit: str | Path | None = None) -> Path:
         if not path.is_file():
             raise LoadTestError(f"locustfile {path} not found")
         return path.resolve()
-    candidates = [Path.cwd() / "loadtests" / "locustfile.py",
-                  Path(__file__).resolve().parents[3] / "loadtests" / "locustfile.py"]
+    candidates = [
+        Path.cwd() / "loadtests" / "locustfile.py",
+        Path(__file__).resolve().parents[3] / "loadtests" / "locustfile.py",
+    ]
     for path in candidates:
         if path.is_file():
             return path.resolve()
-    raise LoadTestError("loadtests/locustfile.py not found: run from the ferryman checkout or pass --locustfile")
+    raise LoadTestError(
+        "loadtests/locustfile.py not found: run from the ferryman checkout or pass --locustfile"
+    )
 
 
 def ensure_data(data: str | Path | None) -> Path:
@@ -106,11 +110,31 @@ class RunConfig:
 
 def locust_command(*, config: RunConfig, locustfile: Path, processes: int = 1) -> list[str]:
     out = config.out
-    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--host", config.host,
-           "--users", str(config.users), "--spawn-rate", f"{config.spawn_rate:g}",
-           "--run-time", f"{max(1, round(config.duration_s))}s", "--csv", str(out / "locust"),
-           "--html", str(out / "report.html"), "--only-summary", "--loglevel", "WARNING",
-           "--exit-code-on-error", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(locustfile),
+        "--headless",
+        "--host",
+        config.host,
+        "--users",
+        str(config.users),
+        "--spawn-rate",
+        f"{config.spawn_rate:g}",
+        "--run-time",
+        f"{max(1, round(config.duration_s))}s",
+        "--csv",
+        str(out / "locust"),
+        "--html",
+        str(out / "report.html"),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--exit-code-on-error",
+        "0",
+    ]
     if processes > 1:
         cmd += ["--processes", str(processes)]
     return cmd
@@ -137,9 +161,13 @@ def read_locust_aggregate(stats_csv: Path) -> dict[str, float]:
     with stats_csv.open(newline="") as f:
         for row in csv.DictReader(f):
             if row.get("Name") == "Aggregated":
-                return {"requests": float(row["Request Count"]), "failures": float(row["Failure Count"]),
-                        "rps": float(row["Requests/s"]), "p50_ms": float(row["50%"] or "nan"),
-                        "p99_ms": float(row["99%"] or "nan")}
+                return {
+                    "requests": float(row["Request Count"]),
+                    "failures": float(row["Failure Count"]),
+                    "rps": float(row["Requests/s"]),
+                    "p50_ms": float(row["50%"] or "nan"),
+                    "p99_ms": float(row["99%"] or "nan"),
+                }
     return {}
 
 
@@ -155,18 +183,28 @@ def _preflight(host: str) -> None:
 def _run_locust(cmd: list[str], *, env: dict[str, str], log_path: Path, duration_s: float) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with log_path.open("wb") as log, Progress(
-        TextColumn("[bold]locust[/]"), BarColumn(), TextColumn("{task.description}"), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True,
-    ) as progress:
+    with (
+        log_path.open("wb") as log,
+        Progress(
+            TextColumn("[bold]locust[/]"),
+            BarColumn(),
+            TextColumn("{task.description}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as progress,
+    ):
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         task = progress.add_task("starting", total=duration_s)
         t0 = time.monotonic()
         try:
             while proc.poll() is None:
                 elapsed = time.monotonic() - t0
-                progress.update(task, completed=min(elapsed, duration_s),
-                                description="running" if elapsed < duration_s else "finishing")
+                progress.update(
+                    task,
+                    completed=min(elapsed, duration_s),
+                    description="running" if elapsed < duration_s else "finishing",
+                )
                 time.sleep(0.2)
         except KeyboardInterrupt:
             proc.terminate()
@@ -175,42 +213,75 @@ def _run_locust(cmd: list[str], *, env: dict[str, str], log_path: Path, duration
         return proc.returncode
 
 
-def run(config: RunConfig, *, locustfile: Path, data: Path, processes: int = 1, rate_per_user: float = 0.0,
-        input_name: str = "input", version: str | None = None, rows: int = 1) -> dict[str, Any]:
+def run(
+    config: RunConfig,
+    *,
+    locustfile: Path,
+    data: Path,
+    processes: int = 1,
+    rate_per_user: float = 0.0,
+    input_name: str = "input",
+    version: str | None = None,
+    rows: int = 1,
+) -> dict[str, Any]:
     """Run Locust, gate the exact times, write ``summary.json``; return the summary dict."""
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("exact-*.npz"):
         stale.unlink()
     env = dict(os.environ)
-    env.update({
-        "FERRYMAN_LT_PROTOCOL": config.protocol, "FERRYMAN_LT_MODEL": config.model,
-        "FERRYMAN_LT_INPUT": input_name, "FERRYMAN_LT_VERSION": version or "",
-        "FERRYMAN_LT_DATA": str(data), "FERRYMAN_LT_ROWS": str(rows), "FERRYMAN_LT_RATE": str(rate_per_user),
-        "FERRYMAN_LT_SHAPE": "" if config.shape == "none" else config.shape,
-        "FERRYMAN_LT_TIMES_DIR": str(out.resolve()), "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "FERRYMAN_LT_PROTOCOL": config.protocol,
+            "FERRYMAN_LT_MODEL": config.model,
+            "FERRYMAN_LT_INPUT": input_name,
+            "FERRYMAN_LT_VERSION": version or "",
+            "FERRYMAN_LT_DATA": str(data),
+            "FERRYMAN_LT_ROWS": str(rows),
+            "FERRYMAN_LT_RATE": str(rate_per_user),
+            "FERRYMAN_LT_SHAPE": "" if config.shape == "none" else config.shape,
+            "FERRYMAN_LT_TIMES_DIR": str(out.resolve()),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     _preflight(config.host)
     log_path = out / "locust.log"
-    code = _run_locust(locust_command(config=config, locustfile=locustfile, processes=processes), env=env,
-                       log_path=log_path, duration_s=config.duration_s)
+    code = _run_locust(
+        locust_command(config=config, locustfile=locustfile, processes=processes),
+        env=env,
+        log_path=log_path,
+        duration_s=config.duration_s,
+    )
     times, failures = load_exact_times(out)
     if code != 0 or times.size == 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-        raise LoadTestError(f"locust exited with code {code} after {times.size} request(s); "
-                            f"log {log_path}:\n{tail}")
+        raise LoadTestError(
+            f"locust exited with code {code} after {times.size} request(s); log {log_path}:\n{tail}"
+        )
     summary = budget.summarize(times, failures=failures)
     verdict = budget.evaluate(summary, budget_ms=config.budget_ms, max_error_rate=config.max_error_rate)
     locust_stats = read_locust_aggregate(out / "locust_stats.csv")
     result: dict[str, Any] = {
-        "host": config.host, "protocol": config.protocol, "model": config.model, "shape": config.shape,
-        "users": config.users, "spawn_rate": config.spawn_rate, "duration_s": config.duration_s,
-        "budget_ms": config.budget_ms, "max_error_rate": config.max_error_rate,
-        "exact": summary.as_dict(), "locust": locust_stats,
+        "host": config.host,
+        "protocol": config.protocol,
+        "model": config.model,
+        "shape": config.shape,
+        "users": config.users,
+        "spawn_rate": config.spawn_rate,
+        "duration_s": config.duration_s,
+        "budget_ms": config.budget_ms,
+        "max_error_rate": config.max_error_rate,
+        "exact": summary.as_dict(),
+        "locust": locust_stats,
         # From the exact count: in distributed mode Locust's CSV misses the workers' last reports.
         "rps": summary.requests / config.duration_s,
-        "passed": verdict.passed, "reasons": list(verdict.reasons),
-        "reports": {"csv": str(out / "locust_stats.csv"), "html": str(out / "report.html"), "log": str(log_path)},
+        "passed": verdict.passed,
+        "reasons": list(verdict.reasons),
+        "reports": {
+            "csv": str(out / "locust_stats.csv"),
+            "html": str(out / "report.html"),
+            "log": str(log_path),
+        },
     }
     (out / "summary.json").write_text(json.dumps(result, indent=2, default=float))
     return result
@@ -226,7 +297,9 @@ def summary_table(result: dict[str, Any]) -> Table:
     table.add_column("limit", justify="right")
     table.add_row("requests", f"{exact['requests']:,}", "")
     table.add_row("throughput", f"{result['rps']:,.1f} req/s", "")
-    table.add_row("errors", f"{exact['failures']:,} ({exact['error_rate']:.2%})", f"{result['max_error_rate']:.2%}")
+    table.add_row(
+        "errors", f"{exact['failures']:,} ({exact['error_rate']:.2%})", f"{result['max_error_rate']:.2%}"
+    )
     for q in ("p50", "p90", "p95"):
         table.add_row(f"{q} (exact)", f"{exact[q + '_ms']:.2f} ms", "")
     table.add_row("p99 (exact)", f"[bold]{exact['p99_ms']:.2f} ms[/]", f"{result['budget_ms']:g} ms")
@@ -238,43 +311,74 @@ def summary_table(result: dict[str, Any]) -> Table:
 
 
 def _command(args: argparse.Namespace) -> int:
-    config = RunConfig(host=args.host, users=args.users, spawn_rate=args.spawn_rate,
-                       duration_s=parse_duration(args.duration), budget_ms=args.budget_ms,
-                       max_error_rate=args.max_error_rate, protocol=args.protocol, model=args.model,
-                       shape=args.shape, out=Path(args.out))
-    result = run(config, locustfile=find_locustfile(args.locustfile), data=ensure_data(args.data),
-                 processes=args.processes, rate_per_user=args.rate_per_user, input_name=args.input_name,
-                 version=args.model_version, rows=args.rows)
+    config = RunConfig(
+        host=args.host,
+        users=args.users,
+        spawn_rate=args.spawn_rate,
+        duration_s=parse_duration(args.duration),
+        budget_ms=args.budget_ms,
+        max_error_rate=args.max_error_rate,
+        protocol=args.protocol,
+        model=args.model,
+        shape=args.shape,
+        out=Path(args.out),
+    )
+    result = run(
+        config,
+        locustfile=find_locustfile(args.locustfile),
+        data=ensure_data(args.data),
+        processes=args.processes,
+        rate_per_user=args.rate_per_user,
+        input_name=args.input_name,
+        version=args.model_version,
+        rows=args.rows,
+    )
     console = Console()
     console.print(summary_table(result))
     for reason in result["reasons"]:
         console.print(f"[red]budget gate failed:[/] {reason}")
-    console.print(f"reports: {result['reports']['html']}, {Path(args.out) / 'locust_stats.csv'}, "
-                  f"{Path(args.out) / 'summary.json'}")
+    console.print(
+        f"reports: {result['reports']['html']}, {Path(args.out) / 'locust_stats.csv'}, "
+        f"{Path(args.out) / 'summary.json'}"
+    )
     return EXIT_PASSED if result["passed"] else EXIT_FAILED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "loadtest", help="run the Locust scenarios headless and gate p99 / error rate on a budget",
-        description="Exit codes: 0 within budget, 1 budget or error rate exceeded, 2 could not run.")
+        "loadtest",
+        help="run the Locust scenarios headless and gate p99 / error rate on a budget",
+        description="Exit codes: 0 within budget, 1 budget or error rate exceeded, 2 could not run.",
+    )
     p.add_argument("--host", required=True, help="base URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--users", type=int, default=10, help="concurrent simulated users (default 10)")
     p.add_argument("--spawn-rate", type=float, default=10.0, help="users started per second (default 10)")
     p.add_argument("--duration", default="30s", help="run time: 90, 30s, 2m, 1m30s (default 30s)")
     p.add_argument("--budget-ms", type=float, default=100.0, help="p99 latency budget in ms (default 100)")
-    p.add_argument("--max-error-rate", type=float, default=0.01, help="maximum failed fraction (default 0.01)")
+    p.add_argument(
+        "--max-error-rate", type=float, default=0.01, help="maximum failed fraction (default 0.01)"
+    )
     p.add_argument("--protocol", choices=PROTOCOLS, default="v2")
     p.add_argument("--model", default="breast-cancer")
     p.add_argument("--model-version", default=None, help="pin a version (/versions/{v}); default: routed")
     p.add_argument("--input-name", default="input", help="the model's input tensor (default input)")
     p.add_argument("--rows", type=int, default=1, help="rows per request (default 1)")
-    p.add_argument("--shape", choices=SHAPES, default="steady",
-                   help="steady, ramp (to the knee), spike, or none (Locust's plain -u/-r/-t)")
-    p.add_argument("--rate-per-user", type=float, default=0.0,
-                   help="requests/s per user (constant throughput); 0 = back to back")
+    p.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default="steady",
+        help="steady, ramp (to the knee), spike, or none (Locust's plain -u/-r/-t)",
+    )
+    p.add_argument(
+        "--rate-per-user",
+        type=float,
+        default=0.0,
+        help="requests/s per user (constant throughput); 0 = back to back",
+    )
     p.add_argument("--processes", type=int, default=1, help="Locust worker processes (default 1)")
-    p.add_argument("--data", default=None, help="traffic.npy or an examples directory (default: cached export)")
+    p.add_argument(
+        "--data", default=None, help="traffic.npy or an examples directory (default: cached export)"
+    )
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"report directory (default {DEFAULT_OUT})")
     p.add_argument("--locustfile", default=None, help="default: loadtests/locustfile.py of the checkout")
     p.set_defaults(func=_command)

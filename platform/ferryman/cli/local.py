@@ -18,18 +18,33 @@ def _up(args: argparse.Namespace) -> int:
     from ferryman.cli.runtimes import launcher
 
     if args.grpc_port is not None and args.runtime != "gateway":
-        raise FerrymanError(f"--grpc-port: --runtime {args.runtime} serves REST only (gRPC: --runtime gateway)")
-    launcher(args.runtime)(str(args.spec), host=args.host, port=args.port, admin_host=args.admin_host,
-                        admin_port=args.admin_port, state_dir=str(args.state_dir), telemetry=not args.no_metrics,
-                        **cli.security_options(args), **cli.grpc_options(args))
+        raise FerrymanError(
+            f"--grpc-port: --runtime {args.runtime} serves REST only (gRPC: --runtime gateway)"
+        )
+    launcher(args.runtime)(
+        str(args.spec),
+        host=args.host,
+        port=args.port,
+        admin_host=args.admin_host,
+        admin_port=args.admin_port,
+        state_dir=str(args.state_dir),
+        telemetry=not args.no_metrics,
+        **cli.security_options(args),
+        **cli.grpc_options(args),
+    )
     return 0
 
 
 def _gateway(args: argparse.Namespace) -> int:
     from ferryman.cli.runtimes import launcher
 
-    launcher("gateway-proxy")(str(args.routes), host=args.host, port=args.port, telemetry=not args.no_metrics,
-                              **cli.grpc_options(args))
+    launcher("gateway-proxy")(
+        str(args.routes),
+        host=args.host,
+        port=args.port,
+        telemetry=not args.no_metrics,
+        **cli.grpc_options(args),
+    )
     return 0
 
 
@@ -48,9 +63,13 @@ def admin_call(state_dir: Path, method: str, path: str, body: dict[str, Any] | N
 
     url, token = admin_endpoint(state_dir)
     try:
-        resp = httpx.request(method, url + path, json=body, timeout=10,
-                             headers={"authorization": f"Bearer {token}",
-                                      "x-ferryman-actor": os.environ.get("USER", "cli")})
+        resp = httpx.request(
+            method,
+            url + path,
+            json=body,
+            timeout=10,
+            headers={"authorization": f"Bearer {token}", "x-ferryman-actor": os.environ.get("USER", "cli")},
+        )
     except httpx.HTTPError as err:
         raise FerrymanError(f"cannot reach the admin API at {url}: {type(err).__name__}") from err
     try:
@@ -97,15 +116,29 @@ def print_status(doc: dict[str, Any]) -> None:
         t.add_column(col, justify="right" if col not in ("version", "route") else "left")
     for a in doc["traffic"]:
         acc = a.get("accuracy")
-        acc_s = f"{acc['value']:.3f} [{acc['ci95'][0]:.3f}, {acc['ci95'][1]:.3f}] n={acc['total']}" if acc else "-"
-        t.add_row(a["version"], a["route"], str(a["requests"]), str(a["errors"]), _f(a["p50Ms"]), _f(a["p95Ms"]),
-                  _f(a["p99Ms"]), acc_s)
+        acc_s = (
+            f"{acc['value']:.3f} [{acc['ci95'][0]:.3f}, {acc['ci95'][1]:.3f}] n={acc['total']}"
+            if acc
+            else "-"
+        )
+        t.add_row(
+            a["version"],
+            a["route"],
+            str(a["requests"]),
+            str(a["errors"]),
+            _f(a["p50Ms"]),
+            _f(a["p95Ms"]),
+            _f(a["p99Ms"]),
+            acc_s,
+        )
     console.print(t)
     hist = Table(title="decisions")
     for col in ("action", "weights", "actor", "reason"):
         hist.add_column(col)
     for h in r["history"][-12:]:
-        hist.add_row(h["action"], " ".join(f"{v}:{w}" for v, w in h["weights"].items()), h["actor"], h["reason"])
+        hist.add_row(
+            h["action"], " ".join(f"{v}:{w}" for v, w in h["weights"].items()), h["actor"], h["reason"]
+        )
     console.print(hist)
 
 
@@ -118,9 +151,11 @@ def spec_reload_line(reload: dict[str, Any] | None) -> str | None:
     at = dt.datetime.fromtimestamp(reload["at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     if reload["result"] == "accepted":
         return f"spec reload: accepted at {at}"
-    return (f"[bold red]spec reload: REJECTED at {at}[/]: {reload['error']}\n"
-            f"[red]{reload.get('specFile') or 'the spec file'} on disk is NOT what runs: the previous spec keeps "
-            f"serving until a valid edit is saved[/]")
+    return (
+        f"[bold red]spec reload: REJECTED at {at}[/]: {reload['error']}\n"
+        f"[red]{reload.get('specFile') or 'the spec file'} on disk is NOT what runs: the previous spec keeps "
+        f"serving until a valid edit is saved[/]"
+    )
 
 
 def _f(x: float | None) -> str:
@@ -148,28 +183,45 @@ def _feedback(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     def state(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--state-dir", type=Path, default=Path(os.environ.get("FERRYMAN_STATE_DIR", ".ferryman")),
-                       help="where `ferryman up` keeps rollout state and its admin address (default .ferryman)")
+        p.add_argument(
+            "--state-dir",
+            type=Path,
+            default=Path(os.environ.get("FERRYMAN_STATE_DIR", ".ferryman")),
+            help="where `ferryman up` keeps rollout state and its admin address (default .ferryman)",
+        )
 
     p = sub.add_parser("up", help="run a whole ModelDeployment on this machine: gateway, versions, rollouts")
     p.add_argument("spec", type=Path)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--admin-host", default="127.0.0.1", help="admin API address (loopback unless you say so)")
-    p.add_argument("--admin-port", type=int, default=None,
-                   help="default: --port + 1 (--runtime ray: the first port after the ingress replicas' ports)")
-    p.add_argument("--no-metrics", action="store_true",
-                   help="no Prometheus metrics and no drift monitoring (the analysis then uses latency and errors only)")
-    p.add_argument("--runtime", choices=["gateway", "ray"], default="gateway",
-                   help="gateway: every version in-process; ray: a local Ray instance running the same Ray Serve "
-                        "app KubeRay runs")
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        default=None,
+        help="default: --port + 1 (--runtime ray: the first port after the ingress replicas' ports)",
+    )
+    p.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="no Prometheus metrics and no drift monitoring (the analysis then uses latency and errors only)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=["gateway", "ray"],
+        default="gateway",
+        help="gateway: every version in-process; ray: a local Ray instance running the same Ray Serve "
+        "app KubeRay runs",
+    )
     cli.add_security_flags(p)
     cli.add_grpc_flag(p)
     state(p)
     p.set_defaults(func=_up)
 
-    p = sub.add_parser("gateway", help="the cluster gateway: route by a routes.json (written by the operator) "
-                                       "to per-version servers")
+    p = sub.add_parser(
+        "gateway",
+        help="the cluster gateway: route by a routes.json (written by the operator) to per-version servers",
+    )
     p.add_argument("--routes", type=Path, required=True, help="routes.json (ferryman.routes format)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
@@ -182,9 +234,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     state(p)
     p.set_defaults(func=_status)
 
-    for name, text in (("promote", "give the candidate (or --version) all traffic now"),
-                       ("rollback", "return all traffic to stable (after a promotion: to the previous stable)"),
-                       ("pause", "stop the rollout where it is"), ("resume", "continue a paused rollout")):
+    for name, text in (
+        ("promote", "give the candidate (or --version) all traffic now"),
+        ("rollback", "return all traffic to stable (after a promotion: to the previous stable)"),
+        ("pause", "stop the rollout where it is"),
+        ("resume", "continue a paused rollout"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--reason", default=None)
         if name == "promote":

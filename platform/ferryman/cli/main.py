@@ -22,20 +22,36 @@ def _serve(args: argparse.Namespace) -> int:
 
     scheme = "https" if args.tls_cert else "http"
     grpc = f" and gRPC on {args.host}:{args.grpc_port}" if args.grpc_port is not None else ""
-    console.print(f"ferryman serve: loading {args.target}; then serving on {scheme}://{args.host}:{args.port}{grpc} "
-                  f"({args.workers} worker{'s' if args.workers != 1 else ''}; ready when GET /v2/health/ready "
-                  f"answers 200; Ctrl-C stops)", highlight=False, soft_wrap=True)
-    launcher("native")(args.target, host=args.host, port=args.port, workers=args.workers,
-                       max_body_bytes=args.max_body_bytes, **security_options(args), **grpc_options(args))
+    console.print(
+        f"ferryman serve: loading {args.target}; then serving on {scheme}://{args.host}:{args.port}{grpc} "
+        f"({args.workers} worker{'s' if args.workers != 1 else ''}; ready when GET /v2/health/ready "
+        f"answers 200; Ctrl-C stops)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    launcher("native")(
+        args.target,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        max_body_bytes=args.max_body_bytes,
+        **security_options(args),
+        **grpc_options(args),
+    )
     return 0
 
 
 def add_grpc_flag(p: argparse.ArgumentParser) -> None:
     """--grpc-port (shared by `serve` and `up`): off unless given (docs/protocol.md, "gRPC")."""
-    p.add_argument("--grpc-port", type=int, default=None, metavar="PORT",
-                   help="also serve the Open Inference Protocol v2 over gRPC (inference.GRPCInferenceService) "
-                        "on this port (KServe's convention: 8081), on the same host, with the same routing, "
-                        "limits, API keys, TLS and metrics; off unless given")
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="also serve the Open Inference Protocol v2 over gRPC (inference.GRPCInferenceService) "
+        "on this port (KServe's convention: 8081), on the same host, with the same routing, "
+        "limits, API keys, TLS and metrics; off unless given",
+    )
 
 
 def grpc_options(args: argparse.Namespace) -> dict[str, int]:
@@ -45,11 +61,19 @@ def grpc_options(args: argparse.Namespace) -> dict[str, int]:
 
 def add_security_flags(p: argparse.ArgumentParser) -> None:
     """--api-keys, --tls-cert, --tls-key (shared by `serve` and `up`)."""
-    p.add_argument("--api-keys", default=None, metavar="PATH",
-                   help="require an API key on prediction endpoints: a file with one key per line, or a "
-                        "directory with one file per key (a mounted Secret); re-read when it changes")
-    p.add_argument("--tls-cert", default=None, metavar="FILE", help="serve HTTPS with this certificate (PEM, "
-                   "chain allowed); re-read when it changes")
+    p.add_argument(
+        "--api-keys",
+        default=None,
+        metavar="PATH",
+        help="require an API key on prediction endpoints: a file with one key per line, or a "
+        "directory with one file per key (a mounted Secret); re-read when it changes",
+    )
+    p.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="FILE",
+        help="serve HTTPS with this certificate (PEM, chain allowed); re-read when it changes",
+    )
     p.add_argument("--tls-key", default=None, metavar="FILE", help="the certificate's private key (PEM)")
 
 
@@ -103,12 +127,17 @@ def _validate(args: argparse.Namespace) -> int:
         if problems:
             for problem in problems:
                 console.print(f"[red]error:[/] {problem}", soft_wrap=True, highlight=False)
-            console.print(f"[red]invalid[/] ModelDeployment {md.name!r}: {len(problems)} problem(s) that "
-                          f"`ferryman serve` and `ferryman up` would refuse", highlight=False)
+            console.print(
+                f"[red]invalid[/] ModelDeployment {md.name!r}: {len(problems)} problem(s) that "
+                f"`ferryman serve` and `ferryman up` would refuse",
+                highlight=False,
+            )
             return 2
-    console.print(f"[green]valid[/] ModelDeployment {md.name!r}: {len(md.spec.versions)} version(s), "
-                  f"runtime {md.spec.runtime.value}, strategy {md.spec.traffic.strategy.value} ({checked})",
-                  highlight=False)
+    console.print(
+        f"[green]valid[/] ModelDeployment {md.name!r}: {len(md.spec.versions)} version(s), "
+        f"runtime {md.spec.runtime.value}, strategy {md.spec.traffic.strategy.value} ({checked})",
+        highlight=False,
+    )
     return 0
 
 
@@ -119,11 +148,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ferryman", description="ONNX model serving with progressive delivery")
+    parser = argparse.ArgumentParser(
+        prog="ferryman", description="ONNX model serving with progressive delivery"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="serve a spec (every version) or a single .onnx file with the native runtime")
+    p = sub.add_parser(
+        "serve", help="serve a spec (every version) or a single .onnx file with the native runtime"
+    )
     p.add_argument("target", help="ModelDeployment YAML or .onnx file")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
@@ -133,20 +166,31 @@ def build_parser() -> argparse.ArgumentParser:
     add_grpc_flag(p)
     p.set_defaults(func=_serve)
 
-    ex = sub.add_parser("examples", help="sample models").add_subparsers(dest="examples_command", required=True)
+    ex = sub.add_parser("examples", help="sample models").add_subparsers(
+        dest="examples_command", required=True
+    )
     p = ex.add_parser("export", help="train and export the sample models and a ready deployment.yaml")
     p.add_argument("directory", type=Path)
-    p.add_argument("--model", default="breast-cancer",
-                   help="which example (see `ferryman examples list`; default: breast-cancer)")
+    p.add_argument(
+        "--model",
+        default="breast-cancer",
+        help="which example (see `ferryman examples list`; default: breast-cancer)",
+    )
     p.set_defaults(func=_examples_export)
     p = ex.add_parser("list", help="name the sample models")
     p.set_defaults(func=_examples_list)
 
-    p = sub.add_parser("validate", help="check a ModelDeployment spec as serve and up would: the schema, then every "
-                                        "version's model file (fetch, sha256, ONNX, opset) and drift reference data")
+    p = sub.add_parser(
+        "validate",
+        help="check a ModelDeployment spec as serve and up would: the schema, then every "
+        "version's model file (fetch, sha256, ONNX, opset) and drift reference data",
+    )
     p.add_argument("spec", type=Path)
-    p.add_argument("--schema-only", action="store_true",
-                   help="check the spec's fields only; fetch and load nothing (e.g. in CI without the model files)")
+    p.add_argument(
+        "--schema-only",
+        action="store_true",
+        help="check the spec's fields only; fetch and load nothing (e.g. in CI without the model files)",
+    )
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("demo", help="the main job end to end: export, serve, canary under load, report")
@@ -166,8 +210,10 @@ EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
 def main(argv: Sequence[str] | None = None) -> int:
     _load_extensions()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
@@ -182,8 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load_extensions() -> None:
     import importlib
 
-    for module in ("ferryman.cli.local", "ferryman.cli.loadtest", "ferryman.cli.crd",
-                   "ferryman.cli.observability"):
+    for module in (
+        "ferryman.cli.local",
+        "ferryman.cli.loadtest",
+        "ferryman.cli.crd",
+        "ferryman.cli.observability",
+    ):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:

@@ -60,8 +60,11 @@ def _alerts_export(args: argparse.Namespace) -> int:
 def _slo(args: argparse.Namespace) -> SloConfig:
     from ferryman.alerts import SloConfig
 
-    return SloConfig(latency_seconds=args.latency_ms / 1000.0, latency_objective=args.objective,
-                     max_error_ratio=args.max_error_ratio)
+    return SloConfig(
+        latency_seconds=args.latency_ms / 1000.0,
+        latency_objective=args.objective,
+        max_error_ratio=args.max_error_ratio,
+    )
 
 
 def _drift_check(args: argparse.Namespace) -> int:
@@ -78,8 +81,9 @@ def _drift_check(args: argparse.Namespace) -> int:
     version = args.version or md.spec.traffic.stable or md.spec.versions[0].name
     with cli.console.status("loading models and reference data"):
         repo = repository_for(md, progress=False)
-        config = DriftConfig.from_spec(md.spec.drift, isolation="thread", engine=args.engine,
-                                       window_size=1_000_000, min_rows=2)
+        config = DriftConfig.from_spec(
+            md.spec.drift, isolation="thread", engine=args.engine, window_size=1_000_000, min_rows=2
+        )
         monitor = monitor_for_deployment(md, repo, config=config)
     if monitor is None or version not in monitor:
         raise FerrymanError(f"version {version!r} has no reference data (or drift is disabled in the spec)")
@@ -91,18 +95,24 @@ def _drift_check(args: argparse.Namespace) -> int:
         report = monitor.run_now(version)
     if report.error:
         raise FerrymanError(f"drift computation failed: {report.error}")
-    table = Table(title=f"drift of {args.data} vs {md.name}/{version} reference ({report.reference_rows} rows)")
+    table = Table(
+        title=f"drift of {args.data} vs {md.name}/{version} reference ({report.reference_rows} rows)"
+    )
     for column in ("feature", "method", "score", "threshold", "drifted"):
         table.add_column(column, justify="right" if column in ("score", "threshold") else "left")
     for f in report.features:
-        table.add_row(f.name, f.method, f"{f.score:.4g}", f"{f.threshold:g}", "[red]yes[/]" if f.drifted else "no")
+        table.add_row(
+            f.name, f.method, f"{f.score:.4g}", f"{f.threshold:g}", "[red]yes[/]" if f.drifted else "no"
+        )
     cli.console.print(table)
     verdict = "[red]DRIFTED[/]" if report.drifted else "[green]no dataset drift[/]"
     cli.console.print(f"drift share {report.share:.3f} (threshold {report.threshold:g}): {verdict}")
     if report.prediction is not None:
         p = report.prediction
-        cli.console.print(f"prediction drift ({p.kind}, {p.method}): score {p.score:.4g}, "
-                          f"{'drifted' if p.drifted else 'not drifted'}")
+        cli.console.print(
+            f"prediction drift ({p.kind}, {p.method}): score {p.score:.4g}, "
+            f"{'drifted' if p.drifted else 'not drifted'}"
+        )
     return 1 if report.drifted and args.fail_on_drift else 0
 
 
@@ -117,23 +127,32 @@ def _response(model: OnnxModel, feed: dict[str, np.ndarray]) -> InferResponse:
     from ferryman.protocol.tensor import InferResponse, Tensor
 
     outputs = model.run(feed)
-    return InferResponse(model_name=model.name, model_version=model.version,
-                         outputs=[Tensor(name=n, datatype="", shape=list(a.shape), data=a) for n, a in outputs.items()])
+    return InferResponse(
+        model_name=model.name,
+        model_version=model.version,
+        outputs=[Tensor(name=n, datatype="", shape=list(a.shape), data=a) for n, a in outputs.items()],
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     def slo_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--latency-ms", type=float, default=100.0, help="latency SLO threshold (a bucket bound)")
+        p.add_argument(
+            "--latency-ms", type=float, default=100.0, help="latency SLO threshold (a bucket bound)"
+        )
         p.add_argument("--objective", type=float, default=0.99, help="share of requests within the threshold")
         p.add_argument("--max-error-ratio", type=float, default=0.01)
 
-    d = sub.add_parser("dashboards", help="Grafana dashboards").add_subparsers(dest="dashboards_command", required=True)
+    d = sub.add_parser("dashboards", help="Grafana dashboards").add_subparsers(
+        dest="dashboards_command", required=True
+    )
     p = d.add_parser("export", help="write the Grafana dashboards (JSON) into DIR")
     p.add_argument("directory", type=Path)
     slo_options(p)
     p.set_defaults(func=_dashboards_export)
 
-    a = sub.add_parser("alerts", help="Prometheus alert rules").add_subparsers(dest="alerts_command", required=True)
+    a = sub.add_parser("alerts", help="Prometheus alert rules").add_subparsers(
+        dest="alerts_command", required=True
+    )
     p = a.add_parser("export", help="write the Prometheus rules file and/or PrometheusRule into DIR")
     p.add_argument("directory", type=Path)
     p.add_argument("--format", choices=("rules", "prometheusrule", "both"), default="both")

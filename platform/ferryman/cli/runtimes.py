@@ -15,5 +15,7 @@ from ferryman.errors import FerrymanError
 def launcher(name: str) -> Callable[..., Any]:
     found = {ep.name: ep for ep in entry_points(group="ferryman.runtimes")}
     if name not in found:
-        raise FerrymanError(f"runtime {name!r} is not installed (available: {', '.join(sorted(found)) or 'none'})")
+        raise FerrymanError(
+            f"runtime {name!r} is not installed (available: {', '.join(sorted(found)) or 'none'})"
+        )
     return found[name].load()

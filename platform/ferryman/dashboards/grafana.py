@@ -79,8 +79,16 @@ class Dashboard:
                 if x:
                     y += row_height
                 x, row_height = 0, 0
-                panels.append({"id": i, "type": "row", "title": item.title, "collapsed": False, "panels": [],
-                               "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}})
+                panels.append(
+                    {
+                        "id": i,
+                        "type": "row",
+                        "title": item.title,
+                        "collapsed": False,
+                        "panels": [],
+                        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                    }
+                )
                 y += 1
                 continue
             if x + item.width > 24:
@@ -101,38 +109,83 @@ class Dashboard:
             "time": {"from": "now-1h", "to": "now"},
             "timezone": "browser",
             "templating": {"list": _variables(self.version_variable)},
-            "annotations": {"list": [_builtin_annotation(), *(_annotation_json(a) for a in self.annotations)]},
+            "annotations": {
+                "list": [_builtin_annotation(), *(_annotation_json(a) for a in self.annotations)]
+            },
             "panels": panels,
         }
 
 
 def _variables(with_version: bool) -> list[dict[str, Any]]:
     def query_var(name: str, label: str, query: str) -> dict[str, Any]:
-        return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE,
-                "query": {"query": query, "refId": f"{name}-values"}, "definition": query,
-                "includeAll": True, "allValue": ".*", "multi": True, "refresh": 2, "sort": 1, "hide": 0,
-                "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "options": [], "regex": ""}
+        return {
+            "name": name,
+            "label": label,
+            "type": "query",
+            "datasource": DATASOURCE,
+            "query": {"query": query, "refId": f"{name}-values"},
+            "definition": query,
+            "includeAll": True,
+            "allValue": ".*",
+            "multi": True,
+            "refresh": 2,
+            "sort": 1,
+            "hide": 0,
+            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+            "options": [],
+            "regex": "",
+        }
 
     out = [
-        {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-         "hide": 0, "refresh": 1, "regex": "", "current": {}, "options": []},
+        {
+            "name": "datasource",
+            "label": "Data source",
+            "type": "datasource",
+            "query": "prometheus",
+            "hide": 0,
+            "refresh": 1,
+            "regex": "",
+            "current": {},
+            "options": [],
+        },
         query_var("namespace", "Namespace", "label_values(ferryman_model_ready, namespace)"),
         query_var("model", "Model", 'label_values(ferryman_model_ready{namespace=~"$namespace"}, model)'),
     ]
     if with_version:
-        out.append(query_var("version", "Version",
-                             'label_values(ferryman_model_ready{namespace=~"$namespace", model=~"$model"}, version)'))
+        out.append(
+            query_var(
+                "version",
+                "Version",
+                'label_values(ferryman_model_ready{namespace=~"$namespace", model=~"$model"}, version)',
+            )
+        )
     return out
 
 
 def _builtin_annotation() -> dict[str, Any]:
-    return {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True,
-            "hide": True, "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard"}
+    return {
+        "builtIn": 1,
+        "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+        "enable": True,
+        "hide": True,
+        "iconColor": "rgba(0, 211, 255, 1)",
+        "name": "Annotations & Alerts",
+        "type": "dashboard",
+    }
 
 
 def _annotation_json(a: Annotation) -> dict[str, Any]:
-    return {"name": a.name, "datasource": DATASOURCE, "enable": True, "expr": a.expr, "iconColor": a.color,
-            "step": "30s", "titleFormat": a.title, "textFormat": a.text, "useValueForTime": False}
+    return {
+        "name": a.name,
+        "datasource": DATASOURCE,
+        "enable": True,
+        "expr": a.expr,
+        "iconColor": a.color,
+        "step": "30s",
+        "titleFormat": a.title,
+        "textFormat": a.text,
+        "useValueForTime": False,
+    }
 
 
 def _panel_json(p: Panel, pid: int, *, x: int, y: int) -> dict[str, Any]:
@@ -145,20 +198,45 @@ def _panel_json(p: Panel, pid: int, *, x: int, y: int) -> dict[str, Any]:
     defaults["thresholds"] = {"mode": "absolute", "steps": steps}
     options: dict[str, Any]
     if p.kind == "timeseries":
-        defaults["custom"] = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 20 if p.stack else 5,
-                              "showPoints": "never", "spanNulls": True,
-                              "stacking": {"mode": "normal" if p.stack else "none", "group": "A"},
-                              "thresholdsStyle": {"mode": "dashed" if p.thresholds else "off"}}
-        options = {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["mean", "max", "lastNotNull"]},
-                   "tooltip": {"mode": "multi", "sort": "desc"}}
+        defaults["custom"] = {
+            "drawStyle": "line",
+            "lineWidth": 1,
+            "fillOpacity": 20 if p.stack else 5,
+            "showPoints": "never",
+            "spanNulls": True,
+            "stacking": {"mode": "normal" if p.stack else "none", "group": "A"},
+            "thresholdsStyle": {"mode": "dashed" if p.thresholds else "off"},
+        }
+        options = {
+            "legend": {
+                "displayMode": "table",
+                "placement": "bottom",
+                "calcs": ["mean", "max", "lastNotNull"],
+            },
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        }
     elif p.kind == "stat":
-        options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                   "colorMode": "value", "graphMode": "area", "justifyMode": "auto", "textMode": "auto"}
+        options = {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "value",
+            "graphMode": "area",
+            "justifyMode": "auto",
+            "textMode": "auto",
+        }
     elif p.kind == "state-timeline":
-        options = {"showValue": "never", "mergeValues": True, "rowHeight": 0.8, "legend": {"showLegend": True}}
+        options = {
+            "showValue": "never",
+            "mergeValues": True,
+            "rowHeight": 0.8,
+            "legend": {"showLegend": True},
+        }
     elif p.kind == "bargauge":
-        options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                   "orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True}
+        options = {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "orientation": "horizontal",
+            "displayMode": "gradient",
+            "showUnfilled": True,
+        }
     else:
         raise ValueError(f"unknown panel kind {p.kind!r}")
     options.update(p.options)
@@ -172,8 +250,15 @@ def _panel_json(p: Panel, pid: int, *, x: int, y: int) -> dict[str, Any]:
         "fieldConfig": {"defaults": defaults, "overrides": []},
         "options": options,
         "targets": [
-            {"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": t.expr, "legendFormat": t.legend,
-             "range": not t.instant, "instant": t.instant, "editorMode": "code"}
+            {
+                "refId": chr(ord("A") + i),
+                "datasource": DATASOURCE,
+                "expr": t.expr,
+                "legendFormat": t.legend,
+                "range": not t.instant,
+                "instant": t.instant,
+                "editorMode": "code",
+            }
             for i, t in enumerate(p.targets)
         ],
     }

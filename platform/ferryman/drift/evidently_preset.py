@@ -24,7 +24,9 @@ class EvidentlyPreset:
         names = list(job.feature_names)
         definition = DataDefinition(numerical_columns=names)
         current = Dataset.from_pandas(pd.DataFrame(job.current, columns=names), data_definition=definition)
-        reference = Dataset.from_pandas(pd.DataFrame(job.reference, columns=names), data_definition=definition)
+        reference = Dataset.from_pandas(
+            pd.DataFrame(job.reference, columns=names), data_definition=definition
+        )
         snapshot = Report([DataDriftPreset(drift_share=job.drift_share)]).run(current, reference)
         share = 0.0
         by_column: dict[str, FeatureDrift] = {}
@@ -34,9 +36,14 @@ class EvidentlyPreset:
             if kind.endswith(":DriftedColumnsCount"):
                 share = float(metric["value"]["share"])
             elif kind.endswith(":ValueDrift"):
-                method, threshold, score = str(config["method"]), float(config["threshold"]), float(metric["value"])
+                method, threshold, score = (
+                    str(config["method"]),
+                    float(config["threshold"]),
+                    float(metric["value"]),
+                )
                 drifted = score < threshold if is_p_value(method) else score >= threshold
-                by_column[config["column"]] = FeatureDrift(name=config["column"], score=score, drifted=drifted,
-                                                           method=method, threshold=threshold)
+                by_column[config["column"]] = FeatureDrift(
+                    name=config["column"], score=score, drifted=drifted, method=method, threshold=threshold
+                )
         features = tuple(by_column[n] for n in names if n in by_column)
         return DriftResult(features=features, share=share, prediction=prediction_drift(job))

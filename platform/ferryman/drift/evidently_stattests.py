@@ -29,14 +29,16 @@ class EvidentlyStatTests:
             result = column_drift(job.reference[:, i], job.current[:, i], categorical=False)
             if result is not None:
                 score, drifted, method, threshold = result
-                features.append(FeatureDrift(name=name, score=score, drifted=drifted, method=method,
-                                             threshold=threshold))
+                features.append(
+                    FeatureDrift(name=name, score=score, drifted=drifted, method=method, threshold=threshold)
+                )
         share = sum(f.drifted for f in features) / len(features) if features else 0.0
         return DriftResult(features=tuple(features), share=share, prediction=prediction_drift(job))
 
 
-def column_drift(reference: np.ndarray, current: np.ndarray, *,
-                 categorical: bool) -> tuple[float, bool, str, float] | None:
+def column_drift(
+    reference: np.ndarray, current: np.ndarray, *, categorical: bool
+) -> tuple[float, bool, str, float] | None:
     """(score, drifted, method, threshold) from Evidently's auto-selected test; None for an empty column."""
     import pandas as pd
     from evidently.legacy.calculations.stattests.registry import get_stattest
@@ -56,10 +58,12 @@ def prediction_drift(job: DriftJob) -> PredictionDrift | None:
     """Drift of the predictions (classes: categorical test; values: numerical) vs the reference's."""
     if job.reference_predictions is None or job.current_predictions is None or not job.prediction_kind:
         return None
-    result = column_drift(job.reference_predictions, job.current_predictions,
-                          categorical=job.prediction_kind == "class")
+    result = column_drift(
+        job.reference_predictions, job.current_predictions, categorical=job.prediction_kind == "class"
+    )
     if result is None:
         return None
     score, drifted, method, threshold = result
-    return PredictionDrift(kind=job.prediction_kind, score=score, drifted=drifted, method=method,
-                           threshold=threshold)
+    return PredictionDrift(
+        kind=job.prediction_kind, score=score, drifted=drifted, method=method, threshold=threshold
+    )

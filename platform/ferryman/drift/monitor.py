@@ -47,8 +47,14 @@ PREDICTION_OPS = ("label", "argmax", "value")
 
 # The fields a ModelDeployment's ``spec.drift`` sets: their defaults are the spec's (``ferryman.spec.Drift``),
 # declared there once; the other fields are runtime settings the spec does not carry.
-FROM_SPEC = ("window_size", "every_rows", "threshold", "sample_percent", "windows_per_second",
-             "min_interval_seconds")
+FROM_SPEC = (
+    "window_size",
+    "every_rows",
+    "threshold",
+    "sample_percent",
+    "windows_per_second",
+    "min_interval_seconds",
+)
 _SPEC = Drift()
 
 
@@ -61,7 +67,9 @@ class DriftConfig:
     interval_seconds: float | None = None  # also run on this schedule when new rows arrived
     min_interval_seconds: float = _SPEC.min_interval_seconds  # never run one version more often than this
     min_rows: int = 30  # never judge a window holding fewer live rows
-    windows_per_second: float = _SPEC.windows_per_second  # rate gate: sustained, at most this many windows a second
+    windows_per_second: float = (
+        _SPEC.windows_per_second
+    )  # rate gate: sustained, at most this many windows a second
     engine: str = "stattest"
     isolation: str = "process"
 
@@ -85,13 +93,43 @@ class DriftConfig:
 
 
 class _Version:
-    __slots__ = ("epoch", "feature_names", "input_name", "last_start", "lock", "pending", "prediction_kind",
-                 "prediction_op", "prediction_output", "rate", "reference", "reference_predictions", "refilled",
-                 "report", "runs", "skipped", "skipped_at_run", "tokens", "version", "window")
+    __slots__ = (
+        "epoch",
+        "feature_names",
+        "input_name",
+        "last_start",
+        "lock",
+        "pending",
+        "prediction_kind",
+        "prediction_op",
+        "prediction_output",
+        "rate",
+        "reference",
+        "reference_predictions",
+        "refilled",
+        "report",
+        "runs",
+        "skipped",
+        "skipped_at_run",
+        "tokens",
+        "version",
+        "window",
+    )
 
-    def __init__(self, version: str, *, reference: np.ndarray, feature_names: list[str], window_size: int,
-                 reference_predictions: np.ndarray | None, prediction_kind: str | None, input_name: str | None,
-                 prediction_output: str | None, prediction_op: str | None, windows_per_second: float) -> None:
+    def __init__(
+        self,
+        version: str,
+        *,
+        reference: np.ndarray,
+        feature_names: list[str],
+        window_size: int,
+        reference_predictions: np.ndarray | None,
+        prediction_kind: str | None,
+        input_name: str | None,
+        prediction_output: str | None,
+        prediction_op: str | None,
+        windows_per_second: float,
+    ) -> None:
         self.version = version
         self.reference = reference
         self.feature_names = feature_names
@@ -126,8 +164,14 @@ class _Version:
 class DriftMonitor:
     """Drift monitoring for the versions of one model. Thread-safe; ``start()`` launches the worker."""
 
-    def __init__(self, model: str, *, config: DriftConfig | None = None, metrics: FerrymanMetrics | None = None,
-                 runner: Runner | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        config: DriftConfig | None = None,
+        metrics: FerrymanMetrics | None = None,
+        runner: Runner | None = None,
+    ) -> None:
         self.model = model
         self.config = config or DriftConfig()
         self._metrics = metrics
@@ -141,10 +185,18 @@ class DriftMonitor:
         self._sample_credit = 100.0  # counter-based sampler: the first request is always taken
 
     # -- setup --------------------------------------------------------------------------------------
-    def add_version(self, version: str, *, reference: np.ndarray, feature_names: Sequence[str] | None = None,
-                    reference_predictions: np.ndarray | None = None, prediction_kind: str | None = None,
-                    input_name: str | None = None, prediction_output: str | None = None,
-                    prediction_op: str | None = None) -> None:
+    def add_version(
+        self,
+        version: str,
+        *,
+        reference: np.ndarray,
+        feature_names: Sequence[str] | None = None,
+        reference_predictions: np.ndarray | None = None,
+        prediction_kind: str | None = None,
+        input_name: str | None = None,
+        prediction_output: str | None = None,
+        prediction_op: str | None = None,
+    ) -> None:
         """Register a version with its reference rows (n, features) and optional reference predictions.
 
         ``input_name``/``prediction_output``/``prediction_op`` tell :meth:`observe_request` which request
@@ -153,18 +205,29 @@ class DriftMonitor:
         """
         ref = np.asarray(reference, dtype=np.float64)
         if ref.ndim != 2 or ref.shape[0] < 2 or ref.shape[1] < 1:
-            raise ValueError(f"version {version!r}: reference data must be a 2-D array with rows, got {ref.shape}")
+            raise ValueError(
+                f"version {version!r}: reference data must be a 2-D array with rows, got {ref.shape}"
+            )
         names = list(feature_names) if feature_names is not None else [f"f{i}" for i in range(ref.shape[1])]
         if len(names) != ref.shape[1]:
             raise ValueError(f"version {version!r}: {len(names)} feature names for {ref.shape[1]} columns")
         if prediction_op is not None and prediction_op not in PREDICTION_OPS:
             raise ValueError(f"prediction_op must be one of {PREDICTION_OPS}")
-        ref_pred = None if reference_predictions is None else np.asarray(reference_predictions, np.float64).ravel()
+        ref_pred = (
+            None if reference_predictions is None else np.asarray(reference_predictions, np.float64).ravel()
+        )
         self._versions[version] = _Version(
-            version, reference=ref, feature_names=names, window_size=self.config.window_size,
-            reference_predictions=ref_pred, prediction_kind=prediction_kind if ref_pred is not None else None,
-            input_name=input_name, prediction_output=prediction_output, prediction_op=prediction_op,
-            windows_per_second=self.config.windows_per_second)
+            version,
+            reference=ref,
+            feature_names=names,
+            window_size=self.config.window_size,
+            reference_predictions=ref_pred,
+            prediction_kind=prediction_kind if ref_pred is not None else None,
+            input_name=input_name,
+            prediction_output=prediction_output,
+            prediction_op=prediction_op,
+            windows_per_second=self.config.windows_per_second,
+        )
         if self._metrics is not None:
             self._metrics.drift_threshold.labels(self.model).set(self.config.threshold)
 
@@ -328,11 +391,16 @@ class DriftMonitor:
         if current.shape[0] < min(self.config.min_rows, self.config.window_size):
             return
         cur_pred = predictions[np.isfinite(predictions)] if state.reference_predictions is not None else None
-        job = DriftJob(engine=self.config.engine, reference=state.reference, current=current,
-                       feature_names=state.feature_names, drift_share=self.config.threshold,
-                       reference_predictions=state.reference_predictions,
-                       current_predictions=cur_pred if cur_pred is not None and cur_pred.size else None,
-                       prediction_kind=state.prediction_kind)
+        job = DriftJob(
+            engine=self.config.engine,
+            reference=state.reference,
+            current=current,
+            feature_names=state.feature_names,
+            drift_share=self.config.threshold,
+            reference_predictions=state.reference_predictions,
+            current_predictions=cur_pred if cur_pred is not None and cur_pred.size else None,
+            prediction_kind=state.prediction_kind,
+        )
         assert self._runner is not None
         try:
             result = self._runner.run(job)
@@ -342,12 +410,21 @@ class DriftMonitor:
                 self._metrics.record_drift_error(self.model, state.version)
             previous = state.report
             report = DriftReport(
-                model=self.model, version=state.version, share=previous.share if previous else None,
-                drifted=previous.drifted if previous else None, threshold=self.config.threshold,
-                features=previous.features if previous else (), prediction=previous.prediction if previous else None,
-                window_rows=current.shape[0], reference_rows=state.reference.shape[0], rows_seen=seen,
-                last_run=previous.last_run if previous else None, run_seconds=None, engine=self.config.engine,
-                error=str(err))
+                model=self.model,
+                version=state.version,
+                share=previous.share if previous else None,
+                drifted=previous.drifted if previous else None,
+                threshold=self.config.threshold,
+                features=previous.features if previous else (),
+                prediction=previous.prediction if previous else None,
+                window_rows=current.shape[0],
+                reference_rows=state.reference.shape[0],
+                rows_seen=seen,
+                last_run=previous.last_run if previous else None,
+                run_seconds=None,
+                engine=self.config.engine,
+                error=str(err),
+            )
             self._publish(state, report, epoch=epoch)
             return
         if state.epoch != epoch:  # reset while running: these rows belong to a rollout that is over
@@ -355,19 +432,36 @@ class DriftMonitor:
         elapsed = result.seconds
         now = time.time()
         report = DriftReport(
-            model=self.model, version=state.version, share=result.share,
-            drifted=result.share >= self.config.threshold, threshold=self.config.threshold,
-            features=result.features, prediction=result.prediction, window_rows=current.shape[0],
-            reference_rows=state.reference.shape[0], rows_seen=seen, last_run=now, run_seconds=elapsed,
-            engine=self.config.engine)
+            model=self.model,
+            version=state.version,
+            share=result.share,
+            drifted=result.share >= self.config.threshold,
+            threshold=self.config.threshold,
+            features=result.features,
+            prediction=result.prediction,
+            window_rows=current.shape[0],
+            reference_rows=state.reference.shape[0],
+            rows_seen=seen,
+            last_run=now,
+            run_seconds=elapsed,
+            engine=self.config.engine,
+        )
         if self._metrics is not None:
             pred = result.prediction
             self._metrics.record_drift(
-                self.model, state.version, scores={f.name: f.score for f in result.features},
-                drifted={f.name: f.drifted for f in result.features}, share=result.share,
-                detected=bool(report.drifted), window_rows=current.shape[0], threshold=self.config.threshold,
-                prediction_score=pred.score if pred else None, prediction_drifted=pred.drifted if pred else None,
-                run_seconds=elapsed, at=now)
+                self.model,
+                state.version,
+                scores={f.name: f.score for f in result.features},
+                drifted={f.name: f.drifted for f in result.features},
+                share=result.share,
+                detected=bool(report.drifted),
+                window_rows=current.shape[0],
+                threshold=self.config.threshold,
+                prediction_score=pred.score if pred else None,
+                prediction_drifted=pred.drifted if pred else None,
+                run_seconds=elapsed,
+                at=now,
+            )
         self._publish(state, report, epoch=epoch)
 
     def _publish(self, state: _Version, report: DriftReport, *, epoch: int) -> None:
@@ -424,10 +518,21 @@ class DriftMonitor:
             return state.report
         with state.lock:
             size, seen = state.window.size, state.seen()
-        return DriftReport(model=self.model, version=version, share=None, drifted=None,
-                           threshold=self.config.threshold, features=(), prediction=None, window_rows=size,
-                           reference_rows=state.reference.shape[0], rows_seen=seen, last_run=None,
-                           run_seconds=None, engine=self.config.engine)
+        return DriftReport(
+            model=self.model,
+            version=version,
+            share=None,
+            drifted=None,
+            threshold=self.config.threshold,
+            features=(),
+            prediction=None,
+            window_rows=size,
+            reference_rows=state.reference.shape[0],
+            rows_seen=seen,
+            last_run=None,
+            run_seconds=None,
+            engine=self.config.engine,
+        )
 
     def reports(self) -> dict[str, DriftReport]:
         return {v: self.report(v) for v in self.versions}
@@ -452,7 +557,12 @@ def _feature_array(state: _Version, request: InferRequest) -> np.ndarray | None:
         if tensor is None:
             return None
     data = tensor.data
-    if type(data) is not np.ndarray or data.dtype.kind not in "fiub" or not data.size or data.size % state.window.width:
+    if (
+        type(data) is not np.ndarray
+        or data.dtype.kind not in "fiub"
+        or not data.size
+        or data.size % state.window.width
+    ):
         return None
     return data
 

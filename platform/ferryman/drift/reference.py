@@ -23,7 +23,9 @@ log = logging.getLogger("ferryman.drift")
 MAX_REFERENCE_ROWS = 5000  # a deterministic subsample beyond this keeps every run's cost bounded
 
 
-def load_reference(path: str | Path, *, max_rows: int = MAX_REFERENCE_ROWS) -> tuple[np.ndarray, list[str] | None]:
+def load_reference(
+    path: str | Path, *, max_rows: int = MAX_REFERENCE_ROWS
+) -> tuple[np.ndarray, list[str] | None]:
     """Rows (n, features) as float64 and the column names when the file has them (.csv with a header)."""
     p = Path(path)
     names: list[str] | None = None
@@ -40,8 +42,9 @@ def load_reference(path: str | Path, *, max_rows: int = MAX_REFERENCE_ROWS) -> t
     if data.ndim == 1:
         data = data.reshape(-1, 1)
     if data.ndim != 2 or data.shape[0] < 2 or data.dtype.kind not in "fiub":
-        raise ModelStoreError(f"{p}: reference data must be a numeric 2-D table with rows, got {data.shape} "
-                              f"{data.dtype}")
+        raise ModelStoreError(
+            f"{p}: reference data must be a numeric 2-D table with rows, got {data.shape} {data.dtype}"
+        )
     if data.shape[0] > max_rows:
         pick = np.sort(np.random.default_rng(0).choice(data.shape[0], size=max_rows, replace=False))
         data = data[pick]
@@ -78,8 +81,9 @@ def prediction_tap(model: OnnxModel) -> tuple[str, str, str] | None:
     return None
 
 
-def reference_predictions(model: OnnxModel, reference: np.ndarray, *, input_name: str,
-                          tap: tuple[str, str, str]) -> np.ndarray:
+def reference_predictions(
+    model: OnnxModel, reference: np.ndarray, *, input_name: str, tap: tuple[str, str, str]
+) -> np.ndarray:
     """The version's own predictions on its reference rows (what live predictions are compared with)."""
     from ferryman.protocol.datatypes import V2_TO_NUMPY
 
@@ -91,25 +95,40 @@ def reference_predictions(model: OnnxModel, reference: np.ndarray, *, input_name
     return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
-def add_model_version(monitor: DriftMonitor, model: OnnxModel, reference: np.ndarray, *,
-                      feature_names: list[str] | None = None) -> None:
+def add_model_version(
+    monitor: DriftMonitor, model: OnnxModel, reference: np.ndarray, *, feature_names: list[str] | None = None
+) -> None:
     """Register a loaded version: features come from its first input, predictions from its outputs."""
     spec = model.signature.inputs[0]
     width = spec.shape[-1] if len(spec.shape) == 2 else None
     if width is not None and width != reference.shape[1]:
-        raise ModelStoreError(f"version {model.version!r}: reference data has {reference.shape[1]} columns, "
-                              f"the model input {spec.name!r} takes {width}")
+        raise ModelStoreError(
+            f"version {model.version!r}: reference data has {reference.shape[1]} columns, "
+            f"the model input {spec.name!r} takes {width}"
+        )
     names = feature_names or [f"{spec.name}_{i}" for i in range(reference.shape[1])]
     tap = prediction_tap(model)
     ref_pred = reference_predictions(model, reference, input_name=spec.name, tap=tap) if tap else None
-    monitor.add_version(model.version, reference=reference, feature_names=names, reference_predictions=ref_pred,
-                        prediction_kind=tap[2] if tap else None, input_name=spec.name,
-                        prediction_output=tap[0] if tap else None, prediction_op=tap[1] if tap else None)
+    monitor.add_version(
+        model.version,
+        reference=reference,
+        feature_names=names,
+        reference_predictions=ref_pred,
+        prediction_kind=tap[2] if tap else None,
+        input_name=spec.name,
+        prediction_output=tap[0] if tap else None,
+        prediction_op=tap[1] if tap else None,
+    )
 
 
-def monitor_for_deployment(md: ModelDeployment, repository: ModelRepository, *,
-                           metrics: FerrymanMetrics | None = None, config: DriftConfig | None = None,
-                           cache_dir: Path | None = None) -> DriftMonitor | None:
+def monitor_for_deployment(
+    md: ModelDeployment,
+    repository: ModelRepository,
+    *,
+    metrics: FerrymanMetrics | None = None,
+    config: DriftConfig | None = None,
+    cache_dir: Path | None = None,
+) -> DriftMonitor | None:
     """A monitor for every loaded version that has reference data; None when drift is off or none has."""
     if not md.spec.drift.enabled:
         return None
@@ -124,7 +143,9 @@ def monitor_for_deployment(md: ModelDeployment, repository: ModelRepository, *,
         try:
             path = fetch(v.reference_data, cache_dir=cache_dir)
         except ModelStoreError as err:
-            raise ModelStoreError(f"version {v.name!r} reference data ({redact(v.reference_data)}): {err}") from err
+            raise ModelStoreError(
+                f"version {v.name!r} reference data ({redact(v.reference_data)}): {err}"
+            ) from err
         reference, names = load_reference(path)
         add_model_version(monitor, model, reference, feature_names=names)
     return monitor if monitor.versions else None

@@ -114,7 +114,9 @@ class ProcessRunner:
         self._stop_locked()
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
-        process = ctx.Process(target=_child_main, args=(child, self.engine), name="ferryman-drift", daemon=True)
+        process = ctx.Process(
+            target=_child_main, args=(child, self.engine), name="ferryman-drift", daemon=True
+        )
         process.start()
         child.close()
         self._process, self._conn, self._ready = process, parent, False
@@ -149,12 +151,16 @@ class ProcessRunner:
                 if not self._ready:  # the child's first message says its engine is loaded
                     if not conn.poll(self.timeout_seconds):
                         self._stop_locked()
-                        raise DriftRunnerError(f"drift process did not start within {self.timeout_seconds:.0f} s")
+                        raise DriftRunnerError(
+                            f"drift process did not start within {self.timeout_seconds:.0f} s"
+                        )
                     self._take_ready(conn)
                 conn.send(job)
                 if not conn.poll(self.timeout_seconds):
                     self._stop_locked()
-                    raise DriftRunnerError(f"drift process did not answer within {self.timeout_seconds:.0f} s")
+                    raise DriftRunnerError(
+                        f"drift process did not answer within {self.timeout_seconds:.0f} s"
+                    )
                 status, payload = conn.recv()
             except (EOFError, OSError, BrokenPipeError) as err:
                 self._stop_locked()

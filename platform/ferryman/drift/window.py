@@ -30,26 +30,26 @@ class RingWindow:
         self.total += n
         self.since_run += n
         if n >= self.capacity:
-            self.rows[:] = rows[n - self.capacity:]
+            self.rows[:] = rows[n - self.capacity :]
             if predictions is None:
                 self.predictions[:] = np.nan
             else:
-                self.predictions[:] = predictions[n - self.capacity:]
+                self.predictions[:] = predictions[n - self.capacity :]
             self.pos, self.size = 0, self.capacity
             return
         end = self.pos + n
         if end <= self.capacity:
-            self.rows[self.pos:end] = rows
-            self.predictions[self.pos:end] = np.nan if predictions is None else predictions
+            self.rows[self.pos : end] = rows
+            self.predictions[self.pos : end] = np.nan if predictions is None else predictions
         else:
             first = self.capacity - self.pos
-            self.rows[self.pos:] = rows[:first]
+            self.rows[self.pos :] = rows[:first]
             self.rows[: n - first] = rows[first:]
             if predictions is None:
-                self.predictions[self.pos:] = np.nan
+                self.predictions[self.pos :] = np.nan
                 self.predictions[: n - first] = np.nan
             else:
-                self.predictions[self.pos:] = predictions[:first]
+                self.predictions[self.pos :] = predictions[:first]
                 self.predictions[: n - first] = predictions[first:]
         self.pos = end % self.capacity
         self.size = min(self.capacity, self.size + n)
@@ -58,5 +58,5 @@ class RingWindow:
         """Copies of the held rows and predictions, oldest first."""
         if self.size < self.capacity:
             return self.rows[: self.size].copy(), self.predictions[: self.size].copy()
-        order = np.r_[self.pos:self.capacity, 0:self.pos]
+        order = np.r_[self.pos : self.capacity, 0 : self.pos]
         return self.rows[order], self.predictions[order]

@@ -18,8 +18,12 @@ from ferryman.protocol.v2 import _loads
 from ferryman.signature import Signature
 
 _KIND_TO_V2 = {"b": "BOOL", "i": "INT64", "u": "UINT64", "f": "FP64"}
-_KIND_NAMES = {"U": "strings", "S": "strings", "O": "mixed values (numbers with strings, objects or nulls)",
-               "c": "complex numbers"}
+_KIND_NAMES = {
+    "U": "strings",
+    "S": "strings",
+    "O": "mixed values (numbers with strings, objects or nulls)",
+    "c": "complex numbers",
+}
 
 
 def _rows(values: list[Any], *, spec_dtype: str, where: str) -> Tensor:
@@ -33,8 +37,10 @@ def _rows(values: list[Any], *, spec_dtype: str, where: str) -> Tensor:
         return Tensor(name="", datatype="BYTES", shape=list(arr.shape), data=arr.astype(np.object_))
     kind = arr.dtype.kind
     if kind not in _KIND_TO_V2:
-        raise InvalidInput(f"{where}: instances must be numbers for this model's {spec_dtype} input, got "
-                           f"{_KIND_NAMES.get(kind, 'values of another type')}")
+        raise InvalidInput(
+            f"{where}: instances must be numbers for this model's {spec_dtype} input, got "
+            f"{_KIND_NAMES.get(kind, 'values of another type')}"
+        )
     return Tensor(name="", datatype=_KIND_TO_V2[kind], shape=list(arr.shape), data=arr)
 
 
@@ -54,7 +60,9 @@ def decode_request(body: bytes, signature: Signature) -> InferRequest:
         tensors = [t]
     else:
         if not all(isinstance(i, dict) for i in instances):
-            raise InvalidInput(f"instances: this model has inputs {signature.input_names}; each instance must be an object")
+            raise InvalidInput(
+                f"instances: this model has inputs {signature.input_names}; each instance must be an object"
+            )
         names = {k for i in instances for k in i}
         tensors = []
         for spec in specs:
@@ -81,7 +89,11 @@ def encode_response(response: InferResponse) -> bytes:
     else:
         n = outs[0].data.shape[0] if outs[0].data.ndim else 1
         predictions = [{t.name: t.data[i] for t in outs} for i in range(n)]
-    doc = {"predictions": predictions, "model_name": response.model_name, "model_version": response.model_version}
+    doc = {
+        "predictions": predictions,
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+    }
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=_default)
 
 

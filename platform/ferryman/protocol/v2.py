@@ -34,8 +34,22 @@ _ALLOWED_KINDS = {
     "FP64": "biuf",
 }
 _INT_KINDS = "biu"
-_ORJSON_NATIVE = {np.dtype(t) for t in ("float32", "float64", "int8", "int16", "int32", "int64",
-                                         "uint8", "uint16", "uint32", "uint64", "bool")}
+_ORJSON_NATIVE = {
+    np.dtype(t)
+    for t in (
+        "float32",
+        "float64",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "bool",
+    )
+}
 
 
 def _loads(body: bytes | str, *, what: str = "request body") -> Any:
@@ -44,8 +58,10 @@ def _loads(body: bytes | str, *, what: str = "request body") -> Any:
     except orjson.JSONDecodeError as err:
         raw = body.encode() if isinstance(body, str) else body
         if _NON_FINITE.match(raw, err.pos):
-            raise InvalidInput(f"{what}: malformed JSON at char {err.pos}: NaN and Infinity are not JSON numbers "
-                               "(non-finite values are not accepted, in JSON or binary tensors)") from err
+            raise InvalidInput(
+                f"{what}: malformed JSON at char {err.pos}: NaN and Infinity are not JSON numbers "
+                "(non-finite values are not accepted, in JSON or binary tensors)"
+            ) from err
         raise InvalidInput(f"{what}: malformed JSON: {err}") from err
 
 
@@ -54,8 +70,10 @@ def parse_header_length(value: str) -> int:
     request. Only plain decimal digits (no sign, no spaces inside, no ``1_000``)."""
     text = value.strip()
     if not text.isascii() or not text.isdigit():
-        raise InvalidInput(f"{HEADER_LENGTH_NAME}: must be a non-negative integer (the byte length of the JSON "
-                           f"header), got {value[:40]!r}")
+        raise InvalidInput(
+            f"{HEADER_LENGTH_NAME}: must be a non-negative integer (the byte length of the JSON "
+            f"header), got {value[:40]!r}"
+        )
     if len(text) > MAX_HEADER_LENGTH_DIGITS:
         raise InvalidInput(f"{HEADER_LENGTH_NAME}: {text[:40]} is too large")
     return int(text)
@@ -65,8 +83,10 @@ def _undeclared_binary(body: bytes, err: InvalidInput) -> InvalidInput:
     """The error for a body that failed as plain JSON: when it is a binary request (it declares
     ``binary_data_size``) without the header, say that, not the JSON parser's view of the raw bytes."""
     if b'"binary_data_size"' in body:
-        return InvalidInput(f"{HEADER_LENGTH_NAME} header is missing: a body with binary tensor data "
-                            "(binary_data_size) needs it, set to the byte length of the JSON part")
+        return InvalidInput(
+            f"{HEADER_LENGTH_NAME} header is missing: a body with binary tensor data "
+            "(binary_data_size) needs it, set to the byte length of the JSON part"
+        )
     return err
 
 
@@ -107,10 +127,15 @@ def _count(shape: Any) -> int:
 _MISSING: Any = object()
 
 
-_PACKED_FLOATS: dict[str, tuple[bytes, np.dtype]] = {"FP32": (b"f", np.dtype("<f4")), "FP64": (b"d", np.dtype("<f8"))}
+_PACKED_FLOATS: dict[str, tuple[bytes, np.dtype]] = {
+    "FP32": (b"f", np.dtype("<f4")),
+    "FP64": (b"d", np.dtype("<f8")),
+}
 
 
-def _packed_floats(data: Any, *, packed: tuple[bytes, np.dtype], count: int, shape: list[int]) -> np.ndarray | None:
+def _packed_floats(
+    data: Any, *, packed: tuple[bytes, np.dtype], count: int, shape: list[int]
+) -> np.ndarray | None:
     """Flat JSON numbers into FP32/FP64 in one C call, or None to take the general path.
 
     ``struct`` rejects anything but numbers and raises on a value FP32 cannot hold, so this needs no numpy
@@ -215,12 +240,16 @@ def _finite_input(arr: np.ndarray, *, datatype: str, where: object) -> np.ndarra
     reported as it is.)"""
     if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
         bad = "NaN" if np.isnan(arr).any() else "Infinity"
-        raise InvalidInput(f"{where}: {bad} in {datatype} data: non-finite values are not accepted (JSON cannot "
-                           "carry them either)")
+        raise InvalidInput(
+            f"{where}: {bad} in {datatype} data: non-finite values are not accepted (JSON cannot "
+            "carry them either)"
+        )
     return arr
 
 
-def decode_request(body: bytes, *, header_length: int | None = None, max_elements: int | None = None) -> InferRequest:
+def decode_request(
+    body: bytes, *, header_length: int | None = None, max_elements: int | None = None
+) -> InferRequest:
     """Decode a v2 infer request. ``header_length`` is the Inference-Header-Content-Length value, if any."""
     if header_length is None:
         header, binary = body, b""
@@ -235,8 +264,10 @@ def decode_request(body: bytes, *, header_length: int | None = None, max_element
     except InvalidInput as err:
         if header_length is None:
             raise _undeclared_binary(body, err) from err
-        raise InvalidInput(f"{HEADER_LENGTH_NAME} ({header_length}): the first {header_length} bytes are not the "
-                           f"JSON header: {err}") from err
+        raise InvalidInput(
+            f"{HEADER_LENGTH_NAME} ({header_length}): the first {header_length} bytes are not the "
+            f"JSON header: {err}"
+        ) from err
     if not isinstance(doc, dict):
         raise InvalidInput("request body: must be a JSON object")
     raw_inputs = doc.get("inputs")
@@ -262,7 +293,9 @@ def decode_request(body: bytes, *, header_length: int | None = None, max_element
         if count < 0:
             raise InvalidInput(f"{_Where(i, name)}.shape: must be a list of non-negative integers")
         if max_elements is not None and count > max_elements:
-            raise InvalidInput(f"{_Where(i, name)}.shape: {count} elements exceed the limit of {max_elements}")
+            raise InvalidInput(
+                f"{_Where(i, name)}.shape: {count} elements exceed the limit of {max_elements}"
+            )
         params = item.get("parameters")
         size = None
         if params is not None:
@@ -275,11 +308,18 @@ def decode_request(body: bytes, *, header_length: int | None = None, max_element
                 raise InvalidInput(f"{where}.parameters.binary_data_size: must be a non-negative integer")
             if offset + size > len(binary):
                 if header_length is None:
-                    raise InvalidInput(f"{HEADER_LENGTH_NAME} header is missing: {where} has binary_data_size, "
-                                       "so the body needs the header, set to the byte length of the JSON part")
-                raise InvalidInput(f"{where}.parameters.binary_data_size: exceeds the binary data in the body")
-            arr = _finite_input(_binary_array(binary[offset : offset + size], datatype=datatype, shape=shape,
-                                              where=where), datatype=datatype, where=where)
+                    raise InvalidInput(
+                        f"{HEADER_LENGTH_NAME} header is missing: {where} has binary_data_size, "
+                        "so the body needs the header, set to the byte length of the JSON part"
+                    )
+                raise InvalidInput(
+                    f"{where}.parameters.binary_data_size: exceeds the binary data in the body"
+                )
+            arr = _finite_input(
+                _binary_array(binary[offset : offset + size], datatype=datatype, shape=shape, where=where),
+                datatype=datatype,
+                where=where,
+            )
             offset += size
         else:
             data = item.get("data", _MISSING)
@@ -312,11 +352,15 @@ def decode_request(body: bytes, *, header_length: int | None = None, max_element
             oparams = o.get("parameters") or {}
             if not isinstance(oparams, dict):
                 raise InvalidInput(f"outputs[{j}].parameters: must be an object")
-            outputs.append(RequestedOutput(name=o["name"], binary=bool(oparams.get("binary_data", binary_output))))
+            outputs.append(
+                RequestedOutput(name=o["name"], binary=bool(oparams.get("binary_data", binary_output)))
+            )
     rid = doc.get("id")
     if rid is not None and not isinstance(rid, str):
         raise InvalidInput("id: must be a string")
-    return InferRequest(inputs=inputs, id=rid, outputs=outputs, binary_output=binary_output, parameters=req_params)
+    return InferRequest(
+        inputs=inputs, id=rid, outputs=outputs, binary_output=binary_output, parameters=req_params
+    )
 
 
 def _bytes_payload(arr: np.ndarray) -> bytes:
@@ -336,19 +380,26 @@ def _json_data(arr: np.ndarray) -> Any:
     return arr.ravel().tolist()
 
 
-def encode_response(response: InferResponse, *, binary_names: set[str] | None = None) -> tuple[bytes, int | None]:
+def encode_response(
+    response: InferResponse, *, binary_names: set[str] | None = None
+) -> tuple[bytes, int | None]:
     """Return (body, header_length). header_length is None when nothing is binary (plain JSON body)."""
     outputs = []
     chunks: list[bytes] = []
     for t in response.outputs:
         arr = t.data
         if not binary_names and arr.dtype in _ORJSON_NATIVE:
-            outputs.append({"name": t.name, "datatype": t.datatype, "shape": list(arr.shape), "data": arr.ravel()})
+            outputs.append(
+                {"name": t.name, "datatype": t.datatype, "shape": list(arr.shape), "data": arr.ravel()}
+            )
             continue
         out: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(arr.shape)}
         if binary_names and t.name in binary_names:
-            raw = _bytes_payload(arr) if t.datatype == "BYTES" else np.ascontiguousarray(arr).astype(
-                arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            raw = (
+                _bytes_payload(arr)
+                if t.datatype == "BYTES"
+                else np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            )
             out["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
@@ -380,8 +431,12 @@ def decode_response(body: bytes, *, header_length: int | None = None) -> dict[st
         if size is None:
             out["data"] = np.array(out["data"], dtype=V2_TO_NUMPY[out["datatype"]]).reshape(out["shape"])
         else:
-            out["data"] = _binary_array(binary[offset : offset + size], datatype=out["datatype"],
-                                        shape=out["shape"], where=out["name"])
+            out["data"] = _binary_array(
+                binary[offset : offset + size],
+                datatype=out["datatype"],
+                shape=out["shape"],
+                where=out["name"],
+            )
             offset += size
     return doc
 
@@ -390,8 +445,14 @@ def tensor_from_array(name: str, arr: np.ndarray) -> Tensor:
     return Tensor(name=name, datatype=v2_datatype_of(arr), shape=list(arr.shape), data=arr)
 
 
-def encode_request(inputs: dict[str, np.ndarray], *, binary: bool = False, binary_output: bool = False,
-                   request_id: str | None = None, outputs: list[str] | None = None) -> tuple[bytes, int | None]:
+def encode_request(
+    inputs: dict[str, np.ndarray],
+    *,
+    binary: bool = False,
+    binary_output: bool = False,
+    request_id: str | None = None,
+    outputs: list[str] | None = None,
+) -> tuple[bytes, int | None]:
     """Client-side helper: build a v2 request body (used by the gateway, load tests and tests)."""
     items = []
     chunks: list[bytes] = []
@@ -399,8 +460,11 @@ def encode_request(inputs: dict[str, np.ndarray], *, binary: bool = False, binar
         dt = v2_datatype_of(arr)
         item: dict[str, Any] = {"name": name, "datatype": dt, "shape": list(arr.shape)}
         if binary:
-            raw = _bytes_payload(arr) if dt == "BYTES" else np.ascontiguousarray(arr).astype(
-                arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            raw = (
+                _bytes_payload(arr)
+                if dt == "BYTES"
+                else np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            )
             item["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:

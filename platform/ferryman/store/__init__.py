@@ -26,10 +26,14 @@ def fetcher_for(uri: str) -> Fetcher:
         return HttpFetcher()
     if scheme == "s3":
         return S3Fetcher()
-    raise ModelStoreError(f"{redact(uri)}: unsupported URI scheme {scheme!r} (use a path, file://, http(s):// or s3://)")
+    raise ModelStoreError(
+        f"{redact(uri)}: unsupported URI scheme {scheme!r} (use a path, file://, http(s):// or s3://)"
+    )
 
 
-def fetch(uri: str, *, sha256: str | None = None, cache_dir: Path | None = None, progress: bool = False) -> Path:
+def fetch(
+    uri: str, *, sha256: str | None = None, cache_dir: Path | None = None, progress: bool = False
+) -> Path:
     cache = cache_dir or default_cache_dir()
     fetcher = fetcher_for(uri)
     if sha256 is not None and not isinstance(fetcher, LocalFetcher):

@@ -59,6 +59,11 @@ def redact(uri: str) -> str:
     if "?" in uri:
         base, _, query = uri.partition("?")
         query = query.split("#", 1)[0]
-        uri = base + "?" + "&".join(f"{part.split('=', 1)[0]}=***" if "=" in part else "***"
-                                    for part in query.split("&") if part)
+        uri = (
+            base
+            + "?"
+            + "&".join(
+                f"{part.split('=', 1)[0]}=***" if "=" in part else "***" for part in query.split("&") if part
+            )
+        )
     return uri

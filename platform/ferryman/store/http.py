@@ -26,7 +26,10 @@ class HttpFetcher:
                 if resp.status_code != 200:
                     raise ModelStoreError(f"{redact(uri)}: download failed with HTTP {resp.status_code}")
                 total = int(resp.headers.get("content-length", 0)) or None
-                with os.fdopen(fd, "wb") as out, download_progress(dest.name, total, enabled=progress) as advance:
+                with (
+                    os.fdopen(fd, "wb") as out,
+                    download_progress(dest.name, total, enabled=progress) as advance,
+                ):
                     for chunk in resp.iter_bytes(1 << 20):
                         out.write(chunk)
                         advance(len(chunk))

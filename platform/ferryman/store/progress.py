@@ -13,7 +13,12 @@ def download_progress(name: str, total: int | None, *, enabled: bool) -> Iterato
     if not enabled:
         yield lambda n: None
         return
-    with Progress(TextColumn("[bold]fetch[/] {task.description}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), transient=True) as bar:
+    with Progress(
+        TextColumn("[bold]fetch[/] {task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        transient=True,
+    ) as bar:
         task = bar.add_task(name, total=total)
         yield lambda n: bar.advance(task, n)

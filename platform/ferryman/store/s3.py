@@ -24,7 +24,7 @@ class S3Fetcher:
     def fetch(self, uri: str, *, cache_dir: Path, progress: bool) -> Path:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        rest = uri[len("s3://"):]
+        rest = uri[len("s3://") :]
         bucket, _, key = rest.partition("/")
         if not bucket or not key:
             raise ModelStoreError(f"{redact(uri)}: expected s3://bucket/key")

@@ -30,8 +30,10 @@ def check_internals(version: str, *, api: Any, client: Any) -> None:
     parameters = inspect.signature(api.serve_start).parameters
     missing = [p for p in START_PARAMETERS if p not in parameters]
     if missing:
-        raise UnsupportedVersion(f"{DISTRIBUTION} {version}: serve_start takes no {', '.join(missing)}, which "
-                                 "ferryman passes; install a supported version (see pyproject.toml)")
+        raise UnsupportedVersion(
+            f"{DISTRIBUTION} {version}: serve_start takes no {', '.join(missing)}, which "
+            "ferryman passes; install a supported version (see pyproject.toml)"
+        )
 
 
 VERSION = check(installed(DISTRIBUTION))

@@ -21,15 +21,39 @@ USES = "HttpToolsProtocol's parser callbacks and per-connection state (ferryman_
 
 # methods the subclasses override and call through super(), or call on themselves
 METHODS = (
-    "connection_made", "connection_lost", "data_received", "resume_writing", "on_message_begin", "on_url",
-    "on_header", "on_headers_complete", "on_body", "on_message_complete", "send_400_response",
-    "handle_websocket_upgrade", "_should_upgrade", "_unsupported_upgrade_warning",
-    "_unset_keepalive_if_required", "_start_asgi_task",
+    "connection_made",
+    "connection_lost",
+    "data_received",
+    "resume_writing",
+    "on_message_begin",
+    "on_url",
+    "on_header",
+    "on_headers_complete",
+    "on_body",
+    "on_message_complete",
+    "send_400_response",
+    "handle_websocket_upgrade",
+    "_should_upgrade",
+    "_unsupported_upgrade_warning",
+    "_unset_keepalive_if_required",
+    "_start_asgi_task",
 )
 # per-connection state HttpToolsProtocol.__init__ sets and the subclasses read or replace
 STATE = (
-    "app", "loop", "logger", "parser", "root_path", "timeout_keep_alive", "server_state", "transport", "flow",
-    "pipeline", "scope", "headers", "expect_100_continue", "cycle",
+    "app",
+    "loop",
+    "logger",
+    "parser",
+    "root_path",
+    "timeout_keep_alive",
+    "server_state",
+    "transport",
+    "flow",
+    "pipeline",
+    "scope",
+    "headers",
+    "expect_100_continue",
+    "cycle",
 )
 CYCLE_STATE = ("response_started", "response_complete")
 
@@ -39,7 +63,9 @@ def check(version: str) -> str:
     return require(DISTRIBUTION, version, at_least=AT_LEAST, below=BELOW, uses=USES)
 
 
-def check_internals(version: str, *, protocol: Any = HttpToolsProtocol, cycle: Any = RequestResponseCycle) -> None:
+def check_internals(
+    version: str, *, protocol: Any = HttpToolsProtocol, cycle: Any = RequestResponseCycle
+) -> None:
     require_names(protocol, METHODS, distribution=DISTRIBUTION, version=version)
     require_assigned(protocol.__init__, STATE, distribution=DISTRIBUTION, version=version)
     require_assigned(cycle.__init__, CYCLE_STATE, distribution=DISTRIBUTION, version=version)

@@ -67,7 +67,9 @@ def _is_prediction(parts: list[str]) -> bool:
     """``/v2/models/.../infer`` or ``/v1/models/...:predict`` (split on "/")."""
     if len(parts) < 4 or parts[2] != "models":
         return False
-    return (parts[1] == "v2" and parts[-1] == "infer") or (parts[1] == "v1" and parts[-1].endswith(":predict"))
+    return (parts[1] == "v2" and parts[-1] == "infer") or (
+        parts[1] == "v1" and parts[-1].endswith(":predict")
+    )
 
 
 def is_prediction_path(path: str) -> bool:
@@ -88,15 +90,24 @@ class Selection:
 
 class InferenceApp:
     openapi_kind = "runtime"
-    api_keys_required = False  # set by the API-key middleware (ferryman_runtimes.asgi.security) it is wrapped in
+    api_keys_required = (
+        False  # set by the API-key middleware (ferryman_runtimes.asgi.security) it is wrapped in
+    )
 
-    def __init__(self, dataplane: DataPlane, *, observer: RequestObserver | None = None,
-                 extra_routes: dict[tuple[str, str], Any] | None = None) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        *,
+        observer: RequestObserver | None = None,
+        extra_routes: dict[tuple[str, str], Any] | None = None,
+    ) -> None:
         self.dataplane = dataplane
         self.repository = dataplane.repository
         self.limits = dataplane.limits
         if observer is not None and not isinstance(observer, RequestObserver):
-            raise TypeError(f"{type(observer).__qualname__} is not a ferryman.telemetry.RequestObserver (subclass it)")
+            raise TypeError(
+                f"{type(observer).__qualname__} is not a ferryman.telemetry.RequestObserver (subclass it)"
+            )
         self.observer: RequestObserver = observer or NullObserver()
         self.extra_routes = extra_routes or {}
         self.in_flight = 0
@@ -117,12 +128,15 @@ class InferenceApp:
         """Whether ``model`` runs in this process (its compute time and rows are recorded here)."""
         return True
 
-    def select(self, model_name: str, version: str | None, request: Request, infer: InferRequest) -> Selection:
+    def select(
+        self, model_name: str, version: str | None, request: Request, infer: InferRequest
+    ) -> Selection:
         model = self.repository.get(model_name, version)
         return Selection(model, "pinned" if version else "direct")
 
-    def after_response(self, selection: Selection, request: Request, infer: InferRequest,
-                       response: InferResponse | None) -> None:
+    def after_response(
+        self, selection: Selection, request: Request, infer: InferRequest, response: InferResponse | None
+    ) -> None:
         """Runs once the answer is ready, just before it is written (the gateway remembers it for A/B
         feedback and starts the shadow copy here, as a task that runs after the caller has its answer)."""
 
@@ -154,9 +168,15 @@ class InferenceApp:
             if _is_prediction(parts):
                 if request.method == "POST":
                     return await self._serve(request, parts, receive, send)
-                return await send_json(send, 405, {"error": f"method {request.method} not allowed on "
-                                                            f"{request.path[:200]}: predictions take POST"},
-                                       headers=[(b"allow", b"POST")])
+                return await send_json(
+                    send,
+                    405,
+                    {
+                        "error": f"method {request.method} not allowed on "
+                        f"{request.path[:200]}: predictions take POST"
+                    },
+                    headers=[(b"allow", b"POST")],
+                )
             if request.method in ("GET", "HEAD"):
                 return await self.get(request, parts, send)
             handler = self.extra_routes.get((request.method, request.path))
@@ -181,12 +201,18 @@ class InferenceApp:
         models = {}
         for name, versions in self.repository.models.items():
             model = self.repository.get(name)
-            models[name] = openapi.ModelDoc(versions=sorted(versions),
-                                            inputs=[t.to_v2() for t in model.signature.inputs],
-                                            outputs=[t.to_v2() for t in model.signature.outputs])
-        return openapi.document(kind=self.openapi_kind, models=models, api_keys=self.api_keys_required,
-                                route_headers=self.openapi_route_headers(),
-                                metrics=("GET", "/metrics") in self.extra_routes)
+            models[name] = openapi.ModelDoc(
+                versions=sorted(versions),
+                inputs=[t.to_v2() for t in model.signature.inputs],
+                outputs=[t.to_v2() for t in model.signature.outputs],
+            )
+        return openapi.document(
+            kind=self.openapi_kind,
+            models=models,
+            api_keys=self.api_keys_required,
+            route_headers=self.openapi_route_headers(),
+            metrics=("GET", "/metrics") in self.extra_routes,
+        )
 
     # -- GET endpoints ------------------------------------------------------------------------------
     async def get(self, request: Request, parts: list[str], send: Any) -> None:
@@ -210,7 +236,9 @@ class InferenceApp:
             model = self.repository.get(name, version)
             if parts[1] == "v1" and not rest:
                 ready = self.repository.ready
-                return await send_json(send, 200, {"name": name, "ready": ready, "model_version": model.version})
+                return await send_json(
+                    send, 200, {"name": name, "ready": ready, "model_version": model.version}
+                )
             if parts[1] == "v2" and not rest:
                 return await send_json(send, 200, self.dataplane.model_metadata(model))
             if parts[1] == "v2" and rest == ["ready"]:
@@ -261,8 +289,10 @@ class InferenceApp:
         body, hl = v2.encode_response(response, binary_names=binary)
         if hl is None:
             return body, _JSON_HEADERS  # shared: answers are never mutated
-        return body, [(b"content-type", b"application/octet-stream"),
-                      (b"inference-header-content-length", str(hl).encode())]
+        return body, [
+            (b"content-type", b"application/octet-stream"),
+            (b"inference-header-content-length", str(hl).encode()),
+        ]
 
     def _plan_v1(self, request: Request, parts: list[str]) -> Plan:
         parts = [*parts[:-1], parts[-1][: -len(":predict")]]
@@ -293,7 +323,9 @@ class InferenceApp:
         its decoder and encoder speak protobuf): the same admission, checks and in-flight slot."""
         self._admit(plan.name)
         if plan.version is not None:
-            self.repository.get(plan.name, plan.version)  # an unknown pinned version: NotFound, whatever the body
+            self.repository.get(
+                plan.name, plan.version
+            )  # an unknown pinned version: NotFound, whatever the body
         self.in_flight += 1
         self.observer.started(plan.name)
         return plan
@@ -311,14 +343,17 @@ class InferenceApp:
         except FerrymanError as err:
             failure = err
         except BaseException:  # cancelled while waiting for the body: give the slot back, record it
-            self.answer(plan, request, b"", t0=t0, failure=InvalidInput("request cancelled before its body arrived"))
+            self.answer(
+                plan, request, b"", t0=t0, failure=InvalidInput("request cancelled before its body arrived")
+            )
             raise
         answered = self.answer(plan, request, body, t0=t0, failure=failure)
         status, headers, payload = answered if isinstance(answered, tuple) else await answered
         await send_bytes(send, status, payload, headers)
 
-    def answer(self, plan: Plan, request: Request, body: bytes, *, t0: float,
-               failure: FerrymanError | None = None) -> Answered:
+    def answer(
+        self, plan: Plan, request: Request, body: bytes, *, t0: float, failure: FerrymanError | None = None
+    ) -> Answered:
         """Answer an admitted prediction (see :meth:`start`) whose whole body has arrived, synchronously:
         decode, route, infer, encode, record, and give the in-flight slot back. Never raises: an error becomes
         its HTTP answer. ``failure`` is an error met while reading the body (recorded like any other). The
@@ -354,8 +389,17 @@ class InferenceApp:
             self.after_response(selection, request, infer, response)
         return result
 
-    def _batched(self, batcher: Any, plan: Plan, request: Request, infer: InferRequest, selection: Selection,
-                 record: RequestRecord, *, t0: float) -> asyncio.Future[Answer]:
+    def _batched(
+        self,
+        batcher: Any,
+        plan: Plan,
+        request: Request,
+        infer: InferRequest,
+        selection: Selection,
+        record: RequestRecord,
+        *,
+        t0: float,
+    ) -> asyncio.Future[Answer]:
         """Queue the request on its version's batcher; the future of its answer, recorded when it resolves.
         Raises what refuses it alone, before it is queued (invalid input, a full queue)."""
         model = selection.model
@@ -389,8 +433,9 @@ class InferenceApp:
         record.route = selection.route
         return selection
 
-    def _finished(self, record: RequestRecord, *, t0: float, infer: InferRequest | None,
-                  response: InferResponse | None) -> None:
+    def _finished(
+        self, record: RequestRecord, *, t0: float, infer: InferRequest | None, response: InferResponse | None
+    ) -> None:
         """Give the in-flight slot back and record the request (its code is set by now)."""
         self.in_flight -= 1
         record.seconds = perf_counter() - t0
@@ -445,8 +490,9 @@ class InferenceApp:
         except FerrymanError as err:
             return error_answer(err)
 
-    def direct_finish(self, plan: Plan, request: Request, body: bytes, *, t0: float,
-                      failure: FerrymanError | None = None) -> Answered:
+    def direct_finish(
+        self, plan: Plan, request: Request, body: bytes, *, t0: float, failure: FerrymanError | None = None
+    ) -> Answered:
         """:meth:`answer` for a request the protocol answers itself (``failure``: it cut the body off)."""
         return self.answer(plan, request, body, t0=t0, failure=failure)
 

@@ -109,7 +109,9 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._keep_alive = True
         self._t0 = 0.0
         self._paused_for_write = False
-        self._idle_since: float | None = None  # when the last direct answer was written, while nothing arrived
+        self._idle_since: float | None = (
+            None  # when the last direct answer was written, while nothing arrived
+        )
         self._idle_timer: asyncio.TimerHandle | None = None
         self.direct_answers = 0  # requests this connection answered without an ASGI task
 
@@ -121,8 +123,12 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
     def on_headers_complete(self) -> None:
         direct = self._direct
         parser = self.parser
-        if (direct is None or self.expect_100_continue or parser.should_upgrade()
-                or (self.cycle is not None and not self.cycle.response_complete)):
+        if (
+            direct is None
+            or self.expect_100_continue
+            or parser.should_upgrade()
+            or (self.cycle is not None and not self.cycle.response_complete)
+        ):
             return super().on_headers_complete()
         method = parser.get_method().decode("ascii")
         url = httptools.parse_url(self.url)
@@ -194,8 +200,13 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
             return self._refusal if self._refusal is not None else error_answer(failure)  # type: ignore[arg-type]
         chunks, self._chunks = self._chunks, []
         body = b"" if failure is not None else chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return self._direct.direct_finish(plan, self._request, body, t0=self._t0,  # type: ignore[no-any-return]
-                                          failure=failure)
+        return self._direct.direct_finish(
+            plan,
+            self._request,
+            body,
+            t0=self._t0,  # type: ignore[no-any-return]
+            failure=failure,
+        )
 
     def _refuse(self, err: FerrymanError) -> None:
         """Stop receiving this request: answer ``err`` (recorded by the app when it had admitted the request),
@@ -220,7 +231,9 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
             self._respond(*future.result())
             if self.transport.is_closing():
                 return
-            if self.pipeline:  # what uvicorn queued behind the pending answer (HttpToolsProtocol.on_response_complete)
+            if (
+                self.pipeline
+            ):  # what uvicorn queued behind the pending answer (HttpToolsProtocol.on_response_complete)
                 if not self._paused_for_write:
                     self.flow.resume_reading()
                 cycle, app = self.pipeline.pop()
@@ -239,8 +252,12 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
                 keep_alive = False
                 continue
             out += (name, b": ", value, b"\r\n")
-        out += (b"content-length: ", str(len(payload)).encode(),
-                b"\r\n\r\n" if keep_alive else b"\r\nconnection: close\r\n\r\n", payload)
+        out += (
+            b"content-length: ",
+            str(len(payload)).encode(),
+            b"\r\n\r\n" if keep_alive else b"\r\nconnection: close\r\n\r\n",
+            payload,
+        )
         transport.write(b"".join(out))
         self.server_state.total_requests += 1
         self.direct_answers += 1
@@ -279,7 +296,9 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
             self._idle_timer.cancel()
             self._idle_timer = None
         if self._taken and self._plan is not None:
-            self._finish(InvalidInput("client disconnected before sending the whole body"))  # recorded, not sent
+            self._finish(
+                InvalidInput("client disconnected before sending the whole body")
+            )  # recorded, not sent
         super().connection_lost(exc)
 
     def resume_writing(self) -> None:

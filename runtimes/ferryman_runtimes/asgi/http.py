@@ -91,12 +91,19 @@ async def read_body(request: Request, receive: Any, *, limit: int) -> bytes:
 
 
 async def send_bytes(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_json(send: Any, status: int, obj: Any, *, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def send_json(
+    send: Any, status: int, obj: Any, *, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
     await send_bytes(send, status, body, [*_JSON_HEADERS, *(headers or [])])
 

@@ -191,13 +191,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         cycle = self.cycle
-        free = (cycle is not None and not cycle.response_started) if body else (cycle is None or cycle.response_complete)
+        free = (
+            (cycle is not None and not cycle.response_started)
+            if body
+            else (cycle is None or cycle.response_complete)
+        )
         if free:
             payload = orjson.dumps({"error": message})
-            self.transport.write(b"".join([
-                b"HTTP/1.1 ", str(status).encode(), b" ", _REASONS.get(status, b"Error"), b"\r\n",
-                b"content-type: application/json\r\n",
-                b"content-length: ", str(len(payload)).encode(), b"\r\n",
-                b"connection: close\r\n\r\n", payload,
-            ]))
+            self.transport.write(
+                b"".join(
+                    [
+                        b"HTTP/1.1 ",
+                        str(status).encode(),
+                        b" ",
+                        _REASONS.get(status, b"Error"),
+                        b"\r\n",
+                        b"content-type: application/json\r\n",
+                        b"content-length: ",
+                        str(len(payload)).encode(),
+                        b"\r\n",
+                        b"connection: close\r\n\r\n",
+                        payload,
+                    ]
+                )
+            )
         self.transport.close()

@@ -33,12 +33,16 @@ from ferryman_runtimes.asgi.direct import direct_app
 
 log = logging.getLogger("ferryman.security")
 
-OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/v1/health/live", "/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset(
+    {"/v2/health/live", "/v2/health/ready", "/v1/health/live", "/healthz", "/readyz", "/metrics"}
+)
 CHECK_SECONDS = 1.0
 MIN_KEY_LENGTH = 16
 _CHALLENGE = [(b"www-authenticate", b'Bearer realm="ferryman", charset="UTF-8"')]
 _REFUSAL_HEADERS = [(b"content-type", b"application/json"), *_CHALLENGE]
-_REFUSAL = orjson.dumps({"error": "missing or invalid API key (send Authorization: Bearer <key> or X-API-Key)"})
+_REFUSAL = orjson.dumps(
+    {"error": "missing or invalid API key (send Authorization: Bearer <key> or X-API-Key)"}
+)
 
 
 class KeySourceError(FerrymanError):
@@ -57,8 +61,9 @@ def parse_key_file(text: str) -> list[str]:
 class ApiKeys:
     """The accepted keys (as digests), re-read from ``path`` when it changes."""
 
-    def __init__(self, path: str | Path, *, check_seconds: float = CHECK_SECONDS,
-                 clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, path: str | Path, *, check_seconds: float = CHECK_SECONDS, clock: Any = time.monotonic
+    ) -> None:
         self.path = Path(path)
         self.check_seconds = check_seconds
         self._clock = clock
@@ -113,8 +118,12 @@ class ApiKeys:
             keys = self._read_keys()
         except (OSError, UnicodeDecodeError) as err:
             if not self._failing:  # once per failure streak, not once per check
-                log.error("cannot read API keys from %s (%s); keeping the previous %d key(s)", self.path,
-                          type(err).__name__, len(self._digests))
+                log.error(
+                    "cannot read API keys from %s (%s); keeping the previous %d key(s)",
+                    self.path,
+                    type(err).__name__,
+                    len(self._digests),
+                )
                 self._failing = True
             return False
         self._install(signature, keys)
@@ -123,7 +132,9 @@ class ApiKeys:
     def _install(self, signature: object, keys: list[str]) -> None:
         short = sum(1 for k in keys if len(k) < MIN_KEY_LENGTH)
         if short:
-            log.warning("%d API key(s) in %s are shorter than %d characters", short, self.path, MIN_KEY_LENGTH)
+            log.warning(
+                "%d API key(s) in %s are shorter than %d characters", short, self.path, MIN_KEY_LENGTH
+            )
         self._digests = tuple(_digest(k.encode()) for k in keys)
         self._signature = signature
         self._failing = False
@@ -184,8 +195,9 @@ class ApiKeyMiddleware:
         self.refused += 1
         return 401, _REFUSAL_HEADERS, _REFUSAL
 
-    def direct_finish(self, plan: Any, request: Any, body: bytes, *, t0: float,
-                      failure: FerrymanError | None = None) -> Answer:
+    def direct_finish(
+        self, plan: Any, request: Any, body: bytes, *, t0: float, failure: FerrymanError | None = None
+    ) -> Answer:
         return self._direct.direct_finish(plan, request, body, t0=t0, failure=failure)  # type: ignore[no-any-return,union-attr]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -198,8 +210,13 @@ class ApiKeyMiddleware:
         if kind != "http":  # websocket: refuse the handshake
             await send({"type": "websocket.close", "code": 1008})
             return None
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [*_REFUSAL_HEADERS, (b"content-length", str(len(_REFUSAL)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [*_REFUSAL_HEADERS, (b"content-length", str(len(_REFUSAL)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": _REFUSAL})
         return None
 

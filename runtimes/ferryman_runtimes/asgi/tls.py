@@ -47,7 +47,9 @@ def _signature(*paths: Path) -> tuple[tuple[int, int, int], ...] | None:
 class CertReloader:
     """Keeps ``context`` loaded with the current content of ``cert`` and ``key``."""
 
-    def __init__(self, context: ssl.SSLContext, *, cert: Path, key: Path, check_seconds: float = CHECK_SECONDS) -> None:
+    def __init__(
+        self, context: ssl.SSLContext, *, cert: Path, key: Path, check_seconds: float = CHECK_SECONDS
+    ) -> None:
         self.context = context
         self.cert = cert
         self.key = key
@@ -67,8 +69,13 @@ class CertReloader:
             self.context.load_cert_chain(str(self.cert), str(self.key))
         except (ssl.SSLError, OSError) as err:
             if seen != self._failed:
-                log.error("TLS certificate %s / key %s changed but cannot be loaded (%s); still serving the "
-                          "previous certificate", self.cert, self.key, type(err).__name__)
+                log.error(
+                    "TLS certificate %s / key %s changed but cannot be loaded (%s); still serving the "
+                    "previous certificate",
+                    self.cert,
+                    self.key,
+                    type(err).__name__,
+                )
                 self._failed = seen
             return False
         self.loaded = seen
@@ -115,8 +122,9 @@ class TlsContextFactory:
         return context
 
 
-def tls_options(*, cert: str | Path | None, key: str | Path | None,
-                check_seconds: float = CHECK_SECONDS) -> dict[str, Any]:
+def tls_options(
+    *, cert: str | Path | None, key: str | Path | None, check_seconds: float = CHECK_SECONDS
+) -> dict[str, Any]:
     """uvicorn options for TLS (empty without a certificate); checks the pair now, with a clear error."""
     if cert is None and key is None:
         return {}
@@ -130,5 +138,8 @@ def tls_options(*, cert: str | Path | None, key: str | Path | None,
         server_context(cert_path, key_path)
     except (ssl.SSLError, OSError) as err:
         raise FerrymanError(f"TLS certificate {cert_path} / key {key_path} cannot be loaded: {err}") from err
-    return {"ssl_certfile": str(cert_path), "ssl_keyfile": str(key_path),
-            "ssl_context_factory": TlsContextFactory(cert_path, key_path, check_seconds)}
+    return {
+        "ssl_certfile": str(cert_path),
+        "ssl_keyfile": str(key_path),
+        "ssl_context_factory": TlsContextFactory(cert_path, key_path, check_seconds),
+    }

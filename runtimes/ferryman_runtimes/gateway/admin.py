@@ -51,9 +51,19 @@ class AdminApp:
             await self.route(request, receive, send, actor)
         except FerrymanError as err:
             if request.method == "POST":  # refused control actions are audited too (never the token)
-                audit.warning("admin refused method=%s path=%s actor=%s status=%d error=%r", request.method,
-                              request.path[:200], actor, err.status, str(err)[:300])
-            headers = [(b"www-authenticate", b'Bearer realm="ferryman-admin"')] if isinstance(err, Unauthorized) else None
+                audit.warning(
+                    "admin refused method=%s path=%s actor=%s status=%d error=%r",
+                    request.method,
+                    request.path[:200],
+                    actor,
+                    err.status,
+                    str(err)[:300],
+                )
+            headers = (
+                [(b"www-authenticate", b'Bearer realm="ferryman-admin"')]
+                if isinstance(err, Unauthorized)
+                else None
+            )
             await send_json(send, err.status, {"error": str(err)}, headers=headers)
 
     async def route(self, request: Request, receive: Any, send: Any, actor: str) -> None:
@@ -72,17 +82,20 @@ class AdminApp:
             if version is not None and not isinstance(version, str):
                 raise InvalidInput("version: must be a string")
             decision = c.act(action, actor=actor, reason=reason, version=version)
-            audit.info("admin action=%s actor=%s reason=%r weights=%s", action, actor, reason, decision.weights)
+            audit.info(
+                "admin action=%s actor=%s reason=%r weights=%s", action, actor, reason, decision.weights
+            )
             return await send_json(send, 200, {"decision": decision.to_dict(), "status": c.status()})
         if path == "/reload":
             reloaded = c.reload_spec()
             audit.info("admin action=reload actor=%s", actor)
-            return await send_json(send, 200, {"decision": reloaded.to_dict() if reloaded else None,
-                                               "status": c.status()})
+            return await send_json(
+                send, 200, {"decision": reloaded.to_dict() if reloaded else None, "status": c.status()}
+            )
         if path == "/feedback":
             rid, label = doc.get("id"), doc.get("label")
             if not isinstance(rid, str) or type(label) is not int:
-                raise InvalidInput("feedback needs {\"id\": <request id string>, \"label\": <integer class>}")
+                raise InvalidInput('feedback needs {"id": <request id string>, "label": <integer class>}')
             result = c.record_feedback(rid, label)
             return await send_json(send, 200, result)
         return await send_json(send, 404, {"error": f"no route for POST {request.path}"})

@@ -41,8 +41,15 @@ _NOTHING = RoutingInputs()
 class GatewayApp(InferenceApp):
     openapi_kind = "gateway"
 
-    def __init__(self, dataplane: DataPlane, table: RouteTable, *, observer: RequestObserver | None = None,
-                 extra_routes: dict[tuple[str, str], Any] | None = None, track_predictions: bool = True) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        table: RouteTable,
+        *,
+        observer: RequestObserver | None = None,
+        extra_routes: dict[tuple[str, str], Any] | None = None,
+        track_predictions: bool = True,
+    ) -> None:
         super().__init__(dataplane, observer=observer, extra_routes=extra_routes)
         self.table = table
         self._headers = _wanted_headers(table)
@@ -58,7 +65,9 @@ class GatewayApp(InferenceApp):
 
     def set_table(self, table: RouteTable) -> None:
         self._headers = _wanted_headers(table)
-        self.table = table  # atomic: one reference assignment (a request reading the old headers set is harmless)
+        self.table = (
+            table  # atomic: one reference assignment (a request reading the old headers set is harmless)
+        )
 
     def prediction(self, request_id: str) -> tuple[str, str, int | None] | None:
         """(version, route, predicted class or None) of a remembered request, for A/B feedback."""
@@ -80,7 +89,9 @@ class GatewayApp(InferenceApp):
         return headers
 
     # -- routing ------------------------------------------------------------------------------------
-    def select(self, model_name: str, version: str | None, request: Request, infer: InferRequest) -> Selection:
+    def select(
+        self, model_name: str, version: str | None, request: Request, infer: InferRequest
+    ) -> Selection:
         table = self.table
         if model_name != table.model:
             return super().select(model_name, version, request, infer)
@@ -89,8 +100,12 @@ class GatewayApp(InferenceApp):
         if sticky is None and headers is None and version is None:
             inputs = _NOTHING  # a weighted draw: nothing on the request can change the choice
         else:
-            inputs = self._routing_inputs(request, infer, model_name=model_name, version=version, headers=headers)
-        decision = decide(table, inputs, draw=self._random(), shadow_draw=self._random() if table.shadow else 1.0)
+            inputs = self._routing_inputs(
+                request, infer, model_name=model_name, version=version, headers=headers
+            )
+        decision = decide(
+            table, inputs, draw=self._random(), shadow_draw=self._random() if table.shadow else 1.0
+        )
         model = self.repository.get(model_name, decision.version)
         shadow = self.repository.get(model_name, decision.shadow) if decision.shadow else None
         selection = Selection(model, decision.route, shadow)
@@ -98,8 +113,15 @@ class GatewayApp(InferenceApp):
             selection.seq, infer.id = self.predictions.new_id()
         return selection
 
-    def _routing_inputs(self, request: Request, infer: InferRequest, *, model_name: str, version: str | None,
-                        headers: dict[str, str] | None) -> RoutingInputs:
+    def _routing_inputs(
+        self,
+        request: Request,
+        infer: InferRequest,
+        *,
+        model_name: str,
+        version: str | None,
+        headers: dict[str, str] | None,
+    ) -> RoutingInputs:
         cookies: dict[str, str] = {}
         fields: dict[str, object] = {}
         sticky = self.table.sticky
@@ -115,8 +137,9 @@ class GatewayApp(InferenceApp):
                     infer.inputs = [t for t in infer.inputs if t.name != sticky.name]
         return RoutingInputs(path_version=version, headers=headers or {}, cookies=cookies, fields=fields)
 
-    def after_response(self, selection: Selection, request: Request, infer: InferRequest,
-                       response: InferResponse | None) -> None:
+    def after_response(
+        self, selection: Selection, request: Request, infer: InferRequest, response: InferResponse | None
+    ) -> None:
         if self.track_predictions and response is not None and infer.id is not None:
             self._remember(infer.id, selection, response)
         if selection.shadow is not None:
@@ -130,13 +153,20 @@ class GatewayApp(InferenceApp):
     async def _shadow(self, selection: Selection, infer: InferRequest) -> None:
         model = selection.shadow
         assert model is not None
-        record = RequestRecord(model=model.name, version=model.version, route=ROUTE_SHADOW,
-                               protocol="shadow", code=200, seconds=0.0)
+        record = RequestRecord(
+            model=model.name,
+            version=model.version,
+            route=ROUTE_SHADOW,
+            protocol="shadow",
+            code=200,
+            seconds=0.0,
+        )
         self.shadow_requests += 1
         response = None
         try:
             response = await asyncio.get_running_loop().run_in_executor(
-                self._shadow_pool, self._shadow_infer, model, infer, record)
+                self._shadow_pool, self._shadow_infer, model, infer, record
+            )
         except FerrymanError as err:
             record.code = err.status
             self.shadow_errors += 1
@@ -154,8 +184,9 @@ class GatewayApp(InferenceApp):
             record.seconds = record.compute_seconds = time.perf_counter() - t0
 
     def _remember(self, request_id: str, selection: Selection, response: InferResponse) -> None:
-        self.predictions.record(selection.seq, request_id, (selection.model.version, selection.route,
-                                                            _class_output(response)))
+        self.predictions.record(
+            selection.seq, request_id, (selection.model.version, selection.route, _class_output(response))
+        )
 
     async def shutdown(self) -> None:
         if self.shadow_tasks:
@@ -189,7 +220,13 @@ def _sticky_fields(infer: InferRequest, name: str) -> dict[str, object]:
     for t in infer.inputs:
         if t.name == name and t.data.size:
             value = t.data.flat[0]
-            return {name: value.decode() if isinstance(value, bytes) else value.item() if hasattr(value, "item") else value}
+            return {
+                name: value.decode()
+                if isinstance(value, bytes)
+                else value.item()
+                if hasattr(value, "item")
+                else value
+            }
     params = infer.parameters.get(name)
     return {name: params} if params is not None else {}
 

@@ -77,7 +77,8 @@ class GrpcProxy:
             "ModelInfer": self.model_infer,
         }
         return grpc.method_handlers_generic_handler(
-            SERVICE, {name: grpc.unary_unary_rpc_method_handler(_guarded(fn)) for name, fn in methods.items()})
+            SERVICE, {name: grpc.unary_unary_rpc_method_handler(_guarded(fn)) for name, fn in methods.items()}
+        )
 
     async def close(self) -> None:
         if self._shadow:
@@ -117,13 +118,15 @@ class GrpcProxy:
         request = codec.parse(pb.ModelInferRequest, body, what="ModelInferRequest")
         protocol = "grpc-raw" if codec.uses_raw(request) else "grpc"
         self._check_model(table, request.model_name, field="model_name")
-        decision = self._decide(table, version=request.model_version or None, metadata=_metadata(context),
-                                request=request)
+        decision = self._decide(
+            table, version=request.model_version or None, metadata=_metadata(context), request=request
+        )
         code = 502
         forwarded = _forwarded(context)
         try:
-            answer = await self._send(decision.version, "ModelInfer", body, metadata=forwarded,
-                                      remaining=context.time_remaining())
+            answer = await self._send(
+                decision.version, "ModelInfer", body, metadata=forwarded, remaining=context.time_remaining()
+            )
             code = 200
         except _Failed as failed:
             code = http_status(failed.code)
@@ -138,7 +141,9 @@ class GrpcProxy:
         finally:
             self._record(table, decision.version, decision.route, protocol, code, time.perf_counter() - t0)
         if decision.shadow is not None:
-            task = asyncio.get_running_loop().create_task(self._shadow_copy(table, decision.shadow, body, forwarded))
+            task = asyncio.get_running_loop().create_task(
+                self._shadow_copy(table, decision.shadow, body, forwarded)
+            )
             self._shadow.add(task)
             task.add_done_callback(self._shadow.discard)
         return answer
@@ -157,10 +162,15 @@ class GrpcProxy:
         if name != table.model:
             raise ModelNotFound(f"model {name!r} not found (this gateway serves {table.model!r})")
 
-    def _decide(self, table: RouteTable, *, version: str | None, metadata: dict[str, str],
-                request: Any = None) -> RouteDecision:
-        return decide(table, routing_inputs(table, version=version, metadata=metadata, request=request),
-                      draw=random.random(), shadow_draw=random.random() if table.shadow else 1.0)
+    def _decide(
+        self, table: RouteTable, *, version: str | None, metadata: dict[str, str], request: Any = None
+    ) -> RouteDecision:
+        return decide(
+            table,
+            routing_inputs(table, version=version, metadata=metadata, request=request),
+            draw=random.random(),
+            shadow_draw=random.random() if table.shadow else 1.0,
+        )
 
     # -- forwarding ------------------------------------------------------------------------------------------
     def _channel(self, version: str) -> grpc.aio.Channel:
@@ -180,11 +190,13 @@ class GrpcProxy:
             channel = self._channels.pop(target)
             asyncio.get_running_loop().create_task(channel.close(grace=5.0))
 
-    async def _send(self, version: str, method: str, body: bytes, *, metadata: Metadata,
-                    remaining: float | None) -> bytes:
+    async def _send(
+        self, version: str, method: str, body: bytes, *, metadata: Metadata, remaining: float | None
+    ) -> bytes:
         """``body`` sent to ``version``'s ``method``, within the caller's deadline (``remaining`` seconds)."""
-        call = self._channel(version).unary_unary(f"/{SERVICE}/{method}", request_serializer=_identity,
-                                                  response_deserializer=_identity)
+        call = self._channel(version).unary_unary(
+            f"/{SERVICE}/{method}", request_serializer=_identity, response_deserializer=_identity
+        )
         timeout = self.gateway.timeout
         if remaining is not None:
             timeout = min(timeout, max(remaining, 0.0))
@@ -216,12 +228,23 @@ class GrpcProxy:
             code = err.status if isinstance(err, FerrymanError) else 500
         self._record(table, version, ROUTE_SHADOW, "shadow", code, time.perf_counter() - t0)
 
-    def _record(self, table: RouteTable, version: str, route: str, protocol: str, code: int,
-                seconds: float) -> None:
+    def _record(
+        self, table: RouteTable, version: str, route: str, protocol: str, code: int, seconds: float
+    ) -> None:
         observer = self.gateway.observer
         if observer is not None:
-            observer.finished(RequestRecord(model=table.model, version=version, route=route, protocol=protocol,
-                                            code=code, seconds=seconds), None, None)
+            observer.finished(
+                RequestRecord(
+                    model=table.model,
+                    version=version,
+                    route=route,
+                    protocol=protocol,
+                    code=code,
+                    seconds=seconds,
+                ),
+                None,
+                None,
+            )
 
 
 def _guarded(fn: Callable[[bytes, Any], Awaitable[bytes]]) -> Callable[[bytes, Any], Awaitable[bytes]]:
@@ -259,8 +282,9 @@ def _call(context: Any) -> dict[str, Any]:
     return {"metadata": _forwarded(context), "remaining": context.time_remaining()}
 
 
-def routing_inputs(table: RouteTable, *, version: str | None, metadata: dict[str, str],
-                   request: Any = None) -> RoutingInputs:
+def routing_inputs(
+    table: RouteTable, *, version: str | None, metadata: dict[str, str], request: Any = None
+) -> RoutingInputs:
     """What :func:`decide` reads, from a call: its ``model_version``, the pin and sticky metadata entries,
     the sticky cookie (a ``cookie`` entry) or the sticky field (a parameter, or the first element of a
     named input). Pure."""
@@ -299,8 +323,12 @@ def _field(request: Any, name: str) -> object | None:
         with contextlib.suppress(InvalidInput, ValueError, TypeError):
             if request.raw_input_contents:
                 if i < len(request.raw_input_contents):
-                    arr = codec.raw_array(request.raw_input_contents[i], datatype=item.datatype,
-                                          shape=list(item.shape), where=name)
+                    arr = codec.raw_array(
+                        request.raw_input_contents[i],
+                        datatype=item.datatype,
+                        shape=list(item.shape),
+                        where=name,
+                    )
                     return _scalar(arr.flat[0]) if arr.size else None
                 return None
             field = codec.CONTENTS_FIELD.get(item.datatype)
@@ -318,8 +346,13 @@ def _scalar(value: Any) -> object:
 async def start(proxy: GrpcProxy, *, host: str, port: int, max_message_bytes: int) -> Any:
     """A started ``grpc.aio`` server on the running loop serving ``proxy``; raises FerrymanError if the port
     is taken. Returns the server and the port it bound."""
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
-                                      ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
     server.add_generic_rpc_handlers((proxy.handler(),))
     bound = await listen(server, host=host, port=port)
     log.info("gRPC (inference.GRPCInferenceService) on %s:%s", host, bound)

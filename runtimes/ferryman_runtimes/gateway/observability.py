@@ -22,8 +22,9 @@ from ferryman.telemetry import RequestObserver, Settle
 log = logging.getLogger("ferryman.gateway")
 
 
-def attach(md: ModelDeployment, repo: ModelRepository, extras: dict[str, Any], *,
-           settle: Settle | None = None) -> list[RequestObserver]:
+def attach(
+    md: ModelDeployment, repo: ModelRepository, extras: dict[str, Any], *, settle: Settle | None = None
+) -> list[RequestObserver]:
     """``settle``: the hook of the deferred observer the gateway puts in front of the observers."""
     inst = instrument(md, repo, settle=settle)
     current = {"md": md}

@@ -68,7 +68,7 @@ class PredictionLog:
         if len(request_id) <= len(prefix) or not request_id.startswith(prefix):
             return 0, 0
         try:
-            seq = int(request_id[len(prefix):], 16)
+            seq = int(request_id[len(prefix) :], 16)
         except ValueError:
             return 0, 0
         if seq <= 0 or seq > self._last or seq <= self._last - self.capacity:

@@ -35,16 +35,34 @@ from ferryman_runtimes.asgi.http import Request, read_body, send_bytes, send_jso
 
 log = logging.getLogger("ferryman.gateway.proxy")
 
-_FORWARDED = (b"content-type", b"inference-header-content-length", b"authorization", b"x-api-key", b"x-request-id")
-_RETURNED = ("content-type", "inference-header-content-length", "allow", "retry-after")  # a 405 says what is allowed
+_FORWARDED = (
+    b"content-type",
+    b"inference-header-content-length",
+    b"authorization",
+    b"x-api-key",
+    b"x-request-id",
+)
+_RETURNED = (
+    "content-type",
+    "inference-header-content-length",
+    "allow",
+    "retry-after",
+)  # a 405 says what is allowed
 # failures that leave no answer behind (a timeout is not one: the request may still be running)
 _BROKEN = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class ProxyGateway:
-    def __init__(self, routes_path: Path, *, limits: Limits | None = None, reload_seconds: float = 1.0,
-                 timeout_seconds: float = 30.0, telemetry: bool = True,
-                 grpc_address: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        routes_path: Path,
+        *,
+        limits: Limits | None = None,
+        reload_seconds: float = 1.0,
+        timeout_seconds: float = 30.0,
+        telemetry: bool = True,
+        grpc_address: tuple[str, int] | None = None,
+    ) -> None:
         self.routes_path = routes_path
         self.limits = limits or Limits()
         self.reload_seconds = reload_seconds
@@ -81,7 +99,9 @@ class ProxyGateway:
             backends = backends_from_dict(doc)
             grpc_backends = grpc_backends_from_dict(doc)
         except (orjson.JSONDecodeError, FerrymanError) as err:
-            log.error("ignoring invalid routes file %s (keeping the previous table): %s", self.routes_path, err)
+            log.error(
+                "ignoring invalid routes file %s (keeping the previous table): %s", self.routes_path, err
+            )
             self._digest = digest
             return False
         missing = [v for v, w in table.weights if w > 0 and v not in backends]
@@ -92,9 +112,15 @@ class ProxyGateway:
         if self.grpc_address is not None:
             unreachable = [v for v, w in table.weights if w > 0 and v not in grpc_backends]
             if unreachable:  # served over REST; gRPC calls routed there fail with UNAVAILABLE, saying why
-                log.warning("routes file %s: no gRPC address (grpcBackends) for %s", self.routes_path, unreachable)
+                log.warning(
+                    "routes file %s: no gRPC address (grpcBackends) for %s", self.routes_path, unreachable
+                )
         self.grpc_backends = grpc_backends
-        self.table, self.backends, self._digest = table, backends, digest  # one swap per field; table last read
+        self.table, self.backends, self._digest = (
+            table,
+            backends,
+            digest,
+        )  # one swap per field; table last read
         log.info("routes: %s", ", ".join(f"{v} {w}%" for v, w in table.weights))
         if self.observer is not None:
             metrics.set_traffic_weights(table.model, dict(table.weights))
@@ -111,9 +137,10 @@ class ProxyGateway:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    self._client = httpx.AsyncClient(timeout=self.timeout,
-                                                     limits=httpx.Limits(max_connections=256,
-                                                                         max_keepalive_connections=64))
+                    self._client = httpx.AsyncClient(
+                        timeout=self.timeout,
+                        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                    )
                     self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
                     try:
                         await self._start_grpc()
@@ -146,8 +173,9 @@ class ProxyGateway:
 
         proxy = grpc_proxy.GrpcProxy(self)
         host, port = self.grpc_address
-        server, self.grpc_port = await grpc_proxy.start(proxy, host=host, port=port,
-                                                        max_message_bytes=self.limits.max_body_bytes)
+        server, self.grpc_port = await grpc_proxy.start(
+            proxy, host=host, port=port, max_message_bytes=self.limits.max_body_bytes
+        )
         self._grpc = (server, proxy)
 
     async def _stop_grpc(self) -> None:
@@ -176,18 +204,29 @@ class ProxyGateway:
             raise NotReady("no routes loaded yet")
         return await self.forward(request, receive, send, table, parts)
 
-    async def forward(self, request: Request, receive: Any, send: Any, table: RouteTable, parts: list[str]) -> None:
+    async def forward(
+        self, request: Request, receive: Any, send: Any, table: RouteTable, parts: list[str]
+    ) -> None:
         t0 = time.perf_counter()
         last = parts[-1]
-        protocol = "v1" if parts[1] == "v1" else ("v2-binary" if request.header(b"inference-header-content-length")
-                                                  else "v2")
+        protocol = (
+            "v1"
+            if parts[1] == "v1"
+            else ("v2-binary" if request.header(b"inference-header-content-length") else "v2")
+        )
         name = parts[3].split(":", 1)[0]
         if name != table.model:
             raise ModelNotFound(f"model {name!r} not found (this gateway serves {table.model!r})")
         version = parts[5].split(":", 1)[0] if len(parts) >= 6 and parts[4] == "versions" else None
-        body = await read_body(request, receive, limit=self.limits.max_body_bytes) if request.method == "POST" else b""
+        body = (
+            await read_body(request, receive, limit=self.limits.max_body_bytes)
+            if request.method == "POST"
+            else b""
+        )
         inputs = _routing_inputs(request, table, version, body)
-        decision = decide(table, inputs, draw=random.random(), shadow_draw=random.random() if table.shadow else 1.0)
+        decision = decide(
+            table, inputs, draw=random.random(), shadow_draw=random.random() if table.shadow else 1.0
+        )
         is_infer = request.method == "POST" and (last == "infer" or last.endswith(":predict"))
         code = 502
         try:
@@ -195,15 +234,26 @@ class ProxyGateway:
             await send_bytes(send, code, content, headers)
         finally:
             if self.observer is not None and is_infer:
-                self.observer.finished(RequestRecord(model=table.model, version=decision.version,
-                                                     route=decision.route, protocol=protocol, code=code,
-                                                     seconds=time.perf_counter() - t0), None, None)
+                self.observer.finished(
+                    RequestRecord(
+                        model=table.model,
+                        version=decision.version,
+                        route=decision.route,
+                        protocol=protocol,
+                        code=code,
+                        seconds=time.perf_counter() - t0,
+                    ),
+                    None,
+                    None,
+                )
         if decision.shadow is not None and is_infer:
             task = asyncio.get_running_loop().create_task(self._shadow_copy(decision.shadow, request, body))
             self._shadow.add(task)
             task.add_done_callback(self._shadow.discard)
 
-    async def _send(self, version: str, request: Request, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _send(
+        self, version: str, request: Request, body: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         base = self.backends.get(version)
         if base is None or self._client is None:
             raise NotReady(f"version {version!r} has no backend yet")
@@ -229,9 +279,18 @@ class ProxyGateway:
         with contextlib.suppress(FerrymanError, Exception):
             code, _, _ = await self._send(version, request, body)
         if self.observer is not None and self.table is not None:
-            self.observer.finished(RequestRecord(model=self.table.model, version=version, route=ROUTE_SHADOW,
-                                                 protocol="shadow", code=code, seconds=time.perf_counter() - t0),
-                                   None, None)
+            self.observer.finished(
+                RequestRecord(
+                    model=self.table.model,
+                    version=version,
+                    route=ROUTE_SHADOW,
+                    protocol="shadow",
+                    code=code,
+                    seconds=time.perf_counter() - t0,
+                ),
+                None,
+                None,
+            )
 
 
 def _routing_inputs(request: Request, table: RouteTable, version: str | None, body: bytes) -> RoutingInputs:
@@ -266,18 +325,30 @@ def _sticky_field(body: bytes, request: Request, name: str) -> dict[str, object]
     if isinstance(params, dict) and name in params:
         return {name: params[name]}
     for item in doc.get("inputs") or []:
-        if isinstance(item, dict) and item.get("name") == name and isinstance(item.get("data"), list) and item["data"]:
+        if (
+            isinstance(item, dict)
+            and item.get("name") == name
+            and isinstance(item.get("data"), list)
+            and item["data"]
+        ):
             return {name: item["data"][0]}
     return {}
 
 
-def run(routes: str, *, host: str = "0.0.0.0", port: int = 8080, telemetry: bool = True,
-        grpc_port: int | None = None) -> None:
+def run(
+    routes: str,
+    *,
+    host: str = "0.0.0.0",
+    port: int = 8080,
+    telemetry: bool = True,
+    grpc_port: int | None = None,
+) -> None:
     import uvicorn
 
     from ferryman_runtimes.native.server import uvicorn_options
 
-    app = ProxyGateway(Path(routes), telemetry=telemetry,
-                       grpc_address=(host, grpc_port) if grpc_port is not None else None)
+    app = ProxyGateway(
+        Path(routes), telemetry=telemetry, grpc_address=(host, grpc_port) if grpc_port is not None else None
+    )
     opts = uvicorn_options(host=host, port=port)
     uvicorn.run(app, **opts)

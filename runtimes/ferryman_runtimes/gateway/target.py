@@ -23,8 +23,11 @@ class GatewayTarget:
     def load(self, md: ModelDeployment, *, previous: ModelDeployment) -> None:
         repo = self.gateway.repository
         have = repo.models.get(md.name, {})
-        changed = [v.name for v in md.spec.versions
-                   if v.name not in have or _uri_changed(previous, v.name, v.uri, v.sha256)]
+        changed = [
+            v.name
+            for v in md.spec.versions
+            if v.name not in have or _uri_changed(previous, v.name, v.uri, v.sha256)
+        ]
         fresh = load_versions(md, versions=changed)  # all or nothing: on failure the old set keeps serving
         for model in fresh:
             repo.add(model)

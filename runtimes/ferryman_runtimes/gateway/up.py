@@ -57,11 +57,20 @@ def admin_token(state_dir: Path) -> str:
     return token
 
 
-def build_platform(spec_path: Path, *, state_dir: Path, observers: list[RequestObserver] | None = None,
-                   tick_seconds: float = 0.25, progress: bool = False, telemetry: bool = True) -> Platform:
+def build_platform(
+    spec_path: Path,
+    *,
+    state_dir: Path,
+    observers: list[RequestObserver] | None = None,
+    tick_seconds: float = 0.25,
+    progress: bool = False,
+    telemetry: bool = True,
+) -> Platform:
     md = load_deployment(spec_path)
     repo = repository_for(md, progress=progress)
-    settle = Settle()  # the readers' hook (accounting windows, scrapes), bound to the deferred observer's drain
+    settle = (
+        Settle()
+    )  # the readers' hook (accounting windows, scrapes), bound to the deferred observer's drain
     accounting = Accounting(settle=settle)
     extras: dict[str, Any] = {}
     all_observers: list[RequestObserver] = [accounting, *(observers or [])]
@@ -70,16 +79,29 @@ def build_platform(spec_path: Path, *, state_dir: Path, observers: list[RequestO
     # reported once per loop turn, after the answers
     observer = deferred(CompositeObserver(*all_observers), settle=settle)
     routes = extras.pop("routes", {})
-    gateway = GatewayApp(DataPlane(repo, limits=md.spec.limits), table_for(md, _placeholder(md)),
-                         observer=observer, extra_routes=routes)
-    gateway.batchers = spec_batchers(md, repo, metrics.default())  # versions with batching on (docs/batching.md)
+    gateway = GatewayApp(
+        DataPlane(repo, limits=md.spec.limits),
+        table_for(md, _placeholder(md)),
+        observer=observer,
+        extra_routes=routes,
+    )
+    gateway.batchers = spec_batchers(
+        md, repo, metrics.default()
+    )  # versions with batching on (docs/batching.md)
     extras.setdefault("closers", []).extend(b.close for b in gateway.batchers.values())
     on_change = extras.get("on_change")
-    controller = RolloutController(md=md, spec_path=spec_path, target=GatewayTarget(gateway), accounting=accounting,
-                                   state_path=state_dir / f"{md.name}.rollout.json",
-                                   drift=extras.get("drift"), on_change=on_change,
-                                   on_reload=extras.get("on_reload"), on_reload_result=extras.get("on_reload_result"),
-                                   tick_seconds=tick_seconds)
+    controller = RolloutController(
+        md=md,
+        spec_path=spec_path,
+        target=GatewayTarget(gateway),
+        accounting=accounting,
+        state_path=state_dir / f"{md.name}.rollout.json",
+        drift=extras.get("drift"),
+        on_change=on_change,
+        on_reload=extras.get("on_reload"),
+        on_reload_result=extras.get("on_reload_result"),
+        tick_seconds=tick_seconds,
+    )
     token = admin_token(state_dir)
     return Platform(md, gateway, controller, AdminApp(controller, token=token), accounting, token, extras)
 
@@ -90,8 +112,9 @@ def _placeholder(md: ModelDeployment) -> RolloutState:
     return start(md, now=0.0)[0]
 
 
-def _observability(md: ModelDeployment, repo: Any, extras: dict[str, Any], *,
-                   settle: Settle) -> list[RequestObserver]:
+def _observability(
+    md: ModelDeployment, repo: Any, extras: dict[str, Any], *, settle: Settle
+) -> list[RequestObserver]:
     """Metrics and drift, when the observability modules are present (they are optional plug-ins)."""
     observers: list[RequestObserver] = []
     try:
@@ -102,9 +125,18 @@ def _observability(md: ModelDeployment, repo: Any, extras: dict[str, Any], *,
     return attached
 
 
-async def serve(platform: Platform, *, host: str, port: int, admin_host: str, admin_port: int,
-                state_dir: Path, api_keys: str | None = None, tls: dict[str, Any] | None = None,
-                grpc_port: int | None = None) -> None:
+async def serve(
+    platform: Platform,
+    *,
+    host: str,
+    port: int,
+    admin_host: str,
+    admin_port: int,
+    state_dir: Path,
+    api_keys: str | None = None,
+    tls: dict[str, Any] | None = None,
+    grpc_port: int | None = None,
+) -> None:
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -124,10 +156,20 @@ async def serve(platform: Platform, *, host: str, port: int, admin_host: str, ad
     if grpc_port is not None:  # the same gateway app over gRPC, on this loop (ferryman_runtimes.grpc)
         from ferryman_runtimes.grpc.server import start_grpc
 
-        listener = await start_grpc(platform.gateway, host=host, port=grpc_port, api_keys=api_keys,
-                                    tls_cert=(tls or {}).get("ssl_certfile"), tls_key=(tls or {}).get("ssl_keyfile"))
-    info = {"url": f"http://{admin_host}:{admin_port}", "model": platform.md.name,
-            "gateway": f"{'https' if tls else 'http'}://{host}:{port}", "pid": os.getpid()}
+        listener = await start_grpc(
+            platform.gateway,
+            host=host,
+            port=grpc_port,
+            api_keys=api_keys,
+            tls_cert=(tls or {}).get("ssl_certfile"),
+            tls_key=(tls or {}).get("ssl_keyfile"),
+        )
+    info = {
+        "url": f"http://{admin_host}:{admin_port}",
+        "model": platform.md.name,
+        "gateway": f"{'https' if tls else 'http'}://{host}:{port}",
+        "pid": os.getpid(),
+    }
     if listener is not None:
         info["grpc"] = f"{host}:{listener.port}"
     write_json(state_dir / ADMIN_FILE, info)
@@ -156,20 +198,49 @@ def _stop(*servers: Any) -> None:
         s.should_exit = True
 
 
-def run(spec: str, *, host: str = "127.0.0.1", port: int = 8080, admin_host: str = "127.0.0.1",
-        admin_port: int | None = None, state_dir: str = ".ferryman", api_keys: str | None = None,
-        tls_cert: str | None = None, tls_key: str | None = None, telemetry: bool = True,
-        grpc_port: int | None = None) -> None:
+def run(
+    spec: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    admin_host: str = "127.0.0.1",
+    admin_port: int | None = None,
+    state_dir: str = ".ferryman",
+    api_keys: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    telemetry: bool = True,
+    grpc_port: int | None = None,
+) -> None:
     state = Path(state_dir)
     tls = tls_options(cert=tls_cert, key=tls_key)  # checked before any model loads: fail fast
     if api_keys is not None:
         ApiKeys(api_keys)
     platform = build_platform(Path(spec), state_dir=state, progress=True, telemetry=telemetry)
-    log.info("ferryman up: %s on %s://%s:%d (admin http://%s:%d)%s%s", platform.md.name, "https" if tls else "http",
-             host, port, admin_host, admin_port or port + 1, f", gRPC on {host}:{grpc_port}" if grpc_port else "",
-             " with API keys" if api_keys else "")
+    log.info(
+        "ferryman up: %s on %s://%s:%d (admin http://%s:%d)%s%s",
+        platform.md.name,
+        "https" if tls else "http",
+        host,
+        port,
+        admin_host,
+        admin_port or port + 1,
+        f", gRPC on {host}:{grpc_port}" if grpc_port else "",
+        " with API keys" if api_keys else "",
+    )
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(platform, host=host, port=port, admin_host=admin_host, admin_port=admin_port or port + 1,
-                         state_dir=state, api_keys=api_keys, tls=tls, grpc_port=grpc_port))
+        runner.run(
+            serve(
+                platform,
+                host=host,
+                port=port,
+                admin_host=admin_host,
+                admin_port=admin_port or port + 1,
+                state_dir=state,
+                api_keys=api_keys,
+                tls=tls,
+                grpc_port=grpc_port,
+            )
+        )

@@ -73,8 +73,10 @@ def decode_request(request: Any, *, max_elements: int | None = None) -> InferReq
         raise InvalidInput("inputs: must be a non-empty list")
     raw = request.raw_input_contents
     if raw and len(raw) != len(inputs):
-        raise InvalidInput(f"raw_input_contents: {len(raw)} entries for {len(inputs)} inputs (one per input, "
-                           "in the order of inputs)")
+        raise InvalidInput(
+            f"raw_input_contents: {len(raw)} entries for {len(inputs)} inputs (one per input, "
+            "in the order of inputs)"
+        )
     tensors: list[Tensor] = []
     seen: set[str] = set()
     for i, item in enumerate(inputs):
@@ -96,8 +98,10 @@ def decode_request(request: Any, *, max_elements: int | None = None) -> InferReq
             raise InvalidInput(f"{where}.shape: {count} elements exceed the limit of {max_elements}")
         if raw:
             if item.HasField("contents"):
-                raise InvalidInput(f"{where}.contents: set although the request uses raw_input_contents (use one "
-                                   "form for every input)")
+                raise InvalidInput(
+                    f"{where}.contents: set although the request uses raw_input_contents (use one "
+                    "form for every input)"
+                )
             arr = raw_array(raw[i], datatype=datatype, shape=shape, where=f"raw_input_contents[{i}] ({name})")
         else:
             arr = typed_array(item, datatype=datatype, shape=shape, count=count, where=where)
@@ -109,8 +113,12 @@ def decode_request(request: Any, *, max_elements: int | None = None) -> InferReq
             if not o.name:
                 raise InvalidInput(f"outputs[{j}].name: must be a non-empty string")
             outputs.append(RequestedOutput(o.name))
-    return InferRequest(inputs=tensors, id=request.id or None, outputs=outputs,
-                        parameters=parameters(request.parameters) if request.parameters else {})
+    return InferRequest(
+        inputs=tensors,
+        id=request.id or None,
+        outputs=outputs,
+        parameters=parameters(request.parameters) if request.parameters else {},
+    )
 
 
 def raw_array(chunk: bytes, *, datatype: str, shape: list[int], where: str) -> np.ndarray:
@@ -134,8 +142,10 @@ def raw_array(chunk: bytes, *, datatype: str, shape: list[int], where: str) -> n
     dtype = V2_TO_NUMPY[datatype].newbyteorder("<")
     need = count * dtype.itemsize
     if len(chunk) != need:
-        raise InvalidInput(f"{where}: {len(chunk)} bytes, but shape {shape} of {datatype} needs {need} bytes "
-                           f"({count} elements of {dtype.itemsize})")
+        raise InvalidInput(
+            f"{where}: {len(chunk)} bytes, but shape {shape} of {datatype} needs {need} bytes "
+            f"({count} elements of {dtype.itemsize})"
+        )
     return np.frombuffer(chunk, dtype=dtype).reshape(shape)
 
 
@@ -146,10 +156,13 @@ def typed_array(item: Any, *, datatype: str, shape: list[int], count: int, where
         raise InvalidInput(f"{where}: {datatype} has no typed contents field; send it in raw_input_contents")
     values = getattr(item.contents, field)
     if len(values) != count:
-        others = [f for f in sorted(set(CONTENTS_FIELD.values())) if f != field and len(getattr(item.contents, f))]
+        others = [
+            f for f in sorted(set(CONTENTS_FIELD.values())) if f != field and len(getattr(item.contents, f))
+        ]
         hint = f" (it carries {', '.join(others)}; {datatype} takes {field})" if others else ""
-        raise InvalidInput(f"{where}.contents: {len(values)} {field} elements, but shape {shape} needs "
-                           f"{count}{hint}")
+        raise InvalidInput(
+            f"{where}.contents: {len(values)} {field} elements, but shape {shape} needs {count}{hint}"
+        )
     target = V2_TO_NUMPY[datatype]
     if datatype == "BYTES":
         return np.array(list(values), dtype=np.object_).reshape(shape)
@@ -165,8 +178,10 @@ def typed_array(item: Any, *, datatype: str, shape: list[int], count: int, where
 def _finite(arr: np.ndarray, *, datatype: str, where: str) -> np.ndarray:
     if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
         bad = "NaN" if np.isnan(arr).any() else "Infinity"
-        raise InvalidInput(f"{where}: {bad} in {datatype} data: non-finite values are not accepted (the REST "
-                           "contract's rule, whichever form carries them)")
+        raise InvalidInput(
+            f"{where}: {bad} in {datatype} data: non-finite values are not accepted (the REST "
+            "contract's rule, whichever form carries them)"
+        )
     return arr
 
 
@@ -191,8 +206,9 @@ def _typed_values(t: Tensor) -> list[Any]:
 
 def encode_response(response: InferResponse, *, raw: bool) -> bytes:
     """The serialized ``ModelInferResponse``: raw outputs when ``raw`` (or an output is FP16), else typed."""
-    message = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version,
-                                    id=response.id or "")
+    message = pb.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id or ""
+    )
     raw = raw or any(t.datatype not in CONTENTS_FIELD for t in response.outputs)
     for t in response.outputs:
         out = message.outputs.add(name=t.name, datatype=t.datatype, shape=list(t.data.shape))

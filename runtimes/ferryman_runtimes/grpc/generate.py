@@ -17,14 +17,18 @@ import tempfile
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-ROOT = PACKAGE_DIR.parent.parent  # runtimes/: the import root, so the module imports as ferryman_runtimes.grpc
+ROOT = (
+    PACKAGE_DIR.parent.parent
+)  # runtimes/: the import root, so the module imports as ferryman_runtimes.grpc
 PROTO = "ferryman_runtimes/grpc/inference.proto"
 OUTPUTS = ("inference_pb2.py", "inference_pb2.pyi")
 HEADER = "# Generated from inference.proto by `python -m ferryman_runtimes.grpc.generate`: do not edit.\n"
 _DEFAULT_POOL = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
-_PRIVATE_POOL = ("# a private pool: the standard clients register the same inference.* names in the default one\n"
-                 "_POOL = _descriptor_pool.DescriptorPool()\n"
-                 "DESCRIPTOR = _POOL.AddSerializedFile(")
+_PRIVATE_POOL = (
+    "# a private pool: the standard clients register the same inference.* names in the default one\n"
+    "_POOL = _descriptor_pool.DescriptorPool()\n"
+    "DESCRIPTOR = _POOL.AddSerializedFile("
+)
 
 
 def generate() -> dict[str, str]:

@@ -70,10 +70,12 @@ class InferenceServicer:
             "ModelInfer": self._guarded(self.model_infer),
         }
         return grpc.method_handlers_generic_handler(
-            SERVICE, {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in methods.items()})
+            SERVICE, {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in methods.items()}
+        )
 
-    def _guarded(self, fn: Callable[[bytes, list[tuple[bytes, bytes]]], Awaitable[bytes]], *,
-                 open_: bool = False) -> Handler:
+    def _guarded(
+        self, fn: Callable[[bytes, list[tuple[bytes, bytes]]], Awaitable[bytes]], *, open_: bool = False
+    ) -> Handler:
         """``fn`` behind the API-key check, with every domain error turned into its status."""
 
         async def call(body: bytes, context: Any) -> bytes:
@@ -81,8 +83,10 @@ class InferenceServicer:
             try:
                 if not open_ and self.keys is not None and not self.keys.accepts(supplied_key(metadata)):
                     self.refused += 1
-                    raise Unauthorized("missing or invalid API key (send metadata authorization: Bearer <key> "
-                                       "or x-api-key: <key>)")
+                    raise Unauthorized(
+                        "missing or invalid API key (send metadata authorization: Bearer <key> "
+                        "or x-api-key: <key>)"
+                    )
                 return await fn(body, metadata)
             except _Answered as answered:
                 code, message = for_answer(answered.status, answered.headers, answered.payload)
@@ -110,16 +114,22 @@ class InferenceServicer:
     async def server_metadata(self, body: bytes, metadata: list[tuple[bytes, bytes]]) -> bytes:
         codec.parse(pb.ServerMetadataRequest, body, what="ServerMetadataRequest")
         doc = self.app.dataplane.server_metadata()
-        return pb.ServerMetadataResponse(name=doc["name"], version=doc["version"],  # type: ignore[no-any-return]
-                                         extensions=doc["extensions"]).SerializeToString()
+        return pb.ServerMetadataResponse(
+            name=doc["name"],
+            version=doc["version"],  # type: ignore[no-any-return]
+            extensions=doc["extensions"],
+        ).SerializeToString()
 
     async def model_metadata(self, body: bytes, metadata: list[tuple[bytes, bytes]]) -> bytes:
         request = codec.parse(pb.ModelMetadataRequest, body, what="ModelMetadataRequest")
         doc = self.app.dataplane.model_metadata(self._model(request.name, request.version))
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(  # type: ignore[no-any-return]
-            name=doc["name"], versions=doc["versions"], platform=doc["platform"],
-            inputs=[tensor(**t) for t in doc["inputs"]], outputs=[tensor(**t) for t in doc["outputs"]],
+            name=doc["name"],
+            versions=doc["versions"],
+            platform=doc["platform"],
+            inputs=[tensor(**t) for t in doc["inputs"]],
+            outputs=[tensor(**t) for t in doc["outputs"]],
         ).SerializeToString()
 
     def _model(self, name: str, version: str) -> Any:
@@ -188,9 +198,16 @@ def server_options(app: InferenceApp, *, reuse_port: bool = False) -> list[tuple
     ]
 
 
-async def start_grpc(app: InferenceApp, *, host: str, port: int, api_keys: str | Path | None = None,
-                     tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
-                     reuse_port: bool = False) -> GrpcListener:
+async def start_grpc(
+    app: InferenceApp,
+    *,
+    host: str,
+    port: int,
+    api_keys: str | Path | None = None,
+    tls_cert: str | Path | None = None,
+    tls_key: str | Path | None = None,
+    reuse_port: bool = False,
+) -> GrpcListener:
     """Serve ``app`` over gRPC on the running event loop; raises :class:`FerrymanError` if the port is taken."""
     keys = ApiKeys(api_keys) if api_keys is not None else None
     servicer = InferenceServicer(app, keys=keys)
@@ -204,7 +221,9 @@ async def start_grpc(app: InferenceApp, *, host: str, port: int, api_keys: str |
 
         credentials = server_credentials(cert=tls_cert, key=tls_key)
     bound = await listen(server, host=host, port=port, credentials=credentials)
-    log.info("gRPC (inference.GRPCInferenceService) on %s%s", f"{host}:{bound}", " with TLS" if tls_cert else "")
+    log.info(
+        "gRPC (inference.GRPCInferenceService) on %s%s", f"{host}:{bound}", " with TLS" if tls_cert else ""
+    )
     return GrpcListener(server, bound, servicer)
 
 

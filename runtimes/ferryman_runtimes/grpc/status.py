@@ -80,7 +80,9 @@ def for_error(err: FerrymanError) -> tuple[grpc.StatusCode, str]:
     return status_code(err.status, overloaded=isinstance(err, Overloaded)), str(err)
 
 
-def for_answer(status: int, headers: list[tuple[bytes, bytes]], payload: bytes) -> tuple[grpc.StatusCode, str]:
+def for_answer(
+    status: int, headers: list[tuple[bytes, bytes]], payload: bytes
+) -> tuple[grpc.StatusCode, str]:
     """The code and message of a failed prediction's HTTP answer (``{"error": message}``; an overload says
     so with ``Retry-After``)."""
     overloaded = status == 503 and any(name == b"retry-after" for name, _ in headers)

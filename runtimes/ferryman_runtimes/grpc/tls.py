@@ -58,12 +58,19 @@ class CertificateWatch:
             if seen is None or seen == self.loaded:
                 return None
             try:
-                server_context(self.cert, self.key)  # the pair must load (and match) before it replaces the old one
+                server_context(
+                    self.cert, self.key
+                )  # the pair must load (and match) before it replaces the old one
                 configuration = _configuration(self.cert, self.key)
             except (ssl.SSLError, OSError) as err:
                 if seen != self._failed:
-                    log.error("TLS certificate %s / key %s changed but cannot be loaded (%s); gRPC still serves "
-                              "the previous certificate", self.cert, self.key, type(err).__name__)
+                    log.error(
+                        "TLS certificate %s / key %s changed but cannot be loaded (%s); gRPC still serves "
+                        "the previous certificate",
+                        self.cert,
+                        self.key,
+                        type(err).__name__,
+                    )
                     self._failed = seen
                 return None
             self.loaded = seen
@@ -78,5 +85,6 @@ def server_credentials(*, cert: str | Path, key: str | Path, check_seconds: floa
     cert_path, key_path = Path(cert).resolve(), Path(key).resolve()
     server_context(cert_path, key_path)
     watch = CertificateWatch(cert=cert_path, key=key_path, check_seconds=check_seconds)
-    return grpc.dynamic_ssl_server_credentials(_configuration(cert_path, key_path), watch,
-                                               require_client_authentication=False)
+    return grpc.dynamic_ssl_server_credentials(
+        _configuration(cert_path, key_path), watch, require_client_authentication=False
+    )

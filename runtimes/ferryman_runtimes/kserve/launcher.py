@@ -58,8 +58,9 @@ def _file_name(uri: str) -> str:
     return name if name.endswith(".onnx") else MODEL_FILE
 
 
-def model_directory(md: ModelDeployment, version: str, *, root: Path | None = None,
-                    progress: bool = False) -> Path:
+def model_directory(
+    md: ModelDeployment, version: str, *, root: Path | None = None, progress: bool = False
+) -> Path:
     """Fetch ``version``'s model and lay it out like KServe's storage initializer; returns the directory.
 
     The directory (``<root>/<deployment>/<version>``) ends up holding exactly one entry, the model file under
@@ -84,23 +85,37 @@ def model_directory(md: ModelDeployment, version: str, *, root: Path | None = No
     return directory
 
 
-def container_args(md: ModelDeployment, version: str, *, model_dir: Path, host: str, port: int,
-                   workers: int = 1) -> list[str]:
+def container_args(
+    md: ModelDeployment, version: str, *, model_dir: Path, host: str, port: int, workers: int = 1
+) -> list[str]:
     """The runtime container's arguments: the ClusterServingRuntime's, then the InferenceService's
     (``--model_name`` / ``--model_version``, as the operator writes them), then the spec's threads and
     body limit and the version's batching, with the model directory and port of this machine."""
-    args = [f"--model_dir={model_dir}", f"--http_port={port}", f"--host={host}",
-            f"--model_name={md.name}", f"--model_version={version}",
-            f"--threads={md.spec.threads}", f"--workers={workers}",
-            f"--max_body_bytes={md.spec.limits.max_body_bytes}"]
+    args = [
+        f"--model_dir={model_dir}",
+        f"--http_port={port}",
+        f"--host={host}",
+        f"--model_name={md.name}",
+        f"--model_version={version}",
+        f"--threads={md.spec.threads}",
+        f"--workers={workers}",
+        f"--max_body_bytes={md.spec.limits.max_body_bytes}",
+    ]
     batching = md.spec.batching_for(version)
     if batching is not None:
         args.append(f"--batching={batching.model_dump_json(by_alias=True, exclude_none=True)}")
     return args
 
 
-def prepare(spec: str | Path, *, host: str = "127.0.0.1", port: int = 8080, version: str | None = None,
-            workers: int = 1, model_root: Path | None = None) -> Options:
+def prepare(
+    spec: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    version: str | None = None,
+    workers: int = 1,
+    model_root: Path | None = None,
+) -> Options:
     """Load the spec, lay out the version's model directory and return the server's options."""
     from ferryman_runtimes.kserve.__main__ import parse
 
@@ -110,10 +125,22 @@ def prepare(spec: str | Path, *, host: str = "127.0.0.1", port: int = 8080, vers
     return parse(container_args(md, name, model_dir=directory, host=host, port=port, workers=workers))
 
 
-def run(spec: str, *, host: str = "127.0.0.1", port: int = 8080, version: str | None = None, workers: int = 1,
-        model_root: str | None = None, admin_host: str | None = None, admin_port: int | None = None,
-        state_dir: str | None = None, telemetry: bool = True, api_keys: str | None = None,
-        tls_cert: str | None = None, tls_key: str | None = None) -> None:
+def run(
+    spec: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    version: str | None = None,
+    workers: int = 1,
+    model_root: str | None = None,
+    admin_host: str | None = None,
+    admin_port: int | None = None,
+    state_dir: str | None = None,
+    telemetry: bool = True,
+    api_keys: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+) -> None:
     """Serve one version of ``spec`` (default: the stable one) on the KServe contract until SIGINT/SIGTERM.
 
     Takes the keyword arguments ``ferryman up`` passes every runtime. There is no rollout here (one
@@ -123,12 +150,24 @@ def run(spec: str, *, host: str = "127.0.0.1", port: int = 8080, version: str | 
     refused rather than ignored.
     """
     if api_keys or tls_cert or tls_key:
-        raise FerrymanError("--api-keys and --tls-cert/--tls-key are not supported by the kserve runtime "
-                            "(terminate TLS and authenticate in front of it, as KServe's ingress does)")
+        raise FerrymanError(
+            "--api-keys and --tls-cert/--tls-key are not supported by the kserve runtime "
+            "(terminate TLS and authenticate in front of it, as KServe's ingress does)"
+        )
     from ferryman_runtimes.kserve.server import run as serve
 
-    options = prepare(spec, host=host, port=port, version=version, workers=workers,
-                      model_root=Path(model_root) if model_root else None)
-    print(f"ferryman {options.model_name} version {options.model_version} on the KServe contract: "
-          f"http://{host}:{port} (model directory {options.model_dir})", file=sys.stderr, flush=True)
+    options = prepare(
+        spec,
+        host=host,
+        port=port,
+        version=version,
+        workers=workers,
+        model_root=Path(model_root) if model_root else None,
+    )
+    print(
+        f"ferryman {options.model_name} version {options.model_version} on the KServe contract: "
+        f"http://{host}:{port} (model directory {options.model_dir})",
+        file=sys.stderr,
+        flush=True,
+    )
     serve(options)

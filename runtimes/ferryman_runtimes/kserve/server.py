@@ -62,11 +62,17 @@ class Options:
             return e.get(f"{ENV_PREFIX}{name.upper()}")
 
         body = get("max_body_bytes")
-        return cls(model_name=str(get("model_name")), model_dir=get("model_dir") or DEFAULT_MODEL_DIR,
-                   model_version=get("model_version") or "1", threads=int(get("threads") or 1),
-                   host=get("host") or "0.0.0.0", workers=int(get("workers") or 1),
-                   max_body_bytes=int(body) if body else None, batching=get("batching") or None,
-                   grpc_port=int(get("grpc_port") or 0) or None)
+        return cls(
+            model_name=str(get("model_name")),
+            model_dir=get("model_dir") or DEFAULT_MODEL_DIR,
+            model_version=get("model_version") or "1",
+            threads=int(get("threads") or 1),
+            host=get("host") or "0.0.0.0",
+            workers=int(get("workers") or 1),
+            max_body_bytes=int(body) if body else None,
+            batching=get("batching") or None,
+            grpc_port=int(get("grpc_port") or 0) or None,
+        )
 
 
 def parse_batching(text: str | None) -> Batching | None:
@@ -85,7 +91,9 @@ def find_model_file(model_dir: str | Path) -> Path:
     if root.is_file():
         return root
     if not root.is_dir():
-        raise ModelStoreError(f"model directory {root} does not exist (is the storage initializer configured?)")
+        raise ModelStoreError(
+            f"model directory {root} does not exist (is the storage initializer configured?)"
+        )
     for candidates in (
         [root / MODEL_FILE] if (root / MODEL_FILE).is_file() else [],
         sorted(root.glob("*.onnx")),
@@ -109,8 +117,12 @@ def build_app(options: Options) -> InferenceApp:
     """Load the model (a load error raises here, before the port opens) and build the ASGI app."""
     path = find_model_file(options.model_dir)
     batching = parse_batching(options.batching)
-    model = OnnxModel.load(path, name=options.model_name, version=options.model_version,
-                           threads=session_threads(options.threads, batching))
+    model = OnnxModel.load(
+        path,
+        name=options.model_name,
+        version=options.model_version,
+        threads=session_threads(options.threads, batching),
+    )
     repo = ModelRepository()
     repo.add(model, default=True)
     repo.ready = True
@@ -122,13 +134,18 @@ def build_app(options: Options) -> InferenceApp:
     from ferryman_runtimes.native.server import NativeApp, with_grpc
 
     app = NativeApp(DataPlane(repo, limits=limits), observer=PrometheusObserver(), extra_routes=routes)
-    if options.grpc_port is not None:  # started with the app on its loop; workers share the port (SO_REUSEPORT)
+    if (
+        options.grpc_port is not None
+    ):  # started with the app on its loop; workers share the port (SO_REUSEPORT)
         with_grpc(app, host=options.host, port=options.grpc_port, reuse_port=options.workers > 1)
     if batching is not None:
         from ferryman_runtimes.native.server import batch_metrics
 
-        app.batchers = {(model.name, model.version): VersionBatcher(
-            model, batching, observe=batch_metrics(metrics.default(), model))}
+        app.batchers = {
+            (model.name, model.version): VersionBatcher(
+                model, batching, observe=batch_metrics(metrics.default(), model)
+            )
+        }
     return app
 
 

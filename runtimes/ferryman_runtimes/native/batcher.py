@@ -64,10 +64,13 @@ class VersionBatcher:
         """Queue one request's validated feed; on the event-loop thread. Raises Overloaded when full."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        if not self.queue.offer(Job(feed, names, future), key=batch_key(feed, names), rows=rows_of(feed),
-                                now=loop.time()):
-            raise Overloaded(f"version {self.model.version!r}: batch queue full ({self.queue.max_queue} requests "
-                             "waiting); retry later")
+        if not self.queue.offer(
+            Job(feed, names, future), key=batch_key(feed, names), rows=rows_of(feed), now=loop.time()
+        ):
+            raise Overloaded(
+                f"version {self.model.version!r}: batch queue full ({self.queue.max_queue} requests "
+                "waiting); retry later"
+            )
         if not self.queue.running and not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._dispatch, loop)
@@ -96,8 +99,14 @@ class VersionBatcher:
             self.queue.running = False
             self._settle(got, [InferenceFailed("server is shutting down")] * len(got))
 
-    def _done(self, loop: asyncio.AbstractEventLoop, batch: list[Pending[Job]],
-              results: list[list[np.ndarray] | FerrymanError], seconds: float, delays: list[float]) -> None:
+    def _done(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[Pending[Job]],
+        results: list[list[np.ndarray] | FerrymanError],
+        seconds: float,
+        delays: list[float],
+    ) -> None:
         self.queue.running = False
         self.runs += 1
         self.requests += len(batch)
@@ -110,8 +119,9 @@ class VersionBatcher:
         self._dispatch(loop)
 
     @staticmethod
-    def _settle(batch: list[Pending[Job]], results: Sequence[list[np.ndarray] | FerrymanError],
-                seconds: float = 0.0) -> None:
+    def _settle(
+        batch: list[Pending[Job]], results: Sequence[list[np.ndarray] | FerrymanError], seconds: float = 0.0
+    ) -> None:
         for p, result in zip(batch, results, strict=True):
             future = p.item.future
             if future.done():
@@ -163,9 +173,12 @@ def run_jobs(model: OnnxModel, jobs: list[Job]) -> list[list[np.ndarray] | Ferry
         return [run_one(model, j) for j in jobs]
 
 
-def batchers_for(models: Sequence[OnnxModel], settings: Callable[[OnnxModel], Batching | None], *,
-                 observe: Callable[[OnnxModel], BatchObserver | None] | None = None
-                 ) -> dict[tuple[str, str], VersionBatcher]:
+def batchers_for(
+    models: Sequence[OnnxModel],
+    settings: Callable[[OnnxModel], Batching | None],
+    *,
+    observe: Callable[[OnnxModel], BatchObserver | None] | None = None,
+) -> dict[tuple[str, str], VersionBatcher]:
     """A batcher for every model whose ``settings`` are not None, keyed by (model name, version)."""
     out = {}
     for m in models:

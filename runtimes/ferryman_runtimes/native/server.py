@@ -29,8 +29,9 @@ ENV_API_KEYS = "FERRYMAN_API_KEYS"
 ENV_GRPC = "FERRYMAN_GRPC_"  # multi-worker mode: PORT, HOST, TLS_CERT, TLS_KEY of the gRPC listener
 
 
-def build_app(target: str | Path, *, max_body_bytes: int | None = None, progress: bool = False,
-              telemetry: bool = True) -> InferenceApp:
+def build_app(
+    target: str | Path, *, max_body_bytes: int | None = None, progress: bool = False, telemetry: bool = True
+) -> InferenceApp:
     """Load everything first: the server never starts half-ready (a load error raises here).
 
     ``telemetry`` adds the Prometheus observer, ``GET /metrics`` and (for a spec with reference data)
@@ -51,8 +52,9 @@ def build_app(target: str | Path, *, max_body_bytes: int | None = None, progress
         return InferenceApp(DataPlane(repo, limits=limits))
     inst = instrument(md, repo)
     if md is not None:
-        inst.metrics.set_traffic_weights(md.name, {v: 100 if v == repo.default_version[md.name] else 0
-                                                   for v in repo.models[md.name]})
+        inst.metrics.set_traffic_weights(
+            md.name, {v: 100 if v == repo.default_version[md.name] else 0 for v in repo.models[md.name]}
+        )
     app = NativeApp(DataPlane(repo, limits=limits), observer=inst.observer, extra_routes=inst.routes)
     if md is not None:
         app.batchers = spec_batchers(md, repo, inst.metrics)
@@ -61,13 +63,17 @@ def build_app(target: str | Path, *, max_body_bytes: int | None = None, progress
     return app
 
 
-def spec_batchers(md: ModelDeployment, repo: ModelRepository, m: metrics.FerrymanMetrics
-                  ) -> dict[tuple[str, str], VersionBatcher]:
+def spec_batchers(
+    md: ModelDeployment, repo: ModelRepository, m: metrics.FerrymanMetrics
+) -> dict[tuple[str, str], VersionBatcher]:
     """A batcher for every version whose batching is on (its own or ``spec.batching``), reporting each run's
     size and its requests' queue delays to ``m``. The gateway (``ferryman up``) uses it too."""
     models = [repo.get(md.name, v.name) for v in md.spec.versions]
-    return batchers_for(models, lambda model: md.spec.batching_for(model.version),
-                        observe=lambda model: batch_metrics(m, model))
+    return batchers_for(
+        models,
+        lambda model: md.spec.batching_for(model.version),
+        observe=lambda model: batch_metrics(m, model),
+    )
 
 
 def batch_metrics(m: metrics.FerrymanMetrics, model: OnnxModel) -> BatchObserver:
@@ -110,8 +116,16 @@ class NativeApp(InferenceApp):
                 log.exception("shutdown hook failed")
 
 
-def with_grpc(app: InferenceApp, *, host: str, port: int, api_keys: str | None = None, tls_cert: str | None = None,
-              tls_key: str | None = None, reuse_port: bool = False) -> None:
+def with_grpc(
+    app: InferenceApp,
+    *,
+    host: str,
+    port: int,
+    api_keys: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    reuse_port: bool = False,
+) -> None:
     """Serve ``app`` over gRPC too (``ferryman_runtimes.grpc``), started and stopped with it on its loop."""
     if not isinstance(app, NativeApp):
         raise TypeError("gRPC needs the native app's start-up hooks")
@@ -120,8 +134,17 @@ def with_grpc(app: InferenceApp, *, host: str, port: int, api_keys: str | None =
     listeners: list[GrpcListener] = []
 
     async def start() -> None:
-        listeners.append(await start_grpc(app, host=host, port=port, api_keys=api_keys, tls_cert=tls_cert,
-                                          tls_key=tls_key, reuse_port=reuse_port))
+        listeners.append(
+            await start_grpc(
+                app,
+                host=host,
+                port=port,
+                api_keys=api_keys,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                reuse_port=reuse_port,
+            )
+        )
 
     async def stop() -> None:
         while listeners:
@@ -138,9 +161,15 @@ def app_from_env() -> Any:
     api_keys = os.environ.get(ENV_API_KEYS) or None
     grpc_port = os.environ.get(ENV_GRPC + "PORT")
     if grpc_port:  # every worker listens on the port (SO_REUSEPORT): the kernel spreads the connections
-        with_grpc(app, host=os.environ[ENV_GRPC + "HOST"], port=int(grpc_port), api_keys=api_keys,
-                  tls_cert=os.environ.get(ENV_GRPC + "TLS_CERT"), tls_key=os.environ.get(ENV_GRPC + "TLS_KEY"),
-                  reuse_port=True)
+        with_grpc(
+            app,
+            host=os.environ[ENV_GRPC + "HOST"],
+            port=int(grpc_port),
+            api_keys=api_keys,
+            tls_cert=os.environ.get(ENV_GRPC + "TLS_CERT"),
+            tls_key=os.environ.get(ENV_GRPC + "TLS_KEY"),
+            reuse_port=True,
+        )
     return protect(app, api_keys=api_keys)
 
 
@@ -159,9 +188,18 @@ def uvicorn_options(*, host: str, port: int, workers: int = 1) -> dict[str, Any]
     }
 
 
-def run(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: int = 1,
-        max_body_bytes: int | None = None, api_keys: str | None = None, tls_cert: str | None = None,
-        tls_key: str | None = None, grpc_port: int | None = None) -> None:
+def run(
+    target: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: int = 1,
+    max_body_bytes: int | None = None,
+    api_keys: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    grpc_port: int | None = None,
+) -> None:
     import uvicorn
 
     opts = uvicorn_options(host=host, port=port, workers=workers)
@@ -180,8 +218,12 @@ def run(target: str, *, host: str = "127.0.0.1", port: int = 8080, workers: int 
         if grpc_port is not None:
             os.environ.update({ENV_GRPC + "PORT": str(grpc_port), ENV_GRPC + "HOST": host})
             if tls_cert and tls_key:
-                os.environ.update({ENV_GRPC + "TLS_CERT": str(Path(tls_cert).resolve()),
-                                   ENV_GRPC + "TLS_KEY": str(Path(tls_key).resolve())})
+                os.environ.update(
+                    {
+                        ENV_GRPC + "TLS_CERT": str(Path(tls_cert).resolve()),
+                        ENV_GRPC + "TLS_KEY": str(Path(tls_key).resolve()),
+                    }
+                )
         # Workers share one metrics directory so any of them answers /metrics for all.
         owned = multiprocess_dir() is None
         directory = prepare_multiprocess()

@@ -23,8 +23,10 @@ def build(args: dict[str, Any]) -> Application:
     md = parse_deployment(deployment, source="serve args")  # fail the deploy early on a bad spec
     version_model: Any = VersionModel  # @serve.deployment turns the classes into Deployments
     ingress: Any = Ingress
-    remotes = {v.name: version_model.options(name=version_deployment(v.name)).bind(deployment, v.name)
-               for v in md.spec.versions}
+    remotes = {
+        v.name: version_model.options(name=version_deployment(v.name)).bind(deployment, v.name)
+        for v in md.spec.versions
+    }
     inline_below_ms = float(args.get("inline_below_ms", DEFAULT_INLINE_BELOW_MS))
     dispatch = {str(k): str(v) for k, v in (args.get("dispatch") or {}).items()}
     stats = args.get("stats") or None

@@ -40,8 +40,10 @@ def batchable(model: OnnxModel) -> bool:
 
 
 def _key(job: Job) -> tuple[Any, ...]:
-    return (tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(job.feed.items())),
-            tuple(job.outputs) if job.outputs else None)
+    return (
+        tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(job.feed.items())),
+        tuple(job.outputs) if job.outputs else None,
+    )
 
 
 def run_one(model: OnnxModel, job: Job) -> Result:

@@ -37,12 +37,14 @@ ENV_INSTANCE = "FERRYMAN_RAY_INSTANCE"  # marks every process of one local Ray i
 
 def ray_environment(*, port: int, ingress_replicas: int) -> dict[str, str]:
     """Environment for the local Ray instance: throughput mode, direct ingress on ``port`` (and up)."""
-    return {**THROUGHPUT_ENV,
-            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
-            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + ingress_replicas),
-            # no load balancer to deregister from locally: stop in a second, not Ray's 30 s drain window
-            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-            "RAY_DEDUP_LOGS": "0"}
+    return {
+        **THROUGHPUT_ENV,
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + ingress_replicas),
+        # no load balancer to deregister from locally: stop in a second, not Ray's 30 s drain window
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        "RAY_DEDUP_LOGS": "0",
+    }
 
 
 @dataclass
@@ -64,9 +66,19 @@ class Deployed:
         self.client.deploy_apps(ServeDeploySchema.model_validate(with_route(self.config, route)))
 
 
-def deploy(spec: str | Path, *, host: str = "127.0.0.1", port: int = 8080, proxy_port: int | None = None,
-           cpus: float | None = None, inline_below_ms: float | None = None, dispatch: dict[str, str] | None = None,
-           timeout: float = DEPLOY_TIMEOUT_S, state: RolloutState | None = None, stats_hub: bool = False) -> Deployed:
+def deploy(
+    spec: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    proxy_port: int | None = None,
+    cpus: float | None = None,
+    inline_below_ms: float | None = None,
+    dispatch: dict[str, str] | None = None,
+    timeout: float = DEPLOY_TIMEOUT_S,
+    state: RolloutState | None = None,
+    stats_hub: bool = False,
+) -> Deployed:
     """Start Ray in this process and deploy the spec; returns once the ingress answers on ``port``.
 
     ``state``: the rollout state whose split to deploy (default: the spec's first step). ``stats_hub``:
@@ -77,8 +89,16 @@ def deploy(spec: str | Path, *, host: str = "127.0.0.1", port: int = 8080, proxy
     proxy_port = proxy_port or processes.free_port_below_ephemeral(host)
     metrics_dir = tempfile.mkdtemp(prefix="ferryman-ray-metrics-")
     kwargs: dict[str, Any] = {} if inline_below_ms is None else {"inline_below_ms": inline_below_ms}
-    config = serve_config(md, state=state or start(md, now=time.time())[0], cpus=cpus, metrics_dir=metrics_dir,
-                          dispatch=dispatch, host=host, port=proxy_port, **kwargs)
+    config = serve_config(
+        md,
+        state=state or start(md, now=time.time())[0],
+        cpus=cpus,
+        metrics_dir=metrics_dir,
+        dispatch=dispatch,
+        host=host,
+        port=proxy_port,
+        **kwargs,
+    )
     ingress = config["applications"][0]["deployments"][0]
     os.environ.update(ray_environment(port=port, ingress_replicas=int(ingress["num_replicas"])))
     os.environ.setdefault(ENV_INSTANCE, uuid.uuid4().hex)
@@ -96,17 +116,26 @@ def deploy(spec: str | Path, *, host: str = "127.0.0.1", port: int = 8080, proxy
         from ferryman_runtimes.ray.stats import NAMESPACE, SHIP_INTERVAL_S, hub_name, start_hub
 
         hub = start_hub(md.name)  # before the replicas that look it up
-        config["applications"][0]["args"]["stats"] = {"actor": hub_name(md.name), "namespace": NAMESPACE,
-                                                      "interval_s": SHIP_INTERVAL_S}
+        config["applications"][0]["args"]["stats"] = {
+            "actor": hub_name(md.name),
+            "namespace": NAMESPACE,
+            "interval_s": SHIP_INTERVAL_S,
+        }
         schema = ServeDeploySchema.model_validate(config)
-    client = serve_start(http_options=schema.http_options.model_dump(),
-                                   proxy_location=schema.proxy_location)
+    client = serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)
     client.deploy_apps(schema)
     _wait_running(md.name, timeout=timeout)
     url = f"http://{host}:{port}"
     _wait_http(f"{url}/v2/health/ready", timeout=timeout)
-    return Deployed(md=md, url=url, proxy_url=f"http://{host}:{proxy_port}", metrics_dir=metrics_dir, config=config,
-                    client=client, hub=hub)
+    return Deployed(
+        md=md,
+        url=url,
+        proxy_url=f"http://{host}:{proxy_port}",
+        metrics_dir=metrics_dir,
+        config=config,
+        client=client,
+        hub=hub,
+    )
 
 
 def _start_ray(*, num_cpus: int, attempts: int = 3) -> None:
@@ -116,9 +145,14 @@ def _start_ray(*, num_cpus: int, attempts: int = 3) -> None:
 
     for attempt in range(1, attempts + 1):
         try:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                     object_store_memory=OBJECT_STORE_BYTES, logging_level=logging.WARNING,
-                     log_to_driver=os.environ.get("FERRYMAN_RAY_LOGS") == "1")
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                object_store_memory=OBJECT_STORE_BYTES,
+                logging_level=logging.WARNING,
+                log_to_driver=os.environ.get("FERRYMAN_RAY_LOGS") == "1",
+            )
             return
         except Exception as err:
             with contextlib.suppress(Exception):

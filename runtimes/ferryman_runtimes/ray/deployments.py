@@ -44,8 +44,14 @@ def _metrics_ready() -> None:
 class Ingress:
     """HTTP entry: KServe v1 + Open Inference Protocol v2 (JSON and binary), routed by the rollout policy."""
 
-    def __init__(self, deployment: dict[str, Any], remotes: dict[str, Any], inline_below_ms: float,
-                 dispatch: dict[str, str] | None = None, stats: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        deployment: dict[str, Any],
+        remotes: dict[str, Any],
+        inline_below_ms: float,
+        dispatch: dict[str, str] | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> None:
         _metrics_ready()
         self.md: ModelDeployment = parse_deployment(deployment, source="serve args")
         repo = repository_for(self.md)
@@ -53,23 +59,36 @@ class Ingress:
         forced = dispatch or {}
         inline = choose_inline([m for m in models if m.version not in forced], below_ms=inline_below_ms)
         inline |= {v for v, mode in forced.items() if mode == "inline"}
-        log.info("ingress for %s: in-process %s, remote %s", self.md.name, sorted(inline),
-                 sorted(set(remotes) - inline))
+        log.info(
+            "ingress for %s: in-process %s, remote %s",
+            self.md.name,
+            sorted(inline),
+            sorted(set(remotes) - inline),
+        )
         self.metrics = metrics.default()
         budget = self.md.spec.budget
-        self.metrics.set_budget(self.md.name, p99_seconds=budget.p99_ms / 1000.0,
-                                max_error_ratio=budget.max_error_rate)
+        self.metrics.set_budget(
+            self.md.name, p99_seconds=budget.p99_ms / 1000.0, max_error_ratio=budget.max_error_rate
+        )
         for m in models:
             self.metrics.set_model_ready(m.name, m.version, True)
         observer: RequestObserver = PrometheusObserver(self.metrics)
         self.shipper: StatsShipper | None = None
         if stats:  # the local rollout driver's hub: exact per-version stats from every replica
-            self.shipper = StatsShipper(actor_sender(str(stats["actor"]), namespace=str(stats["namespace"])),
-                                        interval=float(stats.get("interval_s", SHIP_INTERVAL_S)))
+            self.shipper = StatsShipper(
+                actor_sender(str(stats["actor"]), namespace=str(stats["namespace"])),
+                interval=float(stats.get("interval_s", SHIP_INTERVAL_S)),
+            )
             observer = CompositeObserver(observer, self.shipper)
         # reconfigure() installs the config's traffic split right after construction
-        self.gateway = RayIngressApp(DataPlane(repo, limits=self.md.spec.limits), initial_table(self.md), remotes=remotes,
-                                 inline=inline, observer=observer, extra_routes=metrics_routes())
+        self.gateway = RayIngressApp(
+            DataPlane(repo, limits=self.md.spec.limits),
+            initial_table(self.md),
+            remotes=remotes,
+            inline=inline,
+            observer=observer,
+            extra_routes=metrics_routes(),
+        )
         if self.shipper is not None:
             gw = self.gateway
             self.shipper.counters = lambda: (gw.shadow_requests, gw.shadow_errors, gw.shadow_dropped)

@@ -95,11 +95,15 @@ class RayTarget:
         return True
 
     def load(self, md: ModelDeployment, *, previous: ModelDeployment) -> None:
-        raise InvalidInput("a spec edit is not adopted live with --runtime ray (the Serve application's args "
-                           "carry the spec, so it would restart every replica): restart `ferryman up`")
+        raise InvalidInput(
+            "a spec edit is not adopted live with --runtime ray (the Serve application's args "
+            "carry the spec, so it would restart every replica): restart `ferryman up`"
+        )
 
     def prediction(self, request_id: str) -> Seen | None:
-        raise InvalidInput("A/B feedback needs the gateway runtime: the Ray ingress keeps no per-request answers")
+        raise InvalidInput(
+            "A/B feedback needs the gateway runtime: the Ray ingress keeps no per-request answers"
+        )
 
     def forget(self, request_id: str) -> None:
         return None
@@ -166,8 +170,14 @@ def prepare(spec_path: Path, *, state_dir: Path, tick_seconds: float = 0.25) -> 
     md = load_deployment(spec_path)
     stats = HubStats(None)
     target = RayTarget(shadow=stats.shadow)
-    controller = RolloutController(md=md, spec_path=spec_path, target=target, accounting=stats,
-                                   state_path=state_dir / f"{md.name}.rollout.json", tick_seconds=tick_seconds)
+    controller = RolloutController(
+        md=md,
+        spec_path=spec_path,
+        target=target,
+        accounting=stats,
+        state_path=state_dir / f"{md.name}.rollout.json",
+        tick_seconds=tick_seconds,
+    )
     return Driver(controller, target, stats, admin_token(state_dir), state_dir)
 
 
@@ -190,8 +200,16 @@ async def serve_admin(driver: Driver, *, host: str, port: int, gateway_url: str,
     opts.pop("workers")
     opts["lifespan"] = "off"
     admin = _Server(uvicorn.Config(AdminApp(controller, token=driver.token), **opts))
-    write_json(state_dir / ADMIN_FILE, {"url": f"http://{host}:{port}", "model": controller.md.name,
-                                        "gateway": gateway_url, "runtime": "ray", "pid": os.getpid()})
+    write_json(
+        state_dir / ADMIN_FILE,
+        {
+            "url": f"http://{host}:{port}",
+            "model": controller.md.name,
+            "gateway": gateway_url,
+            "runtime": "ray",
+            "pid": os.getpid(),
+        },
+    )
 
     async def resync() -> None:  # retry a split Serve did not accept when it was decided
         while True:

@@ -68,10 +68,19 @@ def choose_inline(models: list[OnnxModel], *, below_ms: float) -> set[str]:
 
 
 class RayIngressApp(GatewayApp):
-    def __init__(self, dataplane: DataPlane, table: RouteTable, *, remotes: dict[str, Any], inline: set[str],
-                 observer: RequestObserver | None = None,
-                 extra_routes: dict[tuple[str, str], Any] | None = None) -> None:
-        super().__init__(dataplane, table, observer=observer, extra_routes=extra_routes, track_predictions=False)
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        table: RouteTable,
+        *,
+        remotes: dict[str, Any],
+        inline: set[str],
+        observer: RequestObserver | None = None,
+        extra_routes: dict[tuple[str, str], Any] | None = None,
+    ) -> None:
+        super().__init__(
+            dataplane, table, observer=observer, extra_routes=extra_routes, track_predictions=False
+        )
         self.remotes = remotes
         self.inline = set(inline)
 
@@ -104,8 +113,14 @@ class RayIngressApp(GatewayApp):
         if model is None or model.version not in self.remotes:
             return await super()._shadow(selection, infer)
         await asyncio.sleep(0)  # let the caller's response flush first
-        record = RequestRecord(model=model.name, version=model.version, route=ROUTE_SHADOW, protocol="shadow",
-                               code=200, seconds=0.0)
+        record = RequestRecord(
+            model=model.name,
+            version=model.version,
+            route=ROUTE_SHADOW,
+            protocol="shadow",
+            code=200,
+            seconds=0.0,
+        )
         self.shadow_requests += 1
         t0 = time.perf_counter()
         response = None
@@ -143,6 +158,7 @@ def _job(dataplane: DataPlane, model: OnnxModel, request: InferRequest) -> Job:
         names = [o.name for o in request.outputs]
         unknown = [n for n in names if n not in model.output_names]
         if unknown:
-            raise InvalidInput(f"outputs: unknown output(s) {unknown}; model outputs are {model.output_names}")
+            raise InvalidInput(
+                f"outputs: unknown output(s) {unknown}; model outputs are {model.output_names}"
+            )
     return Job(feed, names)
-

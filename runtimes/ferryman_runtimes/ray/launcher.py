@@ -21,10 +21,23 @@ if TYPE_CHECKING:
     from ferryman_runtimes.ray.driver import Driver
 
 
-def run(spec: str, *, host: str = "127.0.0.1", port: int = 8080, proxy_port: int | None = None,
-        cpus: float | None = None, inline_below_ms: float | None = None, dispatch: dict[str, str] | None = None,
-        admin_host: str | None = None, admin_port: int | None = None, state_dir: str | None = None,
-        telemetry: bool = True, api_keys: str | None = None, tls_cert: str | None = None, tls_key: str | None = None) -> None:
+def run(
+    spec: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    proxy_port: int | None = None,
+    cpus: float | None = None,
+    inline_below_ms: float | None = None,
+    dispatch: dict[str, str] | None = None,
+    admin_host: str | None = None,
+    admin_port: int | None = None,
+    state_dir: str | None = None,
+    telemetry: bool = True,
+    api_keys: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+) -> None:
     """``ferryman up SPEC --runtime ray``: deploy, print the endpoints, serve until SIGINT/SIGTERM.
 
     Takes the keyword arguments ``ferryman up`` passes every runtime. With ``state_dir`` (``ferryman up``
@@ -37,8 +50,10 @@ def run(spec: str, *, host: str = "127.0.0.1", port: int = 8080, proxy_port: int
     from rich.console import Console
 
     if api_keys or tls_cert or tls_key:
-        raise FerrymanError("--api-keys and --tls-cert/--tls-key are not supported with --runtime ray "
-                            "(put the Ray ingress behind a TLS-terminating, authenticating proxy)")
+        raise FerrymanError(
+            "--api-keys and --tls-cert/--tls-key are not supported with --runtime ray "
+            "(put the Ray ingress behind a TLS-terminating, authenticating proxy)"
+        )
 
     console = Console(stderr=True)
     stopping: list[int] = []
@@ -55,11 +70,21 @@ def run(spec: str, *, host: str = "127.0.0.1", port: int = 8080, proxy_port: int
 
             driver = prepare(Path(spec), state_dir=Path(state_dir))
         with console.status("starting Ray and deploying (Ray takes 10-30 s to start)..."):
-            deployed = deploy(spec, host=host, port=port, proxy_port=proxy_port, cpus=cpus,
-                              inline_below_ms=inline_below_ms, dispatch=dispatch,
-                              state=driver.state if driver else None, stats_hub=driver is not None)
-        console.print(f"[green]ferryman[/] {deployed.md.name} on Ray Serve: {deployed.url} "
-                      f"(direct ingress; Serve proxy {deployed.proxy_url}, metrics {deployed.url}/metrics)")
+            deployed = deploy(
+                spec,
+                host=host,
+                port=port,
+                proxy_port=proxy_port,
+                cpus=cpus,
+                inline_below_ms=inline_below_ms,
+                dispatch=dispatch,
+                state=driver.state if driver else None,
+                stats_hub=driver is not None,
+            )
+        console.print(
+            f"[green]ferryman[/] {deployed.md.name} on Ray Serve: {deployed.url} "
+            f"(direct ingress; Serve proxy {deployed.proxy_url}, metrics {deployed.url}/metrics)"
+        )
         for s in previous:  # ray.init installs its own SIGTERM handler (an abrupt exit); take it back
             signal.signal(s, stop)
         if driver is None:
@@ -67,16 +92,29 @@ def run(spec: str, *, host: str = "127.0.0.1", port: int = 8080, proxy_port: int
             while not stopping:
                 time.sleep(0.2)
         else:
-            _drive(deployed, driver, admin_host=admin_host or host, admin_port=admin_port, console=console,
-                   stopping=stopping)
+            _drive(
+                deployed,
+                driver,
+                admin_host=admin_host or host,
+                admin_port=admin_port,
+                console=console,
+                stopping=stopping,
+            )
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         shutdown(deployed)
 
 
-def _drive(deployed: Deployed, driver: Driver, *, admin_host: str, admin_port: int | None, console: Any,
-           stopping: list[int]) -> None:
+def _drive(
+    deployed: Deployed,
+    driver: Driver,
+    *,
+    admin_host: str,
+    admin_port: int | None,
+    console: Any,
+    stopping: list[int],
+) -> None:
     """Run the rollout driver and the admin API (in this process) until a signal arrives."""
     import asyncio
 
@@ -85,7 +123,9 @@ def _drive(deployed: Deployed, driver: Driver, *, admin_host: str, admin_port: i
     ingress = deployed.config["applications"][0]["deployments"][0]
     driver.attach(hub=deployed.hub, deploy=deployed.redeploy, deployed_route=ingress["user_config"])
     port = admin_port or int(deployed.url.rsplit(":", 1)[1]) + int(ingress["num_replicas"]) + 1
-    console.print(f"[green]rollout driver[/] {driver.state.phase.value} {driver.state.weights}; admin API "
-                  f"http://{admin_host}:{port} (token: FERRYMAN_ADMIN_TOKEN or {driver.state_dir}/token.json)")
+    console.print(
+        f"[green]rollout driver[/] {driver.state.phase.value} {driver.state.weights}; admin API "
+        f"http://{admin_host}:{port} (token: FERRYMAN_ADMIN_TOKEN or {driver.state_dir}/token.json)"
+    )
     print(f"READY {deployed.url}", flush=True)
     asyncio.run(serve_admin(driver, host=admin_host, port=port, gateway_url=deployed.url, stopping=stopping))

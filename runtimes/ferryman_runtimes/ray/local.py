@@ -42,32 +42,58 @@ class LocalRay:
         self.stop()
 
 
-def command(spec: str | Path, *, port: int, host: str = "127.0.0.1", extra: list[str] | None = None) -> list[str]:
+def command(
+    spec: str | Path, *, port: int, host: str = "127.0.0.1", extra: list[str] | None = None
+) -> list[str]:
     """The exact command :func:`start_local` runs (``python -m ferryman_runtimes.ray``)."""
-    return [sys.executable, "-m", "ferryman_runtimes.ray", str(spec), "--host", host, "--port", str(port),
-            *(extra or [])]
+    return [
+        sys.executable,
+        "-m",
+        "ferryman_runtimes.ray",
+        str(spec),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *(extra or []),
+    ]
 
 
-def start_local(spec_path: str | Path, port: int, *, host: str = "127.0.0.1", timeout: float = DEPLOY_TIMEOUT_S,
-                extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> LocalRay:
+def start_local(
+    spec_path: str | Path,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    timeout: float = DEPLOY_TIMEOUT_S,
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> LocalRay:
     """Run the spec on a fresh local Ray instance in a subprocess; return once it is ready. Call ``.stop()``."""
     fd, name = tempfile.mkstemp(prefix="ferryman-ray-", suffix=".log")
     log_path = Path(name)
     instance = uuid.uuid4().hex
     with os.fdopen(fd, "wb") as out:
-        process = subprocess.Popen(command(spec_path, port=port, host=host, extra=extra_args),
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), ENV_INSTANCE: instance})
+        process = subprocess.Popen(
+            command(spec_path, port=port, host=host, extra=extra_args),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), ENV_INSTANCE: instance},
+        )
     handle = LocalRay(url=f"http://{host}:{port}", process=process, log_path=log_path, instance=instance)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise FerrymanError(f"the Ray launcher exited with {process.returncode}:\n{handle.output()[-4000:]}")
+                raise FerrymanError(
+                    f"the Ray launcher exited with {process.returncode}:\n{handle.output()[-4000:]}"
+                )
             if "READY " in handle.output():
                 return handle
             time.sleep(0.3)
-        raise FerrymanError(f"the Ray launcher was not ready within {timeout:.0f}s:\n{handle.output()[-4000:]}")
+        raise FerrymanError(
+            f"the Ray launcher was not ready within {timeout:.0f}s:\n{handle.output()[-4000:]}"
+        )
     except BaseException:
         handle.stop()
         raise

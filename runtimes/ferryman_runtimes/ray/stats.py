@@ -70,8 +70,18 @@ class StatsHub:
             for version, route, code, seconds, at in rows:
                 self._last = max(self._last, at)  # never backwards: windows are found by binary search
                 self._stamp = self._last
-                finished(RequestRecord(model=self.model, version=version, route=route, protocol="", code=code,
-                                       seconds=seconds), None, None)
+                finished(
+                    RequestRecord(
+                        model=self.model,
+                        version=version,
+                        route=route,
+                        protocol="",
+                        code=code,
+                        seconds=seconds,
+                    ),
+                    None,
+                    None,
+                )
         finally:
             self._stamp = None
         self._shadow[replica] = (int(shadow[0]), int(shadow[1]), int(shadow[2]))
@@ -91,14 +101,25 @@ class StatsHub:
     def shadow(self) -> dict[str, int]:
         """Shadow copies over every replica that ever reported (a replaced replica keeps its last totals)."""
         sent, failed, dropped = (sum(c[i] for c in self._shadow.values()) for i in range(3))
-        return {"requests": sent, "errors": failed, "dropped": dropped, "statsDropped": sum(self._dropped.values())}
+        return {
+            "requests": sent,
+            "errors": failed,
+            "dropped": dropped,
+            "statsDropped": sum(self._dropped.values()),
+        }
 
 
 class StatsShipper(RequestObserver):
     """A request observer for an ingress replica: append on the hot path, ship in bulk from a thread."""
 
-    def __init__(self, send: Send, *, interval: float = SHIP_INTERVAL_S,
-                 counters: Callable[[], Counters] | None = None, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self,
+        send: Send,
+        *,
+        interval: float = SHIP_INTERVAL_S,
+        counters: Callable[[], Counters] | None = None,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
         self._send = send
         self.interval = interval
         self.counters = counters  # the replica's shadow counters, read when a batch is shipped
@@ -111,7 +132,9 @@ class StatsShipper(RequestObserver):
         self._failing = False
 
     # RequestObserver ---------------------------------------------------------------------------------
-    def finished(self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None) -> None:
+    def finished(
+        self, record: RequestRecord, request: InferRequest | None, response: InferResponse | None
+    ) -> None:
         code = record.code
         if record.version and not 400 <= code < 500:  # what Accounting keeps: 4xx are the caller's
             self._rows.append((record.version, record.route, code, record.seconds, time.time()))
@@ -164,11 +187,14 @@ def start_hub(model: str, *, namespace: str = NAMESPACE) -> Any:
 
     actor: Any = ray.remote(StatsHub)
     # no CPU reserved: the local instance's CPUs are all given to the Serve replicas
-    return actor.options(name=hub_name(model), namespace=namespace, num_cpus=0, max_restarts=0).remote(model=model)
+    return actor.options(name=hub_name(model), namespace=namespace, num_cpus=0, max_restarts=0).remote(
+        model=model
+    )
 
 
-def actor_sender(name: str, *, namespace: str = NAMESPACE, replica: str | None = None,
-                 timeout: float = SEND_TIMEOUT_S) -> Send:
+def actor_sender(
+    name: str, *, namespace: str = NAMESPACE, replica: str | None = None, timeout: float = SEND_TIMEOUT_S
+) -> Send:
     """A :data:`Send` that ships to the named hub (looked up on first use, again after a failure)."""
     import ray
 

@@ -14,8 +14,9 @@ DEFAULT_RUN_TIME_S = 60.0
 RAMP_STEPS = 10
 
 
-def users_at(shape: str, elapsed_s: float, *, users: int, spawn_rate: float,
-             run_time_s: float) -> tuple[int, float] | None:
+def users_at(
+    shape: str, elapsed_s: float, *, users: int, spawn_rate: float, run_time_s: float
+) -> tuple[int, float] | None:
     """(user count, spawn rate) the shape asks for ``elapsed_s`` into the run, or None when it is over."""
     if elapsed_s >= run_time_s:
         return None

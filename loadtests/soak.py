@@ -47,7 +47,8 @@ def sample_memory(
 
 
 def rss_growth(samples: list[tuple[float, float]]) -> float | None:
-    """Memory growth after warm-up: last sample minus the peak of the first quarter (start-up noise excluded)."""
+    """Memory growth after warm-up: last sample minus the peak of the first quarter (start-up noise
+    excluded)."""
     if len(samples) < 4:
         return None
     quarter = max(1, len(samples) // 4)

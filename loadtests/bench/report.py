@@ -49,7 +49,8 @@ COMPARISONS: tuple[Comparison, ...] = (
     Comparison("gateway 256-row batches vs raw ORT (rows/s)", "batch", "ferryman-gateway", "raw-ort"),
     # context for the targets above, measured on the same machine in the same run: the floor's own p99
     # (a closed loop of 16 connections puts p99 near 2 x 16 / throughput) and how far the floor is from KServe
-    # (the reference machine had 16x; where it is less, "gateway >= 0.7x minimal" and ">= 10x KServe" conflict)
+    # (the reference machine had 16x; where it is less, "gateway >= 0.7x minimal" and ">= 10x KServe"
+    # conflict)
     Comparison("minimal ASGI p99 at 16 connections (context)", "p99", "minimal-asgi"),
     Comparison("minimal ASGI vs stock KServe (context)", "throughput", "minimal-asgi", "kserve-stock"),
 )
@@ -204,7 +205,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "# Benchmarks",
         "",
         f"Latest run: {doc['generated_at']} ({'quick' if doc['quick'] else 'full'} mode, "
-        f"`python -m loadtests.bench{' --quick' if doc['quick'] else ''}`; `make bench` / `make bench-quick`). "
+        f"`python -m loadtests.bench{' --quick' if doc['quick'] else ''}`; `make bench` / "
+        "`make bench-quick`). "
         "Raw figures are in `" + doc.get("json_name", "benchmarks.json") + "`.",
         "",
         "The machine is shared with other work while this runs, so absolute numbers move from run to run; "
@@ -232,14 +234,17 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"- load generator: `{s['load_generator']}` ({s['duration_s']:g} s per contender after "
         f"{s['warmup_s']:g} s of warm-up), closed loop, on the same machine",
-        f"- rounds: each contender is started, measured and stopped {s['rounds']} time(s), one contender at a "
+        f"- rounds: each contender is started, measured and stopped {s['rounds']} time(s), one contender at "
+        "a "
         "time; the best round counts (other work on the machine only ever slows a run down); slow starters "
         "(Ray) run once",
         f"- model: {s['model']}, {s['rows_per_request']} row per request, {s['protocol']}",
         f"- large batches: {s['batch_rows']} rows per request, {s['batch_protocol']}",
-        "- every server uses the same ONNX Runtime session options (1 intra-op thread, sequential, no spinning)",
+        "- every server uses the same ONNX Runtime session options (1 intra-op thread, sequential, no "
+        "spinning)",
         "- servers with drift monitoring are measured in steady state: after their drift process has loaded "
-        "Evidently (`GET /drift` answers `x-ferryman-drift-engine: ready`; the import costs about 10 s of one "
+        "Evidently (`GET /drift` answers `x-ferryman-drift-engine: ready`; the import costs about 10 s of "
+        "one "
         "niced core, once, at start-up)",
         "",
         "## Throughput and latency",

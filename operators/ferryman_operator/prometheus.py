@@ -5,7 +5,8 @@ For a version's window (since its rollout step began) the operator asks Promethe
 * requests: ``sum(increase(ferryman_requests_total{<sel>, code!~"4.."}[W]))`` (a caller's 4xx is not the
   version's fault, as in the gateway's own accounting);
 * errors: ``sum(increase(ferryman_requests_total{<sel>, code=~"5.."}[W]))``;
-* p99 (and p50, p95): ``histogram_quantile(q, sum by (le) (increase(ferryman_request_duration_seconds_bucket{<sel>}[W])))``;
+* p99 (and p50, p95): ``histogram_quantile(q, sum by (le)
+(increase(ferryman_request_duration_seconds_bucket{<sel>}[W])))``;
 * drift share: ``max(ferryman_drift_share{<sel>})`` (the latest value, from the drift monitor), and the time
   of that run, ``max(ferryman_drift_last_run_timestamp_seconds{<sel>})``: a run from before the rollout
   started is not counted for it (``ferryman.rollout.own_inputs``).

@@ -142,7 +142,8 @@ class Accounting(RequestObserver):
 
 def _first_at_or_after(times: array, since: float) -> int:
     """Index of the first time >= ``since``. The zero-copy view is released before returning: while a view
-    exists, ``array.append`` raises BufferError, so a view outliving the lock would break a concurrent writer."""
+    exists, ``array.append`` raises BufferError, so a view outliving the lock would break a concurrent
+    writer."""
     if not times:
         return 0
     view = np.frombuffer(times, dtype=np.float64)

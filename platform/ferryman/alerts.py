@@ -71,7 +71,8 @@ WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 def latency_bad_ratio(window: str, slo: SloConfig) -> str:
     """Share of user-facing requests slower than the threshold over ``window``, per namespace and model."""
     return (
-        f'1 - (sum by ({BY}) (rate(ferryman_request_duration_seconds_bucket{{le="{slo.le}", {USER_FACING}}}[{window}]))'
+        f"1 - (sum by ({BY}) (rate(ferryman_request_duration_seconds_bucket"
+        f'{{le="{slo.le}", {USER_FACING}}}[{window}]))'
         f" / sum by ({BY}) (rate(ferryman_request_duration_seconds_count{{{USER_FACING}}}[{window}])))"
     )
 
@@ -141,7 +142,8 @@ def rules(slo: SloConfig | None = None, *, runbook_base: str = RUNBOOK_BASE) -> 
                 runbook_base=rb,
                 summary=f"{{{{ $labels.model }}}} is burning its latency error budget {speed}",
                 description=(
-                    f"More than {budget:.2%} of requests to {{{{ $labels.namespace }}}}/{{{{ $labels.model }}}} "
+                    f"More than {budget:.2%} of requests to "
+                    f"{{{{ $labels.namespace }}}}/{{{{ $labels.model }}}} "
                     f"exceed {slo.latency_seconds * 1000:g} ms (SLO {slo.latency_objective:.2%}); "
                     f"{{{{ $value | humanizePercentage }}}} of requests are slow over the long window."
                 ),
@@ -152,7 +154,8 @@ def rules(slo: SloConfig | None = None, *, runbook_base: str = RUNBOOK_BASE) -> 
         *burn_alerts,
         _alert(
             "FerrymanHighErrorRate",
-            f"ferryman:request_errors:ratio_rate5m > {slo.max_error_ratio:g} and ferryman:requests:rate5m > 0",
+            f"ferryman:request_errors:ratio_rate5m > {slo.max_error_ratio:g} and ferryman:requests:rate5m > "
+            "0",
             severity="page",
             for_=slo.error_for,
             runbook_base=rb,

@@ -44,7 +44,8 @@ def rows_of(feed: Feed) -> int:
 
 def batch_key(feed: Feed, outputs: Sequence[str]) -> Hashable | None:
     """What two requests must share to run together: input names, datatypes and non-batch dimensions, and
-    the outputs asked for. None: this request runs alone (a 0-d input, or inputs with different row counts)."""
+    the outputs asked for. None: this request runs alone (a 0-d input, or inputs with different row
+    counts)."""
     rows = None
     parts = []
     for name in sorted(feed):

@@ -131,7 +131,8 @@ def spec_schema() -> dict[str, Any]:
             "message": "traffic.candidate must differ from traffic.stable",
         },
         {
-            "rule": "!has(self.strategy) || !(self.strategy in ['canary', 'blueGreen', 'shadow']) || has(self.candidate)",
+            "rule": "!has(self.strategy) || !(self.strategy in ['canary', 'blueGreen', 'shadow'])"
+            " || has(self.candidate)",
             "message": "traffic.candidate is required for canary, blueGreen and shadow strategies",
         },
         {
@@ -215,13 +216,20 @@ def crd() -> dict[str, Any]:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "A model served by ferryman, with its versions, budget and traffic strategy.",
+                            "description": (
+                                "A model served by ferryman, with its versions, budget and traffic strategy."
+                            ),
                             "required": ["spec"],
                             "x-kubernetes-validations": [
                                 {
-                                    "rule": f"size(self.metadata.name) <= 63 && self.metadata.name.matches('{_DNS_LABEL_CEL}')",
-                                    "message": "metadata.name must be a DNS label (at most 63 characters: a-z, 0-9 and '-'), "
-                                    "it names the Services of the model",
+                                    "rule": (
+                                        "size(self.metadata.name) <= 63 && "
+                                        f"self.metadata.name.matches('{_DNS_LABEL_CEL}')"
+                                    ),
+                                    "message": (
+                                        "metadata.name must be a DNS label (at most 63 characters: "
+                                        "a-z, 0-9 and '-'), it names the Services of the model"
+                                    ),
                                 }
                             ],
                             "properties": {

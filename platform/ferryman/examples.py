@@ -136,7 +136,8 @@ def export_example(
     interval_seconds: float = 5.0,
     min_requests: int = 50,
 ) -> ExportResult:
-    """Export the example ``name`` (a key of :data:`EXAMPLES`) into ``directory``, in the layout of :func:`export`."""
+    """Export the example ``name`` (a key of :data:`EXAMPLES`) into ``directory``, in the layout of
+    :func:`export`."""
     example = EXAMPLES.get(name)
     if example is None:
         raise ValueError(f"unknown example {name!r} (examples: {', '.join(EXAMPLES)})")

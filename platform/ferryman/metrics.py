@@ -149,7 +149,8 @@ class FerrymanMetrics:
     """The metric families, created together on one registry (the default one unless given)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        prometheus_client.disable_created_metrics()  # *_created series are noise for us (and double the count)
+        # *_created series are noise for us (and double the count)
+        prometheus_client.disable_created_metrics()
         reg = registry if registry is not None else prometheus_client.REGISTRY
         self.registry = reg
         self._lock = threading.Lock()

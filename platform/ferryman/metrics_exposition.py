@@ -82,7 +82,8 @@ async def metrics_endpoint(request: Any, receive: Any, send: Any) -> None:
     """Raw ASGI handler for ``GET /metrics`` (no framework; usable as an InferenceApp extra route).
 
     Rendering a scrape costs milliseconds of pure Python; it runs in a worker thread so the event loop
-    keeps serving requests in between (at worst one GIL switch interval of delay, instead of the whole render).
+    keeps serving requests in between (at worst one GIL switch interval of delay, instead of the whole
+    render).
     """
     body, content_type = await asyncio.get_running_loop().run_in_executor(None, exposition)
     await send(

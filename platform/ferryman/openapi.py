@@ -4,7 +4,10 @@ The document describes the server it is served by: the ``model`` and ``version``
 enumerations of what is loaded, and the request examples are built from each model's signature, so a
 client generator — or a fuzzer — exercises the real inference path. Every error is ``{"error": "..."}``.
 
-    document(kind="runtime", models={"breast-cancer": ModelDoc(versions=["v1", "v2"], inputs=[...], outputs=[...])})
+    document(
+        kind="runtime",
+        models={"breast-cancer": ModelDoc(versions=["v1", "v2"], inputs=[...], outputs=[...])},
+    )
 
 ``kind="gateway"`` adds the version-pin header (and the sticky A/B header, when there is one);
 ``api_keys=True`` declares the bearer / ``X-API-Key`` schemes on everything but health and metrics.

@@ -5,7 +5,8 @@ histogram one ``bisect`` into its bucket bounds, one increment of a Python list 
 per status code one dict increment; for a successful answer, the prediction distribution the same way (a
 response of a few rows is read with ``tolist()``, a large batch with a few numpy calls). These are
 *cumulative* counts written by one thread at a time (the event loop, or a reader draining the deferred
-observer's queue under its lock, see ``ferryman.telemetry``); nothing is queued here, so there is no pile of pending requests to fold and no pause on the request path,
+observer's queue under its lock, see ``ferryman.telemetry``); nothing is queued here, so there is no pile of
+pending requests to fold and no pause on the request path,
 and nothing is tracked by Python's cyclic garbage collector.
 
 :meth:`PrometheusObserver.flush` publishes what changed since the last flush into the ``prometheus_client``

@@ -85,7 +85,8 @@ class RolloutState:
 
     def to_dict(self, *, iso_times: bool = False) -> dict[str, Any]:
         """The state as JSON. ``iso_times``: times as RFC 3339 strings instead of epoch seconds (a Kubernetes
-        status, where ``kubectl describe`` would print 1.7966212031945755e+09); :meth:`from_dict` reads both."""
+        status, where ``kubectl describe`` would print 1.7966212031945755e+09); :meth:`from_dict` reads
+        both."""
         t = iso_time if iso_times else float
         return {
             "strategy": self.strategy.value,
@@ -237,7 +238,8 @@ def start(
         )
     if strategy == Strategy.ab_test:
         weights = dict(t.ab_test.weights)
-        reason = f"A/B test started with weights {weights}, sticky by {t.ab_test.sticky.source.value} {t.ab_test.sticky.name!r}"
+        sticky = t.ab_test.sticky
+        reason = f"A/B test started with weights {weights}, sticky by {sticky.source.value} {sticky.name!r}"
         return _record(
             base, RolloutDecision(Action.start, reason, now, weights), phase=Phase.running, weights=weights
         )
@@ -259,7 +261,8 @@ StatsFn = Callable[[str], VersionStats]
 def tick(
     state: RolloutState, md: ModelDeployment, *, stats: StatsFn, now: float
 ) -> tuple[RolloutState, RolloutDecision | None]:
-    """Run one analysis if an interval has elapsed. ``stats(version)`` reads the window since the step began."""
+    """Run one analysis if an interval has elapsed. ``stats(version)`` reads the window since the step
+    began."""
     if state.phase != Phase.progressing or state.candidate is None:
         return state, None
     candidate_name: str = state.candidate

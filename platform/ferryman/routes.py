@@ -149,7 +149,8 @@ def backends_from_dict(doc: Mapping[str, Any]) -> dict[str, str]:
 
 
 def grpc_backends_from_dict(doc: Mapping[str, Any]) -> dict[str, str]:
-    """The per-version gRPC addresses (``host:port``) of a routes document (empty: the versions serve no gRPC)."""
+    """The per-version gRPC addresses (``host:port``) of a routes document (empty: the versions serve no
+    gRPC)."""
     backends = doc.get("grpcBackends") or {}
     if not isinstance(backends, dict) or not all(
         isinstance(v, str) and _is_address(v) for v in backends.values()

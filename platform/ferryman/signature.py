@@ -124,7 +124,8 @@ def validate_inputs(
 
 
 def _cast(arr: np.ndarray, dtype: np.dtype, *, where: str) -> np.ndarray:
-    """Cast to the model's dtype, refusing values the target cannot represent (no silent inf or wrap-around)."""
+    """Cast to the model's dtype, refusing values the target cannot represent (no silent inf or
+    wrap-around)."""
     if dtype.kind in "iu" and arr.dtype.kind in "iu" and arr.size:
         info = np.iinfo(dtype)
         if arr.min() < info.min or arr.max() > info.max:

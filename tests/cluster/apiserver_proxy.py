@@ -165,7 +165,8 @@ def _status_answer(rule: Rule) -> bytes:
     body = json.dumps(doc).encode()
     extra = f"Retry-After: {rule.retry_after}\r\n" if rule.retry_after else ""
     head = (
-        f"HTTP/1.1 {rule.status} {http.HTTPStatus(rule.status).phrase}\r\nContent-Type: application/json\r\n{extra}"
+        f"HTTP/1.1 {rule.status} {http.HTTPStatus(rule.status).phrase}\r\nContent-Type: "
+        f"application/json\r\n{extra}"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body

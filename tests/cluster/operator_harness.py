@@ -4,7 +4,8 @@
 * :func:`operator_kubeconfig` — a ServiceAccount in the namespace bound to exactly the rules of
   ``operators/ferryman_operator/rbac.yaml``, and a kubeconfig with its token: the operator runs with the
   least privileges the chart gives it, so a missing RBAC rule fails the tests.
-* :func:`start_operator` — ``python -m ferryman_operator --kubeconfig K -n NS`` as a real subprocess with short
+* :func:`start_operator` — ``python -m ferryman_operator --kubeconfig K -n NS`` as a real subprocess with
+short
   intervals; waits for its liveness endpoint; :class:`OperatorProcess` (``.health()``, ``.logs()``,
   ``.stop()``, ``.kill()``).
 * :class:`ModelFiles` — the sample models served over HTTP on loopback (what the model-URI check asks).
@@ -60,7 +61,8 @@ def rbac_documents() -> list[dict[str, Any]]:
 
 
 def operator_kubeconfig(cp: ControlPlane, namespace: str, directory: Path) -> Path:
-    """ServiceAccount + the chart's RBAC (ClusterRole bound by a RoleBinding, Lease Role) + token kubeconfig."""
+    """ServiceAccount + the chart's RBAC (ClusterRole bound by a RoleBinding, Lease Role) + token
+    kubeconfig."""
     cluster_role, lease_role = rbac_documents()
     cp.apply(cluster_role)  # cluster-scoped, identical for every test
     lease_role = {**lease_role, "metadata": {**lease_role["metadata"], "namespace": namespace}}

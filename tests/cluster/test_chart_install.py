@@ -105,7 +105,8 @@ class Release:
         return [d for d in yaml.safe_load_all(out) if d]
 
     def can_i(self, verb: str, resource: str, namespace: str | None = None, name: str | None = None) -> bool:
-        """``kubectl auth can-i`` as the operator's ServiceAccount; ``resource`` may end in ``/subresource``."""
+        """``kubectl auth can-i`` as the operator's ServiceAccount; ``resource`` may end in
+        ``/subresource``."""
         resource, _, sub = resource.partition("/")
         args = ["auth", "can-i", verb, resource if name is None else f"{resource}/{name}", "--as", self.user]
         args += [f"--subresource={sub}"] if sub else []
@@ -348,7 +349,7 @@ def test_rbac_least_privilege(release: Release) -> None:
     assert not rel.can_i("update", "leases.coordination.k8s.io", rel.namespace, name="kube-scheduler")
 
 
-# -- the operator with the chart's identity and settings ------------------------------------------------------
+# -- the operator with the chart's identity and settings -----------------------------------------------------
 def _sa_kubeconfig(rel: Release) -> Path:
     token = rel.cp.kubectl(
         "-n", rel.namespace, "create", "token", rel.service_account, "--duration=30m"
@@ -386,7 +387,8 @@ def _chart_env(rel: Release, *, health: str, identity: str) -> dict[str, str]:
 
 @pytest.fixture
 def operator(release: Release) -> Iterator[tuple[str, str]]:
-    """``python -m ferryman_operator`` with the ServiceAccount's token and the chart's env; (identity, health URL)."""
+    """``python -m ferryman_operator`` with the ServiceAccount's token and the chart's env; (identity, health
+    URL)."""
     rel = release
     port = free_port()
     identity = f"{rel.name}-operator-local-{uuid.uuid4().hex[:5]}"
@@ -532,7 +534,7 @@ def test_uninstall_leaves_nothing(release: Release) -> None:
     assert rel.cp.kubectl("get", "crd", CRD_NAME, check=False).returncode == 0
 
 
-# -- the CRD upgrade procedure of docs/helm.md -----------------------------------------------------------------
+# -- the CRD upgrade procedure of docs/helm.md ---------------------------------------------------------------
 def _documented_crd_upgrade() -> list[str]:
     text = (REPO_ROOT / "docs" / "helm.md").read_text()
     lines = re.findall(

@@ -7,7 +7,8 @@ image is tagged with the digest of its inputs and cached in ~/.cache/ferryman/bu
 * the build prints one reference per image and writes them to the env file the e2e tests read;
 * a second build with no change rebuilds and reloads nothing, and prints the same references;
 * the images run as a non-root user, and under another uid (the chart's 10001) their programs import and
-  start: the runtime image's ``ferryman``, the operator's ``python -m ferryman_operator``, Ray in the ray image;
+  start: the runtime image's ``ferryman``, the operator's ``python -m ferryman_operator``, Ray in the ray
+  image;
 * on the real node, a pod of the runtime image running ``ferryman serve`` on the exported example deployment,
   under the ``restricted`` Pod Security level with a read-only root filesystem, answers ``/v2/health/ready``
   and a v2 inference on its pod IP from this machine.
@@ -323,7 +324,8 @@ def test_runtime_image_serves_the_example_on_the_real_node(
         if line and not line.startswith("#")
     )
     assert env["FERRYMAN_LOCAL_IMAGES_LOADED"], (
-        f"the images were not loaded into a real node (no containerd in {control_plane.run_dir}/cluster.env):\n"
+        "the images were not loaded into a real node (no containerd in "
+        f"{control_plane.run_dir}/cluster.env):\n"
         f"{built.stderr[-2000:]}"
     )
     loaded = control_plane.ctr("images", "ls", "-q").stdout.decode().split()
@@ -371,7 +373,8 @@ def test_runtime_image_serves_the_example_on_the_real_node(
             "--",
             "python",
             "-c",
-            "import os\ntry:\n    open('/opt/venv/x', 'w')\nexcept OSError as e:\n    print(os.getuid(), e.errno)",
+            "import os\ntry:\n    open('/opt/venv/x', 'w')\nexcept OSError as e:\n    print(os.getuid(), "
+            "e.errno)",
         )
         assert probe.stdout.split() == [str(RUN_AS), "30"]  # EROFS
     finally:

@@ -174,7 +174,8 @@ def test_canary_promotes_a_good_version_and_rolls_back_a_bad_one(
     exporter: MetricsExporter,
 ) -> None:
     """Two ModelDeployments rolled out side by side by one operator: "good" gets a new version whose
-    analyses pass (promoted through every step), "bad" a candidate whose p99 breaks the budget (rolled back)."""
+    analyses pass (promoted through every step), "bad" a candidate whose p99 breaks the budget (rolled
+    back)."""
     exporter.serve("good", "v1", Profile(latency_seconds=0.01), route="stable")
     exporter.serve("good", "v2", Profile(latency_seconds=0.012), route="candidate")
     exporter.serve("bad", "v1", Profile(latency_seconds=0.01), route="stable")

@@ -129,7 +129,7 @@ def test_idle_is_quiet_and_changes_converge_through_watches(
         )
         assert md["metadata"]["generation"] == 2
 
-        # -- an owned object deleted by hand comes back (its watch's DELETED event) ---------------------------
+        # -- an owned object deleted by hand comes back (its watch's DELETED event) --------------------------
         uid = crd.get_json("-n", namespace, "service", "beta-v2")["metadata"]["uid"]
         crd.kubectl("-n", namespace, "delete", "service", "beta-v2")
         wait_for(
@@ -138,7 +138,7 @@ def test_idle_is_quiet_and_changes_converge_through_watches(
             what="beta-v2 Service re-created",
         )
 
-        # -- an owned object edited by hand is repaired (its watch's MODIFIED event) ---------------------------
+        # -- an owned object edited by hand is repaired (its watch's MODIFIED event) -------------------------
         good = routes_of(crd, namespace, "gamma")
         patch = {"data": {"routes.json": json.dumps({**good, "weights": [{"version": "v2", "weight": 100}]})}}
         crd.kubectl(

@@ -9,7 +9,8 @@ the reason (never skipped).
 Session fixtures (built once, in this order when first asked for):
 
 * ``node`` — :class:`tests.e2e.kube.RealNode`, Ready.
-* ``ferryman_images`` — :class:`tests.e2e.release.Images` (runtime and operator references), loaded into the node.
+* ``ferryman_images`` — :class:`tests.e2e.release.Images` (runtime and operator references), loaded into the
+node.
 * ``model_store`` — the sample models (and a deliberately slow one) over HTTP and S3 (moto) from host
   processes bound to NODE_IP; ``model_files`` = {"slow": (path in the store, sha256), ...}.
 * ``release`` — ``helm install`` of charts/ferryman with ci/e2e-values.yaml and the local images; the

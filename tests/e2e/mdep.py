@@ -36,7 +36,8 @@ def rollout(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
 
 
 def printed_row(cp: ControlPlane, namespace: str, name: str) -> dict[str, str]:
-    """``kubectl get mdep NAME`` parsed by its header (TRAFFIC holds spaces: split on the header's columns)."""
+    """``kubectl get mdep NAME`` parsed by its header (TRAFFIC holds spaces: split on the header's
+    columns)."""
     text = cp.kubectl("-n", namespace, "get", "mdep", name).stdout
     header, row = text.splitlines()[:2]
     starts = [i for i, ch in enumerate(header) if ch != " " and (i == 0 or header[i - 1] == " ")]

@@ -266,7 +266,8 @@ def manifests(*, image: str, sd_image: str, release: str) -> list[dict[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tests.e2e.promstack [RUN_DIR]``: put the test Prometheus on a running test cluster (the
-    chart's ci/e2e-values.yaml points the operator at it; docs/helm.md, "Try the chart on the test cluster")."""
+    chart's ci/e2e-values.yaml points the operator at it; docs/helm.md, "Try the chart on the test
+    cluster")."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tests.e2e.promstack", description=main.__doc__)
@@ -287,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     cp.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{NAME}", "--timeout=180s")
     print(
-        f"prometheus: {url()} (from the host: http://{cp.get_json('-n', NAMESPACE, 'service', NAME)['spec']['clusterIP']}:{PORT})"
+        f"prometheus: {url()} (from the host: "
+        f"http://{cp.get_json('-n', NAMESPACE, 'service', NAME)['spec']['clusterIP']}:{PORT})"
     )
     return 0
 

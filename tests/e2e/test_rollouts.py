@@ -60,7 +60,8 @@ def _deploy(cp: ControlPlane, namespace: str, manifest: dict[str, Any], backend:
 def _share_at(
     base: str, model: str, rows: np.ndarray, weights: dict[str, float], *, attempts: int = 5
 ) -> tuple[dict[str, int], int]:
-    """Count who answers ``SAMPLE`` requests while the gateway applies ``weights`` (checked before and after)."""
+    """Count who answers ``SAMPLE`` requests while the gateway applies ``weights`` (checked before and
+    after)."""
     for _ in range(attempts):
         wait_for(
             lambda: mdep.gateway_weights(base, model) == weights,

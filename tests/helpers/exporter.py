@@ -1,6 +1,7 @@
 """Fake versions' request metrics, made by ferryman's own metric code, for a real Prometheus to scrape.
 
-:class:`MetricsExporter` feeds :class:`ferryman.request_metrics.PrometheusObserver` (on a private registry) with
+:class:`MetricsExporter` feeds :class:`ferryman.request_metrics.PrometheusObserver` (on a private registry)
+with
 request records of a chosen latency, server-error ratio and client-error ratio per (model, version, route),
 at a steady rate, and serves them on ``/metrics`` on loopback (``.address`` = ``host:port``). Used where the
 versions do not really run (KWOK pods in tests/cluster) or to drive the Prometheus-based analysis.

@@ -1,4 +1,5 @@
-"""Security test helpers: certificates, API-key files and Secret dirs, ferryman processes over HTTPS, raw sockets.
+"""Security test helpers: certificates, API-key files and Secret dirs, ferryman processes over HTTPS, raw
+sockets.
 
 * :func:`make_ca` / :func:`issue_cert` — a throwaway CA and 127.0.0.1 server certificates (``cryptography``).
 * :func:`served_fingerprint` — SHA-256 of the certificate a TLS server presents right now (a new handshake).
@@ -135,7 +136,8 @@ def secret_dir(path: Path, files: Mapping[str, str]) -> Path:
 
 
 def rotate_secret(path: Path, files: Mapping[str, str]) -> None:
-    """Update the mounted Secret as the kubelet does: new data dir, atomic ``..data`` swap, old dir removed."""
+    """Update the mounted Secret as the kubelet does: new data dir, atomic ``..data`` swap, old dir
+    removed."""
     stamp = f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
     data = path / stamp
     data.mkdir()
@@ -195,7 +197,8 @@ def ferryman_process(
     env: Mapping[str, str] | None = None,
     timeout: float = 90.0,
 ) -> Iterator[Process]:
-    """``ferryman ARGS`` (which must listen on ``port``), yielded once ``ready_path`` answers 200; stopped after."""
+    """``ferryman ARGS`` (which must listen on ``port``), yielded once ``ready_path`` answers 200; stopped
+    after."""
     fd, log_name = tempfile.mkstemp(prefix="ferryman-sec-", suffix=".log")
     full_env = dict(os.environ)
     full_env.pop("FERRYMAN_ADMIN_TOKEN", None)

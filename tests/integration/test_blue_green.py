@@ -1,4 +1,5 @@
-"""Blue-green over real HTTP: the preview answers pinned requests only, the switch is atomic, rollback instant."""
+"""Blue-green over real HTTP: the preview answers pinned requests only, the switch is atomic, rollback
+instant."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Canary over real HTTP: the observed split matches the weights, accounting is exact, pins bypass the split."""
+"""Canary over real HTTP: the observed split matches the weights, accounting is exact, pins bypass the
+split."""
 
 from __future__ import annotations
 

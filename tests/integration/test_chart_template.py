@@ -96,7 +96,7 @@ def test_template_scenario(values_file: Path) -> None:
             assert selector.items() <= pod_labels.items(), key
 
 
-# -- operator Deployment ---------------------------------------------------------------------------------------
+# -- operator Deployment -------------------------------------------------------------------------------------
 def _operator(objs: list[dict[str, Any]]) -> dict[str, Any]:
     return helm.one(objs, "Deployment", "-operator")
 
@@ -223,7 +223,7 @@ def test_rbac_off_renders_no_roles() -> None:
     assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
 
 
-# -- monitoring -----------------------------------------------------------------------------------------------
+# -- monitoring ----------------------------------------------------------------------------------------------
 MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 
 
@@ -250,7 +250,8 @@ def test_servicemonitor_with_release_label() -> None:
 
 
 def test_monitors_select_what_the_operator_labels() -> None:
-    """The selectors match the labels and port names ferryman_operator puts on gateways and version servers."""
+    """The selectors match the labels and port names ferryman_operator puts on gateways and version
+    servers."""
     from ferryman_operator import names
     from ferryman_operator.backends import workloads
 
@@ -334,7 +335,7 @@ def test_dashboards_as_configmaps_for_the_grafana_sidecar() -> None:
     assert sum("dashboards" in lab for lab in labels) == len(sources)
 
 
-# -- KServe ---------------------------------------------------------------------------------------------------
+# -- KServe --------------------------------------------------------------------------------------------------
 def test_kserve_switch() -> None:
     off = helm.render()
     assert not helm.by_kind(off, "ClusterServingRuntime")
@@ -391,7 +392,7 @@ def test_clusterservingruntime_matches_the_runtimes_manifest() -> None:
     assert got == {k: v for k, v in want.items() if k not in ("image", "resources")}
 
 
-# -- load test ------------------------------------------------------------------------------------------------
+# -- load test -----------------------------------------------------------------------------------------------
 def _loadtest(
     objs: list[dict[str, Any]],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -450,7 +451,7 @@ def test_loadtest_explicit_host_and_revision() -> None:
     assert "--host=http://gw.example:9000" in helm.pod_spec(master)["containers"][0]["args"]
 
 
-# -- bad values -------------------------------------------------------------------------------------------------
+# -- bad values ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -475,7 +476,7 @@ def test_bad_values_rejected_with_a_clear_message(values: dict[str, Any], messag
     assert message in err
 
 
-# -- the in-cluster load test, run for real on loopback -----------------------------------------------------------
+# -- the in-cluster load test, run for real on loopback ------------------------------------------------------
 def _materialize(config: dict[str, Any], where: Path) -> dict[str, str]:
     """Lay the ConfigMap out as its volume items do; returns {container path: local path}."""
     volume = next(v for v in config["__volumes"] if v["name"] == "locustfiles")

@@ -1,4 +1,5 @@
-"""Faults against real processes: dead workers, bad model files on reload, a SIGKILLed ``ferryman up``, torn writes.
+"""Faults against real processes: dead workers, bad model files on reload, a SIGKILLed ``ferryman up``, torn
+writes.
 
 * ``ferryman serve --workers 2`` under load: SIGKILL a worker → uvicorn starts a replacement; the only
   failures are transport errors on connections the dead worker held (at most one per client thread),

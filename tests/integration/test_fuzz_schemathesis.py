@@ -1,4 +1,5 @@
-"""Fuzz the served OpenAPI documents of a real ``ferryman serve`` and a real ``ferryman up`` with schemathesis.
+"""Fuzz the served OpenAPI documents of a real ``ferryman serve`` and a real ``ferryman up`` with
+schemathesis.
 
 For every operation, schemathesis generates schema-valid requests (positive) and schema-violating ones
 (negative: wrong types, missing fields, bad headers, random binary bodies) — the ``model``/``version``

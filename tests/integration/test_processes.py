@@ -17,7 +17,10 @@ import pytest
 from ferryman import processes
 from ferryman.processes import ServerFailed
 
-IGNORES_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(600)"
+IGNORES_TERM = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('up', flush=True); time.sleep(600)"
+)
 
 
 def _wait_line(path: Path, text: str) -> None:

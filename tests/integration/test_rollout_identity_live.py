@@ -1,4 +1,5 @@
-"""`ferryman up` with its spec file edited live (issue 18): a new rollout is judged on its own drift, an edit of
+"""`ferryman up` with its spec file edited live (issue 18): a new rollout is judged on its own drift, an edit
+of
 analysis settings moves no traffic (and never resurrects the old stable after a promotion), and a rejected
 edit is visible in `ferryman status` until a valid one lands."""
 

@@ -1,4 +1,5 @@
-"""Shadow over real HTTP: the candidate sees mirrored requests, callers see only stable, a broken candidate is harmless."""
+"""Shadow over real HTTP: the candidate sees mirrored requests, callers see only stable, a broken candidate is
+harmless."""
 
 from __future__ import annotations
 

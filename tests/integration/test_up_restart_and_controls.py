@@ -50,7 +50,8 @@ def _saved(state_dir: Path) -> dict[str, Any]:
 
 
 def _idle(up: UpServer, *, since: float) -> dict[str, Any]:
-    """Wait for a hold for lack of data decided after ``since`` (traffic stopped then: nothing changes now)."""
+    """Wait for a hold for lack of data decided after ``since`` (traffic stopped then: nothing changes
+    now)."""
 
     def holding() -> dict[str, Any] | None:
         r = up.rollout()

@@ -1,4 +1,5 @@
-"""Analysis of a candidate's window against the budget: p99, error rate, drift veto; missing data never passes."""
+"""Analysis of a candidate's window against the budget: p99, error rate, drift veto; missing data never
+passes."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The compute-bound benchmark's report (``loadtests.bench.compute_report``): ratios, targets, the Markdown
-section and its place in ``docs/benchmarks.md``; and the best-of-rounds merge (``loadtests.bench.compute``)."""
+section and its place in ``docs/benchmarks.md``; and the best-of-rounds merge
+(``loadtests.bench.compute``)."""
 
 from __future__ import annotations
 

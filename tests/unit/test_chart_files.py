@@ -248,7 +248,7 @@ def test_schema_rejects_bad_values(values: dict[str, Any], path: list[Any]) -> N
     assert [list(e.absolute_path) for e in errors] == [path]
 
 
-# -- the example ----------------------------------------------------------------------------------------------
+# -- the example ---------------------------------------------------------------------------------------------
 def test_example_is_a_valid_modeldeployment() -> None:
     from ferryman.spec import parse_deployment
 

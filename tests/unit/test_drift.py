@@ -1,4 +1,5 @@
-"""ferryman.drift: the ring window, the monitor and its worker, Evidently engines, reference data, observer."""
+"""ferryman.drift: the ring window, the monitor and its worker, Evidently engines, reference data,
+observer."""
 
 from __future__ import annotations
 

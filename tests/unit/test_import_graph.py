@@ -2,7 +2,8 @@
 
 Every ``import``/``from ... import`` that can run counts, wherever it stands: at module level or inside a
 function, a method, a ``try``. Imports under ``if TYPE_CHECKING:`` never run (they name a type for the type
-checker, typically the caller's) and are not edges. An edge goes to the module a statement names (``from a.b import c`` names ``a.b.c``
+checker, typically the caller's) and are not edges. An edge goes to the module a statement names (``from a.b
+import c`` names ``a.b.c``
 when that is a module, else ``a.b``); a package's ``__init__`` running before its submodules is not an
 edge of the submodule. A cycle means two modules can only be changed (and imported) together.
 """

@@ -150,7 +150,8 @@ def test_chart_monitoring_objects_match_the_prometheus_operator_crds() -> None:
 
 
 def test_kserve_crds_follow_the_locked_kserve_package() -> None:
-    """The CRDs' KServe release (scripts/cluster/env.sh) is the kserve package's in the lock, or the one before
+    """The CRDs' KServe release (scripts/cluster/env.sh) is the kserve package's in the lock, or the one
+    before
     it when the Go module proxy does not serve that one (docs/cluster.md, "Upstream CRDs")."""
     env_sh = (helm.REPO_ROOT / "scripts" / "cluster" / "env.sh").read_text()
     pinned = re.search(r"FERRYMAN_KSERVE_VERSION:=v(\d+)\.(\d+)\.\d+", env_sh)
@@ -245,7 +246,7 @@ def test_the_pruning_check_follows_the_schema_keywords() -> None:
     assert crds.unknown_fields(obj, schema) == [".map.k.b", ".list[1].c", ".embedded.other", ".opaque.x"]
 
 
-# -- the runtime as KServe assembles it -----------------------------------------------------------------------
+# -- the runtime as KServe assembles it ----------------------------------------------------------------------
 def test_cluster_serving_runtime_contract() -> None:
     rt = committed_runtime()
     assert (

@@ -199,14 +199,16 @@ def test_objects_never_share_security_contexts(runtime: str) -> None:
 def test_uri_checks_per_runtime() -> None:
     rel = md(versions=[{"name": "v1", "uri": "models/v1.onnx"}])
     assert uri_problems(rel) == [
-        "version v1: uri 'models/v1.onnx' is a relative path, which has no meaning in a pod; use an absolute path "
+        "version v1: uri 'models/v1.onnx' is a relative path, which has no meaning in a pod; use an absolute "
+        "path "
         "(image or volume), http(s):// or s3://"
     ]
     assert uri_problems(md()) == []
     local = md(versions=[{"name": "v1", "uri": "file:///m/v1.onnx"}, {"name": "v2", "uri": "s3://b/v2.onnx"}])
     assert NativeBackend().validate(local, Settings()) == []
     assert KServeBackend().validate(local, Settings()) == [
-        "version v1: uri 'file:///m/v1.onnx' cannot be a KServe storageUri (use one of s3, gs, http, https, pvc, "
+        "version v1: uri 'file:///m/v1.onnx' cannot be a KServe storageUri (use one of s3, gs, http, https, "
+        "pvc, "
         "oci, hdfs, webhdfs, hf)"
     ]
     assert RayBackend().validate(rel, Settings())

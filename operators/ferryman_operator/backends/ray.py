@@ -2,7 +2,8 @@
 
 The Serve config comes from :func:`ferryman.serve_config.serve_config`, the function ``ferryman up
 --runtime ray`` uses too, given the rollout state. The traffic split is the ingress deployment's
-``user_config`` in that config, so a rollout step is an in-place, restart-free update of the RayService. The cluster: a head pod and one
+``user_config`` in that config, so a rollout step is an in-place, restart-free update of the RayService. The
+cluster: a head pod and one
 worker per version replica, sized for the largest version. Clients call the Serve Service KubeRay
 creates, ``<name>-serve-svc:8000``. Ready when KubeRay reports the ``Ready`` condition (or
 ``serviceStatus: Running`` on older KubeRay).

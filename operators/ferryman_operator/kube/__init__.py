@@ -1,1 +1,2 @@
-"""A small async Kubernetes API client (httpx) sharing kopf's credentials: what the operator reads and writes."""
+"""A small async Kubernetes API client (httpx) sharing kopf's credentials: what the operator reads and
+writes."""

@@ -52,8 +52,10 @@ def dashboard() -> Dashboard:
             ],
             width=12,
             height=12,
-            description="Evidently's score: a p-value for K-S / chi-square / Z tests (low = drift), a distance "
-            "for Wasserstein / Jensen-Shannon (high = drift).",
+            description=(
+                "Evidently's score: a p-value for K-S / chi-square / Z tests (low = drift), "
+                "a distance for Wasserstein / Jensen-Shannon (high = drift)."
+            ),
         ),
         Panel(
             "Drifted features over time",
@@ -68,7 +70,8 @@ def dashboard() -> Dashboard:
             "timeseries",
             [
                 Target(
-                    f"sum by (version, class) (rate(ferryman_predictions_total{{{V}}}[{RATE}])) / ignoring(class) "
+                    f"sum by (version, class) (rate(ferryman_predictions_total{{{V}}}[{RATE}])) / "
+                    "ignoring(class) "
                     f"group_left sum by (version) (rate(ferryman_predictions_total{{{V}}}[{RATE}]))",
                     "{{version}} class {{class}}",
                 )
@@ -88,12 +91,14 @@ def dashboard() -> Dashboard:
             "timeseries",
             [
                 Target(
-                    f"histogram_quantile(0.5, sum by (le, version) (rate(ferryman_prediction_confidence_bucket{{{V}}}"
+                    "histogram_quantile(0.5, sum by (le, version) "
+                    f"(rate(ferryman_prediction_confidence_bucket{{{V}}}"
                     f"[{RATE}])))",
                     "{{version}} p50",
                 ),
                 Target(
-                    f"histogram_quantile(0.1, sum by (le, version) (rate(ferryman_prediction_confidence_bucket{{{V}}}"
+                    "histogram_quantile(0.1, sum by (le, version) "
+                    f"(rate(ferryman_prediction_confidence_bucket{{{V}}}"
                     f"[{RATE}])))",
                     "{{version}} p10",
                 ),

@@ -21,7 +21,8 @@ def dashboard(slo: SloConfig | None = None) -> Dashboard:
     d.annotations.append(
         Annotation(
             "Rollout decisions",
-            f'sum by (model, version, outcome) (increase(ferryman_rollout_analysis_total{{{M}, outcome!="hold"}}[1m])) > 0',
+            "sum by (model, version, outcome) "
+            f'(increase(ferryman_rollout_analysis_total{{{M}, outcome!="hold"}}[1m])) > 0',
             title="{{outcome}} {{version}}",
             text="rollout of {{model}}: {{outcome}} {{version}}",
         )
@@ -74,7 +75,8 @@ def dashboard(slo: SloConfig | None = None) -> Dashboard:
             "timeseries",
             [
                 Target(
-                    f"histogram_quantile(0.99, sum by (le, route) (rate(ferryman_request_duration_seconds_bucket"
+                    "histogram_quantile(0.99, sum by (le, route) "
+                    "(rate(ferryman_request_duration_seconds_bucket"
                     f"{{{V}, {ROUTES}}}[{RATE}])))",
                     "{{route}}",
                 ),
@@ -89,7 +91,8 @@ def dashboard(slo: SloConfig | None = None) -> Dashboard:
             "timeseries",
             [
                 Target(
-                    f'1 - sum by (route) (rate(ferryman_requests_total{{{V}, {ROUTES}, code!~"5.."}}[{RATE}]))'
+                    "1 - sum by (route) "
+                    f'(rate(ferryman_requests_total{{{V}, {ROUTES}, code!~"5.."}}[{RATE}]))'
                     f" / sum by (route) (rate(ferryman_requests_total{{{V}, {ROUTES}}}[{RATE}]))",
                     "{{route}}",
                 )
@@ -114,7 +117,8 @@ def dashboard(slo: SloConfig | None = None) -> Dashboard:
             "timeseries",
             [
                 Target(
-                    f"histogram_quantile(0.99, sum by (le, version) (rate(ferryman_request_duration_seconds_bucket"
+                    "histogram_quantile(0.99, sum by (le, version) "
+                    "(rate(ferryman_request_duration_seconds_bucket"
                     f"{{{V}, {ROUTES}}}[{RATE}])))",
                     "{{version}}",
                 ),

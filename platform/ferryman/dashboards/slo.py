@@ -75,7 +75,8 @@ def dashboard(slo: SloConfig | None = None) -> Dashboard:
             "stat",
             [
                 Target(
-                    f'sum(rate(ferryman_request_duration_seconds_bucket{{{V}, route!="shadow", le="{slo.le}"}}'
+                    "sum(rate(ferryman_request_duration_seconds_bucket"
+                    f'{{{V}, route!="shadow", le="{slo.le}"}}'
                     f"[{RATE}])) / sum(rate({COUNT}[{RATE}]))"
                 )
             ],
@@ -196,7 +197,9 @@ def dashboard(slo: SloConfig | None = None) -> Dashboard:
             unit="x",
             min=0,
             thresholds=[(None, "green"), (6, "orange"), (14.4, "red")],
-            description="Multi-window burn rates (as alerted): page at 14.4x over 1h and 5m, or 6x over 6h and 30m.",
+            description=(
+                "Multi-window burn rates (as alerted): page at 14.4x over 1h and 5m, or 6x over 6h and 30m."
+            ),
         ),
         Panel(
             "Slow requests ratio (budget spent)",

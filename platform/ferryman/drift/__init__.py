@@ -1,6 +1,7 @@
 """Drift monitoring with Evidently: sampled live windows per version, computed off the request path.
 
-    monitor = monitor_for_deployment(md, repository, metrics=ferryman.metrics.default())  # or DriftMonitor(...)
+    # or DriftMonitor(...)
+    monitor = monitor_for_deployment(md, repository, metrics=ferryman.metrics.default())
     monitor.start()                                 # worker thread (+ drift process by default)
     observer = DriftObserver(monitor)               # RequestObserver: feeds the windows
     monitor.drift_share("v2") -> float | None       # for the rollout analysis (None: no run yet)

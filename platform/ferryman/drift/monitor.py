@@ -4,7 +4,8 @@ Request path (``observe_request``): a counter-based sampler (``sample_percent``,
 rate gate, a token bucket per version: a burst of up to one window's worth of rows, and at most
 ``windows_per_second`` windows' worth per second under sustained traffic, which then spreads the kept
 requests evenly over time. A request that passes writes its rows and its prediction into the version's
-numpy ring buffer under the window's lock (a slice copy); the others are only counted. So the cost is bounded whatever the traffic
+numpy ring buffer under the window's lock (a slice copy); the others are only counted. So the cost is bounded
+whatever the traffic
 (about 1,000 row writes a second for a 500-row window), nothing is queued, the worker never folds a backlog
 on the GIL (an earlier design queued references and folded them in bulk every 0.5 s: a 2 ms pause for the
 requests in flight each time), and nothing the cyclic garbage collector has to trace is kept.
@@ -240,7 +241,8 @@ class DriftMonitor:
 
     # -- request path -------------------------------------------------------------------------------
     def observe(self, version: str, rows: np.ndarray, predictions: np.ndarray | None = None) -> None:
-        """Sample live rows (n, features) of ``version`` into its window. Cheap; never raises on bad shapes."""
+        """Sample live rows (n, features) of ``version`` into its window. Cheap; never raises on bad
+        shapes."""
         state = self._versions.get(version)
         if state is None or not self._sampled():
             return
@@ -317,7 +319,8 @@ class DriftMonitor:
             self._runner = make_runner(self.config.isolation, engine=self.config.engine)
         warm = getattr(self._runner, "start", None)
         if warm is not None:
-            warm()  # start the drift process now: its Evidently import overlaps start-up, not the first window
+            # start the drift process now: its Evidently import overlaps start-up, not the first window
+            warm()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name=f"ferryman-drift-{self.model}", daemon=True)
         self._thread.start()

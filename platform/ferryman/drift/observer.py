@@ -38,7 +38,8 @@ class DriftObserver(RequestObserver):
 
 def drift_routes(*monitors: DriftMonitor) -> dict[tuple[str, str], Any]:
     """``GET /drift``: every monitored version's latest report as JSON. The ``x-ferryman-drift-engine``
-    header says ``ready`` once every monitor's engine is loaded, ``warming`` before (benchmarks wait for it)."""
+    header says ``ready`` once every monitor's engine is loaded, ``warming`` before (benchmarks wait for
+    it)."""
 
     async def handler(request: Any, receive: Any, send: Any) -> None:
         body = orjson.dumps({m.model: {v: r.to_dict() for v, r in m.reports().items()} for m in monitors})

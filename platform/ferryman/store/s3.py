@@ -1,4 +1,5 @@
-"""``s3://bucket/key`` downloads with boto3 (endpoint from ``AWS_ENDPOINT_URL`` or ``FERRYMAN_S3_ENDPOINT``)."""
+"""``s3://bucket/key`` downloads with boto3 (endpoint from ``AWS_ENDPOINT_URL`` or
+``FERRYMAN_S3_ENDPOINT``)."""
 
 from __future__ import annotations
 

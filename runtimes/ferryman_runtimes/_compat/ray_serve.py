@@ -45,5 +45,6 @@ check_internals(VERSION, api=_api, client=ServeControllerClient)
 
 
 def serve_start(*, http_options: dict[str, Any], proxy_location: Any) -> ServeControllerClient:
-    """Start (or connect to) Serve on the current Ray cluster; the client deploys configs (``deploy_apps``)."""
+    """Start (or connect to) Serve on the current Ray cluster; the client deploys configs
+    (``deploy_apps``)."""
     return _api.serve_start(http_options=http_options, proxy_location=proxy_location)

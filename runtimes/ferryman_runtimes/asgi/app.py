@@ -257,7 +257,8 @@ class InferenceApp:
 
     def plan(self, request: Request, parts: list[str]) -> Plan:
         """How to answer a prediction request (``POST`` to a v1 ``:predict`` or v2 ``/infer`` path): which
-        model, and the protocol's decoder and encoder. Raises the request's error (unknown model, not ready)."""
+        model, and the protocol's decoder and encoder. Raises the request's error (unknown model, not
+        ready)."""
         if parts[1] == "v2":
             return self._plan_v2(request, parts)
         return self._plan_v1(request, parts)
@@ -484,7 +485,8 @@ class InferenceApp:
         return not self.async_compute and method == "POST" and is_prediction_path(path)
 
     def direct_start(self, request: Request) -> Plan | Answer:
-        """:meth:`start` for a request the protocol answers itself: its plan, or the answer that refuses it."""
+        """:meth:`start` for a request the protocol answers itself: its plan, or the answer that refuses
+        it."""
         try:
             return self.start(request, request.path.split("/"))
         except FerrymanError as err:

@@ -22,7 +22,8 @@ route that matters for speed itself:
 * everything else — other routes, ``Expect: 100-continue``, upgrades, a request pipelined behind one still
   on the ASGI path (answers stay in order), a percent-encoded path — takes uvicorn's ASGI path unchanged.
 
-An app takes part by having ``direct_target``, ``direct_start`` and ``direct_finish`` (:class:`~ferryman_runtimes.asgi.app.InferenceApp`
+An app takes part by having ``direct_target``, ``direct_start`` and ``direct_finish``
+(:class:`~ferryman_runtimes.asgi.app.InferenceApp`
 and the API-key middleware, which checks the key first). A wrapper without them (any other middleware)
 turns direct dispatch off, so nothing a wrapper does is ever skipped; uvicorn's own proxy-headers middleware
 only rewrites the client address and scheme, which predictions do not read. The answers, errors, metrics,

@@ -1,4 +1,5 @@
-"""Connection-level limits uvicorn's httptools protocol lacks: header size, target size, time to receive a request.
+"""Connection-level limits uvicorn's httptools protocol lacks: header size, target size, time to receive a
+request.
 
 uvicorn (httptools) buffers request headers without bound and waits for headers and body forever: a client
 can send a megabyte header, or trickle a byte a minute (slowloris), and hold memory and a connection. This
@@ -155,7 +156,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._raw_header_bytes = 0
 
-    # on_url and on_header run for every request and header: uvicorn's own bodies (collect the target; lower-case
+    # on_url and on_header run for every request and header: uvicorn's own bodies (collect the target;
+    # lower-case
     # the name, note Expect: 100-continue, keep the header) are inlined rather than called through super()
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -184,7 +186,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _reject(self, status: int, message: str, *, body: bool = False) -> None:
         """Answer ``status`` with a JSON error and close — unless a response is already being written.
 
-        In the header phase the cycle (if any) is the previous request's; for a late ``body`` it is this one's.
+        In the header phase the cycle (if any) is the previous request's; for a late ``body`` it is this
+        one's.
         """
         self._disarm()
         self._receiving = False

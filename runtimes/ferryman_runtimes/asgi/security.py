@@ -1,7 +1,8 @@
 """Optional authentication of the prediction endpoints: API keys / bearer tokens from a file or a Secret.
 
     app = protect(app, api_keys="/etc/ferryman/api-keys")     # a file: one key per line ("#" comments)
-    app = protect(app, api_keys="/var/run/secrets/api-keys")  # a directory: one file per key (a mounted Secret)
+    # a directory: one file per key (a mounted Secret)
+    app = protect(app, api_keys="/var/run/secrets/api-keys")
 
 A request carries its key as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Keys are compared in
 constant time (SHA-256 digests, every known key compared, no early exit). Health, readiness and metrics
@@ -54,7 +55,8 @@ def _digest(key: bytes) -> bytes:
 
 
 def parse_key_file(text: str) -> list[str]:
-    """One key per line; blank lines and ``#`` comments are ignored; surrounding whitespace is not part of a key."""
+    """One key per line; blank lines and ``#`` comments are ignored; surrounding whitespace is not part of a
+    key."""
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
@@ -79,7 +81,8 @@ class ApiKeys:
 
     # -- loading ------------------------------------------------------------------------------------
     def _stat_signature(self) -> object:
-        """Cheap identity of the source: (mtime, size, inode) of the file, or of every visible file in the dir."""
+        """Cheap identity of the source: (mtime, size, inode) of the file, or of every visible file in the
+        dir."""
         p = self.path
         if p.is_dir():
             entries = []
@@ -222,7 +225,8 @@ class ApiKeyMiddleware:
 
 
 def protect(app: Any, *, api_keys: str | Path | None, check_seconds: float = CHECK_SECONDS) -> Any:
-    """``app`` behind :class:`ApiKeyMiddleware` when ``api_keys`` names a key file or directory, else ``app``."""
+    """``app`` behind :class:`ApiKeyMiddleware` when ``api_keys`` names a key file or directory, else
+    ``app``."""
     if api_keys is None:
         return app
     keys = ApiKeys(api_keys, check_seconds=check_seconds)

@@ -30,7 +30,8 @@ CHECK_SECONDS = 1.0
 
 
 def server_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
-    """A server-side context (TLS >= 1.2) holding the pair; raises ``ssl.SSLError``/``OSError`` if unusable."""
+    """A server-side context (TLS >= 1.2) holding the pair; raises ``ssl.SSLError``/``OSError`` if
+    unusable."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(cert), str(key))
@@ -85,7 +86,8 @@ class CertReloader:
         return True
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Check every ``check_seconds`` on ``loop`` (the server's own loop: no thread touches the context)."""
+        """Check every ``check_seconds`` on ``loop`` (the server's own loop: no thread touches the
+        context)."""
 
         def tick() -> None:
             try:

@@ -265,7 +265,8 @@ class ProxyGateway:
             except _BROKEN as err:
                 # The connection broke before an answer: a pooled keep-alive connection the version server
                 # closed (a pod stopping, an idle timeout) or an endpoint that went away. A prediction has no
-                # side effects, so it is sent once more, on a fresh connection (the Service picks a ready pod).
+                # side effects, so it is sent once more, on a fresh connection (the Service picks a ready
+                # pod).
                 log.debug("retrying %s on a new connection after %s", url, type(err).__name__)
                 resp = await self._client.request(request.method, url, content=body or None, headers=headers)
         except httpx.HTTPError as err:

@@ -1,4 +1,5 @@
-"""`ferryman up`: the whole spec on one machine — gateway, every version in-process, rollout driver, admin API."""
+"""`ferryman up`: the whole spec on one machine — gateway, every version in-process, rollout driver, admin
+API."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``kserve`` in the ``ferryman.runtimes`` entry points: the KServe-contract server for a ModelDeployment spec.
+"""``kserve`` in the ``ferryman.runtimes`` entry points: the KServe-contract server for a ModelDeployment
+spec.
 
 On KServe, each version of a ModelDeployment is an InferenceService: the storage initializer downloads its
 ``storageUri`` into ``/mnt/models``, then the ``ferryman-onnx`` container runs ``python -m

@@ -10,5 +10,6 @@
 * :mod:`.launcher` — ``ferryman up --runtime ray`` (``run``; ``python -m ferryman_runtimes.ray``).
 * :mod:`.local` — ``start_local(spec, port)`` / ``.stop()``: the launcher in a subprocess (benchmarks, tests).
 
-Only :mod:`.batching`, :mod:`.local` and :mod:`.launcher`/:mod:`.deploy` (until they start Ray) avoid importing Ray.
+Only :mod:`.batching`, :mod:`.local` and :mod:`.launcher`/:mod:`.deploy` (until they start Ray) avoid
+importing Ray.
 """

@@ -1,4 +1,5 @@
-"""``python -m ferryman_runtimes.ray SPEC --port 8080``: the spec on a local Ray instance (what ``start_local`` runs)."""
+"""``python -m ferryman_runtimes.ray SPEC --port 8080``: the spec on a local Ray instance (what
+``start_local`` runs)."""
 
 from __future__ import annotations
 

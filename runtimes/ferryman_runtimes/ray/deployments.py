@@ -1,4 +1,5 @@
-"""The Ray Serve deployments: the ingress (our raw ASGI app) and one batched ONNX Runtime deployment per version.
+"""The Ray Serve deployments: the ingress (our raw ASGI app) and one batched ONNX Runtime deployment per
+version.
 
 Both take the ModelDeployment as a plain dict (what ``serveConfigV2`` carries) and load their models
 themselves, so nothing large is pickled between processes: the ingress ships each remote request as a

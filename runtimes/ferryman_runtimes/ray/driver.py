@@ -182,7 +182,8 @@ def prepare(spec_path: Path, *, state_dir: Path, tick_seconds: float = 0.25) -> 
 
 
 async def serve_admin(driver: Driver, *, host: str, port: int, gateway_url: str, stopping: list[int]) -> None:
-    """The driver loop and the admin API until a signal lands in ``stopping``; persists the state on the way out."""
+    """The driver loop and the admin API until a signal lands in ``stopping``; persists the state on the way
+    out."""
     import uvicorn
 
     from ferryman.statefile import write_json

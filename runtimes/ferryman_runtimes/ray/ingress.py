@@ -1,4 +1,5 @@
-"""The Ray Serve ingress as a raw ASGI app: the gateway's routing policy, v1 + v2, in-process or remote compute.
+"""The Ray Serve ingress as a raw ASGI app: the gateway's routing policy, v1 + v2, in-process or remote
+compute.
 
 :class:`RayIngressApp` is the gateway (:class:`~ferryman_runtimes.gateway.app.GatewayApp`: the same
 ``routing.decide`` per request, the same atomic table swap) whose compute step can leave the process:

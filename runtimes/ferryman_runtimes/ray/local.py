@@ -68,7 +68,8 @@ def start_local(
     extra_args: list[str] | None = None,
     env: dict[str, str] | None = None,
 ) -> LocalRay:
-    """Run the spec on a fresh local Ray instance in a subprocess; return once it is ready. Call ``.stop()``."""
+    """Run the spec on a fresh local Ray instance in a subprocess; return once it is ready. Call
+    ``.stop()``."""
     fd, name = tempfile.mkstemp(prefix="ferryman-ray-", suffix=".log")
     log_path = Path(name)
     instance = uuid.uuid4().hex

@@ -182,7 +182,8 @@ class StatsShipper(RequestObserver):
 
 # -- Ray glue ----------------------------------------------------------------------------------------
 def start_hub(model: str, *, namespace: str = NAMESPACE) -> Any:
-    """Create the named hub actor (owned by this process: it goes when the launcher goes); returns its handle."""
+    """Create the named hub actor (owned by this process: it goes when the launcher goes); returns its
+    handle."""
     import ray
 
     actor: Any = ray.remote(StatsHub)

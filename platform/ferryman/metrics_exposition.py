@@ -31,19 +31,10 @@ from prometheus_client import CollectorRegistry
 from ferryman import metrics
 from ferryman._compat.prometheus import multiprocess_values, reload_value_class
 from ferryman.metrics_flush import ENV_MULTIPROC, flush_all, multiprocess_dir
+from ferryman.processes import pid_alive
 
 # The classic text format every Prometheus 2.x parses (prometheus_client 0.26 defaults to 1.0.0).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 _LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
@@ -56,7 +47,7 @@ def reap_dead_workers(directory: str) -> list[int]:
     dead = set()
     for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
         m = _LIVE_FILE.match(os.path.basename(path))
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             dead.add(int(m.group(1)))
     for pid in dead:
         multiprocess.mark_process_dead(pid, directory)

@@ -13,16 +13,17 @@ from __future__ import annotations
 import json
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers.polling import wait_for
 
 from .controlplane import ControlPlane
 
@@ -30,17 +31,6 @@ pytestmark = pytest.mark.cluster
 
 RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
 RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-
-
-def wait_for(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.3)
 
 
 def http_get(url: str, *, timeout: float = 5) -> str:
@@ -93,11 +83,13 @@ def wait_pod_ready(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any
         conds = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
         return pod if conds.get("Ready") == "True" else None
 
-    try:
-        return wait_for(ready, timeout=90, what=f"pod {namespace}/{name} Ready")  # type: ignore[no-any-return]
-    except AssertionError:
-        described = cp.kubectl("-n", namespace, "describe", "pod", name, check=False).stdout
-        raise AssertionError(f"pod {namespace}/{name} not Ready:\n{described[-3000:]}") from None
+    def described() -> str:
+        return cp.kubectl("-n", namespace, "describe", "pod", name, check=False).stdout[-3000:]
+
+    pod: dict[str, Any] = wait_for(
+        ready, timeout=90, what=f"pod {namespace}/{name} Ready", on_timeout=described
+    )
+    return pod
 
 
 @pytest.fixture(scope="module")

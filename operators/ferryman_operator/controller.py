@@ -86,19 +86,22 @@ class Applied:
 
 
 def needs_apply(desired_digest: str, cached: dict[str, Any] | None, record: Applied | None) -> bool:
-    """Whether an owned object must be applied: missing, different from what the spec now asks, or edited
-    by someone else since our last apply. Pure."""
-    if cached is not None and (
-        record is None or not newer(record.resource_version, resource_version(cached))
-    ):
+    """Whether an owned object must be applied: missing, different from what the spec now asks, edited by
+    someone else since our last apply, or not yet applied by this process. Pure.
+
+    Without a record (the first look since this process started: a restart, a new leader) the stamp alone
+    cannot tell an object edited while no operator ran from an untouched one, so it is applied once; a
+    server-side apply that changes nothing is not written to etcd (its resourceVersion stays)."""
+    if record is None:
+        return True
+    if cached is not None and not newer(record.resource_version, resource_version(cached)):
         # the cache is at least as new as our last write
         stamped = ((cached.get("metadata") or {}).get("annotations") or {}).get(names.ANNOTATION_APPLIED)
         if stamped != desired_digest:
             return True
-        return record is not None and edit_marker(cached) != record.marker
-    if record is not None:  # the watch has not delivered our last write yet
-        return record.digest != desired_digest
-    return True
+        return edit_marker(cached) != record.marker
+    # the watch has not delivered our last write yet
+    return record.digest != desired_digest
 
 
 def next_analysis_in(state: RolloutState, md: ModelDeployment, *, now: float) -> float | None:

@@ -4,6 +4,8 @@
   apply, no Event — and no GET, while the operator keeps analysing;
 * a change converges through watch events alone (the resync is an hour, and the caches never list again):
   a spec edit, an owned object deleted or edited by hand;
+* an edit made while no operator ran is repaired by the next one, which applies each object once
+  (a no-op for the untouched ones: their resourceVersion stays);
 * a 429 while the caches list and while pruning is retried at the request (after Retry-After), so the
   reconcile still converges.
 
@@ -146,6 +148,29 @@ def test_idle_is_quiet_and_changes_converge_through_watches(
         )
         wait_for(lambda: routes_of(crd, namespace, "gamma") == good, timeout=30, what="gamma-routes repaired")
         assert op.health()["lists"] == lists  # every change came through the running watches
+
+
+def test_an_edit_made_while_no_operator_ran_is_repaired(
+    crd: ControlPlane, namespace: str, kubeconfig: Path
+) -> None:
+    with start_operator(crd, namespace, kubeconfig=kubeconfig, identity="op-before"):
+        crd.apply({**canary("delta"), "metadata": {"name": "delta", "namespace": namespace}})
+        wait_for(lambda: held(crd, namespace, "delta"), timeout=90, what="delta Ready and holding")
+    # the operator is gone: edit one owned object; the stamp it carries still matches the spec
+    good = routes_of(crd, namespace, "delta")
+    patch = {"data": {"routes.json": json.dumps({**good, "weights": [{"version": "v2", "weight": 100}]})}}
+    crd.kubectl(
+        "-n", namespace, "patch", "configmap", "delta-routes", "--type=merge", "-p", json.dumps(patch)
+    )
+    before = versions(crd, namespace)
+    with start_operator(crd, namespace, kubeconfig=kubeconfig, identity="op-after") as op:
+        wait_for(lambda: routes_of(crd, namespace, "delta") == good, timeout=60, what="delta-routes repaired")
+        wait_for(lambda: op.health()["writes"] >= 1, timeout=30, what="the re-applies counted")
+        after = versions(crd, namespace)
+    untouched = {k for k in before if k.startswith(KINDS) and k != "configmaps/delta-routes"}
+    assert untouched, before
+    # every other object was applied again without a change, which the apiserver does not write
+    assert {k: after[k] for k in untouched} == {k: before[k] for k in untouched}
 
 
 def test_a_429_while_listing_and_pruning_is_retried(

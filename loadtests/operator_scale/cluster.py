@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from ferryman import processes
+from loadtests import operator_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts" / "cluster"
 CRD_FILE = ROOT / "operators" / "ferryman_operator" / "crd" / "modeldeployments.yaml"
-RBAC_FILE = ROOT / "operators" / "ferryman_operator" / "rbac.yaml"
 SYSTEM_NS = "ferryman-system"
-SA = "ferryman-operator"
+SA = operator_identity.SERVICE_ACCOUNT
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -109,41 +108,11 @@ def install(c: Cluster, *, namespaces: list[str]) -> Path:
     c.kubectl(
         "wait", "--for=condition=Established", "crd/modeldeployments.serving.ferryman.dev", "--timeout=60s"
     )
-    cluster_role, lease_role = [d for d in yaml.safe_load_all(RBAC_FILE.read_text()) if d]
-    subject = [{"kind": "ServiceAccount", "name": SA, "namespace": SYSTEM_NS}]
     docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in [SYSTEM_NS, *namespaces]
     ]
     c.apply(docs)
-    c.apply(
-        [
-            cluster_role,
-            {**lease_role, "metadata": {**lease_role["metadata"], "namespace": SYSTEM_NS}},
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA, "namespace": SYSTEM_NS}},
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": SA},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": cluster_role["metadata"]["name"],
-                },
-                "subjects": subject,
-            },
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "RoleBinding",
-                "metadata": {"name": f"{SA}-leader-election", "namespace": SYSTEM_NS},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": lease_role["metadata"]["name"],
-                },
-                "subjects": subject,
-            },
-        ]
-    )
+    c.apply(operator_identity.identity_documents(SYSTEM_NS, cluster_wide=True))
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -154,21 +123,10 @@ def install(c: Cluster, *, namespaces: list[str]) -> Path:
                 raise
             time.sleep(0.5)
     token = c.kubectl("-n", SYSTEM_NS, "create", "token", SA, "--duration=6h").strip()
-    admin = yaml.safe_load(c.kubeconfig.read_text())
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "operator",
-        "clusters": [{"name": "bench", "cluster": admin["clusters"][0]["cluster"]}],
-        "users": [{"name": SA, "user": {"token": token}}],
-        "contexts": [
-            {"name": "operator", "context": {"cluster": "bench", "user": SA, "namespace": SYSTEM_NS}}
-        ],
-    }
-    path = c.run_dir / "operator.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
+    config = operator_identity.kubeconfig(
+        c.kubeconfig, token=token, namespace=SYSTEM_NS, cluster_name="bench"
+    )
+    return operator_identity.write_private(c.run_dir / "operator.kubeconfig", config)
 
 
 @dataclass

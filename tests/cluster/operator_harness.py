@@ -34,6 +34,7 @@ import httpx
 import yaml
 
 from ferryman import processes
+from loadtests import operator_identity
 from tests.cluster.controlplane import REPO_ROOT, ControlPlane
 from tests.helpers.exporter import MetricsExporter, Profile
 from tests.helpers.polling import wait_for
@@ -42,9 +43,8 @@ from tests.helpers.ports import free_port
 __all__ = ["MetricsExporter", "Profile", "wait_for"]  # re-exported for the operator tests
 
 CRD_FILE = REPO_ROOT / "operators" / "ferryman_operator" / "crd" / "modeldeployments.yaml"
-RBAC_FILE = REPO_ROOT / "operators" / "ferryman_operator" / "rbac.yaml"
 CRD_NAME = "modeldeployments.serving.ferryman.dev"
-SA = "ferryman-operator"
+SA = operator_identity.SERVICE_ACCOUNT
 HOST = "127.0.0.1"
 
 
@@ -56,62 +56,15 @@ def install_crd(cp: ControlPlane, path: Path = CRD_FILE) -> None:
     cp.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
 
 
-def rbac_documents() -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(RBAC_FILE.read_text()) if d]
-
-
 def operator_kubeconfig(cp: ControlPlane, namespace: str, directory: Path) -> Path:
     """ServiceAccount + the chart's RBAC (ClusterRole bound by a RoleBinding, Lease Role) + token
     kubeconfig."""
-    cluster_role, lease_role = rbac_documents()
-    cp.apply(cluster_role)  # cluster-scoped, identical for every test
-    lease_role = {**lease_role, "metadata": {**lease_role["metadata"], "namespace": namespace}}
-    subject = [{"kind": "ServiceAccount", "name": SA, "namespace": namespace}]
-    cp.apply(
-        [
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA, "namespace": namespace}},
-            lease_role,
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "RoleBinding",
-                "metadata": {"name": SA, "namespace": namespace},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": cluster_role["metadata"]["name"],
-                },
-                "subjects": subject,
-            },
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "RoleBinding",
-                "metadata": {"name": f"{SA}-leader-election", "namespace": namespace},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": lease_role["metadata"]["name"],
-                },
-                "subjects": subject,
-            },
-        ]
-    )
+    cp.apply(operator_identity.identity_documents(namespace, cluster_wide=False))
     token = cp.kubectl("-n", namespace, "create", "token", SA, "--duration=2h").stdout.strip()
-    admin = yaml.safe_load(cp.kubeconfig.read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "operator",
-        "clusters": [{"name": "test", "cluster": cluster}],
-        "users": [{"name": SA, "user": {"token": token}}],
-        "contexts": [
-            {"name": "operator", "context": {"cluster": "test", "user": SA, "namespace": namespace}}
-        ],
-    }
-    path = directory / f"{namespace}-operator.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
+    config = operator_identity.kubeconfig(
+        cp.kubeconfig, token=token, namespace=namespace, cluster_name="test"
+    )
+    return operator_identity.write_private(directory / f"{namespace}-operator.kubeconfig", config)
 
 
 # -- the operator process -----------------------------------------------------------------------------

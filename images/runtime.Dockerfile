@@ -14,24 +14,27 @@
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 ARG RAY_IMAGE=rayproject/ray:2.60.0-py311-cpu
 
-# Every dependency at the version in the lock file, in a venv of its own stage: empty packages stand in
-# for the sources, so this stage (and the image layer copied from it) is rebuilt only when the lock, the
-# dependencies in pyproject.toml or this recipe change. Big test suites of dependencies are left out.
+# The dependency list alone, read from pyproject.toml ([project] dependencies and the extras below): a
+# change elsewhere in pyproject.toml (tool settings, entry points) yields the same file, so the expensive
+# stage after it stays cached (a COPY is cached by the content of what it copies).
+FROM ${PYTHON_IMAGE} AS requirements
+COPY pyproject.toml /src/pyproject.toml
+RUN python -c 'import tomllib, sys; p = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]; \
+  lines = p["dependencies"] + [d for e in sys.argv[1].split(",") for d in p["optional-dependencies"][e]]; \
+  open("/requirements.txt", "w").write("\n".join(lines) + "\n")' serve,drift,operator,loadtest,examples
+
+# Every dependency at the version in the lock file, in a venv of its own stage: rebuilt only when the lock,
+# the dependency list or this recipe change. Big test suites of dependencies are left out.
 FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /src
-COPY pyproject.toml ./
-COPY requirements/lock.txt requirements/lock.txt
-RUN for p in platform/ferryman runtimes/ferryman_runtimes operators/ferryman_operator; do \
-      mkdir -p "$p" && touch "$p/__init__.py"; done \
- && touch README.md \
- && python -m venv /opt/venv \
- && /opt/venv/bin/pip install -c requirements/lock.txt ".[serve,drift,operator,loadtest,examples]" setuptools \
- && /opt/venv/bin/pip uninstall -y ferryman \
+COPY requirements/lock.txt /tmp/deps/lock.txt
+COPY --from=requirements /requirements.txt /tmp/deps/requirements.txt
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install -c /tmp/deps/lock.txt -r /tmp/deps/requirements.txt setuptools \
  && site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
  && for p in numpy pandas pyarrow scipy sklearn statsmodels; do \
       find "$site/$p" -depth -type d -name tests -exec rm -rf {} +; done \
- && rm -rf /src
+ && rm -rf /tmp/deps
 
 # The package itself as a wheel (for the runtime and ray stages), built offline with the lock's setuptools.
 FROM deps AS build
@@ -62,9 +65,11 @@ USER 1000:100
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['FERRYMAN_HEALTHCHECK_URL'], timeout=2)"]
 
-FROM ${PYTHON_IMAGE} AS runtime
+# On the deps stage itself, not a copy of its venv: a source change then rebuilds only the small layers
+# below (copying /opt/venv into a fresh stage re-reads and re-hashes it on every build, about a minute).
+FROM deps AS runtime
+WORKDIR /
 RUN useradd --uid 1000 --user-group --no-create-home --shell /usr/sbin/nologin ferryman
-COPY --from=deps /opt/venv /opt/venv
 COPY --from=build /wheels /tmp/wheels
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --disable-pip-version-check /tmp/wheels/ferryman-*.whl \
  && rm -rf /tmp/wheels

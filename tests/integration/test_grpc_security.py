@@ -103,7 +103,16 @@ def test_a_rotated_key_file_applies_without_restart(secured: dict[str, Any]) -> 
 
         wait_until(rotated, timeout=20, what="the new key to be accepted")
         assert _code(lambda: _infer(client, {"x-api-key": KEY})) == "StatusCode.UNAUTHENTICATED"
-    write_atomically(secured["keys"], KEY + "\n")
+        write_atomically(secured["keys"], KEY + "\n")
+
+        def restored() -> bool:  # the next test's calls use KEY: wait for the server to re-read the file
+            try:
+                _infer(client, {"x-api-key": KEY})
+                return True
+            except InferenceServerException:
+                return False
+
+        wait_until(restored, timeout=20, what="the original key to be accepted again")
 
 
 def test_a_renewed_certificate_serves_new_handshakes(secured: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,10 +53,24 @@ def add_grpc_flag(p: argparse.ArgumentParser) -> None:
         "on this port (KServe's convention: 8081), on the same host, with the same routing, "
         "limits, API keys, TLS and metrics; off unless given",
     )
+    p.add_argument(
+        "--grpc-transport",
+        choices=GRPC_TRANSPORTS,
+        default=None,
+        help="the gRPC server: native (ferryman's own HTTP/2 server for unary gRPC, the default: the "
+        "faster, see docs/benchmarks.md) or grpcio (grpc.aio, the reference implementation)",
+    )
+
+
+GRPC_TRANSPORTS = ("native", "grpcio")
+GRPC_TRANSPORT_ENV = "FERRYMAN_GRPC_TRANSPORT"  # read by ferryman_runtimes.grpc.server (workers inherit it)
 
 
 def grpc_options(args: argparse.Namespace) -> dict[str, int]:
-    """The launcher keyword for --grpc-port, only when given (launchers without gRPC take no such keyword)."""
+    """The launcher keyword for --grpc-port, only when given (launchers without gRPC take no such keyword).
+    --grpc-transport goes by the environment, so every worker process and listener sees the same choice."""
+    if getattr(args, "grpc_transport", None):
+        os.environ[GRPC_TRANSPORT_ENV] = args.grpc_transport
     return {} if args.grpc_port is None else {"grpc_port": args.grpc_port}
 
 

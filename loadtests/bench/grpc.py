@@ -69,12 +69,30 @@ QUICK = Settings(duration_s=6.0, warmup_s=2.0, rounds=1, quick=True)
 
 # -- contenders --------------------------------------------------------------------------------------
 class FerrymanGrpc(FerrymanNative):
-    name, label = "ferryman", "ferryman serve SPEC --grpc-port (native runtime; metrics + drift)"
+    name, label = (
+        "ferryman",
+        "ferryman serve SPEC --grpc-port (native runtime, native gRPC transport; metrics + drift)",
+    )
     grpc_port = 0
+    transport = "native"
 
     def argv(self, ctx: BenchContext, port: int) -> list[str]:
         self.grpc_port = free_port()
-        return [*super().argv(ctx, port), "--grpc-port", str(self.grpc_port)]
+        return [
+            *super().argv(ctx, port),
+            "--grpc-port",
+            str(self.grpc_port),
+            "--grpc-transport",
+            self.transport,
+        ]
+
+
+class FerrymanGrpcio(FerrymanGrpc):
+    name, label = (
+        "ferryman-grpcio",
+        "ferryman serve SPEC --grpc-port --grpc-transport grpcio (grpc.aio; metrics + drift)",
+    )
+    transport = "grpcio"
 
 
 class KServeGrpc(KServeStock):
@@ -113,6 +131,7 @@ class GrpcCeiling(ProcessContender):
 CONTENDERS: dict[str, tuple[type[ProcessContender], tuple[str, ...]]] = {
     "grpcio-ceiling": (GrpcCeiling, ("grpc",)),
     "ferryman": (FerrymanGrpc, ("grpc", "rest")),
+    "ferryman-grpcio": (FerrymanGrpcio, ("grpc",)),
     "kserve-stock": (KServeGrpc, ("grpc",)),
 }
 

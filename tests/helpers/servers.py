@@ -183,3 +183,7 @@ def serve_app(app: Any, *, timeout: float = 30.0, **config: Any) -> Iterator[Thr
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+
+
+# the gRPC transports every gRPC test runs against (``--grpc-transport``; ferryman_runtimes.grpc.server)
+GRPC_TRANSPORTS = ("native", "grpcio")

@@ -18,19 +18,22 @@ from tritonclient.utils import InferenceServerException
 from tests.helpers.gateway import MODEL, UpServer, arms_for, start_up, traffic_rows, wait_until, write_spec
 from tests.helpers.ports import free_port
 from tests.helpers.prometheus import parse_exposition, sample_sum
+from tests.helpers.servers import GRPC_TRANSPORTS
 
 CANDIDATE_PERCENT = 30
 REQUESTS = 1_000
 
 
-def _up(spec: Path, state: Path) -> tuple[UpServer, str]:
+def _up(spec: Path, state: Path, *, transport: str) -> tuple[UpServer, str]:
     port = free_port()
-    server = start_up(spec, state, args=["--grpc-port", str(port)])
+    server = start_up(spec, state, args=["--grpc-port", str(port), "--grpc-transport", transport])
     return server, f"127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="module")
-def canary(sample_models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[UpServer, str]]:
+@pytest.fixture(scope="module", params=GRPC_TRANSPORTS)
+def canary(
+    sample_models, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[UpServer, str]]:
     d = tmp_path_factory.mktemp("grpc-canary")
     spec = write_spec(
         d / "deployment.yaml",
@@ -47,7 +50,7 @@ def canary(sample_models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             },
         },
     )
-    server, target = _up(spec, d / "state")
+    server, target = _up(spec, d / "state", transport=request.param)
     try:
         yield server, target
     finally:
@@ -107,8 +110,9 @@ def test_pins_by_model_version_and_by_metadata_bypass_the_split(
     assert after.get(("v2", "candidate"), 0) == before.get(("v2", "candidate"), 0)
 
 
+@pytest.mark.parametrize("transport", GRPC_TRANSPORTS)
 def test_a_sticky_key_in_metadata_gets_the_arm_rest_gives_it(
-    sample_models, traffic: np.ndarray, tmp_path: Path
+    sample_models, traffic: np.ndarray, tmp_path: Path, transport: str
 ) -> None:
     spec = write_spec(
         tmp_path / "deployment.yaml",
@@ -120,7 +124,7 @@ def test_a_sticky_key_in_metadata_gets_the_arm_rest_gives_it(
         },
     )
     keys = [f"user-{i}" for i in range(200)]
-    up, target = _up(spec, tmp_path / "state")
+    up, target = _up(spec, tmp_path / "state", transport=transport)
     try:
         rest = arms_for(up.url, keys, traffic, lambda key: {"headers": {"x-user-id": key}})
         with tc.InferenceServerClient(target) as client:
@@ -134,15 +138,16 @@ def test_a_sticky_key_in_metadata_gets_the_arm_rest_gives_it(
     assert 0.3 <= Counter(rest.values())["v1"] / len(keys) <= 0.7
 
 
+@pytest.mark.parametrize("transport", GRPC_TRANSPORTS)
 def test_shadow_copies_of_grpc_requests_run_on_the_candidate(
-    sample_models, traffic: np.ndarray, tmp_path: Path
+    sample_models, traffic: np.ndarray, tmp_path: Path, transport: str
 ) -> None:
     spec = write_spec(
         tmp_path / "deployment.yaml",
         versions=sample_models.versions,
         traffic={"strategy": "shadow", "stable": "v1", "candidate": "v2"},
     )
-    up, target = _up(spec, tmp_path / "state")
+    up, target = _up(spec, tmp_path / "state", transport=transport)
     try:
         with tc.InferenceServerClient(target) as client:
             answered = Counter(_version(client, traffic[i]) for i in range(40))

@@ -9,6 +9,7 @@ pool, so one process cannot import both. The rows and the expected outputs trave
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import pytest
 
 from tests.helpers.models import reference_outputs
 from tests.helpers.ports import free_port
-from tests.helpers.servers import serve_cli, wait_http
+from tests.helpers.servers import GRPC_TRANSPORTS, serve_cli, wait_http
 
 MODEL = "breast-cancer"
 
@@ -93,16 +94,17 @@ def rows(traffic: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(traffic[:9], dtype=np.float32)
 
 
+@pytest.mark.parametrize("transport", GRPC_TRANSPORTS)
 def test_kserve_grpc_client_against_ferryman_serve(
-    sample_spec: Path, sample_models, rows: np.ndarray, tmp_path: Path
+    sample_spec: Path, sample_models, rows: np.ndarray, tmp_path: Path, transport: str
 ) -> None:
     port = free_port()
-    with serve_cli(sample_spec, args=["--grpc-port", str(port)]):
+    with serve_cli(sample_spec, args=["--grpc-port", str(port), "--grpc-transport", transport]):
         _run_scenario(f"127.0.0.1:{port}", "v1", sample_models, rows, tmp_path)
 
 
-@pytest.fixture(scope="module")
-def kserve_runtime(sample_models) -> Iterator[str]:
+@pytest.fixture(scope="module", params=GRPC_TRANSPORTS)
+def kserve_runtime(sample_models, request: pytest.FixtureRequest) -> Iterator[str]:
     port, grpc_port = free_port(), free_port()
     args = [
         "-m",
@@ -114,7 +116,10 @@ def kserve_runtime(sample_models) -> Iterator[str]:
         f"--http_port={port}",
         f"--grpc_port={grpc_port}",
     ]
-    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    env = {**os.environ, "FERRYMAN_GRPC_TRANSPORT": request.param}  # the runtime has KServe's flags only
+    process = subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/v2/health/ready", alive=lambda: process.poll() is None)
         yield f"127.0.0.1:{grpc_port}"

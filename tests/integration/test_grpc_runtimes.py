@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from tests.helpers import models
 from tests.helpers.gateway import wait_until
 from tests.helpers.ports import free_port
 from tests.helpers.prometheus import parse_exposition, sample_sum
-from tests.helpers.servers import serve_cli, wait_http
+from tests.helpers.servers import GRPC_TRANSPORTS, serve_cli, wait_http
 
 CALLS = 24
 
@@ -57,7 +58,8 @@ def add_one(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models.add_one_model(tmp_path_factory.mktemp("grpc-runtimes") / "model.onnx")
 
 
-def test_the_kserve_contract_runtime_serves_grpc_with_two_workers(add_one: Path) -> None:
+@pytest.mark.parametrize("transport", GRPC_TRANSPORTS)
+def test_the_kserve_contract_runtime_serves_grpc_with_two_workers(add_one: Path, transport: str) -> None:
     port, grpc_port = free_port(), free_port()
     args = [
         "-m",
@@ -70,7 +72,10 @@ def test_the_kserve_contract_runtime_serves_grpc_with_two_workers(add_one: Path)
         f"--grpc_port={grpc_port}",
         "--workers=2",
     ]
-    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {**os.environ, "FERRYMAN_GRPC_TRANSPORT": transport}  # the runtime has KServe's flags only
+    process = subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/v2/health/ready", alive=lambda: process.poll() is None)
@@ -81,8 +86,10 @@ def test_the_kserve_contract_runtime_serves_grpc_with_two_workers(add_one: Path)
         process.wait(timeout=30)
 
 
-def test_serve_with_workers_shares_the_grpc_port(add_one: Path) -> None:
+@pytest.mark.parametrize("transport", GRPC_TRANSPORTS)
+def test_serve_with_workers_shares_the_grpc_port(add_one: Path, transport: str) -> None:
     grpc_port = free_port()
-    with serve_cli(add_one, args=["--workers", "2", "--grpc-port", str(grpc_port)]) as server:
+    args = ["--workers", "2", "--grpc-port", str(grpc_port), "--grpc-transport", transport]
+    with serve_cli(add_one, args=args) as server:
         assert _calls(f"127.0.0.1:{grpc_port}", "model") == ["1"] * CALLS
         _wait_for_count(server.url)

@@ -17,13 +17,16 @@ from tests.helpers import models
 from tests.helpers.gateway import wait_until
 from tests.helpers.ports import free_port
 from tests.helpers.security import Authority, issue_cert, make_ca, write_atomically
+from tests.helpers.servers import GRPC_TRANSPORTS
 
 KEY = "grpc-test-key-0123456789"
 NEW_KEY = "grpc-rotated-key-9876543210"
 
 
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module", params=GRPC_TRANSPORTS)
+def secured(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Any]]:
     from tests.helpers.security import ferryman_process
 
     d = tmp_path_factory.mktemp("grpc-security")
@@ -50,6 +53,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         str(d / "tls.crt"),
         "--tls-key",
         str(d / "tls.key"),
+        "--grpc-transport",
+        request.param,
     ]
     with ferryman_process(args, port=port, scheme="https", verify=str(ca.cert_path)) as proc:
         yield {"dir": d, "ca": ca, "keys": keys, "target": f"127.0.0.1:{grpc_port}", "process": proc}

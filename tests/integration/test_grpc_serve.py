@@ -23,7 +23,7 @@ from tritonclient.utils import InferenceServerException
 from tests.helpers import models
 from tests.helpers.ports import free_port
 from tests.helpers.prometheus import parse_exposition, sample_sum
-from tests.helpers.servers import CliServer, serve_cli
+from tests.helpers.servers import GRPC_TRANSPORTS, CliServer, serve_cli
 from tests.unit.test_grpc_codec import _messages
 
 MODEL = "breast-cancer"
@@ -31,13 +31,15 @@ MAX_BODY = 65_536
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
-@pytest.fixture(scope="module")
-def served(sample_spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CliServer, str]]:
+@pytest.fixture(scope="module", params=GRPC_TRANSPORTS)
+def served(
+    sample_spec: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[CliServer, str]]:
     port = free_port()
     cache = tmp_path_factory.mktemp("grpc-cache")
     with serve_cli(
         sample_spec,
-        args=["--grpc-port", str(port), "--max-body-bytes", str(MAX_BODY)],
+        args=["--grpc-port", str(port), "--max-body-bytes", str(MAX_BODY), "--grpc-transport", request.param],
         env={"FERRYMAN_MODEL_CACHE": str(cache)},
     ) as server:
         yield server, f"127.0.0.1:{port}"
@@ -251,9 +253,13 @@ def _slow_spec(tmp_path: Path, *, queue: int) -> Path:
     return path
 
 
-def test_batching_applies_to_grpc_and_a_full_queue_is_resource_exhausted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", GRPC_TRANSPORTS)
+def test_batching_applies_to_grpc_and_a_full_queue_is_resource_exhausted(
+    tmp_path: Path, transport: str
+) -> None:
     port = free_port()
-    with serve_cli(_slow_spec(tmp_path, queue=1), args=["--grpc-port", str(port)]) as server:
+    args = ["--grpc-port", str(port), "--grpc-transport", transport]
+    with serve_cli(_slow_spec(tmp_path, queue=1), args=args) as server:
         rows = np.zeros((1, 30), np.float32)
 
         def call(_: int) -> tuple[str, str]:

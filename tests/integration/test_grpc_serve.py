@@ -236,8 +236,8 @@ def test_fuzzed_messages_over_the_wire_never_get_internal(stub: Any, message: An
 
 
 # -- adaptive batching ------------------------------------------------------------------------------
-def _slow_spec(tmp_path: Path, *, queue: int) -> Path:
-    model = models.slow_model(tmp_path / "slow.onnx", target_seconds=0.1)
+def _slow_spec(tmp_path: Path, *, queue: int, seconds: float = 0.1) -> Path:
+    model = models.slow_model(tmp_path / "slow.onnx", target_seconds=seconds)
     spec = {
         "apiVersion": "serving.ferryman.dev/v1alpha1",
         "kind": "ModelDeployment",

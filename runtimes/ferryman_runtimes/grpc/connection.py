@@ -69,6 +69,7 @@ class Connection(asyncio.Protocol):
         self.continuing: Stream | None = None  # HEADERS without END_HEADERS: CONTINUATION expected
         self.header_block = bytearray()
         self.header_end_stream = False
+        self.deadlines: list[Stream] = []  # calls whose deadline may need a timer (see _arm_deadlines)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -108,6 +109,17 @@ class Connection(asyncio.Protocol):
             self.out = None
             if out and not self.closed:
                 self.transport.write(b"".join(out))
+            if self.deadlines:
+                self._arm_deadlines()
+
+    def _arm_deadlines(self) -> None:
+        """Timers for the calls with a deadline whose message did not arrive with their headers (most do:
+        a call answered in the same read never costs a timer)."""
+        for stream in self.deadlines:
+            if stream.timer is None and not stream.closed and not stream.received_end:
+                assert stream.deadline is not None
+                stream.timer = self.loop.call_at(stream.deadline, self._expired, stream)
+        self.deadlines.clear()
 
     def _write(self, data: bytes) -> None:
         if self.out is not None:
@@ -347,7 +359,7 @@ class Connection(asyncio.Protocol):
             return
         stream.method = rpc
         if stream.deadline is not None and not stream.received_end:
-            stream.timer = self.loop.call_at(stream.deadline, self._expired, stream)
+            self.deadlines.append(stream)  # a timer only if its message is still incomplete after this read
 
     def _data(self, flags: int, stream_id: int, payload: bytes, length: int) -> None:
         if not stream_id:

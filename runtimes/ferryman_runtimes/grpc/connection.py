@@ -134,7 +134,11 @@ class Connection(asyncio.Protocol):
         self.out = None
         if not self.closed:
             self.transport.write(b"".join([*out, f.goaway(self.last_stream, code, message.encode()[:200])]))
-            self.transport.close()
+            # half-close, and close a moment later: closing at once would answer frames the client still
+            # sends with a TCP reset, which can destroy the GOAWAY before the client reads it
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(1.0, self.transport.close)
         self.closed = True
 
     # -- frames ---------------------------------------------------------------------------------------

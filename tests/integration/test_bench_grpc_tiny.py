@@ -62,7 +62,7 @@ def tiny_run(sample_models: Any, tmp_path_factory: pytest.TempPathFactory) -> tu
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=150,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -73,10 +73,16 @@ def tiny_run(sample_models: Any, tmp_path_factory: pytest.TempPathFactory) -> tu
 def test_document_structure(tiny_run: tuple[dict[str, Any], str]) -> None:
     doc, _ = tiny_run
     assert doc["schema"] == 1 and doc["settings"]["streams"] == 16 and doc["settings"]["ghz"] == ghz.VERSION
-    assert [e["name"] for e in doc["contenders"]] == ["grpcio-ceiling", "ferryman", "kserve-stock"]
+    assert [e["name"] for e in doc["contenders"]] == [
+        "grpcio-ceiling",
+        "ferryman",
+        "ferryman-grpcio",
+        "kserve-stock",
+    ]
     assert {name: set(e["loads"]) for name, e in ((e["name"], e) for e in doc["contenders"])} == {
         "grpcio-ceiling": {"grpc"},
         "ferryman": {"grpc", "rest"},
+        "ferryman-grpcio": {"grpc"},
         "kserve-stock": {"grpc"},
     }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +44,9 @@ CONTENTS_FIELD = {
     "BYTES": "bytes_contents",
 }
 _NARROW = {"INT8", "INT16", "UINT8", "UINT16"}  # carried in 32-bit fields: range-checked
+# datatype -> its little-endian numpy dtype (raw contents are little-endian whatever the machine)
+_LITTLE = {name: dtype.newbyteorder("<") for name, dtype in V2_TO_NUMPY.items() if name != "BYTES"}
+_NATIVE_LITTLE = sys.byteorder == "little"
 
 
 def parse(message: type[Message], body: bytes, *, what: str) -> Any:
@@ -91,7 +95,7 @@ def decode_request(request: Any, *, max_elements: int | None = None) -> InferReq
         if datatype not in V2_TO_NUMPY:
             raise InvalidInput(f"{where}.datatype: unknown datatype {datatype[:40]!r}")
         shape = list(item.shape)
-        if any(d < 0 for d in shape):
+        if shape and min(shape) < 0:
             raise InvalidInput(f"{where}.shape: must be non-negative integers, got {shape[:16]}")
         count = math.prod(shape)
         if max_elements is not None and count > max_elements:
@@ -139,7 +143,7 @@ def raw_array(chunk: bytes, *, datatype: str, shape: list[int], where: str) -> n
         if len(items) != count:
             raise InvalidInput(f"{where}: {len(items)} BYTES elements, but shape {shape} needs {count}")
         return np.array(items, dtype=np.object_).reshape(shape)
-    dtype = V2_TO_NUMPY[datatype].newbyteorder("<")
+    dtype = _LITTLE[datatype]
     need = count * dtype.itemsize
     if len(chunk) != need:
         raise InvalidInput(
@@ -176,7 +180,7 @@ def typed_array(item: Any, *, datatype: str, shape: list[int], count: int, where
 
 
 def _finite(arr: np.ndarray, *, datatype: str, where: str) -> np.ndarray:
-    if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and arr.size and not np.logical_and.reduce(np.isfinite(arr), axis=None):
         bad = "NaN" if np.isnan(arr).any() else "Infinity"
         raise InvalidInput(
             f"{where}: {bad} in {datatype} data: non-finite values are not accepted (the REST "
@@ -194,6 +198,8 @@ def _raw_bytes(t: Tensor) -> bytes:
             parts.append(struct.pack("<I", len(b)))
             parts.append(b)
         return b"".join(parts)
+    if _NATIVE_LITTLE and arr.dtype.byteorder != ">":
+        return arr.tobytes()  # C order, whatever the array's layout
     return np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
 
 

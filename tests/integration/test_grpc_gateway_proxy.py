@@ -31,15 +31,17 @@ from tests.helpers.gateway import arms_for, wait_until
 from tests.helpers.ports import free_port
 from tests.helpers.prometheus import parse_exposition, sample_sum
 from tests.helpers.security import ferryman_process
-from tests.helpers.servers import serve_cli
+from tests.helpers.servers import GRPC_TRANSPORTS, serve_cli
 from tests.integration.test_gateway_proxy import _single_version_spec
 
 MODEL = "breast-cancer"
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
-@pytest.fixture(scope="module")
-def topology(sample_spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module", params=GRPC_TRANSPORTS)
+def topology(
+    sample_spec: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Any]]:
     work = tmp_path_factory.mktemp("grpc-proxy")
     specs = {v: _single_version_spec(sample_spec, v, work) for v in ("v1", "v2")}
     ports = {v: free_port() for v in specs}
@@ -67,6 +69,8 @@ def topology(sample_spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 str(port),
                 "--grpc-port",
                 str(grpc_port),
+                "--grpc-transport",
+                request.param,
             ],
             port=port,
         ) as gw:
@@ -280,8 +284,9 @@ def test_shadow_copies_go_to_the_candidate_over_grpc(topology: dict[str, Any], t
     ) == n
 
 
+@pytest.mark.parametrize("transport", GRPC_TRANSPORTS)
 def test_the_callers_api_key_reaches_the_version_server(
-    sample_spec: Path, tmp_path: Path, traffic: np.ndarray
+    sample_spec: Path, tmp_path: Path, traffic: np.ndarray, transport: str
 ) -> None:
     """A version server with API keys behind the gateway: the key travels in metadata (Bearer or x-api-key),
     its absence is the version server's UNAUTHENTICATED, passed through; the gateway's health stays open."""
@@ -311,6 +316,8 @@ def test_the_callers_api_key_reaches_the_version_server(
                     str(port),
                     "--grpc-port",
                     str(gateway_grpc),
+                    "--grpc-transport",
+                    transport,
                 ],
                 port=port,
             ),
@@ -325,8 +332,9 @@ def test_the_callers_api_key_reaches_the_version_server(
             assert code == "StatusCode.UNAUTHENTICATED"
 
 
+@pytest.mark.parametrize("transport", GRPC_TRANSPORTS)
 def test_a_call_whose_deadline_passes_is_recorded_as_deadline_exceeded(
-    sample_spec: Path, tmp_path: Path, traffic: np.ndarray
+    sample_spec: Path, tmp_path: Path, traffic: np.ndarray, transport: str
 ) -> None:
     """The caller's deadline passes while the version server still computes: the caller gets
     DEADLINE_EXCEEDED and the gateway records the call as 408 (not a 502, nor a 200 a model run later); the
@@ -356,6 +364,8 @@ def test_a_call_whose_deadline_passes_is_recorded_as_deadline_exceeded(
                     str(port),
                     "--grpc-port",
                     str(gateway_grpc),
+                    "--grpc-transport",
+                    transport,
                 ],
                 port=port,
             ) as gw,

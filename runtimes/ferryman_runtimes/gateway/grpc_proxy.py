@@ -33,7 +33,9 @@ from ferryman.spec import StickySource
 from ferryman.telemetry import RequestRecord
 from ferryman_runtimes.grpc import codec
 from ferryman_runtimes.grpc import inference_pb2 as pb
-from ferryman_runtimes.grpc.server import SERVICE, listen
+from ferryman_runtimes.grpc.context import AsyncService
+from ferryman_runtimes.grpc.native import NativeServer
+from ferryman_runtimes.grpc.server import SERVICE, listen, transport_choice
 from ferryman_runtimes.grpc.status import for_error, http_status
 
 if TYPE_CHECKING:
@@ -67,8 +69,8 @@ class GrpcProxy:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._shadow: set[asyncio.Task[None]] = set()
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        methods: dict[str, Callable[[bytes, Any], Awaitable[bytes]]] = {
+    def methods(self) -> dict[str, Callable[[bytes, Any], Awaitable[bytes]]]:
+        return {
             "ServerLive": self.server_live,
             "ServerReady": self.server_ready,
             "ModelReady": self._model_call("ModelReady", pb.ModelReadyRequest),
@@ -76,9 +78,17 @@ class GrpcProxy:
             "ServerMetadata": self.server_metadata,
             "ModelInfer": self.model_infer,
         }
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The RPCs for a ``grpc.aio`` server."""
         return grpc.method_handlers_generic_handler(
-            SERVICE, {name: grpc.unary_unary_rpc_method_handler(_guarded(fn)) for name, fn in methods.items()}
+            SERVICE,
+            {name: grpc.unary_unary_rpc_method_handler(_guarded(fn)) for name, fn in self.methods().items()},
         )
+
+    def native_service(self) -> AsyncService:
+        """The RPCs for the native transport (:mod:`ferryman_runtimes.grpc.native`)."""
+        return AsyncService(self.methods(), failure=_failure)
 
     async def close(self) -> None:
         if self._shadow:
@@ -247,6 +257,15 @@ class GrpcProxy:
             )
 
 
+def _failure(err: Exception) -> tuple[grpc.StatusCode, str]:
+    """A handler's failure as its status: a version server's passed through, a domain error mapped."""
+    if isinstance(err, _Failed):
+        return err.code, err.details
+    if isinstance(err, FerrymanError):
+        return for_error(err)
+    raise TypeError(f"not a domain failure: {err!r}")
+
+
 def _guarded(fn: Callable[[bytes, Any], Awaitable[bytes]]) -> Callable[[bytes, Any], Awaitable[bytes]]:
     """``fn`` with domain errors as their status and a version server's error passed through."""
 
@@ -344,8 +363,15 @@ def _scalar(value: Any) -> object:
 
 
 async def start(proxy: GrpcProxy, *, host: str, port: int, max_message_bytes: int) -> Any:
-    """A started ``grpc.aio`` server on the running loop serving ``proxy``; raises FerrymanError if the port
-    is taken. Returns the server and the port it bound."""
+    """A started server on the running loop serving ``proxy`` on the chosen transport (``--grpc-transport``:
+    native by default, or ``grpc.aio``); raises FerrymanError if the port is taken. Returns the server (its
+    ``stop(grace)`` drains it) and the port it bound."""
+    transport = transport_choice()
+    if transport == "native":
+        native = NativeServer(proxy.native_service(), max_message=max_message_bytes)
+        bound = await native.listen(host=host, port=port)
+        log.info("gRPC (inference.GRPCInferenceService, native transport) on %s:%s", host, bound)
+        return native, bound
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),

@@ -23,11 +23,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ferryman.errors import FerrymanError
 from ferryman_runtimes.asgi.http import body_too_large
 from ferryman_runtimes.grpc import framing as f
 from ferryman_runtimes.grpc.headers import RESPONSE_HEADERS, Decoder, HpackError, trailers, trailers_only
-from ferryman_runtimes.grpc.service import SERVICE, Answered, failure
+from ferryman_runtimes.grpc.service import SERVICE
 from ferryman_runtimes.grpc.stream import Stream, parse_timeout
 
 if TYPE_CHECKING:
@@ -435,36 +434,42 @@ class Connection(asyncio.Protocol):
         message = bytes(body[5:]) if not isinstance(body, bytes) else body[5:]
         stream.body = None
         try:
-            outcome = self.service.invoke(stream.method, message, stream.metadata)
-        except (Answered, FerrymanError) as err:
-            code, text = failure(err)
-            self._answer_error(stream, code.value[0], text)
-            return
-        except Exception:
-            log.exception("gRPC %s failed", stream.method)
-            self._answer_error(stream, _INTERNAL, "internal error")
+            outcome = self.service.invoke(stream.method, message, stream.metadata, deadline=stream.deadline)
+        except Exception as err:
+            self._answer_failure(stream, err)
             return
         if isinstance(outcome, bytes):
             self._answer(stream, outcome)
         else:
             stream.answered = True  # by the future (the stream stays open until then)
+            if self.service.cancellable:
+                stream.task = outcome
             if stream.deadline is not None and stream.timer is None:
                 stream.timer = self.loop.call_at(stream.deadline, self._expired, stream)
             outcome.add_done_callback(lambda done: self._finished(stream, done))
 
     def _finished(self, stream: Stream, done: asyncio.Future[Any]) -> None:
         """A batched call's answer is ready: send it unless the call was dropped meanwhile."""
-        if stream.closed:
+        if stream.closed or done.cancelled():
             return
         stream.answered = False
+        stream.task = None
         try:
-            self._answer(stream, self.service.finish(done.result()))
-        except (Answered, FerrymanError) as err:
-            code, text = failure(err)
-            self._answer_error(stream, code.value[0], text)
-        except Exception:
-            log.exception("gRPC %s failed", stream.method)
+            payload = self.service.finish(done.result())
+        except Exception as err:
+            self._answer_failure(stream, err)
+            return
+        self._answer(stream, payload)
+
+    def _answer_failure(self, stream: Stream, err: Exception) -> None:
+        """A raised failure as its status (the service maps its own errors; anything else is a bug)."""
+        try:
+            code, text = self.service.failure(err)
+        except TypeError:
+            log.error("gRPC %s failed", stream.method, exc_info=err)
             self._answer_error(stream, _INTERNAL, "internal error")
+            return
+        self._answer_error(stream, code.value[0], text)
 
     def _expired(self, stream: Stream) -> None:
         stream.timer = None

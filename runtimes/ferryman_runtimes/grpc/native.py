@@ -24,6 +24,7 @@ from typing import Any
 from ferryman.errors import FerrymanError
 from ferryman_runtimes.grpc import framing as f
 from ferryman_runtimes.grpc.connection import Connection
+from ferryman_runtimes.grpc.context import AsyncService
 from ferryman_runtimes.grpc.service import InferenceService
 
 log = logging.getLogger("ferryman.grpc.native")
@@ -34,7 +35,7 @@ class NativeServer:
 
     def __init__(
         self,
-        service: InferenceService,
+        service: InferenceService | AsyncService,
         *,
         max_message: int,
         max_streams: int = 1024,

@@ -81,8 +81,12 @@ class InferenceService:
             "ModelInfer": self.model_infer,
         }
 
-    def invoke(self, name: str, body: bytes, metadata: Metadata) -> Outcome:
-        """Call the RPC ``name`` (a key of :attr:`methods`) behind the API-key check; raises its failure."""
+    cancellable = False  # a batched answer's future is the batch's: a dropped call leaves it alone
+    failure = staticmethod(failure)
+
+    def invoke(self, name: str, body: bytes, metadata: Metadata, *, deadline: float | None = None) -> Outcome:
+        """Call the RPC ``name`` (a key of :attr:`methods`) behind the API-key check; raises its failure.
+        ``deadline`` (the loop's clock) is the transport's to enforce."""
         if (
             self.keys is not None
             and name not in OPEN_METHODS

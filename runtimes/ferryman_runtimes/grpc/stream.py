@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 # grpc-timeout units (the gRPC over HTTP/2 spec): hours, minutes, seconds, milli-, micro-, nanoseconds
 _UNITS = {ord("H"): 3600.0, ord("M"): 60.0, ord("S"): 1.0, ord("m"): 1e-3, ord("u"): 1e-6, ord("n"): 1e-9}
@@ -35,6 +36,7 @@ class Stream:
         "received_end",
         "recv_window",
         "send_window",
+        "task",
         "timer",
     )
 
@@ -48,6 +50,7 @@ class Stream:
         self.deadline: float | None = None
         self.encoding: bytes | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Future[Any] | None = None  # an awaited handler, cancelled if the call is dropped
         self.received_end = False  # the client's END_STREAM
         self.answered = False  # an answer is under way (batched, or waiting for the client's window)
         self.pending_out: memoryview | None = None
@@ -62,6 +65,9 @@ class Stream:
 
     def close(self) -> None:
         self.closed = True
+        if self.task is not None:
+            self.task.cancel()  # the caller left, the deadline passed or the connection went
+            self.task = None
         self.body = None
         self.pending_out = None
         if self.timer is not None:

@@ -10,6 +10,10 @@ key and request id, and the version server's answer (or its status code and mess
 Requests and their codes are recorded like REST's (``protocol="grpc"`` / ``"grpc-raw"``, codes in HTTP
 form so the analysis reads one series), shadow copies as ``protocol="shadow"``.
 
+The server side is the native transport's (:mod:`ferryman_runtimes.grpc.native`, handlers run as tasks with a
+:class:`~ferryman_runtimes.grpc.context.CallContext`) unless ``--grpc-transport grpcio`` (``grpc.aio``); the
+forwards to the version servers go through ``grpc.aio`` channels either way.
+
 ``ServerLive`` and ``ServerReady`` are the gateway's own (ready once a route table is loaded); the other
 RPCs are answered by a version server: ``ModelReady`` and ``ModelMetadata`` by the version the policy picks
 (as REST's ``GET /v2/models/...``), ``ServerMetadata`` by the stable version.

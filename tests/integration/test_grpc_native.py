@@ -240,10 +240,14 @@ def test_oversize_and_malformed_messages_are_refused_per_stream(
         over = client.answer(3)
         client.send(*client.call_frames(5, _request(traffic[:1])))
         ok = client.answer(5)
+        headers, _ = client.call_frames(7, _request(traffic[:1]))
+        client.send(headers, DataFrame(7, grpc_message(b"") + grpc_message(b"")))  # two messages, no end
+        twice = client.answer(7)
     assert bad.status == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert over.status == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
     assert str(MAX_BODY) in dict(over.headers)["grpc-message"]
     assert ok.status == 0
+    assert twice.status == grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
 def test_a_grpc_timeout_that_passes_is_deadline_exceeded(tmp_path: Path) -> None:

@@ -401,6 +401,9 @@ class Connection(asyncio.Protocol):
                 message = str(body_too_large(self.server.max_message, declared=declared))
                 self._answer_error(stream, _RESOURCE_EXHAUSTED, message.replace("body", "message", 1))
                 return
+            if declared is not None and len(stream.body) > declared + 5:  # never buffer past one message
+                self._answer_error(stream, _INVALID_ARGUMENT, "more than one request message in a unary call")
+                return
         if end:
             stream.received_end = True
             self._end(stream)

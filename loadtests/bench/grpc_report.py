@@ -148,16 +148,21 @@ def markdown(doc: dict[str, Any]) -> str:
         START,
         "## gRPC (Open Inference Protocol v2, `inference.GRPCInferenceService`)",
         "",
-        f"Run: {doc['generated_at']} ({'quick' if doc['quick'] else 'full'} mode, `python -m loadtests.bench.grpc"
-        f"{' --quick' if doc['quick'] else ''}`, part of `make bench`). Raw figures: `{doc.get('json_name')}`. "
+        f"Run: {doc['generated_at']} ({'quick' if doc['quick'] else 'full'} mode, "
+        "`python -m loadtests.bench.grpc"
+        f"{' --quick' if doc['quick'] else ''}`, part of `make "
+        f"bench`). Raw figures: `{doc.get('json_name')}`. "
         f"Load average (1, 5, 15 min) before / after: {doc['machine'].get('load_average_before')} / "
-        f"{doc['machine'].get('load_average_after')} (the machine is shared: rows/s move with it, CPU per row hardly).",
+        f"{doc['machine'].get('load_average_after')} (the machine is shared: rows/s move with it, CPU per "
+        "row hardly).",
         "",
         f"- model: {s['model']} (the HTTP-bound section's: ~10 us of compute, the transport is the cost); "
         f"{s['rows_per_request']} row per request, so rows/s = requests/s",
-        f"- gRPC: {s['grpc_request']}, driven by ghz {s['ghz']} (built from its Go module) with {s['streams']} "
+        f"- gRPC: {s['grpc_request']}, driven by ghz {s['ghz']} (built from its Go module) with "
+        f"{s['streams']} "
         "concurrent streams on one HTTP/2 connection, closed loop",
-        f"- REST: {s['rest_request']}, driven by `wrk -t1 -c{s['streams']}` (16 keep-alive connections), closed loop",
+        f"- REST: {s['rest_request']}, driven by `wrk -t1 -c{s['streams']}` (16 keep-alive connections), "
+        "closed loop",
         f"- {s['duration_s']:g} s per load after {s['warmup_s']:g} s of warm-up, one contender at a time; "
         f"{s['rounds']} round(s), per load the best round counts",
         "",
@@ -228,7 +233,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "### Reading the figures",
         "",
         *_cost_note(doc["contenders"]),
-        "- Each server runs one process with the model's session on its event loop; the load generator shares "
+        "- Each server runs one process with the model's session on its event loop; the load generator "
+        "shares "
         "the machine's cores with it, and ghz spends several times more CPU per call than wrk (the load "
         "generator column), which the gRPC rows' rows/s pay for on a small machine. The CPU columns are "
         "the fairer comparison.",

@@ -17,7 +17,10 @@ import uvloop
 from ferryman_runtimes.grpc import inference_pb2 as pb
 from loadtests.contenders.ort_session import server_args
 
-_READY = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\nconnection: close\r\n\r\n{"ready": true}'
+_READY = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n"
+    b'connection: close\r\n\r\n{"ready": true}'
+)
 
 
 def answer(model: str) -> bytes:

@@ -1,4 +1,5 @@
-"""The KServe SDK's gRPC client (``kserve.InferenceGRPCClient``) against ``ferryman serve --grpc-port`` and the
+"""The KServe SDK's gRPC client (``kserve.InferenceGRPCClient``) against ``ferryman serve --grpc-port`` and
+the
 KServe-contract runtime's ``--grpc_port``: health, raw and typed contents giving ONNX Runtime's own outputs,
 a pin by ``model_version``, and ``INVALID_ARGUMENT`` / ``NOT_FOUND`` as ``grpc.RpcError``.
 

@@ -1,4 +1,5 @@
-"""``ferryman serve --grpc-port`` called with the standard client, unchanged (``tritonclient.grpc``), over real
+"""``ferryman serve --grpc-port`` called with the standard client, unchanged (``tritonclient.grpc``), over
+real
 sockets: health, metadata, ModelInfer with raw and typed contents giving REST's outputs, pins, every error
 status, over-size messages, metrics with the protocol label, a fuzz over the wire that never gets INTERNAL,
 and adaptive batching (a full queue is RESOURCE_EXHAUSTED)."""
@@ -161,8 +162,8 @@ def test_bad_inputs_are_invalid_argument_with_precise_messages(
     code, message = _rpc_error(lambda: stub.ModelInfer(short))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert (
-        message
-        == "raw_input_contents[0] (input): 236 bytes, but shape [2, 30] of FP32 needs 240 bytes (60 elements of 4)"
+        message == "raw_input_contents[0] (input): 236 bytes, but shape [2, 30] of FP32 needs 240 bytes "
+        "(60 elements of 4)"
     )
 
     counted = _typed(rows)

@@ -2,9 +2,9 @@
 
 uvicorn runs every request as an ASGI cycle: a task, a request/response cycle object, an ``asyncio.Event``,
 ``receive``/``send`` awaitables, header normalisation in ``send``, and a keep-alive timer. For a model that
-costs microseconds, that machinery costs more than the inference (docs/benchmarks.md). This protocol (uvicorn's httptools protocol
-with ferryman's limits and one write per response, see :mod:`.limits` and :mod:`.coalesce`) answers the one
-route that matters for speed itself:
+costs microseconds, that machinery costs more than the inference (docs/benchmarks.md). This protocol
+(uvicorn's httptools protocol with ferryman's limits and one write per response, see :mod:`.limits` and
+:mod:`.coalesce`) answers the one route that matters for speed itself:
 
 * when a request's headers are complete, it asks the app (through its wrappers) whether the request is a
   *direct target* (``app.direct_target(method, path)``: a ``POST`` prediction computed in this process);
@@ -23,9 +23,10 @@ route that matters for speed itself:
   on the ASGI path (answers stay in order), a percent-encoded path — takes uvicorn's ASGI path unchanged.
 
 An app takes part by having ``direct_target``, ``direct_start`` and ``direct_finish``
-(:class:`~ferryman_runtimes.asgi.app.InferenceApp` and the API-key middleware, which checks the key first). A wrapper without them (any other middleware)
-turns direct dispatch off, so nothing a wrapper does is ever skipped; uvicorn's own proxy-headers middleware
-only rewrites the client address and scheme, which predictions do not read. The answers, errors, metrics,
+(:class:`~ferryman_runtimes.asgi.app.InferenceApp` and the API-key middleware, which checks the key
+first). A wrapper without them (any other middleware) turns direct dispatch off, so nothing a wrapper does
+is ever skipped; uvicorn's own proxy-headers middleware only rewrites the client address and scheme, which
+predictions do not read. The answers, errors, metrics,
 limits and keep-alive behaviour are the same on both paths (the integration tests run both).
 """
 

@@ -162,7 +162,7 @@ class GrpcProxy:
             task.add_done_callback(self._shadow.discard)
         return answer
 
-    # -- routing -----------------------------------------------------------------------------------------------
+    # -- routing ---------------------------------------------------------------------------------------------
     def _table(self) -> RouteTable:
         table = self.gateway.table
         if table is None:
@@ -230,7 +230,8 @@ class GrpcProxy:
             raise _Failed(err.code(), err.details() or "") from err
 
     async def _shadow_copy(self, table: RouteTable, version: str, body: bytes, metadata: Metadata) -> None:
-        """A copy of an answered call (no deadline: the caller has its answer; the gateway's timeout holds)."""
+        """A copy of an answered call (no deadline: the caller has its answer; the gateway's timeout
+        holds)."""
         t0 = time.perf_counter()
         code = 502
         try:
@@ -337,7 +338,8 @@ def _cookie(header: str, name: str) -> str | None:
 
 
 def _field(request: Any, name: str) -> object | None:
-    """The sticky key in a ModelInferRequest: ``parameters[name]``, else the first element of input ``name``."""
+    """The sticky key in a ModelInferRequest: ``parameters[name]``, else the first element of input
+    ``name``."""
     if name in request.parameters:
         return codec.parameters({name: request.parameters[name]}).get(name)
     for i, item in enumerate(request.inputs):

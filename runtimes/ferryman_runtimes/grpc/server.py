@@ -108,7 +108,8 @@ async def start_grpc(
     reuse_port: bool = False,
     transport: str | None = None,
 ) -> GrpcListener:
-    """Serve ``app`` over gRPC on the running event loop; raises :class:`FerrymanError` if the port is taken."""
+    """Serve ``app`` over gRPC on the running event loop; raises :class:`FerrymanError` if the port is
+    taken."""
     chosen = transport_choice(transport)
     keys = ApiKeys(api_keys) if api_keys is not None else None
     service = InferenceService(app, keys=keys)

@@ -79,9 +79,13 @@ def split(outputs: Sequence[np.ndarray], counts: Sequence[int]) -> list[list[np.
             raise SplitError(f"an output of shape {list(a.shape)} has no per-row axis of {total} rows")
     if len(counts) == 1:
         return [list(outputs)]
-    bounds = np.cumsum(counts)[:-1]
-    pieces = [np.split(a, bounds, axis=0) for a in outputs]
-    return [[p[k] for p in pieces] for k in range(len(counts))]
+    out = []
+    start = 0
+    for n in counts:  # views (no copy), as np.split gives, with a fraction of its per-piece cost
+        end = start + n
+        out.append([a[start:end] for a in outputs])
+        start = end
+    return out
 
 
 def default_threads(cores: int | None = None) -> int:

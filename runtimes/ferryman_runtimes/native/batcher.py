@@ -6,10 +6,14 @@ call on the version's own worker thread (ORT releases the GIL, so the loop keeps
 answering other connections meanwhile); its outputs are split back and each request's future is resolved
 on the loop, in the order the requests were queued.
 
-* A request that finds the runner idle and nothing queued is dispatched at the end of the current loop
+* A request that finds the runner idle and nothing queued wakes the worker at the end of the current loop
   turn (requests parsed in the same turn join it); no timer, no added wait.
-* While a batch runs, requests queue; when it finishes the next batch starts at once if it is full or its
-  oldest request has waited ``maxDelayMs``, else when one of those becomes true.
+* While a batch runs, requests queue (the queue is shared with the worker under a lock); when the run ends
+  the worker takes the next batch itself, at once if it is full or its oldest request has waited
+  ``maxDelayMs``, else when one of those becomes true. It hands the finished batch's outputs to the loop
+  (``call_soon_threadsafe``) and is already running the next one while the loop answers them: the model
+  never waits for the loop (pipelining). The interpreter's switch interval is lowered so the worker gets the
+  GIL back promptly after each run (:func:`tune_switch_interval`).
 * A merged run the model rejects is retried request by request, so the request that caused it gets its own
   error and its batch mates their answers. A client that went away does not matter here: its answer is
   computed and dropped by the protocol.
@@ -21,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -41,6 +47,30 @@ Outcome = tuple[list[np.ndarray], float]
 BatchObserver = Callable[[int, int, Sequence[float]], None]
 
 
+IDLE, WAITING, RUNNING = "idle", "waiting", "running"  # the worker: nothing to do, a batch filling, a run
+
+# With batching on, the interpreter hands the GIL between threads after SWITCH_INTERVAL_MS at most instead of
+# CPython's 5 ms: after each run the worker needs the GIL back (to split the outputs and start the next run)
+# while the event loop's thread is busy with requests, and the model must not sit idle waiting for it
+# (docs/batching.md). FERRYMAN_SWITCH_INTERVAL_MS overrides it for the process.
+SWITCH_INTERVAL_MS = 0.5
+ENV_SWITCH_INTERVAL = "FERRYMAN_SWITCH_INTERVAL_MS"
+
+
+def tune_switch_interval() -> float:
+    """Set the interpreter's switch interval for batching (once per process); the interval set, in seconds."""
+    raw = os.environ.get(ENV_SWITCH_INTERVAL, "")
+    try:
+        ms = float(raw) if raw else SWITCH_INTERVAL_MS
+    except ValueError:
+        ms = SWITCH_INTERVAL_MS
+        log.warning("%s=%r is not a number of milliseconds; using %s", ENV_SWITCH_INTERVAL, raw, ms)
+    if not 0 < ms <= 1000:
+        ms = SWITCH_INTERVAL_MS
+    sys.setswitchinterval(ms / 1000)
+    return ms / 1000
+
+
 @dataclass(slots=True)
 class Job:
     feed: dict[str, np.ndarray]
@@ -49,79 +79,109 @@ class Job:
 
 
 class VersionBatcher:
+    """The batcher of one model version: a queue filled on the event loop, drained by the version's worker
+    thread, which takes its next batch itself the moment a run ends (no round trip through the loop), so the
+    model never waits for the loop to answer the last batch before it starts the next."""
+
     def __init__(self, model: OnnxModel, batching: Batching, *, observe: BatchObserver | None = None) -> None:
         self.model = model
         self.batching = batching
         self.queue: BatchQueue[Job] = BatchQueue.from_spec(batching)
         self.observe = observe
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ferryman-batch-{model.version}")
-        self._scheduled = False  # a dispatch is due at the end of this loop turn
-        self._timer: asyncio.TimerHandle | None = None
+        self._cond = threading.Condition(threading.Lock())  # guards the queue and the fields below
+        self._state = IDLE
+        self._kick_due = False  # a request found the worker idle: it is woken at the end of this loop turn
+        self._kicked = False  # ... and has been: it takes what is queued
+        self._closed = False
+        self._thread: threading.Thread | None = None
         self.runs = 0  # model runs so far, and the requests they answered (for tests and the bench)
         self.requests = 0
+        tune_switch_interval()
 
     def submit(self, feed: dict[str, np.ndarray], names: list[str]) -> asyncio.Future[Outcome]:
         """Queue one request's validated feed; on the event-loop thread. Raises Overloaded when full."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        if not self.queue.offer(
-            Job(feed, names, future), key=batch_key(feed, names), rows=rows_of(feed), now=loop.time()
-        ):
-            raise Overloaded(
-                f"version {self.model.version!r}: batch queue full ({self.queue.max_queue} requests "
-                "waiting); retry later"
-            )
-        if not self.queue.running and not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._dispatch, loop)
+        job = Job(feed, names, future)
+        key, rows = batch_key(feed, names), rows_of(feed)
+        with self._cond:
+            if self._closed:
+                raise InferenceFailed("server is shutting down")
+            if not self.queue.offer(job, key=key, rows=rows, now=perf_counter()):
+                raise Overloaded(
+                    f"version {self.model.version!r}: batch queue full ({self.queue.max_queue} requests "
+                    "waiting); retry later"
+                )
+            state = self._state
+            if state == WAITING:
+                self._cond.notify()  # the batch it waits to fill may be full now
+            elif state == IDLE and not (self._kick_due or self._kicked):
+                self._kick_due = True
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._work, name=f"ferryman-batch-{self.model.version}", daemon=True
+                    )
+                    self._thread.start()
+                loop.call_soon(self._kick)  # requests parsed in this loop turn join the first batch
         return future
 
-    # -- on the loop --------------------------------------------------------------------------------
-    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._scheduled = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self.queue.running:
-            return
-        now = loop.time()
-        got = self.queue.take(now)
-        if got is None:
-            return
-        if isinstance(got, float):
-            self._timer = loop.call_at(got, self._dispatch, loop)
-            return
-        self.queue.running = True
-        delays = [now - p.arrived for p in got]
-        try:
-            self._pool.submit(self._run, loop, got, delays)
-        except RuntimeError:  # the pool is shut down: the server is stopping
-            self.queue.running = False
-            self._settle(got, [InferenceFailed("server is shutting down")] * len(got))
+    def _kick(self) -> None:
+        with self._cond:
+            self._kick_due, self._kicked = False, True
+            self._cond.notify()
 
+    # -- on the worker thread -----------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            batch = self._next()
+            if batch is None:
+                return
+            self._run(batch)
+
+    def _next(self) -> list[Pending[Job]] | None:
+        """The next batch to run (marking the runner busy), waiting as the queue says; None once closed."""
+        with self._cond:
+            self.queue.running = False
+            while not self._closed:
+                if self._state == IDLE and not self._kicked:
+                    self._cond.wait()
+                    continue
+                got = self.queue.take(perf_counter())
+                if got is None:
+                    self._state, self._kicked = IDLE, False
+                    self._cond.wait()
+                elif isinstance(got, float):
+                    self._state = WAITING
+                    self._cond.wait(max(0.0, got - perf_counter()))
+                else:
+                    self._state = RUNNING
+                    self.queue.running = True
+                    return got
+            return None
+
+    def _run(self, batch: list[Pending[Job]]) -> None:
+        t0 = perf_counter()
+        delays = [t0 - p.arrived for p in batch]
+        try:
+            results = run_jobs(self.model, [p.item for p in batch])
+        except Exception as err:  # a bug here must not leave futures unresolved
+            log.exception("batch run failed")
+            results = [InferenceFailed(f"inference failed: {type(err).__name__}")] * len(batch)
+        seconds = perf_counter() - t0
+        loop = batch[0].item.future.get_loop()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for these answers any more
+            loop.call_soon_threadsafe(self._done, batch, results, seconds, delays)
+
+    # -- on the loop --------------------------------------------------------------------------------
     def _done(
         self,
-        loop: asyncio.AbstractEventLoop,
         batch: list[Pending[Job]],
         results: list[list[np.ndarray] | FerrymanError],
         seconds: float,
         delays: list[float],
     ) -> None:
-        self.queue.running = False
         self.runs += 1
         self.requests += len(batch)
-        self._settle(batch, results, seconds)
-        if self.observe is not None:
-            try:
-                self.observe(len(batch), sum(p.rows for p in batch), delays)
-            except Exception:
-                log.exception("batch observer failed")
-        self._dispatch(loop)
-
-    @staticmethod
-    def _settle(
-        batch: list[Pending[Job]], results: Sequence[list[np.ndarray] | FerrymanError], seconds: float = 0.0
-    ) -> None:
         for p, result in zip(batch, results, strict=True):
             future = p.item.future
             if future.done():
@@ -130,25 +190,22 @@ class VersionBatcher:
                 future.set_exception(result)
             else:
                 future.set_result((result, seconds))
-
-    # -- on the worker thread -----------------------------------------------------------------------
-    def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Pending[Job]], delays: list[float]) -> None:
-        t0 = perf_counter()
-        try:
-            results = run_jobs(self.model, [p.item for p in batch])
-        except Exception as err:  # a bug here must not leave futures unresolved
-            log.exception("batch run failed")
-            results = [InferenceFailed(f"inference failed: {type(err).__name__}")] * len(batch)
-        seconds = perf_counter() - t0
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for these answers any more
-            loop.call_soon_threadsafe(self._done, loop, batch, results, seconds, delays)
+        if self.observe is not None:
+            try:
+                self.observe(len(batch), sum(p.rows for p in batch), delays)
+            except Exception:
+                log.exception("batch observer failed")
 
     def close(self) -> None:
-        """Stop taking batches; queued requests are answered 500 (the server is stopping)."""
-        for p in self.queue.drain():
+        """Stop taking batches; queued requests are answered 500 (the server is stopping). A run under way
+        finishes on its (daemon) thread; its answers go nowhere once the loop is closed."""
+        with self._cond:
+            self._closed = True
+            drained = self.queue.drain()
+            self._cond.notify_all()
+        for p in drained:
             if not p.item.future.done():
                 p.item.future.set_exception(InferenceFailed("server is shutting down"))
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def run_one(model: OnnxModel, job: Job) -> list[np.ndarray] | FerrymanError:

@@ -292,6 +292,11 @@ def markdown(doc: dict[str, Any]) -> str:
         "- With 1-row requests and one connection there is nothing to merge: batching can only cost (a hand-off "
         "to the version's worker thread and back). From 8 connections on, requests that arrive while a run is "
         "going queue and share the next run; the mean batch follows the load up to `maxBatchSize`.",
+        "- The runs are pipelined: when a run ends, the version's worker thread takes the next batch itself "
+        "while the event loop answers the last one, so with N closed-loop connections two batches of about "
+        "N/2 alternate (one runs while the other's clients are answered and send again). At 32 connections the "
+        "batches are ~16 rows, so the server's ceiling there is raw ORT at batch 16, not at its best size; "
+        "at 64 connections it is raw ORT at `maxBatchSize` (32).",
         "- Everything shares the machine's cores: the load generator (`wrk`), the server's event loop (HTTP, "
         "JSON, routing, metrics, drift sampling: a fixed cost per request) and ONNX Runtime. The raw-ORT limit "
         "has them all to itself and no per-request work at all, so on a 2-core machine a server cannot reach "

@@ -5,6 +5,7 @@ the runtime's merged run (``ferryman_runtimes.native.batcher.run_jobs``) on real
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,15 @@ from ferryman.batching import (
     split,
 )
 from ferryman.engine import OnnxModel
-from ferryman.errors import FerrymanError, Overloaded
+from ferryman.errors import FerrymanError, InferenceFailed, Overloaded
 from ferryman.spec import Batching
-from ferryman_runtimes.native.batcher import Job, VersionBatcher, run_jobs
+from ferryman_runtimes.native.batcher import (
+    ENV_SWITCH_INTERVAL,
+    Job,
+    VersionBatcher,
+    run_jobs,
+    tune_switch_interval,
+)
 
 PROPS = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 DTYPES = (np.float32, np.float64, np.int64, np.int32, np.bool_)
@@ -312,3 +319,53 @@ def test_a_full_batch_queue_is_overloaded(cnn: OnnxModel) -> None:
         asyncio.run(main())
     finally:
         batcher.close()
+
+
+def test_the_worker_takes_full_batches_back_to_back_without_the_loop(cnn: OnnxModel) -> None:
+    """Six 1-row requests queued in one loop turn with maxBatchSize 2: the worker runs three batches of two in
+    arrival order, taking each next batch itself when a run ends; every request gets its own rows."""
+    rng = np.random.default_rng(2)
+    feeds = [{"input": (rng.random((1, 64)) * 16).astype(np.float32)} for _ in range(6)]
+    sizes: list[tuple[int, int]] = []
+    batcher = VersionBatcher(
+        cnn, Batching(max_batch_size=2, max_delay_ms=1000), observe=lambda n, rows, d: sizes.append((n, rows))
+    )
+
+    async def main() -> list[tuple[list[np.ndarray], float]]:
+        futures = [batcher.submit(f, cnn.output_names) for f in feeds]
+        return list(await asyncio.gather(*futures))
+
+    try:
+        outcomes = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert sizes == [(2, 2)] * 3 and batcher.runs == 3 and batcher.requests == 6
+    for feed, (arrays, _) in zip(feeds, outcomes, strict=True):
+        for got, alone in zip(arrays, cnn.execute(feed, cnn.output_names), strict=True):
+            assert np.array_equal(got, alone)
+
+
+def test_a_closed_batcher_answers_queued_requests_and_refuses_new_ones(cnn: OnnxModel) -> None:
+    batcher = VersionBatcher(cnn, Batching())
+    feed = {"input": np.zeros((1, 64), np.float32)}
+
+    async def main() -> None:
+        queued = batcher.submit(feed, cnn.output_names)
+        batcher.close()  # before the end of the loop turn: the request was never taken
+        with pytest.raises(InferenceFailed, match="shutting down"):
+            await queued
+        with pytest.raises(InferenceFailed, match="shutting down"):
+            batcher.submit(feed, cnn.output_names)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(("value", "want"), [("0.2", 0.0002), ("", 0.0005), ("fast", 0.0005), ("0", 0.0005)])
+def test_batching_sets_the_switch_interval(monkeypatch: pytest.MonkeyPatch, value: str, want: float) -> None:
+    before = sys.getswitchinterval()
+    monkeypatch.setenv(ENV_SWITCH_INTERVAL, value)
+    try:
+        assert tune_switch_interval() == pytest.approx(want)
+        assert sys.getswitchinterval() == pytest.approx(want)
+    finally:
+        sys.setswitchinterval(before)

@@ -64,7 +64,7 @@ QUICK = Settings(duration_s=5.0, warmup_s=2.0, raw_seconds=1.5, rounds=1, quick=
 
 # -- contenders -------------------------------------------------------------------------------------
 class NativeBatched(FerrymanNative):
-    name, label = "ferryman-batched", "ferryman serve SPEC, spec.batching on (maxBatchSize 32, maxDelayMs 2)"
+    name, label = "ferryman-batched", "ferryman serve SPEC, spec.batching on (maxBatchSize 32, maxDelayMs 0)"
     metrics_batches = True
 
 
@@ -84,7 +84,7 @@ class NativeBatchedTwoThreads(FerrymanNative):
 
     def argv(self, ctx: BenchContext, port: int) -> list[str]:
         return _serve(
-            ctx.spec_variant("t2", batching={"maxBatchSize": 32, "maxDelayMs": 2, "threads": 2}), port
+            ctx.spec_variant("t2", batching={"maxBatchSize": 32, "maxDelayMs": 0, "threads": 2}), port
         )
 
 

@@ -40,8 +40,10 @@ class Example:
     batching: dict[str, Any] | None = None  # spec.batching of its deployment.yaml (None: off)
 
 
-# Batching for the compute-bound examples: 32 rows a run is where the MLP's per-row cost levels off here.
-COMPUTE_BATCHING = {"maxBatchSize": 32, "maxDelayMs": 2}
+# Batching for the compute-bound examples: 32 rows a run is where the MLP's per-row cost levels off here; no
+# added wait (maxDelayMs 0): under load a batch is what queued while the last run went, and a wait with rows
+# queued only idles the model (docs/batching.md, measured at 8-64 connections).
+COMPUTE_BATCHING = {"maxBatchSize": 32, "maxDelayMs": 0}
 
 EXAMPLES: dict[str, Example] = {
     e.name: e

@@ -2,7 +2,8 @@
 
 ``python -m loadtests.bench.compute [--quick] [--out docs/benchmarks.md]`` (part of ``make bench``).
 
-The model is ``ferryman examples export --model digits-mlp`` (a wide MLP: milliseconds for one row alone on one
+The model is ``ferryman examples export --model digits-mlp`` (a wide MLP: milliseconds for one row alone on
+one
 core, a fraction of that per row in a batch), stable version v1. Every contender is started on its own,
 warmed up, then driven by ``wrk -t1`` with one fixed 1-row v2 JSON request at 1, 8, 32 and 64 connections
 (closed loop; a request is one row, so req/s = rows/s). ferryman's mean batch size is read from its own
@@ -247,7 +248,8 @@ def measure(
 
 
 def best_levels(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """One entry from a contender's rounds: per connection count, the round with the most rows/s (other work on
+    """One entry from a contender's rounds: per connection count, the round with the most rows/s (other work
+    on
     the machine only ever slows a run down); a failed round makes the entry that failure."""
     bad = [e for e in rounds if e["status"] != "ok"]
     if bad:

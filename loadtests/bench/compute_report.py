@@ -201,16 +201,23 @@ def markdown(doc: dict[str, Any]) -> str:
         START,
         "## Compute-bound model (adaptive batching)",
         "",
-        f"Run: {doc['generated_at']} ({'quick' if doc['quick'] else 'full'} mode, `python -m loadtests.bench.compute"
-        f"{' --quick' if doc['quick'] else ''}`, part of `make bench`). Raw figures: `{doc.get('json_name')}`. "
-        f"Load average before / after: {doc['machine'].get('load_average_before')} / {doc['machine'].get('load_average_after')}.",
+        f"Run: {doc['generated_at']} ({'quick' if doc['quick'] else 'full'} mode, "
+        "`python -m loadtests.bench.compute"
+        f"{' --quick' if doc['quick'] else ''}`, part of `make "
+        f"bench`). Raw figures: `{doc.get('json_name')}`. "
+        f"Load average before / after: {doc['machine'].get('load_average_before')} / "
+        f"{doc['machine'].get('load_average_after')}.",
         "",
-        f"- model: {s['model']}: a wide MLP (3 x 2048), milliseconds for one row alone; 1 row per request, v2 JSON",
+        f"- model: {s['model']}: a wide MLP (3 x 2048), milliseconds for one row alone; 1 row per request, "
+        "v2 JSON",
         f"- load: `wrk -t1 -cN` closed loop at {', '.join(str(c) for c in s['connections'])} connections, "
-        f"{s['duration_s']:g} s each after {s['warmup_s']:g} s of warm-up, one contender at a time, one round",
-        f"- ONNX Runtime: {s['ort_threads']} intra-op thread(s) per session everywhere (ferryman's default with "
+        f"{s['duration_s']:g} s each after {s['warmup_s']:g} s of warm-up, one contender at a time, one "
+        "round",
+        f"- ONNX Runtime: {s['ort_threads']} intra-op thread(s) per session everywhere (ferryman's default "
+        "with "
         "batching on this machine: one per core but one), sequential, no spinning",
-        "- mean batch: requests per model run while measuring (ferryman: `ferryman_batch_size`; Ray: its own count)",
+        "- mean batch: requests per model run while measuring (ferryman: `ferryman_batch_size`; Ray: its own "
+        "count)",
         "",
         "### The limit: raw ONNX Runtime in-process",
         "",
@@ -289,16 +296,20 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "### Reading the figures",
         "",
-        "- With 1-row requests and one connection there is nothing to merge: batching can only cost (a hand-off "
-        "to the version's worker thread and back). From 8 connections on, requests that arrive while a run is "
+        "- With 1-row requests and one connection there is nothing to merge: batching can only cost (a "
+        "hand-off "
+        "to the version's worker thread and back). From 8 connections on, requests that arrive while a run "
+        "is "
         "going queue and share the next run; the mean batch follows the load up to `maxBatchSize`.",
         "- The runs are pipelined: when a run ends, the version's worker thread takes the next batch itself "
         "while the event loop answers the last one, so with N closed-loop connections two batches of about "
-        "N/2 alternate (one runs while the other's clients are answered and send again). At 32 connections the "
+        "N/2 alternate (one runs while the other's clients are answered and send again). At 32 connections "
+        "the "
         "batches are ~16 rows, so the server's ceiling there is raw ORT at batch 16, not at its best size; "
         "at 64 connections it is raw ORT at `maxBatchSize` (32).",
         "- Everything shares the machine's cores: the load generator (`wrk`), the server's event loop (HTTP, "
-        "JSON, routing, metrics, drift sampling: a fixed cost per request) and ONNX Runtime. The raw-ORT limit "
+        "JSON, routing, metrics, drift sampling: a fixed cost per request) and ONNX Runtime. The raw-ORT "
+        "limit "
         "has them all to itself and no per-request work at all, so on a 2-core machine a server cannot reach "
         "it: the loop's per-request cost and wrk take the second core's time.",
         "- Servers without batching run one row per model call whatever the load, so their rows/s stays near "

@@ -179,7 +179,8 @@ def uvicorn_options(*, host: str, port: int, workers: int = 1) -> dict[str, Any]
         "port": port,
         "workers": workers,
         "loop": "uvloop",
-        "http": PROTOCOL,  # httptools + limits + one write per response; predictions answered without an ASGI task
+        # httptools + limits + one write per response; predictions answered without an ASGI task
+        "http": PROTOCOL,
         "lifespan": "on",
         "access_log": False,
         "log_level": "warning",

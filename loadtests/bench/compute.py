@@ -249,8 +249,7 @@ def measure(
 
 def best_levels(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One entry from a contender's rounds: per connection count, the round with the most rows/s (other work
-    on
-    the machine only ever slows a run down); a failed round makes the entry that failure."""
+    on the machine only ever slows a run down); a failed round makes the entry that failure."""
     bad = [e for e in rounds if e["status"] != "ok"]
     if bad:
         return bad[0]

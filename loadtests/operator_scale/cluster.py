@@ -100,8 +100,8 @@ def cluster(run_dir: Path, *, nodes: int, keep: bool = False) -> Iterator[Cluste
 
 def install(c: Cluster, *, namespaces: list[str]) -> Path:
     """The CRD, the namespaces, and the operator's ServiceAccount bound to exactly its rbac.yaml
-    (cluster-wide,
-    as the chart does it). Returns the operator's kubeconfig (a token of that ServiceAccount)."""
+    (cluster-wide, as the chart does it). Returns the operator's kubeconfig (a token of that
+    ServiceAccount)."""
     c.kubectl(
         "apply", "--server-side", "--force-conflicts", "--field-manager=ferryman-bench", "-f", str(CRD_FILE)
     )
@@ -209,8 +209,7 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 def apiserver_counters(c: Cluster) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     """``apiserver_request_total`` and ``apiserver_flowcontrol_dispatched_requests_total`` from the
-    apiserver's
-    own /metrics, by label set."""
+    apiserver's own /metrics, by label set."""
     wanted = ("apiserver_request_total", "apiserver_flowcontrol_dispatched_requests_total")
     out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {w: {} for w in wanted}
     for line in c.kubectl("get", "--raw", "/metrics").splitlines():

@@ -105,9 +105,8 @@ def usable(state: RolloutState, md: ModelDeployment) -> bool:
 
 def rollout_identity(md: ModelDeployment) -> str:
     """What a rollout is about (the core's :func:`ferryman.rollout.rollout_identity`): model files and
-    routing.
-    Replicas, resources and analysis settings are not in it, so scaling a version or tuning the analysis
-    neither restarts a canary nor undoes a promotion."""
+    routing. Replicas, resources and analysis settings are not in it, so scaling a version or tuning the
+    analysis neither restarts a canary nor undoes a promotion."""
     return rollout.rollout_identity(md)
 
 

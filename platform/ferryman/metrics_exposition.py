@@ -74,8 +74,7 @@ async def metrics_endpoint(request: Any, receive: Any, send: Any) -> None:
 
     Rendering a scrape costs milliseconds of pure Python; it runs in a worker thread so the event loop
     keeps serving requests in between (at worst one GIL switch interval of delay, instead of the whole
-    render).
-    """
+    render)."""
     body, content_type = await asyncio.get_running_loop().run_in_executor(None, exposition)
     await send(
         {

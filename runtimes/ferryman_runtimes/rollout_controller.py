@@ -3,9 +3,8 @@
 Effects only: read stats, call the pure transition, apply the new traffic split, persist the state
 atomically, publish metrics. A restart resumes from the saved state. An edit of the spec that changes the
 rollout's identity (``rollout.rollout_identity``: model files, routing) starts a new rollout, with fresh
-analysis
-inputs (the analysed versions' drift windows are reset); an edit of analysis settings applies in place. Every
-reload attempt is recorded (``status()["specReload"]``), so a rejected edit stays visible.
+analysis inputs (the analysed versions' drift windows are reset); an edit of analysis settings applies in
+place. Every reload attempt is recorded (``status()["specReload"]``), so a rejected edit stays visible.
 
 Where the split is applied and where the stats come from are injected, so one driver serves both local
 runtimes and belongs to neither: a :class:`RolloutTarget` (``ferryman_runtimes.gateway.target.GatewayTarget``:

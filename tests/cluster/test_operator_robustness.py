@@ -184,9 +184,8 @@ def test_status_write_conflict_is_retried_with_fresh_data(
     crd: ControlPlane, namespace: str, sample_spec: Path, model_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A writer slips in between the controller's (cached) read and its status write: the write, conditional
-    on
-    the cached resourceVersion, is refused (409); the controller reads the resource fresh, decides again and
-    writes a status consistent with the latest object."""
+    on the cached resourceVersion, is refused (409); the controller reads the resource fresh, decides again
+    and writes a status consistent with the latest object."""
     from ferryman_operator.backends.factory import all_kinds
     from ferryman_operator.cache import Cache
     from ferryman_operator.controller import Controller

@@ -1,7 +1,6 @@
 """The KServe SDK's gRPC client (``kserve.InferenceGRPCClient``) against ``ferryman serve --grpc-port`` and
-the
-KServe-contract runtime's ``--grpc_port``: health, raw and typed contents giving ONNX Runtime's own outputs,
-a pin by ``model_version``, and ``INVALID_ARGUMENT`` / ``NOT_FOUND`` as ``grpc.RpcError``.
+the KServe-contract runtime's ``--grpc_port``: health, raw and typed contents giving ONNX Runtime's own
+outputs, a pin by ``model_version``, and ``INVALID_ARGUMENT`` / ``NOT_FOUND`` as ``grpc.RpcError``.
 
 The SDK runs in its own interpreter: kserve's v2 gRPC stubs and tritonclient's (which the other gRPC tests
 load into this process) declare the same protobuf symbols of package ``inference`` in the default descriptor

@@ -1,8 +1,7 @@
 """``ferryman serve --grpc-port`` called with the standard client, unchanged (``tritonclient.grpc``), over
-real
-sockets: health, metadata, ModelInfer with raw and typed contents giving REST's outputs, pins, every error
-status, over-size messages, metrics with the protocol label, a fuzz over the wire that never gets INTERNAL,
-and adaptive batching (a full queue is RESOURCE_EXHAUSTED)."""
+real sockets: health, metadata, ModelInfer with raw and typed contents giving REST's outputs, pins, every
+error status, over-size messages, metrics with the protocol label, a fuzz over the wire that never gets
+INTERNAL, and adaptive batching (a full queue is RESOURCE_EXHAUSTED)."""
 
 from __future__ import annotations
 

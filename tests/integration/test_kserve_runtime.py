@@ -3,8 +3,7 @@
 The command and arguments are taken from the committed ClusterServingRuntime and the operator's
 InferenceService (``{{.Name}}`` substituted, the predictor's args appended, as KServe does), with only the
 model directory and port pointed at this machine: a directory laid out like the storage initializer's
-``/mnt/models``.
-"""
+``/mnt/models``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """`ferryman up` with its spec file edited live (issue 18): a new rollout is judged on its own drift, an edit
-of
-analysis settings moves no traffic (and never resurrects the old stable after a promotion), and a rejected
+of analysis settings moves no traffic (and never resurrects the old stable after a promotion), and a rejected
 edit is visible in `ferryman status` until a valid one lands."""
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """`ferryman validate` checks what `ferryman serve` checks (issue 18): each spec below is refused by serve,
-and
-validate now says so with the same message and exit 2; ``--schema-only`` checks only the fields."""
+and validate now says so with the same message and exit 2; ``--schema-only`` checks only the fields."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """Adaptive batching, the pure part (``ferryman.batching``): merge/split as properties, the queue's policy,
-and
-the runtime's merged run (``ferryman_runtimes.native.batcher.run_jobs``) on real ONNX Runtime sessions."""
+and the runtime's merged run (``ferryman_runtimes.native.batcher.run_jobs``) on real ONNX Runtime sessions."""
 
 from __future__ import annotations
 

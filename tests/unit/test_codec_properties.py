@@ -59,9 +59,8 @@ def _bytes_array(*, text: bool) -> st.SearchStrategy[np.ndarray]:
 @st.composite
 def tensors(draw: st.DrawFn, *, binary: bool, finite: bool | None = None) -> dict[str, np.ndarray]:
     """1-3 named arrays of arbitrary datatypes; JSON needs finite floats and text (it has no NaN, no raw
-    bytes).
-    Requests are finite in both encodings (binary NaN/Infinity is refused like JSON's); responses may not
-    be."""
+    bytes). Requests are finite in both encodings (binary NaN/Infinity is refused like JSON's); responses may
+    not be."""
     count = draw(st.integers(1, 3))
     out = {}
     for i in range(count):

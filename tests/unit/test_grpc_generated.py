@@ -1,6 +1,5 @@
 """The committed gRPC code is what ``python -m ferryman_runtimes.grpc.generate`` makes from our ``.proto``,
-and
-that ``.proto`` is the published v2 protocol: the same package, service, messages and field numbers as
+and that ``.proto`` is the published v2 protocol: the same package, service, messages and field numbers as
 KServe's ``grpc_predict_v2.proto`` (the descriptor the kserve package ships), so standard clients work."""
 
 from __future__ import annotations

@@ -151,8 +151,7 @@ def test_chart_monitoring_objects_match_the_prometheus_operator_crds() -> None:
 
 def test_kserve_crds_follow_the_locked_kserve_package() -> None:
     """The CRDs' KServe release (scripts/cluster/env.sh) is the kserve package's in the lock, or the one
-    before
-    it when the Go module proxy does not serve that one (docs/cluster.md, "Upstream CRDs")."""
+    before it when the Go module proxy does not serve that one (docs/cluster.md, "Upstream CRDs")."""
     env_sh = (helm.REPO_ROOT / "scripts" / "cluster" / "env.sh").read_text()
     pinned = re.search(r"FERRYMAN_KSERVE_VERSION:=v(\d+)\.(\d+)\.\d+", env_sh)
     locked = re.search(

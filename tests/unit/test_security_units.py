@@ -1,6 +1,6 @@
 """The pure parts of data-plane security (no sockets): key sources and their reload, the key a request
-carries,
-the API-key middleware as an ASGI callable, URI redaction, and the OpenAPI documents' shape and examples."""
+carries, the API-key middleware as an ASGI callable, URI redaction, and the OpenAPI documents' shape and
+examples."""
 
 from __future__ import annotations
 

@@ -9,8 +9,7 @@ Objects for ModelDeployment ``m`` with versions v1, v2 in namespace ``ns``:
   every server and Service, forwarded to ``m-<version>.ns.svc.cluster.local:8081``).
 
 A version's pods roll only when its own spec changes (a hash of it is in the pod template); rollout steps
-only rewrite ``m-routes``.
-"""
+only rewrite ``m-routes``."""
 
 from __future__ import annotations
 

@@ -16,8 +16,7 @@ Service over the port range is generated: Ray hands out the range's ports per no
 a quarantine after a replica is replaced (a replica's port is not fixed), and ingress replicas run on only
 some of the pods (``max(replicas)`` of ``1 + sum(replicas)``), while a Service sends every one of its ports
 to every ready pod it selects — part of the connections would be refused. HAProxy knows where each replica
-listens.
-"""
+listens."""
 
 from __future__ import annotations
 

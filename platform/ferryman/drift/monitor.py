@@ -5,10 +5,9 @@ rate gate, a token bucket per version: a burst of up to one window's worth of ro
 ``windows_per_second`` windows' worth per second under sustained traffic, which then spreads the kept
 requests evenly over time. A request that passes writes its rows and its prediction into the version's
 numpy ring buffer under the window's lock (a slice copy); the others are only counted. So the cost is bounded
-whatever the traffic
-(about 1,000 row writes a second for a 500-row window), nothing is queued, the worker never folds a backlog
-on the GIL (an earlier design queued references and folded them in bulk every 0.5 s: a 2 ms pause for the
-requests in flight each time), and nothing the cyclic garbage collector has to trace is kept.
+whatever the traffic (about 1,000 row writes a second for a 500-row window), nothing is queued, the worker
+never folds a backlog on the GIL (an earlier design queued references and folded them in bulk every 0.5 s: a 2
+ms pause for the requests in flight each time), and nothing the cyclic garbage collector has to trace is kept.
 ``observe`` (rows given directly: tests, tools) pushes into the window at once.
 
 Worker thread: sleeps until woken; when ``every_rows`` new rows arrived (and, if ``interval_seconds`` is

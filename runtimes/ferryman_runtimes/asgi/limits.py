@@ -187,8 +187,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Answer ``status`` with a JSON error and close — unless a response is already being written.
 
         In the header phase the cycle (if any) is the previous request's; for a late ``body`` it is this
-        one's.
-        """
+        one's."""
         self._disarm()
         self._receiving = False
         if self.transport.is_closing():

@@ -2,12 +2,10 @@
 
 ``attach(md, repo, extras, settle=hook)`` returns the request observers (Prometheus, drift sampling) and fills
 ``extras``: ``routes`` (``GET /metrics``, ``GET /drift``), ``drift`` (the monitor: drift results for the
-rollout
-analysis, reset when a rollout starts), ``on_reload_result`` (counts accepted and rejected spec edits),
-``on_change`` (publishes weights, phase, step and analysis decisions on every rollout change),
+rollout analysis, reset when a rollout starts), ``on_reload_result`` (counts accepted and rejected spec
+edits), ``on_change`` (publishes weights, phase, step and analysis decisions on every rollout change),
 ``on_reload`` (call with the new spec after a reload: new versions get readiness and drift monitoring),
-``closers`` (stop the drift worker).
-"""
+``closers`` (stop the drift worker)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,7 @@ unary gRPC, which answers a call from the code that read it. ``grpcio``: a ``grp
 reference implementation. Both call the same :class:`~ferryman_runtimes.grpc.service.InferenceService` on
 the REST server's event loop, so their semantics are the same; the choice is ``--grpc-transport`` (the
 environment variable ``FERRYMAN_GRPC_TRANSPORT``, so worker processes inherit it). docs/benchmarks.md
-measures both.
-"""
+measures both."""
 
 from __future__ import annotations
 

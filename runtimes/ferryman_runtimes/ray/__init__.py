@@ -11,5 +11,4 @@
 * :mod:`.local` — ``start_local(spec, port)`` / ``.stop()``: the launcher in a subprocess (benchmarks, tests).
 
 Only :mod:`.batching`, :mod:`.local` and :mod:`.launcher`/:mod:`.deploy` (until they start Ray) avoid
-importing Ray.
-"""
+importing Ray."""

@@ -1,6 +1,5 @@
 """``ferryman up SPEC --runtime ray`` (``run``, also ``python -m ferryman_runtimes.ray``): deploy
-(:mod:`.deploy`),
-print the endpoints, serve until SIGINT/SIGTERM, shut Ray down.
+(:mod:`.deploy`), print the endpoints, serve until SIGINT/SIGTERM, shut Ray down.
 
 With a state directory (``ferryman up`` always passes one) it also drives the rollout (:mod:`.driver`): the
 ingress replicas ship their finished requests to a stats hub actor (:mod:`.stats`), the shared

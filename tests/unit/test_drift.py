@@ -4,6 +4,8 @@ observer."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -226,6 +228,46 @@ def test_process_runner_computes_in_a_child_process() -> None:
     finally:
         runner.close()
     assert runner.pid is None
+
+
+def test_asking_whether_the_engine_is_ready_never_waits_for_a_run_in_progress() -> None:
+    """``GET /drift`` asks on the event loop while the worker's run holds the runner (here: the child is
+    stopped mid-import, as a drift process at idle priority on a busy machine is): the answer comes at once,
+    not when the run ends (which stalled every request of the server)."""
+    runner = ProcessRunner(engine="stattest")
+    runner.start()
+    assert runner.pid is not None
+    child = runner.pid
+    os.kill(child, signal.SIGSTOP)
+    job = DriftJob(
+        engine="stattest",
+        reference=gaussian(200, seed=1),
+        current=gaussian(200, seed=2),
+        feature_names=["a", "b", "c", "d"],
+        drift_share=0.25,
+    )
+    results: list[DriftResult] = []
+    run = threading.Thread(target=lambda: results.append(runner.run(job)), daemon=True)
+    try:
+        run.start()
+        deadline = time.monotonic() + 60
+        while not runner._lock.locked():  # the run holds the runner, waiting for the stopped child
+            assert time.monotonic() < deadline and run.is_alive(), "the run never started"
+            time.sleep(0.01)
+        answers: list[bool] = []
+        ask = threading.Thread(target=lambda: answers.append(runner.ready()), daemon=True)
+        ask.start()
+        ask.join(timeout=60)  # generous: it must not depend on the stopped child at all
+        assert answers, "ready() waited for the run in progress"
+        assert run.is_alive()  # the run is still waiting: the answer did not come from its end
+    finally:
+        os.kill(child, signal.SIGCONT)
+    try:
+        run.join(timeout=600)
+        assert results and results[0].share < 0.25
+        assert runner.ready()
+    finally:
+        runner.close()
 
 
 # -- reference data and the deployment ------------------------------------------------------------------

@@ -123,8 +123,16 @@ class ProcessRunner:
         return parent
 
     def ready(self) -> bool:
-        """Whether the child finished loading its engine (does not wait; starts no process)."""
-        with self._lock:
+        """Whether the child finished loading its engine (never waits; starts no process).
+
+        ``GET /drift`` calls this on the server's event loop, so it must not block: a run holds the lock
+        for as long as the child computes (or is still importing its engine, which on a busy machine, at
+        idle CPU priority, takes minutes), and waiting for it would stall every request. While a run holds
+        the lock, the answer is the last one known (the run itself takes the child's ready message).
+        """
+        if not self._lock.acquire(blocking=False):
+            return self._ready
+        try:
             if self._ready or self._conn is None:
                 return self._ready
             try:
@@ -133,6 +141,8 @@ class ProcessRunner:
             except (EOFError, OSError):
                 return False
             return self._ready
+        finally:
+            self._lock.release()
 
     def _take_ready(self, conn: Connection) -> None:
         status, _ = conn.recv()

@@ -28,6 +28,7 @@ from ferryman.routing import initial_table
 from ferryman.spec import StickyKey, StickySource, load_deployment
 from ferryman_runtimes.grpc import inference_pb2 as pb
 from tests.helpers.gateway import arms_for, wait_until
+from tests.helpers.h2raw import RawH2
 from tests.helpers.ports import free_port
 from tests.helpers.prometheus import parse_exposition, sample_sum
 from tests.helpers.security import ferryman_process
@@ -336,9 +337,14 @@ def test_the_callers_api_key_reaches_the_version_server(
 def test_a_call_whose_deadline_passes_is_recorded_as_deadline_exceeded(
     sample_spec: Path, tmp_path: Path, traffic: np.ndarray, transport: str
 ) -> None:
-    """The caller's deadline passes while the version server still computes: the caller gets
-    DEADLINE_EXCEEDED and the gateway records the call as 408 (not a 502, nor a 200 a model run later); the
-    forward carries what is left of the deadline and is cancelled with the call."""
+    """The caller's deadline passes while the version server still computes: the gateway answers
+    DEADLINE_EXCEEDED and records the call as 408 (not a 502, nor a 200 a model run later); the forward
+    carries what is left of the deadline and is cancelled with the call.
+
+    The caller sends ``grpc-timeout`` and waits (a raw HTTP/2 client): a gRPC library would also cancel the
+    call on its own timer at the same instant, and its reset then races the gateway's deadline (the
+    gateway's deadline starts when the headers arrive, a little after the caller's): a reset that arrives
+    first is, as gRPC itself classifies it, a caller that left before its deadline (499)."""
     from tests.helpers.models import slow_model
 
     slow = slow_model(tmp_path / "breast-cancer.onnx", target_seconds=1.0)
@@ -369,10 +375,14 @@ def test_a_call_whose_deadline_passes_is_recorded_as_deadline_exceeded(
                 ],
                 port=port,
             ) as gw,
-            tc.InferenceServerClient(f"127.0.0.1:{gateway_grpc}") as client,
+            RawH2("127.0.0.1", gateway_grpc, timeout=120) as client,
         ):
-            code, _ = _status(lambda: _infer(client, traffic[0], client_timeout=0.2))
-            assert code == "StatusCode.DEADLINE_EXCEEDED"
+            request = pb.ModelInferRequest(model_name=MODEL)
+            request.inputs.add(name="input", datatype="FP32", shape=[1, 30])
+            request.raw_input_contents.append(traffic[0].reshape(1, 30).astype(np.float32).tobytes())
+            client.send(*client.call_frames(1, request.SerializeToString(), grpc_timeout="200m"))
+            answer = client.answer(1)
+            assert answer.status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], answer
 
             def recorded() -> dict[str, float]:
                 return {

@@ -270,6 +270,30 @@ def test_asking_whether_the_engine_is_ready_never_waits_for_a_run_in_progress() 
         runner.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+def test_the_drift_process_loads_its_engine_at_normal_priority_and_computes_at_idle_priority() -> None:
+    """At idle priority the engine's import (seconds of CPU) only ran when nothing else on the machine
+    wanted the CPU: under load it never finished. So: normal priority until ready, idle afterwards."""
+    runner = ProcessRunner(engine="stattest")
+    try:
+        runner.start()
+        assert runner.pid is not None
+        deadline = time.monotonic() + 600
+        while True:
+            policy = os.sched_getscheduler(runner.pid)  # read before asking: idle then means ready was sent
+            if runner.ready():
+                break
+            assert policy != os.SCHED_IDLE, "the drift process went idle before its engine was loaded"
+            assert time.monotonic() < deadline, "drift process never reported ready"
+            time.sleep(0.05)
+        wait_for_idle = time.monotonic() + 60
+        while os.sched_getscheduler(runner.pid) != os.SCHED_IDLE:  # set right after the ready message
+            assert time.monotonic() < wait_for_idle, "the drift process never went idle"
+            time.sleep(0.05)
+    finally:
+        runner.close()
+
+
 # -- reference data and the deployment ------------------------------------------------------------------
 def test_load_reference_npy_and_csv(tmp_path: Path) -> None:
     x = gaussian(20, seed=1)

@@ -70,8 +70,14 @@ def _background() -> None:
 
 
 def _child_main(conn: Connection, engine: str) -> None:
-    """The drift process: warm up, then answer jobs until the pipe closes (parent gone or closed)."""
-    _background()
+    """The drift process: warm up, then answer jobs until the pipe closes (parent gone or closed).
+
+    The engine's import (seconds of CPU, once, at start-up, before the engine reports ready) runs at the
+    server's own priority; only then does the process become background work. At idle priority the import
+    got the CPU only when nothing on the machine wanted it: on a busy machine it took many minutes or never
+    finished, so no drift was ever measured and a canary held forever waiting for its first measurement.
+    A run (tens of milliseconds of CPU) still yields to everything else.
+    """
     try:
         warm_up(engine)
     except Exception as err:  # Evidently missing: every job will report the error
@@ -80,6 +86,7 @@ def _child_main(conn: Connection, engine: str) -> None:
         conn.send(("ready", None))  # the first message, always: the parent waits for it before a job
     except (OSError, BrokenPipeError):
         return
+    _background()
     while True:
         try:
             job = conn.recv()

@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ IMAGES = ROOT / "images"
 RUNTIME_FILE = ROOT / "runtimes" / "ferryman_runtimes" / "kserve" / "clusterservingruntime.yaml"
 # Stages that only feed others: the dependencies' venv, the wheel's build, and the Ray base made from the
 # Python image for machines without Docker Hub (``--build-arg RAY_IMAGE=ray-base``).
-HELPER_STAGES = ("deps", "build", "ray-base")
+HELPER_STAGES = ("requirements", "deps", "build", "ray-base")
 
 
 @dataclass
@@ -222,7 +223,8 @@ def test_ray_base_installs_ray_from_the_lock_on_the_python_image(runtime_image: 
     the same Python image as the others, and its Ray version is the lock's (the one the tests run)."""
     text = (IMAGES / "runtime.Dockerfile").read_text()
     base = runtime_image["ray-base"]
-    assert base.base == runtime_image["runtime"].base == runtime_image["deps"].base
+    assert base.base == runtime_image["deps"].base  # the Python image
+    assert runtime_image["runtime"].base == "deps"  # the runtime is built on the dependencies' stage
     assert base.env["PATH"].startswith("/opt/ray/bin:")  # pip and python on PATH, as in rayproject/ray
     ray_base = text[text.index("AS ray-base") : text.index("AS ray\n")]
     assert '-c /tmp/lock.txt "ray[serve]"' in ray_base
@@ -230,3 +232,36 @@ def test_ray_base_installs_ray_from_the_lock_on_the_python_image(runtime_image: 
     assert runtime_image["ray"].user == "1000:100"
     lock = (ROOT / "requirements" / "lock.txt").read_text()
     assert re.search(r"^ray==\d", lock, re.MULTILINE), "the lock pins ray"
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "extras"),
+    [
+        ("runtime.Dockerfile", ["serve", "drift", "operator", "loadtest", "examples"]),
+        ("operator.Dockerfile", ["operator"]),
+    ],
+)
+def test_dependency_layer_lists_exactly_what_pyproject_declares(
+    dockerfile: str, extras: list[str], tmp_path: Path
+) -> None:
+    """The ``requirements`` stage's command, run here on a copy of pyproject.toml, writes the [project]
+    dependencies and the image's extras; an edit elsewhere in pyproject.toml leaves its output (and so the
+    cached dependency layer) unchanged."""
+    text = re.sub(r"\\\n", " ", (IMAGES / dockerfile).read_text())
+    stage = text[text.index("AS requirements") : text.index("AS deps")]
+    [run] = [line.strip()[4:] for line in stage.splitlines() if line.strip().startswith("RUN ")]
+
+    def requirements(pyproject_text: str) -> list[str]:
+        (tmp_path / "pyproject.toml").write_text(pyproject_text)
+        command = run.replace("/src/pyproject.toml", str(tmp_path / "pyproject.toml")).replace(
+            "/requirements.txt", str(tmp_path / "requirements.txt")
+        )
+        subprocess.run(["bash", "-c", command.replace("python ", f"{sys.executable} ", 1)], check=True)
+        return (tmp_path / "requirements.txt").read_text().split()
+
+    source = (ROOT / "pyproject.toml").read_text()
+    project = tomllib.loads(source)["project"]
+    expected = [*project["dependencies"], *(d for e in extras for d in project["optional-dependencies"][e])]
+    got = requirements(source)
+    assert got == [d.replace(" ", "") for d in expected]
+    assert requirements(source.replace("[tool.ruff]", "[tool.ruff]\n# a tool setting changed")) == got

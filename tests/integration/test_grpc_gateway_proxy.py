@@ -8,6 +8,7 @@ gateway's ``/metrics`` are read back: gRPC goes through the same policy and coun
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -58,25 +59,20 @@ def topology(
             "grpc_backends": {v: f"127.0.0.1:{p}" for v, p in ports.items()},
         }
         _write(topo, weights={"v1": 70, "v2": 30})
-        port, grpc_port = free_port(), free_port()
-        with ferryman_process(
-            [
-                "gateway",
-                "--routes",
-                str(topo["routes"]),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--grpc-port",
-                str(grpc_port),
-                "--grpc-transport",
-                request.param,
-            ],
-            port=port,
-        ) as gw:
+        with gateway(topo["routes"], transport=request.param) as (gw, grpc_port):
             topo.update(url=gw.url, target=f"127.0.0.1:{grpc_port}", gw=gw)
             yield topo
+
+
+@contextlib.contextmanager
+def gateway(routes: Path, *, transport: str) -> Iterator[tuple[Any, int]]:
+    """``ferryman gateway`` on ``routes``, its gRPC door on ``transport``: (the process, its gRPC port)."""
+    port, grpc_port = free_port(), free_port()
+    argv = ["gateway", "--routes", str(routes), "--host", "127.0.0.1", "--port", str(port)]
+    with ferryman_process(
+        [*argv, "--grpc-port", str(grpc_port), "--grpc-transport", transport], port=port
+    ) as gw:
+        yield gw, grpc_port
 
 
 def _write(
@@ -297,31 +293,15 @@ def test_the_callers_api_key_reaches_the_version_server(
     spec = _single_version_spec(sample_spec, "v1", tmp_path)
     grpc_port = free_port()
     with serve_cli(spec, args=["--grpc-port", str(grpc_port), "--api-keys", str(keys)]) as v1:
-        topo = {
+        topo: dict[str, Any] = {
             "spec": sample_spec,
             "routes": tmp_path / "routes.json",
             "backends": {"v1": v1.url},
             "grpc_backends": {"v1": f"127.0.0.1:{grpc_port}"},
         }
         _write(topo, weights={"v1": 100})
-        port, gateway_grpc = free_port(), free_port()
         with (
-            ferryman_process(
-                [
-                    "gateway",
-                    "--routes",
-                    str(topo["routes"]),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--grpc-port",
-                    str(gateway_grpc),
-                    "--grpc-transport",
-                    transport,
-                ],
-                port=port,
-            ),
+            gateway(topo["routes"], transport=transport) as (_, gateway_grpc),
             tc.InferenceServerClient(f"127.0.0.1:{gateway_grpc}") as client,
         ):
             assert client.is_server_ready()
@@ -350,31 +330,15 @@ def test_a_call_whose_deadline_passes_is_recorded_as_deadline_exceeded(
     slow = slow_model(tmp_path / "breast-cancer.onnx", target_seconds=1.0)
     grpc_port = free_port()
     with serve_cli(slow, args=["--grpc-port", str(grpc_port)]) as v1:
-        topo = {
+        topo: dict[str, Any] = {
             "spec": sample_spec,
             "routes": tmp_path / "routes.json",
             "backends": {"v1": v1.url},
             "grpc_backends": {"v1": f"127.0.0.1:{grpc_port}"},
         }
         _write(topo, weights={"v1": 100})
-        port, gateway_grpc = free_port(), free_port()
         with (
-            ferryman_process(
-                [
-                    "gateway",
-                    "--routes",
-                    str(topo["routes"]),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--grpc-port",
-                    str(gateway_grpc),
-                    "--grpc-transport",
-                    transport,
-                ],
-                port=port,
-            ) as gw,
+            gateway(topo["routes"], transport=transport) as (gw, gateway_grpc),
             RawH2("127.0.0.1", gateway_grpc, timeout=120) as client,
         ):
             request = pb.ModelInferRequest(model_name=MODEL)

@@ -133,9 +133,9 @@ class ProcessRunner:
         """Whether the child finished loading its engine (never waits; starts no process).
 
         ``GET /drift`` calls this on the server's event loop, so it must not block: a run holds the lock
-        for as long as the child computes (or is still importing its engine, which on a busy machine, at
-        idle CPU priority, takes minutes), and waiting for it would stall every request. While a run holds
-        the lock, the answer is the last one known (the run itself takes the child's ready message).
+        for as long as the child computes (or is still importing its engine, seconds to minutes on a busy
+        machine), and waiting for it would stall every request. While a run holds the lock, the answer is
+        the last one known (the run itself takes the child's ready message).
         """
         if not self._lock.acquire(blocking=False):
             return self._ready

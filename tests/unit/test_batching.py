@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from ferryman.batching import (
 from ferryman.engine import OnnxModel
 from ferryman.errors import FerrymanError, InferenceFailed, Overloaded
 from ferryman.spec import Batching
+from ferryman_runtimes.later import Later
 from ferryman_runtimes.native.batcher import (
     ENV_SWITCH_INTERVAL,
     Job,
@@ -252,10 +254,15 @@ def cnn(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
     return OnnxModel.load(path, name="cnn", version="v1")
 
 
+def _job(feed: dict[str, np.ndarray], names: list[str]) -> Job:
+    """A job as the batcher queues it, for run_jobs alone (never delivered: no loop)."""
+    return Job(feed, names, Later(), None)  # type: ignore[arg-type]
+
+
 def test_merged_answers_equal_each_request_run_alone_bit_for_bit(cnn: OnnxModel) -> None:
     rng = np.random.default_rng(0)
     jobs = [
-        Job({"input": (rng.random((rows, 64)) * 16).astype(np.float32)}, cnn.output_names, None)  # type: ignore[arg-type]
+        _job({"input": (rng.random((rows, 64)) * 16).astype(np.float32)}, cnn.output_names)
         for rows in (1, 3, 1, 5, 2)
     ]
     merged = run_jobs(cnn, jobs)
@@ -269,10 +276,7 @@ def test_merged_answers_equal_each_request_run_alone_bit_for_bit(cnn: OnnxModel)
 
 def test_a_request_the_model_rejects_fails_alone(tmp_path: Path) -> None:
     model = _lookup_model(tmp_path / "lookup.onnx")
-    jobs = [
-        Job({"idx": np.array(idx, np.int64)}, ["out"], None)  # type: ignore[arg-type]
-        for idx in ([1, 2], [99], [7], [0, 0, 3])
-    ]
+    jobs = [_job({"idx": np.array(idx, np.int64)}, ["out"]) for idx in ([1, 2], [99], [7], [0, 0, 3])]
     results = run_jobs(model, jobs)
     assert isinstance(results[1], FerrymanError)
     for i, want in ((0, [1, 2]), (2, [7]), (3, [0, 0, 3])):
@@ -302,6 +306,50 @@ def test_requests_submitted_in_one_loop_turn_share_one_run_and_get_their_own_row
         assert seconds > 0
         for got, alone in zip(arrays, cnn.execute(feed, cnn.output_names), strict=True):
             assert np.array_equal(got, alone)
+
+
+class _TurnProbe(VersionBatcher):
+    """Records the event-loop turn in which each run's results are handed back to the loop."""
+
+    def __init__(self, model: OnnxModel, batching: Batching, turns: list[int]) -> None:
+        super().__init__(model, batching)
+        self.turns = turns
+        self.handed_back_in: list[int] = []
+
+    def _done(self, *args: Any) -> None:
+        self.handed_back_in.append(self.turns[0])
+        super()._done(*args)
+
+
+def test_each_request_is_answered_in_the_turn_its_batch_is_handed_back(cnn: OnnxModel) -> None:
+    """No loop turn between the end of a run and its requests' callbacks (the response writers): an
+    asyncio future would call them a turn later, after the turn's deferred observers (docs/batching.md)."""
+    turns = [0]
+    feed = {"input": np.ones((1, 64), np.float32)}
+    batcher = _TurnProbe(cnn, Batching(max_batch_size=4, max_delay_ms=0), turns)
+    answered_in: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:  # counts loop turns while the requests are out
+            turns[0] += 1
+            if len(answered_in) < 3:
+                loop.call_soon(tick)
+
+        loop.call_soon(tick)
+        lates = [batcher.submit(feed, cnn.output_names) for _ in range(3)]
+        for later in lates:
+            later.add_done_callback(lambda _: answered_in.append(turns[0]))
+        for later in lates:
+            await later
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.close()
+    assert len(answered_in) == 3 and batcher.handed_back_in
+    assert set(answered_in) <= set(batcher.handed_back_in)
 
 
 def test_a_full_batch_queue_is_overloaded(cnn: OnnxModel) -> None:

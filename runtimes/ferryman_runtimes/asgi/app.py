@@ -7,7 +7,6 @@ Subclasses (the gateway) override :meth:`InferenceApp.select` to choose the vers
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from ferryman.protocol import v1, v2
 from ferryman.protocol.tensor import InferRequest, InferResponse
 from ferryman.telemetry import NullObserver, RequestObserver, RequestRecord
 from ferryman_runtimes.asgi.http import Request, read_body, send_bytes, send_json
+from ferryman_runtimes.later import Later
 
 log = logging.getLogger("ferryman.server")
 
@@ -39,8 +39,9 @@ _JSON = b"application/json"
 _JSON_HEADERS = [(b"content-type", _JSON)]
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers (no content-length), body
-# An answer now, or later: a batched version's answer is ready when its batch has run (see answer()).
-Answered = Answer | asyncio.Future[Answer]
+# An answer now, or later: a batched version's answer is ready when its batch has run (see answer()); a
+# Later calls whoever waits for it the moment it is resolved (the response is written in the same loop turn).
+Answered = Answer | Later[Answer]
 
 
 class Plan(NamedTuple):
@@ -359,13 +360,13 @@ class InferenceApp:
         decode, route, infer, encode, record, and give the in-flight slot back. Never raises: an error becomes
         its HTTP answer. ``failure`` is an error met while reading the body (recorded like any other). The
         after-response hook runs before the caller writes the answer; what it starts (a shadow copy) runs on
-        the event loop after this returns. A version with a batcher answers later: a future of the answer,
+        the event loop after this returns. A version with a batcher answers later: a :class:`Later` answer,
         resolved on the loop once its batch has run (a request it refuses up front is answered now)."""
         record = RequestRecord(plan.name, "", "", plan.protocol, 200, 0.0)
         infer: InferRequest | None = None
         response: InferResponse | None = None
         selection: Selection | None = None
-        later: asyncio.Future[Answer] | None = None
+        later: Later[Answer] | None = None
         try:
             if failure is not None:
                 raise failure
@@ -400,15 +401,15 @@ class InferenceApp:
         record: RequestRecord,
         *,
         t0: float,
-    ) -> asyncio.Future[Answer]:
-        """Queue the request on its version's batcher; the future of its answer, recorded when it resolves.
+    ) -> Later[Answer]:
+        """Queue the request on its version's batcher; its answer later, recorded when it resolves.
         Raises what refuses it alone, before it is queued (invalid input, a full queue)."""
         model = selection.model
         feed, names = self.dataplane.prepare(model, infer)
         work = batcher.submit(feed, names)
-        answer: asyncio.Future[Answer] = work.get_loop().create_future()
+        answer: Later[Answer] = Later()
 
-        def done(work: asyncio.Future[tuple[list[Any], float]]) -> None:
+        def done(work: Later[tuple[list[Any], float]]) -> None:
             response: InferResponse | None = None
             try:
                 arrays, record.compute_seconds = work.result()

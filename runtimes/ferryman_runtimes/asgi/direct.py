@@ -45,6 +45,7 @@ from ferryman_runtimes.asgi.app import Answer, Answered, Plan, error_answer
 from ferryman_runtimes.asgi.coalesce import CoalescingHttpToolsProtocol
 from ferryman_runtimes.asgi.http import Request, body_too_large
 from ferryman_runtimes.asgi.limits import limits_of
+from ferryman_runtimes.later import Later
 
 PROTOCOL = "ferryman_runtimes.asgi.direct:DirectHttpToolsProtocol"
 
@@ -220,13 +221,14 @@ class DirectHttpToolsProtocol(CoalescingHttpToolsProtocol):
         assert isinstance(answered, tuple)
         self._respond(*answered)
 
-    def _later(self, answer: asyncio.Future[Answer]) -> None:
-        """Write ``answer`` when it resolves; until then the connection is busy (see the module docstring)."""
+    def _later(self, answer: Later[Answer]) -> None:
+        """Write ``answer`` the moment it resolves (in the batcher's hand-back, not a loop turn later); until
+        then the connection is busy (see the module docstring)."""
         pending = _Later()
         self.cycle = pending  # type: ignore[assignment]
         keep_alive = self._keep_alive
 
-        def write(future: asyncio.Future[Answer]) -> None:
+        def write(future: Later[Answer]) -> None:
             pending.response_complete = True
             self._keep_alive = keep_alive and pending.keep_alive
             self._respond(*future.result())

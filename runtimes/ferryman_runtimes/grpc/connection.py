@@ -28,6 +28,7 @@ from ferryman_runtimes.grpc import framing as f
 from ferryman_runtimes.grpc.headers import RESPONSE_HEADERS, Decoder, HpackError, trailers, trailers_only
 from ferryman_runtimes.grpc.service import SERVICE
 from ferryman_runtimes.grpc.stream import Stream, parse_timeout
+from ferryman_runtimes.later import Later
 
 if TYPE_CHECKING:
     from ferryman_runtimes.grpc.native import NativeServer
@@ -444,14 +445,16 @@ class Connection(asyncio.Protocol):
         if isinstance(outcome, bytes):
             self._answer(stream, outcome)
         else:
-            stream.answered = True  # by the future (the stream stays open until then)
-            if self.service.cancellable:
-                stream.task = outcome
+            stream.answered = True  # when the outcome resolves (the stream stays open until then)
+            if self.service.cancellable and isinstance(outcome, asyncio.Future):
+                stream.task = (
+                    outcome  # a handler's task (a batched answer is a Later: shared, never cancelled)
+                )
             if stream.deadline is not None and stream.timer is None:
                 stream.timer = self.loop.call_at(stream.deadline, self._expired, stream)
             outcome.add_done_callback(lambda done: self._finished(stream, done))
 
-    def _finished(self, stream: Stream, done: asyncio.Future[Any]) -> None:
+    def _finished(self, stream: Stream, done: asyncio.Future[Any] | Later[Any]) -> None:
         """A batched call's answer is ready: send it unless the call was dropped meanwhile."""
         if stream.closed or done.cancelled():
             return

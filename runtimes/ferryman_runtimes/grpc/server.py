@@ -9,7 +9,6 @@ measures both."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -60,8 +59,8 @@ def generic_handler(service: InferenceService) -> grpc.GenericRpcHandler:
                 outcome = service.invoke(name, body, _metadata(context))
                 if isinstance(outcome, bytes):
                     return outcome
-                # shielded: a call cancelled meanwhile (deadline, client gone) leaves the batch intact
-                return service.finish(await asyncio.shield(outcome))
+                # a call cancelled meanwhile (deadline, client gone) stops waiting; the batch is untouched
+                return service.finish(await outcome)
             except (Answered, FerrymanError) as err:
                 code, message = failure(err)
             await context.abort(code, message)

@@ -20,7 +20,6 @@ default) and :mod:`~ferryman_runtimes.grpc.server` (``grpc.aio``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -32,13 +31,16 @@ from ferryman_runtimes.asgi.security import ApiKeys, supplied_key
 from ferryman_runtimes.grpc import codec
 from ferryman_runtimes.grpc import inference_pb2 as pb
 from ferryman_runtimes.grpc.status import for_answer, for_error
+from ferryman_runtimes.later import Later
 
 SERVICE = "inference.GRPCInferenceService"
 PLATFORM = "onnxruntime_onnx"
 
 Metadata = list[tuple[bytes, bytes]]
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
-Outcome = bytes | asyncio.Future[Answer]  # the serialized response, or the future of a batched answer
+Outcome = (
+    bytes | Later[Answer]
+)  # the serialized response, or a batched answer (resolved when its batch has run)
 Method = Callable[[bytes, Metadata], Outcome]
 
 OPEN_METHODS = frozenset({"ServerLive", "ServerReady"})

@@ -1,10 +1,11 @@
 """Adaptive batching on an event loop: one :class:`VersionBatcher` per batched model version.
 
 The queue and the policy are :mod:`ferryman.batching` (pure); this is the adapter. Requests are queued on
-the event-loop thread (:meth:`VersionBatcher.submit` returns a future); a batch runs as one ONNX Runtime
-call on the version's own worker thread (ORT releases the GIL, so the loop keeps reading, decoding and
-answering other connections meanwhile); its outputs are split back and each request's future is resolved
-on the loop, in the order the requests were queued.
+the event-loop thread (:meth:`VersionBatcher.submit` returns a :class:`~ferryman_runtimes.later.Later`);
+a batch runs as one ONNX Runtime call on the version's own worker thread (ORT releases the GIL, so the loop
+keeps reading, decoding and answering other connections meanwhile); its outputs are split back and each
+request's ``Later`` is resolved on the loop, in the order the requests were queued, which answers it there
+and then (no loop turn between the end of the run and the response being written).
 
 * A request that finds the runner idle and nothing queued wakes the worker at the end of the current loop
   turn (requests parsed in the same turn join it); no timer, no added wait.
@@ -38,10 +39,11 @@ from ferryman.batching import BatchQueue, Pending, SplitError, batch_key, merge,
 from ferryman.engine import OnnxModel
 from ferryman.errors import FerrymanError, InferenceFailed, Overloaded
 from ferryman.spec import Batching
+from ferryman_runtimes.later import Later
 
 log = logging.getLogger("ferryman.batching")
 
-# What a request's future resolves to: its output arrays (in the order asked) and the run's compute seconds.
+# What a request's Later resolves to: its output arrays (in the order asked) and the run's compute seconds.
 Outcome = tuple[list[np.ndarray], float]
 # Called on the loop after each run: (requests in the batch, rows, each request's queue delay in seconds).
 BatchObserver = Callable[[int, int, Sequence[float]], None]
@@ -75,7 +77,8 @@ def tune_switch_interval() -> float:
 class Job:
     feed: dict[str, np.ndarray]
     names: list[str]
-    future: asyncio.Future[Outcome]
+    later: Later[Outcome]
+    loop: asyncio.AbstractEventLoop  # the loop the request came from: its answer is delivered there
 
 
 class VersionBatcher:
@@ -98,11 +101,12 @@ class VersionBatcher:
         self.requests = 0
         tune_switch_interval()
 
-    def submit(self, feed: dict[str, np.ndarray], names: list[str]) -> asyncio.Future[Outcome]:
-        """Queue one request's validated feed; on the event-loop thread. Raises Overloaded when full."""
+    def submit(self, feed: dict[str, np.ndarray], names: list[str]) -> Later[Outcome]:
+        """Queue one request's validated feed; on the event-loop thread. Raises Overloaded when full. The
+        result is resolved on this loop when its batch has run; its callbacks run right then."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Outcome] = loop.create_future()
-        job = Job(feed, names, future)
+        later: Later[Outcome] = Later()
+        job = Job(feed, names, later, loop)
         key, rows = batch_key(feed, names), rows_of(feed)
         with self._cond:
             if self._closed:
@@ -123,7 +127,7 @@ class VersionBatcher:
                     )
                     self._thread.start()
                 loop.call_soon(self._kick)  # requests parsed in this loop turn join the first batch
-        return future
+        return later
 
     def _kick(self) -> None:
         with self._cond:
@@ -164,11 +168,11 @@ class VersionBatcher:
         delays = [t0 - p.arrived for p in batch]
         try:
             results = run_jobs(self.model, [p.item for p in batch])
-        except Exception as err:  # a bug here must not leave futures unresolved
+        except Exception as err:  # a bug here must not leave requests unanswered
             log.exception("batch run failed")
             results = [InferenceFailed(f"inference failed: {type(err).__name__}")] * len(batch)
         seconds = perf_counter() - t0
-        loop = batch[0].item.future.get_loop()
+        loop = batch[0].item.loop
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for these answers any more
             loop.call_soon_threadsafe(self._done, batch, results, seconds, delays)
 
@@ -183,13 +187,11 @@ class VersionBatcher:
         self.runs += 1
         self.requests += len(batch)
         for p, result in zip(batch, results, strict=True):
-            future = p.item.future
-            if future.done():
-                continue
+            later = p.item.later  # resolving it answers the request (its callbacks write the response)
             if isinstance(result, FerrymanError):
-                future.set_exception(result)
+                later.set_exception(result)
             else:
-                future.set_result((result, seconds))
+                later.set_result((result, seconds))
         if self.observe is not None:
             try:
                 self.observe(len(batch), sum(p.rows for p in batch), delays)
@@ -204,8 +206,8 @@ class VersionBatcher:
             drained = self.queue.drain()
             self._cond.notify_all()
         for p in drained:
-            if not p.item.future.done():
-                p.item.future.set_exception(InferenceFailed("server is shutting down"))
+            if not p.item.later.done():
+                p.item.later.set_exception(InferenceFailed("server is shutting down"))
 
 
 def run_one(model: OnnxModel, job: Job) -> list[np.ndarray] | FerrymanError:

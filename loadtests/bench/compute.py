@@ -3,13 +3,17 @@
 ``python -m loadtests.bench.compute [--quick] [--out docs/benchmarks.md]`` (part of ``make bench``).
 
 The model is ``ferryman examples export --model digits-mlp`` (a wide MLP: milliseconds for one row alone on
-one
-core, a fraction of that per row in a batch), stable version v1. Every contender is started on its own,
+one core, a fraction of that per row in a batch), stable version v1. Every contender is started on its own,
 warmed up, then driven by ``wrk -t1`` with one fixed 1-row v2 JSON request at 1, 8, 32 and 64 connections
 (closed loop; a request is one row, so req/s = rows/s). ferryman's mean batch size is read from its own
 ``ferryman_batch_size`` histogram before and after each load level; Ray's ``@serve.batch`` contender counts
 its batches itself (``GET /stats``). The limit is raw ONNX Runtime in-process at its best batch size with
 the same intra-op thread count as the servers' sessions.
+
+Batching's cost at 1 connection (a few percent of a run's latency) is smaller than this shared host's drift
+between two separate runs, so it is also measured interleaved: the plain and the batched servers up at once,
+short ``wrk -c1`` runs on one then the other, the order alternating; the median ratio over the pairs is the
+figure held against the target (:func:`interleaved_cost`).
 """
 
 from __future__ import annotations
@@ -57,10 +61,14 @@ class Settings:
     connections: tuple[int, ...] = (1, 8, 32, 64)
     raw_seconds: float = 3.0  # per batch size of the in-process limit
     rounds: int = 2  # each contender is started and measured this many times; per level the best round counts
+    pairs: int = 10  # interleaved plain/batched pairs at 1 connection (interleaved_cost)
+    pair_seconds: float = 4.0  # wrk's run on each server of a pair
     quick: bool = False
 
 
-QUICK = Settings(duration_s=5.0, warmup_s=2.0, raw_seconds=1.5, rounds=1, quick=True)
+QUICK = Settings(
+    duration_s=5.0, warmup_s=2.0, raw_seconds=1.5, rounds=1, pairs=4, pair_seconds=2.0, quick=True
+)
 
 
 # -- contenders -------------------------------------------------------------------------------------
@@ -247,6 +255,56 @@ def measure(
     return entry
 
 
+def interleaved_cost(ctx: BenchContext, settings: Settings, console: Console) -> dict[str, Any]:
+    """Batching's latency cost at 1 connection, from interleaved pairs: ``ferryman-plain`` and
+    ``ferryman-batched`` both up, each warmed up, then ``settings.pairs`` times ``wrk -c1`` for
+    ``pair_seconds`` on one and then the other (who goes first alternates). The entry's ``cost`` is
+    :func:`compute_report.paired_cost` of the pairs' p50s."""
+    entry: dict[str, Any] = {
+        "name": compute_report.PAIRED,
+        "label": "ferryman-batched vs ferryman-plain at 1 connection, interleaved",
+        "group": "paired",
+        "status": "ok",
+        "error": None,
+        "pair_seconds": settings.pair_seconds,
+        "pairs": [],
+    }
+    single = payloads.build(ctx.rows[:1], protocol="v2", model=ctx.model_name)
+    servers: list[ProcessContender] = [NativePlain(), NativeBatched()]
+    try:
+        for server in servers:
+            server.start(ctx)
+            check_answer(server.url, single)
+            wrk.run(server.url, single, duration_s=settings.warmup_s, connections=1)
+        for i in range(settings.pairs):
+            order = servers if i % 2 == 0 else servers[::-1]
+            p50: dict[str, float] = {}
+            for server in order:
+                result = wrk.run(server.url, single, duration_s=settings.pair_seconds, connections=1)
+                if result.non_2xx or result.socket_errors:
+                    raise RuntimeError(f"{server.name}: errors at 1 connection")
+                p50[server.name] = result.p50_ms
+            entry["pairs"].append(
+                {
+                    "first": order[0].name,
+                    "plain_p50_ms": p50[NativePlain.name],
+                    "batched_p50_ms": p50[NativeBatched.name],
+                }
+            )
+            console.print(
+                f"  pair {i + 1}/{settings.pairs}: plain {p50[NativePlain.name]:.3f} ms, "
+                f"batched {p50[NativeBatched.name]:.3f} ms"
+            )
+        entry["cost"] = compute_report.paired_cost(entry["pairs"])
+    except Exception as err:  # a failure is a result, not a crash
+        entry.update(status="failed", error=f"{type(err).__name__}: {str(err)[:300]}")
+        console.print(f"[red]interleaved pairs failed:[/] {entry['error']}")
+    finally:
+        for server in servers:
+            server.stop()
+    return entry
+
+
 def best_levels(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One entry from a contender's rounds: per connection count, the round with the most rows/s (other work
     on the machine only ever slows a run down); a failed round makes the entry that failure."""
@@ -313,6 +371,9 @@ def run(
             console.print(f"[bold]{name}[/] (round {r + 1})")
             rounds[name].append(measure(CONTENDERS[name](), ctx, settings, console))
     entries += [best_levels(rounds[name]) for name in names]
+    if {NativePlain.name, NativeBatched.name} <= set(names):
+        console.print(f"[bold]1 connection, interleaved[/]: {settings.pairs} pairs")
+        entries.append(interleaved_cost(ctx, settings, console))
     about["load_average_after"] = machine.load_average()
     doc: dict[str, Any] = {
         "schema": 1,

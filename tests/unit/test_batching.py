@@ -352,6 +352,50 @@ def test_each_request_is_answered_in_the_turn_its_batch_is_handed_back(cnn: Onnx
     assert set(answered_in) <= set(batcher.handed_back_in)
 
 
+def test_bursts_against_a_short_delay_answer_every_request_with_its_own_rows(cnn: OnnxModel) -> None:
+    """Many bursts with ``maxDelayMs: 1``: the worker sleeps with and without a timeout, and is woken as its
+    timed wait runs out (the race _sleep resolves); every request is answered once, with its own rows."""
+    rng = np.random.default_rng(4)
+    batcher = VersionBatcher(cnn, Batching(max_batch_size=8, max_delay_ms=1))
+    answered = 0
+
+    async def main() -> None:
+        nonlocal answered
+        for burst in range(60):
+            feeds = [
+                {"input": (rng.random((1 + i % 3, 64)) * 16).astype(np.float32)}
+                for i in range(int(rng.integers(1, 12)))
+            ]
+            lates = [batcher.submit(f, cnn.output_names) for f in feeds]
+            if burst % 3 == 0:
+                await asyncio.sleep(0.0015)  # longer than the delay: the worker's timed wait runs out
+            for feed, later in zip(feeds, lates, strict=True):
+                arrays, _ = await later
+                assert np.array_equal(arrays[0], cnn.execute(feed, cnn.output_names)[0])
+                answered += 1
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.close()
+    assert batcher.requests == answered and batcher.runs <= answered
+
+
+def test_close_wakes_a_worker_that_sleeps_and_it_exits(cnn: OnnxModel) -> None:
+    batcher = VersionBatcher(cnn, Batching())
+    feed = {"input": np.zeros((1, 64), np.float32)}
+
+    async def main() -> None:
+        await batcher.submit(feed, cnn.output_names)  # starts the worker; it then sleeps, idle
+
+    asyncio.run(main())
+    worker = batcher._thread
+    assert worker is not None and worker.is_alive()
+    batcher.close()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+
+
 def test_a_full_batch_queue_is_overloaded(cnn: OnnxModel) -> None:
     batcher = VersionBatcher(cnn, Batching(max_queue_size=2))
     feed = {"input": np.zeros((1, 64), np.float32)}

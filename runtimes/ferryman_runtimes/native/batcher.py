@@ -13,8 +13,8 @@ and then (no loop turn between the end of the run and the response being written
   the worker takes the next batch itself, at once if it is full or its oldest request has waited
   ``maxDelayMs``, else when one of those becomes true. It hands the finished batch's outputs to the loop
   (``call_soon_threadsafe``) and is already running the next one while the loop answers them: the model
-  never waits for the loop (pipelining). The interpreter's switch interval is lowered so the worker gets the
-  GIL back promptly after each run (:func:`tune_switch_interval`).
+  never waits for the loop (pipelining). The interpreter's switch interval is lowered so the worker gets
+  the GIL back promptly after each run (:func:`tune_switch_interval`).
 * A merged run the model rejects is retried request by request, so the request that caused it gets its own
   error and its batch mates their answers. A client that went away does not matter here: its answer is
   computed and dropped by the protocol.
@@ -91,7 +91,12 @@ class VersionBatcher:
         self.batching = batching
         self.queue: BatchQueue[Job] = BatchQueue.from_spec(batching)
         self.observe = observe
-        self._cond = threading.Condition(threading.Lock())  # guards the queue and the fields below
+        self._lock = threading.Lock()  # guards the queue and the fields below
+        # The worker sleeps on this lock (held while it is awake) and is woken by its release: one futex
+        # each way, and no Python between the wake-up and the GIL's release (see _sleep and _wake).
+        self._wakeup = threading.Lock()
+        self._wakeup.acquire()
+        self._sleeping = False  # the worker is (about to be) asleep on _wakeup; whoever wakes it clears this
         self._state = IDLE
         self._kick_due = False  # a request found the worker idle: it is woken at the end of this loop turn
         self._kicked = False  # ... and has been: it takes what is queued
@@ -108,7 +113,7 @@ class VersionBatcher:
         later: Later[Outcome] = Later()
         job = Job(feed, names, later, loop)
         key, rows = batch_key(feed, names), rows_of(feed)
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise InferenceFailed("server is shutting down")
             if not self.queue.offer(job, key=key, rows=rows, now=perf_counter()):
@@ -118,7 +123,7 @@ class VersionBatcher:
                 )
             state = self._state
             if state == WAITING:
-                self._cond.notify()  # the batch it waits to fill may be full now
+                self._wake()  # the batch it waits to fill may be full now
             elif state == IDLE and not (self._kick_due or self._kicked):
                 self._kick_due = True
                 if self._thread is None:
@@ -130,9 +135,15 @@ class VersionBatcher:
         return later
 
     def _kick(self) -> None:
-        with self._cond:
+        with self._lock:
             self._kick_due, self._kicked = False, True
-            self._cond.notify()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake the worker if it sleeps (with ``_lock`` held): at most one release per sleep."""
+        if self._sleeping:
+            self._sleeping = False
+            self._wakeup.release()
 
     # -- on the worker thread -----------------------------------------------------------------------
     def _work(self) -> None:
@@ -144,24 +155,35 @@ class VersionBatcher:
 
     def _next(self) -> list[Pending[Job]] | None:
         """The next batch to run (marking the runner busy), waiting as the queue says; None once closed."""
-        with self._cond:
-            self.queue.running = False
-            while not self._closed:
-                if self._state == IDLE and not self._kicked:
-                    self._cond.wait()
-                    continue
-                got = self.queue.take(perf_counter())
-                if got is None:
-                    self._state, self._kicked = IDLE, False
-                    self._cond.wait()
-                elif isinstance(got, float):
-                    self._state = WAITING
-                    self._cond.wait(max(0.0, got - perf_counter()))
-                else:
-                    self._state = RUNNING
-                    self.queue.running = True
-                    return got
-            return None
+        while True:
+            timeout: float | None = None
+            with self._lock:
+                self.queue.running = False
+                if self._closed:
+                    return None
+                if self._state != IDLE or self._kicked:
+                    got = self.queue.take(perf_counter())
+                    if isinstance(got, list):
+                        self._state = RUNNING
+                        self.queue.running = True
+                        return got
+                    if got is None:
+                        self._state, self._kicked = IDLE, False
+                    else:
+                        self._state = WAITING
+                        timeout = max(0.0, got - perf_counter())
+                self._sleeping = True
+            self._sleep(timeout)
+
+    def _sleep(self, timeout: float | None) -> None:
+        """Until woken (:meth:`_wake`), or ``timeout`` seconds have passed."""
+        if self._wakeup.acquire(timeout=-1 if timeout is None else timeout):
+            return
+        with self._lock:
+            if self._sleeping:  # timed out and nobody woke it meanwhile
+                self._sleeping = False
+                return
+        self._wakeup.acquire()  # woken just as the wait timed out: take that release (it has happened)
 
     def _run(self, batch: list[Pending[Job]]) -> None:
         t0 = perf_counter()
@@ -201,10 +223,10 @@ class VersionBatcher:
     def close(self) -> None:
         """Stop taking batches; queued requests are answered 500 (the server is stopping). A run under way
         finishes on its (daemon) thread; its answers go nowhere once the loop is closed."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             drained = self.queue.drain()
-            self._cond.notify_all()
+            self._wake()
         for p in drained:
             if not p.item.later.done():
                 p.item.later.set_exception(InferenceFailed("server is shutting down"))

@@ -221,11 +221,10 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- model: {s['model']}: a wide MLP (3 x 2048), milliseconds for one row alone; 1 row per request, "
         "v2 JSON",
         f"- load: `wrk -t1 -cN` closed loop at {', '.join(str(c) for c in s['connections'])} connections, "
-        f"{s['duration_s']:g} s each after {s['warmup_s']:g} s of warm-up, one contender at a time, one "
-        "round",
-        f"- ONNX Runtime: {s['ort_threads']} intra-op thread(s) per session everywhere (ferryman's default "
-        "with "
-        "batching on this machine: one per core but one), sequential, no spinning",
+        f"{s['duration_s']:g} s each after {s['warmup_s']:g} s of warm-up, one contender at a time, "
+        f"{s.get('rounds', 1)} round(s): per level the best round counts (Ray, slow to start: one)",
+        f"- ONNX Runtime: {s['ort_threads']} intra-op thread(s) per session (ferryman's default with "
+        "batching on this machine: one per core but one; `ferryman-batched-t2`: 2), sequential, no spinning",
         "- mean batch: requests per model run while measuring (ferryman: `ferryman_batch_size`; Ray: its own "
         "count)",
         "",

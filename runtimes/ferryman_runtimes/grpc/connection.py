@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ferryman_runtimes.asgi.http import body_too_large
 from ferryman_runtimes.grpc import framing as f
+from ferryman_runtimes.grpc.compression import CompressionError, inflate
 from ferryman_runtimes.grpc.headers import RESPONSE_HEADERS, Decoder, HpackError, trailers, trailers_only
 from ferryman_runtimes.grpc.service import SERVICE
 from ferryman_runtimes.grpc.stream import Stream, parse_timeout
@@ -426,16 +427,20 @@ class Connection(asyncio.Protocol):
         if len(body) < 5:
             self._answer_error(stream, _INVALID_ARGUMENT, "no request message (a unary call sends one)")
             return
-        if body[0]:
-            encoding = (stream.encoding or b"?").decode("latin-1")
-            self._answer_error(stream, _UNIMPLEMENTED, f"compressed messages ({encoding}) are not supported")
-            return
         if stream.declared_length() != len(body) - 5:
             self._answer_error(
                 stream, _INVALID_ARGUMENT, "the request is not exactly one length-prefixed message"
             )
             return
         message = bytes(body[5:]) if not isinstance(body, bytes) else body[5:]
+        if body[0]:  # compressed (compression.py)
+            try:
+                if body[0] != 1:
+                    raise CompressionError(_INTERNAL, f"invalid message flag {body[0]} (0 or 1)")
+                message = inflate(stream.encoding, message, limit=self.server.max_message)
+            except CompressionError as err:
+                self._answer_error(stream, err.code, str(err))
+                return
         stream.body = None
         try:
             outcome = self.service.invoke(stream.method, message, stream.metadata, deadline=stream.deadline)

@@ -17,6 +17,8 @@ from hpack.exceptions import HPACKDecodingError
 from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
 
+from ferryman_runtimes.grpc.compression import ACCEPT_ENCODING
+
 STATIC: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE
 _STATIC_LEN = len(STATIC)
 _HUFFMAN_CACHE = 4096
@@ -157,7 +159,12 @@ def literal(name: bytes, value: bytes) -> bytes:
 
 
 STATUS_200 = b"\x88"  # :status 200, static index 8
-RESPONSE_HEADERS = STATUS_200 + literal(b"content-type", b"application/grpc")
+# every answer says which compressed requests it accepts (compression.py); answers are never compressed
+RESPONSE_HEADERS = (
+    STATUS_200
+    + literal(b"content-type", b"application/grpc")
+    + literal(b"grpc-accept-encoding", ACCEPT_ENCODING)
+)
 OK_TRAILERS = literal(b"grpc-status", b"0")
 
 _UNRESERVED = frozenset(range(0x20, 0x7F)) - {ord("%")}

@@ -30,7 +30,7 @@ from ferryman.request_metrics import PrometheusObserver
 from ferryman.spec import Batching, Limits, format_validation_error
 from ferryman_runtimes.asgi.app import InferenceApp
 from ferryman_runtimes.asgi.http import send_json
-from ferryman_runtimes.native.batcher import VersionBatcher
+from ferryman_runtimes.native.batcher import batchers_for
 
 DEFAULT_MODEL_DIR = "/mnt/models"
 DEFAULT_HTTP_PORT = 8080
@@ -141,11 +141,9 @@ def build_app(options: Options) -> InferenceApp:
     if batching is not None:
         from ferryman_runtimes.native.server import batch_metrics
 
-        app.batchers = {
-            (model.name, model.version): VersionBatcher(
-                model, batching, observe=batch_metrics(metrics.default(), model)
-            )
-        }
+        app.batchers = batchers_for(
+            [model], lambda _: batching, observe=lambda m: batch_metrics(metrics.default(), m)
+        )
     return app
 
 

@@ -60,7 +60,8 @@ ENV_SWITCH_INTERVAL = "FERRYMAN_SWITCH_INTERVAL_MS"
 
 
 def tune_switch_interval() -> float:
-    """Set the interpreter's switch interval for batching (once per process); the interval set, in seconds."""
+    """Set the interpreter's switch interval for batching (by :func:`batchers_for`, when a server has a
+    batched version); the interval set, in seconds."""
     raw = os.environ.get(ENV_SWITCH_INTERVAL, "")
     try:
         ms = float(raw) if raw else SWITCH_INTERVAL_MS
@@ -104,7 +105,6 @@ class VersionBatcher:
         self._thread: threading.Thread | None = None
         self.runs = 0  # model runs so far, and the requests they answered (for tests and the bench)
         self.requests = 0
-        tune_switch_interval()
 
     def submit(self, feed: dict[str, np.ndarray], names: list[str]) -> Later[Outcome]:
         """Queue one request's validated feed; on the event-loop thread. Raises Overloaded when full. The
@@ -260,10 +260,13 @@ def batchers_for(
     *,
     observe: Callable[[OnnxModel], BatchObserver | None] | None = None,
 ) -> dict[tuple[str, str], VersionBatcher]:
-    """A batcher for every model whose ``settings`` are not None, keyed by (model name, version)."""
+    """A batcher for every model whose ``settings`` are not None, keyed by (model name, version); the
+    servers' one way to build them, which also tunes the process's switch interval when there is one."""
     out = {}
     for m in models:
         b = settings(m)
         if b is not None:
             out[(m.name, m.version)] = VersionBatcher(m, b, observe=observe(m) if observe else None)
+    if out:
+        tune_switch_interval()
     return out

@@ -60,7 +60,9 @@ class Settings:
     warmup_s: float = 4.0
     connections: tuple[int, ...] = (1, 8, 32, 64)
     raw_seconds: float = 3.0  # per batch size of the in-process limit
-    rounds: int = 2  # each contender is started and measured this many times; per level the best round counts
+    rounds: int = 3  # each contender is started and measured this many times; per level the best round counts
+    # (as in the main bench: interference only ever slows a run down; at 32 connections the same code gave
+    # 2,764-3,723 rows/s in runs of one afternoon)
     pairs: int = 10  # interleaved plain/batched pairs at 1 connection (interleaved_cost)
     pair_seconds: float = 4.0  # wrk's run on each server of a pair
     quick: bool = False

@@ -94,7 +94,7 @@ class VersionBatcher:
         self.observe = observe
         self._lock = threading.Lock()  # guards the queue and the fields below
         # The worker sleeps on this lock (held while it is awake) and is woken by its release: one futex
-        # each way, and no Python between the wake-up and the GIL's release (see _sleep and _wake).
+        # each way, none of threading.Condition's per-wait lock allocation and queueing (_sleep, _wake).
         self._wakeup = threading.Lock()
         self._wakeup.acquire()
         self._sleeping = False  # the worker is (about to be) asleep on _wakeup; whoever wakes it clears this

@@ -9,6 +9,7 @@ import struct
 from dataclasses import dataclass, field
 
 import hpack
+import numpy as np
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
@@ -20,8 +21,19 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+from ferryman_runtimes.grpc import inference_pb2 as pb
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def infer_request(rows: np.ndarray, *, model: str) -> bytes:
+    """A serialized v2 ``ModelInferRequest`` of ``rows`` (FP32, input ``input``, raw contents)."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    message = pb.ModelInferRequest(model_name=model)
+    message.inputs.add(name="input", datatype="FP32", shape=list(rows.shape))
+    message.raw_input_contents.append(rows.tobytes())
+    return message.SerializeToString()  # type: ignore[no-any-return]
 
 
 def grpc_message(body: bytes) -> bytes:

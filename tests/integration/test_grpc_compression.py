@@ -17,7 +17,7 @@ import pytest
 import tritonclient.grpc as tc
 
 from ferryman_runtimes.grpc import inference_pb2 as pb
-from tests.helpers.h2raw import INFER, RawH2
+from tests.helpers.h2raw import INFER, RawH2, infer_request
 from tests.helpers.ports import free_port
 from tests.helpers.servers import serve_cli
 
@@ -36,11 +36,7 @@ def port(sample_spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def _request(rows: np.ndarray) -> bytes:
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
-    message = pb.ModelInferRequest(model_name=MODEL)
-    message.inputs.add(name="input", datatype="FP32", shape=list(rows.shape))
-    message.raw_input_contents.append(rows.tobytes())
-    return message.SerializeToString()  # type: ignore[no-any-return]
+    return infer_request(rows, model=MODEL)
 
 
 def _triton_infer(port: int, rows: np.ndarray, compression: str | None) -> np.ndarray:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ferryman_runtimes.grpc import inference_pb2 as pb
-from tests.helpers.h2raw import INFER, RawH2, grpc_message
+from tests.helpers.h2raw import INFER, RawH2, grpc_message, infer_request
 from tests.helpers.ports import free_port
 from tests.helpers.servers import CliServer, serve_cli
 from tests.integration.test_grpc_serve import _slow_spec
@@ -41,11 +41,7 @@ def served(sample_spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def _request(rows: np.ndarray) -> bytes:
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
-    message = pb.ModelInferRequest(model_name=MODEL)
-    message.inputs.add(name="input", datatype="FP32", shape=list(rows.shape))
-    message.raw_input_contents.append(rows.tobytes())
-    return message.SerializeToString()  # type: ignore[no-any-return]
+    return infer_request(rows, model=MODEL)
 
 
 def _expected(port: int, rows: np.ndarray) -> pb.ModelInferResponse:

@@ -130,7 +130,7 @@ class RawH2:
         self.send(WindowUpdateFrame(stream_id, window_increment=increment))
 
     # -- reading ------------------------------------------------------------------------------------
-    def _read_frame(self) -> tuple[int, set[str], int, bytes] | None:
+    def _read_frame(self) -> tuple[int | None, set[str], int, Frame] | None:
         while len(self.buffer) < 9 or len(self.buffer) < 9 + int.from_bytes(self.buffer[:3], "big"):
             chunk = self.sock.recv(1 << 20)
             if not chunk:
@@ -141,7 +141,7 @@ class RawH2:
         head, self.buffer = self.buffer[: 9 + length], self.buffer[9 + length :]
         frame, _ = Frame.parse_frame_header(memoryview(head[:9]))
         frame.parse_body(memoryview(head[9:]))
-        return frame.type, set(frame.flags), frame.stream_id, frame  # type: ignore[return-value]
+        return frame.type, set(frame.flags), frame.stream_id, frame
 
     def read_one(self) -> Frame | None:
         """Read and account one frame (None: the server closed the connection)."""
@@ -161,9 +161,8 @@ class RawH2:
             self.window_updates.append((stream_id, frame.window_increment))  # type: ignore[attr-defined]
         elif name == "HeadersFrame":
             answer = self.answers.setdefault(stream_id, Answer())
-            block = [
-                (str(k, "latin-1"), str(v, "latin-1")) for k, v in self.decoder.decode(frame.data, raw=True)
-            ]  # type: ignore[attr-defined]
+            raw = self.decoder.decode(frame.data, raw=True)  # type: ignore[attr-defined]
+            block = [(str(k, "latin-1"), str(v, "latin-1")) for k, v in raw]
             if answer.headers:
                 answer.trailers = block
             else:

@@ -19,7 +19,7 @@ lint: setup
 	$(VENV)/bin/ruff check platform runtimes operators tests loadtests scripts
 
 typecheck: setup
-	$(VENV)/bin/mypy platform/ferryman runtimes/ferryman_runtimes operators/ferryman_operator
+	$(VENV)/bin/mypy platform/ferryman runtimes/ferryman_runtimes operators/ferryman_operator tests loadtests
 
 test: setup lint typecheck
 	$(PYTEST) tests/unit tests/integration tests/cluster tests/e2e -q

@@ -106,7 +106,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, _stop)
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
-        app = BatchedOrt.bind(
+        app = BatchedOrt.bind(  # type: ignore[attr-defined]  # @serve.deployment adds bind
             args.model_path,
             args.model_name,
             batching.max_batch_size,  # type: ignore[attr-defined]

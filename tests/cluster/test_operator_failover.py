@@ -98,7 +98,7 @@ def test_standby_takes_over_mid_rollout_and_resumes(
     # one rollout from start to promotion: resumed, never restarted
     assert [h["action"] for h in history] == ["start"] + ["advance"] * (len(steps) - 1) + ["promote"]
     assert [h["weights"].get("v2", 0) for h in history] == [*steps, 100]
-    by = {}
+    by: dict[str, list[str]] = {}
     for e in events(crd, namespace, NAME):
         by.setdefault(e["reason"], []).append(e["reportingInstance"])
     assert by["RolloutStarted"] == ["op-a"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +203,7 @@ def test_status_write_conflict_is_retried_with_fresh_data(
     attempts: list[str] = []
 
     class RacingKube(KubeClient):
-        async def replace_status(self, obj: dict[str, Any]) -> dict[str, Any]:
+        async def replace_status(self, obj: Mapping[str, Any]) -> dict[str, Any]:
             if not attempts:  # someone edits the spec after our read, before our write
                 crd.kubectl(
                     "-n",

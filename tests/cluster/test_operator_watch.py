@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,7 +93,7 @@ def test_idle_is_quiet_and_changes_converge_through_watches(
     with start_operator(crd, namespace, kubeconfig=kubeconfig, identity="op-watch") as op:
         crd.apply([{**canary(n), "metadata": {"name": n, "namespace": namespace}} for n in names])
         for n in names:  # Ready, and the first analysis hold (no Prometheus) written once
-            wait_for(lambda n=n: held(crd, namespace, n), timeout=90, what=f"{n} Ready and holding")
+            wait_for(functools.partial(held, crd, namespace, n), timeout=90, what=f"{n} Ready and holding")
 
         # -- idle: the analysis keeps running every second, and nothing is written or read ---------------
         before, events_before, health_before = (

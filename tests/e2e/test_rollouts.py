@@ -34,13 +34,13 @@ def _deploy(cp: ControlPlane, namespace: str, manifest: dict[str, Any], backend:
     cp.apply({**manifest, "metadata": {**manifest["metadata"], "namespace": namespace}})
     name = manifest["metadata"]["name"]
     for v in manifest["spec"]["versions"]:
+
+        def created(v: dict[str, Any] = v) -> bool:
+            got = cp.kubectl("-n", namespace, "get", "deployment", f"{name}-{v['name']}", check=False)
+            return got.returncode == 0
+
         wait_for(
-            lambda v=v: (
-                cp.kubectl(
-                    "-n", namespace, "get", "deployment", f"{name}-{v['name']}", check=False
-                ).returncode
-                == 0
-            ),
+            created,
             timeout=60,
             what=f"the operator to create {name}-{v['name']}",
             on_timeout=lambda: mdep.history(mdep.status(cp, namespace, name)),

@@ -113,12 +113,14 @@ class RawH2:
     def headers_block(self, headers: list[tuple[str, str]]) -> bytes:
         return bytes(self.encoder.encode(headers))
 
-    def call_frames(self, stream_id: int, body: bytes, *, path: str = INFER, **extra: str) -> list[Frame]:
+    def call_frames(
+        self, stream_id: int, body: bytes, *, path: str = INFER, **extra: str
+    ) -> tuple[HeadersFrame, DataFrame]:
         headers = HeadersFrame(stream_id, self.headers_block(request_headers(path, **extra)))
         headers.flags.add("END_HEADERS")
         data = DataFrame(stream_id, grpc_message(body))
         data.flags.add("END_STREAM")
-        return [headers, data]
+        return headers, data
 
     def ping(self, opaque: bytes = b"12345678") -> None:
         self.send(PingFrame(0, opaque_data=opaque))

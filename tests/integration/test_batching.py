@@ -303,7 +303,7 @@ def raw_post(body: bytes, path: str = "/v2/models/cnn/infer") -> bytes:
 def read_responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
     sock.settimeout(30)
     buffer = b""
-    out = []
+    out: list[tuple[int, bytes]] = []
     while len(out) < count:
         while b"\r\n\r\n" not in buffer:
             chunk = sock.recv(65536)

@@ -85,7 +85,7 @@ def read_responses(
     """``count`` responses off a socket (content-length framed), in order."""
     sock.settimeout(timeout)
     buffer = b""
-    out = []
+    out: list[tuple[int, dict[str, str], bytes]] = []
     while len(out) < count:
         while b"\r\n\r\n" not in buffer:
             chunk = sock.recv(65536)

@@ -157,7 +157,7 @@ def test_the_answer_waits_for_the_clients_window(served: tuple[CliServer, int], 
         while not (1 in client.answers and client.answers[1].ended):
             frame = client.read_one()
             assert frame is not None
-            if type(frame).__name__ == "DataFrame":
+            if isinstance(frame, DataFrame):
                 assert len(frame.data) <= credit  # never beyond what the client allowed
                 credit -= len(frame.data)
                 if credit == 0:

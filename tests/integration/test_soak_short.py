@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_rss_growth_ignores_warm_up_and_measures_the_tail() -> None:
-    samples = [
+    samples: list[tuple[float, float]] = [
         (0, 100.0),
         (5, 140.0),
         (10, 141.0),

@@ -51,7 +51,7 @@ def compatible_feeds(draw: st.DrawFn) -> list[dict[str, np.ndarray]]:
     }
     counts = draw(st.lists(st.integers(0, 6), min_size=1, max_size=8))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    feeds = []
+    feeds: list[dict[str, np.ndarray]] = []
     for rows in counts:
         feeds.append(
             {n: (rng.standard_normal((rows, *dims)) * 100).astype(dt) for n, (dt, dims) in spec.items()}
@@ -187,7 +187,7 @@ def test_a_full_queue_refuses() -> None:
 def test_every_request_runs_once_with_its_own_kind_within_the_limit(
     offers: list[tuple[str | None, int, bool]], limit: int
 ) -> None:
-    q = _queue(max_batch_size=limit, max_delay=0.001, max_queue=1000)
+    q: BatchQueue[int] = BatchQueue(max_batch_size=limit, max_delay=0.001, max_queue=1000)
     now = 0.0
     seen: list[int] = []
     for i, (key, rows, busy) in enumerate(offers):

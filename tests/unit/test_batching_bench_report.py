@@ -98,7 +98,7 @@ def test_a_level_with_errors_gives_no_ratio() -> None:
 
 
 def test_the_section_replaces_its_old_self_and_nothing_else() -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "generated_at": "now",
         "quick": True,
         "json_name": "b.json",
@@ -176,7 +176,7 @@ def test_the_section_shows_every_interleaved_pair() -> None:
         "cost": cr.paired_cost(pairs),
         "pair_seconds": 4.0,
     }
-    doc = {
+    doc: dict[str, Any] = {
         "generated_at": "now",
         "quick": False,
         "json_name": "b.json",

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,17 +35,16 @@ def gaussian(rows: int, seed: int, *, scale0: float = 1.0) -> np.ndarray:
     return x
 
 
-def thread_monitor(**config: object) -> DriftMonitor:
-    cfg = DriftConfig(
-        **{
-            "window_size": 200,
-            "every_rows": 200,
-            "threshold": 0.25,
-            "isolation": "thread",
-            "min_interval_seconds": 0.0,
-            **config,
-        }
-    )  # type: ignore[arg-type]
+def thread_monitor(**config: Any) -> DriftMonitor:
+    settings: dict[str, Any] = {
+        "window_size": 200,
+        "every_rows": 200,
+        "threshold": 0.25,
+        "isolation": "thread",
+        "min_interval_seconds": 0.0,
+        **config,
+    }
+    cfg = DriftConfig(**settings)
     monitor = DriftMonitor("m", config=cfg, metrics=FerrymanMetrics(CollectorRegistry()))
     monitor.add_version("v1", reference=gaussian(600, seed=1), feature_names=["a", "b", "c", "d"])
     return monitor

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote
 
 import hpack
@@ -44,7 +45,7 @@ def test_malformed_blocks_are_hpack_errors() -> None:
 def test_the_servers_blocks_decode_with_hpack() -> None:
     decoder = hpack.Decoder()
     assert decoder.decode(trailers(0)) == [("grpc-status", "0")]
-    got = dict(decoder.decode(trailers_only(5, "model 'modèle' 100% gone")))
+    got: dict[Any, Any] = dict(decoder.decode(trailers_only(5, "model 'modèle' 100% gone")))  # str, not raw
     assert got[":status"] == "200" and got["content-type"] == "application/grpc" and got["grpc-status"] == "5"
     assert unquote(got["grpc-message"]) == "model 'modèle' 100% gone"
 

@@ -97,7 +97,7 @@ def test_a_repeated_hold_is_not_material_but_decisions_are() -> None:
         lastAnalysis={"requests": 40},
     )
     assert status.material(again) == status.material(before)
-    assert status.hold_reason(hold["reason"]) == "only # of # requests needed"
+    assert status.hold_reason(str(hold["reason"])) == "only # of # requests needed"
     # the first hold after a decision, another reason, a failure, a step, a condition: all material
     assert status.material(_status([start])) != status.material(before)
     other = _status([start, {**hold, "reason": "p99 latency unknown"}])

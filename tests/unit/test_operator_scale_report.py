@@ -52,7 +52,7 @@ def test_targets_met_and_missed() -> None:
 
 
 def test_requests_by_verb_keep_the_operators_kinds() -> None:
-    delta = {
+    delta: dict[tuple[tuple[str, str], ...], float] = {
         (("resource", "deployments"), ("subresource", ""), ("verb", "APPLY")): 3.0,
         (("resource", "modeldeployments"), ("subresource", "status"), ("verb", "PUT")): 2.0,
         (("resource", "pods"), ("subresource", ""), ("verb", "PATCH")): 9.0,

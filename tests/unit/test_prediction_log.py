@@ -17,7 +17,10 @@ def test_own_ids_round_trip_and_expire_after_capacity() -> None:
         ids.append(rid)
     assert len(set(ids)) == 5 and all(r.startswith(log.prefix) for r in ids)
     assert log.get(ids[0]) is None and log.get(ids[1]) is None  # overwritten by newer answers
-    version, route, labels = log.get(ids[4])  # type: ignore[misc]
+    got = log.get(ids[4])
+    assert got is not None
+    version, route, labels = got
+    assert labels is not None
     assert (version, route, int(labels.flat[0])) == ("v1", "stable", 4)
     log.forget(ids[4])
     assert log.get(ids[4]) is None and log.get(ids[3]) is not None

@@ -58,10 +58,11 @@ def test_builder_creates_exactly_the_deployments_the_config_names(sample_models)
     app_cfg = cfg["applications"][0]
     app = build(copy.deepcopy(app_cfg["args"]))
     ingress = app._bound_deployment
-    remotes = ingress.init_args[1]
+    init_args: tuple[Any, ...] = ingress.init_args
+    remotes = init_args[1]
     names = {ingress.name} | {r._bound_deployment.name for r in remotes.values()}
     assert names == set(_deployments(cfg))
-    assert ingress.init_args[3] == {"v2": "remote"}
+    assert init_args[3] == {"v2": "remote"}
     # each version deployment loads its own model from the spec: only the spec dict crosses processes
     for version, r in remotes.items():
         assert r._bound_deployment.init_args == (app_cfg["args"]["deployment"], version)

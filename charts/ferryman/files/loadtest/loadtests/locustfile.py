@@ -92,7 +92,7 @@ class InferenceUser(FastHttpUser):
         with self.client.request(
             p.method,
             p.path,
-            data=p.body,
+            data=p.body,  # type: ignore[arg-type]  # bytes are sent as they are
             headers=headers,
             name=REQUEST_NAME,  # type: ignore[arg-type]
             catch_response=True,

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import zlib
 
+import grpc
+
 ACCEPT_ENCODING = b"identity,deflate,gzip"
 _WBITS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
-UNIMPLEMENTED, INTERNAL, RESOURCE_EXHAUSTED = 12, 13, 8
 
 
 class CompressionError(Exception):
     """A request message that cannot be inflated; ``code`` is its gRPC status."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -33,24 +34,28 @@ def inflate(encoding: bytes | None, data: bytes, *, limit: int) -> bytes:
     inflated to at most ``limit`` bytes."""
     if encoding is None:
         raise CompressionError(
-            INTERNAL, "the message is flagged compressed but grpc-encoding names no algorithm"
+            grpc.StatusCode.INTERNAL, "the message is flagged compressed but grpc-encoding names no algorithm"
         )
     wbits = _WBITS.get(encoding.lower())
     if wbits is None:
         name = encoding.decode("latin-1", "replace")[:64]
         raise CompressionError(
-            UNIMPLEMENTED,
+            grpc.StatusCode.UNIMPLEMENTED,
             f"grpc-encoding {name!r} is not supported (accepted: {ACCEPT_ENCODING.decode()})",
         )
     inflater = zlib.decompressobj(wbits)
     try:
         out = inflater.decompress(data, limit + 1)
     except zlib.error as err:
-        raise CompressionError(INTERNAL, f"the {encoding.decode()} message does not inflate: {err}") from err
+        raise CompressionError(
+            grpc.StatusCode.INTERNAL, f"the {encoding.decode()} message does not inflate: {err}"
+        ) from err
     if len(out) > limit:
-        raise CompressionError(RESOURCE_EXHAUSTED, f"the message inflates past the limit of {limit} bytes")
+        raise CompressionError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, f"the message inflates past the limit of {limit} bytes"
+        )
     if not inflater.eof or inflater.unused_data:
         raise CompressionError(
-            INTERNAL, f"the {encoding.decode()} message is truncated or has trailing bytes"
+            grpc.StatusCode.INTERNAL, f"the {encoding.decode()} message is truncated or has trailing bytes"
         )
     return out

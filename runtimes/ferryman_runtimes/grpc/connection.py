@@ -23,6 +23,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+import grpc
+
 from ferryman_runtimes.asgi.http import body_too_large
 from ferryman_runtimes.grpc import framing as f
 from ferryman_runtimes.grpc.compression import CompressionError, inflate
@@ -436,10 +438,12 @@ class Connection(asyncio.Protocol):
         if body[0]:  # compressed (compression.py)
             try:
                 if body[0] != 1:
-                    raise CompressionError(_INTERNAL, f"invalid message flag {body[0]} (0 or 1)")
+                    raise CompressionError(
+                        grpc.StatusCode.INTERNAL, f"invalid message flag {body[0]} (0 or 1)"
+                    )
                 message = inflate(stream.encoding, message, limit=self.server.max_message)
             except CompressionError as err:
-                self._answer_error(stream, err.code, str(err))
+                self._answer_error(stream, err.code.value[0], str(err))
                 return
         stream.body = None
         try:

@@ -285,6 +285,20 @@ def test_a_request_the_model_rejects_fails_alone(tmp_path: Path) -> None:
         assert np.array_equal(got[0], np.arange(16, dtype=np.float32).reshape(8, 2)[want])
 
 
+def _submitted_in_one_turn(
+    batcher: VersionBatcher, feeds: list[dict[str, np.ndarray]], names: list[str]
+) -> list[tuple[list[np.ndarray], float]]:
+    """Every feed submitted in one loop turn, each request's outcome once all are answered; then closed."""
+
+    async def main() -> list[tuple[list[np.ndarray], float]]:
+        return list(await asyncio.gather(*[batcher.submit(f, names) for f in feeds]))
+
+    try:
+        return asyncio.run(main())
+    finally:
+        batcher.close()
+
+
 def test_requests_submitted_in_one_loop_turn_share_one_run_and_get_their_own_rows(cnn: OnnxModel) -> None:
     rng = np.random.default_rng(1)
     feeds = [{"input": (rng.random((rows, 64)) * 16).astype(np.float32)} for rows in (1, 2, 1, 4)]
@@ -293,14 +307,7 @@ def test_requests_submitted_in_one_loop_turn_share_one_run_and_get_their_own_row
         cnn, Batching(max_batch_size=32), observe=lambda n, rows, delays: sizes.append((n, rows))
     )
 
-    async def main() -> list[tuple[list[np.ndarray], float]]:
-        futures = [batcher.submit(f, cnn.output_names) for f in feeds]
-        return list(await asyncio.gather(*futures))
-
-    try:
-        outcomes = asyncio.run(main())
-    finally:
-        batcher.close()
+    outcomes = _submitted_in_one_turn(batcher, feeds, cnn.output_names)
     assert sizes == [(4, 8)] and batcher.runs == 1
     for feed, (arrays, seconds) in zip(feeds, outcomes, strict=True):
         assert seconds > 0
@@ -422,14 +429,7 @@ def test_the_worker_takes_full_batches_back_to_back_without_the_loop(cnn: OnnxMo
         cnn, Batching(max_batch_size=2, max_delay_ms=1000), observe=lambda n, rows, d: sizes.append((n, rows))
     )
 
-    async def main() -> list[tuple[list[np.ndarray], float]]:
-        futures = [batcher.submit(f, cnn.output_names) for f in feeds]
-        return list(await asyncio.gather(*futures))
-
-    try:
-        outcomes = asyncio.run(main())
-    finally:
-        batcher.close()
+    outcomes = _submitted_in_one_turn(batcher, feeds, cnn.output_names)
     assert sizes == [(2, 2)] * 3 and batcher.runs == 3 and batcher.requests == 6
     for feed, (arrays, _) in zip(feeds, outcomes, strict=True):
         for got, alone in zip(arrays, cnn.execute(feed, cnn.output_names), strict=True):
